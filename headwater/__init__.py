@@ -1,0 +1,71 @@
+"""headwater: a small reactive materialization daemon.
+
+Declare assets and sources; headwater keeps them up to date, running only what changed data
+makes stale.
+"""
+
+from headwater._durations import Duration, parse_duration
+from headwater._errors import DefinitionError, HeadwaterError, PartitionKeyError, SelectionError
+from headwater._events import Event, EventKind
+from headwater.definitions import (
+    AssetDef,
+    CheckDef,
+    CheckResult,
+    DailyPartitions,
+    Definitions,
+    DynamicPartitions,
+    FileSource,
+    HourlyPartitions,
+    MultiPartitions,
+    ObjectSource,
+    Output,
+    PartitionsDefinition,
+    SourceDef,
+    StaticPartitions,
+    asset,
+    check,
+    source,
+)
+from headwater.execution import Context, FilesystemStore, IOManager
+from headwater.policies import Freshness, Policy, Retry, eager, manual
+from headwater.versions import code_version, data_version
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssetDef",
+    "CheckDef",
+    "CheckResult",
+    "Context",
+    "DailyPartitions",
+    "DefinitionError",
+    "Definitions",
+    "Duration",
+    "DynamicPartitions",
+    "Event",
+    "EventKind",
+    "FileSource",
+    "FilesystemStore",
+    "Freshness",
+    "HeadwaterError",
+    "HourlyPartitions",
+    "IOManager",
+    "MultiPartitions",
+    "ObjectSource",
+    "Output",
+    "PartitionKeyError",
+    "PartitionsDefinition",
+    "Policy",
+    "Retry",
+    "SelectionError",
+    "SourceDef",
+    "StaticPartitions",
+    "asset",
+    "check",
+    "code_version",
+    "data_version",
+    "eager",
+    "manual",
+    "parse_duration",
+    "source",
+]

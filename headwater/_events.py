@@ -1,0 +1,63 @@
+"""Events: frozen values with a UTC timestamp. The event log stores them; the state reduces them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Event", "EventKind", "format_timestamp", "parse_timestamp"]
+
+
+class EventKind(StrEnum):
+    OBSERVATION = "observation"
+    RUN_STARTED = "run_started"
+    MATERIALIZATION = "materialization"
+    RUN_FAILED = "run_failed"
+    RUN_ABANDONED = "run_abandoned"
+    DECISION = "decision"
+    PARTITIONS_ADDED = "partitions_added"
+    CHECK = "check"
+    FRESHNESS_VIOLATED = "freshness_violated"
+    FRESHNESS_RECOVERED = "freshness_recovered"
+    DAEMON_STARTED = "daemon_started"
+    DAEMON_STOPPED = "daemon_stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One thing that happened. ``id`` is assigned by the event log when it is written."""
+
+    kind: str
+    timestamp: datetime
+    asset: str | None = None
+    partition: str | None = None
+    run_id: str | None = None
+    data_version: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "timestamp": format_timestamp(self.timestamp),
+            "kind": self.kind,
+            "asset": self.asset,
+            "partition": self.partition,
+            "run_id": self.run_id,
+            "data_version": self.data_version,
+            "payload": dict(self.payload),
+        }
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 in UTC with microseconds: fixed width, so text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {moment!r} has no timezone")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

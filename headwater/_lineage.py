@@ -1,0 +1,42 @@
+"""The asset graph as text, Mermaid or Graphviz dot."""
+
+from __future__ import annotations
+
+from headwater.definitions import AssetDef, Definitions
+
+__all__ = ["FORMATS", "render_lineage"]
+
+FORMATS = ("text", "mermaid", "dot")
+
+
+def _kind(defs: Definitions, key: str) -> str:
+    node = defs.nodes[key]
+    if isinstance(node, AssetDef):
+        return f"asset, {node.policy.name}"
+    return f"{node.kind} source"
+
+
+def render_lineage(defs: Definitions, fmt: str) -> str:
+    graph = defs.graph
+    keys = sorted(graph.order, key=graph.order.__getitem__)
+    edges = [(parent, key) for key in keys for parent in graph.parents[key]]
+    if fmt == "mermaid":
+        ids = {key: f"n{i}" for i, key in enumerate(keys)}
+        lines = ["graph LR"]
+        lines += [f'    {ids[k]}["{k}"]' for k in keys]
+        lines += [f"    {ids[a]} --> {ids[b]}" for a, b in edges]
+        return "\n".join(lines)
+    if fmt == "dot":
+        lines = ["digraph headwater {", "    rankdir=LR;"]
+        for key in keys:
+            shape = "box" if isinstance(defs.nodes[key], AssetDef) else "ellipse"
+            lines.append(f'    "{key}" [shape={shape}];')
+        lines += [f'    "{a}" -> "{b}";' for a, b in edges]
+        lines.append("}")
+        return "\n".join(lines)
+    lines = []
+    for key in keys:
+        parents = graph.parents[key]
+        suffix = f" <- {', '.join(parents)}" if parents else ""
+        lines.append(f"{key} ({_kind(defs, key)}){suffix}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Rows for ``headwater status``: every asset partition's state, version and last run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from headwater._events import format_timestamp
+from headwater.definitions import Definitions
+from headwater.planning import Evaluator, State
+
+__all__ = ["StatusRow", "status_rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    asset: str
+    kind: str
+    partition: str | None
+    state: str
+    late: bool
+    data_version: str | None
+    last_materialized_at: datetime | None
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "kind": self.kind,
+            "partition": self.partition,
+            "state": self.state,
+            "late": self.late,
+            "data_version": self.data_version,
+            "last_materialized_at": None
+            if self.last_materialized_at is None
+            else format_timestamp(self.last_materialized_at),
+            "reason": self.reason,
+        }
+
+
+def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[StatusRow]:
+    """In topological order; partitions that exist now plus any the log knows of."""
+    ev = Evaluator(defs, state, now)
+    for key in sorted(defs.graph.order, key=defs.graph.order.__getitem__):
+        node = defs.nodes[key]
+        partitions: list[str | None] = ev.partitions(key)
+        if node.partitions is not None:
+            known = set(partitions)
+            partitions += [p for p in state.present_partitions(key) if p not in known]
+        kind = "asset" if key in defs.assets else f"{getattr(node, 'kind', 'source')} source"
+        for partition in partitions:
+            status = ev.status(key, partition)
+            record = state.record((key, partition))
+            yield StatusRow(
+                asset=key,
+                kind=kind,
+                partition=partition,
+                state=status.state,
+                late=False,
+                data_version=record.version if record else None,
+                last_materialized_at=(record.materialized_at or record.changed_at) if record else None,
+                reason="; ".join(status.reasons + tuple(f"waiting: {b}" for b in status.blockers)),
+            )

@@ -1,0 +1,175 @@
+"""``@asset``: a Python function that produces data, with its inputs, policy and SLA."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, overload
+
+from headwater._errors import DefinitionError
+from headwater.definitions._keys import check_key
+from headwater.definitions._partitions import PartitionsDefinition
+from headwater.policies import Freshness, Policy, Retry, eager
+
+if TYPE_CHECKING:
+    from headwater.definitions._sources import SourceDef
+    from headwater.execution._store import IOManager
+
+__all__ = ["CONTEXT_PARAMETER", "AssetDef", "asset", "dependency_key"]
+
+CONTEXT_PARAMETER = "context"
+
+
+def dependency_key(dep: object, *, owner: str) -> str:
+    """The key of a dependency given as a key string, an asset or a source."""
+    if isinstance(dep, str):
+        return check_key(dep, f"asset {owner!r}: dependency")
+    key = getattr(dep, "key", None)
+    if isinstance(key, str) and hasattr(dep, "partitions"):
+        return key
+    raise DefinitionError(
+        f"asset {owner!r}: dependency {dep!r} is neither a key nor an asset or source"
+    )
+
+
+@dataclass(eq=False, slots=True)
+class AssetDef:
+    """A declared asset. Build it with :func:`asset`."""
+
+    key: str
+    fn: Callable[..., Any]
+    inputs: Mapping[str, str]
+    """parameter name -> upstream key, in the function's parameter order"""
+    deps: tuple[str, ...]
+    partitions: PartitionsDefinition | None
+    policy: Policy
+    freshness: Freshness | None
+    code_version: str | None
+    retries: Retry | None
+    io: IOManager | None
+    group: str | None
+    description: str | None
+    tags: Mapping[str, str]
+    wants_context: bool
+    _code_version_cache: str | None = field(default=None, repr=False)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every key this asset depends on, inputs first, each once."""
+        return tuple(dict.fromkeys([*self.inputs.values(), *self.deps]))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, as a plain Python function (handy in unit tests)."""
+        return self.fn(*args, **kwargs)
+
+
+def _inputs_from_signature(
+    key: str, fn: Callable[..., Any], ins: Mapping[str, Any] | None
+) -> tuple[dict[str, str], bool]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"asset {key!r}: cannot read the function's signature") from exc
+    mapped = dict(ins or {})
+    inputs: dict[str, str] = {}
+    wants_context = False
+    for name, param in params.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise DefinitionError(
+                f"asset {key!r}: parameter {name!r} is *args/**kwargs; declare each input by name"
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            raise DefinitionError(f"asset {key!r}: parameter {name!r} must not be positional-only")
+        if name == CONTEXT_PARAMETER and name not in mapped:
+            wants_context = True
+            continue
+        upstream = mapped.pop(name, name)
+        inputs[name] = dependency_key(upstream, owner=key)
+    if mapped:
+        raise DefinitionError(
+            f"asset {key!r}: ins= names {sorted(mapped)}, which are not parameters of "
+            f"{getattr(fn, '__name__', fn)!r}"
+        )
+    return inputs, wants_context
+
+
+@overload
+def asset(key: Callable[..., Any], /) -> AssetDef: ...
+
+
+@overload
+def asset(
+    key: str | None = None,
+    *,
+    deps: Iterable[str | AssetDef | SourceDef] = (),
+    ins: Mapping[str, str | AssetDef | SourceDef] | None = None,
+    partitions: PartitionsDefinition | None = None,
+    policy: Policy | None = None,
+    freshness: Freshness | None = None,
+    code_version: str | None = None,
+    retries: Retry | None = None,
+    io: IOManager | None = None,
+    group: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Callable[[Callable[..., Any]], AssetDef]: ...
+
+
+def asset(
+    key: str | Callable[..., Any] | None = None,
+    *,
+    deps: Iterable[str | AssetDef | SourceDef] = (),
+    ins: Mapping[str, str | AssetDef | SourceDef] | None = None,
+    partitions: PartitionsDefinition | None = None,
+    policy: Policy | None = None,
+    freshness: Freshness | None = None,
+    code_version: str | None = None,
+    retries: Retry | None = None,
+    io: IOManager | None = None,
+    group: str | None = None,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
+    """Declare an asset: ``@asset`` or ``@asset("prefix/name", partitions=..., policy=...)``.
+
+    Each parameter is an input named after its upstream key (``ins=`` maps others); a parameter
+    named ``context`` receives a :class:`Context`. ``deps`` order and invalidate without passing
+    values in.
+    """
+    if callable(key):
+        return asset()(key)
+
+    def decorate(fn: Callable[..., Any]) -> AssetDef:
+        if not callable(fn):
+            raise DefinitionError(f"@asset decorates a function, not {fn!r}")
+        name = check_key(key if key is not None else getattr(fn, "__name__", ""))
+        if partitions is not None and not isinstance(partitions, PartitionsDefinition):
+            raise DefinitionError(f"asset {name!r}: partitions={partitions!r} is not a partitions definition")
+        chosen_policy = eager() if policy is None else policy
+        if not isinstance(chosen_policy, Policy):
+            raise DefinitionError(f"asset {name!r}: policy={policy!r} is not a policy")
+        if freshness is not None and not isinstance(freshness, Freshness):
+            raise DefinitionError(f"asset {name!r}: freshness= takes hw.Freshness(...)")
+        if retries is not None and not isinstance(retries, Retry):
+            raise DefinitionError(f"asset {name!r}: retries= takes hw.Retry(...)")
+        inputs, wants_context = _inputs_from_signature(name, fn, ins)
+        dep_keys = tuple(dependency_key(d, owner=name) for d in deps)
+        return AssetDef(
+            key=name,
+            fn=fn,
+            inputs=inputs,
+            deps=dep_keys,
+            partitions=partitions,
+            policy=chosen_policy,
+            freshness=freshness,
+            code_version=code_version,
+            retries=retries,
+            io=io,
+            group=group,
+            description=description if description is not None else inspect.getdoc(fn),
+            tags=dict(tags or {}),
+            wants_context=wants_context,
+        )
+
+    return decorate

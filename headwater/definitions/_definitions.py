@@ -1,0 +1,163 @@
+"""``Definitions``: every asset, source and check of a project, validated on construction."""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from headwater._errors import DefinitionError
+from headwater.definitions._assets import AssetDef
+from headwater.definitions._checks import CheckDef
+from headwater.definitions._graph import AssetGraph, EdgeMapping
+from headwater.definitions._sources import SourceDef
+
+if TYPE_CHECKING:
+    from headwater.execution._store import IOManager
+
+__all__ = ["Definitions", "Node"]
+
+Node = AssetDef | SourceDef
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _caller_dir() -> Path:
+    """The folder of the file that constructed the Definitions: relative paths resolve there."""
+    frame = sys._getframe(2)
+    filename = frame.f_globals.get("__file__")
+    return Path(filename).resolve().parent if isinstance(filename, str) else Path.cwd()
+
+
+class Definitions:
+    """The assets, sources and checks of a project.
+
+    Raises :class:`DefinitionError`, naming the assets involved, for an unknown dependency, a
+    cycle, a duplicate key, a partition mismatch, or a parameter that matches no asset.
+    """
+
+    def __init__(
+        self,
+        assets: Iterable[Node],
+        checks: Iterable[CheckDef] = (),
+        *,
+        io: IOManager | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.base_dir = _caller_dir()
+        self.io = io
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise DefinitionError(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
+        self.max_concurrency = max_concurrency
+        self.nodes: dict[str, Node] = {}
+        for item in assets:
+            if not isinstance(item, AssetDef | SourceDef):
+                raise DefinitionError(
+                    f"Definitions(assets=...) holds {item!r}, which is neither an @hw.asset "
+                    "nor a source; decorate the function with @hw.asset"
+                )
+            if item.key in self.nodes:
+                raise DefinitionError(
+                    f"duplicate key {item.key!r}: two assets or sources are declared with it"
+                )
+            self.nodes[item.key] = item
+        self.checks = self._validate_checks(checks)
+        self._validate_dependencies()
+        mappings = self._validate_partitions()
+        parents = {key: node.upstream if isinstance(node, AssetDef) else () for key, node in self.nodes.items()}
+        try:
+            self.graph = AssetGraph(parents, mappings)
+        except graphlib.CycleError as exc:
+            cycle = list(exc.args[1])
+            raise DefinitionError(
+                "cycle in the asset graph: " + " -> ".join(reversed(cycle))
+                + "; an asset cannot depend on itself, directly or through others"
+            ) from None
+
+    @property
+    def assets(self) -> dict[str, AssetDef]:
+        return {k: n for k, n in self.nodes.items() if isinstance(n, AssetDef)}
+
+    @property
+    def sources(self) -> dict[str, SourceDef]:
+        return {k: n for k, n in self.nodes.items() if isinstance(n, SourceDef)}
+
+    def __getitem__(self, key: str) -> Node:
+        return self.nodes[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.nodes
+
+    def _validate_checks(self, checks: Iterable[CheckDef]) -> dict[str, list[CheckDef]]:
+        by_asset: dict[str, list[CheckDef]] = {}
+        for item in checks:
+            if not isinstance(item, CheckDef):
+                raise DefinitionError(f"Definitions(checks=...) holds {item!r}, which is not an @hw.check")
+            target = self.nodes.get(item.asset)
+            if not isinstance(target, AssetDef):
+                what = "a source" if target is not None else "not defined"
+                raise DefinitionError(
+                    f"check {item.name!r} targets {item.asset!r}, which is {what}"
+                    + ("" if target is not None else _suggest(item.asset, self.nodes))
+                )
+            same = by_asset.setdefault(item.asset, [])
+            if any(c.name == item.name for c in same):
+                raise DefinitionError(f"asset {item.asset!r} has two checks named {item.name!r}")
+            same.append(item)
+        return by_asset
+
+    def _validate_dependencies(self) -> None:
+        for key, node in self.nodes.items():
+            if not isinstance(node, AssetDef):
+                continue
+            for param, upstream in node.inputs.items():
+                if upstream in self.nodes:
+                    continue
+                if param == upstream:
+                    raise DefinitionError(
+                        f"asset {key!r}: parameter {param!r} matches no asset or source"
+                        f"{_suggest(param, self.nodes)}; name the parameter after an upstream key "
+                        f"or map it with ins={{{param!r}: 'upstream/key'}}"
+                    )
+                raise DefinitionError(
+                    f"asset {key!r}: input {param!r} maps to unknown dependency {upstream!r}"
+                    f"{_suggest(upstream, self.nodes)}"
+                )
+            for dep in node.deps:
+                if dep not in self.nodes:
+                    raise DefinitionError(
+                        f"asset {key!r} depends on unknown dependency {dep!r}{_suggest(dep, self.nodes)}"
+                    )
+
+    def _validate_partitions(self) -> dict[tuple[str, str], EdgeMapping]:
+        mappings: dict[tuple[str, str], EdgeMapping] = {}
+        for key, node in self.nodes.items():
+            if not isinstance(node, AssetDef):
+                continue
+            for parent_key in node.upstream:
+                parent = self.nodes[parent_key].partitions
+                child = node.partitions
+                if parent is None and child is None:
+                    mapping = EdgeMapping.NONE
+                elif parent is None:
+                    mapping = EdgeMapping.FAN_OUT
+                elif child is None:
+                    mapping = EdgeMapping.ALL
+                elif parent == child:
+                    mapping = EdgeMapping.IDENTITY
+                else:
+                    raise DefinitionError(
+                        f"partition mismatch: asset {key!r} ({child.describe()}) depends on "
+                        f"{parent_key!r} ({parent.describe()}) and there is no mapping between "
+                        "different partitions definitions; use the same definition on both"
+                    )
+                mappings[(parent_key, key)] = mapping
+        return mappings

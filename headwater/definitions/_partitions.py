@@ -1,0 +1,381 @@
+"""Partition definitions: which partition keys an asset has, given the time and the dynamic keys.
+
+Time partitions exist up to the last *complete* window in their timezone. Windows are counted in
+wall-clock time, so a daily window is a calendar day even across a DST change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from headwater._errors import DefinitionError, PartitionKeyError
+
+__all__ = [
+    "DailyPartitions",
+    "DynamicPartitions",
+    "HourlyPartitions",
+    "MultiPartitions",
+    "PartitionContext",
+    "PartitionsDefinition",
+    "StaticPartitions",
+]
+
+MULTI_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class PartitionContext:
+    """What partition keys depend on besides their definition: the time and dynamic keys."""
+
+    now: datetime
+    dynamic_keys: Callable[[str], Sequence[str]] = field(default=lambda _name: ())
+
+
+class PartitionsDefinition(ABC):
+    """A set of partition keys. Two definitions are the same partitioning when they are equal."""
+
+    @abstractmethod
+    def keys(self, ctx: PartitionContext) -> Sequence[str]:
+        """Every key that exists at ``ctx.now``, in order."""
+
+    @abstractmethod
+    def has_key(self, key: str, ctx: PartitionContext) -> bool:
+        """Whether ``key`` exists at ``ctx.now``."""
+
+    @abstractmethod
+    def check_key(self, key: str) -> None:
+        """Raise :class:`PartitionKeyError` if ``key`` can never be one of this definition's."""
+
+    def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
+        """The keys of the newest complete time window, or None when not time-based."""
+        return None
+
+    def next_window_end(self, now: datetime) -> datetime | None:
+        """The next instant after ``now`` at which a new key comes into existence by time."""
+        return None
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def require_key(self, key: str, ctx: PartitionContext, *, asset: str) -> None:
+        """Raise a message naming ``asset`` if ``key`` does not exist now."""
+        self.check_key(key)
+        if not self.has_key(key, ctx):
+            raise PartitionKeyError(
+                f"asset {asset!r}: partition {key!r} does not exist ({self.describe()} at "
+                f"{ctx.now.isoformat()})"
+            )
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DefinitionError(f"unknown timezone {tz!r} in a partitions definition") from exc
+
+
+def _parse_start(value: str | date | datetime, fmt: str, what: str) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    for candidate in (fmt, "%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(value, candidate)
+        except ValueError:
+            continue
+    raise DefinitionError(f"{what}: {value!r} is not a date such as '2026-01-01'")
+
+
+class _TimeWindowPartitions(PartitionsDefinition):
+    """Windows of a fixed wall-clock length from ``start`` (inclusive) to ``end`` (exclusive)."""
+
+    _step: timedelta
+    _format: str
+
+    def __init__(
+        self,
+        start: str | date | datetime,
+        end: str | date | datetime | None = None,
+        tz: str = "UTC",
+    ) -> None:
+        name = type(self).__name__
+        self.start = self._align(_parse_start(start, self._format, f"{name} start"))
+        self.end = None if end is None else _parse_start(end, self._format, f"{name} end")
+        if self.end is not None and self.end <= self.start:
+            raise DefinitionError(f"{name}: end {end!r} is not after start {start!r}")
+        self.tz = tz
+        self._zone = _zone(tz)
+        self._cache: tuple[str | None, list[str]] = (None, [])
+
+    def _align(self, naive: datetime) -> datetime:
+        return naive
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and isinstance(other, _TimeWindowPartitions)
+            and (self.start, self.end, self.tz) == (other.start, other.end, other.tz)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.start, self.end, self.tz))
+
+    def __repr__(self) -> str:
+        end = "" if self.end is None else f", end={self.end.strftime(self._format)!r}"
+        return f"{type(self).__name__}(start={self.start.strftime(self._format)!r}{end}, tz={self.tz!r})"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def _exists(self, naive: datetime) -> bool:
+        aware = naive.replace(tzinfo=self._zone)
+        return aware.astimezone(UTC).astimezone(self._zone).replace(tzinfo=None) == naive
+
+    def _instant(self, naive: datetime) -> datetime:
+        return naive.replace(tzinfo=self._zone).astimezone(UTC)
+
+    def _local_floor(self, now: datetime) -> datetime:
+        """The start (naive local) of the window that contains ``now``."""
+        local = now.astimezone(self._zone).replace(tzinfo=None)
+        delta = local - self.start
+        steps = delta // self._step
+        return self.start + steps * self._step
+
+    def _newest_start(self, now: datetime) -> datetime | None:
+        candidate = self._local_floor(now) - self._step
+        if self.end is not None and candidate + self._step > self.end:
+            candidate = self.start + ((self.end - self.start) // self._step - 1) * self._step
+        while candidate >= self.start and not self._exists(candidate):
+            candidate -= self._step
+        if candidate < self.start or self._instant(candidate + self._step) > now:
+            return None
+        return candidate
+
+    def keys(self, ctx: PartitionContext) -> Sequence[str]:
+        newest = self._newest_start(ctx.now)
+        if newest is None:
+            return []
+        newest_key = newest.strftime(self._format)
+        if self._cache[0] != newest_key:
+            out: list[str] = []
+            current = self.start
+            while current <= newest:
+                if self._exists(current):
+                    out.append(current.strftime(self._format))
+                current += self._step
+            self._cache = (newest_key, out)
+        return self._cache[1]
+
+    def _parse_key(self, key: str) -> datetime:
+        try:
+            naive = datetime.strptime(key, self._format)
+        except ValueError:
+            naive = None
+        if (
+            naive is None
+            or naive < self.start
+            or (naive - self.start) % self._step
+            or (self.end is not None and naive >= self.end)
+        ):
+            raise PartitionKeyError(
+                f"partition {key!r} is not a key of {self.describe()} (keys look like "
+                f"{self.start.strftime(self._format)!r})"
+            )
+        return naive
+
+    def check_key(self, key: str) -> None:
+        self._parse_key(key)
+
+    def has_key(self, key: str, ctx: PartitionContext) -> bool:
+        try:
+            naive = self._parse_key(key)
+        except PartitionKeyError:
+            return False
+        newest = self._newest_start(ctx.now)
+        return newest is not None and naive <= newest and self._exists(naive)
+
+    def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
+        newest = self._newest_start(ctx.now)
+        return [] if newest is None else [newest.strftime(self._format)]
+
+    def next_window_end(self, now: datetime) -> datetime | None:
+        boundary = self._local_floor(now) + self._step
+        while not self._exists(boundary):
+            boundary += self._step
+        if self.end is not None and boundary > self.end:
+            return None
+        return max(self._instant(boundary), self._instant(self.start + self._step))
+
+    def window(self, key: str) -> tuple[datetime, datetime]:
+        """The UTC start and end of the window named ``key``."""
+        naive = self._parse_key(key)
+        return self._instant(naive), self._instant(naive + self._step)
+
+
+class DailyPartitions(_TimeWindowPartitions):
+    """One partition per calendar day in ``tz``, keyed ``"2026-01-01"``; ``end`` is exclusive."""
+
+    _step = timedelta(days=1)
+    _format = "%Y-%m-%d"
+
+    def _align(self, naive: datetime) -> datetime:
+        return naive.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class HourlyPartitions(_TimeWindowPartitions):
+    """One partition per wall-clock hour in ``tz``, keyed ``"2026-01-01T05:00"``."""
+
+    _step = timedelta(hours=1)
+    _format = "%Y-%m-%dT%H:%M"
+
+    def _align(self, naive: datetime) -> datetime:
+        return naive.replace(minute=0, second=0, microsecond=0)
+
+
+def _check_plain_key(key: object, where: str) -> str:
+    if not isinstance(key, str) or not key or MULTI_SEPARATOR in key or "/" in key:
+        raise DefinitionError(
+            f"{where}: partition key {key!r} must be a non-empty string without '|' or '/'"
+        )
+    return key
+
+
+class StaticPartitions(PartitionsDefinition):
+    """A fixed list of keys."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = tuple(_check_plain_key(k, "StaticPartitions") for k in keys)
+        if not self._keys:
+            raise DefinitionError("StaticPartitions needs at least one key")
+        duplicates = sorted({k for k in self._keys if self._keys.count(k) > 1})
+        if duplicates:
+            raise DefinitionError(f"StaticPartitions: duplicate keys {duplicates}")
+        self._set = frozenset(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticPartitions) and other._keys == self._keys
+
+    def __hash__(self) -> int:
+        return hash(self._keys)
+
+    def __repr__(self) -> str:
+        return f"StaticPartitions({list(self._keys)!r})"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def keys(self, ctx: PartitionContext) -> Sequence[str]:
+        return self._keys
+
+    def has_key(self, key: str, ctx: PartitionContext) -> bool:
+        return key in self._set
+
+    def check_key(self, key: str) -> None:
+        if key not in self._set:
+            raise PartitionKeyError(f"partition {key!r} is not one of {list(self._keys)}")
+
+
+class DynamicPartitions(PartitionsDefinition):
+    """Keys that appear at run time: when a sensor sees them, or through the API."""
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError("DynamicPartitions needs a non-empty name")
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DynamicPartitions) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("dynamic", self.name))
+
+    def __repr__(self) -> str:
+        return f"DynamicPartitions({self.name!r})"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def keys(self, ctx: PartitionContext) -> Sequence[str]:
+        return ctx.dynamic_keys(self.name)
+
+    def has_key(self, key: str, ctx: PartitionContext) -> bool:
+        return key in ctx.dynamic_keys(self.name)
+
+    def check_key(self, key: str) -> None:
+        _check_plain_key(key, f"DynamicPartitions({self.name!r})")
+
+
+class MultiPartitions(PartitionsDefinition):
+    """The product of named dimensions; keys join one key per dimension with ``|``."""
+
+    def __init__(self, dimensions: Mapping[str, PartitionsDefinition]) -> None:
+        if len(dimensions) < 2:
+            raise DefinitionError("MultiPartitions needs at least two dimensions")
+        for name, dim in dimensions.items():
+            if isinstance(dim, MultiPartitions) or not isinstance(dim, PartitionsDefinition):
+                raise DefinitionError(
+                    f"MultiPartitions dimension {name!r} must be a single partitions definition"
+                )
+        self.dimensions = dict(dimensions)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MultiPartitions) and list(other.dimensions.items()) == list(
+            self.dimensions.items()
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.dimensions.items()))
+
+    def __repr__(self) -> str:
+        return f"MultiPartitions({self.dimensions!r})"
+
+    def describe(self) -> str:
+        return repr(self)
+
+    def split(self, key: str) -> list[str]:
+        parts = key.split(MULTI_SEPARATOR)
+        if len(parts) != len(self.dimensions):
+            names = MULTI_SEPARATOR.join(self.dimensions)
+            raise PartitionKeyError(
+                f"partition {key!r} is not a key of {self.describe()} (keys look like {names!r})"
+            )
+        return parts
+
+    def keys(self, ctx: PartitionContext) -> Sequence[str]:
+        per_dim = [dim.keys(ctx) for dim in self.dimensions.values()]
+        return [MULTI_SEPARATOR.join(combo) for combo in itertools.product(*per_dim)]
+
+    def has_key(self, key: str, ctx: PartitionContext) -> bool:
+        try:
+            parts = self.split(key)
+        except PartitionKeyError:
+            return False
+        return all(
+            dim.has_key(part, ctx)
+            for dim, part in zip(self.dimensions.values(), parts, strict=True)
+        )
+
+    def check_key(self, key: str) -> None:
+        for dim, part in zip(self.dimensions.values(), self.split(key), strict=True):
+            dim.check_key(part)
+
+    def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
+        per_dim: list[Sequence[str]] = []
+        time_based = False
+        for dim in self.dimensions.values():
+            newest = dim.newest_keys(ctx)
+            time_based = time_based or newest is not None
+            per_dim.append(dim.keys(ctx) if newest is None else newest)
+        if not time_based:
+            return None
+        return [MULTI_SEPARATOR.join(combo) for combo in itertools.product(*per_dim)]
+
+    def next_window_end(self, now: datetime) -> datetime | None:
+        ends = [e for d in self.dimensions.values() if (e := d.next_window_end(now)) is not None]
+        return min(ends, default=None)

@@ -1,0 +1,82 @@
+"""Read-only access for the CLI and tests: its own connection, so it reads while the daemon writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from headwater._events import Event, format_timestamp
+from headwater.eventlog._rows import EVENT_COLUMNS, event_from_row, state_from_rows
+from headwater.eventlog._writer import DB_NAME
+from headwater.planning import State
+
+__all__ = ["EventLogReader"]
+
+
+class EventLogReader:
+    """Queries over ``state_dir/events.db``; an absent log reads as empty."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DB_NAME
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection | None]:
+        if not self.path.exists():
+            yield None
+            return
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        with closing(conn):
+            yield conn
+
+    def load_state(self) -> State:
+        with self._connect() as conn:
+            if conn is None:
+                return State()
+            records = conn.execute("SELECT asset, partition, record FROM current_state").fetchall()
+            dynamic = conn.execute("SELECT name, key FROM dynamic_partitions ORDER BY seq").fetchall()
+        return state_from_rows(records, dynamic)
+
+    def events(
+        self,
+        *,
+        kind: str | None = None,
+        asset: str | None = None,
+        partition: str | None = None,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Event]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("kind", kind),
+            ("asset", asset),
+            ("partition", partition),
+            ("run_id", run_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(format_timestamp(since))
+        if after_id is not None:
+            clauses.append("id > ?")
+            params.append(after_id)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(sql, params).fetchall()
+        return [event_from_row(tuple(r)) for r in rows]

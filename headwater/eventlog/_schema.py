@@ -1,0 +1,45 @@
+"""The event log's schema and its migrations, applied in order on open."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "PRAGMAS"]
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # NORMAL in WAL mode survives a crashed process (kill -9) intact; only a power loss can drop
+    # the newest transactions, which the daemon then replans (values are written first).
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: events, the current state per asset partition, dynamic partition keys.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        asset TEXT,
+        partition TEXT,
+        run_id TEXT,
+        data_version TEXT,
+        payload TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_by_node ON events(asset, partition, id);
+    CREATE INDEX events_by_kind ON events(kind, id);
+    CREATE INDEX events_by_run ON events(run_id) WHERE run_id IS NOT NULL;
+    CREATE INDEX events_by_time ON events(timestamp);
+    CREATE TABLE current_state (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,  -- '' for an unpartitioned asset
+        record TEXT NOT NULL,
+        PRIMARY KEY (asset, partition)
+    ) WITHOUT ROWID;
+    CREATE TABLE dynamic_partitions (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (name, key)
+    ) WITHOUT ROWID;
+    """,
+)

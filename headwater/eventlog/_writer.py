@@ -1,0 +1,158 @@
+"""The event log's one writer: an aiosqlite connection with group commit.
+
+Concurrent ``write`` calls are gathered: the first caller becomes the leader and commits every
+batch queued so far in one transaction, again and again until the queue is empty; the others
+wait for the commit that holds their batch. Events and the ``current_state`` rows they lead to
+are written in the same transaction, so the table never disagrees with the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import anyio
+
+from headwater._events import Event
+from headwater.eventlog._rows import event_row, record_rows, state_from_rows
+from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
+from headwater.planning import NodeKey, NodeRecord, State
+
+__all__ = ["DB_NAME", "EventLog", "open_event_log"]
+
+DB_NAME = "events.db"
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: Sequence[Event]
+    records: Mapping[NodeKey, NodeRecord]
+    dynamic: Sequence[tuple[str, str]]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+class EventLog:
+    """Append events (and the state rows they lead to) with group commit."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._pending: list[_Batch] = []
+        self._leading = False
+        self._dynamic_seq = 0
+        self.commits = 0
+
+    async def _migrate(self) -> None:
+        for pragma in PRAGMAS:
+            await self._conn.execute(pragma)
+        await self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with self._conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            await self._conn.executescript(
+                f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
+            )
+        await self._conn.commit()
+        async with self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM dynamic_partitions") as cur:
+            row = await cur.fetchone()
+        self._dynamic_seq = int(row[0]) if row else 0
+
+    async def load_state(self) -> State:
+        """The state as of the last commit, from the ``current_state`` table."""
+        async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
+            records = await cur.fetchall()
+        async with self._conn.execute(
+            "SELECT name, key FROM dynamic_partitions ORDER BY seq"
+        ) as cur:
+            dynamic = await cur.fetchall()
+        return state_from_rows(
+            [(r[0], r[1], r[2]) for r in records], [(d[0], d[1]) for d in dynamic]
+        )
+
+    async def write(
+        self,
+        events: Sequence[Event],
+        records: Mapping[NodeKey, NodeRecord] | None = None,
+        dynamic: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Return once ``events``, ``records`` and ``dynamic`` keys are committed together."""
+        batch = _Batch(events, records or {}, dynamic)
+        self._pending.append(batch)
+        if self._leading:
+            await batch.done.wait()
+        else:
+            self._leading = True
+            try:
+                while self._pending:
+                    batches, self._pending = self._pending, []
+                    # A cancelled caller must not leave a transaction half-written: the commit
+                    # was handed to the connection's thread and completes regardless.
+                    with anyio.CancelScope(shield=True):
+                        await self._commit(batches)
+            finally:
+                self._leading = False
+        if batch.error is not None:
+            raise batch.error
+
+    async def _commit(self, batches: list[_Batch]) -> None:
+        events = [event_row(e) for b in batches for e in b.events]
+        records: dict[NodeKey, NodeRecord] = {}
+        dynamic: list[tuple[str, str, int]] = []
+        for b in batches:
+            records.update(b.records)
+            for name, key in b.dynamic:
+                self._dynamic_seq += 1
+                dynamic.append((name, key, self._dynamic_seq))
+        try:
+            if events:
+                await self._conn.executemany(
+                    "INSERT INTO events (timestamp, kind, asset, partition, run_id, data_version,"
+                    " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    events,
+                )
+            if records:
+                await self._conn.executemany(
+                    "INSERT INTO current_state (asset, partition, record) VALUES (?, ?, ?)"
+                    " ON CONFLICT (asset, partition) DO UPDATE SET record = excluded.record",
+                    record_rows(records),
+                )
+            if dynamic:
+                await self._conn.executemany(
+                    "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
+                    dynamic,
+                )
+            await self._conn.commit()
+            self.commits += 1
+        except Exception as exc:
+            # Every batch in the failed transaction learns of it; the leader goes on with the
+            # batches queued meanwhile, so no waiter is left behind.
+            await self._conn.rollback()
+            for b in batches:
+                b.error = exc
+        finally:
+            for b in batches:
+                b.done.set()
+
+
+@asynccontextmanager
+async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
+    """Open (creating and migrating) ``state_dir/events.db``; close it on exit."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / DB_NAME
+    conn = await aiosqlite.connect(path)
+    try:
+        log = EventLog(conn, path)
+        await log._migrate()
+        yield log
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.close()
+
+

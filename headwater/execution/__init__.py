@@ -1,0 +1,18 @@
+"""Running asset functions off the event loop and storing their values."""
+
+from headwater.execution._context import Context
+from headwater.execution._engine import Engine, TickResult
+from headwater.execution._runner import Job, Outcome, Runner
+from headwater.execution._store import FilesystemStore, IOManager, NoValueError
+
+__all__ = [
+    "Context",
+    "Engine",
+    "FilesystemStore",
+    "IOManager",
+    "Job",
+    "NoValueError",
+    "Outcome",
+    "Runner",
+    "TickResult",
+]

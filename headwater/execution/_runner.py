@@ -1,0 +1,127 @@
+"""One materialization, run synchronously in a worker thread: load, call, fingerprint, store."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from headwater.definitions import AssetDef, Definitions, EdgeMapping, FileSource, Output, SourceDef
+from headwater.execution._context import Context
+from headwater.execution._loaders import load_file_source
+from headwater.execution._store import IOManager, NoValueError, table_metadata
+from headwater.planning import InputVersions, node_label
+from headwater.versions import data_version
+
+__all__ = ["Job", "Outcome", "Runner"]
+
+_log = structlog.get_logger("headwater.run")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    asset: AssetDef
+    partition: str | None
+    run_id: str
+    now: datetime
+    inputs: InputVersions
+    """The input partitions that exist and their versions, as decided when the run started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    duration_ms: float
+    data_version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+
+
+class _InputError(Exception):
+    """Loading an input failed; the message names the input."""
+
+
+class Runner:
+    """Runs jobs against the definitions, reading inputs from and writing values to stores."""
+
+    def __init__(self, defs: Definitions, store: IOManager) -> None:
+        self.defs = defs
+        self.store = store
+
+    def io_for(self, key: str) -> IOManager:
+        node = self.defs.nodes.get(key)
+        own = node.io if isinstance(node, AssetDef) else None
+        return own or self.defs.io or self.store
+
+    def load(self, key: str, partition: str | None) -> Any:
+        """The current value of an asset or source partition."""
+        node = self.defs.nodes[key]
+        if isinstance(node, FileSource):
+            return load_file_source(node, self.defs.base_dir, partition)
+        if isinstance(node, SourceDef) and node.kind == "object":
+            raise NotImplementedError(
+                f"source {key!r}: loading object-store values comes with the object-store sensor"
+            )
+        if isinstance(node, SourceDef):
+            try:
+                return self.store.load(key, partition)
+            except NoValueError:
+                return None  # a plain source observed with a version only has no value
+        return self.io_for(key).load(key, partition)
+
+    def _input_value(self, job: Job, upstream: str) -> Any:
+        mapping = self.defs.graph.mapping(upstream, job.asset.key)
+        present = [p for a, p, _ in job.inputs if a == upstream]
+        if mapping is EdgeMapping.ALL:
+            return {p: self.load(upstream, p) for p in present}
+        partition = job.partition if mapping is EdgeMapping.IDENTITY else None
+        return self.load(upstream, partition)
+
+    def _kwargs(self, job: Job, context: Context) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for param, upstream in job.asset.inputs.items():
+            try:
+                kwargs[param] = self._input_value(job, upstream)
+            except Exception as exc:
+                label = node_label(upstream, job.partition)
+                raise _InputError(f"loading input {param!r} ({label}): {type(exc).__name__}: {exc}") from exc
+        if job.asset.wants_context:
+            kwargs["context"] = context
+        return kwargs
+
+    def run(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        log = _log.bind(asset=job.asset.key, partition=job.partition, run_id=job.run_id)
+        context = Context(job.asset.key, job.partition, job.run_id, job.now, log)
+        with structlog.contextvars.bound_contextvars(
+            asset=job.asset.key, partition=job.partition, run_id=job.run_id
+        ):
+            try:
+                result = job.asset.fn(**self._kwargs(job, context))
+                value, version, user_metadata = result, None, None
+                if isinstance(result, Output):
+                    value, version, user_metadata = result.value, result.data_version, result.metadata
+                version = version or data_version(value)
+                self.io_for(job.asset.key).save(job.asset.key, job.partition, value)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"
+                return Outcome(
+                    ok=False,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=message,
+                    traceback="".join(traceback.format_exception(exc)),
+                )
+        metadata = table_metadata(value)
+        if user_metadata:
+            metadata.update(user_metadata)
+        return Outcome(
+            ok=True,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            data_version=version,
+            metadata=metadata,
+        )

@@ -1,0 +1,36 @@
+"""``why``: an asset partition's state and the reasons behind it, in sentences. Pure."""
+
+from __future__ import annotations
+
+from headwater.definitions import AssetDef
+from headwater.planning._status import FRESH, Evaluator, node_label
+
+__all__ = ["explain"]
+
+
+def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
+    """The first line says the state; the following ones say why, and what happens next."""
+    status = ev.status(asset, partition)
+    node = ev.defs.nodes[asset]
+    record = ev.state.record((asset, partition))
+    label = node_label(asset, partition)
+    lines = [f"{label} is {status.state}"]
+    lines.extend(status.reasons)
+    lines.extend(f"waiting: {b}" for b in status.blockers)
+    if isinstance(node, AssetDef):
+        if status.state != FRESH:
+            decision = ev.decide(asset, partition, status)
+            lines.append(f"policy {node.policy.name}: {decision.kind}: {decision.reason}")
+        if record is not None and record.materialized_at is not None:
+            lines.append(
+                f"last materialized at {record.materialized_at.isoformat()} by run {record.run_id}"
+                f" (data version {(record.version or '')[:12]})"
+            )
+        if record is not None and record.failure is not None:
+            f = record.failure
+            lines.append(f"latest attempt failed at {f.at.isoformat()} (run {f.run_id}): {f.error}")
+        if record is not None and record.running:
+            lines.append(f"run {record.running} is in progress")
+    elif record is not None and record.changed_at is not None:
+        lines.append(f"last observed change at {record.changed_at.isoformat()}")
+    return lines

@@ -1,0 +1,213 @@
+"""The state of every asset partition, reduced from events. Pure and rebuilt from the log.
+
+A :class:`NodeRecord` is what the event log's ``current_state`` table keeps per
+``(asset, partition)``; :meth:`State.reduce` computes the record an event leads to without
+changing anything, so the log can write event and record in one transaction before the state
+takes the record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
+
+__all__ = ["Failure", "InputVersions", "NodeKey", "NodeRecord", "State"]
+
+NodeKey = tuple[str, str | None]
+InputVersions = tuple[tuple[str, str | None, str], ...]
+"""Sorted ``(upstream key, upstream partition, data version)`` triples."""
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if value is None else parse_timestamp(value)
+
+
+def inputs_from_json(raw: Iterable[Sequence[Any]]) -> InputVersions:
+    return tuple(sorted((str(a), None if p is None else str(p), str(v)) for a, p, v in raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    at: datetime
+    run_id: str
+    error: str
+    code_version: str | None
+    inputs: InputVersions
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    version: str | None = None
+    """The current data version: latest observed (sources) or materialized (assets)."""
+    changed_at: datetime | None = None
+    """When ``version`` last changed."""
+    materialized_at: datetime | None = None
+    run_id: str | None = None
+    code_version: str | None = None
+    inputs: InputVersions = ()
+    failure: Failure | None = None
+    running: str | None = None
+    decision: tuple[str, str] | None = None
+
+    def to_json(self) -> str:
+        failure = self.failure
+        return json.dumps(
+            {
+                "version": self.version,
+                "changed_at": _ts(self.changed_at),
+                "materialized_at": _ts(self.materialized_at),
+                "run_id": self.run_id,
+                "code_version": self.code_version,
+                "inputs": [list(t) for t in self.inputs],
+                "failure": None
+                if failure is None
+                else {
+                    "at": _ts(failure.at),
+                    "run_id": failure.run_id,
+                    "error": failure.error,
+                    "code_version": failure.code_version,
+                    "inputs": [list(t) for t in failure.inputs],
+                    "attempts": failure.attempts,
+                },
+                "running": self.running,
+                "decision": None if self.decision is None else list(self.decision),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeRecord:
+        raw = json.loads(text)
+        f = raw.get("failure")
+        decision = raw.get("decision")
+        return cls(
+            version=raw.get("version"),
+            changed_at=_dt(raw.get("changed_at")),
+            materialized_at=_dt(raw.get("materialized_at")),
+            run_id=raw.get("run_id"),
+            code_version=raw.get("code_version"),
+            inputs=inputs_from_json(raw.get("inputs", ())),
+            failure=None
+            if f is None
+            else Failure(
+                at=parse_timestamp(f["at"]),
+                run_id=f["run_id"],
+                error=f["error"],
+                code_version=f.get("code_version"),
+                inputs=inputs_from_json(f.get("inputs", ())),
+                attempts=int(f.get("attempts", 1)),
+            ),
+            running=raw.get("running"),
+            decision=None if decision is None else (str(decision[0]), str(decision[1])),
+        )
+
+
+class State:
+    """Every record, plus indexes the planner needs: present partitions and dynamic keys."""
+
+    def __init__(self) -> None:
+        self.records: dict[NodeKey, NodeRecord] = {}
+        self.present: dict[str, dict[str, None]] = {}
+        """asset -> partitions that currently have a version (insertion-ordered set)"""
+        self.dynamic: dict[str, dict[str, None]] = {}
+
+    def record(self, node: NodeKey) -> NodeRecord | None:
+        return self.records.get(node)
+
+    def version(self, node: NodeKey) -> str | None:
+        rec = self.records.get(node)
+        return None if rec is None else rec.version
+
+    def present_partitions(self, asset: str) -> list[str]:
+        return sorted(self.present.get(asset, ()))
+
+    def dynamic_keys(self, name: str) -> Sequence[str]:
+        return list(self.dynamic.get(name, ()))
+
+    def put(self, node: NodeKey, record: NodeRecord) -> None:
+        self.records[node] = record
+        asset, partition = node
+        if partition is not None:
+            parts = self.present.setdefault(asset, {})
+            if record.version is None:
+                parts.pop(partition, None)
+            else:
+                parts[partition] = None
+
+    def add_dynamic(self, name: str, keys: Iterable[str]) -> list[str]:
+        """Add keys; return the ones that are new."""
+        known = self.dynamic.setdefault(name, {})
+        new = [k for k in dict.fromkeys(keys) if k not in known]
+        for k in new:
+            known[k] = None
+        return new
+
+    def reduce(self, event: Event, base: NodeRecord | None = None) -> NodeRecord | None:
+        """The record ``event`` leads to for its node (None for events about no node).
+
+        ``base`` replaces the stored record, to reduce several events of one node in a row.
+        """
+        if event.asset is None:
+            return None
+        old = base or self.records.get((event.asset, event.partition)) or NodeRecord()
+        kind = event.kind
+        payload = event.payload
+        if kind == EventKind.OBSERVATION:
+            changed = event.data_version != old.version
+            return replace(
+                old,
+                version=event.data_version,
+                changed_at=event.timestamp if changed else old.changed_at,
+            )
+        if kind == EventKind.RUN_STARTED:
+            return replace(old, running=event.run_id, decision=("run", str(payload.get("reason", ""))))
+        if kind == EventKind.MATERIALIZATION:
+            changed = event.data_version != old.version
+            return replace(
+                old,
+                version=event.data_version,
+                changed_at=event.timestamp if changed else old.changed_at,
+                materialized_at=event.timestamp,
+                run_id=event.run_id,
+                code_version=payload.get("code_version"),
+                inputs=inputs_from_json(payload.get("inputs", ())),
+                failure=None,
+                running=None,
+            )
+        if kind == EventKind.RUN_FAILED:
+            inputs = inputs_from_json(payload.get("inputs", ()))
+            code = payload.get("code_version")
+            previous = old.failure
+            same = previous is not None and (previous.inputs, previous.code_version) == (inputs, code)
+            failure = Failure(
+                at=event.timestamp,
+                run_id=event.run_id or "",
+                error=str(payload.get("error", "")),
+                code_version=code,
+                inputs=inputs,
+                attempts=previous.attempts + 1 if same and previous is not None else 1,
+            )
+            return replace(old, failure=failure, running=None)
+        if kind == EventKind.RUN_ABANDONED:
+            return replace(old, running=None)
+        if kind == EventKind.DECISION:
+            return replace(old, decision=(str(payload["decision"]), str(payload["reason"])))
+        return None
+
+    def apply(self, event: Event) -> None:
+        """Reduce and keep: how the state is rebuilt from the log, one event at a time."""
+        if event.kind == EventKind.PARTITIONS_ADDED:
+            self.add_dynamic(str(event.payload["name"]), event.payload["keys"])
+        record = self.reduce(event)
+        if record is not None and event.asset is not None:
+            self.put((event.asset, event.partition), record)

@@ -1,0 +1,195 @@
+"""Staleness: missing, stale, failed or fresh, with reasons people can read. Pure.
+
+An :class:`Evaluator` is a view of the definitions and the state at one instant; everything it
+computes touches only the asked-about partition and its direct inputs, so the cost of planning
+follows the size of the affected subgraph, not of the whole graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from headwater._errors import PartitionKeyError, SelectionError
+from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
+from headwater.planning._state import InputVersions, NodeKey, State
+from headwater.policies import Decision, PolicyContext
+from headwater.versions import code_version
+
+__all__ = ["Evaluator", "Status", "node_label"]
+
+MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
+
+
+def node_label(asset: str, partition: str | None) -> str:
+    return asset if partition is None else f"{asset}[{partition}]"
+
+
+def _short(version: str | None) -> str:
+    return "none" if version is None else version[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: str
+    reasons: tuple[str, ...]
+    inputs: InputVersions
+    """The current versions of every input partition that exists."""
+    blockers: tuple[str, ...]
+    """Inputs that hold the partition back: missing or failed."""
+
+
+class Evaluator:
+    """Status, input and child partitions of asset partitions at ``now``."""
+
+    def __init__(self, defs: Definitions, state: State, now: datetime) -> None:
+        self.defs = defs
+        self.graph = defs.graph
+        self.state = state
+        self.now = now
+        self.pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
+        self._code_versions: dict[str, str] = {}
+
+    def code_version(self, asset: AssetDef) -> str:
+        cached = self._code_versions.get(asset.key)
+        if cached is None:
+            cached = asset.code_version or code_version(asset.fn)
+            self._code_versions[asset.key] = cached
+        return cached
+
+    def check_node(self, asset: str, partition: str | None) -> None:
+        """Raise an error naming the asset or partition if ``(asset, partition)`` does not exist."""
+        node = self.defs.nodes.get(asset)
+        if node is None:
+            raise SelectionError(f"unknown asset {asset!r}")
+        parts = node.partitions
+        if parts is None:
+            if partition is not None:
+                raise PartitionKeyError(f"asset {asset!r} is not partitioned; got partition {partition!r}")
+        elif partition is None:
+            raise PartitionKeyError(f"asset {asset!r} is partitioned ({parts.describe()}); name a partition")
+        else:
+            parts.require_key(partition, self.pctx, asset=asset)
+
+    def exists(self, asset: str, partition: str | None) -> bool:
+        parts = self.defs.nodes[asset].partitions
+        if parts is None:
+            return partition is None
+        return partition is not None and parts.has_key(partition, self.pctx)
+
+    def partitions(self, asset: str) -> list[str | None]:
+        parts = self.defs.nodes[asset].partitions
+        return [None] if parts is None else list(parts.keys(self.pctx))
+
+    def input_nodes(self, asset: str, partition: str | None) -> list[tuple[str, list[NodeKey]]]:
+        """Per upstream key, the upstream partitions this partition reads (present ones for ALL)."""
+        out: list[tuple[str, list[NodeKey]]] = []
+        for parent in self.graph.parents[asset]:
+            mapping = self.graph.mapping(parent, asset)
+            if mapping is EdgeMapping.IDENTITY:
+                out.append((parent, [(parent, partition)]))
+            elif mapping is EdgeMapping.ALL:
+                out.append((parent, [(parent, p) for p in self.state.present_partitions(parent)]))
+            else:
+                out.append((parent, [(parent, None)]))
+        return out
+
+    def children(self, node: NodeKey) -> list[NodeKey]:
+        asset, partition = node
+        out: list[NodeKey] = []
+        for child in self.graph.children[asset]:
+            mapping = self.graph.mapping(asset, child)
+            if mapping is EdgeMapping.IDENTITY:
+                if self.exists(child, partition):
+                    out.append((child, partition))
+            elif mapping is EdgeMapping.FAN_OUT:
+                out.extend((child, p) for p in self.partitions(child))
+            else:
+                out.append((child, None))
+        return out
+
+    def backfill_only(self, asset: AssetDef, partition: str | None) -> bool:
+        """Time partitions with no partitioned input fill only the newest window by themselves."""
+        if asset.partitions is None or partition is None:
+            return False
+        newest = asset.partitions.newest_keys(self.pctx)
+        if newest is None or partition in newest:
+            return False
+        return not any(
+            self.graph.mapping(p, asset.key) is EdgeMapping.IDENTITY
+            for p in self.graph.parents[asset.key]
+        )
+
+    def status(self, asset_key: str, partition: str | None) -> Status:
+        node = self.defs.nodes[asset_key]
+        record = self.state.record((asset_key, partition))
+        if not isinstance(node, AssetDef):
+            if record is None or record.version is None:
+                return Status(MISSING, ("never observed",), (), ())
+            return Status(FRESH, (f"observed version {_short(record.version)}",), (), ())
+        present: list[tuple[str, str | None, str]] = []
+        blockers: list[str] = []
+        for parent, nodes in self.input_nodes(asset_key, partition):
+            if not nodes:
+                blockers.append(f"input {parent} has no partitions yet")
+            for up in nodes:
+                up_record = self.state.record(up)
+                label = node_label(*up)
+                if up_record is None or up_record.version is None:
+                    failed = up_record is not None and up_record.failure is not None
+                    blockers.append(f"input {label} {'failed' if failed else 'is missing'}")
+                    continue
+                present.append((up[0], up[1], up_record.version))
+                if up_record.failure is not None:
+                    blockers.append(f"input {label} failed: {up_record.failure.error}")
+        inputs = tuple(sorted(present))
+        code = self.code_version(node)
+        failure = record.failure if record is not None else None
+        if failure is not None and failure.code_version == code and failure.inputs == inputs:
+            return Status(
+                FAILED,
+                (f"run {failure.run_id} failed at {failure.at.isoformat()}: {failure.error}",),
+                inputs,
+                tuple(blockers),
+            )
+        if record is None or record.materialized_at is None:
+            return Status(MISSING, ("never materialized",), inputs, tuple(blockers))
+        reasons: list[str] = []
+        if record.code_version != code:
+            reasons.append(
+                f"code version changed ({_short(record.code_version)} -> {_short(code)})"
+            )
+        reasons.extend(_input_changes(record.inputs, inputs))
+        return Status(STALE if reasons else FRESH, tuple(reasons), inputs, tuple(blockers))
+
+    def decide(self, asset_key: str, partition: str | None, status: Status) -> Decision:
+        asset = self.defs.nodes[asset_key]
+        assert isinstance(asset, AssetDef)
+        if status.state in (MISSING, STALE) and self.backfill_only(asset, partition):
+            return Decision.idle(
+                f"{status.state}; history is a backfill: only the newest window fills itself",
+                notable=False,
+            )
+        ctx = PolicyContext(
+            asset=asset_key,
+            partition=partition,
+            state=status.state,
+            reasons=status.reasons,
+            now=self.now,
+            blockers=status.blockers,
+        )
+        return asset.policy.decide(ctx)
+
+
+def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[str]:
+    before = {(a, p): v for a, p, v in recorded}
+    after = {(a, p): v for a, p, v in current}
+    for key in sorted(after.keys() | before.keys(), key=lambda k: (k[0], k[1] or "")):
+        label = node_label(*key)
+        if key not in before:
+            yield f"input {label} appeared (version {_short(after[key])})"
+        elif key not in after:
+            yield f"input {label} disappeared"
+        elif before[key] != after[key]:
+            yield f"input {label} changed ({_short(before[key])} -> {_short(after[key])})"

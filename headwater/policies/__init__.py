@@ -1,0 +1,20 @@
+"""Policies decide when an asset partition is materialized; pure functions of a snapshot."""
+
+from headwater.policies._base import Decision, DecisionKind, Policy, PolicyContext
+from headwater.policies._eager import EagerPolicy, eager
+from headwater.policies._freshness import Freshness
+from headwater.policies._manual import ManualPolicy, manual
+from headwater.policies._retry import Retry
+
+__all__ = [
+    "Decision",
+    "DecisionKind",
+    "EagerPolicy",
+    "Freshness",
+    "ManualPolicy",
+    "Policy",
+    "PolicyContext",
+    "Retry",
+    "eager",
+    "manual",
+]

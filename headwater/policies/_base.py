@@ -1,0 +1,62 @@
+"""What a policy decides and what it decides on. Pure: no I/O, no clock reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = ["Decision", "DecisionKind", "Policy", "PolicyContext"]
+
+DecisionKind = Literal["run", "wait", "idle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``run`` now; ``wait`` for something (an input); ``idle``: the policy does not act."""
+
+    kind: DecisionKind
+    reason: str
+    notable: bool = True
+    """Worth recording and reporting; False for "fresh, nothing to do" and the like."""
+
+    @classmethod
+    def run(cls, reason: str) -> Decision:
+        return cls("run", reason)
+
+    @classmethod
+    def wait(cls, reason: str) -> Decision:
+        return cls("wait", reason)
+
+    @classmethod
+    def idle(cls, reason: str, *, notable: bool = True) -> Decision:
+        return cls("idle", reason, notable)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """One asset partition as a policy sees it."""
+
+    asset: str
+    partition: str | None
+    state: str
+    reasons: Sequence[str]
+    now: datetime
+    blockers: Sequence[str] = field(default=())
+    """Inputs that hold the partition back (missing or failed), already phrased for people."""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """When an asset partition should be materialized."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def reacts_to_upstream(self) -> bool:
+        """Whether an upstream change puts the partition into the same plan as the change."""
+        ...
+
+    def decide(self, ctx: PolicyContext) -> Decision: ...

@@ -1,0 +1,6 @@
+"""Content fingerprints of data and code. Pure."""
+
+from headwater.versions._code import code_version
+from headwater.versions._data import data_version, file_version, files_version
+
+__all__ = ["code_version", "data_version", "file_version", "files_version"]

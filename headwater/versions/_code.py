@@ -1,0 +1,70 @@
+"""Code versions: a fingerprint of a function's syntax tree.
+
+Formatting, comments, docstrings and decorators do not count: re-indenting a function or
+changing its policy does not make its data stale; changing what it computes does.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from types import CodeType
+from typing import Any
+
+__all__ = ["code_version"]
+
+_cache: dict[CodeType, str] = {}
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            node.decorator_list = []
+
+
+def _from_source(fn: Callable[..., Any]) -> str | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    _strip_docstrings(tree)
+    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return hashlib.blake2b(dumped.encode(), digest_size=16).hexdigest()
+
+
+def _from_bytecode(code: CodeType) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(code.co_code)
+    for const in code.co_consts:
+        h.update(_from_bytecode(const).encode() if isinstance(const, CodeType) else repr(const).encode())
+    h.update(repr(code.co_names).encode())
+    return h.hexdigest()
+
+
+def code_version(fn: Callable[..., Any]) -> str:
+    """The fingerprint of ``fn``'s syntax tree (its bytecode when the source is not available)."""
+    target = inspect.unwrap(fn)
+    code = getattr(target, "__code__", None)
+    if code is not None and code in _cache:
+        return _cache[code]
+    version = _from_source(target) or (
+        _from_bytecode(code) if code is not None else hashlib.blake2b(
+            repr(target).encode(), digest_size=16
+        ).hexdigest()
+    )
+    if code is not None:
+        _cache[code] = version
+    return version
