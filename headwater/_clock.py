@@ -39,7 +39,11 @@ class VirtualClock:
 
 def parse_instant(value: str | datetime) -> datetime:
     """An aware UTC datetime from a datetime or ISO-8601 text (naive means UTC)."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = (
+        value
+        if isinstance(value, datetime)
+        else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -72,13 +72,15 @@ def resolve_settings(
     if target is None and "definitions" in table:
         value = table["definitions"]
         if not isinstance(value, str):
-            raise ConfigError(f"{found[0] if found else 'pyproject.toml'}: [tool.headwater] definitions must be a string")
+            raise ConfigError(
+                f"{found[0] if found else 'pyproject.toml'}: [tool.headwater] definitions must be a string"
+            )
         origin = f"{found[0] if found else 'pyproject.toml'} [tool.headwater] definitions"
         target = value if ":" in value and not value.endswith(".py") else str(table_dir / value)
     if target is None:
         raise ConfigError(
             "no definitions given: pass --definitions FILE.py (or module:attribute), set "
-            f"{ENV_DEFINITIONS}, or add `definitions = \"...\"` under [tool.headwater] in pyproject.toml"
+            f'{ENV_DEFINITIONS}, or add `definitions = "..."` under [tool.headwater] in pyproject.toml'
         )
     directory: str | Path | None = state_dir or env.get(ENV_STATE_DIR)
     if directory is None and "state_dir" in table:

@@ -75,7 +75,9 @@ def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
 
 def load_definitions(target: str) -> Definitions:
     """Load ``path/to/defs.py``, ``path/to/defs.py:attr`` or ``package.module:attr``."""
-    path_text, _, attribute = target.partition(":") if not Path(target).exists() else (target, "", "")
+    path_text, _, attribute = (
+        target.partition(":") if not Path(target).exists() else (target, "", "")
+    )
     if path_text.endswith(".py") or Path(path_text).exists():
         path = Path(path_text).resolve()
         if not path.is_file():
@@ -90,5 +92,7 @@ def load_definitions(target: str) -> Definitions:
     except ImportError as exc:
         raise LoadError(f"cannot import module {path_text!r}: {exc}") from exc
     except Exception as exc:
-        raise LoadError(f"module {path_text!r}: importing it raised {type(exc).__name__}: {exc}") from exc
+        raise LoadError(
+            f"module {path_text!r}: importing it raised {type(exc).__name__}: {exc}"
+        ) from exc
     return _find(module, attribute or None, f"module {path_text!r}")

@@ -60,6 +60,8 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
                 state=status.state,
                 late=False,
                 data_version=record.version if record else None,
-                last_materialized_at=(record.materialized_at or record.changed_at) if record else None,
+                last_materialized_at=(record.materialized_at or record.changed_at)
+                if record
+                else None,
                 reason="; ".join(status.reasons + tuple(f"waiting: {b}" for b in status.blockers)),
             )

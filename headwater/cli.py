@@ -130,7 +130,14 @@ def _print_result(result: TickResult, requested: int) -> None:
 
 @main.command()
 @click.argument("selection", nargs=-1, required=True)
-@click.option("--partition", "-p", "partitions", multiple=True, metavar="P", help="Only this partition (repeatable).")
+@click.option(
+    "--partition",
+    "-p",
+    "partitions",
+    multiple=True,
+    metavar="P",
+    help="Only this partition (repeatable).",
+)
 @click.option("--force", is_flag=True, help="Run even what is fresh.")
 @_common
 def materialize(
@@ -166,9 +173,13 @@ def _rows(settings: Settings, defs: Definitions) -> list[StatusRow]:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per asset partition.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="A JSON array, one object per asset partition."
+)
 @click.option("--check", is_flag=True, help="Exit 1 when anything is late or failed.")
-@click.option("--all", "show_all", is_flag=True, help="List missing partitions one by one in the table.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="List missing partitions one by one in the table."
+)
 @_common
 def status(
     as_json: bool, check: bool, show_all: bool, definitions: str | None, state_dir: str | None
@@ -199,7 +210,9 @@ def _print_status_table(rows: list[StatusRow], show_all: bool) -> None:
             row.state,
             "LATE" if row.late else "",
             (row.data_version or "")[:12],
-            "" if row.last_materialized_at is None else format_timestamp(row.last_materialized_at)[:19],
+            ""
+            if row.last_materialized_at is None
+            else format_timestamp(row.last_materialized_at)[:19],
             row.reason if row.state != "fresh" else "",
         )
     for asset, count in missing.items():
@@ -257,14 +270,18 @@ def _since(value: str | None) -> datetime | None:
     try:
         return parse_instant(value)
     except ValueError:
-        raise UserError(f"--since {value!r} is neither a duration such as 1h nor an ISO-8601 time") from None
+        raise UserError(
+            f"--since {value!r} is neither a duration such as 1h nor an ISO-8601 time"
+        ) from None
 
 
 @main.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are written.")
 @click.option("--asset", "-a", metavar="A", help="Only events of this asset.")
 @click.option("--kind", "-k", metavar="K", help="Only events of this kind (e.g. materialization).")
-@click.option("--since", metavar="AGE", help="Only events newer than this (1h, 30m) or an ISO time.")
+@click.option(
+    "--since", metavar="AGE", help="Only events newer than this (1h, 30m) or an ISO time."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @_common
 def logs(
@@ -287,7 +304,9 @@ def logs(
         while True:
             events = reader.events(kind=kind, asset=asset, since=start, after_id=after)
             for event in events:
-                click.echo(json.dumps(event.as_json(), default=str) if as_json else _event_line(event))
+                click.echo(
+                    json.dumps(event.as_json(), default=str) if as_json else _event_line(event)
+                )
                 after = event.id
             if not follow:
                 return

@@ -168,7 +168,13 @@ class Harness:
     ) -> TickResult:
         """A manual request: run what is stale, missing or failed (everything with ``force``)."""
         keys = [selection] if isinstance(selection, str) else list(selection)
-        parts = None if partition is None else [partition] if isinstance(partition, str) else list(partition)
+        parts = (
+            None
+            if partition is None
+            else [partition]
+            if isinstance(partition, str)
+            else list(partition)
+        )
         nodes = self.engine.resolve(keys, parts)
 
         async def go() -> TickResult:

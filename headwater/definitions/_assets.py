@@ -145,7 +145,9 @@ def asset(
             raise DefinitionError(f"@asset decorates a function, not {fn!r}")
         name = check_key(key if key is not None else getattr(fn, "__name__", ""))
         if partitions is not None and not isinstance(partitions, PartitionsDefinition):
-            raise DefinitionError(f"asset {name!r}: partitions={partitions!r} is not a partitions definition")
+            raise DefinitionError(
+                f"asset {name!r}: partitions={partitions!r} is not a partitions definition"
+            )
         chosen_policy = eager() if policy is None else policy
         if not isinstance(chosen_policy, Policy):
             raise DefinitionError(f"asset {name!r}: policy={policy!r} is not a policy")

@@ -29,6 +29,7 @@ def check(
     def decorate(fn: Callable[..., Any]) -> CheckDef:
         if not callable(fn):
             raise DefinitionError(f"@check on {target!r} decorates a function, not {fn!r}")
-        return CheckDef(name or getattr(fn, "__name__", "check"), target, fn, bool(blocking))
+        check_name = name or str(getattr(fn, "__name__", "check"))
+        return CheckDef(check_name, target, fn, bool(blocking))
 
     return decorate

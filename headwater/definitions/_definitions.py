@@ -55,7 +55,9 @@ class Definitions:
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
-            raise DefinitionError(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
+            raise DefinitionError(
+                f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}"
+            )
         self.max_concurrency = max_concurrency
         self.nodes: dict[str, Node] = {}
         for item in assets:
@@ -72,13 +74,17 @@ class Definitions:
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         mappings = self._validate_partitions()
-        parents = {key: node.upstream if isinstance(node, AssetDef) else () for key, node in self.nodes.items()}
+        parents = {
+            key: node.upstream if isinstance(node, AssetDef) else ()
+            for key, node in self.nodes.items()
+        }
         try:
             self.graph = AssetGraph(parents, mappings)
         except graphlib.CycleError as exc:
             cycle = list(exc.args[1])
             raise DefinitionError(
-                "cycle in the asset graph: " + " -> ".join(reversed(cycle))
+                "cycle in the asset graph: "
+                + " -> ".join(cycle)
                 + "; an asset cannot depend on itself, directly or through others"
             ) from None
 
@@ -100,7 +106,9 @@ class Definitions:
         by_asset: dict[str, list[CheckDef]] = {}
         for item in checks:
             if not isinstance(item, CheckDef):
-                raise DefinitionError(f"Definitions(checks=...) holds {item!r}, which is not an @hw.check")
+                raise DefinitionError(
+                    f"Definitions(checks=...) holds {item!r}, which is not an @hw.check"
+                )
             target = self.nodes.get(item.asset)
             if not isinstance(target, AssetDef):
                 what = "a source" if target is not None else "not defined"

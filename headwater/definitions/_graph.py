@@ -22,7 +22,9 @@ class AssetGraph:
     """Parents and children by key, and ``order[key]``: the key's index in a topological order."""
 
     def __init__(
-        self, parents: Mapping[str, tuple[str, ...]], mappings: Mapping[tuple[str, str], EdgeMapping]
+        self,
+        parents: Mapping[str, tuple[str, ...]],
+        mappings: Mapping[tuple[str, str], EdgeMapping],
     ) -> None:
         self.parents = dict(parents)
         children: dict[str, list[str]] = {key: [] for key in parents}

@@ -36,7 +36,9 @@ class EventLogReader:
             if conn is None:
                 return State()
             records = conn.execute("SELECT asset, partition, record FROM current_state").fetchall()
-            dynamic = conn.execute("SELECT name, key FROM dynamic_partitions ORDER BY seq").fetchall()
+            dynamic = conn.execute(
+                "SELECT name, key FROM dynamic_partitions ORDER BY seq"
+            ).fetchall()
         return state_from_rows(records, dynamic)
 
     def events(

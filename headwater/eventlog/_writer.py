@@ -49,7 +49,9 @@ class EventLog:
     async def _migrate(self) -> None:
         for pragma in PRAGMAS:
             await self._conn.execute(pragma)
-        await self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+        )
         async with self._conn.execute("SELECT MAX(version) FROM schema_version") as cur:
             row = await cur.fetchone()
         current = (row[0] if row else None) or 0
@@ -60,7 +62,9 @@ class EventLog:
                 f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
             )
         await self._conn.commit()
-        async with self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM dynamic_partitions") as cur:
+        async with self._conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM dynamic_partitions"
+        ) as cur:
             row = await cur.fetchone()
         self._dynamic_seq = int(row[0]) if row else 0
 
@@ -144,7 +148,7 @@ class EventLog:
 @asynccontextmanager
 async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     """Open (creating and migrating) ``state_dir/events.db``; close it on exit."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
     path = state_dir / DB_NAME
     conn = await aiosqlite.connect(path)
     try:
@@ -154,5 +158,3 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     finally:
         with anyio.CancelScope(shield=True):
             await conn.close()
-
-

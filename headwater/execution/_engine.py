@@ -120,7 +120,9 @@ class Engine:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[Event], dynamic: Sequence[tuple[str, str]] = ()) -> None:
+    async def append(
+        self, events: Sequence[Event], dynamic: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Write events (and the records they lead to) to the log, then take the records."""
         records: dict[NodeKey, NodeRecord] = {}
         for event in events:
@@ -136,7 +138,9 @@ class Engine:
 
     def _event(self, kind: EventKind, node: NodeKey | None = None, **fields: Any) -> Event:
         asset, partition = node if node is not None else (None, None)
-        return Event(kind=kind, timestamp=self.clock.now(), asset=asset, partition=partition, **fields)
+        return Event(
+            kind=kind, timestamp=self.clock.now(), asset=asset, partition=partition, **fields
+        )
 
     async def _abandon_open_runs(self) -> None:
         open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]
@@ -193,7 +197,9 @@ class Engine:
         source = self._source(key)
         if source.partitions is None:
             if partition is not None:
-                raise PartitionKeyError(f"source {key!r} is not partitioned; got partition {partition!r}")
+                raise PartitionKeyError(
+                    f"source {key!r} is not partitioned; got partition {partition!r}"
+                )
         else:
             if partition is None:
                 raise PartitionKeyError(f"source {key!r} is partitioned; name a partition")
@@ -275,7 +281,9 @@ class Engine:
         everything else that is dirty for a later tick (the CLI uses it so that a request does
         not also run unrelated work).
         """
-        return await self.tick({n: Request(force=force) for n in nodes}, only_requested=only_requested)
+        return await self.tick(
+            {n: Request(force=force) for n in nodes}, only_requested=only_requested
+        )
 
     # -- the cycle -----------------------------------------------------------------------
 
@@ -358,7 +366,9 @@ class Engine:
         )
         _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         job = Job(asset, node[1], run_id, ev.now, status.inputs)
-        outcome: Outcome = await anyio.to_thread.run_sync(self.runner.run, job, limiter=self.limiter)
+        outcome: Outcome = await anyio.to_thread.run_sync(
+            self.runner.run, job, limiter=self.limiter
+        )
         before = self.state.version(node)
         payload: dict[str, Any] = {
             "code_version": code,
@@ -368,15 +378,22 @@ class Engine:
         if outcome.ok:
             payload["metadata"] = outcome.metadata
             event = self._event(
-                EventKind.MATERIALIZATION, node, run_id=run_id, data_version=outcome.data_version,
+                EventKind.MATERIALIZATION,
+                node,
+                run_id=run_id,
+                data_version=outcome.data_version,
                 payload=payload,
             )
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback)
             event = self._event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)
         await self.append([event])
-        fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
-                  "duration_ms": payload["duration_ms"]}
+        fields = {
+            "asset": node[0],
+            "partition": node[1],
+            "run_id": run_id,
+            "duration_ms": payload["duration_ms"],
+        }
         if outcome.ok:
             result.materialized.append(node)
             result.failed.pop(node, None)

@@ -89,7 +89,9 @@ class Runner:
                 kwargs[param] = self._input_value(job, upstream)
             except Exception as exc:
                 label = node_label(upstream, job.partition)
-                raise _InputError(f"loading input {param!r} ({label}): {type(exc).__name__}: {exc}") from exc
+                raise _InputError(
+                    f"loading input {param!r} ({label}): {type(exc).__name__}: {exc}"
+                ) from exc
         if job.asset.wants_context:
             kwargs["context"] = context
         return kwargs
@@ -105,11 +107,17 @@ class Runner:
                 result = job.asset.fn(**self._kwargs(job, context))
                 value, version, user_metadata = result, None, None
                 if isinstance(result, Output):
-                    value, version, user_metadata = result.value, result.data_version, result.metadata
+                    value, version, user_metadata = (
+                        result.value,
+                        result.data_version,
+                        result.metadata,
+                    )
                 version = version or data_version(value)
                 self.io_for(job.asset.key).save(job.asset.key, job.partition, value)
             except Exception as exc:
-                message = str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"
+                message = (
+                    str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"
+                )
                 return Outcome(
                     ok=False,
                     duration_ms=(time.perf_counter() - started) * 1000,

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FilesystemStore", "IOManager", "NoValueError", "TEMP_PREFIX", "table_metadata"]
+__all__ = ["TEMP_PREFIX", "FilesystemStore", "IOManager", "NoValueError", "table_metadata"]
 
 TEMP_PREFIX = ".tmp-"
 _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
@@ -97,7 +97,11 @@ class FilesystemStore:
         else:
             fmt = "pickle"
             data = pickle.dumps(value, protocol=5)
-            write_atomically(self._path(asset, partition, fmt), lambda f: f.write(data) and None)
+
+            def write_pickle(f: IO[bytes]) -> None:
+                f.write(data)
+
+            write_atomically(self._path(asset, partition, fmt), write_pickle)
         for other in _FORMATS:
             if other != fmt:
                 with contextlib.suppress(FileNotFoundError):

@@ -98,9 +98,7 @@ def _planned_parents(
     return out
 
 
-def decide_step(
-    ev: Evaluator, node: NodeKey, request: Request | None
-) -> tuple[Status, Decision]:
+def decide_step(ev: Evaluator, node: NodeKey, request: Request | None) -> tuple[Status, Decision]:
     """Decide a planned partition once its planned parents are done (early cutoff happens here)."""
     status = ev.status(*node)
     if request is None:
@@ -110,5 +108,7 @@ def decide_step(
     if request.force:
         return status, Decision.run(f"requested with force ({status.state})")
     if status.state == FRESH:
-        return status, Decision.idle("requested, but fresh; use force to run it anyway", notable=False)
+        return status, Decision.idle(
+            "requested, but fresh; use force to run it anyway", notable=False
+        )
     return status, Decision.run(f"requested ({status.state}: {'; '.join(status.reasons)})")

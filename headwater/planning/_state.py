@@ -170,7 +170,9 @@ class State:
                 changed_at=event.timestamp if changed else old.changed_at,
             )
         if kind == EventKind.RUN_STARTED:
-            return replace(old, running=event.run_id, decision=("run", str(payload.get("reason", ""))))
+            return replace(
+                old, running=event.run_id, decision=("run", str(payload.get("reason", "")))
+            )
         if kind == EventKind.MATERIALIZATION:
             changed = event.data_version != old.version
             return replace(
@@ -188,7 +190,10 @@ class State:
             inputs = inputs_from_json(payload.get("inputs", ()))
             code = payload.get("code_version")
             previous = old.failure
-            same = previous is not None and (previous.inputs, previous.code_version) == (inputs, code)
+            same = previous is not None and (previous.inputs, previous.code_version) == (
+                inputs,
+                code,
+            )
             failure = Failure(
                 at=event.timestamp,
                 run_id=event.run_id or "",

@@ -66,9 +66,13 @@ class Evaluator:
         parts = node.partitions
         if parts is None:
             if partition is not None:
-                raise PartitionKeyError(f"asset {asset!r} is not partitioned; got partition {partition!r}")
+                raise PartitionKeyError(
+                    f"asset {asset!r} is not partitioned; got partition {partition!r}"
+                )
         elif partition is None:
-            raise PartitionKeyError(f"asset {asset!r} is partitioned ({parts.describe()}); name a partition")
+            raise PartitionKeyError(
+                f"asset {asset!r} is partitioned ({parts.describe()}); name a partition"
+            )
         else:
             parts.require_key(partition, self.pctx, asset=asset)
 

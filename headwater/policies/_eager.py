@@ -18,7 +18,9 @@ class EagerPolicy:
         if ctx.state == "fresh":
             return Decision.idle("fresh; nothing to do", notable=False)
         if ctx.state == "failed":
-            return Decision.idle("failed; runs again when an input or its code changes, or when asked")
+            return Decision.idle(
+                "failed; runs again when an input or its code changes, or when asked"
+            )
         if ctx.blockers:
             return Decision.wait("waiting: " + "; ".join(ctx.blockers))
         return Decision.run("; ".join(ctx.reasons) or ctx.state)

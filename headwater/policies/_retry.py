@@ -18,9 +18,13 @@ class Retry:
     delay: timedelta
     backoff: float
 
-    def __init__(self, max_attempts: int = 3, delay: Duration = "30s", backoff: float = 2.0) -> None:
+    def __init__(
+        self, max_attempts: int = 3, delay: Duration = "30s", backoff: float = 2.0
+    ) -> None:
         if not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"Retry max_attempts must be a whole number >= 1, not {max_attempts!r}")
+            raise ValueError(
+                f"Retry max_attempts must be a whole number >= 1, not {max_attempts!r}"
+            )
         if backoff < 1:
             raise ValueError(f"Retry backoff must be >= 1, not {backoff!r}")
         object.__setattr__(self, "max_attempts", max_attempts)

@@ -26,7 +26,15 @@ def scan_file_source(source: FileSource, base_dir: Path) -> dict[str | None, str
             paths = glob_paths(source, base_dir)
             if not paths:
                 return {}
-            return {None: files_version((str(p.relative_to(base_dir)) if p.is_relative_to(base_dir) else str(p), file_version(p)) for p in paths)}
+            return {
+                None: files_version(
+                    (
+                        str(p.relative_to(base_dir)) if p.is_relative_to(base_dir) else str(p),
+                        file_version(p),
+                    )
+                    for p in paths
+                )
+            }
         path = source.resolve(base_dir, None)
         return {None: file_version(path)} if path.is_file() else {}
     found: dict[str | None, str] = {}

@@ -49,7 +49,9 @@ def _from_bytecode(code: CodeType) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(code.co_code)
     for const in code.co_consts:
-        h.update(_from_bytecode(const).encode() if isinstance(const, CodeType) else repr(const).encode())
+        h.update(
+            _from_bytecode(const).encode() if isinstance(const, CodeType) else repr(const).encode()
+        )
     h.update(repr(code.co_names).encode())
     return h.hexdigest()
 
@@ -61,9 +63,9 @@ def code_version(fn: Callable[..., Any]) -> str:
     if code is not None and code in _cache:
         return _cache[code]
     version = _from_source(target) or (
-        _from_bytecode(code) if code is not None else hashlib.blake2b(
-            repr(target).encode(), digest_size=16
-        ).hexdigest()
+        _from_bytecode(code)
+        if code is not None
+        else hashlib.blake2b(repr(target).encode(), digest_size=16).hexdigest()
     )
     if code is not None:
         _cache[code] = version

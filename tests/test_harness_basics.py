@@ -1,0 +1,411 @@
+"""The reactive core through the Harness: chains, diamonds, branches, cutoff, waiting, manual."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import headwater as hw
+from headwater.testing import Harness
+
+
+def _chain() -> hw.Definitions:
+    raw = hw.source("raw")
+
+    @hw.asset
+    def a(raw: Any) -> int:
+        return 1 if raw is None else len(raw)
+
+    @hw.asset
+    def b(a: int) -> int:
+        return a * 2
+
+    @hw.asset
+    def c(b: int) -> int:
+        return b + 1
+
+    return hw.Definitions([raw, a, b, c])
+
+
+def test_chain_runs_in_order_once_the_source_is_observed() -> None:
+    """A source observation materializes the whole chain, upstream first."""
+    with Harness(_chain(), now="2026-01-05T00:00:00Z") as h:
+        first = h.tick()
+        assert first.materialized == []
+        assert first.skipped[("a", None)] == "waiting: input raw is missing"
+        h.observe("raw", value="hello")
+        tick = h.tick()
+        assert tick.materialized == [("a", None), ("b", None), ("c", None)]
+        assert tick.assets == {"a", "b", "c"}
+        assert h.value("c") == 11
+        assert all(h.state(k) == "fresh" for k in "abc")
+
+
+def test_same_version_observed_again_changes_nothing() -> None:
+    """An observation that does not change the version writes no event and runs nothing."""
+    with Harness(_chain()) as h:
+        assert h.observe("raw", "v1") is True
+        h.tick()
+        count = len(h.events())
+        assert h.observe("raw", "v1") is False
+        assert h.tick().materialized == []
+        assert len(h.events()) == count
+
+
+def test_early_cutoff_stops_the_cascade_when_data_is_unchanged() -> None:
+    """a re-runs on a new source version, produces the same value, so b and c stay fresh."""
+    with Harness(_chain()) as h:
+        h.observe("raw", value="abc")
+        h.tick()
+        h.observe("raw", value="xyz")  # same length -> a produces the same value
+        tick = h.tick()
+        assert tick.materialized == [("a", None)]
+        assert h.state("b") == "fresh"
+        assert h.state("c") == "fresh"
+        h.observe("raw", value="longer")
+        assert h.tick().materialized == [("a", None), ("b", None), ("c", None)]
+
+
+def test_diamond_runs_the_join_once_after_both_sides() -> None:
+    """In a diamond the bottom runs once, after both branches."""
+    top = hw.source("top")
+
+    @hw.asset
+    def left(top: Any) -> str:
+        return f"L{top}"
+
+    @hw.asset
+    def right(top: Any) -> str:
+        return f"R{top}"
+
+    @hw.asset
+    def bottom(left: str, right: str) -> str:
+        return left + right
+
+    with Harness(hw.Definitions([top, left, right, bottom])) as h:
+        h.observe("top", value=1)
+        tick = h.tick()
+        assert sorted(tick.materialized[:2]) == [("left", None), ("right", None)]
+        assert tick.materialized[2] == ("bottom", None)
+        assert h.value("bottom") == "L1R1"
+        assert len(h.events(kind="materialization", asset="bottom")) == 1
+
+
+def test_independent_branches_run_in_parallel() -> None:
+    """Two branches with no dependency between them run at the same time."""
+    both_running = threading.Barrier(2, timeout=10)
+    src = hw.source("src")
+
+    @hw.asset
+    def one(src: Any) -> int:
+        both_running.wait()  # raises BrokenBarrierError unless the other branch runs meanwhile
+        return 1
+
+    @hw.asset
+    def two(src: Any) -> int:
+        both_running.wait()
+        return 2
+
+    with Harness(hw.Definitions([src, one, two], max_concurrency=2)) as h:
+        h.observe("src", "v1")
+        tick = h.tick()
+        assert tick.failed == {}
+        assert sorted(tick.materialized) == [("one", None), ("two", None)]
+
+
+def test_only_the_changed_branch_reruns() -> None:
+    """A change on one source leaves the other source's descendants alone."""
+    s1, s2 = hw.source("s1"), hw.source("s2")
+
+    @hw.asset
+    def from1(s1: Any) -> Any:
+        return s1
+
+    @hw.asset
+    def from2(s2: Any) -> Any:
+        return s2
+
+    with Harness(hw.Definitions([s1, s2, from1, from2])) as h:
+        h.observe("s1", value=1)
+        h.observe("s2", value=2)
+        h.tick()
+        h.observe("s1", value=10)
+        assert h.tick().materialized == [("from1", None)]
+
+
+def test_waiting_on_a_missing_input_is_recorded_once() -> None:
+    """A partition with a missing input waits, says why, and logs the decision once."""
+    s1, s2 = hw.source("s1"), hw.source("s2")
+
+    @hw.asset
+    def joined(s1: Any, s2: Any) -> Any:
+        return (s1, s2)
+
+    with Harness(hw.Definitions([s1, s2, joined])) as h:
+        h.observe("s1", value=1)
+        tick = h.tick()
+        assert tick.materialized == []
+        assert tick.skipped == {("joined", None): "waiting: input s2 is missing"}
+        assert h.state("joined") == "missing"
+        assert any("input s2 is missing" in line for line in h.why("joined"))
+        h.observe("s1", value=2)
+        h.tick()
+        decisions = h.events(kind="decision", asset="joined")
+        assert len(decisions) == 1
+        assert decisions[0].payload == {"decision": "wait", "reason": "waiting: input s2 is missing"}
+        h.observe("s2", value=3)
+        assert h.tick().materialized == [("joined", None)]
+        assert h.value("joined") == (2, 3)
+
+
+def test_manual_assets_run_only_when_asked() -> None:
+    """A manual asset stays stale until materialize() asks for it."""
+    src = hw.source("src")
+
+    @hw.asset(policy=hw.manual())
+    def report(src: Any) -> Any:
+        return src
+
+    @hw.asset
+    def after(report: Any) -> Any:
+        return report
+
+    with Harness(hw.Definitions([src, report, after])) as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert tick.materialized == []
+        assert "manual policy" in tick.skipped[("report", None)]
+        assert h.state("report") == "missing"
+        tick = h.materialize("report")
+        assert tick.materialized == [("report", None), ("after", None)]
+        h.observe("src", value=2)
+        h.tick()
+        assert h.state("report") == "stale"
+        assert h.materialize("report").materialized == [("report", None), ("after", None)]
+        assert h.materialize("report").materialized == []  # fresh: nothing to do
+        # forced, it runs; its value is the same, so `after` stays fresh (early cutoff)
+        assert h.materialize("report", force=True).materialized == [("report", None)]
+
+
+def test_code_version_change_makes_the_asset_stale(tmp_path: Path) -> None:
+    """A new function body (not formatting) re-runs the asset and, if its value changes, below."""
+    src = hw.source("src")
+
+    def build(body_doubles: bool) -> hw.Definitions:
+        if body_doubles:
+
+            @hw.asset
+            def a(src: Any) -> Any:
+                return src * 2
+        else:
+
+            @hw.asset
+            def a(src: Any) -> Any:
+                return src
+
+        @hw.asset
+        def b(a: Any) -> Any:
+            return a
+
+        return hw.Definitions([src, a, b])
+
+    with Harness(build(False), state_dir=tmp_path) as h:
+        h.observe("src", value=2)
+        h.tick()
+    with Harness(build(False), state_dir=tmp_path) as h:
+        assert h.state("a") == "fresh"
+        assert h.tick().materialized == []
+    with Harness(build(True), state_dir=tmp_path) as h:
+        assert h.state("a") == "stale"
+        assert any("code version changed" in line for line in h.why("a"))
+        assert h.tick().materialized == [("a", None), ("b", None)]
+        assert h.value("b") == 4
+
+
+def test_explicit_code_version_overrides_the_fingerprint(tmp_path: Path) -> None:
+    """With code_version= the function body may change without making the data stale."""
+    src = hw.source("src")
+
+    def build(factor: int) -> hw.Definitions:
+        @hw.asset(code_version="1")
+        def a(src: Any) -> Any:
+            return src * factor
+
+        return hw.Definitions([src, a])
+
+    with Harness(build(1), state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+        h.tick()
+    with Harness(build(3), state_dir=tmp_path) as h:
+        assert h.state("a") == "fresh"
+
+
+def test_reopening_a_state_dir_sees_everything(tmp_path: Path) -> None:
+    """A harness opened again on the same state dir has the same states, values and events."""
+    with Harness(_chain(), state_dir=tmp_path) as h:
+        h.observe("raw", value="abcd")
+        h.tick()
+        events = [(e.id, e.kind) for e in h.events()]
+    with Harness(_chain(), state_dir=tmp_path) as h:
+        assert [(e.id, e.kind) for e in h.events()] == events
+        assert h.state("c") == "fresh"
+        assert h.value("c") == 9
+        assert h.tick().materialized == []
+        assert h.observe("raw", value="abcd") is False
+
+
+def test_failed_run_records_error_and_stays_failed_until_inputs_change() -> None:
+    """A raising asset is failed with its error; it runs again only when an input changes."""
+    src = hw.source("src")
+
+    @hw.asset
+    def fragile(src: Any) -> Any:
+        if src < 0:
+            raise ValueError(f"negative input {src}")
+        return src
+
+    @hw.asset
+    def below(fragile: Any) -> Any:
+        return fragile
+
+    with Harness(hw.Definitions([src, fragile, below])) as h:
+        h.observe("src", value=-1)
+        tick = h.tick()
+        assert tick.failed == {("fragile", None): "ValueError: negative input -1"}
+        assert tick.skipped[("below", None)] == "waiting: input fragile failed"
+        assert h.state("fragile") == "failed"
+        failed = h.events(kind="run_failed", asset="fragile")
+        assert len(failed) == 1
+        assert failed[0].payload["error"] == "ValueError: negative input -1"
+        assert "Traceback" in failed[0].payload["traceback"]
+        assert failed[0].payload["duration_ms"] >= 0
+        assert h.tick().materialized == []  # nothing changed: no retry storm
+        h.observe("src", value=5)
+        assert h.tick().materialized == [("fragile", None), ("below", None)]
+
+
+def test_failed_partition_runs_again_when_asked() -> None:
+    """materialize() re-runs a failed asset even though nothing changed."""
+    src = hw.source("src")
+    calls: list[int] = []
+
+    @hw.asset
+    def flaky(src: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return src
+
+    with Harness(hw.Definitions([src, flaky])) as h:
+        h.observe("src", value=1)
+        h.tick()
+        assert h.state("flaky") == "failed"
+        assert h.materialize("flaky").materialized == [("flaky", None)]
+        assert h.state("flaky") == "fresh"
+
+
+def test_output_sets_data_version_and_metadata() -> None:
+    """hw.Output's data_version is recorded as given and its metadata is kept."""
+    src = hw.source("src")
+
+    @hw.asset
+    def a(src: Any) -> hw.Output:
+        return hw.Output([1, 2], data_version="my-version", metadata={"note": "hi"})
+
+    with Harness(hw.Definitions([src, a])) as h:
+        h.observe("src", "v1")
+        h.tick()
+        (event,) = h.events(kind="materialization", asset="a")
+        assert event.data_version == "my-version"
+        assert event.payload["metadata"] == {"note": "hi"}
+        assert h.value("a") == [1, 2]
+
+
+def test_dataframes_are_stored_as_parquet_with_row_count_and_schema() -> None:
+    """A DataFrame value lands as Parquet; its event carries rows and schema."""
+    src = hw.source("src")
+
+    @hw.asset
+    def table(src: Any) -> pd.DataFrame:
+        return pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+
+    with Harness(hw.Definitions([src, table])) as h:
+        h.observe("src", "v1")
+        h.tick()
+        (event,) = h.events(kind="materialization", asset="table")
+        assert event.payload["metadata"]["rows"] == 3
+        assert set(event.payload["metadata"]["schema"]) == {"x", "y"}
+        assert event.data_version == hw.data_version(h.value("table"))
+        assert list((h.state_dir / "values" / "table").glob("value.frame.parquet"))
+
+
+def test_deps_order_and_invalidate_without_passing_values() -> None:
+    """deps= makes an asset stale on upstream change but passes nothing in."""
+    src = hw.source("src")
+    seen: list[tuple[Any, ...]] = []
+
+    @hw.asset(deps=[src])
+    def side_effect() -> str:
+        seen.append(())
+        return "done"
+
+    with Harness(hw.Definitions([src, side_effect])) as h:
+        h.observe("src", "v1")
+        assert h.tick().materialized == [("side_effect", None)]
+        h.observe("src", "v2")
+        assert h.tick().materialized == [("side_effect", None)]
+        assert len(seen) == 2
+
+
+def test_prefixed_keys_and_ins_mapping() -> None:
+    """Keys with / prefixes are reachable through ins=."""
+    raw = hw.source("sales/raw")
+
+    @hw.asset("sales/clean", ins={"data": "sales/raw"})
+    def clean(data: Any) -> Any:
+        return [x for x in data if x is not None]
+
+    with Harness(hw.Definitions([raw, clean])) as h:
+        h.observe("sales/raw", value=[1, None, 2])
+        assert h.tick().materialized == [("sales/clean", None)]
+        assert h.value("sales/clean") == [1, 2]
+
+
+def test_abandoned_run_is_marked_and_planned_again(tmp_path: Path) -> None:
+    """A run_started with no end (the process died) is marked abandoned on open and re-planned."""
+    src = hw.source("src")
+
+    @hw.asset
+    def slow(src: Any) -> Any:
+        return src
+
+    defs = hw.Definitions([src, slow])
+    with Harness(defs, state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+        # What a crash leaves behind: the run's start is in the log, its end never came.
+        started = hw.Event(kind="run_started", timestamp=h.now, asset="slow", run_id="r-crashed")
+        h._call(h.engine.append, [started])
+    with Harness(defs, state_dir=tmp_path) as h2:
+        abandoned = h2.events(kind="run_abandoned", asset="slow")
+        assert [e.run_id for e in abandoned] == ["r-crashed"]
+        assert h2.tick().materialized == [("slow", None)]
+        assert len(h2.events(kind="materialization", asset="slow")) == 1
+    with Harness(defs, state_dir=tmp_path) as h3:
+        assert len(h3.events(kind="run_abandoned")) == 1  # marked once, not on every open
+
+
+def test_unknown_names_raise_errors_that_name_them() -> None:
+    """Asking about an asset or partition that does not exist names it."""
+    with Harness(_chain()) as h:
+        with pytest.raises(hw.SelectionError, match="'nope'"):
+            h.state("nope")
+        with pytest.raises(hw.SelectionError, match="is a source"):
+            h.materialize("raw")
+        with pytest.raises(hw.SelectionError, match="cannot observe 'a'"):
+            h.observe("a", "v1")
+        with pytest.raises(hw.PartitionKeyError, match="not partitioned"):
+            h.state("a", partition="2026-01-01")

@@ -1,0 +1,183 @@
+"""Partition-level staleness and the partition mappings of SPEC §1, through the Harness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import headwater as hw
+from headwater.testing import Harness
+
+daily = hw.DailyPartitions(start="2026-01-01")
+
+
+def _daily_pipeline() -> hw.Definitions:
+    raw = hw.source("raw", partitions=daily)
+
+    @hw.asset(partitions=daily)
+    def clean(raw: Any, context: hw.Context) -> Any:
+        return (context.partition, raw)
+
+    @hw.asset
+    def total(clean: dict[str, Any]) -> Any:
+        return sorted(clean)
+
+    return hw.Definitions([raw, clean, total])
+
+
+def test_one_partition_changes_only_it_reruns() -> None:
+    """A new version of one day re-runs that day (and the roll-up), not the other days."""
+    with Harness(_daily_pipeline(), now="2026-01-10T00:00:00Z") as h:
+        for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
+            h.observe("raw", value=day, partition=day)
+        tick = h.tick()
+        assert sorted(p for a, p in tick.materialized if a == "clean") == [
+            "2026-01-01",
+            "2026-01-02",
+            "2026-01-03",
+        ]
+        h.observe("raw", value="new", partition="2026-01-02")
+        tick = h.tick()
+        assert tick.materialized == [("clean", "2026-01-02"), ("total", None)]
+        assert h.state("clean", partition="2026-01-01") == "fresh"
+        assert h.value("clean", partition="2026-01-02") == ("2026-01-02", "new")
+
+
+def test_fifty_partitions_landing_at_once_give_fifty_downstream_runs() -> None:
+    """50 partitions observed together -> 50 downstream partition runs, then one roll-up."""
+    with Harness(_daily_pipeline(), now="2026-03-01T00:00:00Z") as h:
+        keys = [f"2026-01-{d:02d}" for d in range(1, 32)] + [f"2026-02-{d:02d}" for d in range(1, 20)]
+        assert len(keys) == 50
+        for key in keys:
+            h.observe("raw", value=key, partition=key)
+        tick = h.tick()
+        cleaned = [p for a, p in tick.materialized if a == "clean"]
+        assert sorted(cleaned) == keys
+        assert tick.materialized[-1] == ("total", None)
+        assert len(tick.materialized) == 51
+
+
+def test_context_carries_the_partition_and_run() -> None:
+    """The context parameter gets the asset, partition, run id and the virtual time."""
+    seen: list[hw.Context] = []
+    raw = hw.source("raw", partitions=daily)
+
+    @hw.asset(partitions=daily)
+    def clean(raw: Any, context: hw.Context) -> Any:
+        seen.append(context)
+        context.log.info("inside", rows=1)
+        return raw
+
+    with Harness(hw.Definitions([raw, clean]), now="2026-01-05T12:00:00Z") as h:
+        h.observe("raw", "v1", partition="2026-01-03")
+        h.tick()
+        (ctx,) = seen
+        assert (ctx.asset, ctx.partition) == ("clean", "2026-01-03")
+        assert ctx.now == h.now
+        (event,) = h.events(kind="materialization", asset="clean")
+        assert ctx.run_id == event.run_id
+
+
+def test_partitioned_to_unpartitioned_passes_a_dict_of_existing_partitions() -> None:
+    """The roll-up receives {partition: value} of the partitions that exist, and re-runs when one appears."""
+    with Harness(_daily_pipeline(), now="2026-01-10T00:00:00Z") as h:
+        h.observe("raw", value=1, partition="2026-01-01")
+        h.tick()
+        assert h.value("total") == ["2026-01-01"]
+        h.observe("raw", value=2, partition="2026-01-04")
+        tick = h.tick()
+        assert tick.materialized == [("clean", "2026-01-04"), ("total", None)]
+        assert h.value("total") == ["2026-01-01", "2026-01-04"]
+
+
+def test_unpartitioned_upstream_fans_out_to_static_partitions() -> None:
+    """Every partition of a statically partitioned asset depends on an unpartitioned input."""
+    regions = hw.StaticPartitions(["eu", "us"])
+    rates = hw.source("rates")
+
+    @hw.asset(partitions=regions)
+    def priced(rates: Any, context: hw.Context) -> Any:
+        return f"{context.partition}:{rates}"
+
+    with Harness(hw.Definitions([rates, priced])) as h:
+        h.observe("rates", value=1)
+        assert sorted(h.tick().materialized) == [("priced", "eu"), ("priced", "us")]
+        h.observe("rates", value=2)
+        assert sorted(h.tick().materialized) == [("priced", "eu"), ("priced", "us")]
+        assert h.value("priced", partition="us") == "us:2"
+
+
+def test_time_partitions_without_partitioned_inputs_fill_only_the_newest_window() -> None:
+    """History is a backfill: an eager daily root fills yesterday, then each new day as it completes."""
+    src = hw.source("src")
+
+    @hw.asset(partitions=daily)
+    def snapshot(src: Any, context: hw.Context) -> Any:
+        return context.partition
+
+    with Harness(hw.Definitions([src, snapshot]), now="2026-01-05T10:00:00Z") as h:
+        h.observe("src", "v1")
+        assert h.tick().materialized == [("snapshot", "2026-01-04")]
+        assert h.state("snapshot", partition="2026-01-02") == "missing"
+        tick = h.advance("1d")
+        assert tick.materialized == [("snapshot", "2026-01-05")]
+        assert h.materialize("snapshot", partition="2026-01-02").materialized == [
+            ("snapshot", "2026-01-02")
+        ]
+
+
+def test_a_partition_becomes_runnable_when_its_window_completes() -> None:
+    """A file for today waits until today is over; the clock then makes it run."""
+    with Harness(_daily_pipeline(), now="2026-01-05T10:00:00Z") as h:
+        h.observe("raw", value="early", partition="2026-01-05")
+        assert [a for a, _ in h.tick().materialized] == []
+        tick = h.advance(hours=14)
+        assert ("clean", "2026-01-05") in tick.materialized
+
+
+def test_dynamic_partitions_appear_with_observations() -> None:
+    """A dynamic source's keys appear as they are observed, and downstream partitions follow."""
+    inbox = hw.DynamicPartitions("inbox")
+    files = hw.source("files", partitions=inbox)
+
+    @hw.asset(partitions=inbox)
+    def parsed(files: Any, context: hw.Context) -> Any:
+        return context.partition
+
+    with Harness(hw.Definitions([files, parsed])) as h:
+        h.observe("files", "v1", partition="a.csv")
+        h.observe("files", "v1", partition="b.csv")
+        assert sorted(h.tick().materialized) == [("parsed", "a.csv"), ("parsed", "b.csv")]
+        assert h.add_partitions("inbox", ["c.csv", "a.csv"]) == ["c.csv"]
+        tick = h.tick()
+        assert tick.skipped == {("parsed", "c.csv"): "waiting: input files[c.csv] is missing"}
+        assert len(h.events(kind="partitions_added")) == 3
+
+
+def test_multi_partitions_key_by_each_dimension() -> None:
+    """Multi partitions are keyed 'date|region' and map identically."""
+    multi = hw.MultiPartitions({"date": daily, "region": hw.StaticPartitions(["eu", "us"])})
+    raw = hw.source("raw", partitions=multi)
+
+    @hw.asset(partitions=multi)
+    def clean(raw: Any) -> Any:
+        return raw
+
+    with Harness(hw.Definitions([raw, clean]), now="2026-01-03T00:00:00Z") as h:
+        h.observe("raw", value=1, partition="2026-01-01|eu")
+        assert h.tick().materialized == [("clean", "2026-01-01|eu")]
+        assert h.state("clean", partition="2026-01-02|us") == "missing"
+        with pytest.raises(hw.PartitionKeyError, match="2026-01-01|mars"):
+            h.observe("raw", value=1, partition="2026-01-01|mars")
+
+
+def test_partition_keys_that_do_not_exist_are_named() -> None:
+    """A bad or future partition key is an error naming the asset and the key."""
+    with Harness(_daily_pipeline(), now="2026-01-05T00:00:00Z") as h:
+        with pytest.raises(hw.PartitionKeyError, match="'2026-13-01'"):
+            h.observe("raw", "v1", partition="2026-13-01")
+        with pytest.raises(hw.PartitionKeyError, match="asset 'clean': partition '2026-02-01' does not exist"):
+            h.materialize("clean", partition="2026-02-01")
+        with pytest.raises(hw.PartitionKeyError, match="is partitioned"):
+            h.state("clean")

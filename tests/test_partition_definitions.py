@@ -1,0 +1,95 @@
+"""Which keys exist when: time windows up to the last complete one, static, dynamic, multi."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+import headwater as hw
+from headwater.definitions import PartitionContext
+
+
+def ctx(now: str, **dynamic: list[str]) -> PartitionContext:
+    return PartitionContext(
+        now=datetime.fromisoformat(now).astimezone(UTC), dynamic_keys=lambda n: dynamic.get(n, [])
+    )
+
+
+def test_daily_keys_stop_at_the_last_complete_day() -> None:
+    daily = hw.DailyPartitions(start="2026-01-01")
+    assert daily.keys(ctx("2026-01-04T10:00:00+00:00")) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert daily.keys(ctx("2026-01-01T23:59:59+00:00")) == []
+    assert daily.newest_keys(ctx("2026-01-04T00:00:00+00:00")) == ["2026-01-03"]
+    assert not daily.has_key("2026-01-04", ctx("2026-01-04T10:00:00+00:00"))
+
+
+def test_daily_windows_follow_the_timezone() -> None:
+    """In UTC+9 the 2nd of January is complete at 15:00 UTC on the 2nd."""
+    tokyo = hw.DailyPartitions(start="2026-01-01", tz="Asia/Tokyo")
+    assert tokyo.keys(ctx("2026-01-02T14:59:00+00:00")) == ["2026-01-01"]
+    assert tokyo.keys(ctx("2026-01-02T15:00:00+00:00")) == ["2026-01-01", "2026-01-02"]
+    assert tokyo.next_window_end(datetime(2026, 1, 2, 10, tzinfo=UTC)) == datetime(2026, 1, 2, 15, tzinfo=UTC)
+
+
+def test_daily_end_is_exclusive() -> None:
+    jan = hw.DailyPartitions(start="2026-01-01", end="2026-01-04")
+    assert jan.keys(ctx("2026-06-01T00:00:00+00:00")) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    with pytest.raises(hw.PartitionKeyError):
+        jan.check_key("2026-01-04")
+
+
+def test_hourly_keys_skip_the_hour_that_does_not_exist_in_a_dst_gap() -> None:
+    """On the spring-forward day in Berlin, 02:00 local does not exist."""
+    hourly = hw.HourlyPartitions(start="2026-03-29", tz="Europe/Berlin")
+    keys = hourly.keys(ctx("2026-03-30T00:00:00+02:00"))
+    assert len(keys) == 23
+    assert "2026-03-29T02:00" not in keys
+    assert keys[:3] == ["2026-03-29T00:00", "2026-03-29T01:00", "2026-03-29T03:00"]
+
+
+def test_daily_partition_on_a_dst_day_is_one_key() -> None:
+    daily = hw.DailyPartitions(start="2026-10-24", tz="Europe/Berlin")
+    assert daily.keys(ctx("2026-10-26T00:00:00+01:00")) == ["2026-10-24", "2026-10-25"]
+
+
+def test_static_dynamic_and_multi_keys() -> None:
+    regions = hw.StaticPartitions(["eu", "us"])
+    inbox = hw.DynamicPartitions("inbox")
+    now = "2026-01-03T00:00:00+00:00"
+    assert list(regions.keys(ctx(now))) == ["eu", "us"]
+    assert inbox.keys(ctx(now, inbox=["a.csv"])) == ["a.csv"]
+    multi = hw.MultiPartitions({"date": hw.DailyPartitions(start="2026-01-01"), "region": regions})
+    assert multi.keys(ctx(now)) == ["2026-01-01|eu", "2026-01-01|us", "2026-01-02|eu", "2026-01-02|us"]
+    assert multi.newest_keys(ctx(now)) == ["2026-01-02|eu", "2026-01-02|us"]
+    assert multi.has_key("2026-01-02|us", ctx(now))
+    assert not multi.has_key("2026-01-02|mars", ctx(now))
+
+
+def test_equality_is_by_kind_and_parameters() -> None:
+    assert hw.DailyPartitions(start="2026-01-01") == hw.DailyPartitions(start="2026-01-01")
+    assert hw.DailyPartitions(start="2026-01-01") != hw.DailyPartitions(start="2026-01-02")
+    assert hw.DailyPartitions(start="2026-01-01") != hw.HourlyPartitions(start="2026-01-01")
+    assert hw.DynamicPartitions("x") == hw.DynamicPartitions("x")
+    assert hw.StaticPartitions(["a"]) != hw.StaticPartitions(["b"])
+
+
+def test_bad_definitions_are_rejected() -> None:
+    with pytest.raises(hw.DefinitionError, match="unknown timezone"):
+        hw.DailyPartitions(start="2026-01-01", tz="Mars/Olympus")
+    with pytest.raises(hw.DefinitionError, match="not a date"):
+        hw.DailyPartitions(start="yesterday")
+    with pytest.raises(hw.DefinitionError, match="duplicate keys"):
+        hw.StaticPartitions(["a", "a"])
+    with pytest.raises(hw.DefinitionError, match="without '|'"):
+        hw.StaticPartitions(["a|b"])
+
+
+def test_durations_parse_and_reject() -> None:
+    from datetime import timedelta
+
+    assert hw.parse_duration("90s") == timedelta(seconds=90)
+    assert hw.parse_duration("1h30m") == timedelta(minutes=90)
+    assert hw.parse_duration("1d") == timedelta(days=1)
+    with pytest.raises(ValueError, match="not a duration"):
+        hw.parse_duration("soon")
