@@ -156,7 +156,10 @@ def test_waiting_on_a_missing_input_is_recorded_once() -> None:
         h.tick()
         decisions = h.events(kind="decision", asset="joined")
         assert len(decisions) == 1
-        assert decisions[0].payload == {"decision": "wait", "reason": "waiting: input s2 is missing"}
+        assert decisions[0].payload == {
+            "decision": "wait",
+            "reason": "waiting: input s2 is missing",
+        }
         h.observe("s2", value=3)
         assert h.tick().materialized == [("joined", None)]
         assert h.value("joined") == (2, 3)

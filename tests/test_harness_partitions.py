@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -47,7 +48,9 @@ def test_one_partition_changes_only_it_reruns() -> None:
 def test_fifty_partitions_landing_at_once_give_fifty_downstream_runs() -> None:
     """50 partitions observed together -> 50 downstream partition runs, then one roll-up."""
     with Harness(_daily_pipeline(), now="2026-03-01T00:00:00Z") as h:
-        keys = [f"2026-01-{d:02d}" for d in range(1, 32)] + [f"2026-02-{d:02d}" for d in range(1, 20)]
+        keys = [f"2026-01-{d:02d}" for d in range(1, 32)] + [
+            f"2026-02-{d:02d}" for d in range(1, 20)
+        ]
         assert len(keys) == 50
         for key in keys:
             h.observe("raw", value=key, partition=key)
@@ -168,7 +171,7 @@ def test_multi_partitions_key_by_each_dimension() -> None:
         h.observe("raw", value=1, partition="2026-01-01|eu")
         assert h.tick().materialized == [("clean", "2026-01-01|eu")]
         assert h.state("clean", partition="2026-01-02|us") == "missing"
-        with pytest.raises(hw.PartitionKeyError, match="2026-01-01|mars"):
+        with pytest.raises(hw.PartitionKeyError, match=re.escape("'2026-01-01|mars'")):
             h.observe("raw", value=1, partition="2026-01-01|mars")
 
 
@@ -177,7 +180,9 @@ def test_partition_keys_that_do_not_exist_are_named() -> None:
     with Harness(_daily_pipeline(), now="2026-01-05T00:00:00Z") as h:
         with pytest.raises(hw.PartitionKeyError, match="'2026-13-01'"):
             h.observe("raw", "v1", partition="2026-13-01")
-        with pytest.raises(hw.PartitionKeyError, match="asset 'clean': partition '2026-02-01' does not exist"):
+        with pytest.raises(
+            hw.PartitionKeyError, match="asset 'clean': partition '2026-02-01' does not exist"
+        ):
             h.materialize("clean", partition="2026-02-01")
         with pytest.raises(hw.PartitionKeyError, match="is partitioned"):
             h.state("clean")

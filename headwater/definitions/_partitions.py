@@ -362,8 +362,11 @@ class MultiPartitions(PartitionsDefinition):
         )
 
     def check_key(self, key: str) -> None:
-        for dim, part in zip(self.dimensions.values(), self.split(key), strict=True):
-            dim.check_key(part)
+        for (name, dim), part in zip(self.dimensions.items(), self.split(key), strict=True):
+            try:
+                dim.check_key(part)
+            except PartitionKeyError as exc:
+                raise PartitionKeyError(f"partition {key!r}: dimension {name!r}: {exc}") from None
 
     def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
         per_dim: list[Sequence[str]] = []

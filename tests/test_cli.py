@@ -1,0 +1,202 @@
+"""The command line, run as users run it: `python -m headwater ...` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RESOURCES = Path(__file__).parent / "resources"
+
+
+def hw(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "headwater", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copy(RESOURCES / "pipeline.py", tmp_path / "pipeline.py")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "2026-01-01.csv").write_text("region,amount\neu,1.5\nus,2.0\n,9\n")
+    (data / "2026-01-02.csv").write_text("region,amount\neu,3.0\n")
+    return tmp_path
+
+
+def test_validate_reports_counts(project: Path) -> None:
+    result = hw("validate", "--definitions", "pipeline.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "3 assets, 1 sources, 0 checks" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("broken_cycle.py", "cycle in the asset graph"),
+        ("broken_import.py", "NameError: name 'undefined_name' is not defined (line 6)"),
+        ("missing.py", "definitions file 'missing.py' does not exist"),
+    ],
+)
+def test_bad_definitions_exit_2_with_one_paragraph(
+    tmp_path: Path, target: str, message: str
+) -> None:
+    """A user's mistake: exit 2, a message naming the file, no traceback."""
+    for name in ("broken_cycle.py", "broken_import.py"):
+        shutil.copy(RESOURCES / name, tmp_path / name)
+    result = hw("validate", "--definitions", target, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert target in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_definitions_anywhere_is_explained(tmp_path: Path) -> None:
+    result = hw("status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "HEADWATER_DEFINITIONS" in result.stderr and "[tool.headwater]" in result.stderr
+
+
+def test_definitions_from_environment_and_pyproject(project: Path) -> None:
+    """HEADWATER_DEFINITIONS, then [tool.headwater] in pyproject.toml, supply the defaults."""
+    assert hw("validate", cwd=project, env={"HEADWATER_DEFINITIONS": "pipeline.py"}).returncode == 0
+    (project / "pyproject.toml").write_text(
+        '[tool.headwater]\ndefinitions = "pipeline.py"\nstate_dir = "st"\n'
+    )
+    sub = project / "sub"
+    sub.mkdir()
+    result = hw("materialize", "orders_clean", "--partition", "2026-01-01", cwd=sub)
+    assert result.returncode == 0, result.stderr
+    assert (project / "st" / "events.db").exists()
+
+
+def test_materialize_status_why_logs(project: Path) -> None:
+    """The whole read/write loop: materialize, then read it back every way."""
+    result = hw("materialize", "orders_clean", "totals", "-d", "pipeline.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "materialized orders_clean[2026-01-01]" in result.stdout
+    assert (
+        "skipped orders_clean[2026-01-03]: requested, but waiting: input orders[2026-01-03] is missing"
+        in result.stdout
+    )
+
+    status = hw("status", "--json", "-d", "pipeline.py", cwd=project)
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    by_node = {(r["asset"], r["partition"]): r for r in rows}
+    for row in rows:
+        assert {
+            "asset",
+            "partition",
+            "state",
+            "late",
+            "data_version",
+            "last_materialized_at",
+        } <= set(row)
+    assert by_node[("orders_clean", "2026-01-01")]["state"] == "fresh"
+    assert by_node[("orders_clean", "2026-01-03")]["state"] == "missing"
+    assert by_node[("totals", None)]["last_materialized_at"].endswith("Z")
+
+    table = hw("status", "-d", "pipeline.py", cwd=project)
+    assert "orders_clean" in table.stdout and "fresh" in table.stdout
+
+    (project / "data" / "2026-01-02.csv").write_text("region,amount\neu,4.0\n")
+    rerun = hw("materialize", "orders_clean", "totals", "-d", "pipeline.py", cwd=project)
+    assert "materialized orders_clean[2026-01-02]" in rerun.stdout
+    assert "orders_clean[2026-01-01]" not in rerun.stdout.replace("skipped", "")
+
+    why = hw("why", "orders_clean", "--partition", "2026-01-03", "-d", "pipeline.py", cwd=project)
+    assert why.returncode == 0
+    assert why.stdout.startswith("orders_clean[2026-01-03] is missing")
+    assert "input orders[2026-01-03] is missing" in why.stdout
+
+    logs = hw("logs", "--json", "--kind", "materialization", "-d", "pipeline.py", cwd=project)
+    lines = [json.loads(line) for line in logs.stdout.splitlines()]
+    assert {line["kind"] for line in lines} == {"materialization"}
+    assert set(lines[0]) == {
+        "id",
+        "timestamp",
+        "kind",
+        "asset",
+        "partition",
+        "run_id",
+        "data_version",
+        "payload",
+    }
+    assert sum(1 for line in lines if line["asset"] == "orders_clean") == 3
+    since = hw(
+        "logs", "--json", "--since", "1h", "--asset", "totals", "-d", "pipeline.py", cwd=project
+    )
+    assets = {json.loads(line)["asset"] for line in since.stdout.splitlines()}
+    assert assets == {"totals"}
+    assert (
+        hw("logs", "--since", "2099-01-01T00:00:00Z", "-d", "pipeline.py", cwd=project).stdout == ""
+    )
+
+
+def test_failed_materialization_exits_1_and_status_check_reports_it(project: Path) -> None:
+    assert hw("status", "--check", "-d", "pipeline.py", cwd=project).returncode == 0
+    hw("materialize", "orders_clean", "totals", "-d", "pipeline.py", cwd=project)
+    failed = hw("materialize", "broken", "-d", "pipeline.py", cwd=project)
+    assert failed.returncode == 1
+    assert "failed broken: RuntimeError: this asset always fails" in failed.stdout
+    check = hw("status", "--check", "-d", "pipeline.py", cwd=project)
+    assert check.returncode == 1
+    why = hw("why", "broken", "-d", "pipeline.py", cwd=project)
+    assert "broken is failed" in why.stdout and "this asset always fails" in why.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["materialize", "nope"], "unknown asset 'nope'"),
+        (["materialize", "orders"], "'orders' is a source"),
+        (
+            ["materialize", "orders_clean", "--partition", "2027-01-01"],
+            "partition '2027-01-01' is not a key",
+        ),
+        (["why", "totals", "--partition", "x"], "asset 'totals' is not partitioned"),
+        (["logs", "--since", "whenever"], "--since 'whenever'"),
+        (["lineage", "--format", "png"], "Invalid value for '--format'"),
+    ],
+)
+def test_usage_mistakes_exit_2(project: Path, args: list[str], message: str) -> None:
+    hw("materialize", "totals", "-d", "pipeline.py", cwd=project)  # creates the log for `logs`
+    result = hw(*args, "-d", "pipeline.py", cwd=project)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("text", "orders_clean (asset, eager) <- orders"),
+        ("mermaid", "graph LR"),
+        ("dot", '"orders" -> "orders_clean";'),
+    ],
+)
+def test_lineage_formats(project: Path, fmt: str, expected: str) -> None:
+    result = hw("lineage", "--format", fmt, "-d", "pipeline.py", cwd=project)
+    assert result.returncode == 0
+    assert expected in result.stdout
+
+
+def test_module_attribute_target(project: Path) -> None:
+    result = hw("validate", "-d", "pipeline:defs", cwd=project, env={"PYTHONPATH": str(project)})
+    assert result.returncode == 0, result.stderr
