@@ -27,7 +27,7 @@ from headwater.definitions import (
     source,
 )
 from headwater.execution import Context, FilesystemStore, IOManager
-from headwater.policies import Freshness, Policy, Retry, eager, manual
+from headwater.policies import Freshness, Policy, Retry, eager, manual, on_cron
 from headwater.versions import code_version, data_version
 
 __version__ = "0.1.0"
@@ -66,6 +66,7 @@ __all__ = [
     "data_version",
     "eager",
     "manual",
+    "on_cron",
     "parse_duration",
     "source",
 ]

@@ -27,8 +27,9 @@ from headwater._events import Event
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, IOManager, TickResult
+from headwater.planning import FreshnessStatus
 
-__all__ = ["Harness", "TickResult"]
+__all__ = ["FreshnessStatus", "Harness", "TickResult"]
 
 T = TypeVar("T")
 
@@ -183,7 +184,20 @@ class Harness:
         result: TickResult = self._call(go)
         return result
 
+    def backfill(self, asset: str, start: str, end: str, *, force: bool = False) -> TickResult:
+        """Materialize the partitions of ``asset`` from ``start`` to ``end`` (both included):
+        only what is missing, stale or failed unless ``force``; failures do not stop the rest."""
+        keys = self._call(lambda: self.engine.partition_range(asset, start, end))
+        return self.materialize(asset, partition=keys, force=force)
+
     # -- reading --------------------------------------------------------------------------
+
+    def freshness(self, key: str, partition: str | None = None) -> FreshnessStatus:
+        """``.late`` and ``.lag`` (plus ``.age``, ``.deadline``, ``.reasons``) against the SLA."""
+        status: FreshnessStatus | None = self._call(lambda: self.engine.freshness(key, partition))
+        if status is None:
+            raise ValueError(f"{key!r} declares no freshness SLA")
+        return status
 
     def state(self, key: str, partition: str | None = None) -> str:
         """``"fresh"``, ``"stale"``, ``"missing"`` or ``"failed"``."""

@@ -11,6 +11,7 @@ import pytest
 
 from headwater._events import Event, EventKind
 from headwater.eventlog import EventLogReader, open_event_log
+from headwater.eventlog._schema import MIGRATIONS
 from headwater.planning import NodeRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -35,7 +36,29 @@ async def test_opens_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
         pass
     conn = sqlite3.connect(tmp_path / "events.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    versions = conn.execute("SELECT version FROM schema_version").fetchall()
+    assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
+    """A schema-1 log with events opens at the newest schema with its events intact."""
+    conn = sqlite3.connect(tmp_path / "events.db")
+    conn.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        + MIGRATIONS[0]
+        + "; INSERT INTO schema_version VALUES (1);"
+        "INSERT INTO events (timestamp, kind, asset) VALUES ('2026-01-01T00:00:00.000000Z', 'observation', 'src');"
+    )
+    conn.close()
+    assert EventLogReader(tmp_path).load_state().schedules == {}  # readable before migration
+    async with open_event_log(tmp_path) as log:
+        assert (await log.load_state()).schedules == {}
+    assert [e.asset for e in EventLogReader(tmp_path).events()] == ["src"]
+    conn = sqlite3.connect(tmp_path / "events.db")
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (len(MIGRATIONS),)
+    assert conn.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
     conn.close()
 
 

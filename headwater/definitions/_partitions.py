@@ -59,6 +59,10 @@ class PartitionsDefinition(ABC):
         """The next instant after ``now`` at which a new key comes into existence by time."""
         return None
 
+    def window_end(self, key: str) -> datetime | None:
+        """When the time window named by ``key`` closes; None for keys that are not times."""
+        return None
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -216,6 +220,9 @@ class _TimeWindowPartitions(PartitionsDefinition):
         """The UTC start and end of the window named ``key``."""
         naive = self._parse_key(key)
         return self._instant(naive), self._instant(naive + self._step)
+
+    def window_end(self, key: str) -> datetime | None:
+        return self.window(key)[1]
 
 
 class DailyPartitions(_TimeWindowPartitions):
@@ -382,3 +389,9 @@ class MultiPartitions(PartitionsDefinition):
     def next_window_end(self, now: datetime) -> datetime | None:
         ends = [e for d in self.dimensions.values() if (e := d.next_window_end(now)) is not None]
         return min(ends, default=None)
+
+    def window_end(self, key: str) -> datetime | None:
+        for dim, part in zip(self.dimensions.values(), self.split(key), strict=True):
+            if (end := dim.window_end(part)) is not None:
+                return end
+        return None

@@ -39,7 +39,13 @@ class EventLogReader:
             dynamic = conn.execute(
                 "SELECT name, key FROM dynamic_partitions ORDER BY seq"
             ).fetchall()
-        return state_from_rows(records, dynamic)
+            try:
+                schedules = conn.execute(
+                    "SELECT asset, first_seen, handled_through FROM schedules"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a log written before schema 2, not yet migrated
+                schedules = []
+        return state_from_rows(records, dynamic, schedules)
 
     def events(
         self,

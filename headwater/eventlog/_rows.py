@@ -7,13 +7,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from headwater._events import Event, format_timestamp, parse_timestamp
-from headwater.planning import NodeKey, NodeRecord, State
+from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
 __all__ = [
     "EVENT_COLUMNS",
     "event_from_row",
     "event_row",
     "record_rows",
+    "schedule_rows",
     "state_from_rows",
 ]
 
@@ -50,10 +51,21 @@ def record_rows(records: Mapping[NodeKey, NodeRecord]) -> list[tuple[str, str, s
     return [(a, "" if p is None else p, r.to_json()) for (a, p), r in records.items()]
 
 
+def schedule_rows(schedules: Mapping[str, Schedule]) -> list[tuple[str, str, str]]:
+    return [
+        (asset, format_timestamp(s.first_seen), format_timestamp(s.handled_through))
+        for asset, s in schedules.items()
+    ]
+
+
 def state_from_rows(
-    records: Iterable[tuple[str, str, str]], dynamic: Iterable[tuple[str, str]]
+    records: Iterable[tuple[str, str, str]],
+    dynamic: Iterable[tuple[str, str]],
+    schedules: Iterable[tuple[str, str, str]] = (),
 ) -> State:
     state = State()
+    for asset, first_seen, handled in schedules:
+        state.schedules[asset] = Schedule(parse_timestamp(first_seen), parse_timestamp(handled))
     for name, key in dynamic:
         state.add_dynamic(name, [key])
     for asset, partition, record in records:

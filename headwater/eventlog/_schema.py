@@ -42,4 +42,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, key)
     ) WITHOUT ROWID;
     """,
+    # 2: per-asset clock bookkeeping (first evaluation, last cron tick handled).
+    """
+    CREATE TABLE schedules (
+        asset TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL,
+        handled_through TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )

@@ -17,9 +17,9 @@ import aiosqlite
 import anyio
 
 from headwater._events import Event
-from headwater.eventlog._rows import event_row, record_rows, state_from_rows
+from headwater.eventlog._rows import event_row, record_rows, schedule_rows, state_from_rows
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
-from headwater.planning import NodeKey, NodeRecord, State
+from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
 __all__ = ["DB_NAME", "EventLog", "open_event_log"]
 
@@ -31,6 +31,7 @@ class _Batch:
     events: Sequence[Event]
     records: Mapping[NodeKey, NodeRecord]
     dynamic: Sequence[tuple[str, str]]
+    schedules: Mapping[str, Schedule]
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
 
@@ -76,8 +77,14 @@ class EventLog:
             "SELECT name, key FROM dynamic_partitions ORDER BY seq"
         ) as cur:
             dynamic = await cur.fetchall()
+        async with self._conn.execute(
+            "SELECT asset, first_seen, handled_through FROM schedules"
+        ) as cur:
+            schedules = await cur.fetchall()
         return state_from_rows(
-            [(r[0], r[1], r[2]) for r in records], [(d[0], d[1]) for d in dynamic]
+            [(r[0], r[1], r[2]) for r in records],
+            [(d[0], d[1]) for d in dynamic],
+            [(s[0], s[1], s[2]) for s in schedules],
         )
 
     async def write(
@@ -85,9 +92,11 @@ class EventLog:
         events: Sequence[Event],
         records: Mapping[NodeKey, NodeRecord] | None = None,
         dynamic: Sequence[tuple[str, str]] = (),
+        schedules: Mapping[str, Schedule] | None = None,
     ) -> None:
-        """Return once ``events``, ``records`` and ``dynamic`` keys are committed together."""
-        batch = _Batch(events, records or {}, dynamic)
+        """Return once ``events``, ``records``, ``dynamic`` keys and ``schedules`` are committed
+        together."""
+        batch = _Batch(events, records or {}, dynamic, schedules or {})
         self._pending.append(batch)
         if self._leading:
             await batch.done.wait()
@@ -108,9 +117,11 @@ class EventLog:
     async def _commit(self, batches: list[_Batch]) -> None:
         events = [event_row(e) for b in batches for e in b.events]
         records: dict[NodeKey, NodeRecord] = {}
+        schedules: dict[str, Schedule] = {}
         dynamic: list[tuple[str, str, int]] = []
         for b in batches:
             records.update(b.records)
+            schedules.update(b.schedules)
             for name, key in b.dynamic:
                 self._dynamic_seq += 1
                 dynamic.append((name, key, self._dynamic_seq))
@@ -131,6 +142,12 @@ class EventLog:
                 await self._conn.executemany(
                     "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
                     dynamic,
+                )
+            if schedules:
+                await self._conn.executemany(
+                    "INSERT OR REPLACE INTO schedules (asset, first_seen, handled_through)"
+                    " VALUES (?, ?, ?)",
+                    schedule_rows(schedules),
                 )
             await self._conn.commit()
             self.commits += 1

@@ -2,18 +2,18 @@
 
 Everything that happens goes to the event log first; the in-memory state takes the records the
 log committed, then the engine acts. Work after a change is driven by a *dirty set*: the
-partitions whose inputs may have changed. Nothing scans the whole graph except the first
-evaluation after opening.
+partitions whose inputs may have changed. Work caused by time (new windows, cron ticks, retry
+delays, SLA deadlines) is driven by a timer heap. Nothing scans the whole graph except the
+first evaluation after opening.
 """
 
 from __future__ import annotations
 
-import heapq
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,29 +23,36 @@ import structlog
 
 from headwater._clock import Clock
 from headwater._errors import PartitionKeyError, SelectionError
-from headwater._events import Event, EventKind
+from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, open_event_log
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager
+from headwater.execution._timers import Timers
 from headwater.planning import (
     Evaluator,
+    FreshnessStatus,
     NodeKey,
     NodeRecord,
     Plan,
     Request,
+    Schedule,
     State,
     Status,
     decide_step,
     explain,
+    freshness_status,
     plan,
 )
 from headwater.policies import Decision
 from headwater.versions import data_version as fingerprint
 
-__all__ = ["Engine", "TickResult"]
+__all__ = ["Engine", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
+
+StepCallback = Callable[[tuple[str, str | None], str], None]
+"""Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``."""
 
 
 @dataclass(slots=True)
@@ -95,14 +102,17 @@ class Engine:
         self.runner = Runner(defs, store)
         self.limiter = anyio.CapacityLimiter(defs.max_concurrency or os.cpu_count() or 1)
         self.dirty: set[NodeKey] = set()
+        self.timers = Timers()
         self._full_evaluation = True
         self._tick_lock = anyio.Lock()
-        self._window_ends: list[tuple[datetime, str]] = []
+        self._cron_pending: set[str] = set()
+        self._on_step: StepCallback | None = None
+        self._cron_assets = [k for k, a in defs.assets.items() if hasattr(a.policy, "next_tick")]
+        self._sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
         now = clock.now()
         for key, asset in defs.assets.items():
             if asset.partitions is not None and (end := asset.partitions.next_window_end(now)):
-                self._window_ends.append((end, key))
-        heapq.heapify(self._window_ends)
+                self.timers.schedule(end, "window", key)
 
     @classmethod
     @asynccontextmanager
@@ -116,12 +126,17 @@ class Engine:
         async with open_event_log(state_dir) as log:
             engine = cls(defs, log, await log.load_state(), value_store, clock)
             await engine._abandon_open_runs()
+            await engine._first_seen()
             yield engine
 
     # -- writing -------------------------------------------------------------------------
 
     async def append(
-        self, events: Sequence[Event], dynamic: Sequence[tuple[str, str]] = ()
+        self,
+        events: Sequence[Event],
+        dynamic: Sequence[tuple[str, str]] = (),
+        *,
+        check_freshness: bool = True,
     ) -> None:
         """Write events (and the records they lead to) to the log, then take the records."""
         records: dict[NodeKey, NodeRecord] = {}
@@ -130,17 +145,55 @@ class Engine:
             record = self.state.reduce(event, records.get(node))
             if record is not None:
                 records[node] = record
+        self._carry_pending_since(events, records)
         await self.log.write(events, records, dynamic)
         for name, key in dynamic:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
             self.state.put(node, record)
+        if check_freshness and self._sla_keys:
+            await self._check_freshness([n for n in records if self.defs.nodes[n[0]].freshness])
+
+    async def _put(
+        self, records: Mapping[NodeKey, NodeRecord], schedules: Mapping[str, Schedule]
+    ) -> None:
+        """Bookkeeping that is not an event: clock state and corrections of derived fields."""
+        await self.log.write([], records, schedules=schedules)
+        for node, record in records.items():
+            self.state.put(node, record)
+        self.state.schedules.update(schedules)
 
     def _event(self, kind: EventKind, node: NodeKey | None = None, **fields: Any) -> Event:
         asset, partition = node if node is not None else (None, None)
         return Event(
             kind=kind, timestamp=self.clock.now(), asset=asset, partition=partition, **fields
         )
+
+    def _carry_pending_since(
+        self, events: Sequence[Event], records: dict[NodeKey, NodeRecord]
+    ) -> None:
+        """A new version makes children with a ``max_lag`` behind since the original change."""
+        ev: Evaluator | None = None
+        for event in events:
+            if (
+                event.kind not in (EventKind.OBSERVATION, EventKind.MATERIALIZATION)
+                or not event.asset
+            ):
+                continue
+            node = (event.asset, event.partition)
+            if records[node].version == self.state.version(node):
+                continue
+            since = event.payload.get("reflects_since")
+            origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
+            ev = ev or self.evaluator()
+            for child in ev.children(node):
+                asset = self.defs.nodes[child[0]]
+                assert isinstance(asset, AssetDef)
+                if asset.freshness is None or asset.freshness.max_lag is None:
+                    continue
+                record = records.get(child) or self.state.record(child) or NodeRecord()
+                if record.pending_since is None or origin < record.pending_since:
+                    records[child] = replace(record, pending_since=origin)
 
     async def _abandon_open_runs(self) -> None:
         open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]
@@ -150,6 +203,15 @@ class Engine:
             )
             for node, run_id in open_runs:
                 _log.warning("run_abandoned", asset=node[0], partition=node[1], run_id=run_id)
+
+    async def _first_seen(self) -> None:
+        """Cron ticks and SLA windows count from an asset's first evaluation: remember it."""
+        now = self.clock.now()
+        keys = {*self._cron_assets, *self._sla_keys}
+        new = {k: Schedule(now, now) for k in sorted(keys) if k not in self.state.schedules}
+        if new:
+            await self._put({}, new)
+        self._cron_pending.update(self._cron_assets)
 
     # -- inputs from outside -------------------------------------------------------------
 
@@ -228,22 +290,96 @@ class Engine:
     def _mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))
 
-    def _expire_windows(self) -> None:
-        """New time windows completed: their newest partitions need a look."""
-        now = self.clock.now()
-        ev: Evaluator | None = None
-        while self._window_ends and self._window_ends[0][0] <= now:
-            _, key = heapq.heappop(self._window_ends)
-            parts = self.defs.nodes[key].partitions
-            assert parts is not None
-            ev = ev or self.evaluator()
-            self.dirty.update((key, p) for p in parts.newest_keys(ev.pctx) or ())
-            if (end := parts.next_window_end(now)) is not None:
-                heapq.heappush(self._window_ends, (end, key))
+    # -- the clock -----------------------------------------------------------------------
 
     def next_wakeup(self) -> datetime | None:
         """The next instant at which the clock alone makes something to do."""
-        return self._window_ends[0][0] if self._window_ends else None
+        return self.timers.next()
+
+    async def _expire_timers(self) -> None:
+        now = self.clock.now()
+        freshness: list[NodeKey] = []
+        ev = self.evaluator()
+        for kind, subject in self.timers.due(now):
+            if kind == "window":
+                key = str(subject)
+                parts = self.defs.nodes[key].partitions
+                assert parts is not None
+                self.dirty.update((key, p) for p in parts.newest_keys(ev.pctx) or ())
+                if (end := parts.next_window_end(now)) is not None:
+                    self.timers.schedule(end, "window", key)
+            elif kind == "cron":
+                self._cron_pending.add(str(subject))
+            elif kind == "retry":
+                self.dirty.add(subject)  # type: ignore[arg-type]
+            else:
+                freshness.append(subject)  # type: ignore[arg-type]
+        if freshness:
+            await self._check_freshness(freshness)
+
+    def _due_cron(self, ev: Evaluator) -> dict[str, datetime]:
+        """Cron assets whose tick has come: their partitions are looked at in this tick."""
+        due: dict[str, datetime] = {}
+        for key in sorted(self._cron_pending):
+            asset = self.defs.assets[key]
+            tick = ev.due_tick(asset)
+            if tick is not None:
+                due[key] = tick
+                self.dirty.update((key, p) for p in ev.partitions(key))
+            else:
+                self.timers.schedule(asset.policy.next_tick(ev.now), "cron", key)  # type: ignore[attr-defined]
+        self._cron_pending.clear()
+        return due
+
+    async def _handled_cron(self, due: Mapping[str, datetime]) -> None:
+        if not due:
+            return
+        schedules = {}
+        for key, tick in due.items():
+            schedules[key] = replace(self.state.schedules[key], handled_through=tick)
+            policy = self.defs.assets[key].policy
+            self.timers.schedule(policy.next_tick(tick), "cron", key)  # type: ignore[attr-defined]
+        await self._put({}, schedules)
+
+    # -- freshness -----------------------------------------------------------------------
+
+    def freshness(self, asset: str, partition: str | None = None) -> FreshnessStatus | None:
+        ev = self.evaluator()
+        ev.check_node(asset, partition)
+        return freshness_status(ev, asset, partition)
+
+    def _sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
+        return [(key, p) for key in self._sla_keys for p in ev.partitions(key)]
+
+    async def _check_freshness(self, nodes: Iterable[NodeKey]) -> None:
+        """Record lateness changes once each, and schedule the next deadline."""
+        ev = self.evaluator()
+        events: list[Event] = []
+        corrections: dict[NodeKey, NodeRecord] = {}
+        for node in nodes:
+            fs = freshness_status(ev, *node)
+            if fs is None:
+                continue
+            record = self.state.record(node) or NodeRecord()
+            payload: dict[str, Any] = {"reason": "; ".join(fs.reasons)}
+            if fs.lag is not None:
+                payload["lag_s"] = fs.lag.total_seconds()
+            if fs.late and not record.late:
+                events.append(self._event(EventKind.FRESHNESS_VIOLATED, node, payload=payload))
+            elif not fs.late and record.late:
+                events.append(self._event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
+            if fs.deadline is not None:
+                self.timers.schedule(fs.deadline, "freshness", node)
+            if record.pending_since is not None and ev.status(*node).state == "fresh":
+                corrections[node] = replace(record, pending_since=None)  # up to date again
+        if corrections:
+            await self._put(corrections, {})
+        if events:
+            await self.append(events, check_freshness=False)
+            for e in events:
+                _log.warning(
+                    str(e.kind), asset=e.asset, partition=e.partition, reason=e.payload["reason"]
+                )
 
     # -- requests ------------------------------------------------------------------------
 
@@ -272,8 +408,33 @@ class Engine:
                 nodes.append((key, p))
         return nodes
 
+    def partition_range(self, asset: str, first: str, last: str) -> list[str]:
+        """The existing partitions of ``asset`` from ``first`` to ``last``, both included."""
+        node = self.defs.nodes.get(asset)
+        if not isinstance(node, AssetDef):
+            raise SelectionError(
+                f"unknown asset {asset!r}" if node is None else f"{asset!r} is a source"
+            )
+        if node.partitions is None:
+            raise PartitionKeyError(
+                f"asset {asset!r} is not partitioned; a backfill needs partitions"
+            )
+        ev = self.evaluator()
+        for key in (first, last):
+            node.partitions.require_key(key, ev.pctx, asset=asset)
+        keys = list(node.partitions.keys(ev.pctx))
+        start, end = keys.index(first), keys.index(last)
+        if start > end:
+            raise PartitionKeyError(f"asset {asset!r}: --from {first!r} comes after --to {last!r}")
+        return keys[start : end + 1]
+
     async def materialize(
-        self, nodes: Iterable[NodeKey], *, force: bool = False, only_requested: bool = False
+        self,
+        nodes: Iterable[NodeKey],
+        *,
+        force: bool = False,
+        only_requested: bool = False,
+        on_step: StepCallback | None = None,
     ) -> TickResult:
         """Run the named partitions (if stale, missing or failed, or always with ``force``).
 
@@ -281,45 +442,64 @@ class Engine:
         everything else that is dirty for a later tick (the CLI uses it so that a request does
         not also run unrelated work).
         """
-        return await self.tick(
-            {n: Request(force=force) for n in nodes}, only_requested=only_requested
-        )
+        requests = {n: Request(force=force) for n in nodes}
+        return await self.tick(requests, only_requested=only_requested, on_step=on_step)
 
     # -- the cycle -----------------------------------------------------------------------
 
     async def tick(
-        self, requests: Mapping[NodeKey, Request] | None = None, *, only_requested: bool = False
+        self,
+        requests: Mapping[NodeKey, Request] | None = None,
+        *,
+        only_requested: bool = False,
+        on_step: StepCallback | None = None,
     ) -> TickResult:
         """Evaluate what is dirty (and requested), run the plan, repeat until nothing is left."""
         result = TickResult()
         async with self._tick_lock:
-            pending = dict(requests or {})
-            while True:
-                ev = self.evaluator()
-                if only_requested:
-                    dirty: set[NodeKey] = set()
-                else:
-                    self._expire_windows()
-                    if self._full_evaluation:
-                        self._full_evaluation = False
-                        for key in self.defs.assets:
-                            self.dirty.update((key, p) for p in ev.partitions(key))
-                    dirty, self.dirty = self.dirty, set()
-                current = plan(ev, dirty, pending)
-                for node, decision in current.decisions.items():
-                    await self._note_decision(node, decision, result)
-                if not current:
-                    break
-                await self._execute(current, pending, result)
-                pending = {}
-                if only_requested or not self.dirty:
-                    break
+            self._on_step = on_step
+            try:
+                await self._cycle(dict(requests or {}), only_requested, result)
+            finally:
+                self._on_step = None
         return result
 
+    async def _cycle(
+        self, pending: dict[NodeKey, Request], only_requested: bool, result: TickResult
+    ) -> None:
+        due_cron: dict[str, datetime] = {}
+        if not only_requested:
+            await self._expire_timers()
+            ev = self.evaluator()
+            if self._full_evaluation:
+                self._full_evaluation = False
+                for key in self.defs.assets:
+                    self.dirty.update((key, p) for p in ev.partitions(key))
+                await self._check_freshness(self._sla_nodes(ev))
+            due_cron = self._due_cron(ev)
+        while True:
+            ev = self.evaluator()
+            dirty: set[NodeKey] = set()
+            if not only_requested:
+                dirty, self.dirty = self.dirty, set()
+            current = plan(ev, dirty, pending)
+            for node, decision in current.decisions.items():
+                await self._note_decision(node, decision, result)
+            if not current:
+                break
+            await self._execute(current, pending, result)
+            pending = {}
+            if only_requested or not self.dirty:
+                break
+        await self._handled_cron(due_cron)
+
     async def _note_decision(self, node: NodeKey, decision: Decision, result: TickResult) -> None:
+        if decision.wake_at is not None:
+            self.timers.schedule(decision.wake_at, "retry", node)
         if not decision.notable:
             return
-        result.skipped[node] = decision.reason
+        if not (decision.kind == "idle" and node in result.failed):
+            result.skipped[node] = decision.reason
         record = self.state.record(node)
         if record is None or record.decision != (decision.kind, decision.reason):
             payload = {"decision": decision.kind, "reason": decision.reason}
@@ -335,11 +515,14 @@ class Engine:
                 for parent in current.parents[node]:
                     await done[parent].wait()
                 self.dirty.discard(node)
-                status, decision = decide_step(self.evaluator(), node, requests.get(node))
+                request = requests.get(node)
+                status, decision = decide_step(self.evaluator(), node, request)
                 if decision.kind == "run":
-                    await self._run(node, status, decision.reason, result)
+                    retrying = request is None and status.state == "failed"
+                    await self._run(node, status, decision.reason, result, retrying=retrying)
                 else:
                     await self._note_decision(node, decision, result)
+                    self._report(node, "skipped")
             finally:
                 done[node].set()
 
@@ -347,22 +530,30 @@ class Engine:
             for node in current.steps:
                 tg.start_soon(step, node)
 
-    async def _run(self, node: NodeKey, status: Status, reason: str, result: TickResult) -> None:
+    def _report(self, node: NodeKey, outcome: str) -> None:
+        if self._on_step is not None:
+            self._on_step(node, outcome)
+
+    async def _run(
+        self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
+    ) -> None:
         asset = self.defs.nodes[node[0]]
         assert isinstance(asset, AssetDef)
         ev = self.evaluator()
         code = ev.code_version(asset)
         run_id = uuid.uuid4().hex
-        inputs = _inputs_json(status)
+        record = self.state.record(node) or NodeRecord()
+        attempt = record.failure.attempts + 1 if retrying and record.failure else 1
+        common: dict[str, Any] = {
+            "code_version": code,
+            "inputs": _inputs_json(status),
+            "attempt": attempt,
+        }
+        if record.pending_since is not None:
+            common["reflects_since"] = format_timestamp(record.pending_since)
+        started = {**common, "reason": reason}
         await self.append(
-            [
-                self._event(
-                    EventKind.RUN_STARTED,
-                    node,
-                    run_id=run_id,
-                    payload={"reason": reason, "code_version": code, "inputs": inputs},
-                )
-            ]
+            [self._event(EventKind.RUN_STARTED, node, run_id=run_id, payload=started)]
         )
         _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         job = Job(asset, node[1], run_id, ev.now, status.inputs)
@@ -370,41 +561,50 @@ class Engine:
             self.runner.run, job, limiter=self.limiter
         )
         before = self.state.version(node)
-        payload: dict[str, Any] = {
-            "code_version": code,
-            "inputs": inputs,
-            "duration_ms": round(outcome.duration_ms, 3),
-        }
+        payload = {**common, "duration_ms": round(outcome.duration_ms, 3)}
         if outcome.ok:
-            payload["metadata"] = outcome.metadata
-            event = self._event(
-                EventKind.MATERIALIZATION,
-                node,
-                run_id=run_id,
-                data_version=outcome.data_version,
-                payload=payload,
-            )
+            events = [
+                self._event(
+                    EventKind.MATERIALIZATION,
+                    node,
+                    run_id=run_id,
+                    data_version=outcome.data_version,
+                    payload={**payload, "metadata": outcome.metadata},
+                )
+            ]
+            events += [
+                self._event(
+                    EventKind.CHECK, node, run_id=run_id, data_version=outcome.data_version,
+                    payload={"check": c.name, "passed": c.passed, "blocking": c.blocking,
+                             "metadata": c.metadata, "error": c.error},
+                )
+                for c in outcome.checks
+            ]  # fmt: skip
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback)
-            event = self._event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)
-        await self.append([event])
-        fields = {
-            "asset": node[0],
-            "partition": node[1],
-            "run_id": run_id,
-            "duration_ms": payload["duration_ms"],
-        }
+            events = [self._event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
+        await self.append(events)
+        fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
+                  "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:
             result.materialized.append(node)
             result.failed.pop(node, None)
             result.skipped.pop(node, None)
             changed = outcome.data_version != before
             _log.info("materialized", data_version=outcome.data_version, changed=changed, **fields)
+            for c in outcome.checks:
+                if not c.passed:
+                    _log.warning(
+                        "check_failed", check=c.name, blocking=c.blocking, error=c.error, **fields
+                    )
             if changed:
                 self._mark_children(node)
+            self._report(node, "materialized")
         else:
             result.failed[node] = outcome.error or "failed"
-            _log.warning("run_failed", error=outcome.error, **fields)
+            _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)
+            self.dirty.add(node)  # looked at again: a retry may be due later
+            self._report(node, "failed")
 
     # -- reading -------------------------------------------------------------------------
 

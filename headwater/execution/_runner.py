@@ -10,14 +10,23 @@ from typing import Any
 
 import structlog
 
-from headwater.definitions import AssetDef, Definitions, EdgeMapping, FileSource, Output, SourceDef
+from headwater.definitions import (
+    AssetDef,
+    CheckDef,
+    CheckResult,
+    Definitions,
+    EdgeMapping,
+    FileSource,
+    Output,
+    SourceDef,
+)
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source
 from headwater.execution._store import IOManager, NoValueError, table_metadata
 from headwater.planning import InputVersions, node_label
 from headwater.versions import data_version
 
-__all__ = ["Job", "Outcome", "Runner"]
+__all__ = ["CheckOutcome", "Job", "Outcome", "Runner"]
 
 _log = structlog.get_logger("headwater.run")
 
@@ -33,6 +42,15 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     ok: bool
     duration_ms: float
@@ -40,6 +58,28 @@ class Outcome:
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     traceback: str | None = None
+    checks: tuple[CheckOutcome, ...] = ()
+
+
+def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
+    """A check that raises, or returns neither bool nor CheckResult, has failed."""
+    kwargs = {"context": context} if check.wants_context else {}
+    try:
+        result = check.fn(value, **kwargs)
+    except Exception as exc:
+        return CheckOutcome(check.name, False, check.blocking, error=f"{type(exc).__name__}: {exc}")
+    if isinstance(result, CheckResult):
+        return CheckOutcome(
+            check.name, bool(result.passed), check.blocking, dict(result.metadata or {})
+        )
+    if isinstance(result, bool):
+        return CheckOutcome(check.name, result, check.blocking)
+    return CheckOutcome(
+        check.name,
+        False,
+        check.blocking,
+        error=f"returned {type(result).__name__}, not bool or hw.CheckResult",
+    )
 
 
 class _InputError(Exception):
@@ -113,7 +153,8 @@ class Runner:
                         result.metadata,
                     )
                 version = version or data_version(value)
-                self.io_for(job.asset.key).save(job.asset.key, job.partition, value)
+                io = self.io_for(job.asset.key)
+                io.save(job.asset.key, job.partition, value)
             except Exception as exc:
                 message = (
                     str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"
@@ -124,6 +165,7 @@ class Runner:
                     error=message,
                     traceback="".join(traceback.format_exception(exc)),
                 )
+            checks = self._checks(job, io, context)
         metadata = table_metadata(value)
         if user_metadata:
             metadata.update(user_metadata)
@@ -132,4 +174,17 @@ class Runner:
             duration_ms=(time.perf_counter() - started) * 1000,
             data_version=version,
             metadata=metadata,
+            checks=checks,
         )
+
+    def _checks(self, job: Job, io: IOManager, context: Context) -> tuple[CheckOutcome, ...]:
+        """Run the asset's checks against the value as stored (what readers will get)."""
+        checks = self.defs.checks.get(job.asset.key, ())
+        if not checks:
+            return ()
+        try:
+            stored = io.load(job.asset.key, job.partition)
+        except Exception as exc:
+            error = f"loading the stored value: {type(exc).__name__}: {exc}"
+            return tuple(CheckOutcome(c.name, False, c.blocking, error=error) for c in checks)
+        return tuple(_run_check(c, stored, context) for c in checks)

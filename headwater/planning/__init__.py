@@ -1,22 +1,35 @@
 """Staleness and planning: pure functions of the definitions and a state snapshot."""
 
 from headwater.planning._explain import explain
+from headwater.planning._freshness import FreshnessStatus, freshness_status
 from headwater.planning._planner import Plan, Request, decide_step, plan
-from headwater.planning._state import Failure, InputVersions, NodeKey, NodeRecord, State
+from headwater.planning._state import (
+    CheckRecord,
+    Failure,
+    InputVersions,
+    NodeKey,
+    NodeRecord,
+    Schedule,
+    State,
+)
 from headwater.planning._status import Evaluator, Status, node_label
 
 __all__ = [
+    "CheckRecord",
     "Evaluator",
     "Failure",
+    "FreshnessStatus",
     "InputVersions",
     "NodeKey",
     "NodeRecord",
     "Plan",
     "Request",
+    "Schedule",
     "State",
     "Status",
     "decide_step",
     "explain",
+    "freshness_status",
     "node_label",
     "plan",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 
-__all__ = ["Failure", "InputVersions", "NodeKey", "NodeRecord", "State"]
+__all__ = ["CheckRecord", "Failure", "InputVersions", "NodeKey", "NodeRecord", "Schedule", "State"]
 
 NodeKey = tuple[str, str | None]
 InputVersions = tuple[tuple[str, str | None, str], ...]
@@ -46,6 +46,27 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckRecord:
+    name: str
+    passed: bool
+    blocking: bool
+    data_version: str | None
+    """The data version the check judged."""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Per-asset clock bookkeeping: kept in its own table, not as events, because a cron tick
+    that finds nothing to do must not make the log grow with time."""
+
+    first_seen: datetime
+    """When the engine first evaluated the asset: cron ticks and SLA windows count from here."""
+    handled_through: datetime
+    """The latest cron tick already evaluated."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRecord:
     version: str | None = None
     """The current data version: latest observed (sources) or materialized (assets)."""
@@ -58,6 +79,18 @@ class NodeRecord:
     failure: Failure | None = None
     running: str | None = None
     decision: tuple[str, str] | None = None
+    checks: tuple[CheckRecord, ...] = ()
+    """Results of the asset's checks on its current data."""
+    pending_since: datetime | None = None
+    """The first upstream change this partition does not reflect yet (for ``max_lag``)."""
+    late: bool = False
+    """Whether a ``freshness_violated`` was recorded and not yet recovered."""
+
+    def failed_blocking_check(self) -> CheckRecord | None:
+        for c in self.checks:
+            if c.blocking and not c.passed and c.data_version == self.version:
+                return c
+        return None
 
     def to_json(self) -> str:
         failure = self.failure
@@ -81,6 +114,11 @@ class NodeRecord:
                 },
                 "running": self.running,
                 "decision": None if self.decision is None else list(self.decision),
+                "checks": [
+                    [c.name, c.passed, c.blocking, c.data_version, c.error] for c in self.checks
+                ],
+                "pending_since": _ts(self.pending_since),
+                "late": self.late,
             },
             separators=(",", ":"),
         )
@@ -109,6 +147,12 @@ class NodeRecord:
             ),
             running=raw.get("running"),
             decision=None if decision is None else (str(decision[0]), str(decision[1])),
+            checks=tuple(
+                CheckRecord(str(n), bool(p), bool(b), v, e)
+                for n, p, b, v, e in raw.get("checks", ())
+            ),
+            pending_since=_dt(raw.get("pending_since")),
+            late=bool(raw.get("late", False)),
         )
 
 
@@ -120,6 +164,7 @@ class State:
         self.present: dict[str, dict[str, None]] = {}
         """asset -> partitions that currently have a version (insertion-ordered set)"""
         self.dynamic: dict[str, dict[str, None]] = {}
+        self.schedules: dict[str, Schedule] = {}
 
     def record(self, node: NodeKey) -> NodeRecord | None:
         return self.records.get(node)
@@ -185,6 +230,8 @@ class State:
                 inputs=inputs_from_json(payload.get("inputs", ())),
                 failure=None,
                 running=None,
+                checks=(),
+                pending_since=None,
             )
         if kind == EventKind.RUN_FAILED:
             inputs = inputs_from_json(payload.get("inputs", ()))
@@ -194,19 +241,36 @@ class State:
                 inputs,
                 code,
             )
+            attempt = payload.get("attempt")
+            if not isinstance(attempt, int):
+                attempt = previous.attempts + 1 if same and previous is not None else 1
             failure = Failure(
                 at=event.timestamp,
                 run_id=event.run_id or "",
                 error=str(payload.get("error", "")),
                 code_version=code,
                 inputs=inputs,
-                attempts=previous.attempts + 1 if same and previous is not None else 1,
+                attempts=attempt,
             )
             return replace(old, failure=failure, running=None)
         if kind == EventKind.RUN_ABANDONED:
             return replace(old, running=None)
         if kind == EventKind.DECISION:
             return replace(old, decision=(str(payload["decision"]), str(payload["reason"])))
+        if kind == EventKind.CHECK:
+            result = CheckRecord(
+                name=str(payload["check"]),
+                passed=bool(payload["passed"]),
+                blocking=bool(payload.get("blocking", False)),
+                data_version=event.data_version,
+                error=payload.get("error"),
+            )
+            others = tuple(c for c in old.checks if c.name != result.name)
+            return replace(old, checks=(*others, result))
+        if kind == EventKind.FRESHNESS_VIOLATED:
+            return replace(old, late=True)
+        if kind == EventKind.FRESHNESS_RECOVERED:
+            return replace(old, late=False)
         return None
 
     def apply(self, event: Event) -> None:

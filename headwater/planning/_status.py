@@ -147,6 +147,8 @@ class Evaluator:
                 present.append((up[0], up[1], up_record.version))
                 if up_record.failure is not None:
                     blockers.append(f"input {label} failed: {up_record.failure.error}")
+                if (check := up_record.failed_blocking_check()) is not None:
+                    blockers.append(f"input {label} is blocked by failed check {check.name!r}")
         inputs = tuple(sorted(present))
         code = self.code_version(node)
         failure = record.failure if record is not None else None
@@ -167,6 +169,28 @@ class Evaluator:
         reasons.extend(_input_changes(record.inputs, inputs))
         return Status(STALE if reasons else FRESH, tuple(reasons), inputs, tuple(blockers))
 
+    def due_tick(self, asset: AssetDef) -> datetime | None:
+        """For a clock-driven policy: the latest tick not yet handled, if it has passed."""
+        last_tick = getattr(asset.policy, "last_tick", None)
+        schedule = self.state.schedules.get(asset.key)
+        if last_tick is None or schedule is None:
+            return None  # ticks count from the asset's first evaluation
+        tick: datetime | None = last_tick(self.now)
+        return tick if tick is not None and tick > schedule.handled_through else None
+
+    def retry(
+        self, asset: AssetDef, partition: str | None, status: Status
+    ) -> tuple[int, datetime] | None:
+        """``(attempt, not before)`` when a failed partition has retries left."""
+        record = self.state.record((asset.key, partition))
+        if status.state != FAILED or asset.retries is None or record is None:
+            return None
+        failure = record.failure
+        if failure is None or failure.attempts >= asset.retries.max_attempts:
+            return None
+        attempt = failure.attempts + 1
+        return attempt, failure.at + asset.retries.delay_before(attempt)
+
     def decide(self, asset_key: str, partition: str | None, status: Status) -> Decision:
         asset = self.defs.nodes[asset_key]
         assert isinstance(asset, AssetDef)
@@ -175,6 +199,14 @@ class Evaluator:
                 f"{status.state}; history is a backfill: only the newest window fills itself",
                 notable=False,
             )
+        if (retry := self.retry(asset, partition, status)) is not None:
+            attempt, at = retry
+            of = f"retry {attempt} of {asset.retries.max_attempts if asset.retries else attempt}"
+            if status.blockers:
+                return Decision.wait(f"{of}, but waiting: " + "; ".join(status.blockers))
+            if self.now >= at:
+                return Decision.run(f"{of} after: {status.reasons[0]}")
+            return Decision.wait(f"{of} at {at.isoformat()}", wake_at=at)
         ctx = PolicyContext(
             asset=asset_key,
             partition=partition,
@@ -182,6 +214,8 @@ class Evaluator:
             reasons=status.reasons,
             now=self.now,
             blockers=status.blockers,
+            has_inputs=bool(self.graph.parents[asset_key]),
+            due_tick=self.due_tick(asset),
         )
         return asset.policy.decide(ctx)
 

@@ -1,12 +1,14 @@
 """Policies decide when an asset partition is materialized; pure functions of a snapshot."""
 
 from headwater.policies._base import Decision, DecisionKind, Policy, PolicyContext
+from headwater.policies._cron import CronPolicy, on_cron
 from headwater.policies._eager import EagerPolicy, eager
 from headwater.policies._freshness import Freshness
 from headwater.policies._manual import ManualPolicy, manual
 from headwater.policies._retry import Retry
 
 __all__ = [
+    "CronPolicy",
     "Decision",
     "DecisionKind",
     "EagerPolicy",
@@ -17,4 +19,5 @@ __all__ = [
     "Retry",
     "eager",
     "manual",
+    "on_cron",
 ]

@@ -20,14 +20,16 @@ class Decision:
     reason: str
     notable: bool = True
     """Worth recording and reporting; False for "fresh, nothing to do" and the like."""
+    wake_at: datetime | None = None
+    """When waiting on the clock (a retry delay): the instant to look again."""
 
     @classmethod
     def run(cls, reason: str) -> Decision:
         return cls("run", reason)
 
     @classmethod
-    def wait(cls, reason: str) -> Decision:
-        return cls("wait", reason)
+    def wait(cls, reason: str, *, wake_at: datetime | None = None) -> Decision:
+        return cls("wait", reason, wake_at=wake_at)
 
     @classmethod
     def idle(cls, reason: str, *, notable: bool = True) -> Decision:
@@ -44,12 +46,19 @@ class PolicyContext:
     reasons: Sequence[str]
     now: datetime
     blockers: Sequence[str] = field(default=())
-    """Inputs that hold the partition back (missing or failed), already phrased for people."""
+    """Inputs that hold the partition back (missing, failed, blocked), phrased for people."""
+    has_inputs: bool = True
+    due_tick: datetime | None = None
+    """For clock-driven policies: the tick that is due and not yet handled, if any."""
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """When an asset partition should be materialized."""
+    """When an asset partition should be materialized.
+
+    A policy that also has ``next_tick(after)`` and ``last_tick(at)`` is driven by the clock:
+    the engine wakes at its ticks and passes the unhandled one as ``PolicyContext.due_tick``.
+    """
 
     @property
     def name(self) -> str: ...

@@ -1,0 +1,72 @@
+"""``on_cron``: act at most once per cron tick, after the tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from headwater._errors import DefinitionError
+from headwater.policies._base import Decision, PolicyContext
+
+__all__ = ["CronPolicy", "on_cron"]
+
+
+@dataclass(frozen=True, slots=True)
+class CronPolicy:
+    """Due once per tick of ``expr`` in ``tz``; ticks are computed, never polled."""
+
+    expr: str
+    tz: str = "UTC"
+    reacts_to_upstream: bool = False
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise DefinitionError(f"on_cron({self.expr!r}): unknown timezone {self.tz!r}") from exc
+        try:
+            CronSim(self.expr, datetime(2026, 1, 1, tzinfo=zone))
+        except CronSimError as exc:
+            raise DefinitionError(f"on_cron({self.expr!r}): not a cron expression: {exc}") from exc
+        object.__setattr__(self, "_zone", zone)
+
+    @property
+    def name(self) -> str:
+        return f"on_cron({self.expr!r}{'' if self.tz == 'UTC' else f', tz={self.tz!r}'})"
+
+    def next_tick(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after``."""
+        tick: datetime = next(CronSim(self.expr, after.astimezone(self._zone)))
+        return tick.astimezone(UTC)
+
+    def last_tick(self, at: datetime) -> datetime | None:
+        """The latest tick at or before ``at``."""
+        ticks = CronSim(self.expr, (at + timedelta(minutes=1)).astimezone(self._zone), reverse=True)
+        for tick in ticks:
+            if tick <= at:
+                return tick.astimezone(UTC)
+        return None  # pragma: no cover - cronsim stops after 50 years without a match
+
+    def decide(self, ctx: PolicyContext) -> Decision:
+        if ctx.due_tick is None:
+            return Decision.idle(
+                f"{ctx.state}; waiting for the next cron tick", notable=ctx.state != "fresh"
+            )
+        tick = ctx.due_tick.isoformat()
+        if ctx.has_inputs and ctx.state == "fresh":
+            return Decision.idle(f"fresh at cron tick {tick}", notable=False)
+        if ctx.state == "failed":
+            return Decision.idle(f"failed; cron tick {tick} does not retry it")
+        if ctx.blockers:
+            return Decision.wait(f"cron tick {tick}, but waiting: " + "; ".join(ctx.blockers))
+        return Decision.run(f"cron tick {tick} ({ctx.state})")
+
+
+def on_cron(expr: str, tz: str = "UTC") -> CronPolicy:
+    """At most once per tick of ``expr`` (in ``tz``), after the tick: always for an asset with
+    no inputs, otherwise when it is stale or missing. Changes between ticks wait."""
+    return CronPolicy(expr, tz)
