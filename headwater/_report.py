@@ -9,7 +9,7 @@ from typing import Any
 
 from headwater._events import format_timestamp
 from headwater.definitions import Definitions
-from headwater.planning import Evaluator, State
+from headwater.planning import Evaluator, State, freshness_status
 
 __all__ = ["StatusRow", "status_rows"]
 
@@ -53,15 +53,20 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
         for partition in partitions:
             status = ev.status(key, partition)
             record = state.record((key, partition))
+            fs = freshness_status(ev, key, partition)
+            late = fs is not None and fs.late
+            reasons = status.reasons + tuple(f"waiting: {b}" for b in status.blockers)
+            if fs is not None and fs.late:
+                reasons += tuple(f"late: {r}" for r in fs.reasons)
             yield StatusRow(
                 asset=key,
                 kind=kind,
                 partition=partition,
                 state=status.state,
-                late=False,
+                late=late,
                 data_version=record.version if record else None,
                 last_materialized_at=(record.materialized_at or record.changed_at)
                 if record
                 else None,
-                reason="; ".join(status.reasons + tuple(f"waiting: {b}" for b in status.blockers)),
+                reason="; ".join(reasons),
             )

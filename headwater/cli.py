@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from headwater._clock import SystemClock, parse_instant
@@ -167,6 +168,72 @@ def materialize(
         sys.exit(EXIT_LATE_OR_FAILED)
 
 
+@main.command()
+@click.argument("asset")
+@click.option("--from", "first", required=True, metavar="P", help="First partition (included).")
+@click.option("--to", "last", required=True, metavar="P", help="Last partition (included).")
+@click.option("--force", is_flag=True, help="Run even the partitions that are fresh.")
+@_common
+def backfill(
+    asset: str,
+    first: str,
+    last: str,
+    force: bool,
+    definitions: str | None,
+    state_dir: str | None,
+) -> None:
+    """Materialize ASSET's partitions from --from to --to, in dependency order.
+
+    Only what is missing, stale or failed runs unless --force. A failed partition is reported
+    and does not stop the others. Shows a progress bar on a terminal.
+    """
+    settings, defs = _load(definitions, state_dir)
+    console = Console(stderr=True)
+
+    async def go() -> tuple[TickResult, list[tuple[str, str | None]]]:
+        async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
+            nodes: list[tuple[str, str | None]] = [
+                (asset, k) for k in engine.partition_range(asset, first, last)
+            ]
+            await sync_file_sources(engine)
+            wanted = set(nodes)
+            with Progress(
+                *Progress.get_default_columns(),
+                MofNCompleteColumn(),
+                console=console,
+                disable=not console.is_terminal,
+                transient=True,
+            ) as progress:
+                bar = progress.add_task(f"backfill {asset}", total=len(nodes))
+
+                def advance(node: tuple[str, str | None], outcome: str) -> None:
+                    if node in wanted:
+                        progress.advance(bar)
+
+                result = await engine.materialize(
+                    nodes, force=force, only_requested=True, on_step=advance
+                )
+            return result, nodes
+
+    result, nodes = anyio.run(go, backend="asyncio")
+    done = [n for n in result.materialized if n[0] == asset]
+    failed = {n: e for n, e in result.failed.items() if n[0] == asset}
+    skipped = {n: r for n, r in result.skipped.items() if n[0] == asset}
+    fresh = len(nodes) - len(done) - len(failed) - len(skipped)
+    for node, error in failed.items():
+        click.echo(f"failed {node_label(*node)}: {error}")
+    for node, reason in list(skipped.items())[:10]:
+        click.echo(f"skipped {node_label(*node)}: {reason}")
+    downstream = len(result.materialized) - len(done)
+    click.echo(
+        f"backfill {asset} {first}..{last}: {len(done)} materialized, {len(failed)} failed, "
+        f"{len(skipped)} waiting, {fresh} already fresh"
+        + (f"; {downstream} downstream partitions materialized" if downstream else "")
+    )
+    if result.failed:
+        sys.exit(EXIT_LATE_OR_FAILED)
+
+
 def _rows(settings: Settings, defs: Definitions) -> list[StatusRow]:
     state = EventLogReader(settings.state_dir).load_state()
     return list(status_rows(defs, state, SystemClock().now()))
@@ -213,7 +280,7 @@ def _print_status_table(rows: list[StatusRow], show_all: bool) -> None:
             ""
             if row.last_materialized_at is None
             else format_timestamp(row.last_materialized_at)[:19],
-            row.reason if row.state != "fresh" else "",
+            row.reason if row.state != "fresh" or row.late else "",
         )
     for asset, count in missing.items():
         table.add_row(asset, f"({count} partitions)", "missing", "", "", "", "--all lists them")

@@ -42,7 +42,7 @@ def project(tmp_path: Path) -> Path:
 def test_validate_reports_counts(project: Path) -> None:
     result = hw("validate", "--definitions", "pipeline.py", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "3 assets, 1 sources, 0 checks" in result.stdout
+    assert "5 assets, 1 sources, 0 checks" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -200,3 +200,83 @@ def test_lineage_formats(project: Path, fmt: str, expected: str) -> None:
 def test_module_attribute_target(project: Path) -> None:
     result = hw("validate", "-d", "pipeline:defs", cwd=project, env={"PYTHONPATH": str(project)})
     assert result.returncode == 0, result.stderr
+
+
+def test_status_check_exits_1_when_something_is_late(project: Path) -> None:
+    """An SLA breach (max_age of 1ms, long past by the time status runs) fails --check."""
+    assert hw("status", "--check", "-d", "pipeline.py", cwd=project).returncode == 0
+    assert hw("materialize", "always_late", "-d", "pipeline.py", cwd=project).returncode == 0
+    check = hw("status", "--check", "--json", "-d", "pipeline.py", cwd=project)
+    assert check.returncode == 1
+    (row,) = [r for r in json.loads(check.stdout) if r["asset"] == "always_late"]
+    assert row["late"] is True and row["state"] == "fresh"
+    assert "LATE" in hw("status", "-d", "pipeline.py", cwd=project).stdout
+
+
+def test_backfill_reports_per_partition_and_exits_1_on_failure(project: Path) -> None:
+    result = hw(
+        "backfill",
+        "flaky_days",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+        "-d",
+        "pipeline.py",
+        cwd=project,
+    )
+    assert result.returncode == 1
+    assert "failed flaky_days[2026-01-02]: ValueError: no data for the 2nd" in result.stdout
+    assert (
+        "backfill flaky_days 2026-01-01..2026-01-03: 2 materialized, 1 failed, 0 waiting, 0 already fresh"
+        in result.stdout
+    )
+    again = hw(
+        "backfill",
+        "flaky_days",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-01",
+        "-d",
+        "pipeline.py",
+        cwd=project,
+    )
+    assert again.returncode == 0
+    assert "0 materialized, 0 failed, 0 waiting, 1 already fresh" in again.stdout
+
+
+def test_backfill_waits_on_missing_inputs_without_failing(project: Path) -> None:
+    result = hw(
+        "backfill",
+        "orders_clean",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+        "-d",
+        "pipeline.py",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 materialized, 0 failed, 1 waiting" in result.stdout
+    assert (
+        "skipped orders_clean[2026-01-03]: requested, but waiting: input orders[2026-01-03] is missing"
+        in result.stdout
+    )
+
+
+def test_backfill_usage_errors_exit_2(project: Path) -> None:
+    result = hw(
+        "backfill",
+        "orders_clean",
+        "--from",
+        "2026-01-03",
+        "--to",
+        "2026-01-01",
+        "-d",
+        "pipeline.py",
+        cwd=project,
+    )
+    assert result.returncode == 2
+    assert "comes after" in result.stderr

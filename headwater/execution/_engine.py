@@ -212,6 +212,10 @@ class Engine:
         if new:
             await self._put({}, new)
         self._cron_pending.update(self._cron_assets)
+        for key in self._cron_assets:
+            handled = self.state.schedules[key].handled_through
+            policy = self.defs.assets[key].policy
+            self.timers.schedule(policy.next_tick(max(now, handled)), "cron", key)  # type: ignore[attr-defined]
 
     # -- inputs from outside -------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from headwater.definitions import AssetDef
+from headwater.planning._freshness import freshness_status
 from headwater.planning._status import FRESH, Evaluator, node_label
 
 __all__ = ["explain"]
@@ -21,6 +22,17 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
         if status.state != FRESH:
             decision = ev.decide(asset, partition, status)
             lines.append(f"policy {node.policy.name}: {decision.kind}: {decision.reason}")
+        next_tick = getattr(node.policy, "next_tick", None)
+        if next_tick is not None:
+            due = ev.due_tick(node)
+            lines.append(
+                f"cron tick {due.isoformat()} is due"
+                if due is not None
+                else f"next cron tick at {next_tick(ev.now).isoformat()}"
+            )
+        if record is not None and record.decision is not None:
+            kind, reason = record.decision
+            lines.append(f"last recorded decision: {kind}: {reason}")
         if record is not None and record.materialized_at is not None:
             lines.append(
                 f"last materialized at {record.materialized_at.isoformat()} by run {record.run_id}"
@@ -31,6 +43,21 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
             lines.append(f"latest attempt failed at {f.at.isoformat()} (run {f.run_id}): {f.error}")
         if record is not None and record.running:
             lines.append(f"run {record.running} is in progress")
+        if record is not None:
+            for check in record.checks:
+                verdict = "passed" if check.passed else "FAILED"
+                kind = "blocking " if check.blocking else ""
+                error = f": {check.error}" if check.error else ""
+                older = "" if check.data_version == record.version else " (on older data)"
+                lines.append(f"{kind}check {check.name!r} {verdict}{older}{error}")
     elif record is not None and record.changed_at is not None:
         lines.append(f"last observed change at {record.changed_at.isoformat()}")
+    fs = freshness_status(ev, asset, partition)
+    if fs is not None:
+        if fs.late:
+            lines.extend(f"LATE: {r}" for r in fs.reasons)
+        elif fs.deadline is not None:
+            lines.append(f"on time; late at {fs.deadline.isoformat()} unless it catches up")
+        else:
+            lines.append("on time")
     return lines

@@ -56,14 +56,15 @@ class CronPolicy:
             return Decision.idle(
                 f"{ctx.state}; waiting for the next cron tick", notable=ctx.state != "fresh"
             )
-        tick = ctx.due_tick.isoformat()
+        # Reasons that are recorded name no tick time: the same situation over many ticks is
+        # one decision event, so the log does not grow with time.
         if ctx.has_inputs and ctx.state == "fresh":
-            return Decision.idle(f"fresh at cron tick {tick}", notable=False)
+            return Decision.idle("fresh at the cron tick", notable=False)
         if ctx.state == "failed":
-            return Decision.idle(f"failed; cron tick {tick} does not retry it")
+            return Decision.idle("failed; a cron tick does not retry it")
         if ctx.blockers:
-            return Decision.wait(f"cron tick {tick}, but waiting: " + "; ".join(ctx.blockers))
-        return Decision.run(f"cron tick {tick} ({ctx.state})")
+            return Decision.wait("cron tick due, but waiting: " + "; ".join(ctx.blockers))
+        return Decision.run(f"cron tick {ctx.due_tick.isoformat()} ({ctx.state})")
 
 
 def on_cron(expr: str, tz: str = "UTC") -> CronPolicy:

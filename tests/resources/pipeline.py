@@ -26,4 +26,16 @@ def broken(totals: Any) -> Any:
     raise RuntimeError("this asset always fails")
 
 
-defs = hw.Definitions([orders, orders_clean, totals, broken])
+@hw.asset(partitions=daily, policy=hw.manual())
+def flaky_days(context: hw.Context) -> str:
+    if context.partition == "2026-01-02":
+        raise ValueError("no data for the 2nd")
+    return str(context.partition)
+
+
+@hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_age="1ms"))
+def always_late() -> int:
+    return 1
+
+
+defs = hw.Definitions([orders, orders_clean, totals, broken, flaky_days, always_late])

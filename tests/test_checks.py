@@ -1,0 +1,116 @@
+"""Asset checks: run after each materialization; blocking failures hold the data back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import headwater as hw
+from headwater.testing import Harness
+
+
+def _defs(blocking: bool) -> hw.Definitions:
+    src = hw.source("src")
+
+    @hw.asset
+    def rows(src: Any) -> list[int]:
+        return list(src)
+
+    @hw.check(rows, blocking=blocking)
+    def not_empty(rows: list[int]) -> hw.CheckResult:
+        return hw.CheckResult(len(rows) > 0, metadata={"count": len(rows)})
+
+    @hw.asset
+    def total(rows: list[int]) -> int:
+        return sum(rows)
+
+    return hw.Definitions([src, rows, total], checks=[not_empty])
+
+
+def test_failed_blocking_check_holds_downstream_with_a_reason_naming_it() -> None:
+    with Harness(_defs(blocking=True)) as h:
+        h.observe("src", value=[])
+        tick = h.tick()
+        assert tick.materialized == [("rows", None)]
+        assert tick.skipped == {
+            ("total", None): "waiting: input rows is blocked by failed check 'not_empty'"
+        }
+        (check,) = h.events(kind="check", asset="rows")
+        assert check.payload["passed"] is False and check.payload["blocking"] is True
+        assert check.payload["metadata"] == {"count": 0}
+        assert check.data_version == h.events(kind="materialization", asset="rows")[0].data_version
+        assert any("blocking check 'not_empty' FAILED" in line for line in h.why("rows"))
+
+
+def test_rematerializing_runs_the_check_again_and_releases_downstream() -> None:
+    with Harness(_defs(blocking=True)) as h:
+        h.observe("src", value=[])
+        h.tick()
+        h.observe("src", value=[1, 2])
+        tick = h.tick()
+        assert tick.materialized == [("rows", None), ("total", None)]
+        assert [c.payload["passed"] for c in h.events(kind="check")] == [False, True]
+        assert h.value("total") == 3
+
+
+def test_non_blocking_failure_is_only_recorded() -> None:
+    with Harness(_defs(blocking=False)) as h:
+        h.observe("src", value=[])
+        assert h.tick().materialized == [("rows", None), ("total", None)]
+        (check,) = h.events(kind="check")
+        assert check.payload["passed"] is False and check.payload["blocking"] is False
+
+
+def test_a_check_that_raises_has_failed_with_its_error() -> None:
+    src = hw.source("src")
+
+    @hw.asset
+    def rows(src: Any) -> Any:
+        return src
+
+    @hw.check(rows, blocking=True, name="explodes")
+    def boom(value: Any, context: hw.Context) -> bool:
+        raise RuntimeError(f"cannot judge {context.asset}")
+
+    @hw.asset
+    def after(rows: Any) -> Any:
+        return rows
+
+    with Harness(hw.Definitions([src, rows, after], checks=[boom])) as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert ("after", None) in tick.skipped
+        (check,) = h.events(kind="check")
+        assert check.payload["check"] == "explodes"
+        assert check.payload["error"] == "RuntimeError: cannot judge rows"
+
+
+def test_checks_judge_the_stored_value() -> None:
+    """The check receives the value as it was stored (a DataFrame read back from Parquet)."""
+    import pandas as pd
+
+    src = hw.source("src")
+    seen: list[Any] = []
+
+    @hw.asset
+    def table(src: Any) -> pd.DataFrame:
+        return pd.DataFrame({"x": [1, 2]})
+
+    @hw.check(table)
+    def looks_right(table: pd.DataFrame) -> bool:
+        seen.append(table)
+        return True
+
+    with Harness(hw.Definitions([src, table], checks=[looks_right])) as h:
+        h.observe("src", "v1")
+        h.tick()
+        assert isinstance(seen[0], pd.DataFrame) and list(seen[0]["x"]) == [1, 2]
+
+
+def test_a_check_must_take_the_value() -> None:
+    import pytest
+
+    with pytest.raises(hw.DefinitionError, match="must take exactly one parameter"):
+
+        @hw.check("x")
+        def no_value() -> bool:
+            return True

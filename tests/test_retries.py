@@ -1,0 +1,76 @@
+"""Retries on the virtual clock: delays with backoff, downstream waits, exhaustion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import headwater as hw
+from headwater.testing import Harness
+
+
+def _flaky(fail_times: int, retries: hw.Retry) -> tuple[hw.Definitions, list[int]]:
+    calls: list[int] = []
+    src = hw.source("src")
+
+    @hw.asset(retries=retries)
+    def fetch(src: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise ConnectionError(f"attempt {len(calls)} failed")
+        return src
+
+    @hw.asset
+    def below(fetch: Any) -> Any:
+        return fetch
+
+    return hw.Definitions([src, fetch, below]), calls
+
+
+def test_retry_after_the_delay_and_downstream_waits_meanwhile() -> None:
+    defs, calls = _flaky(1, hw.Retry(max_attempts=3, delay="10m", backoff=2))
+    with Harness(defs, now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert tick.failed == {("fetch", None): "ConnectionError: attempt 1 failed"}
+        assert tick.skipped[("fetch", None)] == "retry 2 of 3 at 2026-01-05T00:10:00+00:00"
+        assert tick.skipped[("below", None)].startswith("waiting: input fetch failed")
+        assert h.advance(minutes=9).materialized == []
+        tick = h.advance(minutes=1)
+        assert tick.materialized == [("fetch", None), ("below", None)]
+        assert len(calls) == 2
+        started = h.events(kind="run_started", asset="fetch")
+        assert [e.payload["attempt"] for e in started] == [1, 2]
+        assert started[1].payload["reason"].startswith("retry 2 of 3")
+
+
+def test_backoff_grows_and_exhaustion_leaves_it_failed() -> None:
+    defs, calls = _flaky(99, hw.Retry(max_attempts=3, delay="10m", backoff=2))
+    with Harness(defs, now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.advance(minutes=10)  # attempt 2 fails; the next waits 20 minutes
+        assert len(calls) == 2
+        assert h.advance(minutes=19).materialized == []
+        assert len(calls) == 2
+        h.advance(minutes=1)
+        assert len(calls) == 3
+        h.advance("2d")
+        assert len(calls) == 3  # exhausted: no more attempts
+        assert h.state("fetch") == "failed"
+        assert h.state("below") == "missing"
+        failures = h.events(kind="run_failed", asset="fetch")
+        assert [e.timestamp.isoformat()[11:16] for e in failures] == ["00:00", "00:10", "00:30"]
+        h.observe("src", value=2)  # an input change starts over
+        h.tick()
+        assert len(calls) == 4
+
+
+def test_a_request_runs_an_exhausted_partition_again() -> None:
+    defs, calls = _flaky(1, hw.Retry(max_attempts=1))
+    with Harness(defs) as h:
+        h.observe("src", value=1)
+        h.tick()
+        assert h.state("fetch") == "failed"
+        h.advance("1d")
+        assert len(calls) == 1
+        assert h.materialize("fetch").materialized == [("fetch", None), ("below", None)]
