@@ -26,6 +26,7 @@ from headwater._lineage import FORMATS, render_lineage
 from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
+from headwater.daemon import DaemonSettings, run_daemon
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
@@ -86,6 +87,56 @@ def _load(definitions: str | None, state_dir: str | None) -> tuple[Settings, Def
 def main() -> None:
     """headwater: keep data assets up to date, re-running only what changed data makes stale."""
     configure_logging()
+
+
+@main.command()
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="HEADWATER_STOP_GRACE",
+    help="Seconds running materializations may take to finish after SIGTERM ($HEADWATER_STOP_GRACE).",
+)
+@click.option(
+    "--rescan-interval",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    envvar="HEADWATER_RESCAN_INTERVAL",
+    help="Seconds between reconciliation rescans of file sources ($HEADWATER_RESCAN_INTERVAL).",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    envvar="HEADWATER_SETTLE",
+    help="Seconds a file seen only as created must stand still before it counts ($HEADWATER_SETTLE).",
+)
+@_common
+def run(
+    grace: float,
+    rescan_interval: float,
+    settle: float,
+    definitions: str | None,
+    state_dir: str | None,
+) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT.
+
+    Reacts to file events, object-store changes and the clock; SIGHUP reloads the definitions.
+    Under systemd (Type=notify) it reports READY, STATUS, RELOADING, STOPPING and watchdog pings.
+    """
+    settings = _settings(definitions, state_dir)
+    run_daemon(
+        DaemonSettings(
+            definitions=settings.definitions,
+            state_dir=settings.state_dir,
+            grace=grace,
+            rescan_interval=rescan_interval,
+            settle=settle,
+        )
+    )
 
 
 @main.command()

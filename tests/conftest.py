@@ -36,3 +36,15 @@ def _quiet_logs() -> Iterator[None]:
     )
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[object]]:
+    """Daemon subprocesses a test started; each is killed by PID at the end, and every line
+    it wrote to stderr must have been JSON."""
+    started: list[object] = []
+    yield started
+    for daemon in started:
+        daemon.close()  # type: ignore[attr-defined]
+    for daemon in started:
+        assert daemon.bad_lines == [], f"non-JSON log lines: {daemon.bad_lines}"  # type: ignore[attr-defined]

@@ -116,6 +116,16 @@ class _TemplatedSource(SourceDef):
         return not self._dims() and glob.has_magic(self.template)
 
     @property
+    def static_prefix(self) -> str:
+        """The part of the template before its first placeholder or glob character."""
+        cut = len(self.template)
+        for mark in "{*?[":
+            index = self.template.find(mark)
+            if index != -1:
+                cut = min(cut, index)
+        return self.template[:cut]
+
+    @property
     def scan_glob(self) -> str:
         """A glob that matches every path or key of this source."""
         out = ""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
+import io
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 
-from headwater.definitions import FileSource
+from headwater import _s3
+from headwater.definitions import FileSource, ObjectSource
 
-__all__ = ["glob_paths", "load_file", "load_file_source"]
+__all__ = ["glob_paths", "load_file", "load_file_source", "load_object_source", "matching_keys"]
 
 
 def load_file(path: Path) -> Any:
@@ -25,6 +28,20 @@ def load_file(path: Path) -> Any:
             return json.load(f)
     raise ValueError(
         f"no built-in loader for {path.name!r} (csv, parquet and json are built in); "
+        "pass loader= to the source"
+    )
+
+
+def _load_bytes(name: str, data: bytes) -> Any:
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(io.BytesIO(data))
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(io.BytesIO(data))
+    if suffix == ".json":
+        return json.loads(data)
+    raise ValueError(
+        f"no built-in loader for {name!r} (csv, parquet and json are built in); "
         "pass loader= to the source"
     )
 
@@ -46,3 +63,19 @@ def load_file_source(source: FileSource, base_dir: Path, partition: str | None) 
     if not path.exists():
         raise FileNotFoundError(f"source {source.key!r}: file {path} does not exist")
     return source.loader(path) if source.loader is not None else load_file(path)
+
+
+def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:
+    """The keys an unpartitioned glob source covers (``*`` also crosses ``/``), sorted."""
+    return sorted(k for k in keys if fnmatch.fnmatchcase(k, source.template))
+
+
+def load_object_source(source: ObjectSource, partition: str | None) -> Any:
+    """One object loads by extension (or ``loader(bytes)``); a glob gives its sorted s3:// URLs."""
+    if source.is_glob:
+        keys = matching_keys(source, list(_s3.list_objects(source)))
+        urls = [f"s3://{source.bucket}/{k}" for k in keys]
+        return source.loader(urls) if source.loader is not None else urls
+    key = source.render(partition)
+    data = _s3.get_object(source, key)
+    return source.loader(data) if source.loader is not None else _load_bytes(key, data)

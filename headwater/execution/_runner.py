@@ -17,11 +17,12 @@ from headwater.definitions import (
     Definitions,
     EdgeMapping,
     FileSource,
+    ObjectSource,
     Output,
     SourceDef,
 )
 from headwater.execution._context import Context
-from headwater.execution._loaders import load_file_source
+from headwater.execution._loaders import load_file_source, load_object_source
 from headwater.execution._store import IOManager, NoValueError, table_metadata
 from headwater.planning import InputVersions, node_label
 from headwater.versions import data_version
@@ -103,10 +104,8 @@ class Runner:
         node = self.defs.nodes[key]
         if isinstance(node, FileSource):
             return load_file_source(node, self.defs.base_dir, partition)
-        if isinstance(node, SourceDef) and node.kind == "object":
-            raise NotImplementedError(
-                f"source {key!r}: loading object-store values comes with the object-store sensor"
-            )
+        if isinstance(node, ObjectSource):
+            return load_object_source(node, partition)
         if isinstance(node, SourceDef):
             try:
                 return self.store.load(key, partition)

@@ -1,4 +1,4 @@
-"""Event sources: one module per kind of source."""
+"""Event sources: one module per kind, each with ``scan()`` and ``run(task_status=...)``."""
 
 from headwater.sensors._scan import scan_file_source, sync_file_sources
 

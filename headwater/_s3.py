@@ -1,0 +1,71 @@
+"""The S3-compatible object store: clients, listings and object bodies, through boto3.
+
+Credentials and endpoint come from an ``ObjectSource``'s ``storage_options`` or the standard
+AWS environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...); a plain-http
+endpoint such as a local S3-compatible server works. boto3 is imported only when an object
+source is used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from headwater.definitions import ObjectSource
+
+__all__ = ["ObjectEntry", "client_for", "get_object", "list_objects"]
+
+ObjectEntry = tuple[str, int]
+"""(ETag without quotes, size)"""
+
+# fsspec/s3fs spellings accepted besides boto3's own keyword names
+_ALIASES = {
+    "key": "aws_access_key_id",
+    "secret": "aws_secret_access_key",
+    "token": "aws_session_token",
+}
+_clients: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "client_kwargs" and isinstance(value, Mapping):
+            kwargs.update(value)
+        else:
+            kwargs[_ALIASES.get(name, name)] = value
+    return kwargs
+
+
+def client_for(source: ObjectSource) -> Any:
+    """One boto3 S3 client per source (boto3 clients are safe to share between threads)."""
+    with _lock:
+        client = _clients.get(id(source))
+        if client is None:
+            import boto3  # imported here: heavy, and only projects with object sources need it
+
+            session = boto3.session.Session()
+            client = session.client("s3", **_client_kwargs(source.storage_options))
+            _clients[id(source)] = client
+        return client
+
+
+def list_objects(source: ObjectSource) -> dict[str, ObjectEntry]:
+    """Every object under the source's prefix, across all pages (raises on any error)."""
+    paginator = client_for(source).get_paginator("list_objects_v2")
+    found: dict[str, ObjectEntry] = {}
+    for page in paginator.paginate(Bucket=source.bucket, Prefix=source.static_prefix):
+        for item in page.get("Contents", ()):
+            found[item["Key"]] = (str(item["ETag"]).strip('"'), int(item["Size"]))
+    return found
+
+
+def get_object(source: ObjectSource, key: str) -> bytes:
+    body = client_for(source).get_object(Bucket=source.bucket, Key=key)["Body"]
+    try:
+        data: bytes = body.read()
+    finally:
+        body.close()
+    return data

@@ -1,0 +1,103 @@
+"""The object-store sensor: poll ListObjectsV2 per source, diff ETags against the state.
+
+The last observed version of every partition is in the SQLite state (``current_state``), so a
+listing is diffed against what the log already holds: an unchanged ETag is no event. Only a
+complete listing (every page) can reveal a deletion; a failed one changes nothing and the
+next poll backs off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from headwater import _s3
+from headwater._errors import PartitionKeyError
+from headwater.definitions import ObjectSource
+from headwater.execution import Engine
+from headwater.execution._loaders import matching_keys
+from headwater.versions import files_version
+
+__all__ = ["ObjectSensor", "versions_from_listing"]
+
+_log = structlog.get_logger("headwater.sensors.objects")
+_MAX_BACKOFF = 8
+
+
+def versions_from_listing(
+    source: ObjectSource, listing: dict[str, _s3.ObjectEntry]
+) -> dict[str | None, str]:
+    """``{partition: version}`` from a complete listing; the version of an object is its ETag."""
+    if source.partitions is None:
+        if source.is_glob:
+            keys = matching_keys(source, list(listing))
+            return {None: files_version((k, listing[k][0]) for k in keys)} if keys else {}
+        entry = listing.get(source.template)
+        return {} if entry is None else {None: entry[0]}
+    found: dict[str | None, str] = {}
+    for key, (etag, _size) in listing.items():
+        partition = source.partition_of(key)
+        if partition is None:
+            continue
+        try:
+            source.partitions.check_key(partition)
+        except PartitionKeyError:
+            continue
+        found[partition] = etag
+    return found
+
+
+class ObjectSensor:
+    """Polls every ``ObjectSource`` at its ``poll`` interval, backing off on errors."""
+
+    def __init__(self, engine: Engine, on_change: Callable[[], None]) -> None:
+        self.engine = engine
+        self.on_change = on_change
+        self.sources = [s for s in engine.defs.sources.values() if isinstance(s, ObjectSource)]
+
+    async def scan(self) -> None:
+        for source in self.sources:
+            await self.poll(source)
+
+    async def poll(self, source: ObjectSource) -> bool:
+        """One listing and diff; raises when the store cannot be listed."""
+        listing = await anyio.to_thread.run_sync(_s3.list_objects, source)
+        found = versions_from_listing(source, listing)
+        engine = self.engine
+        changed = 0
+        for partition, version in found.items():
+            changed += await engine.observe(source.key, version, partition=partition)
+        known = [None] if source.partitions is None else engine.state.present_partitions(source.key)
+        for partition in known:
+            if partition not in found and engine.state.version((source.key, partition)) is not None:
+                changed += await engine.observe(source.key, partition=partition, deleted=True)
+        if changed:
+            self.on_change()
+        return bool(changed)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            for source in self.sources:
+                tg.start_soon(self._poll_forever, source)
+            task_status.started()
+
+    async def _poll_forever(self, source: ObjectSource) -> None:
+        interval = source.poll.total_seconds()
+        failures = 0
+        while True:
+            await anyio.sleep(interval * min(2**failures, _MAX_BACKOFF))
+            try:
+                await self.poll(source)
+            except Exception as exc:  # the store is down or refuses: report, back off, go on
+                failures += 1
+                _log.warning(
+                    "object_listing_failed",
+                    source=source.key,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=interval * min(2**failures, _MAX_BACKOFF),
+                )
+            else:
+                failures = 0
