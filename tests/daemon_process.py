@@ -45,6 +45,7 @@ class DaemonProcess:
         self._queue: queue.Queue[Line | None] = queue.Queue()
         self.notifications: list[str] = []
         self._sock: socket.socket | None = None
+        self._reader = threading.Thread()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -74,25 +75,29 @@ class DaemonProcess:
             cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         return self
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
-        for raw in proc.stderr:
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                self.bad_lines.append(raw)
-                continue
-            self._queue.put(line)
+        with proc.stderr:
+            for raw in proc.stderr:
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError:
+                    self.bad_lines.append(raw)
+                    continue
+                self._queue.put(line)
         self._queue.put(None)
 
     def close(self) -> None:
         """Kill by PID if still running; close the socket."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait(timeout=10)
+            self._reader.join(timeout=10)
         if self._sock is not None:
             self._sock.close()
             self._sock = None

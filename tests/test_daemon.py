@@ -1,0 +1,224 @@
+"""The daemon end to end: a real subprocess, real inotify, a real NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from daemon_process import DaemonProcess
+
+from headwater.eventlog import EventLogReader
+
+RESOURCES = Path(__file__).parent / "resources"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copy(RESOURCES / "daemon_project.py", tmp_path / "defs.py")
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "drops").mkdir()
+    return tmp_path
+
+
+def _daemon(project: Path, daemons: list[object], **kwargs: object) -> DaemonProcess:
+    daemon = DaemonProcess(project, project / "defs.py", project / "state", **kwargs)  # type: ignore[arg-type]
+    daemons.append(daemon)
+    return daemon
+
+
+def _land(project: Path, name: str, text: str = "a,b\n1,2\n") -> None:
+    (project / "inbox" / f"{name}.csv").write_text(text)
+
+
+def _landed(daemon: DaemonProcess, project: Path, name: str, text: str = "a,b\n1,2\n") -> None:
+    """Write a file and wait until its partition is materialized. Events are handled in order,
+    so once this returns, everything that happened to the folder before has been handled."""
+    since = daemon.mark()
+    _land(project, name, text)
+    daemon.wait_event("materialized", asset="parsed", partition=name, since=since)
+
+
+def _events(project: Path, kind: str, partition: str | None = None) -> list[object]:
+    return EventLogReader(project / "state").events(kind=kind, partition=partition)
+
+
+def test_ready_only_after_the_startup_scan(project: Path, daemons: list[object]) -> None:
+    """Files present at start are observed before READY=1 is sent."""
+    _land(project, "early1")
+    _land(project, "early2")
+    daemon = _daemon(project, daemons).start()
+    message = daemon.wait_notify("READY=1")
+    assert "STATUS=serving 2 assets, watching 2 sources" in message
+    observed = {e.partition for e in _events(project, "observation")}  # type: ignore[attr-defined]
+    assert observed == {"early1", "early2"}
+    daemon.wait_event("materialized", asset="parsed", partition="early2")
+
+
+def test_a_file_written_in_pieces_counts_once(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    with open(project / "inbox" / "pieces.csv", "w") as f:
+        f.write("a,b\n1,2\n")
+        f.flush()
+        os.fsync(f.fileno())
+        _landed(daemon, project, "sentinel1")  # the half-written file has been seen by now
+        f.write("3,4\n")
+    daemon.wait_event("materialized", asset="parsed", partition="pieces")
+    _landed(daemon, project, "sentinel2")
+    assert len(_events(project, "observation", "pieces")) == 1
+    assert len(_events(project, "materialization", "pieces")) == 1
+    rows = _events(project, "materialization", "pieces")[0].payload["metadata"]["rows"]  # type: ignore[attr-defined]
+    assert rows == 2
+
+
+def test_the_same_bytes_rewritten_run_nothing(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _landed(daemon, project, "same")
+    _land(project, "same")  # identical content, written again
+    _landed(daemon, project, "sentinel")
+    assert len(_events(project, "observation", "same")) == 1
+    assert len(_events(project, "run_started", "same")) == 1
+
+
+def test_a_change_made_while_stopped_is_noticed_at_start(
+    project: Path, daemons: list[object]
+) -> None:
+    first = _daemon(project, daemons).start()
+    first.wait_notify("READY=1")
+    _landed(first, project, "kept")
+    assert first.terminate() == 0
+    _land(project, "kept", "a,b\n9,9\n")
+    _land(project, "new")
+    second = _daemon(project, daemons).start()
+    second.wait_notify("READY=1")
+    second.wait_event("materialized", asset="parsed", partition="kept")
+    second.wait_event("materialized", asset="parsed", partition="new")
+    assert len(_events(project, "materialization", "kept")) == 2
+
+
+def test_sigterm_exits_0_after_stopping(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    assert daemon.terminate() == 0
+    daemon.wait_notify("STOPPING=1", timeout=5)
+    kinds = [e.kind for e in EventLogReader(project / "state").events()]  # type: ignore[attr-defined]
+    assert kinds[0] == "daemon_started" and kinds[-1] == "daemon_stopped"
+    daemon.drain()
+    assert daemon.lines[-1]["event"] == "stopped"
+
+
+def test_sigterm_lets_a_running_materialization_finish(
+    project: Path, daemons: list[object]
+) -> None:
+    hold = project / "hold-slow"
+    hold.touch()
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "slow")
+    daemon.wait_event("run_started", asset="parsed", partition="slow")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_notify("STOPPING=1")
+    hold.unlink()  # the run can finish now, inside the grace period
+    assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
+    assert len(_events(project, "materialization", "slow")) == 1
+    assert _events(project, "run_abandoned") == []
+
+
+def test_kill_9_mid_run_is_abandoned_then_materialized_once(
+    project: Path, daemons: list[object]
+) -> None:
+    hold = project / "hold-crash"
+    hold.touch()
+    first = _daemon(project, daemons).start()
+    first.wait_notify("READY=1")
+    _land(project, "crash")
+    started = first.wait_event("run_started", asset="parsed", partition="crash")
+    first.kill9()
+    hold.unlink()
+    second = _daemon(project, daemons).start()
+    second.wait_notify("READY=1")
+    second.wait_event("materialized", asset="parsed", partition="crash")
+    abandoned = _events(project, "run_abandoned", "crash")
+    assert [e.run_id for e in abandoned] == [started["run_id"]]  # type: ignore[attr-defined]
+    assert len(_events(project, "materialization", "crash")) == 1
+
+
+def test_sixty_files_in_sixty_new_folders(project: Path, daemons: list[object]) -> None:
+    """Files written into folders created a moment earlier all count, once each."""
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    names = [f"batch{i:02d}" for i in range(60)]
+    for name in names:
+        folder = project / "drops" / name
+        folder.mkdir()
+        (folder / "data.csv").write_text(f"x\n{name}\n")
+    seen: set[str] = set()
+    while seen != set(names):
+        line = daemon.wait_log(
+            lambda ln: ln.get("event") == "materialized" and ln.get("asset") == "drop_rows"
+            and ln.get("partition") not in seen,
+        )  # fmt: skip
+        seen.add(line["partition"])
+    assert len(_events(project, "materialization")) == 60
+    assert len(_events(project, "observation")) == 60
+
+
+def test_a_csv_that_fails_to_parse_is_a_failed_run_and_the_daemon_goes_on(
+    project: Path, daemons: list[object]
+) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "broken", "a,b\n1,2\n3,4,5,6\n")
+    line = daemon.wait_event("run_failed", asset="parsed", partition="broken")
+    assert "Error tokenizing data" in line["error"]
+    (failed,) = _events(project, "run_failed", "broken")
+    assert "Error tokenizing data" in failed.payload["error"]  # type: ignore[attr-defined]
+    assert "Traceback" in failed.payload["traceback"]  # type: ignore[attr-defined]
+    _landed(daemon, project, "fine")
+
+
+def test_sighup_with_broken_definitions_keeps_serving(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    good = (project / "defs.py").read_text()
+    (project / "defs.py").write_text(good + "\ndef broken(:\n")
+    daemon.signal(signal.SIGHUP)
+    reloading = daemon.wait_notify("RELOADING=1")
+    assert "MONOTONIC_USEC=" in reloading
+    failed = daemon.wait_event("reload_failed")
+    assert "syntax error" in failed["reason"] and "defs.py" in failed["reason"]
+    daemon.wait_notify("READY=1")
+    _landed(daemon, project, "after_broken_reload")
+    extra = "\n\n@hw.asset(partitions=inbox)\ndef shout(parsed: pd.DataFrame) -> int:\n    return len(parsed)\n"
+    (project / "defs.py").write_text(
+        good.replace("defs = hw.Definitions([files, dropped, parsed, drop_rows])", "")
+        + extra
+        + "\ndefs = hw.Definitions([files, dropped, parsed, drop_rows, shout])\n"
+    )
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notify("READY=1")
+    daemon.wait_event("materialized", asset="shout", partition="after_broken_reload")
+
+
+def test_watchdog_pings_when_watchdog_usec_is_set(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons).start(watchdog_usec=200_000)
+    daemon.wait_notify("READY=1")
+    daemon.wait_notify("WATCHDOG=1", timeout=5)
+    daemon.wait_notify("WATCHDOG=1", timeout=5)
+
+
+def test_an_abstract_notify_socket_works(project: Path, daemons: list[object]) -> None:
+    daemon = _daemon(project, daemons, abstract_socket=True).start()
+    daemon.wait_notify("READY=1")
+    assert daemon.terminate() == 0
+
+
+def test_bad_definitions_at_start_exit_2(tmp_path: Path, daemons: list[object]) -> None:
+    (tmp_path / "defs.py").write_text("import headwater as hw\nhw.Definitions([undefined])\n")
+    daemon = _daemon(tmp_path, daemons).start()
+    assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 2
+    daemon.bad_lines.clear()  # the one-paragraph usage error is plain text by design
