@@ -34,7 +34,7 @@ from headwater.execution import Engine
 from headwater.sensors._scan import scan_file_source, sync_file_sources
 from headwater.versions import file_version
 
-__all__ = ["FileSensor"]
+__all__ = ["FileSensor", "match_path", "watch_roots"]
 
 _log = structlog.get_logger("headwater.sensors.files")
 _RESCAN = "rescan"
@@ -78,6 +78,56 @@ def _signature(path: str) -> Signature | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _fixed_folder(source: FileSource, base: Path) -> Path:
+    """The folder above a pattern's first placeholder or glob character."""
+    prefix = source.static_prefix
+    folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+    return folder if folder.is_absolute() else base / folder
+
+
+def watch_roots(sources: list[FileSource], base: Path) -> list[Path]:
+    """The folders to watch: each pattern's fixed folder, or its nearest existing parent."""
+    found: set[Path] = set()
+    for source in sources:
+        folder = _fixed_folder(source, base)
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        found.add(folder.resolve())
+    return sorted(r for r in found if not any(r != o and r.is_relative_to(o) for o in found))
+
+
+def match_path(
+    sources: list[FileSource], base: Path, path: str
+) -> list[tuple[FileSource, str | None]]:
+    """The sources (and partitions) a path belongs to; an unpartitioned glob source matches
+    anything below its fixed folder, and its version is then recomputed from all its files."""
+    out: list[tuple[FileSource, str | None]] = []
+    target = Path(path)
+    for source in sources:
+        if source.partitions is None:
+            if source.is_glob:
+                if target.is_relative_to(_fixed_folder(source, base)):
+                    out.append((source, None))
+            elif source.resolve(base, None) == target:
+                out.append((source, None))
+            continue
+        if Path(source.template).is_absolute():
+            name = path
+        elif target.is_relative_to(base):
+            name = target.relative_to(base).as_posix()
+        else:
+            continue
+        partition = source.partition_of(name)
+        if partition is None:
+            continue
+        try:
+            source.partitions.check_key(partition)
+        except PartitionKeyError:
+            continue
+        out.append((source, partition))
+    return out
+
+
 def _files_under(folder: str) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
 
@@ -100,50 +150,11 @@ class FileSensor:
         self._settling: dict[str, tuple[Signature | None, float]] = {}
         self._new_dirs: dict[str, float] = {}
 
-    # -- where to look -------------------------------------------------------------------
-
     def roots(self) -> list[Path]:
-        """The folders to watch: each pattern's fixed prefix, or its nearest existing parent."""
-        found: set[Path] = set()
-        for source in self.sources:
-            prefix = source.static_prefix
-            folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
-            folder = folder if folder.is_absolute() else self.base / folder
-            while not folder.is_dir() and folder != folder.parent:
-                folder = folder.parent
-            found.add(folder.resolve())
-        return sorted(r for r in found if not any(r != o and r.is_relative_to(o) for o in found))
+        return watch_roots(self.sources, self.base)
 
     def match(self, path: str) -> list[tuple[FileSource, str | None]]:
-        """The sources (and partitions) a path belongs to."""
-        out: list[tuple[FileSource, str | None]] = []
-        target = Path(path)
-        for source in self.sources:
-            if source.partitions is None:
-                if source.is_glob:
-                    root = source.resolve(self.base, None).parent
-                    while any(c in root.name for c in "*?["):
-                        root = root.parent
-                    if target.is_relative_to(root):
-                        out.append((source, None))
-                elif source.resolve(self.base, None) == target:
-                    out.append((source, None))
-                continue
-            if Path(source.template).is_absolute():
-                name = path
-            elif target.is_relative_to(self.base):
-                name = target.relative_to(self.base).as_posix()
-            else:
-                continue
-            partition = source.partition_of(name)
-            if partition is None:
-                continue
-            try:
-                source.partitions.check_key(partition)
-            except PartitionKeyError:
-                continue
-            out.append((source, partition))
-        return out
+        return match_path(self.sources, self.base, path)
 
     # -- observing -----------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""The object-store sensor against a real S3-compatible server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from daemon_process import DaemonProcess
+from servers import moto_server
+
+from headwater.eventlog import EventLogReader
+
+DEFS = textwrap.dedent(
+    """
+    import pandas as pd
+    import headwater as hw
+
+    orders_keys = hw.DynamicPartitions("orders")
+    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv",
+                             partitions=orders_keys, poll="200ms")
+
+    @hw.asset(partitions=orders_keys)
+    def order_rows(orders: pd.DataFrame) -> pd.DataFrame:
+        return orders
+
+    defs = hw.Definitions([orders, order_rows])
+    """
+)
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3() -> Iterator[tuple[str, Any]]:
+    with moto_server() as endpoint:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="lake")
+        yield endpoint, client
+
+
+def _start(tmp_path: Path, endpoint: str, daemons: list[object]) -> DaemonProcess:
+    (tmp_path / "defs.py").write_text(DEFS)
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state", env=env)
+    daemons.append(daemon)
+    return daemon.start()
+
+
+def _events(tmp_path: Path, kind: str, partition: str) -> list[Any]:
+    return EventLogReader(tmp_path / "state").events(kind=kind, partition=partition)
+
+
+def test_objects_added_modified_and_rewritten_unchanged(
+    tmp_path: Path, s3: tuple[str, Any], daemons: list[object]
+) -> None:
+    endpoint, client = s3
+    client.put_object(Bucket="lake", Key="orders/early.csv", Body=b"id\n1\n")
+    daemon = _start(tmp_path, endpoint, daemons)
+    daemon.wait_notify("READY=1")
+    assert len(_events(tmp_path, "observation", "early")) == 1  # seen by the start-up scan
+    daemon.wait_event("materialized", asset="order_rows", partition="early")
+
+    since = daemon.mark()
+    client.put_object(Bucket="lake", Key="orders/a.csv", Body=b"id\n1\n2\n")
+    daemon.wait_event("materialized", asset="order_rows", partition="a", since=since)
+    (first,) = _events(tmp_path, "materialization", "a")
+    assert first.payload["metadata"]["rows"] == 2
+
+    since = daemon.mark()
+    client.put_object(Bucket="lake", Key="orders/a.csv", Body=b"id\n1\n2\n3\n")
+    daemon.wait_event("materialized", asset="order_rows", partition="a", since=since)
+    assert _events(tmp_path, "materialization", "a")[-1].payload["metadata"]["rows"] == 3
+
+    since = daemon.mark()
+    client.put_object(Bucket="lake", Key="orders/a.csv", Body=b"id\n1\n2\n3\n")  # same bytes
+    client.put_object(Bucket="lake", Key="orders/sentinel.csv", Body=b"id\n9\n")
+    daemon.wait_event("materialized", asset="order_rows", partition="sentinel", since=since)
+    assert len(_events(tmp_path, "observation", "a")) == 2
+    assert len(_events(tmp_path, "materialization", "a")) == 2
+
+    client.delete_object(Bucket="lake", Key="orders/a.csv")
+    since = daemon.mark()
+    client.put_object(Bucket="lake", Key="orders/sentinel2.csv", Body=b"id\n8\n")
+    daemon.wait_event("materialized", asset="order_rows", partition="sentinel2", since=since)
+    assert _events(tmp_path, "observation", "a")[-1].data_version is None  # the deletion
+
+
+def test_an_unreachable_store_backs_off_and_reports_no_deletions(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    with moto_server() as endpoint:
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        client.create_bucket(Bucket="lake")
+        client.put_object(Bucket="lake", Key="orders/kept.csv", Body=b"id\n1\n")
+        daemon = _start(tmp_path, endpoint, daemons)
+        daemon.wait_notify("READY=1")
+        daemon.wait_event("materialized", asset="order_rows", partition="kept")
+    since = daemon.mark()  # the server is gone now
+    failure = daemon.wait_event("object_listing_failed", since=since)
+    assert failure["source"] == "orders" and failure["retry_in_s"] > 0.2
+    observations = _events(tmp_path, "observation", "kept")
+    assert len(observations) == 1 and observations[0].data_version is not None
+    assert daemon.terminate() == 0

@@ -1,0 +1,82 @@
+"""The file sensor in process: real watchdog observer, real engine, real SQLite."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import pytest
+
+import headwater as hw
+from headwater._clock import SystemClock
+from headwater.execution import Engine
+from headwater.sensors.files import FileSensor, match_path, watch_roots
+
+
+def _defs(tmp_path: Path) -> hw.Definitions:
+    inbox = hw.DynamicPartitions("inbox")
+    files = hw.FileSource("files", str(tmp_path / "inbox" / "{partition}.csv"), partitions=inbox)
+    return hw.Definitions([files])
+
+
+@pytest.mark.asyncio
+async def test_an_inotify_overflow_triggers_a_rescan(tmp_path: Path) -> None:
+    """A file no event reported is found because watchdog logged a queue overflow."""
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "unseen.csv").write_text("a\n1\n")  # before the watch: no event
+    changed = anyio.Event()
+    async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
+        sensor = FileSensor(engine, changed.set, rescan_interval=3600)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                assert engine.state.version(("files", "unseen")) is None
+                # what watchdog 7 does on IN_Q_OVERFLOW, from its own thread
+                await anyio.to_thread.run_sync(
+                    logging.getLogger("watchdog.observers.inotify_c").warning,
+                    "Inotify queue overflowed; filesystem events were lost",
+                )
+                await changed.wait()
+                tg.cancel_scope.cancel()
+        assert engine.state.version(("files", "unseen")) is not None
+
+
+@pytest.mark.asyncio
+async def test_periodic_reconciliation_records_a_deletion_no_event_reported(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    target = tmp_path / "inbox" / "gone.csv"
+    target.write_text("a\n1\n")
+    async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
+        await FileSensor(engine, lambda: None).scan()
+        assert engine.state.version(("files", "gone")) is not None
+        target.unlink()  # before any watch exists: only a rescan can notice
+        changed = anyio.Event()
+        sensor = FileSensor(engine, changed.set, rescan_interval=0.1)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                await changed.wait()
+                tg.cancel_scope.cancel()
+        assert engine.state.version(("files", "gone")) is None
+        assert engine.state.record(("files", "gone")) is not None  # recorded, not forgotten
+
+
+def test_paths_map_to_sources_and_partitions(tmp_path: Path) -> None:
+    """Templates map paths to partitions; other paths match nothing."""
+    daily = hw.DailyPartitions(start="2026-01-01")
+    raw = hw.FileSource("raw", "data/{partition}.csv", partitions=daily)
+    every = hw.FileSource("every", "logs/**/*.log")
+    single = hw.FileSource("single", "config.json")
+    sources = [raw, every, single]
+    assert match_path(sources, tmp_path, str(tmp_path / "data" / "2026-01-02.csv")) == [
+        (raw, "2026-01-02")
+    ]
+    assert match_path(sources, tmp_path, str(tmp_path / "data" / "not-a-date.csv")) == []
+    assert match_path(sources, tmp_path, str(tmp_path / "logs" / "a" / "b.log")) == [(every, None)]
+    assert match_path(sources, tmp_path, str(tmp_path / "config.json")) == [(single, None)]
+    assert match_path(sources, tmp_path, str(tmp_path / "elsewhere.csv")) == []
+    (tmp_path / "data").mkdir()
+    assert watch_roots([raw], tmp_path) == [(tmp_path / "data").resolve()]
+    assert watch_roots([raw, single], tmp_path) == [tmp_path.resolve()]  # nested roots fold
+    assert watch_roots([every], tmp_path) == [tmp_path.resolve()]  # logs/ absent: nearest parent
