@@ -222,3 +222,14 @@ def test_bad_definitions_at_start_exit_2(tmp_path: Path, daemons: list[object]) 
     daemon = _daemon(tmp_path, daemons).start()
     assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 2
     daemon.bad_lines.clear()  # the one-paragraph usage error is plain text by design
+
+
+def test_a_notify_reader_that_stops_reading_never_blocks_the_daemon(
+    project: Path, daemons: list[object]
+) -> None:
+    """Once READY is read, nobody reads the socket; its queue fills; the daemon goes on."""
+    daemon = _daemon(project, daemons).start(watchdog_usec=20_000)  # 100 pings a second
+    daemon.wait_notify("READY=1")
+    for i in range(30):  # many ticks, each sending STATUS, while the socket goes unread
+        _landed(daemon, project, f"unread{i}")
+    daemon.wait_event("sd_notify_failed")

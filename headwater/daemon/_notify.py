@@ -26,6 +26,10 @@ class Notifier:
         self._socket: socket.socket | None = None
         if self._address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the event loop: a reader that stops reading fills the datagram queue
+            # (net.unix.max_dgram_qlen, 10 by default) and a blocking sendto would then hang.
+            self._socket.setblocking(False)
+        self._failing = False
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         watched = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
@@ -42,8 +46,12 @@ class Notifier:
         message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
         try:
             self._socket.sendto(message, self._address)
-        except OSError as exc:  # systemd gone or socket full: never fatal for the service
-            _log.warning("sd_notify_failed", error=str(exc))
+        except OSError as exc:  # reader gone or queue full: never fatal, never blocking
+            if not self._failing:
+                _log.warning("sd_notify_failed", error=str(exc), dropped=message.decode())
+            self._failing = True
+        else:
+            self._failing = False
 
     def ready(self, status: str) -> None:
         self.send(READY="1", STATUS=status)

@@ -259,8 +259,11 @@ class FileSensor:
             timeout = math.inf
             if self._settling:
                 timeout = max(0.0, min(at for _, at in self._settling.values()) - time.monotonic())
-            with anyio.move_on_after(timeout):
-                await self._process(await receive.receive())
+            item: object = None
+            with anyio.move_on_after(timeout):  # only the wait is timed: processing never is
+                item = await receive.receive()
+            if item is not None:
+                await self._process(item)
             await self._settle_due()
 
     async def _rescan_forever(self) -> None:
