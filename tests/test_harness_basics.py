@@ -36,7 +36,9 @@ def test_chain_runs_in_order_once_the_source_is_observed() -> None:
     with Harness(_chain(), now="2026-01-05T00:00:00Z") as h:
         first = h.tick()
         assert first.materialized == []
-        assert first.skipped[("a", None)] == "waiting: input raw is missing"
+        assert first.skipped == {}  # nothing has arrived: idle, not waiting on anything
+        assert "policy eager: idle: missing; no input has arrived yet" in h.why("a")
+        assert h.events(kind="decision") == []
         h.observe("raw", value="hello")
         tick = h.tick()
         assert tick.materialized == [("a", None), ("b", None), ("c", None)]

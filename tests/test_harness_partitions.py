@@ -154,7 +154,9 @@ def test_dynamic_partitions_appear_with_observations() -> None:
         assert sorted(h.tick().materialized) == [("parsed", "a.csv"), ("parsed", "b.csv")]
         assert h.add_partitions("inbox", ["c.csv", "a.csv"]) == ["c.csv"]
         tick = h.tick()
-        assert tick.skipped == {("parsed", "c.csv"): "waiting: input files[c.csv] is missing"}
+        assert tick.skipped == {}  # its file has not arrived: idle, not waiting on anything
+        assert h.state("parsed", partition="c.csv") == "missing"
+        assert "waiting: input files[c.csv] is missing" in h.why("parsed", partition="c.csv")
         assert len(h.events(kind="partitions_added")) == 3
 
 

@@ -37,7 +37,9 @@ class Status:
     inputs: InputVersions
     """The current versions of every input partition that exists."""
     blockers: tuple[str, ...]
-    """Inputs that hold the partition back: missing or failed."""
+    """Inputs that hold the partition back: missing, failed or blocked by a check."""
+    nothing_arrived: bool = False
+    """No input has a version yet and nothing failed: idle rather than waiting on something."""
 
 
 class Evaluator:
@@ -134,6 +136,7 @@ class Evaluator:
             return Status(FRESH, (f"observed version {_short(record.version)}",), (), ())
         present: list[tuple[str, str | None, str]] = []
         blockers: list[str] = []
+        only_missing = True
         for parent, nodes in self.input_nodes(asset_key, partition):
             if not nodes:
                 blockers.append(f"input {parent} has no partitions yet")
@@ -142,6 +145,7 @@ class Evaluator:
                 label = node_label(*up)
                 if up_record is None or up_record.version is None:
                     failed = up_record is not None and up_record.failure is not None
+                    only_missing = only_missing and not failed
                     blockers.append(f"input {label} {'failed' if failed else 'is missing'}")
                     continue
                 present.append((up[0], up[1], up_record.version))
@@ -150,6 +154,7 @@ class Evaluator:
                 if (check := up_record.failed_blocking_check()) is not None:
                     blockers.append(f"input {label} is blocked by failed check {check.name!r}")
         inputs = tuple(sorted(present))
+        nothing_arrived = bool(blockers) and not present and only_missing
         code = self.code_version(node)
         failure = record.failure if record is not None else None
         if failure is not None and failure.code_version == code and failure.inputs == inputs:
@@ -158,16 +163,20 @@ class Evaluator:
                 (f"run {failure.run_id} failed at {failure.at.isoformat()}: {failure.error}",),
                 inputs,
                 tuple(blockers),
+                nothing_arrived,
             )
         if record is None or record.materialized_at is None:
-            return Status(MISSING, ("never materialized",), inputs, tuple(blockers))
+            return Status(
+                MISSING, ("never materialized",), inputs, tuple(blockers), nothing_arrived
+            )
         reasons: list[str] = []
         if record.code_version != code:
             reasons.append(
                 f"code version changed ({_short(record.code_version)} -> {_short(code)})"
             )
         reasons.extend(_input_changes(record.inputs, inputs))
-        return Status(STALE if reasons else FRESH, tuple(reasons), inputs, tuple(blockers))
+        state = STALE if reasons else FRESH
+        return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
 
     def due_tick(self, asset: AssetDef) -> datetime | None:
         """For a clock-driven policy: the latest tick not yet handled, if it has passed."""
@@ -214,6 +223,7 @@ class Evaluator:
             reasons=status.reasons,
             now=self.now,
             blockers=status.blockers,
+            nothing_arrived=status.nothing_arrived,
             has_inputs=bool(self.graph.parents[asset_key]),
             due_tick=self.due_tick(asset),
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["Decision", "DecisionKind", "Policy", "PolicyContext"]
+__all__ = ["Decision", "DecisionKind", "Policy", "PolicyContext", "no_input_yet"]
 
 DecisionKind = Literal["run", "wait", "idle"]
 
@@ -36,6 +36,11 @@ class Decision:
         return cls("idle", reason, notable)
 
 
+def no_input_yet(ctx: PolicyContext) -> Decision:
+    """Not waiting on anything in particular: quiet, so history does not flood the log."""
+    return Decision.idle(f"{ctx.state}; no input has arrived yet", notable=False)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyContext:
     """One asset partition as a policy sees it."""
@@ -47,6 +52,8 @@ class PolicyContext:
     now: datetime
     blockers: Sequence[str] = field(default=())
     """Inputs that hold the partition back (missing, failed, blocked), phrased for people."""
+    nothing_arrived: bool = False
+    """Every blocker is an input that never arrived: nothing specific is awaited yet."""
     has_inputs: bool = True
     due_tick: datetime | None = None
     """For clock-driven policies: the tick that is due and not yet handled, if any."""

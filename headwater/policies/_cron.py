@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from headwater._errors import DefinitionError
-from headwater.policies._base import Decision, PolicyContext
+from headwater.policies._base import Decision, PolicyContext, no_input_yet
 
 __all__ = ["CronPolicy", "on_cron"]
 
@@ -62,6 +62,8 @@ class CronPolicy:
             return Decision.idle("fresh at the cron tick", notable=False)
         if ctx.state == "failed":
             return Decision.idle("failed; a cron tick does not retry it")
+        if ctx.nothing_arrived:
+            return no_input_yet(ctx)
         if ctx.blockers:
             return Decision.wait("cron tick due, but waiting: " + "; ".join(ctx.blockers))
         return Decision.run(f"cron tick {ctx.due_tick.isoformat()} ({ctx.state})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headwater.policies._base import Decision, PolicyContext
+from headwater.policies._base import Decision, PolicyContext, no_input_yet
 
 __all__ = ["EagerPolicy", "eager"]
 
@@ -21,6 +21,8 @@ class EagerPolicy:
             return Decision.idle(
                 "failed; runs again when an input or its code changes, or when asked"
             )
+        if ctx.nothing_arrived:
+            return no_input_yet(ctx)
         if ctx.blockers:
             return Decision.wait("waiting: " + "; ".join(ctx.blockers))
         return Decision.run("; ".join(ctx.reasons) or ctx.state)
