@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headwater._durations import Duration, parse_duration
-from headwater._errors import DefinitionError
+from headwater._errors import DefinitionError, PartitionKeyError
 from headwater.definitions._keys import check_key
 from headwater.definitions._partitions import MULTI_SEPARATOR, MultiPartitions, PartitionsDefinition
 from headwater.policies import Freshness
@@ -97,7 +97,8 @@ class _TemplatedSource(SourceDef):
         return self.template.format(**dict(zip(dims, parts, strict=True)))
 
     def partition_of(self, path: str) -> str | None:
-        """The partition a path or key belongs to, or None if it does not match the template."""
+        """The partition a path or key belongs to: None if it does not match the template or
+        names a key its partitions can never have (``data/not-a-date.csv``)."""
         dims = self._dims()
         pattern = ""
         for literal, name, _, _ in string.Formatter().parse(self.template):
@@ -107,9 +108,14 @@ class _TemplatedSource(SourceDef):
         if not dims:
             return None
         match = re.fullmatch(pattern, path)
-        if match is None:
+        if match is None or self.partitions is None:
             return None
-        return MULTI_SEPARATOR.join(match.group(d) for d in dims)
+        key = MULTI_SEPARATOR.join(match.group(d) for d in dims)
+        try:
+            self.partitions.check_key(key)
+        except PartitionKeyError:
+            return None
+        return key
 
     @property
     def is_glob(self) -> bool:

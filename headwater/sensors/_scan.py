@@ -10,7 +10,6 @@ from pathlib import Path
 
 import anyio
 
-from headwater._errors import PartitionKeyError
 from headwater.definitions import FileSource
 from headwater.execution import Engine
 from headwater.execution._loaders import glob_paths
@@ -41,14 +40,8 @@ def scan_file_source(source: FileSource, base_dir: Path) -> dict[str | None, str
     absolute = Path(source.template).is_absolute()
     for path in glob_paths(source, base_dir):
         name = str(path) if absolute else path.relative_to(base_dir).as_posix()
-        partition = source.partition_of(name)
-        if partition is None:
-            continue
-        try:
-            source.partitions.check_key(partition)
-        except PartitionKeyError:
-            continue
-        found[partition] = file_version(path)
+        if (partition := source.partition_of(name)) is not None:
+            found[partition] = file_version(path)
     return found
 
 

@@ -28,7 +28,7 @@ from anyio.lowlevel import current_token
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from headwater._errors import HeadwaterError, PartitionKeyError
+from headwater._errors import HeadwaterError
 from headwater.definitions import FileSource
 from headwater.execution import Engine
 from headwater.sensors._scan import scan_file_source, sync_file_sources
@@ -117,14 +117,8 @@ def match_path(
             name = target.relative_to(base).as_posix()
         else:
             continue
-        partition = source.partition_of(name)
-        if partition is None:
-            continue
-        try:
-            source.partitions.check_key(partition)
-        except PartitionKeyError:
-            continue
-        out.append((source, partition))
+        if (partition := source.partition_of(name)) is not None:
+            out.append((source, partition))
     return out
 
 

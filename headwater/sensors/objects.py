@@ -15,7 +15,6 @@ import structlog
 from anyio.abc import TaskStatus
 
 from headwater import _s3
-from headwater._errors import PartitionKeyError
 from headwater.definitions import ObjectSource
 from headwater.execution import Engine
 from headwater.execution._loaders import matching_keys
@@ -39,14 +38,8 @@ def versions_from_listing(
         return {} if entry is None else {None: entry[0]}
     found: dict[str | None, str] = {}
     for key, (etag, _size) in listing.items():
-        partition = source.partition_of(key)
-        if partition is None:
-            continue
-        try:
-            source.partitions.check_key(partition)
-        except PartitionKeyError:
-            continue
-        found[partition] = etag
+        if (partition := source.partition_of(key)) is not None:
+            found[partition] = etag
     return found
 
 
