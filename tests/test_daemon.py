@@ -233,3 +233,18 @@ def test_a_notify_reader_that_stops_reading_never_blocks_the_daemon(
     for i in range(30):  # many ticks, each sending STATUS, while the socket goes unread
         _landed(daemon, project, f"unread{i}")
     daemon.wait_event("sd_notify_failed")
+
+
+def test_a_long_run_does_not_hold_back_an_unrelated_file(
+    project: Path, daemons: list[object]
+) -> None:
+    hold = project / "hold-long"
+    hold.touch()
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "long")
+    daemon.wait_event("run_started", asset="parsed", partition="long")
+    _landed(daemon, project, "quick")  # materialized while "long" is still running
+    assert _events(project, "materialization", "long") == []
+    hold.unlink()
+    daemon.wait_event("materialized", asset="parsed", partition="long")

@@ -104,10 +104,13 @@ class Engine:
         self.dirty: set[NodeKey] = set()
         self.timers = Timers()
         self._full_evaluation = True
-        self._tick_lock = anyio.Lock()
+        self._inflight: dict[NodeKey, anyio.Event] = {}
+        """Partitions being decided or run by some tick, each claimed by exactly one."""
+        self._ticks = 0
+        self._quiet = anyio.Event()
+        self._quiet.set()
         self._observe_lock = anyio.Lock()
         self._cron_pending: set[str] = set()
-        self._on_step: StepCallback | None = None
         self._cron_assets = [k for k, a in defs.assets.items() if hasattr(a.policy, "next_tick")]
         self._sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
         now = clock.now()
@@ -455,9 +458,9 @@ class Engine:
     # -- the cycle -----------------------------------------------------------------------
 
     async def idle(self) -> None:
-        """Return once no tick is running (the current one, if any, has finished)."""
-        async with self._tick_lock:
-            pass
+        """Return once no tick is running."""
+        while self._ticks:
+            await self._quiet.wait()
 
     async def tick(
         self,
@@ -466,18 +469,29 @@ class Engine:
         only_requested: bool = False,
         on_step: StepCallback | None = None,
     ) -> TickResult:
-        """Evaluate what is dirty (and requested), run the plan, repeat until nothing is left."""
+        """Evaluate what is dirty (and requested), run the plan, repeat until nothing is left.
+
+        Ticks may overlap (the daemon starts one per burst of changes, so a long run does not
+        hold back unrelated work): each takes the dirty set as it finds it, and partitions are
+        claimed one tick at a time.
+        """
         result = TickResult()
-        async with self._tick_lock:
-            self._on_step = on_step
-            try:
-                await self._cycle(dict(requests or {}), only_requested, result)
-            finally:
-                self._on_step = None
+        self._ticks += 1
+        self._quiet = anyio.Event()
+        try:
+            await self._cycle(dict(requests or {}), only_requested, result, on_step)
+        finally:
+            self._ticks -= 1
+            if not self._ticks:
+                self._quiet.set()
         return result
 
     async def _cycle(
-        self, pending: dict[NodeKey, Request], only_requested: bool, result: TickResult
+        self,
+        pending: dict[NodeKey, Request],
+        only_requested: bool,
+        result: TickResult,
+        on_step: StepCallback | None,
     ) -> None:
         due_cron: dict[str, datetime] = {}
         if not only_requested:
@@ -499,7 +513,7 @@ class Engine:
                 await self._note_decision(node, decision, result)
             if not current:
                 break
-            await self._execute(current, pending, result)
+            await self._execute(current, pending, result, on_step)
             pending = {}
             if only_requested or not self.dirty:
                 break
@@ -518,23 +532,39 @@ class Engine:
             await self.append([self._event(EventKind.DECISION, node, payload=payload)])
 
     async def _execute(
-        self, current: Plan, requests: Mapping[NodeKey, Request], result: TickResult
+        self,
+        current: Plan,
+        requests: Mapping[NodeKey, Request],
+        result: TickResult,
+        on_step: StepCallback | None,
     ) -> None:
         done = {node: anyio.Event() for node in current.steps}
+
+        def report(node: NodeKey, outcome: str) -> None:
+            if on_step is not None:
+                on_step(node, outcome)
 
         async def step(node: NodeKey) -> None:
             try:
                 for parent in current.parents[node]:
                     await done[parent].wait()
-                self.dirty.discard(node)
-                request = requests.get(node)
-                status, decision = decide_step(self.evaluator(), node, request)
-                if decision.kind == "run":
-                    retrying = request is None and status.state == "failed"
-                    await self._run(node, status, decision.reason, result, retrying=retrying)
-                else:
-                    await self._note_decision(node, decision, result)
-                    self._report(node, "skipped")
+                claim = await self._claim(node)
+                try:
+                    self.dirty.discard(node)
+                    request = requests.get(node)
+                    status, decision = decide_step(self.evaluator(), node, request)
+                    if decision.kind == "run":
+                        retrying = request is None and status.state == "failed"
+                        outcome = await self._run(
+                            node, status, decision.reason, result, retrying=retrying
+                        )
+                        report(node, outcome)
+                    else:
+                        await self._note_decision(node, decision, result)
+                        report(node, "skipped")
+                finally:
+                    del self._inflight[node]
+                    claim.set()
             finally:
                 done[node].set()
 
@@ -542,13 +572,28 @@ class Engine:
             for node in current.steps:
                 tg.start_soon(step, node)
 
-    def _report(self, node: NodeKey, outcome: str) -> None:
-        if self._on_step is not None:
-            self._on_step(node, outcome)
+    async def _claim(self, node: NodeKey) -> anyio.Event:
+        """Wait until no other tick holds this partition or one of its inputs, then hold it.
+
+        An input another tick is re-materializing is "about to change": deciding before it
+        has would run this partition on data that is already outdated.
+        """
+        while True:
+            busy = self._inflight.get(node)
+            if busy is None:
+                for _, inputs in self.evaluator().input_nodes(*node):
+                    busy = next((self._inflight[n] for n in inputs if n in self._inflight), None)
+                    if busy is not None:
+                        break
+            if busy is None:
+                claim = self._inflight[node] = anyio.Event()  # no await since the check
+                return claim
+            await busy.wait()
 
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
-    ) -> None:
+    ) -> str:
+        """Materialize one partition; return "materialized" or "failed"."""
         asset = self.defs.nodes[node[0]]
         assert isinstance(asset, AssetDef)
         ev = self.evaluator()
@@ -613,12 +658,11 @@ class Engine:
                     )
             if changed:
                 self._mark_children(node)
-            self._report(node, "materialized")
-        else:
-            result.failed[node] = outcome.error or "failed"
-            _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)
-            self.dirty.add(node)  # looked at again: a retry may be due later
-            self._report(node, "failed")
+            return "materialized"
+        result.failed[node] = outcome.error or "failed"
+        _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)
+        self.dirty.add(node)  # looked at again: a retry may be due later
+        return "failed"
 
     # -- reading -------------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""Overlapping ticks: a partition is never run twice at once, and no change is lost."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import headwater as hw
+from headwater._clock import SystemClock
+from headwater.execution import Engine
+
+
+@pytest.mark.asyncio
+async def test_a_change_during_a_run_reruns_after_it_never_alongside(tmp_path: Path) -> None:
+    src = hw.source("src")
+    release = threading.Event()
+    first_started = anyio.Event()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    @hw.asset
+    def slow(src: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        anyio.from_thread.run_sync(first_started.set)  # back on the loop: the run has begun
+        release.wait(timeout=10)
+        with lock:
+            running -= 1
+        return src
+
+    @hw.asset
+    def after(slow: Any) -> Any:
+        return slow
+
+    defs = hw.Definitions([src, slow, after], max_concurrency=4)
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("src", value=1)
+        results = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def tick() -> None:
+                    results.append(await engine.tick())
+
+                tg.start_soon(tick)
+                await first_started.wait()
+                await engine.observe("src", value=2)  # changes while slow runs
+                tg.start_soon(tick)  # a second tick, overlapping the first
+                await anyio.wait_all_tasks_blocked()  # it has gone as far as it can go
+                assert most == 1
+                release.set()
+        assert most == 1
+        runs = [n for r in results for n in r.materialized if n == ("slow", None)]
+        assert len(runs) == 2
+        assert await anyio.to_thread.run_sync(engine.runner.load, "after", None) == 2
