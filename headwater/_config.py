@@ -17,7 +17,7 @@ from typing import Any
 
 from headwater._errors import HeadwaterError
 
-__all__ = ["ConfigError", "Settings", "resolve_settings"]
+__all__ = ["ConfigError", "Settings", "resolve_settings", "resolve_state_dir"]
 
 ENV_DEFINITIONS = "HEADWATER_DEFINITIONS"
 ENV_STATE_DIR = "HEADWATER_STATE_DIR"
@@ -82,9 +82,24 @@ def resolve_settings(
             "no definitions given: pass --definitions FILE.py (or module:attribute), set "
             f'{ENV_DEFINITIONS}, or add `definitions = "..."` under [tool.headwater] in pyproject.toml'
         )
+    return Settings(
+        definitions=target,
+        state_dir=resolve_state_dir(state_dir, environ=env, cwd=here),
+        origin=origin,
+    )
+
+
+def resolve_state_dir(
+    state_dir: str | None, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Path:
+    """Option, ``HEADWATER_STATE_DIR``, ``[tool.headwater] state_dir``, ``$STATE_DIRECTORY``,
+    then ``.headwater/``."""
+    env = os.environ if environ is None else environ
+    here = cwd or Path.cwd()
     directory: str | Path | None = state_dir or env.get(ENV_STATE_DIR)
-    if directory is None and "state_dir" in table:
-        directory = table_dir / str(table["state_dir"])
+    found = _pyproject(here) if directory is None else None
+    if directory is None and found is not None and "state_dir" in found[1]:
+        directory = found[0].parent / str(found[1]["state_dir"])
     if directory is None:
         directory = env.get("STATE_DIRECTORY", "").split(":")[0] or ".headwater"
-    return Settings(definitions=target, state_dir=Path(directory), origin=origin)
+    return Path(directory)

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import anyio
 import click
@@ -18,7 +18,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from headwater._clock import SystemClock, parse_instant
-from headwater._config import Settings, resolve_settings
+from headwater._config import Settings, resolve_settings, resolve_state_dir
 from headwater._durations import parse_duration
 from headwater._errors import HeadwaterError, SelectionError
 from headwater._events import Event, format_timestamp
@@ -35,7 +35,8 @@ from headwater.sensors import sync_file_sources
 
 __all__ = ["main"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_LATE_OR_FAILED = 1
 EXIT_USAGE = 2
@@ -47,18 +48,18 @@ class UserError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-def _user_errors(fn: F) -> F:
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except HeadwaterError as exc:
             raise UserError(str(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def _common(fn: F) -> F:
+def _common(fn: Callable[P, R]) -> Callable[P, R]:
     fn = click.option(
         "--state-dir",
         metavar="DIR",
@@ -412,8 +413,10 @@ def logs(
     state_dir: str | None,
 ) -> None:
     """Read the event log (works while the daemon runs)."""
-    settings = _settings(definitions, state_dir) if definitions else _state_only(state_dir)
-    reader = EventLogReader(settings.state_dir)
+    directory = (
+        _settings(definitions, state_dir).state_dir if definitions else resolve_state_dir(state_dir)
+    )
+    reader = EventLogReader(directory)
     if not reader.path.exists() and not follow:
         raise UserError(f"no event log at {reader.path}; check --state-dir")
     after: int | None = None
@@ -432,14 +435,6 @@ def logs(
             time.sleep(0.2)  # SQLite has no change notification; a short poll is cheap
     except KeyboardInterrupt:
         return
-
-
-def _state_only(state_dir: str | None) -> Settings:
-    """``logs`` needs no definitions: resolve only the state directory."""
-    try:
-        return resolve_settings(None, state_dir)
-    except HeadwaterError:
-        return resolve_settings("-", state_dir)
 
 
 @main.command()

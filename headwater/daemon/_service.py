@@ -87,7 +87,7 @@ class Daemon:
                     "definitions": settings.definitions,
                     "version": __version__,
                 }
-                await engine.append([engine._event(EventKind.DAEMON_STARTED, payload=payload)])
+                await engine.append([engine.event(EventKind.DAEMON_STARTED, payload=payload)])
             clock = ClockSensor(engine, self.poke)
             files = FileSensor(
                 engine, self.poke, settle=settings.settle, rescan_interval=settings.rescan_interval
@@ -131,7 +131,7 @@ class Daemon:
                 tg.cancel_scope.cancel()
             if self._stopping:
                 with anyio.move_on_after(5, shield=True):
-                    event = engine._event(EventKind.DAEMON_STOPPED, payload={"pid": os.getpid()})
+                    event = engine.event(EventKind.DAEMON_STOPPED, payload={"pid": os.getpid()})
                     await engine.append([event], check_freshness=False)
                 _log.info("stopped")
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import structlog
@@ -44,7 +44,7 @@ from headwater.planning import (
     freshness_status,
     plan,
 )
-from headwater.policies import Decision
+from headwater.policies import ClockPolicy, Decision
 from headwater.versions import data_version as fingerprint
 
 __all__ = ["Engine", "StepCallback", "TickResult"]
@@ -111,7 +111,9 @@ class Engine:
         self._quiet.set()
         self._observe_lock = anyio.Lock()
         self._cron_pending: set[str] = set()
-        self._cron_assets = [k for k, a in defs.assets.items() if hasattr(a.policy, "next_tick")]
+        self._cron: dict[str, ClockPolicy] = {
+            k: a.policy for k, a in defs.assets.items() if isinstance(a.policy, ClockPolicy)
+        }
         self._sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
         now = clock.now()
         for key, asset in defs.assets.items():
@@ -167,7 +169,8 @@ class Engine:
             self.state.put(node, record)
         self.state.schedules.update(schedules)
 
-    def _event(self, kind: EventKind, node: NodeKey | None = None, **fields: Any) -> Event:
+    def event(self, kind: EventKind, node: NodeKey | None = None, **fields: Any) -> Event:
+        """An event stamped with the engine's clock."""
         asset, partition = node if node is not None else (None, None)
         return Event(
             kind=kind, timestamp=self.clock.now(), asset=asset, partition=partition, **fields
@@ -203,7 +206,7 @@ class Engine:
         open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]
         if open_runs:
             await self.append(
-                [self._event(EventKind.RUN_ABANDONED, n, run_id=run_id) for n, run_id in open_runs]
+                [self.event(EventKind.RUN_ABANDONED, n, run_id=run_id) for n, run_id in open_runs]
             )
             for node, run_id in open_runs:
                 _log.warning("run_abandoned", asset=node[0], partition=node[1], run_id=run_id)
@@ -211,15 +214,14 @@ class Engine:
     async def _first_seen(self) -> None:
         """Cron ticks and SLA windows count from an asset's first evaluation: remember it."""
         now = self.clock.now()
-        keys = {*self._cron_assets, *self._sla_keys}
+        keys = {*self._cron, *self._sla_keys}
         new = {k: Schedule(now, now) for k in sorted(keys) if k not in self.state.schedules}
         if new:
             await self._put({}, new)
-        self._cron_pending.update(self._cron_assets)
-        for key in self._cron_assets:
+        self._cron_pending.update(self._cron)
+        for key, policy in self._cron.items():
             handled = self.state.schedules[key].handled_through
-            policy = self.defs.assets[key].policy
-            self.timers.schedule(policy.next_tick(max(now, handled)), "cron", key)  # type: ignore[attr-defined]
+            self.timers.schedule(policy.next_tick(max(now, handled)), "cron", key)
 
     # -- inputs from outside -------------------------------------------------------------
 
@@ -242,7 +244,7 @@ class Engine:
         for k in new:
             DynamicPartitions(name).check_key(k)
         await self.append(
-            [self._event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": new})],
+            [self.event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": new})],
             dynamic=[(name, k) for k in new],
         )
         for key, node in self.defs.nodes.items():
@@ -290,7 +292,7 @@ class Engine:
                 return False
             if value is not None:
                 await anyio.to_thread.run_sync(self.store.save, key, partition, value)
-            event = self._event(
+            event = self.event(
                 EventKind.OBSERVATION, node, data_version=version, payload=payload or {}
             )
             await self.append([event])
@@ -321,9 +323,9 @@ class Engine:
             elif kind == "cron":
                 self._cron_pending.add(str(subject))
             elif kind == "retry":
-                self.dirty.add(subject)  # type: ignore[arg-type]
+                self.dirty.add(cast(NodeKey, subject))
             else:
-                freshness.append(subject)  # type: ignore[arg-type]
+                freshness.append(cast(NodeKey, subject))
         if freshness:
             await self._check_freshness(freshness)
 
@@ -337,7 +339,7 @@ class Engine:
                 due[key] = tick
                 self.dirty.update((key, p) for p in ev.partitions(key))
             else:
-                self.timers.schedule(asset.policy.next_tick(ev.now), "cron", key)  # type: ignore[attr-defined]
+                self.timers.schedule(self._cron[key].next_tick(ev.now), "cron", key)
         self._cron_pending.clear()
         return due
 
@@ -347,8 +349,7 @@ class Engine:
         schedules = {}
         for key, tick in due.items():
             schedules[key] = replace(self.state.schedules[key], handled_through=tick)
-            policy = self.defs.assets[key].policy
-            self.timers.schedule(policy.next_tick(tick), "cron", key)  # type: ignore[attr-defined]
+            self.timers.schedule(self._cron[key].next_tick(tick), "cron", key)
         await self._put({}, schedules)
 
     # -- freshness -----------------------------------------------------------------------
@@ -375,9 +376,9 @@ class Engine:
             if fs.lag is not None:
                 payload["lag_s"] = fs.lag.total_seconds()
             if fs.late and not record.late:
-                events.append(self._event(EventKind.FRESHNESS_VIOLATED, node, payload=payload))
+                events.append(self.event(EventKind.FRESHNESS_VIOLATED, node, payload=payload))
             elif not fs.late and record.late:
-                events.append(self._event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
+                events.append(self.event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
             if fs.deadline is not None:
                 self.timers.schedule(fs.deadline, "freshness", node)
             if record.pending_since is not None and ev.status(*node).state == "fresh":
@@ -529,7 +530,7 @@ class Engine:
         record = self.state.record(node)
         if record is None or record.decision != (decision.kind, decision.reason):
             payload = {"decision": decision.kind, "reason": decision.reason}
-            await self.append([self._event(EventKind.DECISION, node, payload=payload)])
+            await self.append([self.event(EventKind.DECISION, node, payload=payload)])
 
     async def _execute(
         self,
@@ -609,9 +610,7 @@ class Engine:
         if record.pending_since is not None:
             common["reflects_since"] = format_timestamp(record.pending_since)
         started = {**common, "reason": reason}
-        await self.append(
-            [self._event(EventKind.RUN_STARTED, node, run_id=run_id, payload=started)]
-        )
+        await self.append([self.event(EventKind.RUN_STARTED, node, run_id=run_id, payload=started)])
         _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         job = Job(asset, node[1], run_id, ev.now, status.inputs)
         # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
@@ -623,7 +622,7 @@ class Engine:
         payload = {**common, "duration_ms": round(outcome.duration_ms, 3)}
         if outcome.ok:
             events = [
-                self._event(
+                self.event(
                     EventKind.MATERIALIZATION,
                     node,
                     run_id=run_id,
@@ -632,7 +631,7 @@ class Engine:
                 )
             ]
             events += [
-                self._event(
+                self.event(
                     EventKind.CHECK, node, run_id=run_id, data_version=outcome.data_version,
                     payload={"check": c.name, "passed": c.passed, "blocking": c.blocking,
                              "metadata": c.metadata, "error": c.error},
@@ -641,7 +640,7 @@ class Engine:
             ]  # fmt: skip
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback)
-            events = [self._event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
+            events = [self.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
         await self.append(events)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
                   "duration_ms": payload["duration_ms"]}  # fmt: skip

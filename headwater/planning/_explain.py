@@ -5,6 +5,7 @@ from __future__ import annotations
 from headwater.definitions import AssetDef
 from headwater.planning._freshness import freshness_status
 from headwater.planning._status import FRESH, Evaluator, node_label
+from headwater.policies import ClockPolicy
 
 __all__ = ["explain"]
 
@@ -22,13 +23,12 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
         if status.state != FRESH:
             decision = ev.decide(asset, partition, status)
             lines.append(f"policy {node.policy.name}: {decision.kind}: {decision.reason}")
-        next_tick = getattr(node.policy, "next_tick", None)
-        if next_tick is not None:
+        if isinstance(node.policy, ClockPolicy):
             due = ev.due_tick(node)
             lines.append(
                 f"cron tick {due.isoformat()} is due"
                 if due is not None
-                else f"next cron tick at {next_tick(ev.now).isoformat()}"
+                else f"next cron tick at {node.policy.next_tick(ev.now).isoformat()}"
             )
         if record is not None and record.decision is not None:
             kind, reason = record.decision

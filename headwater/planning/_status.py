@@ -14,7 +14,7 @@ from datetime import datetime
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
 from headwater.planning._state import InputVersions, NodeKey, State
-from headwater.policies import Decision, PolicyContext
+from headwater.policies import ClockPolicy, Decision, PolicyContext
 from headwater.versions import code_version
 
 __all__ = ["Evaluator", "Status", "node_label"]
@@ -180,11 +180,10 @@ class Evaluator:
 
     def due_tick(self, asset: AssetDef) -> datetime | None:
         """For a clock-driven policy: the latest tick not yet handled, if it has passed."""
-        last_tick = getattr(asset.policy, "last_tick", None)
         schedule = self.state.schedules.get(asset.key)
-        if last_tick is None or schedule is None:
+        if not isinstance(asset.policy, ClockPolicy) or schedule is None:
             return None  # ticks count from the asset's first evaluation
-        tick: datetime | None = last_tick(self.now)
+        tick = asset.policy.last_tick(self.now)
         return tick if tick is not None and tick > schedule.handled_through else None
 
     def retry(

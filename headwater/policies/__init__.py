@@ -1,6 +1,6 @@
 """Policies decide when an asset partition is materialized; pure functions of a snapshot."""
 
-from headwater.policies._base import Decision, DecisionKind, Policy, PolicyContext
+from headwater.policies._base import ClockPolicy, Decision, DecisionKind, Policy, PolicyContext
 from headwater.policies._cron import CronPolicy, on_cron
 from headwater.policies._eager import EagerPolicy, eager
 from headwater.policies._freshness import Freshness
@@ -8,6 +8,7 @@ from headwater.policies._manual import ManualPolicy, manual
 from headwater.policies._retry import Retry
 
 __all__ = [
+    "ClockPolicy",
     "CronPolicy",
     "Decision",
     "DecisionKind",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["Decision", "DecisionKind", "Policy", "PolicyContext", "no_input_yet"]
+__all__ = ["ClockPolicy", "Decision", "DecisionKind", "Policy", "PolicyContext", "no_input_yet"]
 
 DecisionKind = Literal["run", "wait", "idle"]
 
@@ -61,11 +61,7 @@ class PolicyContext:
 
 @runtime_checkable
 class Policy(Protocol):
-    """When an asset partition should be materialized.
-
-    A policy that also has ``next_tick(after)`` and ``last_tick(at)`` is driven by the clock:
-    the engine wakes at its ticks and passes the unhandled one as ``PolicyContext.due_tick``.
-    """
+    """When an asset partition should be materialized (see also :class:`ClockPolicy`)."""
 
     @property
     def name(self) -> str: ...
@@ -76,3 +72,16 @@ class Policy(Protocol):
         ...
 
     def decide(self, ctx: PolicyContext) -> Decision: ...
+
+
+@runtime_checkable
+class ClockPolicy(Policy, Protocol):
+    """A policy driven by the clock: the engine wakes at its ticks."""
+
+    def next_tick(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after``."""
+        ...
+
+    def last_tick(self, at: datetime) -> datetime | None:
+        """The latest tick at or before ``at``."""
+        ...
