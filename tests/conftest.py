@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from blockbuster import blockbuster_ctx
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,14 @@ def _no_leaked_threads() -> Iterator[None]:
             break
         leaked[0].join(timeout=0.1)  # a worker that is finishing its shutdown
     assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls_on_the_loop() -> Iterator[None]:
+    """Fail a test in which a blocking call (file I/O, sleep, ...) runs on an event loop's
+    thread: the engine's loop must stay responsive while assets run."""
+    with blockbuster_ctx("headwater"):  # our code; a test may inspect files directly
+        yield
 
 
 @pytest.fixture(autouse=True)

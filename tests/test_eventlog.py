@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -52,10 +53,12 @@ async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
         "INSERT INTO events (timestamp, kind, asset) VALUES ('2026-01-01T00:00:00.000000Z', 'observation', 'src');"
     )
     conn.close()
-    assert EventLogReader(tmp_path).load_state().schedules == {}  # readable before migration
+    before = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
+    assert before.schedules == {}  # readable before migration
     async with open_event_log(tmp_path) as log:
         assert (await log.load_state()).schedules == {}
-    assert [e.asset for e in EventLogReader(tmp_path).events()] == ["src"]
+    after = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
+    assert [e.asset for e in after] == ["src"]
     conn = sqlite3.connect(tmp_path / "events.db")
     assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (len(MIGRATIONS),)
     assert conn.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
@@ -71,7 +74,7 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
                 for i in range(200):
                     tg.start_soon(log.write, [_observation(i)])
         assert log.commits < 200
-    events = EventLogReader(tmp_path).events()
+    events = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
     assert len(events) == 200
     assert [e.id for e in events] == sorted(e.id for e in events if e.id is not None)
     assert {e.data_version for e in events} == {f"v{i}" for i in range(200)}
@@ -87,7 +90,8 @@ async def test_state_rows_are_written_with_their_events(tmp_path: Path) -> None:
         state = await log.load_state()
     assert state.record(("src", None)) == record
     assert state.dynamic_keys("inbox") == ["a.csv"]
-    assert EventLogReader(tmp_path).load_state().record(("src", None)) == record
+    reread = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
+    assert reread.record(("src", None)) == record
 
 
 @pytest.mark.asyncio
@@ -96,11 +100,15 @@ async def test_readers_read_while_the_writer_is_open(tmp_path: Path) -> None:
     async with open_event_log(tmp_path) as log:
         await log.write([_observation(1)])
         reader = EventLogReader(tmp_path)
-        assert [e.data_version for e in reader.events()] == ["v1"]
+
+        async def read(**query: Any) -> list[Event]:
+            return await anyio.to_thread.run_sync(lambda: reader.events(**query))
+
+        assert [e.data_version for e in await read()] == ["v1"]
         await log.write([_observation(2, asset="other")])
-        assert [e.asset for e in reader.events(asset="other")] == ["other"]
-        assert len(reader.events(since=T0 + timedelta(seconds=2))) == 1
-        assert [e.data_version for e in reader.events(after_id=1)] == ["v2"]
+        assert [e.asset for e in await read(asset="other")] == ["other"]
+        assert len(await read(since=T0 + timedelta(seconds=2))) == 1
+        assert [e.data_version for e in await read(after_id=1)] == ["v2"]
 
 
 def test_an_absent_log_reads_as_empty(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from headwater.definitions._assets import AssetDef
 from headwater.definitions._checks import CheckDef
 from headwater.definitions._graph import AssetGraph, EdgeMapping
 from headwater.definitions._sources import SourceDef
+from headwater.versions import code_version
 
 if TYPE_CHECKING:
     from headwater.execution._store import IOManager
@@ -32,7 +33,10 @@ def _caller_dir() -> Path:
     """The folder of the file that constructed the Definitions: relative paths resolve there."""
     frame = sys._getframe(2)
     filename = frame.f_globals.get("__file__")
-    return Path(filename).resolve().parent if isinstance(filename, str) else Path.cwd()
+    if not isinstance(filename, str):
+        return Path.cwd()
+    path = Path(filename)  # module paths are absolute: no filesystem call needed
+    return path.parent if path.is_absolute() else path.resolve().parent
 
 
 class Definitions:
@@ -71,6 +75,7 @@ class Definitions:
                     f"duplicate key {item.key!r}: two assets or sources are declared with it"
                 )
             self.nodes[item.key] = item
+        self._code_versions: dict[str, str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         mappings = self._validate_partitions()
@@ -87,6 +92,21 @@ class Definitions:
                 + " -> ".join(cycle)
                 + "; an asset cannot depend on itself, directly or through others"
             ) from None
+
+    def code_version(self, key: str) -> str:
+        """``code_version=`` if given, else the fingerprint of the function's syntax tree."""
+        version = self._code_versions.get(key)
+        if version is None:
+            asset = self.assets[key]
+            version = asset.code_version or code_version(asset.fn)
+            self._code_versions[key] = version
+        return version
+
+    def compute_code_versions(self) -> None:
+        """Fingerprint every asset now. It reads source files, so the engine calls it in a
+        worker thread when it opens, keeping file reads off the event loop."""
+        for key in self.assets:
+            self.code_version(key)
 
     @property
     def assets(self) -> dict[str, AssetDef]:

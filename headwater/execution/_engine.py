@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +26,7 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, open_event_log
+from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager
 from headwater.execution._timers import Timers
@@ -42,7 +43,9 @@ from headwater.planning import (
     decide_step,
     explain,
     freshness_status,
+    partition_range,
     plan,
+    resolve_selection,
 )
 from headwater.policies import ClockPolicy, Decision
 from headwater.versions import data_version as fingerprint
@@ -50,33 +53,6 @@ from headwater.versions import data_version as fingerprint
 __all__ = ["Engine", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
-
-StepCallback = Callable[[tuple[str, str | None], str], None]
-"""Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``."""
-
-
-@dataclass(slots=True)
-class TickResult:
-    """What one evaluation-and-run cycle did."""
-
-    materialized: list[tuple[str, str | None]] = field(default_factory=list)
-    """``(asset, partition)`` in completion order."""
-    skipped: dict[tuple[str, str | None], str] = field(default_factory=dict)
-    """Partitions a policy held back (waiting, manual, ...) with the reason."""
-    failed: dict[tuple[str, str | None], str] = field(default_factory=dict)
-    """Partitions whose run failed, with the error message."""
-
-    @property
-    def assets(self) -> set[str]:
-        return {asset for asset, _ in self.materialized}
-
-    def merge(self, other: TickResult) -> None:
-        for node in other.materialized:
-            self.skipped.pop(node, None)
-            self.failed.pop(node, None)
-        self.materialized.extend(other.materialized)
-        self.skipped.update(other.skipped)
-        self.failed.update(other.failed)
 
 
 def _inputs_json(status: Status) -> list[list[str | None]]:
@@ -129,6 +105,7 @@ class Engine:
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
+        await anyio.to_thread.run_sync(defs.compute_code_versions)
         async with open_event_log(state_dir) as log:
             engine = cls(defs, log, await log.load_state(), value_store, clock)
             await engine._abandon_open_runs()
@@ -398,46 +375,11 @@ class Engine:
         self, selection: Iterable[str], partitions: Sequence[str] | None = None
     ) -> list[NodeKey]:
         """The asset partitions a request names; errors name the asset or partition at fault."""
-        ev = self.evaluator()
-        nodes: list[NodeKey] = []
-        for key in selection:
-            node = self.defs.nodes.get(key)
-            if node is None:
-                raise SelectionError(f"unknown asset {key!r}")
-            if not isinstance(node, AssetDef):
-                raise SelectionError(f"{key!r} is a source: sources are observed, not materialized")
-            if node.partitions is None:
-                if partitions:
-                    raise PartitionKeyError(f"asset {key!r} is not partitioned; drop --partition")
-                nodes.append((key, None))
-                continue
-            if not partitions:
-                nodes.extend((key, p) for p in node.partitions.keys(ev.pctx))
-                continue
-            for p in partitions:
-                node.partitions.require_key(p, ev.pctx, asset=key)
-                nodes.append((key, p))
-        return nodes
+        return resolve_selection(self.evaluator(), selection, partitions)
 
     def partition_range(self, asset: str, first: str, last: str) -> list[str]:
         """The existing partitions of ``asset`` from ``first`` to ``last``, both included."""
-        node = self.defs.nodes.get(asset)
-        if not isinstance(node, AssetDef):
-            raise SelectionError(
-                f"unknown asset {asset!r}" if node is None else f"{asset!r} is a source"
-            )
-        if node.partitions is None:
-            raise PartitionKeyError(
-                f"asset {asset!r} is not partitioned; a backfill needs partitions"
-            )
-        ev = self.evaluator()
-        for key in (first, last):
-            node.partitions.require_key(key, ev.pctx, asset=asset)
-        keys = list(node.partitions.keys(ev.pctx))
-        start, end = keys.index(first), keys.index(last)
-        if start > end:
-            raise PartitionKeyError(f"asset {asset!r}: --from {first!r} comes after --to {last!r}")
-        return keys[start : end + 1]
+        return partition_range(self.evaluator(), asset, first, last)
 
     async def materialize(
         self,

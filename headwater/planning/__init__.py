@@ -3,6 +3,7 @@
 from headwater.planning._explain import explain
 from headwater.planning._freshness import FreshnessStatus, freshness_status
 from headwater.planning._planner import Plan, Request, decide_step, plan
+from headwater.planning._selection import partition_range, resolve_selection
 from headwater.planning._state import (
     CheckRecord,
     Failure,
@@ -31,5 +32,7 @@ __all__ = [
     "explain",
     "freshness_status",
     "node_label",
+    "partition_range",
     "plan",
+    "resolve_selection",
 ]

@@ -15,7 +15,6 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
 from headwater.planning._state import InputVersions, NodeKey, State
 from headwater.policies import ClockPolicy, Decision, PolicyContext
-from headwater.versions import code_version
 
 __all__ = ["Evaluator", "Status", "node_label"]
 
@@ -51,14 +50,9 @@ class Evaluator:
         self.state = state
         self.now = now
         self.pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
-        self._code_versions: dict[str, str] = {}
 
     def code_version(self, asset: AssetDef) -> str:
-        cached = self._code_versions.get(asset.key)
-        if cached is None:
-            cached = asset.code_version or code_version(asset.fn)
-            self._code_versions[asset.key] = cached
-        return cached
+        return self.defs.code_version(asset.key)
 
     def check_node(self, asset: str, partition: str | None) -> None:
         """Raise an error naming the asset or partition if ``(asset, partition)`` does not exist."""

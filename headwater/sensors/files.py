@@ -278,12 +278,16 @@ class FileSensor:
                 run_on_loop(send.send_nowait, item, token=token)
 
         observer = Observer()
-        for root in self.roots():
-            observer.schedule(_Forward(push), str(root), recursive=True)
+
+        def arm() -> None:  # stats folders and adds inotify watches: off the loop
+            for root in self.roots():
+                observer.schedule(_Forward(push), str(root), recursive=True)
+            observer.start()
+
         alarm = _OverflowAlarm(lambda: push(_RESCAN))
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(alarm)
-        await anyio.to_thread.run_sync(observer.start)
+        await anyio.to_thread.run_sync(arm)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._consume, receive)

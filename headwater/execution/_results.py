@@ -1,0 +1,35 @@
+"""What a tick reports: to its caller, and to a progress callback as it goes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["StepCallback", "TickResult"]
+
+StepCallback = Callable[[tuple[str, str | None], str], None]
+"""Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``."""
+
+
+@dataclass(slots=True)
+class TickResult:
+    """What one evaluation-and-run cycle did."""
+
+    materialized: list[tuple[str, str | None]] = field(default_factory=list)
+    """``(asset, partition)`` in completion order."""
+    skipped: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    """Partitions a policy held back (waiting, manual, ...) with the reason."""
+    failed: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    """Partitions whose run failed, with the error message."""
+
+    @property
+    def assets(self) -> set[str]:
+        return {asset for asset, _ in self.materialized}
+
+    def merge(self, other: TickResult) -> None:
+        for node in other.materialized:
+            self.skipped.pop(node, None)
+            self.failed.pop(node, None)
+        self.materialized.extend(other.materialized)
+        self.skipped.update(other.skipped)
+        self.failed.update(other.failed)

@@ -1,0 +1,55 @@
+"""Which asset partitions a request names. Pure; errors name the asset or partition at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from headwater._errors import PartitionKeyError, SelectionError
+from headwater.definitions import AssetDef
+from headwater.planning._state import NodeKey
+from headwater.planning._status import Evaluator
+
+__all__ = ["partition_range", "resolve_selection"]
+
+
+def _asset(ev: Evaluator, key: str) -> AssetDef:
+    node = ev.defs.nodes.get(key)
+    if node is None:
+        raise SelectionError(f"unknown asset {key!r}")
+    if not isinstance(node, AssetDef):
+        raise SelectionError(f"{key!r} is a source: sources are observed, not materialized")
+    return node
+
+
+def resolve_selection(
+    ev: Evaluator, selection: Iterable[str], partitions: Sequence[str] | None = None
+) -> list[NodeKey]:
+    """Every named asset at the named partitions (all existing ones when none are named)."""
+    nodes: list[NodeKey] = []
+    for key in selection:
+        node = _asset(ev, key)
+        if node.partitions is None:
+            if partitions:
+                raise PartitionKeyError(f"asset {key!r} is not partitioned; drop --partition")
+            nodes.append((key, None))
+        elif not partitions:
+            nodes.extend((key, p) for p in node.partitions.keys(ev.pctx))
+        else:
+            for p in partitions:
+                node.partitions.require_key(p, ev.pctx, asset=key)
+                nodes.append((key, p))
+    return nodes
+
+
+def partition_range(ev: Evaluator, asset: str, first: str, last: str) -> list[str]:
+    """The existing partitions of ``asset`` from ``first`` to ``last``, both included."""
+    node = _asset(ev, asset)
+    if node.partitions is None:
+        raise PartitionKeyError(f"asset {asset!r} is not partitioned; a backfill needs partitions")
+    for key in (first, last):
+        node.partitions.require_key(key, ev.pctx, asset=asset)
+    keys = list(node.partitions.keys(ev.pctx))
+    start, end = keys.index(first), keys.index(last)
+    if start > end:
+        raise PartitionKeyError(f"asset {asset!r}: --from {first!r} comes after --to {last!r}")
+    return keys[start : end + 1]
