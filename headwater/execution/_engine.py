@@ -276,6 +276,20 @@ class Engine:
         self._mark_children(node)
         return True
 
+    async def reconcile(self, key: str, found: Mapping[str | None, str]) -> int:
+        """Observe a *complete* listing of a source (``{partition: version}``): every version in
+        it, and a deletion for each partition the log has that the listing lacks. Return how
+        many versions changed. Only a complete listing may do this, or deletions are false."""
+        changed = 0
+        for partition, version in found.items():
+            changed += await self.observe(key, version, partition=partition)
+        source = self._source(key)
+        known = [None] if source.partitions is None else self.state.present_partitions(key)
+        for partition in known:
+            if partition not in found and self.state.version((key, partition)) is not None:
+                changed += await self.observe(key, partition=partition, deleted=True)
+        return changed
+
     def _mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))
 

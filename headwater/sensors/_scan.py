@@ -53,12 +53,5 @@ async def sync_file_sources(engine: Engine) -> int:
         if not isinstance(node, FileSource):
             continue
         found = await anyio.to_thread.run_sync(scan_file_source, node, base_dir)
-        for partition, version in found.items():
-            changed += await engine.observe(key, version, partition=partition)
-        known: list[str | None] = (
-            [None] if node.partitions is None else list(engine.state.present_partitions(key))
-        )
-        for partition in known:
-            if partition not in found and engine.state.version((key, partition)) is not None:
-                changed += await engine.observe(key, partition=partition, deleted=True)
+        changed += await engine.reconcile(key, found)
     return changed

@@ -58,15 +58,7 @@ class ObjectSensor:
     async def poll(self, source: ObjectSource) -> bool:
         """One listing and diff; raises when the store cannot be listed."""
         listing = await anyio.to_thread.run_sync(_s3.list_objects, source)
-        found = versions_from_listing(source, listing)
-        engine = self.engine
-        changed = 0
-        for partition, version in found.items():
-            changed += await engine.observe(source.key, version, partition=partition)
-        known = [None] if source.partitions is None else engine.state.present_partitions(source.key)
-        for partition in known:
-            if partition not in found and engine.state.version((source.key, partition)) is not None:
-                changed += await engine.observe(source.key, partition=partition, deleted=True)
+        changed = await self.engine.reconcile(source.key, versions_from_listing(source, listing))
         if changed:
             self.on_change()
         return bool(changed)
