@@ -31,8 +31,6 @@ class ConfigError(HeadwaterError):
 class Settings:
     definitions: str
     state_dir: Path
-    origin: str
-    """Where ``definitions`` came from, for error messages."""
 
 
 def _pyproject(start: Path) -> tuple[Path, Mapping[str, Any]] | None:
@@ -63,30 +61,19 @@ def resolve_settings(
     env = os.environ if environ is None else environ
     here = cwd or Path.cwd()
     found = _pyproject(here)
-    table: Mapping[str, Any] = found[1] if found else {}
-    table_dir = found[0].parent if found else here
-    origin = "--definitions"
-    target = definitions
-    if target is None and env.get(ENV_DEFINITIONS):
-        target, origin = env[ENV_DEFINITIONS], ENV_DEFINITIONS
-    if target is None and "definitions" in table:
+    target = definitions or env.get(ENV_DEFINITIONS) or None
+    if target is None and found is not None and "definitions" in found[1]:
+        path, table = found
         value = table["definitions"]
         if not isinstance(value, str):
-            raise ConfigError(
-                f"{found[0] if found else 'pyproject.toml'}: [tool.headwater] definitions must be a string"
-            )
-        origin = f"{found[0] if found else 'pyproject.toml'} [tool.headwater] definitions"
-        target = value if ":" in value and not value.endswith(".py") else str(table_dir / value)
+            raise ConfigError(f"{path}: [tool.headwater] definitions must be a string")
+        target = value if ":" in value and not value.endswith(".py") else str(path.parent / value)
     if target is None:
         raise ConfigError(
             "no definitions given: pass --definitions FILE.py (or module:attribute), set "
             f'{ENV_DEFINITIONS}, or add `definitions = "..."` under [tool.headwater] in pyproject.toml'
         )
-    return Settings(
-        definitions=target,
-        state_dir=resolve_state_dir(state_dir, environ=env, cwd=here),
-        origin=origin,
-    )
+    return Settings(definitions=target, state_dir=_state_dir(state_dir, env, found))
 
 
 def resolve_state_dir(
@@ -95,9 +82,17 @@ def resolve_state_dir(
     """Option, ``HEADWATER_STATE_DIR``, ``[tool.headwater] state_dir``, ``$STATE_DIRECTORY``,
     then ``.headwater/``."""
     env = os.environ if environ is None else environ
-    here = cwd or Path.cwd()
+    if state_dir or env.get(ENV_STATE_DIR):
+        return _state_dir(state_dir, env, None)
+    return _state_dir(state_dir, env, _pyproject(cwd or Path.cwd()))
+
+
+def _state_dir(
+    state_dir: str | None,
+    env: Mapping[str, str],
+    found: tuple[Path, Mapping[str, Any]] | None,
+) -> Path:
     directory: str | Path | None = state_dir or env.get(ENV_STATE_DIR)
-    found = _pyproject(here) if directory is None else None
     if directory is None and found is not None and "state_dir" in found[1]:
         directory = found[0].parent / str(found[1]["state_dir"])
     if directory is None:

@@ -36,10 +36,6 @@ class Notifier:
         self.watchdog_interval = int(usec) / 2_000_000 if watched else None
         """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None."""
 
-    @property
-    def enabled(self) -> bool:
-        return self._socket is not None
-
     def send(self, **fields: str) -> None:
         if self._socket is None:
             return

@@ -272,11 +272,3 @@ class State:
         if kind == EventKind.FRESHNESS_RECOVERED:
             return replace(old, late=False)
         return None
-
-    def apply(self, event: Event) -> None:
-        """Reduce and keep: how the state is rebuilt from the log, one event at a time."""
-        if event.kind == EventKind.PARTITIONS_ADDED:
-            self.add_dynamic(str(event.payload["name"]), event.payload["keys"])
-        record = self.reduce(event)
-        if record is not None and event.asset is not None:
-            self.put((event.asset, event.partition), record)
