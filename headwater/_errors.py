@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DefinitionError", "HeadwaterError", "PartitionKeyError", "SelectionError"]
+__all__ = [
+    "DefinitionError",
+    "HeadwaterError",
+    "PartitionKeyError",
+    "SelectionError",
+    "StateDirError",
+]
 
 
 class HeadwaterError(Exception):
@@ -22,3 +28,8 @@ class PartitionKeyError(HeadwaterError, KeyError):
 
 class SelectionError(HeadwaterError):
     """A selection (asset key) that names nothing in the definitions."""
+
+
+class StateDirError(HeadwaterError):
+    """The state directory cannot be used: another live process owns it, or its event log is
+    unreadable. The message names the owner's PID or the file, and how to recover."""

@@ -17,6 +17,7 @@ class EventKind(StrEnum):
     MATERIALIZATION = "materialization"
     RUN_FAILED = "run_failed"
     RUN_ABANDONED = "run_abandoned"
+    VALUE_LOST = "value_lost"
     DECISION = "decision"
     PARTITIONS_ADDED = "partitions_added"
     CHECK = "check"

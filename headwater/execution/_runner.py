@@ -60,6 +60,8 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     checks: tuple[CheckOutcome, ...] = ()
+    lost: tuple[tuple[str, str | None], ...] = ()
+    """Asset inputs whose stored value was gone when the run loaded them."""
 
 
 def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
@@ -85,6 +87,14 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
 
 class _InputError(Exception):
     """Loading an input failed; the message names the input."""
+
+
+class _LostInput(Exception):
+    """An asset input's stored value is gone (deleted, or lost with its disk)."""
+
+    def __init__(self, node: tuple[str, str | None]) -> None:
+        super().__init__(f"{node_label(*node)}'s stored value is gone")
+        self.node = node
 
 
 class Runner:
@@ -113,19 +123,29 @@ class Runner:
                 return None  # a plain source observed with a version only has no value
         return self.io_for(key).load(key, partition)
 
+    def _load_input(self, key: str, partition: str | None) -> Any:
+        try:
+            return self.load(key, partition)
+        except NoValueError:
+            if isinstance(self.defs.nodes[key], AssetDef):
+                raise _LostInput((key, partition)) from None
+            raise
+
     def _input_value(self, job: Job, upstream: str) -> Any:
         mapping = self.defs.graph.mapping(upstream, job.asset.key)
         present = [p for a, p, _ in job.inputs if a == upstream]
         if mapping is EdgeMapping.ALL:
-            return {p: self.load(upstream, p) for p in present}
+            return {p: self._load_input(upstream, p) for p in present}
         partition = job.partition if mapping is EdgeMapping.IDENTITY else None
-        return self.load(upstream, partition)
+        return self._load_input(upstream, partition)
 
     def _kwargs(self, job: Job, context: Context) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for param, upstream in job.asset.inputs.items():
             try:
                 kwargs[param] = self._input_value(job, upstream)
+            except _LostInput:
+                raise
             except Exception as exc:
                 label = node_label(upstream, job.partition)
                 raise _InputError(
@@ -154,6 +174,13 @@ class Runner:
                 version = version or data_version(value)
                 io = self.io_for(job.asset.key)
                 io.save(job.asset.key, job.partition, value)
+            except _LostInput as lost:
+                return Outcome(
+                    ok=False,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=str(lost),
+                    lost=(lost.node,),
+                )
             except Exception as exc:
                 message = (
                     str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"

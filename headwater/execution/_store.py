@@ -10,7 +10,7 @@ import contextlib
 import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -120,6 +120,26 @@ class FilesystemStore:
                 return pickle.load(f)
         label = asset if partition is None else f"{asset}[{partition}]"
         raise NoValueError(f"no stored value for {label} under {self.root}")
+
+    def absent(self, nodes: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+        """The asset partitions among ``nodes`` that have no stored value (one listing per
+        folder, not one stat per value)."""
+        listings: dict[Path, set[str]] = {}
+        gone: list[tuple[str, str | None]] = []
+        for asset, partition in nodes:
+            base = self._base(asset, partition)
+            names = listings.get(base.parent)
+            if names is None:
+                try:
+                    names = {
+                        e.name for e in os.scandir(base.parent) if e.is_file(follow_symlinks=False)
+                    }
+                except (FileNotFoundError, NotADirectoryError):
+                    names = set()
+                listings[base.parent] = names
+            if not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
+                gone.append((asset, partition))
+        return gone
 
     def remove_temp_files(self) -> int:
         """Delete temp files a crash left behind; return how many."""

@@ -85,6 +85,8 @@ class NodeRecord:
     """The first upstream change this partition does not reflect yet (for ``max_lag``)."""
     late: bool = False
     """Whether a ``freshness_violated`` was recorded and not yet recovered."""
+    lost_at: datetime | None = None
+    """When its stored value was found gone (it is missing again until re-materialized)."""
 
     def failed_blocking_check(self) -> CheckRecord | None:
         for c in self.checks:
@@ -119,6 +121,7 @@ class NodeRecord:
                 ],
                 "pending_since": _ts(self.pending_since),
                 "late": self.late,
+                "lost_at": _ts(self.lost_at),
             },
             separators=(",", ":"),
         )
@@ -153,6 +156,7 @@ class NodeRecord:
             ),
             pending_since=_dt(raw.get("pending_since")),
             late=bool(raw.get("late", False)),
+            lost_at=_dt(raw.get("lost_at")),
         )
 
 
@@ -232,6 +236,17 @@ class State:
                 running=None,
                 checks=(),
                 pending_since=None,
+                lost_at=None,
+            )
+        if kind == EventKind.VALUE_LOST:
+            return replace(
+                old,
+                version=None,
+                changed_at=event.timestamp,
+                materialized_at=None,
+                inputs=(),
+                checks=(),
+                lost_at=event.timestamp,
             )
         if kind == EventKind.RUN_FAILED:
             inputs = inputs_from_json(payload.get("inputs", ()))

@@ -160,9 +160,12 @@ class Evaluator:
                 nothing_arrived,
             )
         if record is None or record.materialized_at is None:
-            return Status(
-                MISSING, ("never materialized",), inputs, tuple(blockers), nothing_arrived
+            reason = (
+                "never materialized"
+                if record is None or record.lost_at is None
+                else f"its stored value was found gone at {record.lost_at.isoformat()}"
             )
+            return Status(MISSING, (reason,), inputs, tuple(blockers), nothing_arrived)
         reasons: list[str] = []
         if record.code_version != code:
             reasons.append(

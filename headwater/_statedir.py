@@ -1,0 +1,212 @@
+"""One owner per state directory: an exclusive lock that the kernel releases when its holder dies.
+
+The owner (the daemon; or a CLI command or Harness that writes while no daemon runs) holds
+``flock(LOCK_EX)`` on ``owner.lock`` and writes into that same file who it is and where its
+control socket listens; every other process is a client. The kernel drops the lock when the
+process dies (kill -9 included), so a crash never leaves a stale lock. The file's text can
+outlive its writer, so a reader trusts it only after failing to take the lock itself, or after
+the socket it names has answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from headwater._errors import StateDirError
+
+__all__ = [
+    "LOCK_NAME",
+    "SOCKET_NAME",
+    "OwnerInfo",
+    "Ownership",
+    "StateDirBusy",
+    "control_socket_path",
+    "read_owner",
+    "short_socket_path",
+]
+
+LOCK_NAME = "owner.lock"
+SOCKET_NAME = "headwater.sock"
+_SUN_PATH_MAX = 107
+"""Bytes of a unix socket path the kernel accepts (``sun_path`` is 108 with the NUL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerInfo:
+    pid: int
+    role: str
+    """``daemon``, ``cli`` or ``harness``."""
+    command: str
+    """How the owner was started (its command line)."""
+    started_at: str
+    socket: str | None = None
+    """The daemon's control socket, once it listens."""
+    definitions: str | None = None
+
+    def describe(self) -> str:
+        return f"PID {self.pid} ({self.command}, since {self.started_at})"
+
+    @classmethod
+    def from_text(cls, text: str) -> OwnerInfo | None:
+        try:
+            raw = json.loads(text)
+            return cls(
+                pid=int(raw["pid"]),
+                role=str(raw["role"]),
+                command=str(raw.get("command", "")),
+                started_at=str(raw.get("started_at", "")),
+                socket=raw.get("socket"),
+                definitions=raw.get("definitions"),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class StateDirBusy(StateDirError):
+    """Another live process owns the state directory."""
+
+    def __init__(self, state_dir: Path, owner: OwnerInfo | None) -> None:
+        self.owner = owner
+        who = owner.describe() if owner else "another process"
+        super().__init__(
+            f"the state directory {state_dir} is owned by {who}; only one process may write "
+            "to it at a time. Stop that process first, or use another --state-dir"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def _read_info(path: Path) -> OwnerInfo | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return OwnerInfo.from_text(f.read())
+    except OSError:
+        return None
+
+
+def read_owner(state_dir: Path) -> OwnerInfo | None:
+    """The recorded owner of ``state_dir`` if its process is alive (it may be finishing)."""
+    info = _read_info(state_dir / LOCK_NAME)
+    return info if info is not None and _pid_alive(info.pid) else None
+
+
+def control_socket_path(state_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """``$RUNTIME_DIRECTORY/headwater.sock`` under systemd, else in the state directory."""
+    env = os.environ if environ is None else environ
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return (Path(runtime) if runtime else state_dir).absolute() / SOCKET_NAME
+
+
+@contextlib.contextmanager
+def short_socket_path(path: Path) -> Iterator[str]:
+    """A name for ``path`` that fits in ``sun_path``: itself, or a ``/proc/self/fd`` alias
+    through an open descriptor of its folder (deep test or home folders exceed 107 bytes)."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+class Ownership:
+    """The exclusive lock on a state directory, and the owner's published record."""
+
+    def __init__(self, state_dir: Path, fd: int, info: OwnerInfo) -> None:
+        self.state_dir = state_dir
+        self._fd: int | None = fd
+        self.info = info
+
+    @classmethod
+    def acquire(cls, state_dir: Path, role: str, *, definitions: str | None = None) -> Ownership:
+        """Take the lock now or raise :class:`StateDirBusy` naming the current owner."""
+        state_dir = state_dir.absolute()
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # O_CLOEXEC: a child process (a worker) never inherits the lock.
+            fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot use the state directory {state_dir}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateDirError(f"cannot lock {state_dir / LOCK_NAME}: {exc}") from exc
+            raise StateDirBusy(state_dir, _current_owner(state_dir)) from None
+        info = OwnerInfo(
+            pid=os.getpid(),
+            role=role,
+            command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else role,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            definitions=definitions,
+        )
+        ownership = cls(state_dir, fd, info)
+        ownership._write()
+        return ownership
+
+    def publish(self, **changes: Any) -> None:
+        """Update the owner's record (e.g. the socket, once it listens)."""
+        self.info = replace(self.info, **changes)
+        self._write()
+
+    def _write(self) -> None:
+        assert self._fd is not None
+        data = json.dumps(asdict(self.info)).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        """Forget the record and drop the lock (the kernel would drop it at exit anyway)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> Ownership:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _current_owner(state_dir: Path) -> OwnerInfo | None:
+    """The owner's record; it writes it right after locking, so allow it a moment."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        info = read_owner(state_dir)
+        if info is not None or time.monotonic() > deadline:
+            return info
+        time.sleep(0.01)

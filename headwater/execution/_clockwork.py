@@ -1,0 +1,140 @@
+"""The engine's duties to the clock: new time windows, cron ticks, retry delays, SLA deadlines.
+
+Each is a timer in one heap; the daemon sleeps until the earliest. Cron bookkeeping (first
+evaluation, last tick handled) lives in the ``schedules`` table, not in events, so that quiet
+ticks do not grow the log. Lateness changes are events, recorded once each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+
+from headwater._events import Event, EventKind
+from headwater.execution._timers import Timers
+from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
+from headwater.policies import ClockPolicy
+
+if TYPE_CHECKING:
+    from headwater.execution._engine import Engine
+
+__all__ = ["Clockwork"]
+
+_log = structlog.get_logger("headwater.engine")
+
+
+class Clockwork:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        defs = engine.defs
+        self.timers = Timers()
+        self.cron: dict[str, ClockPolicy] = {
+            k: a.policy for k, a in defs.assets.items() if isinstance(a.policy, ClockPolicy)
+        }
+        self.sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
+        self._cron_pending: set[str] = set()
+        now = engine.clock.now()
+        for key, asset in defs.assets.items():
+            if asset.partitions is not None and (end := asset.partitions.next_window_end(now)):
+                self.timers.schedule(end, "window", key)
+
+    def next_wakeup(self) -> datetime | None:
+        """The next instant at which the clock alone makes something to do."""
+        return self.timers.next()
+
+    async def first_seen(self) -> None:
+        """Cron ticks and SLA windows count from an asset's first evaluation: remember it."""
+        engine = self.engine
+        now = engine.clock.now()
+        keys = {*self.cron, *self.sla_keys}
+        new = {k: Schedule(now, now) for k in sorted(keys) if k not in engine.state.schedules}
+        if new:
+            await engine.put({}, new)
+        self._cron_pending.update(self.cron)
+        for key, policy in self.cron.items():
+            handled = engine.state.schedules[key].handled_through
+            self.timers.schedule(policy.next_tick(max(now, handled)), "cron", key)
+
+    async def expire(self) -> None:
+        """Turn the timers that are due into dirty partitions, pending cron ticks and checks."""
+        engine = self.engine
+        now = engine.clock.now()
+        freshness: list[NodeKey] = []
+        ev = engine.evaluator()
+        for kind, subject in self.timers.due(now):
+            if kind == "window":
+                key = str(subject)
+                parts = engine.defs.nodes[key].partitions
+                assert parts is not None
+                engine.dirty.update((key, p) for p in parts.newest_keys(ev.pctx) or ())
+                if (end := parts.next_window_end(now)) is not None:
+                    self.timers.schedule(end, "window", key)
+            elif kind == "cron":
+                self._cron_pending.add(str(subject))
+            elif kind == "retry":
+                engine.dirty.add(cast(NodeKey, subject))
+            else:
+                freshness.append(cast(NodeKey, subject))
+        if freshness:
+            await self.check_freshness(freshness)
+
+    def due_cron(self, ev: Evaluator) -> dict[str, datetime]:
+        """Cron assets whose tick has come: their partitions are looked at in this tick."""
+        due: dict[str, datetime] = {}
+        for key in sorted(self._cron_pending):
+            asset = self.engine.defs.assets[key]
+            tick = ev.due_tick(asset)
+            if tick is not None:
+                due[key] = tick
+                self.engine.dirty.update((key, p) for p in ev.partitions(key))
+            else:
+                self.timers.schedule(self.cron[key].next_tick(ev.now), "cron", key)
+        self._cron_pending.clear()
+        return due
+
+    async def handled_cron(self, due: Mapping[str, datetime]) -> None:
+        if not due:
+            return
+        schedules = {}
+        for key, tick in due.items():
+            schedules[key] = replace(self.engine.state.schedules[key], handled_through=tick)
+            self.timers.schedule(self.cron[key].next_tick(tick), "cron", key)
+        await self.engine.put({}, schedules)
+
+    def sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
+        return [(key, p) for key in self.sla_keys for p in ev.partitions(key)]
+
+    async def check_freshness(self, nodes: Iterable[NodeKey]) -> None:
+        """Record lateness changes once each, and schedule the next deadline."""
+        engine = self.engine
+        ev = engine.evaluator()
+        events: list[Event] = []
+        corrections: dict[NodeKey, NodeRecord] = {}
+        for node in nodes:
+            fs = freshness_status(ev, *node)
+            if fs is None:
+                continue
+            record = engine.state.record(node) or NodeRecord()
+            payload: dict[str, Any] = {"reason": "; ".join(fs.reasons)}
+            if fs.lag is not None:
+                payload["lag_s"] = fs.lag.total_seconds()
+            if fs.late and not record.late:
+                events.append(engine.event(EventKind.FRESHNESS_VIOLATED, node, payload=payload))
+            elif not fs.late and record.late:
+                events.append(engine.event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
+            if fs.deadline is not None:
+                self.timers.schedule(fs.deadline, "freshness", node)
+            if record.pending_since is not None and ev.status(*node).state == "fresh":
+                corrections[node] = replace(record, pending_since=None)  # up to date again
+        if corrections:
+            await engine.put(corrections, {})
+        if events:
+            await engine.append(events, check_freshness=False)
+            for e in events:
+                _log.warning(
+                    str(e.kind), asset=e.asset, partition=e.partition, reason=e.payload["reason"]
+                )

@@ -1,0 +1,321 @@
+"""The plan/run cycle: evaluate what is dirty (and requested), run the plan, repeat until quiet.
+
+Ticks may overlap (the daemon starts one per burst of changes, so a long run holds back
+nothing unrelated): each takes the dirty set as it finds it, and partitions are claimed one
+tick at a time. A run takes a worker slot (``max_concurrency``) *before* ``run_started`` is
+written, so the log's runs are the ones that really executed; a partition waiting for a slot
+is *queued*, which ``why`` and ``status`` show from the daemon's live state.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from headwater._events import Event, EventKind, format_timestamp
+from headwater.definitions import AssetDef
+from headwater.execution._results import StepCallback, TickResult
+from headwater.execution._runner import Job, Outcome
+from headwater.planning import NodeKey, NodeRecord, Plan, Request, Status, decide_step, plan
+from headwater.policies import Decision
+
+if TYPE_CHECKING:
+    from headwater.execution._engine import Engine
+
+__all__ = ["InFlight", "RunCycle"]
+
+_log = structlog.get_logger("headwater.engine")
+
+STOPPING = "not started: the daemon is stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A partition that a tick decided to run: queued for a slot, or running."""
+
+    asset: str
+    partition: str | None
+    state: str
+    """``queued`` or ``running``."""
+    since: datetime
+    reason: str
+    run_id: str | None = None
+
+
+def _inputs_json(status: Status) -> list[list[str | None]]:
+    return [[a, p, v] for a, p, v in status.inputs]
+
+
+class RunCycle:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        slots = engine.defs.max_concurrency or os.cpu_count() or 1
+        self.slots = anyio.CapacityLimiter(slots)
+        self._threads = anyio.CapacityLimiter(slots)
+        self.in_flight: dict[NodeKey, InFlight] = {}
+        self.stopping = False
+        self._claims: dict[NodeKey, anyio.Event] = {}
+        """Partitions being decided or run by some tick, each claimed by exactly one."""
+        self._ticks = 0
+        self._quiet = anyio.Event()
+        self._quiet.set()
+
+    def stop_starting(self) -> None:
+        """Start no new run from now on; runs already going finish (or are left behind)."""
+        self.stopping = True
+
+    async def idle(self) -> None:
+        """Return once no tick is running."""
+        while self._ticks:
+            await self._quiet.wait()
+
+    async def tick(
+        self,
+        requests: Mapping[NodeKey, Request] | None = None,
+        *,
+        only_requested: bool = False,
+        on_step: StepCallback | None = None,
+    ) -> TickResult:
+        result = TickResult()
+        self._ticks += 1
+        self._quiet = anyio.Event()
+        try:
+            await self._cycle(dict(requests or {}), only_requested, result, on_step)
+        finally:
+            self._ticks -= 1
+            if not self._ticks:
+                self._quiet.set()
+        return result
+
+    async def _cycle(
+        self,
+        pending: dict[NodeKey, Request],
+        only_requested: bool,
+        result: TickResult,
+        on_step: StepCallback | None,
+    ) -> None:
+        engine = self.engine
+        clockwork = engine.clockwork
+        due_cron: dict[str, datetime] = {}
+        if not only_requested:
+            await clockwork.expire()
+            ev = engine.evaluator()
+            if engine.full_evaluation:
+                engine.full_evaluation = False
+                for key in engine.defs.assets:
+                    engine.dirty.update((key, p) for p in ev.partitions(key))
+                await clockwork.check_freshness(clockwork.sla_nodes(ev))
+            due_cron = clockwork.due_cron(ev)
+        while not self.stopping:
+            ev = engine.evaluator()
+            dirty: set[NodeKey] = set()
+            if not only_requested:
+                dirty, engine.dirty = engine.dirty, set()
+            current = plan(ev, dirty, pending)
+            for node, decision in current.decisions.items():
+                await self._note_decision(node, decision, result)
+            if not current:
+                break
+            await self._execute(current, pending, result, on_step)
+            pending = {}
+            if only_requested or not engine.dirty:
+                break
+        await clockwork.handled_cron(due_cron)
+
+    async def _note_decision(self, node: NodeKey, decision: Decision, result: TickResult) -> None:
+        engine = self.engine
+        if decision.wake_at is not None:
+            engine.clockwork.timers.schedule(decision.wake_at, "retry", node)
+        if not decision.notable:
+            return
+        if not (decision.kind == "idle" and node in result.failed):
+            result.skipped[node] = decision.reason
+        record = engine.state.record(node)
+        if record is None or record.decision != (decision.kind, decision.reason):
+            payload = {"decision": decision.kind, "reason": decision.reason}
+            await engine.append([engine.event(EventKind.DECISION, node, payload=payload)])
+
+    async def _execute(
+        self,
+        current: Plan,
+        requests: Mapping[NodeKey, Request],
+        result: TickResult,
+        on_step: StepCallback | None,
+    ) -> None:
+        done = {node: anyio.Event() for node in current.steps}
+
+        def report(node: NodeKey, outcome: str) -> None:
+            if on_step is not None:
+                on_step(node, outcome)
+
+        async def step(node: NodeKey) -> None:
+            try:
+                for parent in current.parents[node]:
+                    await done[parent].wait()
+                if self.stopping:
+                    result.skipped[node] = STOPPING
+                    report(node, "skipped")
+                    return
+                claim = await self._claim(node)
+                try:
+                    self.engine.dirty.discard(node)
+                    outcome = await self._step(node, requests.get(node), result)
+                    report(node, outcome)
+                finally:
+                    del self._claims[node]
+                    claim.set()
+            finally:
+                done[node].set()
+
+        async with anyio.create_task_group() as tg:
+            for node in current.steps:
+                tg.start_soon(step, node)
+
+    async def _step(self, node: NodeKey, request: Request | None, result: TickResult) -> str:
+        """Decide once the planned parents are done; if it runs, queue for a slot and run."""
+        engine = self.engine
+        status, decision = decide_step(engine.evaluator(), node, request)
+        if decision.kind != "run":
+            await self._note_decision(node, decision, result)
+            return "skipped"
+        self.in_flight[node] = InFlight(*node, "queued", engine.clock.now(), decision.reason)
+        try:
+            async with self.slots:
+                if self.stopping:
+                    result.skipped[node] = STOPPING
+                    return "skipped"
+                # Inputs may have changed while it queued: decide on what the run will read.
+                status, decision = decide_step(engine.evaluator(), node, request)
+                if decision.kind != "run":
+                    await self._note_decision(node, decision, result)
+                    return "skipped"
+                retrying = request is None and status.state == "failed"
+                return await self._run(node, status, decision.reason, result, retrying=retrying)
+        finally:
+            del self.in_flight[node]
+
+    async def _claim(self, node: NodeKey) -> anyio.Event:
+        """Wait until no other tick holds this partition or one of its inputs, then hold it.
+
+        An input another tick is re-materializing is "about to change": deciding before it
+        has would run this partition on data that is already outdated.
+        """
+        while True:
+            busy = self._claims.get(node)
+            if busy is None:
+                for _, inputs in self.engine.evaluator().input_nodes(*node):
+                    busy = next((self._claims[n] for n in inputs if n in self._claims), None)
+                    if busy is not None:
+                        break
+            if busy is None:
+                claim = self._claims[node] = anyio.Event()  # no await since the check
+                return claim
+            await busy.wait()
+
+    async def _run(
+        self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
+    ) -> str:
+        """Materialize one partition in its slot; return "materialized", "failed" or "skipped"."""
+        engine = self.engine
+        asset = engine.defs.nodes[node[0]]
+        assert isinstance(asset, AssetDef)
+        ev = engine.evaluator()
+        code = ev.code_version(asset)
+        run_id = uuid.uuid4().hex
+        record = engine.state.record(node) or NodeRecord()
+        attempt = record.failure.attempts + 1 if retrying and record.failure else 1
+        common: dict[str, Any] = {
+            "code_version": code,
+            "inputs": _inputs_json(status),
+            "attempt": attempt,
+        }
+        if record.pending_since is not None:
+            common["reflects_since"] = format_timestamp(record.pending_since)
+        started = {**common, "reason": reason}
+        await engine.append(
+            [engine.event(EventKind.RUN_STARTED, node, run_id=run_id, payload=started)]
+        )
+        self.in_flight[node] = InFlight(*node, "running", engine.clock.now(), reason, run_id)
+        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
+        job = Job(asset, node[1], run_id, ev.now, status.inputs)
+        # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
+        # function behind; its run stays open in the log and is re-planned on the next start.
+        outcome: Outcome = await anyio.to_thread.run_sync(
+            engine.runner.run, job, limiter=self._threads, abandon_on_cancel=True
+        )
+        if outcome.lost:
+            return await self._lost_inputs(node, run_id, outcome, result)
+        before = engine.state.version(node)
+        payload = {**common, "duration_ms": round(outcome.duration_ms, 3)}
+        events: list[Event]
+        if outcome.ok:
+            events = [
+                engine.event(
+                    EventKind.MATERIALIZATION,
+                    node,
+                    run_id=run_id,
+                    data_version=outcome.data_version,
+                    payload={**payload, "metadata": outcome.metadata},
+                )
+            ]
+            events += [
+                engine.event(
+                    EventKind.CHECK, node, run_id=run_id, data_version=outcome.data_version,
+                    payload={"check": c.name, "passed": c.passed, "blocking": c.blocking,
+                             "metadata": c.metadata, "error": c.error},
+                )
+                for c in outcome.checks
+            ]  # fmt: skip
+        else:
+            payload.update(error=outcome.error, traceback=outcome.traceback)
+            events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
+        await engine.append(events)
+        fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
+                  "duration_ms": payload["duration_ms"]}  # fmt: skip
+        if outcome.ok:
+            result.materialized.append(node)
+            result.failed.pop(node, None)
+            result.skipped.pop(node, None)
+            changed = outcome.data_version != before
+            _log.info("materialized", data_version=outcome.data_version, changed=changed, **fields)
+            for c in outcome.checks:
+                if not c.passed:
+                    _log.warning(
+                        "check_failed", check=c.name, blocking=c.blocking, error=c.error, **fields
+                    )
+            if changed:
+                engine.mark_children(node)
+            return "materialized"
+        result.failed[node] = outcome.error or "failed"
+        _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)
+        engine.dirty.add(node)  # looked at again: a retry may be due later
+        return "failed"
+
+    async def _lost_inputs(
+        self, node: NodeKey, run_id: str, outcome: Outcome, result: TickResult
+    ) -> str:
+        """An input's stored value is gone: that input is missing again (its policy
+        re-materializes it), and this run is abandoned, not failed: it spends no retry."""
+        engine = self.engine
+        reason = f"input {outcome.error}; it must be materialized again first"
+        events = [
+            engine.value_lost_event(n, "found gone when a reader loaded it") for n in outcome.lost
+        ]
+        events.append(
+            engine.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload={"reason": reason})
+        )
+        await engine.append(events)
+        for lost in outcome.lost:
+            _log.warning("value_lost", asset=lost[0], partition=lost[1], reader=node[0])
+            engine.dirty.add(lost)
+            engine.mark_children(lost)
+        engine.dirty.add(node)
+        result.skipped[node] = f"waiting: {reason}"
+        return "skipped"
