@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "DefinitionError",
     "HeadwaterError",
     "PartitionKeyError",
     "SelectionError",
     "StateDirError",
+    "did_you_mean",
 ]
 
 
@@ -33,3 +37,9 @@ class SelectionError(HeadwaterError):
 class StateDirError(HeadwaterError):
     """The state directory cannot be used: another live process owns it, or its event log is
     unreadable. The message names the owner's PID or the file, and how to recover."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a known name is close to ``name``, else nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -52,6 +52,20 @@ class Event:
             "payload": dict(self.payload),
         }
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Event:
+        """The inverse of :meth:`as_json` (events the daemon sends over its socket)."""
+        return cls(
+            id=raw.get("id"),
+            timestamp=parse_timestamp(str(raw["timestamp"])),
+            kind=str(raw["kind"]),
+            asset=raw.get("asset"),
+            partition=raw.get("partition"),
+            run_id=raw.get("run_id"),
+            data_version=raw.get("data_version"),
+            payload=dict(raw.get("payload") or {}),
+        )
+
 
 def format_timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with microseconds: fixed width, so text order is time order."""

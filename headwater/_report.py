@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from headwater._events import format_timestamp
+from headwater._events import format_timestamp, parse_timestamp
 from headwater.definitions import Definitions
 from headwater.planning import Evaluator, State, freshness_status
 
@@ -38,6 +38,20 @@ class StatusRow:
             else format_timestamp(self.last_materialized_at),
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StatusRow:
+        at = raw.get("last_materialized_at")
+        return cls(
+            asset=str(raw["asset"]),
+            kind=str(raw.get("kind", "asset")),
+            partition=raw.get("partition"),
+            state=str(raw["state"]),
+            late=bool(raw.get("late")),
+            data_version=raw.get("data_version"),
+            last_materialized_at=None if at is None else parse_timestamp(str(at)),
+            reason=str(raw.get("reason", "")),
+        )
 
 
 def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[StatusRow]:

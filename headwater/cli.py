@@ -1,36 +1,54 @@
-"""The command line. Parsing and printing only; the work happens in the library."""
+"""The command line. Parsing and printing only; the work happens in the library.
+
+Writing commands (``materialize``, ``backfill``) run in the daemon when one owns the state
+directory (sent over its control socket), else they take ownership and run here. Reading
+commands read the event log directly, and add what only a running daemon knows (what is queued
+or running, whether it is degraded); when they may not read the state directory, they ask the
+daemon for everything.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import click
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
-from rich.table import Table
 
+from headwater._cli_print import (
+    event_line,
+    print_backfill,
+    print_result,
+    print_status_table,
+    print_why,
+    result_from_json,
+)
+from headwater._client import DaemonClient, DaemonGone, connect_to_owner, find_daemon, wait_for_exit
 from headwater._clock import SystemClock, parse_instant
 from headwater._config import Settings, resolve_settings, resolve_state_dir
 from headwater._durations import parse_duration
-from headwater._errors import HeadwaterError, SelectionError
-from headwater._events import Event, format_timestamp
+from headwater._errors import HeadwaterError, StateDirError
+from headwater._events import Event
 from headwater._lineage import FORMATS, render_lineage
 from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
+from headwater._statedir import Ownership, StateDirBusy
 from headwater.daemon import DaemonSettings, run_daemon
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
-from headwater.planning import Evaluator, explain, node_label
+from headwater.planning import Evaluator, NodeKey, explain
 from headwater.sensors import sync_file_sources
 
 __all__ = ["main"]
@@ -40,6 +58,7 @@ R = TypeVar("R")
 
 EXIT_LATE_OR_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STATE_DIR = 3
 
 
 class UserError(click.ClickException):
@@ -48,11 +67,19 @@ class UserError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+class StateDirUnusable(click.ClickException):
+    """Another process owns the state directory, or its log is unreadable: exit 3."""
+
+    exit_code = EXIT_STATE_DIR
+
+
 def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except StateDirError as exc:
+            raise StateDirUnusable(str(exc)) from None
         except HeadwaterError as exc:
             raise UserError(str(exc)) from None
 
@@ -127,6 +154,7 @@ def run(
 
     Reacts to file events, object-store changes and the clock; SIGHUP reloads the definitions.
     Under systemd (Type=notify) it reports READY, STATUS, RELOADING, STOPPING and watchdog pings.
+    It owns the state directory: a second daemon there exits 3; other commands talk to it.
     """
     settings = _settings(definitions, state_dir)
     run_daemon(
@@ -152,32 +180,86 @@ def validate(definitions: str | None, state_dir: str | None) -> None:
     )
 
 
-def _select(defs: Definitions, selection: Sequence[str]) -> list[str]:
-    keys: list[str] = []
-    for item in selection:
-        if any(c in item for c in "*?["):
-            matched = [k for k in defs.assets if fnmatch.fnmatchcase(k, item)]
-            if not matched:
-                raise SelectionError(f"selection {item!r} matches no asset")
-            keys += matched
-        else:
-            keys.append(item)
-    return list(dict.fromkeys(keys))
+# -- writing: in the daemon when one runs, else here as the owner -----------------------------
 
 
-def _print_result(result: TickResult, requested: int) -> None:
-    for node in result.materialized:
-        click.echo(f"materialized {node_label(*node)}")
-    for node, error in result.failed.items():
-        click.echo(f"failed {node_label(*node)}: {error}")
-    shown = list(result.skipped.items())
-    for node, reason in shown[:10]:
-        click.echo(f"skipped {node_label(*node)}: {reason}")
-    if len(shown) > 10:
-        click.echo(f"... and {len(shown) - 10} more skipped")
-    click.echo(
-        f"{len(result.materialized)} materialized, {len(result.failed)} failed, "
-        f"{len(result.skipped)} skipped, of {requested} requested"
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """A request to materialize, the same whether the daemon or this process runs it."""
+
+    path: str
+    body: dict[str, Any]
+    nodes: Callable[[Engine], list[NodeKey]]
+    force: bool
+
+
+Accepted = Callable[[list[NodeKey]], None]
+Step = Callable[[NodeKey, str], None]
+
+
+def _submit(
+    ask: _Ask,
+    definitions: str | None,
+    state_dir: str | None,
+    on_accepted: Accepted,
+    on_step: Step,
+) -> tuple[TickResult, list[NodeKey]]:
+    directory = resolve_state_dir(state_dir)
+    try:
+        ownership = Ownership.acquire(directory, "cli")
+    except StateDirBusy as busy:
+        if busy.owner is None or busy.owner.role != "daemon":
+            raise
+        with connect_to_owner(directory, busy.owner) as client:
+            _note_ignored_definitions(client, definitions)
+            return _remote(client, ask, on_accepted, on_step)
+    with ownership:
+        settings, defs = _load(definitions, state_dir)
+        return _direct(defs, settings.state_dir, ask, on_accepted, on_step)
+
+
+def _note_ignored_definitions(client: DaemonClient, definitions: str | None) -> None:
+    serving = client.owner.definitions if client.owner else None
+    if definitions and serving and str(Path(definitions).absolute()) != serving.split(":")[0]:
+        click.echo(
+            f"note: {client.describe()} runs its own definitions ({serving}); "
+            f"--definitions {definitions} is not used",
+            err=True,
+        )
+
+
+def _direct(
+    defs: Definitions, state_dir: Path, ask: _Ask, on_accepted: Accepted, on_step: Step
+) -> tuple[TickResult, list[NodeKey]]:
+    async def go() -> tuple[TickResult, list[NodeKey]]:
+        async with Engine.open(defs, state_dir, SystemClock()) as engine:
+            nodes = ask.nodes(engine)
+            on_accepted(nodes)
+            await sync_file_sources(engine)
+            result = await engine.materialize(
+                nodes, force=ask.force, only_requested=True, on_step=on_step
+            )
+            return result, nodes
+
+    return anyio.run(go, backend="asyncio")
+
+
+def _remote(
+    client: DaemonClient, ask: _Ask, on_accepted: Accepted, on_step: Step
+) -> tuple[TickResult, list[NodeKey]]:
+    nodes: list[NodeKey] = []
+    for message in client.stream(ask.path, ask.body):
+        kind = message.get("type")
+        if kind == "accepted":
+            nodes = [(str(a), p) for a, p in message["requested"]]
+            on_accepted(nodes)
+        elif kind == "step":
+            on_step((str(message["asset"]), message["partition"]), str(message["outcome"]))
+        elif kind == "result":
+            return result_from_json(message), nodes
+    raise DaemonGone(
+        f"{client.describe()} stopped before the request finished; "
+        "what it did is in the event log: headwater logs"
     )
 
 
@@ -203,19 +285,16 @@ def materialize(
     """Materialize assets now: only what is stale, missing or failed unless --force.
 
     SELECTION is asset keys or glob patterns (quote them: 'sales/*'). Eager assets downstream
-    of what changes run in the same plan.
+    of what changes run in the same plan. With a daemon running, the daemon runs them.
     """
-    settings, defs = _load(definitions, state_dir)
-    keys = _select(defs, selection)
-
-    async def go() -> tuple[TickResult, int]:
-        async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
-            nodes = engine.resolve(keys, list(partitions) or None)
-            await sync_file_sources(engine)
-            return await engine.materialize(nodes, force=force, only_requested=True), len(nodes)
-
-    result, requested = anyio.run(go, backend="asyncio")
-    _print_result(result, requested)
+    ask = _Ask(
+        "/materialize",
+        {"selection": list(selection), "partitions": list(partitions) or None, "force": force},
+        lambda engine: engine.resolve(selection, list(partitions) or None),
+        force,
+    )
+    result, nodes = _submit(ask, definitions, state_dir, lambda nodes: None, lambda n, o: None)
+    print_result(result, len(nodes))
     if result.failed:
         sys.exit(EXIT_LATE_OR_FAILED)
 
@@ -239,63 +318,89 @@ def backfill(
     Only what is missing, stale or failed runs unless --force. A failed partition is reported
     and does not stop the others. Shows a progress bar on a terminal.
     """
-    settings, defs = _load(definitions, state_dir)
-    console = Console(stderr=True)
-
-    async def go() -> tuple[TickResult, list[tuple[str, str | None]]]:
-        async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
-            nodes: list[tuple[str, str | None]] = [
-                (asset, k) for k in engine.partition_range(asset, first, last)
-            ]
-            await sync_file_sources(engine)
-            wanted = set(nodes)
-            with Progress(
-                *Progress.get_default_columns(),
-                MofNCompleteColumn(),
-                console=console,
-                disable=not console.is_terminal,
-                transient=True,
-            ) as progress:
-                bar = progress.add_task(f"backfill {asset}", total=len(nodes))
-
-                def advance(node: tuple[str, str | None], outcome: str) -> None:
-                    if node in wanted:
-                        progress.advance(bar)
-
-                result = await engine.materialize(
-                    nodes, force=force, only_requested=True, on_step=advance
-                )
-            return result, nodes
-
-    result, nodes = anyio.run(go, backend="asyncio")
-    done = [n for n in result.materialized if n[0] == asset]
-    failed = {n: e for n, e in result.failed.items() if n[0] == asset}
-    skipped = {n: r for n, r in result.skipped.items() if n[0] == asset}
-    fresh = len(nodes) - len(done) - len(failed) - len(skipped)
-    for node, error in failed.items():
-        click.echo(f"failed {node_label(*node)}: {error}")
-    for node, reason in list(skipped.items())[:10]:
-        click.echo(f"skipped {node_label(*node)}: {reason}")
-    downstream = len(result.materialized) - len(done)
-    click.echo(
-        f"backfill {asset} {first}..{last}: {len(done)} materialized, {len(failed)} failed, "
-        f"{len(skipped)} waiting, {fresh} already fresh"
-        + (f"; {downstream} downstream partitions materialized" if downstream else "")
+    ask = _Ask(
+        "/backfill",
+        {"asset": asset, "from": first, "to": last, "force": force},
+        lambda engine: [(asset, k) for k in engine.partition_range(asset, first, last)],
+        force,
     )
+    console = Console(stderr=True)
+    with Progress(
+        *Progress.get_default_columns(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    ) as progress:
+        wanted: set[NodeKey] = set()
+        bar = progress.add_task(f"backfill {asset}", total=None)
+
+        def accepted(nodes: list[NodeKey]) -> None:
+            wanted.update(nodes)
+            progress.update(bar, total=len(nodes))
+
+        def step(node: NodeKey, outcome: str) -> None:
+            if node in wanted:
+                progress.advance(bar)
+
+        result, nodes = _submit(ask, definitions, state_dir, accepted, step)
+    print_backfill(asset, first, last, result, nodes)
     if result.failed:
         sys.exit(EXIT_LATE_OR_FAILED)
 
 
-def _rows(settings: Settings, defs: Definitions) -> list[StatusRow]:
-    state = EventLogReader(settings.state_dir).load_state()
-    return list(status_rows(defs, state, SystemClock().now()))
+# -- reading: the event log directly, plus what only the running daemon knows -----------------
+
+
+@contextmanager
+def _daemon_for_reading(directory: Path) -> Iterator[DaemonClient]:
+    """The daemon, for a user who may not read the state directory."""
+    client = find_daemon(directory)
+    if client is None:
+        raise StateDirError(
+            f"cannot read the state directory {directory} (permission denied), and no daemon "
+            "answers on a control socket to ask instead; run as the service's user, or set "
+            "HEADWATER_SOCKET to the daemon's socket"
+        )
+    with client:
+        yield client
+
+
+def _readable(directory: Path) -> bool:
+    """False when the state directory exists but this user may not read it."""
+    try:
+        (directory / "events.db").exists()
+    except PermissionError:
+        return False
+    return True
+
+
+def _live(directory: Path) -> dict[str, Any] | None:
+    """The running daemon's own state (``/health``), if a daemon owns ``directory``."""
+    client = find_daemon(directory)
+    if client is None:
+        return None
+    with client:
+        try:
+            health: dict[str, Any] = client.get("/health")
+        except HeadwaterError:
+            return None
+        return health
+
+
+def _runs(health: dict[str, Any] | None) -> dict[NodeKey, str]:
+    if health is None:
+        return {}
+    return {(str(r["asset"]), r["partition"]): str(r["state"]) for r in health["runs"]}
 
 
 @main.command()
 @click.option(
     "--json", "as_json", is_flag=True, help="A JSON array, one object per asset partition."
 )
-@click.option("--check", is_flag=True, help="Exit 1 when anything is late or failed.")
+@click.option(
+    "--check", is_flag=True, help="Exit 1 when anything is late or failed, or the daemon degraded."
+)
 @click.option(
     "--all", "show_all", is_flag=True, help="List missing partitions one by one in the table."
 )
@@ -304,42 +409,30 @@ def status(
     as_json: bool, check: bool, show_all: bool, definitions: str | None, state_dir: str | None
 ) -> None:
     """Every asset partition's state, last materialization and SLA."""
-    settings, defs = _load(definitions, state_dir)
-    rows = _rows(settings, defs)
-    if as_json:
-        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
+    directory = resolve_state_dir(state_dir)
+    if _readable(directory):
+        settings, defs = _load(definitions, state_dir)
+        reader = EventLogReader(settings.state_dir)
+        reader.require()
+        rows = list(status_rows(defs, reader.load_state(), SystemClock().now()))
+        health = _live(settings.state_dir)
+        runs = _runs(health)
     else:
-        _print_status_table(rows, show_all)
-    if check and any(r.late or r.state == "failed" for r in rows):
+        with _daemon_for_reading(directory) as client:
+            raw = client.get("/status")
+            health = client.get("/health")
+        rows = [StatusRow.from_json(r) for r in raw]
+        runs = _runs(health)
+    if as_json:
+        out = [{**r.as_json(), "run": runs.get((r.asset, r.partition))} for r in rows]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        print_status_table(rows, show_all, runs)
+    degraded = health is not None and bool(health.get("degraded"))
+    if degraded and not as_json:
+        click.echo(f"the daemon is degraded: {health and health.get('degraded_reason')}", err=True)
+    if check and (degraded or any(r.late or r.state == "failed" for r in rows)):
         sys.exit(EXIT_LATE_OR_FAILED)
-
-
-def _print_status_table(rows: list[StatusRow], show_all: bool) -> None:
-    table = Table(box=None, pad_edge=False)
-    for column in ("asset", "partition", "state", "late", "data version", "last change", "why"):
-        table.add_column(column, overflow="fold")
-    missing: dict[str, int] = {}
-    for row in rows:
-        if row.partition is not None and row.state == "missing" and not show_all:
-            missing[row.asset] = missing.get(row.asset, 0) + 1
-            continue
-        table.add_row(
-            row.asset,
-            row.partition or "",
-            row.state,
-            "LATE" if row.late else "",
-            (row.data_version or "")[:12],
-            ""
-            if row.last_materialized_at is None
-            else format_timestamp(row.last_materialized_at)[:19],
-            row.reason if row.state != "fresh" or row.late else "",
-        )
-    for asset, count in missing.items():
-        table.add_row(asset, f"({count} partitions)", "missing", "", "", "", "--all lists them")
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=240)  # piped output: no wrapping at 80 columns
-    console.print(table)
 
 
 @main.command()
@@ -348,35 +441,24 @@ def _print_status_table(rows: list[StatusRow], show_all: bool) -> None:
 @_common
 def why(asset: str, partition: str | None, definitions: str | None, state_dir: str | None) -> None:
     """Why ASSET is stale, missing, failed or waiting, and what was decided about it."""
+    directory = resolve_state_dir(state_dir)
+    if not _readable(directory):
+        with _daemon_for_reading(directory) as client:
+            answer = client.get("/why", {"asset": asset, "partition": partition})
+        print_why(answer["lines"], [Event.from_json(e) for e in answer["events"]])
+        return
     settings, defs = _load(definitions, state_dir)
     reader = EventLogReader(settings.state_dir)
+    reader.require()
     ev = Evaluator(defs, reader.load_state(), SystemClock().now())
     ev.check_node(asset, partition)
     lines = explain(ev, asset, partition)
-    click.echo(lines[0])
-    for line in lines[1:]:
-        click.echo(f"  - {line}")
+    health = _live(settings.state_dir)
+    for run in health["runs"] if health else ():
+        if (run["asset"], run["partition"]) == (asset, partition):
+            lines.insert(1, f"{run['state']} since {run['since']} in the daemon")
     recent = reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
-    if recent:
-        click.echo("recent events:")
-        for event in reversed(recent):
-            click.echo("  " + _event_line(event))
-
-
-def _event_line(event: Event) -> str:
-    payload = dict(event.payload)
-    payload.pop("traceback", None)
-    payload.pop("inputs", None)
-    parts = [format_timestamp(event.timestamp), f"{event.kind:<17}"]
-    if event.asset is not None:
-        parts.append(node_label(event.asset, event.partition))
-    if event.run_id:
-        parts.append(f"run={event.run_id[:12]}")
-    if event.data_version:
-        parts.append(f"version={event.data_version[:12]}")
-    if payload:
-        parts.append(json.dumps(payload, separators=(",", ":"), default=str))
-    return "  ".join(parts)
+    print_why(lines, list(reversed(recent)))
 
 
 def _since(value: str | None) -> datetime | None:
@@ -416,19 +498,45 @@ def logs(
     directory = (
         _settings(definitions, state_dir).state_dir if definitions else resolve_state_dir(state_dir)
     )
-    reader = EventLogReader(directory)
-    if not reader.path.exists() and not follow:
-        raise UserError(f"no event log at {reader.path}; check --state-dir")
-    after: int | None = None
     start = _since(since)
+    if _readable(directory):
+        reader = EventLogReader(directory)
+        if not follow:
+            reader.require()
+
+        def read(after: int | None) -> list[Event]:
+            return reader.events(kind=kind, asset=asset, since=start, after_id=after)
+
+        _print_events(read, follow, as_json)
+        return
+    with _daemon_for_reading(directory) as client:
+
+        def ask(after: int | None) -> list[Event]:
+            params = {
+                "kind": kind,
+                "asset": asset,
+                "after_id": None if after is None else str(after),
+            }
+            events = [Event.from_json(e) for e in client.get("/events", params)]
+            return [e for e in events if start is None or e.timestamp >= start]
+
+        _print_events(ask, follow, as_json)
+
+
+def _print_events(
+    read: Callable[[int | None], Sequence[Event]], follow: bool, as_json: bool
+) -> None:
+    after: int | None = None
     try:
         while True:
-            events = reader.events(kind=kind, asset=asset, since=start, after_id=after)
+            events = read(after)
             for event in events:
                 click.echo(
-                    json.dumps(event.as_json(), default=str) if as_json else _event_line(event)
+                    json.dumps(event.as_json(), default=str) if as_json else event_line(event)
                 )
                 after = event.id
+            if events:
+                continue  # a page: read on before waiting
             if not follow:
                 return
             sys.stdout.flush()
@@ -444,3 +552,80 @@ def lineage(fmt: str, definitions: str | None, state_dir: str | None) -> None:
     """The asset graph."""
     _, defs = _load(definitions, state_dir)
     click.echo(render_lineage(defs, fmt))
+
+
+# -- the daemon itself ------------------------------------------------------------------------
+
+
+def _running(state_dir: str | None) -> DaemonClient | None:
+    client = find_daemon(resolve_state_dir(state_dir))
+    if client is None:
+        click.echo(f"not running: no daemon owns {resolve_state_dir(state_dir).absolute()}")
+    return client
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="The daemon's state as a JSON object.")
+@_common
+def health(as_json: bool, definitions: str | None, state_dir: str | None) -> None:
+    """The running daemon's own state: PID, uptime, degraded or not, event log, runs.
+
+    Exits 1 when no daemon runs, or when it is degraded.
+    """
+    client = _running(state_dir)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        info = client.get("/health")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        log = info["event_log"]
+        state = "DEGRADED: " + str(info["degraded_reason"]) if info["degraded"] else info["state"]
+        click.echo(f"daemon PID {info['pid']} ({info['version']}): {state}")
+        click.echo(f"  up {info['uptime_s']:.0f} s, since {info['started_at']}")
+        click.echo(f"  definitions: {info['definitions']}")
+        click.echo(f"  state directory: {info['state_dir']}; socket: {info['socket']}")
+        click.echo(
+            f"  event log: {log['bytes']} bytes, oldest event {log['oldest_event'] or 'none'}"
+        )
+        click.echo(f"  executor: {info['executor']}, max_concurrency {info['max_concurrency']}")
+        for run in info["runs"]:
+            where = run["asset"] + (f"[{run['partition']}]" if run["partition"] else "")
+            click.echo(f"  {run['state']}: {where} since {run['since']}")
+    if info["degraded"]:
+        sys.exit(EXIT_LATE_OR_FAILED)
+
+
+@main.command()
+@_common
+def reload(definitions: str | None, state_dir: str | None) -> None:
+    """Make the running daemon load its definitions again (as SIGHUP does).
+
+    Exits 2 (keeping the old definitions) when the new ones do not load, 1 when no daemon runs.
+    """
+    client = _running(state_dir)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        client.post("/reload")
+    click.echo(f"reloaded: {client.describe()}")
+
+
+@main.command()
+@_common
+def stop(definitions: str | None, state_dir: str | None) -> None:
+    """Stop the running daemon as SIGTERM does, and wait until it has exited.
+
+    Running functions may finish within its grace period; exits 1 when no daemon runs.
+    """
+    client = _running(state_dir)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        answer = client.post("/stop")
+    pid = int(answer["pid"])
+    if not wait_for_exit(pid, float(answer.get("grace_s", 30)) + 15):
+        click.echo(f"the daemon (PID {pid}) is still stopping", err=True)
+        sys.exit(EXIT_LATE_OR_FAILED)
+    click.echo(f"stopped: daemon PID {pid}")

@@ -24,6 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from headwater._clock import VirtualClock, parse_instant
 from headwater._durations import Duration, parse_duration
 from headwater._events import Event
+from headwater._statedir import Ownership
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, IOManager, TickResult
@@ -44,7 +45,8 @@ class Harness:
     """A virtual-clock test bench for :class:`~headwater.Definitions`.
 
     ``state_dir`` defaults to a new temporary directory (removed on close). A harness opened
-    again on the same ``state_dir`` sees everything the earlier one recorded.
+    again on the same ``state_dir`` sees everything the earlier one recorded. A harness owns its
+    state directory while open (a daemon or another harness there raises ``StateDirBusy``).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Harness:
         self.state_dir = Path(state_dir)
         self._reader = EventLogReader(self.state_dir)
         try:
+            self._stack.enter_context(Ownership.acquire(self.state_dir, "harness"))
             portal = self._stack.enter_context(start_blocking_portal(backend="asyncio"))
             engine = self._stack.enter_context(
                 portal.wrap_async_context_manager(

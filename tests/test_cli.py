@@ -150,15 +150,32 @@ def test_materialize_status_why_logs(project: Path) -> None:
 
 
 def test_failed_materialization_exits_1_and_status_check_reports_it(project: Path) -> None:
-    assert hw("status", "--check", "-d", "pipeline.py", cwd=project).returncode == 0
     hw("materialize", "orders_clean", "totals", "-d", "pipeline.py", cwd=project)
+    rows = json.loads(hw("status", "--json", "-d", "pipeline.py", cwd=project).stdout)
+    assert [r["state"] for r in rows if r["asset"] == "broken"] == ["missing"]
     failed = hw("materialize", "broken", "-d", "pipeline.py", cwd=project)
     assert failed.returncode == 1
     assert "failed broken: RuntimeError: this asset always fails" in failed.stdout
     check = hw("status", "--check", "-d", "pipeline.py", cwd=project)
     assert check.returncode == 1
+    rows = json.loads(hw("status", "--json", "-d", "pipeline.py", cwd=project).stdout)
+    assert [r["state"] for r in rows if r["asset"] == "broken"] == ["failed"]
     why = hw("why", "broken", "-d", "pipeline.py", cwd=project)
     assert "broken is failed" in why.stdout and "this asset always fails" in why.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["status", "--check"], ["status"], ["why", "totals"], ["logs"]]
+)
+def test_reading_commands_without_an_event_log_exit_2_saying_where_they_looked(
+    project: Path, command: list[str]
+) -> None:
+    """A monitoring check run from the wrong folder must not report an empty "all OK"."""
+    result = hw(*command, "-d", "pipeline.py", cwd=project)
+    assert result.returncode == 2, result.stdout
+    assert f"no event log at {project / '.headwater' / 'events.db'}" in result.stderr
+    assert "--state-dir" in result.stderr
+    assert not (project / ".headwater").exists()  # reading never creates the state directory
 
 
 @pytest.mark.parametrize(
@@ -204,11 +221,12 @@ def test_module_attribute_target(project: Path) -> None:
 
 def test_status_check_exits_1_when_something_is_late(project: Path) -> None:
     """An SLA breach (max_age of 1ms, long past by the time status runs) fails --check."""
-    assert hw("status", "--check", "-d", "pipeline.py", cwd=project).returncode == 0
     assert hw("materialize", "always_late", "-d", "pipeline.py", cwd=project).returncode == 0
     check = hw("status", "--check", "--json", "-d", "pipeline.py", cwd=project)
     assert check.returncode == 1
-    (row,) = [r for r in json.loads(check.stdout) if r["asset"] == "always_late"]
+    rows = json.loads(check.stdout)
+    assert [r for r in rows if r["state"] == "failed"] == []  # lateness alone fails the check
+    (row,) = [r for r in rows if r["asset"] == "always_late"]
     assert row["late"] is True and row["state"] == "fresh"
     assert "LATE" in hw("status", "-d", "pipeline.py", cwd=project).stdout
 

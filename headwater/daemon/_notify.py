@@ -63,6 +63,10 @@ class Notifier:
     def stopping(self) -> None:
         self.send(STOPPING="1", STATUS="stopping")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask systemd for more time to start (or stop) than its timeout allows."""
+        self.send(EXTEND_TIMEOUT_USEC=str(int(seconds * 1_000_000)))
+
     def watchdog(self) -> None:
         self.send(WATCHDOG="1")
 

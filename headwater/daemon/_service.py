@@ -1,38 +1,54 @@
-"""``headwater run``: the long-running service.
+"""``headwater run``: the long-running service, and the one owner of its state directory.
 
-One root task group. Start-up: load definitions -> open the event log (abandoned runs marked,
-leftover temp files removed) -> arm the sensors (events queue from here on) -> scan every
-source once -> READY=1 -> the loop: tick, then wait for a sensor or the clock to poke it.
-SIGHUP loads the definitions again (a broken file keeps the old ones); SIGTERM/SIGINT stop the
-sensors, let the current tick finish within the grace period, record ``daemon_stopped``
-(shielded from cancellation) and return.
+One root task group. Start-up: take the state directory's lock (another daemon there: exit 3;
+a CLI command or Harness there: wait for it) -> load the definitions -> listen on the control
+socket -> open the event log (abandoned runs marked, leftover temp files removed) -> arm the
+sensors (events queue from here on) -> scan every source once -> READY=1 -> the loop: tick,
+then wait for a sensor, the clock or a request to poke it.
+
+SIGHUP (or ``headwater reload``) loads the definitions again; a broken file keeps the old ones.
+SIGTERM/SIGINT (or ``headwater stop``) stop the sensors, start nothing new, let running
+functions finish within the grace period, record ``daemon_stopped`` (shielded) and return; a
+second signal skips the rest of the grace period.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from headwater import __version__
 from headwater._clock import SystemClock
-from headwater._events import EventKind
+from headwater._errors import HeadwaterError
+from headwater._events import EventKind, format_timestamp
 from headwater._loading import LoadError, load_definitions
+from headwater._statedir import Ownership, StateDirBusy, control_socket_path
+from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._notify import Notifier
 from headwater.definitions import Definitions, FileSource, ObjectSource
+from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
 from headwater.sensors.clock import ClockSensor
 from headwater.sensors.files import FileSensor
 from headwater.sensors.objects import ObjectSensor
 
-__all__ = ["Daemon", "DaemonSettings"]
+__all__ = ["Daemon", "DaemonSettings", "run_daemon"]
 
 _log = structlog.get_logger("headwater.daemon")
+_OWNER_POLL = 0.2
+"""Seconds between attempts to take a state directory a CLI command is using."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,39 +62,218 @@ class DaemonSettings:
     settle: float = 0.5
     """Seconds a created-only file must stand still before it counts."""
 
+    def absolute(self) -> DaemonSettings:
+        """Paths resolved once at start: a function that changes the working directory
+        cannot move the state directory or the definitions under the daemon."""
+        target = self.definitions
+        path, _, attribute = (
+            target.partition(":") if not Path(target).exists() else (target, "", "")
+        )
+        if path.endswith(".py") or Path(path).exists():
+            target = str(Path(path).absolute()) + (f":{attribute}" if attribute else "")
+        return replace(self, definitions=target, state_dir=self.state_dir.absolute())
+
 
 class Daemon:
     def __init__(self, settings: DaemonSettings, notifier: Notifier | None = None) -> None:
-        self.settings = settings
+        self.settings = settings.absolute()
+        self.state_dir = self.settings.state_dir
         self.notifier = notifier or Notifier()
+        self.started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+        self._phase = "starting"
         self._wake = anyio.Event()
         self._end = anyio.Event()
         self._stopping = False
+        self._stop_now = anyio.Event()
         self._next_defs: Definitions | None = None
+        self._reloaded = anyio.Event()
+        self._engine: Engine | None = None
+        self._engine_changed = anyio.Event()
+        self._work: TaskGroup | None = None
+        self._root: TaskGroup | None = None
+        self._reload_lock = anyio.Lock()
+        self._api: ControlServer | None = None
         self._runs = 0
+
+    # -- what the control API asks of the daemon ------------------------------------------
+
+    @property
+    def grace(self) -> float:
+        return self.settings.grace
+
+    async def current_engine(self) -> Engine:
+        while True:
+            if self._stopping:
+                raise Unavailable("the daemon is stopping")
+            if self._engine is not None:
+                return self._engine
+            await self._engine_changed.wait()
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._work is None:
+            raise Unavailable("the daemon is not serving")
+        self._work.start_soon(fn)
 
     def poke(self) -> None:
         """Something changed: run a tick soon."""
         self._wake.set()
 
+    async def reload(self) -> str | None:
+        """Load the definitions again; keep the old ones if the new ones do not load."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> str | None:
+        self.notifier.reloading()
+        self._phase = "reloading"
+        _log.info("reloading", definitions=self.settings.definitions)
+        try:
+            defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
+        except LoadError as exc:
+            _log.error("reload_failed", reason=str(exc))
+            self._phase = "serving"
+            self.notifier.ready(f"reload failed, serving the previous definitions: {exc}")
+            return str(exc)
+        if self._stopping:
+            return "the daemon is stopping"
+        self._reloaded = anyio.Event()
+        self._next_defs = defs
+        self._end.set()
+        self._wake.set()
+        await self._reloaded.wait()
+        return None
+
+    def stop(self, reason: str) -> None:
+        """Start nothing new, let running functions finish within the grace period, exit.
+        Asked a second time: stop at once."""
+        if self._stopping:
+            _log.warning("stopping_now", reason=reason)
+            self._stop_now.set()
+            return
+        _log.info("stopping", reason=reason)
+        self.notifier.stopping()
+        self._phase = "stopping"
+        self._stopping = True
+        if self._engine is not None:
+            self._engine.stop_starting()
+        self._end.set()
+        self._wake.set()
+        self._engine_changed.set()  # requests waiting for an engine learn that none comes
+
+    async def health(self) -> dict[str, Any]:
+        engine = self._engine
+        log = EventLogReader(self.state_dir)
+
+        def log_facts() -> tuple[int, str | None]:
+            size = sum(
+                (self.state_dir / f"{DB_NAME}{suffix}").stat().st_size
+                for suffix in ("", "-wal")
+                if (self.state_dir / f"{DB_NAME}{suffix}").exists()
+            )
+            oldest = log.events(limit=1)
+            return size, format_timestamp(oldest[0].timestamp) if oldest else None
+
+        size, oldest = await anyio.to_thread.run_sync(log_facts)
+        runs = [] if engine is None else engine.in_flight()
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "state": self._phase,
+            "started_at": format_timestamp(self.started_at),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "degraded": False,
+            "degraded_reason": None,
+            "definitions": self.settings.definitions,
+            "state_dir": str(self.state_dir),
+            "socket": None if self._api is None else str(self._api.path),
+            "event_log": {"path": str(log.path), "bytes": size, "oldest_event": oldest},
+            "executor": "threads",
+            "max_concurrency": None if engine is None else engine.cycle.slots.total_tokens,
+            "runs": [
+                {
+                    "asset": f.asset,
+                    "partition": f.partition,
+                    "state": f.state,
+                    "since": format_timestamp(f.since),
+                    "run_id": f.run_id,
+                }
+                for f in runs
+            ],
+        }
+
+    # -- the service ----------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Serve until SIGTERM/SIGINT. Raises LoadError if the definitions do not load."""
-        defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
+        """Serve until stopped. Raises LoadError if the definitions do not load, and
+        StateDirError if another daemon owns the state directory or its log is unreadable."""
         async with anyio.create_task_group() as root:
+            self._root = root
             await root.start(self._signals)
             await root.start(self._watchdog)
-            first = True
-            while True:
-                await self._serve(defs, first=first)
-                first = False
-                if self._stopping or self._next_defs is None:
-                    break
-                defs, self._next_defs = self._next_defs, None
+            ownership = await self._own()
+            if ownership is None:  # stopped while waiting for the state directory
+                root.cancel_scope.cancel()
+                return
+            try:
+                await self._run_owned(root, ownership)
+            finally:
+                if self._api is not None:
+                    self._api.remove_socket()
+                ownership.release()
             root.cancel_scope.cancel()
         self.notifier.close()
 
+    async def _own(self) -> Ownership | None:
+        """Take the state directory; wait while a CLI command or Harness is using it."""
+        waiting = False
+        while not self._stopping:
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: Ownership.acquire(
+                        self.state_dir, "daemon", definitions=self.settings.definitions
+                    )
+                )
+            except StateDirBusy as busy:
+                if busy.owner is not None and busy.owner.role == "daemon":
+                    raise
+                if not waiting:
+                    who = busy.owner.describe() if busy.owner else "another process"
+                    _log.warning("waiting_for_state_dir", owner=who, state_dir=str(self.state_dir))
+                    self.notifier.status(f"waiting for {who} to release {self.state_dir}")
+                    waiting = True
+                self.notifier.extend_timeout(10 * _OWNER_POLL)
+            with anyio.move_on_after(_OWNER_POLL):
+                await self._end.wait()
+        return None
+
+    async def _run_owned(self, root: TaskGroup, ownership: Ownership) -> None:
+        defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
+        api = self._api = ControlServer(self, control_socket_path(self.state_dir))
+        api_done = anyio.Event()
+
+        async def serve_api(*, task_status: TaskStatus[None]) -> None:
+            try:
+                await api.serve(task_status=task_status)
+            finally:
+                api_done.set()
+
+        await root.start(serve_api)
+        await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
+        first = True
+        while not self._stopping:
+            await self._serve(defs, first=first)
+            first = False
+            if self._stopping or self._next_defs is None:
+                break
+            defs, self._next_defs = self._next_defs, None
+        api.stop()
+        with anyio.move_on_after(1.5):  # streaming clients get their last lines
+            await api_done.wait()
+
     async def _serve(self, defs: Definitions, *, first: bool) -> None:
-        self._end = anyio.Event()
+        if not self._stopping:
+            self._end = anyio.Event()
         settings = self.settings
         async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
             if first:
@@ -88,6 +283,8 @@ class Daemon:
                     "version": __version__,
                 }
                 await engine.append([engine.event(EventKind.DAEMON_STARTED, payload=payload)])
+            if self._stopping:
+                engine.stop_starting()
             clock = ClockSensor(engine, self.poke)
             files = FileSensor(
                 engine, self.poke, settle=settings.settle, rescan_interval=settings.rescan_interval
@@ -109,12 +306,18 @@ class Daemon:
                 await tg.start(run_sensors)
                 await files.scan()
                 await objects.scan()
+                self._work = tg
+                self._engine = engine
+                self._engine_changed.set()
+                self._engine_changed = anyio.Event()
+                self._phase = "stopping" if self._stopping else "serving"
                 watching = len(
                     [s for s in defs.sources.values() if isinstance(s, FileSource | ObjectSource)]
                 )
                 self.notifier.ready(
                     f"serving {len(defs.assets)} assets, watching {watching} sources"
                 )
+                self._reloaded.set()
                 _log.info(
                     "ready",
                     assets=len(defs.assets),
@@ -123,17 +326,40 @@ class Daemon:
                 )
                 tg.start_soon(self._loop, engine, clock)
                 await self._end.wait()
+                self._engine = None
+                self._work = None
+                engine.stop_starting()  # queued work is planned again after a reload
                 sensors.cancel()
-                with anyio.move_on_after(settings.grace) as grace:
-                    await engine.idle()
-                if grace.cancelled_caught:
-                    _log.warning("grace_period_over", grace_s=settings.grace)
+                await self._drain(engine)
                 tg.cancel_scope.cancel()
             if self._stopping:
                 with anyio.move_on_after(5, shield=True):
                     event = engine.event(EventKind.DAEMON_STOPPED, payload={"pid": os.getpid()})
                     await engine.append([event], check_freshness=False)
                 _log.info("stopped")
+
+    async def _drain(self, engine: Engine) -> None:
+        """Let running functions finish within the grace period (or until a second stop)."""
+        grace = self.settings.grace
+        async with anyio.create_task_group() as tg:
+
+            async def stop_now() -> None:
+                await self._stop_now.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_now)
+            with anyio.move_on_after(grace) as scope:
+                await engine.idle()
+            tg.cancel_scope.cancel()
+        if scope.cancelled_caught or self._stop_now.is_set():
+            running = [f for f in engine.in_flight() if f.state == "running"]
+            _log.warning(
+                "grace_period_over",
+                grace_s=grace,
+                left_running=[
+                    f"{f.asset}[{f.partition}]" if f.partition else f.asset for f in running
+                ],
+            )
 
     async def _loop(self, engine: Engine, clock: ClockSensor) -> None:
         """One tick per burst of pokes; ticks overlap, so a long run holds back nothing else."""
@@ -160,26 +386,10 @@ class Daemon:
             task_status.started()
             async for signum in received:
                 if signum == signal.SIGHUP:
-                    await self._reload()
+                    if self._engine is not None and self._root is not None:
+                        self._root.start_soon(self.reload)
                 else:
-                    _log.info("stopping", signal=signal.Signals(signum).name)
-                    self.notifier.stopping()
-                    self._stopping = True
-                    self._end.set()
-                    self._wake.set()
-
-    async def _reload(self) -> None:
-        self.notifier.reloading()
-        _log.info("reloading", definitions=self.settings.definitions)
-        try:
-            defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
-        except LoadError as exc:
-            _log.error("reload_failed", reason=str(exc))
-            self.notifier.ready(f"reload failed, serving the previous definitions: {exc}")
-            return
-        self._next_defs = defs
-        self._end.set()
-        self._wake.set()
+                    self.stop(f"signal {signal.Signals(signum).name}")
 
     async def _watchdog(self, *, task_status: TaskStatus[None]) -> None:
         """Ping systemd's watchdog from the loop itself: a loop that hangs stops pinging."""
@@ -193,5 +403,34 @@ class Daemon:
 
 
 def run_daemon(settings: DaemonSettings) -> None:
-    """Run in the foreground until SIGTERM/SIGINT (blocking)."""
-    anyio.run(Daemon(settings).run, backend="asyncio")
+    """Run in the foreground until stopped (blocking).
+
+    A function still running past the grace period runs in a thread Python would wait for at
+    exit; the daemon has recorded ``daemon_stopped`` by then, so it leaves without waiting.
+    """
+    try:
+        anyio.run(Daemon(settings).run, backend="asyncio")
+    except BaseExceptionGroup as group:
+        # A task group wraps what its tasks raise; a user's mistake (definitions that do not
+        # load, a state directory owned by another daemon) is one message, not a traceback.
+        mistake = _only_mistake(group)
+        if mistake is None:
+            raise
+        raise mistake from None
+    lingering = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if lingering:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _only_mistake(group: BaseExceptionGroup[BaseException]) -> HeadwaterError | None:
+    mistakes, rest = group.split(HeadwaterError)
+    if mistakes is None or rest is not None:
+        return None
+    first: BaseException = mistakes
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, HeadwaterError) else None

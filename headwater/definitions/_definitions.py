@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headwater._errors import DefinitionError
+from headwater._errors import DefinitionError, did_you_mean
 from headwater.definitions._assets import AssetDef
 from headwater.definitions._checks import CheckDef
 from headwater.definitions._graph import AssetGraph, EdgeMapping
@@ -22,11 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["Definitions", "Node"]
 
 Node = AssetDef | SourceDef
-
-
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _caller_dir() -> Path:
@@ -134,7 +128,7 @@ class Definitions:
                 what = "a source" if target is not None else "not defined"
                 raise DefinitionError(
                     f"check {item.name!r} targets {item.asset!r}, which is {what}"
-                    + ("" if target is not None else _suggest(item.asset, self.nodes))
+                    + ("" if target is not None else did_you_mean(item.asset, self.nodes))
                 )
             same = by_asset.setdefault(item.asset, [])
             if any(c.name == item.name for c in same):
@@ -152,17 +146,17 @@ class Definitions:
                 if param == upstream:
                     raise DefinitionError(
                         f"asset {key!r}: parameter {param!r} matches no asset or source"
-                        f"{_suggest(param, self.nodes)}; name the parameter after an upstream key "
+                        f"{did_you_mean(param, self.nodes)}; name the parameter after an upstream key "
                         f"or map it with ins={{{param!r}: 'upstream/key'}}"
                     )
                 raise DefinitionError(
                     f"asset {key!r}: input {param!r} maps to unknown dependency {upstream!r}"
-                    f"{_suggest(upstream, self.nodes)}"
+                    f"{did_you_mean(upstream, self.nodes)}"
                 )
             for dep in node.deps:
                 if dep not in self.nodes:
                     raise DefinitionError(
-                        f"asset {key!r} depends on unknown dependency {dep!r}{_suggest(dep, self.nodes)}"
+                        f"asset {key!r} depends on unknown dependency {dep!r}{did_you_mean(dep, self.nodes)}"
                     )
 
     def _validate_partitions(self) -> dict[tuple[str, str], EdgeMapping]:

@@ -8,12 +8,17 @@ from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp
 from headwater.eventlog._rows import EVENT_COLUMNS, event_from_row, state_from_rows
-from headwater.eventlog._writer import DB_NAME
+from headwater.eventlog._writer import DB_NAME, unreadable
 from headwater.planning import State
 
-__all__ = ["EventLogReader"]
+__all__ = ["EventLogReader", "NoEventLog"]
+
+
+class NoEventLog(HeadwaterError):
+    """A reading command found no event log: it must say so, never report an empty "all OK"."""
 
 
 class EventLogReader:
@@ -22,14 +27,27 @@ class EventLogReader:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DB_NAME
 
+    def require(self) -> None:
+        """Raise :class:`NoEventLog`, saying where it looked, if there is no log to read."""
+        if not self.path.exists():
+            raise NoEventLog(
+                f"no event log at {self.path.absolute()}: nothing has run with this state "
+                "directory. Name the right one with --state-dir (or HEADWATER_STATE_DIR, or "
+                "state_dir under [tool.headwater]); relative paths count from the working "
+                "directory"
+            )
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection | None]:
         if not self.path.exists():
             yield None
             return
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-        with closing(conn):
-            yield conn
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+            with closing(conn):
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from exc
 
     def load_state(self) -> State:
         with self._connect() as conn:

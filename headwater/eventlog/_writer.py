@@ -8,6 +8,7 @@ are written in the same transaction, so the table never disagrees with the log.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,14 +17,25 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
+from headwater._errors import StateDirError
 from headwater._events import Event
 from headwater.eventlog._rows import event_row, record_rows, schedule_rows, state_from_rows
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
-__all__ = ["DB_NAME", "EventLog", "open_event_log"]
+__all__ = ["DB_NAME", "EventLog", "open_event_log", "unreadable"]
 
 DB_NAME = "events.db"
+
+
+def unreadable(path: Path, exc: BaseException) -> StateDirError:
+    """The error for an event log SQLite cannot read: what is wrong and how to recover."""
+    return StateDirError(
+        f"the event log {path} is unreadable: {exc}. If the disk is healthy, recover what "
+        f"SQLite can still read with headwater stopped: `sqlite3 {path} .recover | sqlite3 "
+        f"{path}.recovered`, then move {path}.recovered into its place; or move {path} and its "
+        "-wal and -shm files aside to start afresh (every asset is then materialized again)"
+    )
 
 
 @dataclass(slots=True)
@@ -71,6 +83,12 @@ class EventLog:
 
     async def load_state(self) -> State:
         """The state as of the last commit, from the ``current_state`` table."""
+        try:
+            return await self._load_state()
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from exc
+
+    async def _load_state(self) -> State:
         async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
             records = await cur.fetchall()
         async with self._conn.execute(
@@ -170,7 +188,10 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     conn = await aiosqlite.connect(path)
     try:
         log = EventLog(conn, path)
-        await log._migrate()
+        try:
+            await log._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(path, exc) from exc
         yield log
     finally:
         with anyio.CancelScope(shield=True):

@@ -3,7 +3,11 @@
 from headwater.planning._explain import explain
 from headwater.planning._freshness import FreshnessStatus, freshness_status
 from headwater.planning._planner import Plan, Request, decide_step, plan
-from headwater.planning._selection import partition_range, resolve_selection
+from headwater.planning._selection import (
+    expand_selection,
+    partition_range,
+    resolve_selection,
+)
 from headwater.planning._state import (
     CheckRecord,
     Failure,
@@ -29,6 +33,7 @@ __all__ = [
     "State",
     "Status",
     "decide_step",
+    "expand_selection",
     "explain",
     "freshness_status",
     "node_label",

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Sequence
 
-from headwater._errors import PartitionKeyError, SelectionError
+from headwater._errors import PartitionKeyError, SelectionError, did_you_mean
 from headwater.definitions import AssetDef
 from headwater.planning._state import NodeKey
 from headwater.planning._status import Evaluator
 
-__all__ = ["partition_range", "resolve_selection"]
+__all__ = ["expand_selection", "partition_range", "resolve_selection"]
+
+_GLOB = "*?["
+
+
+def expand_selection(ev: Evaluator, selection: Iterable[str]) -> list[str]:
+    """Asset keys and glob patterns (``'sales/*'``) as asset keys, each once, in order."""
+    keys: list[str] = []
+    for item in selection:
+        if any(c in item for c in _GLOB):
+            matched = [k for k in ev.defs.assets if fnmatch.fnmatchcase(k, item)]
+            if not matched:
+                raise SelectionError(f"selection {item!r} matches no asset")
+            keys += matched
+        else:
+            keys.append(item)
+    return list(dict.fromkeys(keys))
 
 
 def _asset(ev: Evaluator, key: str) -> AssetDef:
     node = ev.defs.nodes.get(key)
     if node is None:
-        raise SelectionError(f"unknown asset {key!r}")
+        raise SelectionError(f"unknown asset {key!r}{did_you_mean(key, ev.defs.assets)}")
     if not isinstance(node, AssetDef):
         raise SelectionError(f"{key!r} is a source: sources are observed, not materialized")
     return node
@@ -24,9 +41,10 @@ def _asset(ev: Evaluator, key: str) -> AssetDef:
 def resolve_selection(
     ev: Evaluator, selection: Iterable[str], partitions: Sequence[str] | None = None
 ) -> list[NodeKey]:
-    """Every named asset at the named partitions (all existing ones when none are named)."""
+    """Every named asset (or glob of assets) at the named partitions (all existing ones when
+    none are named)."""
     nodes: list[NodeKey] = []
-    for key in selection:
+    for key in expand_selection(ev, selection):
         node = _asset(ev, key)
         if node.partitions is None:
             if partitions:

@@ -1,0 +1,133 @@
+"""What the command line prints: result summaries, the status table, event lines, ``why``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from headwater._events import Event, format_timestamp
+from headwater._report import StatusRow
+from headwater.execution import TickResult
+from headwater.planning import NodeKey, node_label
+
+__all__ = [
+    "event_line",
+    "print_backfill",
+    "print_result",
+    "print_status_table",
+    "print_why",
+    "result_from_json",
+]
+
+
+def result_from_json(message: Mapping[str, Any]) -> TickResult:
+    """The ``result`` line of a streamed request, as the TickResult a direct run returns."""
+    result = TickResult()
+    result.materialized = [(str(a), p) for a, p in message["materialized"]]
+    result.failed = {(str(a), p): str(e) for a, p, e in message["failed"]}
+    result.skipped = {(str(a), p): str(r) for a, p, r in message["skipped"]}
+    return result
+
+
+def print_result(result: TickResult, requested: int) -> None:
+    for node in result.materialized:
+        click.echo(f"materialized {node_label(*node)}")
+    for node, error in result.failed.items():
+        click.echo(f"failed {node_label(*node)}: {error}")
+    shown = list(result.skipped.items())
+    for node, reason in shown[:10]:
+        click.echo(f"skipped {node_label(*node)}: {reason}")
+    if len(shown) > 10:
+        click.echo(f"... and {len(shown) - 10} more skipped")
+    click.echo(
+        f"{len(result.materialized)} materialized, {len(result.failed)} failed, "
+        f"{len(result.skipped)} skipped, of {requested} requested"
+    )
+
+
+def print_backfill(
+    asset: str, first: str, last: str, result: TickResult, nodes: Sequence[NodeKey]
+) -> None:
+    done = [n for n in result.materialized if n[0] == asset]
+    failed = {n: e for n, e in result.failed.items() if n[0] == asset}
+    skipped = {n: r for n, r in result.skipped.items() if n[0] == asset}
+    fresh = len(nodes) - len(done) - len(failed) - len(skipped)
+    for node, error in failed.items():
+        click.echo(f"failed {node_label(*node)}: {error}")
+    for node, reason in list(skipped.items())[:10]:
+        click.echo(f"skipped {node_label(*node)}: {reason}")
+    downstream = len(result.materialized) - len(done)
+    click.echo(
+        f"backfill {asset} {first}..{last}: {len(done)} materialized, {len(failed)} failed, "
+        f"{len(skipped)} waiting, {fresh} already fresh"
+        + (f"; {downstream} downstream partitions materialized" if downstream else "")
+    )
+
+
+def print_status_table(
+    rows: list[StatusRow], show_all: bool, runs: Mapping[NodeKey, str] | None = None
+) -> None:
+    runs = runs or {}
+    table = Table(box=None, pad_edge=False)
+    for column in ("asset", "partition", "state", "late", "data version", "last change", "why"):
+        table.add_column(column, overflow="fold")
+    missing: dict[str, int] = {}
+    for row in rows:
+        node = (row.asset, row.partition)
+        if (
+            row.partition is not None
+            and row.state == "missing"
+            and not show_all
+            and node not in runs
+        ):
+            missing[row.asset] = missing.get(row.asset, 0) + 1
+            continue
+        state = row.state + (f" ({runs[node]})" if node in runs else "")
+        table.add_row(
+            row.asset,
+            row.partition or "",
+            state,
+            "LATE" if row.late else "",
+            (row.data_version or "")[:12],
+            ""
+            if row.last_materialized_at is None
+            else format_timestamp(row.last_materialized_at)[:19],
+            row.reason if row.state != "fresh" or row.late else "",
+        )
+    for asset, count in missing.items():
+        table.add_row(asset, f"({count} partitions)", "missing", "", "", "", "--all lists them")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=240)  # piped output: no wrapping at 80 columns
+    console.print(table)
+
+
+def print_why(lines: Sequence[str], recent: Sequence[Event]) -> None:
+    click.echo(lines[0])
+    for line in lines[1:]:
+        click.echo(f"  - {line}")
+    if recent:
+        click.echo("recent events:")
+        for event in recent:
+            click.echo("  " + event_line(event))
+
+
+def event_line(event: Event) -> str:
+    payload = dict(event.payload)
+    payload.pop("traceback", None)
+    payload.pop("inputs", None)
+    parts = [format_timestamp(event.timestamp), f"{event.kind:<17}"]
+    if event.asset is not None:
+        parts.append(node_label(event.asset, event.partition))
+    if event.run_id:
+        parts.append(f"run={event.run_id[:12]}")
+    if event.data_version:
+        parts.append(f"version={event.data_version[:12]}")
+    if payload:
+        parts.append(json.dumps(payload, separators=(",", ":"), default=str))
+    return "  ".join(parts)

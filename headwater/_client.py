@@ -1,0 +1,201 @@
+"""The CLI's side of the control socket: find the daemon that owns a state directory, ask it.
+
+The owner's record in the state directory names its socket (see :mod:`headwater._statedir`).
+A user who may not read the state directory (a member of the socket's group) names the socket
+with ``HEADWATER_SOCKET``; ``/run/headwater/headwater.sock`` (systemd's ``RuntimeDirectory=``)
+is tried last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from headwater._errors import HeadwaterError, StateDirError
+from headwater._statedir import LOCK_NAME, OwnerInfo, read_owner, short_socket_path
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DaemonClient",
+    "DaemonGone",
+    "RequestRefused",
+    "connect_to_owner",
+    "find_daemon",
+    "wait_for_exit",
+]
+
+ENV_SOCKET = "HEADWATER_SOCKET"
+SYSTEMD_SOCKET = Path("/run/headwater/headwater.sock")
+_START_WAIT = 60.0
+"""Seconds to wait for a starting daemon (loading its definitions) to listen."""
+
+
+class RequestRefused(HeadwaterError):
+    """The daemon refused a request as a user's mistake (unknown asset, bad partition...)."""
+
+
+class DaemonGone(StateDirError):
+    """The daemon went away (or stopped) while the CLI was talking to it."""
+
+
+class DaemonClient:
+    """HTTP/JSON over the daemon's unix socket."""
+
+    def __init__(self, socket_path: Path, owner: OwnerInfo | None = None) -> None:
+        import httpx  # only commands that talk to a daemon pay for importing it
+
+        self.socket_path = socket_path
+        self.owner = owner
+        self._alias = contextlib.ExitStack()
+        uds = self._alias.enter_context(short_socket_path(socket_path))
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=uds),
+            base_url="http://headwater",
+            timeout=httpx.Timeout(30.0, read=None),
+        )
+
+    def describe(self) -> str:
+        return (
+            f"the daemon ({self.owner.describe()})"
+            if self.owner
+            else f"the daemon at {self.socket_path}"
+        )
+
+    def close(self) -> None:
+        self._http.close()
+        self._alias.close()
+
+    def __enter__(self) -> DaemonClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            response.read()
+            try:
+                message = str(response.json()["error"])
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            if response.status_code == 503:
+                raise DaemonGone(f"{self.describe()} refused the request: {message}")
+            raise RequestRefused(message)
+        return None
+
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise DaemonGone(
+                f"lost the connection to {self.describe()} ({type(exc).__name__}: {exc}); "
+                "what it did is in the event log: headwater logs"
+            ) from None
+
+    def get(self, path: str, params: Mapping[str, str | None] | None = None) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        with self._talking():
+            response = self._http.get(path, params=query)
+            self._check(response)
+            return response.json()
+
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        with self._talking():
+            response = self._http.post(path, json=dict(body or {}))
+            self._check(response)
+            return response.json()
+
+    def stream(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The newline-delimited JSON messages of a streaming request, as they arrive."""
+        with self._talking(), self._http.stream("POST", path, json=dict(body)) as response:
+            self._check(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def ping(self) -> bool:
+        try:
+            self.get("/health")
+        except (DaemonGone, RequestRefused):
+            return False
+        return True
+
+
+def _socket_candidates(state_dir: Path) -> Iterator[tuple[Path, OwnerInfo | None]]:
+    if env := os.environ.get(ENV_SOCKET):
+        yield Path(env), None
+    try:
+        (state_dir / LOCK_NAME).exists()
+    except PermissionError:  # not the service's user: systemd's runtime directory, maybe
+        yield SYSTEMD_SOCKET, None
+        return
+    owner = read_owner(state_dir)
+    if owner is not None and owner.role == "daemon" and owner.socket:
+        yield Path(owner.socket), owner
+
+
+def find_daemon(state_dir: Path) -> DaemonClient | None:
+    """A client of the live daemon serving ``state_dir``, or None when none answers."""
+    for path, owner in _socket_candidates(state_dir):
+        if not path.exists():
+            continue
+        client = DaemonClient(path, owner)
+        if client.ping():
+            return client
+        client.close()
+    return None
+
+
+def connect_to_owner(state_dir: Path, owner: OwnerInfo) -> DaemonClient:
+    """A client of the daemon that owns ``state_dir``; waits while it is starting up."""
+    deadline = time.monotonic() + _START_WAIT
+    while True:
+        current = read_owner(state_dir)
+        if current is None or current.pid != owner.pid:
+            raise DaemonGone(f"the daemon ({owner.describe()}) stopped; try again")
+        if current.socket:
+            client = DaemonClient(Path(current.socket), current)
+            if client.ping():
+                return client
+            client.close()
+        if time.monotonic() > deadline:
+            raise DaemonGone(
+                f"the daemon ({owner.describe()}) owns the state directory but does not answer "
+                f"on its control socket after {_START_WAIT:.0f} s"
+            )
+        time.sleep(0.05)  # it is loading its definitions; its socket appears in a moment
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until process ``pid`` has exited; False if it still runs after ``timeout``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd (old kernel, or another user's process): poll
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+            time.sleep(0.05)
+        return False
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)

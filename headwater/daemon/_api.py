@@ -1,0 +1,342 @@
+"""The control API: HTTP/JSON on a unix socket, served inside the daemon's root task group.
+
+Starlette routes, each a small handler that asks the daemon (behind :class:`Controlled`) and
+answers JSON. ``materialize`` and ``backfill`` stream newline-delimited JSON: ``accepted``,
+one ``step`` per finished partition, then ``result``. The work runs in the daemon's own task
+group, so a client that goes away (Ctrl-C) does not cancel what it asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import structlog
+import uvicorn
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from headwater._errors import HeadwaterError
+from headwater._events import format_timestamp
+from headwater._lineage import FORMATS, render_lineage
+from headwater._report import status_rows
+from headwater._statedir import short_socket_path
+from headwater.eventlog import EventLogReader
+from headwater.execution import Engine, TickResult
+from headwater.planning import NodeKey
+
+__all__ = ["ControlServer", "Controlled", "result_json"]
+
+_log = structlog.get_logger("headwater.daemon")
+
+SOCKET_MODE = 0o660
+"""The service's user and group may talk to the daemon; nobody else."""
+
+
+class Unavailable(Exception):
+    """The daemon cannot take the request now (it is stopping)."""
+
+
+class Controlled(Protocol):
+    """What the API needs of the daemon."""
+
+    state_dir: Path
+
+    async def current_engine(self) -> Engine:
+        """The engine serving now; waits through a reload; raises Unavailable when stopping."""
+        ...
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn`` in the daemon's task group (it outlives the request)."""
+        ...
+
+    def poke(self) -> None: ...
+
+    async def reload(self) -> str | None:
+        """Load the definitions again; the error message if they do not load."""
+        ...
+
+    def stop(self, reason: str) -> None: ...
+
+    @property
+    def grace(self) -> float: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+
+def result_json(result: TickResult, requested: int) -> dict[str, Any]:
+    return {
+        "type": "result",
+        "requested": requested,
+        "materialized": [list(n) for n in result.materialized],
+        "failed": [[a, p, e] for (a, p), e in result.failed.items()],
+        "skipped": [[a, p, r] for (a, p), r in result.skipped.items()],
+    }
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except HeadwaterError as exc:
+        raise _Refused(_error(str(exc))) from None
+    except Unavailable as exc:
+        raise _Refused(_error(str(exc), 503)) from None
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _handler(
+    fn: Callable[[Controlled, Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            with _user_errors():
+                return await fn(request.app.state.daemon, request)
+        except _Refused as refused:
+            return refused.response
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed request body
+            return _error(f"bad request: {exc}")
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+def _stream(
+    daemon: Controlled,
+    engine: Engine,
+    nodes: list[NodeKey],
+    force: bool,
+) -> StreamingResponse:
+    """Run the request in the daemon and stream its progress as it goes."""
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+
+    def emit(out: MemoryObjectSendStream[dict[str, Any]], message: dict[str, Any]) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            out.send_nowait(message)  # the client may have gone: the work goes on
+
+    async def work() -> None:
+        with send:
+            emit(send, {"type": "accepted", "requested": [list(n) for n in nodes]})
+            result = await engine.materialize(
+                nodes,
+                force=force,
+                only_requested=True,
+                on_step=lambda node, outcome: emit(
+                    send, {"type": "step", "asset": node[0], "partition": node[1],
+                           "outcome": outcome}
+                ),
+            )  # fmt: skip
+            emit(send, result_json(result, len(nodes)))
+            daemon.poke()  # eager readers of what changed react in the daemon's own ticks
+
+    async def lines() -> AsyncIterator[bytes]:
+        with receive:
+            async for message in receive:
+                yield (json.dumps(message, default=str) + "\n").encode()
+
+    daemon.spawn(work)
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def _materialize(daemon: Controlled, request: Request) -> Response:
+    body = await _body(request)
+    selection = [str(s) for s in body["selection"]]
+    partitions = body.get("partitions") or None
+    engine = await daemon.current_engine()
+    nodes = engine.resolve(selection, [str(p) for p in partitions] if partitions else None)
+    return _stream(daemon, engine, nodes, bool(body.get("force", False)))
+
+
+async def _backfill(daemon: Controlled, request: Request) -> Response:
+    body = await _body(request)
+    asset = str(body["asset"])
+    engine = await daemon.current_engine()
+    keys = engine.partition_range(asset, str(body["from"]), str(body["to"]))
+    return _stream(daemon, engine, [(asset, k) for k in keys], bool(body.get("force", False)))
+
+
+async def _reload(daemon: Controlled, request: Request) -> Response:
+    error = await daemon.reload()
+    if error is not None:
+        return _error(error)
+    return JSONResponse({"reloaded": True})
+
+
+async def _stop(daemon: Controlled, request: Request) -> Response:
+    daemon.stop("requested over the control socket")
+    return JSONResponse({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
+
+
+async def _health(daemon: Controlled, request: Request) -> Response:
+    return JSONResponse(await daemon.health())
+
+
+async def _status(daemon: Controlled, request: Request) -> Response:
+    engine = await daemon.current_engine()
+    flights = {(f.asset, f.partition): f.state for f in engine.in_flight()}
+    rows = []
+    for row in status_rows(engine.defs, engine.state, engine.clock.now()):
+        rows.append({**row.as_json(), "run": flights.get((row.asset, row.partition))})
+    return JSONResponse(rows)
+
+
+async def _runs(daemon: Controlled, request: Request) -> Response:
+    engine = await daemon.current_engine()
+    return JSONResponse(
+        [
+            {
+                "asset": f.asset,
+                "partition": f.partition,
+                "state": f.state,
+                "since": format_timestamp(f.since),
+                "reason": f.reason,
+                "run_id": f.run_id,
+            }
+            for f in engine.in_flight()
+        ]
+    )
+
+
+async def _why(daemon: Controlled, request: Request) -> Response:
+    engine = await daemon.current_engine()
+    asset = request.query_params["asset"]
+    partition = request.query_params.get("partition")
+    lines = engine.why(asset, partition)
+    reader = EventLogReader(daemon.state_dir)
+    recent = await anyio.to_thread.run_sync(
+        lambda: reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
+    )
+    return JSONResponse({"lines": lines, "events": [e.as_json() for e in reversed(recent)]})
+
+
+async def _events(daemon: Controlled, request: Request) -> Response:
+    q = request.query_params
+    reader = EventLogReader(daemon.state_dir)
+    after = q.get("after_id")
+    limit = q.get("limit")
+
+    def read() -> list[dict[str, Any]]:
+        events = reader.events(
+            kind=q.get("kind"),
+            asset=q.get("asset"),
+            partition=q.get("partition"),
+            after_id=int(after) if after else None,
+            limit=int(limit) if limit else 1000,
+        )
+        return [e.as_json() for e in events]
+
+    return JSONResponse(await anyio.to_thread.run_sync(read))
+
+
+async def _lineage(daemon: Controlled, request: Request) -> Response:
+    fmt = request.query_params.get("format", "text")
+    if fmt not in FORMATS:
+        return _error(f"unknown lineage format {fmt!r}; use one of {', '.join(FORMATS)}")
+    engine = await daemon.current_engine()
+    return JSONResponse({"text": render_lineage(engine.defs, fmt)})
+
+
+ROUTES = [
+    Route("/health", _handler(_health)),
+    Route("/status", _handler(_status)),
+    Route("/runs", _handler(_runs)),
+    Route("/why", _handler(_why)),
+    Route("/events", _handler(_events)),
+    Route("/lineage", _handler(_lineage)),
+    Route("/materialize", _handler(_materialize), methods=["POST"]),
+    Route("/backfill", _handler(_backfill), methods=["POST"]),
+    Route("/reload", _handler(_reload), methods=["POST"]),
+    Route("/stop", _handler(_stop), methods=["POST"]),
+]
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon owns SIGTERM/SIGINT/SIGHUP; uvicorn must not take them
+
+
+def bind_socket(path: Path) -> tuple[socket.socket, int]:
+    """Listen on ``path`` with mode 0660, atomically replacing a socket a crash left behind.
+
+    The socket is bound under a temporary name, given its mode, then renamed into place, so
+    it is never reachable with the umask's looser mode.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        with short_socket_path(tmp) as tmp_name, short_socket_path(path) as final_name:
+            Path(tmp_name).unlink(missing_ok=True)
+            sock.bind(tmp_name)
+            Path(tmp_name).chmod(SOCKET_MODE)
+            Path(tmp_name).rename(final_name)
+            inode = Path(final_name).stat().st_ino
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, inode
+
+
+class ControlServer:
+    """The API on the control socket, one task of the daemon's root task group."""
+
+    def __init__(self, daemon: Controlled, path: Path) -> None:
+        self.path = path
+        app = Starlette(routes=ROUTES)
+        app.state.daemon = daemon
+        config = uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,  # never reconfigure the daemon's logging
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = _Server(config)
+        self._inode: int | None = None
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        sock, self._inode = await anyio.to_thread.run_sync(bind_socket, self.path)
+        # Connections queue in the listen backlog from here on, before uvicorn accepts them.
+        task_status.started()
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+    def remove_socket(self) -> None:
+        """Remove the socket file if it is still ours (not a successor's). Blocking."""
+        with contextlib.suppress(OSError), short_socket_path(self.path) as name:
+            if Path(name).stat().st_ino == self._inode:
+                Path(name).unlink()
