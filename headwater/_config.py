@@ -17,7 +17,7 @@ from typing import Any
 
 from headwater._errors import HeadwaterError
 
-__all__ = ["ConfigError", "Settings", "resolve_settings", "resolve_state_dir"]
+__all__ = ["ConfigError", "NoDefinitions", "Settings", "resolve_settings", "resolve_state_dir"]
 
 ENV_DEFINITIONS = "HEADWATER_DEFINITIONS"
 ENV_STATE_DIR = "HEADWATER_STATE_DIR"
@@ -25,6 +25,10 @@ ENV_STATE_DIR = "HEADWATER_STATE_DIR"
 
 class ConfigError(HeadwaterError):
     """The configuration is missing or malformed."""
+
+
+class NoDefinitions(ConfigError):
+    """No option, environment variable or pyproject.toml names the definitions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,7 @@ def resolve_settings(
             raise ConfigError(f"{path}: [tool.headwater] definitions must be a string")
         target = value if ":" in value and not value.endswith(".py") else str(path.parent / value)
     if target is None:
-        raise ConfigError(
+        raise NoDefinitions(
             "no definitions given: pass --definitions FILE.py (or module:attribute), set "
             f'{ENV_DEFINITIONS}, or add `definitions = "..."` under [tool.headwater] in pyproject.toml'
         )

@@ -162,7 +162,7 @@ class Ownership:
         info = OwnerInfo(
             pid=os.getpid(),
             role=role,
-            command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else role,
+            command=_command_line() or role,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             definitions=definitions,
         )
@@ -200,6 +200,15 @@ class Ownership:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _command_line() -> str:
+    """This process's command line as a user would type it."""
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    program = Path(sys.argv[0])
+    name = f"python -m {program.parent.name}" if program.name == "__main__.py" else program.name
+    return " ".join([name, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 def _current_owner(state_dir: Path) -> OwnerInfo | None:

@@ -35,7 +35,7 @@ from headwater._cli_print import (
 )
 from headwater._client import DaemonClient, DaemonGone, connect_to_owner, find_daemon, wait_for_exit
 from headwater._clock import SystemClock, parse_instant
-from headwater._config import Settings, resolve_settings, resolve_state_dir
+from headwater._config import NoDefinitions, Settings, resolve_settings, resolve_state_dir
 from headwater._durations import parse_duration
 from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import Event
@@ -43,7 +43,7 @@ from headwater._lineage import FORMATS, render_lineage
 from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
-from headwater._statedir import Ownership, StateDirBusy
+from headwater._statedir import Ownership, StateDirBusy, read_owner
 from headwater.daemon import DaemonSettings, run_daemon
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
@@ -102,7 +102,16 @@ def _common(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings(definitions: str | None, state_dir: str | None) -> Settings:
-    return resolve_settings(definitions, state_dir)
+    """Settings from options, environment and pyproject.toml; with no definitions named
+    anywhere, those of the daemon that owns the state directory."""
+    try:
+        return resolve_settings(definitions, state_dir)
+    except NoDefinitions:
+        directory = resolve_state_dir(state_dir)
+        owner = read_owner(directory)
+        if owner is None or owner.role != "daemon" or not owner.definitions:
+            raise
+        return Settings(definitions=owner.definitions, state_dir=directory)
 
 
 def _load(definitions: str | None, state_dir: str | None) -> tuple[Settings, Definitions]:

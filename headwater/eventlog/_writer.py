@@ -30,6 +30,7 @@ DB_NAME = "events.db"
 
 def unreadable(path: Path, exc: BaseException) -> StateDirError:
     """The error for an event log SQLite cannot read: what is wrong and how to recover."""
+    path = path.absolute()
     return StateDirError(
         f"the event log {path} is unreadable: {exc}. If the disk is healthy, recover what "
         f"SQLite can still read with headwater stopped: `sqlite3 {path} .recover | sqlite3 "
