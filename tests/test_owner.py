@@ -6,6 +6,7 @@ users run it, the control socket, the event log read back from disk.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pty
 import select
@@ -187,7 +188,7 @@ def test_max_concurrency_1_never_overlaps_runs(project: Path, daemons: list[obje
             spans.setdefault(event.run_id, []).append(event.id)
     ordered = sorted(spans.values())
     assert len(ordered) == 5 and all(len(s) == 2 for s in ordered)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         assert after[0] > before[1], f"runs overlap: {ordered}"
 
 
@@ -293,7 +294,7 @@ def test_a_daemon_waits_for_a_cli_command_that_owns_the_state_dir(
     daemon = _daemon(project, daemons).start()
     daemon.wait_event("waiting_for_state_dir")
     hold.unlink()
-    out, err = cli.communicate(timeout=30)
+    _out, err = cli.communicate(timeout=30)
     assert cli.returncode == 0, err
     daemon.wait_notify("READY=1")
     assert _events(project, "run_abandoned") == []
