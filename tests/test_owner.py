@@ -7,6 +7,7 @@ users run it, the control socket, the event log read back from disk.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import pty
 import select
@@ -391,3 +392,46 @@ def test_a_value_gone_when_a_reader_loads_it_is_materialized_first(tmp_path: Pat
         assert [e.asset for e in h.events(kind="value_lost")] == ["base"]
         assert [e.asset for e in h.events(kind="run_abandoned")] == ["reader"]
         assert h.state("base") == "fresh" and h.state("reader") == "fresh"
+
+
+def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
+    project: Path, daemons: list[object], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A member of the socket's group, not the service's user: status, why and logs come from
+    the daemon over its socket. (Root without CAP_DAC_OVERRIDE stands in for that user.)"""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop the capability that reads any file")
+    runtime = tmp_path_factory.mktemp("run")
+    daemon = _daemon(project, daemons, env={"RUNTIME_DIRECTORY": str(runtime)}).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "seen")
+    daemon.wait_event("materialized", asset="parsed", partition="seen")
+    assert (runtime / "headwater.sock").stat().st_mode & 0o777 == 0o660
+    direct = _cli(project, "status", "--json")
+    state = project / "state"
+    os.chown(state, 12345, -1)  # another user's private directory, from here on
+    state.chmod(0o700)
+
+    def as_other_user(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable,
+             "-m", "headwater", *args, "--state-dir", "state"],
+            cwd=project, env=cli_env({"HEADWATER_SOCKET": str(runtime / "headwater.sock")}),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    status = as_other_user("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == json.loads(direct.stdout)
+    why = as_other_user("why", "parsed", "--partition", "seen")
+    assert why.returncode == 0, why.stderr
+    assert why.stdout.startswith("parsed[seen] is fresh") and "materialization" in why.stdout
+    logs = as_other_user("logs", "--kind", "materialization")
+    assert logs.returncode == 0 and "parsed[seen]" in logs.stdout
+    unreachable = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable,
+         "-m", "headwater", "status", "--state-dir", "state"],
+        cwd=project, env=cli_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unreachable.returncode == 3 and "permission denied" in unreachable.stderr
+    os.chown(state, 0, -1)
