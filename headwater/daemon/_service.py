@@ -325,6 +325,7 @@ class Daemon:
                     state_dir=str(settings.state_dir),
                 )
                 tg.start_soon(self._loop, engine, clock)
+                tg.start_soon(self._find_lost_values, engine)
                 await self._end.wait()
                 self._engine = None
                 self._work = None
@@ -360,6 +361,10 @@ class Daemon:
                     f"{f.asset}[{f.partition}]" if f.partition else f.asset for f in running
                 ],
             )
+
+    async def _find_lost_values(self, engine: Engine) -> None:
+        if await engine.forget_lost_values():
+            self.poke()
 
     async def _loop(self, engine: Engine, clock: ClockSensor) -> None:
         """One tick per burst of pokes; ticks overlap, so a long run holds back nothing else."""

@@ -81,8 +81,8 @@ class Engine:
     async def open(
         cls, defs: Definitions, state_dir: Path, clock: Clock, store: IOManager | None = None
     ) -> AsyncIterator[Engine]:
-        """Open the event log in ``state_dir``, rebuild the state, mark abandoned runs and
-        values that are gone. The caller must own the state directory."""
+        """Open the event log in ``state_dir``, rebuild the state, mark abandoned runs. The
+        caller must own the state directory."""
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
@@ -90,7 +90,6 @@ class Engine:
         async with open_event_log(state_dir) as log:
             engine = cls(defs, log, await log.load_state(), value_store, clock)
             await engine._abandon_open_runs()
-            await engine._forget_lost_values()
             await engine.clockwork.first_seen()
             yield engine
 
@@ -175,22 +174,29 @@ class Engine:
             for node, run_id in open_runs:
                 _log.warning("run_abandoned", asset=node[0], partition=node[1], run_id=run_id)
 
-    async def _forget_lost_values(self) -> None:
-        """A materialized partition whose stored value is gone is missing again."""
-        stored: list[NodeKey] = []
+    async def forget_lost_values(self) -> int:
+        """Make every materialized partition whose stored value is gone missing again; return
+        how many. One listing per value folder, off the loop: the daemon runs it in the
+        background after start-up (a reader that finds a value gone does the same for it)."""
+        stored: dict[NodeKey, str | None] = {}
         for node, record in self.state.records.items():
             if record.materialized_at is None or node[0] not in self.defs.assets:
                 continue
             if isinstance(self.runner.io_for(node[0]), FilesystemStore):
-                stored.append(node)
-        if not stored or not isinstance(self.store, FilesystemStore):
-            return
+                stored[node] = record.run_id
         store = self.store
-        gone = await anyio.to_thread.run_sync(store.absent, stored)
+        if not stored or not isinstance(store, FilesystemStore):
+            return 0
+        gone = await anyio.to_thread.run_sync(store.absent, list(stored))
+        # A run may have stored a new value while the folders were listed: that one stands.
+        gone = [n for n in gone if (r := self.state.record(n)) and r.run_id == stored[n]]
         if gone:
-            await self.append([self.value_lost_event(n, "gone at start") for n in gone])
+            await self.append([self.value_lost_event(n, "found gone at start") for n in gone])
             for node in gone:
                 _log.warning("value_lost", asset=node[0], partition=node[1])
+                self.dirty.add(node)
+                self.mark_children(node)
+        return len(gone)
 
     # -- inputs from outside -------------------------------------------------------------
 
