@@ -242,9 +242,9 @@ def _direct(
 ) -> tuple[TickResult, list[NodeKey]]:
     async def go() -> tuple[TickResult, list[NodeKey]]:
         async with Engine.open(defs, state_dir, SystemClock()) as engine:
+            await sync_file_sources(engine)  # first: files may bring new dynamic partitions
             nodes = ask.nodes(engine)
             on_accepted(nodes)
-            await sync_file_sources(engine)
             result = await engine.materialize(
                 nodes, force=ask.force, only_requested=True, on_step=on_step
             )

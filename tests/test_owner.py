@@ -285,13 +285,14 @@ def test_a_daemon_waits_for_a_cli_command_that_owns_the_state_dir(
     _land(project, "w1")
     first = _cli(project, "materialize", "parsed")
     assert first.returncode == 0, first.stderr
+    assert "materialized parsed[w1]" in first.stdout  # a file's new dynamic partition counts
     hold = project / "hold-w1"
     hold.touch()
     cli = hw_start("materialize", "parsed", "--force", "--state-dir", "state", "-d", "defs.py",
                    cwd=project)  # fmt: skip
     deadline = time.monotonic() + 30
-    while not _events(project, "run_started", "parsed")[1:] and time.monotonic() < deadline:
-        assert cli.poll() is None
+    while not _events(project, "run_started", "parsed")[1:]:
+        assert cli.poll() is None and time.monotonic() < deadline
     daemon = _daemon(project, daemons).start()
     daemon.wait_event("waiting_for_state_dir")
     hold.unlink()
