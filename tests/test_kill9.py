@@ -50,17 +50,16 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
             name = rng.choice(sorted(final))
             final[name] = f"a,b\n{round_},{rng.random()}\n"
             (inbox / f"{name}.csv").write_text(final[name])
-        cli = hw_start(
-            "materialize",
-            "parsed",
-            "--state-dir",
-            "state",
-            "-d",
-            "defs.py",
-            cwd=tmp_path,
-            env=SLOW_RUNS,
-        )
-        time.sleep(rng.uniform(0.1, 1.6))  # the fault's random moment, not a synchronisation
+        mid_run = round_ % 2 == 1
+        if mid_run:  # half the rounds: kill while functions run, the daemon's and the CLI's
+            daemon.wait_notify("READY=1")
+        cli = hw_start("materialize", "parsed", "--state-dir", "state", "-d", "defs.py",
+                       cwd=tmp_path, env=SLOW_RUNS)  # fmt: skip
+        if mid_run:
+            daemon.wait_event("run_started")
+            time.sleep(rng.uniform(0, 0.15))  # a random moment within the run, not a wait
+        else:  # the other half: any moment, start-up and scanning included
+            time.sleep(rng.uniform(0.1, 1.6))
         daemon.kill9()
         _, err = cli.communicate(timeout=120)
         assert cli.returncode in (0, 3), err  # done by itself, or told the daemon went away
@@ -97,4 +96,4 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert not list((state / "values").rglob(".tmp-*"))
     started = len(reader.events(kind="daemon_started"))
     assert started >= ROUNDS // 2  # most rounds got as far as owning the state directory
-    assert reader.events(kind="run_abandoned"), "no kill landed mid-run: the test proved little"
+    assert len(reader.events(kind="run_abandoned")) >= ROUNDS // 4  # kills landed mid-run

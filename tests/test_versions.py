@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import headwater as hw
+from headwater.testing import Harness
 
 FRAME_SCRIPT = textwrap.dedent(
     """
@@ -105,3 +113,186 @@ def test_code_version_ignores_decorators() -> None:
         return f
 
     assert hw.code_version(make(hw.eager()).fn) == hw.code_version(make(hw.manual()).fn)
+
+
+def _frame(**columns: object) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+DIFFERENT_ONLY_IN_TYPE = [
+    ({1: "a"}, {"1": "a"}),
+    ((1, 2), [1, 2]),
+    (1, 1.0),
+    (1, True),
+    (0, False),
+    ("1", b"1"),
+    (frozenset({1}), {1}),
+    (pd.DataFrame({1: [1]}), pd.DataFrame({"1": [1]})),
+    (_frame(a=[1]).rename_axis(None), _frame(a=[1]).rename_axis("None")),
+    (_frame(a=pd.Series([1, 2], dtype=object)), _frame(a=pd.Series(["1", "2"], dtype=object))),
+    (
+        _frame(a=pd.Categorical(["x"], categories=["x", "y"])),
+        _frame(a=pd.Categorical(["x"], categories=["x", "z"])),
+    ),
+    (
+        _frame(a=pd.Categorical(["x"], categories=["x", "y"], ordered=True)),
+        _frame(a=pd.Categorical(["x"], categories=["x", "y"])),
+    ),
+    (_frame(a=[1, 2]), _frame(a=[1.0, 2.0])),
+    (pd.Series([1], name=1), pd.Series([1], name="1")),
+]
+
+
+@pytest.mark.parametrize(("left", "right"), DIFFERENT_ONLY_IN_TYPE)
+def test_values_that_differ_only_in_type_have_different_versions(left: Any, right: Any) -> None:
+    assert hw.data_version(left) != hw.data_version(right)
+
+
+EQUAL_CONTENT = [
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
+    ({3, 1, 2}, {1, 2, 3}),
+    (float("nan"), float("nan")),
+    (0.0, -0.0),
+    (_frame(a=[1, 2]), _frame(a=[1, 2]).set_index(pd.Index([0, 1]))),
+    (
+        pa.table({"x": [1, 2, None]}),
+        pa.concat_tables([pa.table({"x": [1]}), pa.table({"x": [2, None]})]),
+    ),
+    (_frame(a=[1.0, float("nan")]), _frame(a=[1.0, float("nan")]).copy()),
+    (np.arange(6).reshape(2, 3), np.asfortranarray(np.arange(6).reshape(2, 3))),
+]
+
+
+@pytest.mark.parametrize(("left", "right"), EQUAL_CONTENT)
+def test_equal_content_has_one_version(left: Any, right: Any) -> None:
+    assert hw.data_version(left) == hw.data_version(right)
+
+
+def _typed_equal(a: Any, b: Any) -> bool:
+    """Equal as typed content: same types all the way down, NaN equal to NaN, order of dict
+    and set members irrelevant."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_typed_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            any(_typed_equal(k, k2) and _typed_equal(v, b[k2]) for k2 in b) for k, v in a.items()
+        )
+    if isinstance(a, set | frozenset):
+        return len(a) == len(b) and all(any(_typed_equal(x, y) for y in b) for x in a)
+    return bool(a == b)
+
+
+_scalars = (
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True, width=16)
+    | st.text(alphabet="ab1", max_size=2) | st.binary(max_size=2)
+)  # fmt: skip
+_hashable = st.recursive(_scalars, lambda inner: st.tuples(inner, inner), max_leaves=3)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_hashable, inner, max_size=3)
+        | st.frozensets(_hashable, max_size=3)
+        | st.sets(_hashable, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _rebuilt(value: Any, draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
+    """The same content built differently: dict and set members in another order, and now
+    and then a container or scalar swapped for one of another type."""
+    swap = draw(st.integers(0, 9)) == 0
+    if isinstance(value, list | tuple):
+        items = [_rebuilt(v, draw) for v in value]
+        kind = (tuple if isinstance(value, list) else list) if swap else type(value)
+        return kind(items)
+    if isinstance(value, dict):
+        return {k: _rebuilt(v, draw) for k, v in reversed(list(value.items()))}
+    if isinstance(value, set | frozenset):
+        return type(value)(reversed(list(value)))
+    if swap and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_versions_are_equal_exactly_when_typed_content_is(data: st.DataObject) -> None:
+    left = data.draw(_values)
+    right = data.draw(_values)
+    if data.draw(st.booleans()):
+        right = _rebuilt(left, data.draw)
+    assert (hw.data_version(left) == hw.data_version(right)) == _typed_equal(left, right)
+
+
+SEED_SCRIPT = textwrap.dedent(
+    """
+    import pandas as pd
+    import headwater as hw
+    values = [
+        {"alpha", "beta", "gamma", "delta"},
+        frozenset({"x", "y", ("z", 1)}),
+        {"k1": {"a", "b"}, "k2": [1, 2.5, None]},
+        pd.DataFrame({"o": pd.Series(["a", 1, 2.5, None], dtype=object), "n": [1, 2, 3, 4]}),
+    ]
+    print(" ".join(hw.data_version(v) for v in values))
+    """
+)
+
+
+def test_versions_do_not_depend_on_the_hash_seed() -> None:
+    """Sets and dicts of strings have one version in fresh interpreters with any hash seed."""
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", SEED_SCRIPT], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+        ).stdout.strip()
+        for seed in ("0", "1", "4242")
+    }  # fmt: skip
+    assert len(outputs) == 1
+
+
+def test_code_version_without_source_ignores_docstrings_and_layout() -> None:
+    """A function defined by exec (or in a REPL) has no source: its instructions count, not
+    its docstring or line numbers."""
+
+    def define(text: str) -> Any:
+        namespace: dict[str, Any] = {}
+        exec(text, namespace)
+        return namespace["f"]
+
+    plain = define("def f(x):\n    return x + 1\n")
+    documented = define("def f(x):\n    'Adds one.'\n    return x + 1\n")
+    spaced = define("\n\n\ndef f(x):\n\n    return x + 1\n")
+    changed = define("def f(x):\n    return x + 2\n")
+    assert hw.code_version(plain) == hw.code_version(documented) == hw.code_version(spaced)
+    assert hw.code_version(plain) != hw.code_version(changed)
+
+
+def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
+    """Parquet cannot hold a column of ints and strings: it is pickled, the run succeeds, and
+    the version is that of what readers load."""
+    src = hw.source("src")
+
+    @hw.asset
+    def mixed(src: int) -> pd.DataFrame:
+        return pd.DataFrame({"v": pd.Series([src, "x", 2.5], dtype=object)})
+
+    @hw.asset
+    def ints(src: int) -> pd.DataFrame:
+        return pd.DataFrame({"v": pd.Series([src, 2], dtype=object)})
+
+    with Harness(hw.Definitions([src, mixed, ints])) as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert tick.failed == {} and tick.assets == {"mixed", "ints"}
+        for key in ("mixed", "ints"):
+            (event,) = h.events(kind="materialization", asset=key)
+            assert event.data_version == hw.data_version(h.value(key))
+        assert list(h.value("mixed")["v"]) == [1, "x", 2.5]

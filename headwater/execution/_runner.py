@@ -23,7 +23,7 @@ from headwater.definitions import (
 )
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
-from headwater.execution._store import IOManager, NoValueError, table_metadata
+from headwater.execution._store import FilesystemStore, IOManager, NoValueError, table_metadata
 from headwater.planning import InputVersions, node_label
 from headwater.versions import data_version
 
@@ -155,6 +155,14 @@ class Runner:
             kwargs["context"] = context
         return kwargs
 
+    def _as_stored(self, io: IOManager, job: Job, value: Any) -> Any:
+        """The value as readers will load it: a data version fingerprints the stored content.
+        Parquet keeps a table's types except in object columns (it infers a type for their
+        values), so only those are read back."""
+        if isinstance(io, FilesystemStore) and FilesystemStore.may_change(value):
+            return io.load(job.asset.key, job.partition)
+        return value
+
     def run(self, job: Job) -> Outcome:
         started = time.perf_counter()
         log = _log.bind(asset=job.asset.key, partition=job.partition, run_id=job.run_id)
@@ -171,9 +179,10 @@ class Runner:
                         result.data_version,
                         result.metadata,
                     )
-                version = version or data_version(value)
                 io = self.io_for(job.asset.key)
                 io.save(job.asset.key, job.partition, value)
+                if version is None:
+                    version = data_version(self._as_stored(io, job, value))
             except _LostInput as lost:
                 return Outcome(
                     ok=False,

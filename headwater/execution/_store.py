@@ -1,32 +1,52 @@
 """Where materialized values live. The default store writes files atomically under the state dir.
 
-DataFrames and Arrow tables are stored as Parquet; any other value is pickled (the documented
-fallback: fine for plain Python objects, not meant to be read by other programs).
+DataFrames and Arrow tables are stored as Parquet; any other value, and a DataFrame that
+Parquet cannot hold (an object column of mixed types), is pickled (the documented fallback:
+fine for plain Python objects, not meant to be read by other programs).
+
+The store's folders and files are private (0700/0600, whatever the umask), never followed
+through a symbolic link (a link below ``values/`` counts as no value), and named so that any
+valid partition key fits in a file name: keys too long for one are named by their hash.
+
+pandas and pyarrow are imported where a table is stored or loaded, not at import: a CLI
+command that never touches a table does not pay the second it takes to load them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import pickle
+import stat
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-__all__ = ["TEMP_PREFIX", "FilesystemStore", "IOManager", "NoValueError", "table_metadata"]
+__all__ = [
+    "TEMP_PREFIX",
+    "FilesystemStore",
+    "IOManager",
+    "NoValueError",
+    "UnsafePath",
+    "table_metadata",
+]
 
 TEMP_PREFIX = ".tmp-"
 _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
+_NAME_MAX = 255
+_LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
 
 
 class NoValueError(LookupError):
     """No value is stored for an asset partition."""
+
+
+class UnsafePath(OSError):
+    """A symbolic link where the store expects its own folder."""
 
 
 @runtime_checkable
@@ -40,15 +60,24 @@ class IOManager(Protocol):
 
 def table_metadata(value: Any) -> dict[str, Any]:
     """Row count and schema for tables; nothing for other values."""
-    if isinstance(value, pd.DataFrame):
-        return {"rows": len(value), "schema": {str(c): str(t) for c, t in value.dtypes.items()}}
-    if isinstance(value, pa.Table):
-        return {"rows": value.num_rows, "schema": {f.name: str(f.type) for f in value.schema}}
+    kind = type(value).__module__.split(".")[0]
+    if kind == "pandas":
+        import pandas as pd
+
+        if isinstance(value, pd.DataFrame):
+            schema = {str(c): str(t) for c, t in value.dtypes.items()}
+            return {"rows": len(value), "schema": schema}
+    if kind == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(value, pa.Table):
+            schema = {f.name: str(f.type) for f in value.schema}
+            return {"rows": value.num_rows, "schema": schema}
     return {}
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -56,11 +85,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temp file in the same folder, fsync, rename over ``target``, fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{TEMP_PREFIX}{target.name}-{uuid.uuid4().hex}"
+    """Write a private temp file in the same folder, fsync, rename over ``target``, fsync the
+    folder. The temp name is short and fixed-length, so a long target name always fits; a
+    link planted at ``target`` is replaced, never followed."""
+    tmp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with open(tmp, "wb") as f:
+        with open(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -72,52 +103,142 @@ def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(target.parent)
 
 
+def _write_parquet(table: Any) -> Callable[[IO[bytes]], None]:
+    import pyarrow.parquet as pq
+
+    return lambda f: pq.write_table(table, f)
+
+
+def _frame_table(value: Any) -> Any | None:
+    """The Arrow table of a DataFrame, or None when Parquet cannot hold it faithfully."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(value, preserve_index=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
 class FilesystemStore:
     """``root/<asset key>/<partition>.<format>``; the default :class:`IOManager`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._safe_dirs: set[Path] = set()
+
+    @staticmethod
+    def may_change(value: Any) -> bool:
+        """Whether storing ``value`` as Parquet may change its types (object columns)."""
+        if type(value).__module__.split(".")[0] != "pandas":
+            return False
+        import numpy as np
+        import pandas as pd
+
+        if not isinstance(value, pd.DataFrame):
+            return False
+        objects = np.dtype(object)
+        return any(t == objects for t in value.dtypes) or value.index.dtype == objects
+
+    def _name(self, partition: str | None) -> str:
+        if partition is None:
+            return "value"
+        name = "p=" + quote(partition, safe="-_.:")
+        if len(name.encode()) + _LONGEST_SUFFIX > _NAME_MAX:
+            name = "h=" + hashlib.blake2b(partition.encode(), digest_size=20).hexdigest()
+        return name
 
     def _base(self, asset: str, partition: str | None) -> Path:
-        name = "value" if partition is None else "p=" + quote(partition, safe="-_.:")
-        return self.root.joinpath(*asset.split("/"), name)
+        return self.root.joinpath(*asset.split("/"), self._name(partition))
 
     def _path(self, asset: str, partition: str | None, fmt: str) -> Path:
         base = self._base(asset, partition)
         return base.with_name(f"{base.name}.{fmt}")
 
+    def _folder(self, folder: Path, *, create: bool) -> None:
+        """Check (and create, 0700) every folder from the state directory down to ``folder``:
+        each must be a real folder, never a link to somewhere else."""
+        if folder in self._safe_dirs:
+            return
+        parts = folder.relative_to(self.root.parent).parts
+        current = self.root.parent
+        for part in parts:
+            current = current / part
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    current.mkdir(mode=0o700)
+                st = os.lstat(current)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePath(
+                    errno.ELOOP, f"{current} is not a folder of the value store (a link?)"
+                )
+        self._safe_dirs.add(folder)
+
     def save(self, asset: str, partition: str | None, value: Any) -> None:
-        if isinstance(value, pd.DataFrame):
-            fmt = "frame.parquet"
-            table = pa.Table.from_pandas(value, preserve_index=True)
-            write_atomically(self._path(asset, partition, fmt), lambda f: pq.write_table(table, f))
-        elif isinstance(value, pa.Table):
-            fmt = "arrow.parquet"
-            write_atomically(self._path(asset, partition, fmt), lambda f: pq.write_table(value, f))
-        else:
-            fmt = "pickle"
+        kind = type(value).__module__.split(".")[0]
+        write: Callable[[IO[bytes]], None] | None = None
+        fmt = "pickle"
+        if kind == "pandas":
+            import pandas as pd
+
+            if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
+                fmt, write = "frame.parquet", _write_parquet(table)
+        elif kind == "pyarrow":
+            import pyarrow as pa
+
+            if isinstance(value, pa.Table):
+                fmt, write = "arrow.parquet", _write_parquet(value)
+        if write is None:
             data = pickle.dumps(value, protocol=5)
 
-            def write_pickle(f: IO[bytes]) -> None:
+            def write(f: IO[bytes]) -> None:
                 f.write(data)
 
-            write_atomically(self._path(asset, partition, fmt), write_pickle)
+        target = self._path(asset, partition, fmt)
+        self._folder(target.parent, create=True)
+        write_atomically(target, write)
         for other in _FORMATS:
             if other != fmt:
                 with contextlib.suppress(FileNotFoundError):
                     self._path(asset, partition, other).unlink()
 
+    def _open(self, path: Path) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a link is no value of ours
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
     def load(self, asset: str, partition: str | None) -> Any:
+        base = self._base(asset, partition)
+        try:
+            self._folder(base.parent, create=False)
+        except (FileNotFoundError, UnsafePath):
+            return self._missing(asset, partition)
         for fmt in _FORMATS:
-            path = self._path(asset, partition, fmt)
-            if not path.exists():
+            fd = self._open(base.with_name(f"{base.name}.{fmt}"))
+            if fd is None:
                 continue
-            if fmt == "frame.parquet":
-                return pq.read_table(path).to_pandas()
-            if fmt == "arrow.parquet":
-                return pq.read_table(path)
-            with open(path, "rb") as f:
-                return pickle.load(f)
+            with open(fd, "rb") as f:
+                if fmt == "pickle":
+                    return pickle.load(f)
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(f)
+                return table.to_pandas() if fmt == "frame.parquet" else table
+        return self._missing(asset, partition)
+
+    def _missing(self, asset: str, partition: str | None) -> Any:
         label = asset if partition is None else f"{asset}[{partition}]"
         raise NoValueError(f"no stored value for {label} under {self.root}")
 
@@ -131,10 +252,11 @@ class FilesystemStore:
             names = listings.get(base.parent)
             if names is None:
                 try:
+                    self._folder(base.parent, create=False)
                     names = {
                         e.name for e in os.scandir(base.parent) if e.is_file(follow_symlinks=False)
                     }
-                except (FileNotFoundError, NotADirectoryError):
+                except (FileNotFoundError, NotADirectoryError, UnsafePath):
                     names = set()
                 listings[base.parent] = names
             if not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
@@ -142,10 +264,13 @@ class FilesystemStore:
         return gone
 
     def remove_temp_files(self) -> int:
-        """Delete temp files a crash left behind; return how many."""
+        """Delete temp files a crash left behind; return how many. Links are not followed."""
         count = 0
-        if self.root.exists():
-            for path in self.root.rglob(f"{TEMP_PREFIX}*"):
-                path.unlink(missing_ok=True)
-                count += 1
+        if not self.root.is_dir() or self.root.is_symlink():
+            return 0
+        for folder, _, files in os.walk(self.root):  # os.walk does not follow links
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    Path(folder, name).unlink(missing_ok=True)
+                    count += 1
         return count

@@ -7,6 +7,7 @@ changing its policy does not make its data stale; changing what it computes does
 from __future__ import annotations
 
 import ast
+import dis
 import hashlib
 import inspect
 import textwrap
@@ -16,7 +17,9 @@ from typing import Any
 
 __all__ = ["code_version"]
 
-_cache: dict[CodeType, str] = {}
+_cache: dict[tuple[str, CodeType], str] = {}
+"""Keyed by file too: code objects compare equal across files (the filename is not compared),
+and one from a file with source must not lend its version to one without."""
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
@@ -46,13 +49,21 @@ def _from_source(fn: Callable[..., Any]) -> str | None:
 
 
 def _from_bytecode(code: CodeType) -> str:
+    """For functions without source (``exec``, a REPL): the instructions and the constants
+    they load. A docstring is a constant no instruction loads, so it does not count; nor do
+    line numbers."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(code.co_code)
-    for const in code.co_consts:
-        h.update(
-            _from_bytecode(const).encode() if isinstance(const, CodeType) else repr(const).encode()
-        )
-    h.update(repr(code.co_names).encode())
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("RESUME", "NOP", "CACHE", "EXTENDED_ARG"):
+            continue
+        value = ins.argval
+        if isinstance(value, CodeType):
+            argument = _from_bytecode(value)
+        elif ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
+            argument = str(value)  # a jump target: an offset within this code
+        else:
+            argument = repr(value)
+        h.update(f"{ins.opname}({argument})\n".encode())
     return h.hexdigest()
 
 
@@ -60,13 +71,14 @@ def code_version(fn: Callable[..., Any]) -> str:
     """The fingerprint of ``fn``'s syntax tree (its bytecode when the source is not available)."""
     target = inspect.unwrap(fn)
     code = getattr(target, "__code__", None)
-    if code is not None and code in _cache:
-        return _cache[code]
+    key = None if code is None else (code.co_filename, code)
+    if key is not None and key in _cache:
+        return _cache[key]
     version = _from_source(target) or (
         _from_bytecode(code)
         if code is not None
         else hashlib.blake2b(repr(target).encode(), digest_size=16).hexdigest()
     )
-    if code is not None:
-        _cache[code] = version
+    if key is not None:
+        _cache[key] = version
     return version
