@@ -62,10 +62,12 @@ def list_objects(source: ObjectSource) -> dict[str, ObjectEntry]:
     return found
 
 
-def get_object(source: ObjectSource, key: str) -> bytes:
-    body = client_for(source).get_object(Bucket=source.bucket, Key=key)["Body"]
+def get_object(source: ObjectSource, key: str) -> tuple[bytes, str]:
+    """The object's bytes and the ETag of exactly those bytes (its version)."""
+    response = client_for(source).get_object(Bucket=source.bucket, Key=key)
+    body = response["Body"]
     try:
         data: bytes = body.read()
     finally:
         body.close()
-    return data
+    return data, str(response["ETag"]).strip('"')

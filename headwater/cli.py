@@ -49,7 +49,6 @@ from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
 from headwater.planning import Evaluator, NodeKey, explain
-from headwater.sensors import sync_file_sources
 
 __all__ = ["main"]
 
@@ -241,6 +240,8 @@ def _direct(
     defs: Definitions, state_dir: Path, ask: _Ask, on_accepted: Accepted, on_step: Step
 ) -> tuple[TickResult, list[NodeKey]]:
     async def go() -> tuple[TickResult, list[NodeKey]]:
+        from headwater.sensors.files import sync_file_sources  # watchdog: only when it runs here
+
         async with Engine.open(defs, state_dir, SystemClock()) as engine:
             await sync_file_sources(engine)  # first: files may bring new dynamic partitions
             nodes = ask.nodes(engine)

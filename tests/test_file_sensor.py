@@ -11,7 +11,8 @@ import pytest
 import headwater as hw
 from headwater._clock import SystemClock
 from headwater.execution import Engine
-from headwater.sensors.files import FileSensor, match_path, watch_roots
+from headwater.sensors._scan import match_path
+from headwater.sensors.files import FileSensor, watch_roots
 
 
 def _defs(tmp_path: Path) -> hw.Definitions:
@@ -63,19 +64,26 @@ async def test_periodic_reconciliation_records_a_deletion_no_event_reported(tmp_
 
 
 def test_paths_map_to_sources_and_partitions(tmp_path: Path) -> None:
-    """Templates map paths to partitions; other paths match nothing."""
+    """Templates map paths to partitions; other paths match nothing; a path that matches a
+    template but names no key is an error that says so (the sensor logs it once)."""
     daily = hw.DailyPartitions(start="2026-01-01")
     raw = hw.FileSource("raw", "data/{partition}.csv", partitions=daily)
     every = hw.FileSource("every", "logs/**/*.log")
     single = hw.FileSource("single", "config.json")
-    sources = [raw, every, single]
-    assert match_path(sources, tmp_path, str(tmp_path / "data" / "2026-01-02.csv")) == [
-        (raw, "2026-01-02")
-    ]
-    assert match_path(sources, tmp_path, str(tmp_path / "data" / "not-a-date.csv")) == []
-    assert match_path(sources, tmp_path, str(tmp_path / "logs" / "a" / "b.log")) == [(every, None)]
-    assert match_path(sources, tmp_path, str(tmp_path / "config.json")) == [(single, None)]
-    assert match_path(sources, tmp_path, str(tmp_path / "elsewhere.csv")) == []
+    assert match_path(raw, tmp_path, str(tmp_path / "data" / "2026-01-02.csv")) == (
+        True,
+        "2026-01-02",
+    )
+    with pytest.raises(hw.PartitionKeyError, match="did you mean '2026-01-05'"):
+        match_path(raw, tmp_path, str(tmp_path / "data" / "2026-1-5.csv"))
+    with pytest.raises(hw.PartitionKeyError, match="not-a-date"):
+        match_path(raw, tmp_path, str(tmp_path / "data" / "not-a-date.csv"))
+    assert match_path(every, tmp_path, str(tmp_path / "logs" / "a" / "b.log")) == (True, None)
+    assert match_path(every, tmp_path, str(tmp_path / "logs" / "b.log")) == (True, None)
+    assert match_path(every, tmp_path, str(tmp_path / "logs" / "b.txt")) == (False, None)
+    assert match_path(single, tmp_path, str(tmp_path / "config.json")) == (True, None)
+    for source in (raw, every, single):
+        assert match_path(source, tmp_path, str(tmp_path / "elsewhere.csv"))[0] is False
     (tmp_path / "data").mkdir()
     assert watch_roots([raw], tmp_path) == [(tmp_path / "data").resolve()]
     assert watch_roots([raw, single], tmp_path) == [tmp_path.resolve()]  # nested roots fold

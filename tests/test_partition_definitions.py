@@ -93,7 +93,7 @@ def test_bad_definitions_are_rejected() -> None:
         hw.DailyPartitions(start="yesterday")
     with pytest.raises(hw.DefinitionError, match="duplicate keys"):
         hw.StaticPartitions(["a", "a"])
-    with pytest.raises(hw.DefinitionError, match=re.escape("without '|' or '/'")):
+    with pytest.raises(hw.DefinitionError, match=re.escape("must not contain '|' or '/'")):
         hw.StaticPartitions(["a|b"])
 
 

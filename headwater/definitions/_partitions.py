@@ -181,6 +181,12 @@ class _TimeWindowPartitions(PartitionsDefinition):
             naive = datetime.strptime(key, self._format)
         except ValueError:
             naive = None
+        if naive is not None and naive.strftime(self._format) != key:
+            canonical = naive.strftime(self._format)  # 2026-1-4 parses, but is not a key
+            raise PartitionKeyError(
+                f"partition {key!r} is not a key of {self.describe()}: keys are written "
+                f"in full (did you mean {canonical!r}?)"
+            )
         if (
             naive is None
             or naive < self.start
@@ -245,11 +251,27 @@ class HourlyPartitions(_TimeWindowPartitions):
         return naive.replace(minute=0, second=0, microsecond=0)
 
 
+KEY_MAX_BYTES = 255
+"""A file name's limit: a key that names a file (``inbox/{partition}.csv``) always fits."""
+
+
+def key_problem(key: object) -> str | None:
+    """Why ``key`` cannot be a static or dynamic partition key, or None if it can."""
+    if not isinstance(key, str) or not key:
+        return "must be a non-empty string"
+    if MULTI_SEPARATOR in key or "/" in key:
+        return "must not contain '|' or '/'"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key):
+        return "must not contain control characters"
+    if len(key.encode("utf-8", "surrogatepass")) > KEY_MAX_BYTES:
+        return f"must be at most {KEY_MAX_BYTES} bytes of UTF-8"
+    return None
+
+
 def _check_plain_key(key: object, where: str) -> str:
-    if not isinstance(key, str) or not key or MULTI_SEPARATOR in key or "/" in key:
-        raise DefinitionError(
-            f"{where}: partition key {key!r} must be a non-empty string without '|' or '/'"
-        )
+    if (problem := key_problem(key)) is not None:
+        raise DefinitionError(f"{where}: partition key {key!r} {problem}")
+    assert isinstance(key, str)
     return key
 
 
@@ -315,7 +337,10 @@ class DynamicPartitions(PartitionsDefinition):
         return key in ctx.dynamic_keys(self.name)
 
     def check_key(self, key: str) -> None:
-        _check_plain_key(key, f"DynamicPartitions({self.name!r})")
+        if (problem := key_problem(key)) is not None:
+            raise PartitionKeyError(
+                f"{key!r} cannot be a key of DynamicPartitions({self.name!r}): it {problem}"
+            )
 
 
 class MultiPartitions(PartitionsDefinition):

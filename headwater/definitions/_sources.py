@@ -97,25 +97,35 @@ class _TemplatedSource(SourceDef):
         return self.template.format(**dict(zip(dims, parts, strict=True)))
 
     def partition_of(self, path: str) -> str | None:
-        """The partition a path or key belongs to: None if it does not match the template or
-        names a key its partitions can never have (``data/not-a-date.csv``)."""
+        """The partition a path or key belongs to, or None if it does not match the template.
+
+        Raises :class:`PartitionKeyError` when it matches but names no key the partitions can
+        have (``data/not-a-date.csv``, ``data/2026-1-5.csv``): such a file is not a partition,
+        and the caller says so once.
+        """
         dims = self._dims()
-        pattern = ""
-        for literal, name, _, _ in string.Formatter().parse(self.template):
-            pattern += re.escape(literal)
-            if name is not None:
-                pattern += f"(?P<{name}>[^/|]+)"
-        if not dims:
+        if not dims or self.partitions is None:
             return None
-        match = re.fullmatch(pattern, path)
-        if match is None or self.partitions is None:
+        match = self._regex().fullmatch(path)
+        if match is None:
             return None
         key = MULTI_SEPARATOR.join(match.group(d) for d in dims)
         try:
             self.partitions.check_key(key)
-        except PartitionKeyError:
-            return None
+        except PartitionKeyError as exc:
+            raise PartitionKeyError(f"{path!r} matches source {self.key!r}, but {exc}") from None
         return key
+
+    def _regex(self) -> re.Pattern[str]:
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            pattern = ""
+            for literal, name, _, _ in string.Formatter().parse(self.template):
+                pattern += re.escape(literal)
+                if name is not None:
+                    pattern += f"(?P<{name}>[^/]+)"
+            compiled = self.__dict__["_compiled"] = re.compile(pattern, re.DOTALL)
+        return compiled
 
     @property
     def is_glob(self) -> bool:
@@ -148,6 +158,10 @@ class FileSource(_TemplatedSource):
     An unpartitioned pattern may be a glob (``**`` recurses); its value is the sorted list of
     matching paths (or ``loader(paths)``). A single file loads by extension (csv, parquet, json)
     unless ``loader=`` is given. Relative patterns resolve against the definitions file's folder.
+    Only regular files count; ``symlinks`` says which symbolic links are followed (``"inside"``
+    the pattern's fixed folder, ``"follow"`` any, ``"ignore"`` none). ``settle`` waits that
+    long after a file's last change before observing it (a file appended to in steps counts
+    once, with its final content).
     """
 
     def __init__(
@@ -158,6 +172,8 @@ class FileSource(_TemplatedSource):
         partitions: PartitionsDefinition | None = None,
         loader: Callable[[Any], Any] | None = None,
         freshness: Freshness | None = None,
+        symlinks: str = "inside",
+        settle: Duration | None = None,
     ) -> None:
         super().__init__(key, partitions, freshness)
         self.kind = "file"
@@ -166,6 +182,17 @@ class FileSource(_TemplatedSource):
         if loader is not None and not callable(loader):
             raise DefinitionError(f"source {key!r}: loader= must be callable")
         _check_template(key, self.template, partitions)
+        if symlinks not in ("inside", "follow", "ignore"):
+            raise DefinitionError(
+                f"source {key!r}: symlinks={symlinks!r} must be 'inside', 'follow' or 'ignore'"
+            )
+        self.symlinks = symlinks
+        try:
+            self.settle = (
+                None if settle is None else parse_duration(settle, what=f"source {key!r} settle")
+            )
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from exc
 
     def __repr__(self) -> str:
         return f"FileSource({self.key!r}, {self.template!r})"
@@ -173,6 +200,13 @@ class FileSource(_TemplatedSource):
     def resolve(self, base_dir: Path, partition: str | None) -> Path:
         path = Path(self.render(partition))
         return path if path.is_absolute() else base_dir / path
+
+    def root(self, base_dir: Path) -> Path:
+        """The fixed folder of the pattern, before its first placeholder or wildcard: what is
+        watched, and where ``symlinks="inside"`` lets links point."""
+        prefix = self.static_prefix
+        folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+        return folder if folder.is_absolute() else base_dir / folder
 
 
 class ObjectSource(_TemplatedSource):

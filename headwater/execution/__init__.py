@@ -1,7 +1,7 @@
 """Running asset functions off the event loop and storing their values."""
 
 from headwater.execution._context import Context
-from headwater.execution._engine import Engine, TickResult
+from headwater.execution._engine import Engine, Observed, TickResult
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError
 
@@ -12,6 +12,7 @@ __all__ = [
     "IOManager",
     "Job",
     "NoValueError",
+    "Observed",
     "Outcome",
     "Runner",
     "TickResult",

@@ -254,6 +254,8 @@ class RunCycle:
             return await self._lost_inputs(node, run_id, outcome, result)
         before = engine.state.version(node)
         payload = {**common, "duration_ms": round(outcome.duration_ms, 3)}
+        if outcome.inputs is not None:  # what the function really read
+            payload["inputs"] = [[a, p, v] for a, p, v in outcome.inputs]
         events: list[Event]
         if outcome.ok:
             events = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,19 @@ from headwater.planning import (
 )
 from headwater.versions import data_version as fingerprint
 
-__all__ = ["Engine", "InFlight", "StepCallback", "TickResult"]
+__all__ = ["Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What a source holds now: a version, or None when the partition is gone."""
+
+    key: str
+    partition: str | None
+    version: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -63,13 +73,14 @@ class Engine:
         state: State,
         store: IOManager,
         clock: Clock,
+        private: tuple[str, ...] = (),
     ) -> None:
         self.defs = defs
         self.log = log
         self.state = state
         self.store = store
         self.clock = clock
-        self.runner = Runner(defs, store)
+        self.runner = Runner(defs, store, private)
         self.dirty: set[NodeKey] = set()
         self.full_evaluation = True
         self._observe_lock = anyio.Lock()
@@ -88,7 +99,9 @@ class Engine:
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
         await anyio.to_thread.run_sync(defs.compute_code_versions)
         async with open_event_log(state_dir) as log:
-            engine = cls(defs, log, await log.load_state(), value_store, clock)
+            # no source may read the state directory through a link
+            private = (str(await anyio.Path(state_dir).resolve()),)
+            engine = cls(defs, log, await log.load_state(), value_store, clock, private)
             await engine._abandon_open_runs()
             await engine.clockwork.first_seen()
             yield engine
@@ -212,20 +225,45 @@ class Engine:
 
     async def add_partitions(self, name: str, keys: Iterable[str]) -> list[str]:
         """Add keys to the dynamic partitions ``name``; return the new ones."""
+        new = self._new_dynamic(name, keys)
+        if new:
+            await self.append(*self._partitions_added({name: new}))
+            self._dirty_new_partitions({name: new})
+        return new
+
+    def _new_dynamic(self, name: str, keys: Iterable[str]) -> list[str]:
         known = set(self.state.dynamic_keys(name))
         new = [k for k in dict.fromkeys(keys) if k not in known]
-        if not new:
-            return []
         for k in new:
             DynamicPartitions(name).check_key(k)
-        await self.append(
-            [self.event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": new})],
-            dynamic=[(name, k) for k in new],
-        )
-        for key, node in self.defs.nodes.items():
-            if node.partitions == DynamicPartitions(name) and isinstance(node, AssetDef):
-                self.dirty.update((key, k) for k in new)
         return new
+
+    def _partitions_added(
+        self, added: Mapping[str, list[str]]
+    ) -> tuple[list[Event], list[tuple[str, str]]]:
+        events = [
+            self.event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": keys})
+            for name, keys in added.items()
+        ]
+        return events, [(name, k) for name, keys in added.items() for k in keys]
+
+    def _dirty_new_partitions(self, added: Mapping[str, list[str]]) -> None:
+        for key, node in self.defs.nodes.items():
+            if isinstance(node, AssetDef) and isinstance(node.partitions, DynamicPartitions):
+                self.dirty.update((key, k) for k in added.get(node.partitions.name, ()))
+
+    def _check_observed(self, key: str, partition: str | None) -> SourceDef:
+        source = self._source(key)
+        if source.partitions is None:
+            if partition is not None:
+                raise PartitionKeyError(
+                    f"source {key!r} is not partitioned; got partition {partition!r}"
+                )
+        else:
+            if partition is None:
+                raise PartitionKeyError(f"source {key!r} is partitioned; name a partition")
+            source.partitions.check_key(partition)
+        return source
 
     async def observe(
         self,
@@ -241,18 +279,7 @@ class Engine:
 
         An observation that does not change the version writes nothing.
         """
-        source = self._source(key)
-        if source.partitions is None:
-            if partition is not None:
-                raise PartitionKeyError(
-                    f"source {key!r} is not partitioned; got partition {partition!r}"
-                )
-        else:
-            if partition is None:
-                raise PartitionKeyError(f"source {key!r} is partitioned; name a partition")
-            source.partitions.check_key(partition)
-            if isinstance(source.partitions, DynamicPartitions):
-                await self.add_partitions(source.partitions.name, [partition])
+        self._check_observed(key, partition)
         if deleted:
             version = None
         elif data_version is None:
@@ -261,32 +288,60 @@ class Engine:
             version = fingerprint(value)
         else:
             version = data_version
-        node = (key, partition)
+        if value is not None and version != self.state.version((key, partition)):
+            await anyio.to_thread.run_sync(self.store.save, key, partition, value)
+        return bool(await self.observe_many([Observed(key, partition, version, payload or {})]))
+
+    async def observe_many(self, items: Sequence[Observed]) -> int:
+        """Record many observations (a sensor's batch) in one transaction; return how many
+        changed a version. Unchanged ones write nothing; new dynamic partitions are added in
+        the same transaction."""
+        for item in items:
+            self._check_observed(item.key, item.partition)
         async with self._observe_lock:  # two sensors seeing one change record it once
-            if version == self.state.version(node):
-                return False
-            if value is not None:
-                await anyio.to_thread.run_sync(self.store.save, key, partition, value)
-            event = self.event(
-                EventKind.OBSERVATION, node, data_version=version, payload=payload or {}
-            )
-            await self.append([event])
-        self.mark_children(node)
-        return True
+            latest: dict[NodeKey, Observed] = {}
+            for item in items:
+                latest[(item.key, item.partition)] = item
+            changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
+            if not changed:
+                return 0
+            added: dict[str, list[str]] = {}
+            for item in changed:
+                parts = self.defs.nodes[item.key].partitions
+                if (
+                    isinstance(parts, DynamicPartitions)
+                    and item.partition is not None
+                    and item.partition not in added.get(parts.name, ())
+                ):
+                    new = self._new_dynamic(parts.name, [item.partition])
+                    added.setdefault(parts.name, []).extend(new)
+            events, dynamic = self._partitions_added({n: k for n, k in added.items() if k})
+            events += [
+                self.event(
+                    EventKind.OBSERVATION,
+                    (o.key, o.partition),
+                    data_version=o.version,
+                    payload=dict(o.payload),
+                )
+                for o in changed
+            ]
+            await self.append(events, dynamic)
+        self._dirty_new_partitions(added)
+        for item in changed:
+            self.mark_children((item.key, item.partition))
+        return len(changed)
 
     async def reconcile(self, key: str, found: Mapping[str | None, str]) -> int:
         """Observe a *complete* listing of a source (``{partition: version}``): every version in
         it, and a deletion for each partition the log has that the listing lacks. Return how
         many versions changed. Only a complete listing may do this, or deletions are false."""
-        changed = 0
-        for partition, version in found.items():
-            changed += await self.observe(key, version, partition=partition)
+        items = [Observed(key, p, v) for p, v in found.items()]
         source = self._source(key)
         known = [None] if source.partitions is None else self.state.present_partitions(key)
         for partition in known:
             if partition not in found and self.state.version((key, partition)) is not None:
-                changed += await self.observe(key, partition=partition, deleted=True)
-        return changed
+                items.append(Observed(key, partition, None))
+        return await self.observe_many(items)
 
     def mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))

@@ -1,4 +1,10 @@
-"""Loading a source's value: files by extension or a user ``loader``."""
+"""Loading a source's value: files by extension or a user ``loader``, with the version read.
+
+A run records the version of the bytes it actually read, not the one observed before it
+started: a file replaced meanwhile is recorded with its new version. With the built-in loaders
+the file is read once, hashed and parsed from memory; a user ``loader`` reads it itself, so the
+file is hashed before and after and read again if it changed in between.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,27 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pandas as pd
-
 from headwater import _s3
+from headwater._files import FileCache, Skipped, SymlinkPolicy, examine, read_bytes
 from headwater.definitions import FileSource, ObjectSource
+from headwater.sensors._scan import scan_file_source
+from headwater.versions import bytes_version
 
-__all__ = ["glob_paths", "load_file", "load_file_source", "load_object_source", "matching_keys"]
+__all__ = ["load_bytes", "load_file_source", "load_object_source", "matching_keys"]
+
+_ATTEMPTS = 3
 
 
-def load_file(path: Path) -> Any:
+def load_bytes(name: str, data: bytes) -> Any:
     """csv and parquet load as DataFrames, json as the parsed value."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    raise ValueError(
-        f"no built-in loader for {path.name!r} (csv, parquet and json are built in); "
-        "pass loader= to the source"
-    )
-
-
-def _load_bytes(name: str, data: bytes) -> Any:
     suffix = PurePosixPath(name).suffix.lower()
     if suffix == ".csv":
+        import pandas as pd
+
         return pd.read_csv(io.BytesIO(data))
     if suffix in (".parquet", ".pq"):
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(data))
     if suffix == ".json":
         return json.loads(data)
@@ -46,23 +44,40 @@ def _load_bytes(name: str, data: bytes) -> Any:
     )
 
 
-def glob_paths(source: FileSource, base_dir: Path) -> list[Path]:
-    pattern = source.scan_glob
-    root = Path(pattern)
-    if root.is_absolute():
-        anchor = Path(root.anchor)
-        return sorted(p for p in anchor.glob(str(root.relative_to(anchor))) if p.is_file())
-    return sorted(p for p in base_dir.glob(pattern) if p.is_file())
-
-
-def load_file_source(source: FileSource, base_dir: Path, partition: str | None) -> Any:
+def load_file_source(
+    source: FileSource,
+    base_dir: Path,
+    partition: str | None,
+    cache: FileCache,
+    private: tuple[str, ...] = (),
+) -> tuple[Any, str]:
+    """The value of one partition of a file source, and the version of what was read."""
     if source.is_glob:
-        paths = glob_paths(source, base_dir)
-        return source.loader(paths) if source.loader is not None else paths
+        listing = scan_file_source(source, base_dir, cache, private)
+        if None not in listing.found:
+            raise FileNotFoundError(f"source {source.key!r}: no file matches {source.template!r}")
+        paths = [Path(p) for p in sorted(str(k) for k in listing.files)]
+        value = source.loader(paths) if source.loader is not None else paths
+        return value, listing.found[None]
     path = source.resolve(base_dir, partition)
-    if not path.exists():
-        raise FileNotFoundError(f"source {source.key!r}: file {path} does not exist")
-    return source.loader(path) if source.loader is not None else load_file(path)
+    policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
+    root = str(source.root(base_dir).resolve())
+    for _ in range(_ATTEMPTS):
+        try:
+            found = examine(str(path), policy=policy, root=root, private=private)
+            if found is None:
+                raise FileNotFoundError(f"source {source.key!r}: file {path} does not exist")
+            if source.loader is None:
+                data = read_bytes(found)
+                return load_bytes(path.name, data), bytes_version(data)
+            before = cache.version(found)
+            value = source.loader(path)
+            after = examine(str(path), policy=policy, root=root, private=private)
+            if after is not None and cache.version(after) == before:
+                return value, before
+        except Skipped as skipped:
+            raise ValueError(f"source {source.key!r}: {path} is not read: {skipped}") from None
+    raise RuntimeError(f"source {source.key!r}: {path} kept changing while it was read")
 
 
 def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:
@@ -70,12 +85,13 @@ def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:
     return sorted(k for k in keys if fnmatch.fnmatchcase(k, source.template))
 
 
-def load_object_source(source: ObjectSource, partition: str | None) -> Any:
-    """One object loads by extension (or ``loader(bytes)``); a glob gives its sorted s3:// URLs."""
+def load_object_source(source: ObjectSource, partition: str | None) -> tuple[Any, str | None]:
+    """One object loads by extension (or ``loader(bytes)``), versioned by the ETag of what was
+    fetched; a glob gives its sorted s3:// URLs (versioned by the next observation)."""
     if source.is_glob:
         keys = matching_keys(source, list(_s3.list_objects(source)))
         urls = [f"s3://{source.bucket}/{k}" for k in keys]
-        return source.loader(urls) if source.loader is not None else urls
+        return (source.loader(urls) if source.loader is not None else urls), None
     key = source.render(partition)
-    data = _s3.get_object(source, key)
-    return source.loader(data) if source.loader is not None else _load_bytes(key, data)
+    data, etag = _s3.get_object(source, key)
+    return (source.loader(data) if source.loader is not None else load_bytes(key, data)), etag

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from headwater._files import FileCache
 from headwater.definitions import (
     AssetDef,
     CheckDef,
@@ -24,7 +25,7 @@ from headwater.definitions import (
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError, table_metadata
-from headwater.planning import InputVersions, node_label
+from headwater.planning import InputVersions, NodeKey, node_label
 from headwater.versions import data_version
 
 __all__ = ["CheckOutcome", "Job", "Outcome", "Runner"]
@@ -62,6 +63,9 @@ class Outcome:
     checks: tuple[CheckOutcome, ...] = ()
     lost: tuple[tuple[str, str | None], ...] = ()
     """Asset inputs whose stored value was gone when the run loaded them."""
+    inputs: InputVersions | None = None
+    """The versions of the input partitions as actually read (a file replaced after the run
+    was planned is recorded with the version of the bytes the function got)."""
 
 
 def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
@@ -98,11 +102,16 @@ class _LostInput(Exception):
 
 
 class Runner:
-    """Runs jobs against the definitions, reading inputs from and writing values to stores."""
+    """Runs jobs against the definitions, reading inputs from and writing values to stores.
 
-    def __init__(self, defs: Definitions, store: IOManager) -> None:
+    ``private`` holds folders no source may read through a link (the state directory).
+    """
+
+    def __init__(self, defs: Definitions, store: IOManager, private: tuple[str, ...] = ()) -> None:
         self.defs = defs
         self.store = store
+        self.private = private
+        self.files = FileCache()
 
     def io_for(self, key: str) -> IOManager:
         node = self.defs.nodes.get(key)
@@ -111,39 +120,47 @@ class Runner:
 
     def load(self, key: str, partition: str | None) -> Any:
         """The current value of an asset or source partition."""
+        return self.read(key, partition)[0]
+
+    def read(self, key: str, partition: str | None) -> tuple[Any, str | None]:
+        """The current value of an asset or source partition, and the version of what was
+        read where the read itself tells it (files, objects); None where the log does."""
         node = self.defs.nodes[key]
         if isinstance(node, FileSource):
-            return load_file_source(node, self.defs.base_dir, partition)
+            return load_file_source(node, self.defs.base_dir, partition, self.files, self.private)
         if isinstance(node, ObjectSource):
             return load_object_source(node, partition)
         if isinstance(node, SourceDef):
             try:
-                return self.store.load(key, partition)
+                return self.store.load(key, partition), None
             except NoValueError:
-                return None  # a plain source observed with a version only has no value
-        return self.io_for(key).load(key, partition)
+                return None, None  # a plain source observed with a version only has no value
+        return self.io_for(key).load(key, partition), None
 
-    def _load_input(self, key: str, partition: str | None) -> Any:
+    def _load_input(self, key: str, partition: str | None, read: dict[NodeKey, str]) -> Any:
         try:
-            return self.load(key, partition)
+            value, version = self.read(key, partition)
         except NoValueError:
             if isinstance(self.defs.nodes[key], AssetDef):
                 raise _LostInput((key, partition)) from None
             raise
+        if version is not None:
+            read[(key, partition)] = version
+        return value
 
-    def _input_value(self, job: Job, upstream: str) -> Any:
+    def _input_value(self, job: Job, upstream: str, read: dict[NodeKey, str]) -> Any:
         mapping = self.defs.graph.mapping(upstream, job.asset.key)
         present = [p for a, p, _ in job.inputs if a == upstream]
         if mapping is EdgeMapping.ALL:
-            return {p: self._load_input(upstream, p) for p in present}
+            return {p: self._load_input(upstream, p, read) for p in present}
         partition = job.partition if mapping is EdgeMapping.IDENTITY else None
-        return self._load_input(upstream, partition)
+        return self._load_input(upstream, partition, read)
 
-    def _kwargs(self, job: Job, context: Context) -> dict[str, Any]:
+    def _kwargs(self, job: Job, context: Context, read: dict[NodeKey, str]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for param, upstream in job.asset.inputs.items():
             try:
-                kwargs[param] = self._input_value(job, upstream)
+                kwargs[param] = self._input_value(job, upstream, read)
             except _LostInput:
                 raise
             except Exception as exc:
@@ -171,7 +188,8 @@ class Runner:
             asset=job.asset.key, partition=job.partition, run_id=job.run_id
         ):
             try:
-                result = job.asset.fn(**self._kwargs(job, context))
+                read: dict[NodeKey, str] = {}
+                result = job.asset.fn(**self._kwargs(job, context, read))
                 value, version, user_metadata = result, None, None
                 if isinstance(result, Output):
                     value, version, user_metadata = (
@@ -204,12 +222,14 @@ class Runner:
         metadata = table_metadata(value)
         if user_metadata:
             metadata.update(user_metadata)
+        inputs = tuple(sorted((a, p, read.get((a, p), v)) for a, p, v in job.inputs))
         return Outcome(
             ok=True,
             duration_ms=(time.perf_counter() - started) * 1000,
             data_version=version,
             metadata=metadata,
             checks=checks,
+            inputs=inputs,
         )
 
     def _checks(self, job: Job, io: IOManager, context: Context) -> tuple[CheckOutcome, ...]:

@@ -1,5 +1,3 @@
-"""Event sources: one module per kind, each with ``scan()`` and ``run(task_status=...)``."""
-
-from headwater.sensors._scan import scan_file_source, sync_file_sources
-
-__all__ = ["scan_file_source", "sync_file_sources"]
+"""Event sources: one module per kind (``files``, ``objects``, ``clock``), each with ``scan()``
+and ``run(task_status=...)``. Nothing is imported here: the runners' loaders reuse the file
+scan without pulling in watchdog or the engine."""

@@ -1,57 +1,145 @@
 """One pass over a FileSource's files: the version of every partition found on disk.
 
-The daemon's file watcher (see the daemon issue) reacts to events; this scan is what start-up,
-``materialize`` and reconciliation use to notice what changed while nobody was watching.
+Start-up, ``materialize`` without a daemon and the file sensor's reconciliation use it to notice
+what changed while nobody was watching. It walks the pattern's fixed folder without following
+links to folders, matches each path against the pattern, and examines each match as
+:mod:`headwater._files` says (regular files only; links by the source's policy). What it skips
+it reports, so that the caller can say why, once.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
-
+from headwater._errors import PartitionKeyError
+from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine
 from headwater.definitions import FileSource
-from headwater.execution import Engine
-from headwater.execution._loaders import glob_paths
-from headwater.versions import file_version, files_version
+from headwater.versions import files_version
 
-__all__ = ["scan_file_source", "sync_file_sources"]
+__all__ = ["Listing", "glob_regex", "match_path", "scan_file_source", "source_files"]
 
 
-def scan_file_source(source: FileSource, base_dir: Path) -> dict[str | None, str]:
-    """``{partition: content version}`` for the files on disk now (None for unpartitioned)."""
-    if source.partitions is None:
-        if source.is_glob:
-            paths = glob_paths(source, base_dir)
-            if not paths:
-                return {}
-            return {
-                None: files_version(
-                    (
-                        str(p.relative_to(base_dir)) if p.is_relative_to(base_dir) else str(p),
-                        file_version(p),
-                    )
-                    for p in paths
-                )
-            }
-        path = source.resolve(base_dir, None)
-        return {None: file_version(path)} if path.is_file() else {}
-    found: dict[str | None, str] = {}
-    absolute = Path(source.template).is_absolute()
-    for path in glob_paths(source, base_dir):
-        name = str(path) if absolute else path.relative_to(base_dir).as_posix()
-        if (partition := source.partition_of(name)) is not None:
-            found[partition] = file_version(path)
-    return found
+@dataclass(slots=True)
+class Listing:
+    found: dict[str | None, str] = field(default_factory=dict)
+    """``{partition: content version}`` (None for an unpartitioned source)."""
+    files: dict[str | None, Found] = field(default_factory=dict)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, why)`` for files that match the pattern but are not observed."""
 
 
-async def sync_file_sources(engine: Engine) -> int:
-    """Observe every FileSource as it is on disk, deletions included; return how many changed."""
-    changed = 0
-    base_dir = engine.defs.base_dir
-    for key, node in engine.defs.sources.items():
-        if not isinstance(node, FileSource):
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Shell-style globbing on ``/``-separated paths: ``*`` and ``?`` stay within a folder,
+    ``**`` as a whole segment spans any number of folders."""
+    out = ""
+    segments = pattern.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            out += ".*" if last else "(?:[^/]*/)*"
             continue
-        found = await anyio.to_thread.run_sync(scan_file_source, node, base_dir)
-        changed += await engine.reconcile(key, found)
-    return changed
+        j = 0
+        while j < len(segment):
+            c = segment[j]
+            if c == "*":
+                out += "[^/]*"
+            elif c == "?":
+                out += "[^/]"
+            elif c == "[" and (end := segment.find("]", j + 2)) != -1:
+                body = segment[j + 1 : end]
+                negate = body.startswith(("!", "^"))
+                body = body[1:] if negate else body
+                out += "[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]"
+                j = end
+            else:
+                out += re.escape(c)
+            j += 1
+        if not last:
+            out += "/"
+    return re.compile(out, re.DOTALL)
+
+
+def _name(source: FileSource, base_dir: Path, path: str) -> str | None:
+    """The path as the pattern spells it: relative to the definitions' folder, or absolute."""
+    if Path(source.template).is_absolute():
+        return path
+    rel = os.path.relpath(path, base_dir)
+    return rel.replace(os.sep, "/")
+
+
+def match_path(source: FileSource, base_dir: Path, path: str) -> tuple[bool, str | None]:
+    """Whether ``path`` belongs to ``source``, and its partition (None if unpartitioned).
+
+    Raises :class:`PartitionKeyError` for a path that matches the pattern but names no key.
+    """
+    name = _name(source, base_dir, path)
+    if name is None:
+        return False, None
+    if source.partitions is not None:
+        partition = source.partition_of(name)
+        return partition is not None, partition
+    if source.is_glob:
+        regex = source.__dict__.get("_glob")
+        if regex is None:
+            regex = source.__dict__["_glob"] = glob_regex(source.template)
+        return regex.fullmatch(name) is not None, None
+    return str(source.resolve(base_dir, None)) == path, None
+
+
+def source_files(source: FileSource, base_dir: Path) -> Iterator[str]:
+    """Every path under the source's fixed folder that its pattern could match (files, links
+    and anything else that is not a folder), without following links to folders."""
+    if not source.partitions and not source.is_glob:
+        path = source.resolve(base_dir, None)
+        if os.path.lexists(path):
+            yield str(path)
+        return
+    root = source.root(base_dir)
+    for folder, _, names in os.walk(root):
+        for name in names:
+            yield os.path.join(folder, name)
+
+
+def scan_file_source(
+    source: FileSource,
+    base_dir: Path,
+    cache: FileCache,
+    private: tuple[str, ...] = (),
+) -> Listing:
+    """Every partition of ``source`` on disk now, with its content version."""
+    listing = Listing()
+    root = str(source.root(base_dir).resolve())
+    policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
+    glob_files: list[tuple[str, str]] = []
+    for path in source_files(source, base_dir):
+        try:
+            matched, partition = match_path(source, base_dir, path)
+        except PartitionKeyError as exc:
+            listing.ignored.append((path, str(exc)))
+            continue
+        if not matched:
+            continue
+        try:
+            found = examine(path, policy=policy, root=root, private=private)
+            if found is None:
+                continue
+            version = cache.version(found)
+        except Skipped as skipped:
+            listing.ignored.append((path, str(skipped)))
+            continue
+        except OSError as exc:  # unreadable (permissions, I/O): say so, do not stop the scan
+            listing.ignored.append((path, f"it cannot be read: {exc.strerror or exc}"))
+            continue
+        if source.is_glob:
+            glob_files.append((_name(source, base_dir, path) or path, version))
+            listing.files[path] = found
+        else:
+            listing.found[partition] = version
+            listing.files[partition] = found
+    if source.is_glob and glob_files:
+        listing.found[None] = files_version(glob_files)
+    return listing

@@ -1,12 +1,20 @@
 """The file sensor: watchdog (inotify) events on the folders of every FileSource.
 
-A file counts once it is complete: on close-after-write, or when it is moved into place. When
-files are written into a folder created a moment earlier, the watch on that folder arrives late
-and most such files show only a ``created`` event; files in such new folders get a stability
-check (size and mtime unchanged for ``settle`` seconds). In folders already watched, a file is
-never counted before its writer closes it, however long the writer pauses. watchdog only logs an inotify queue overflow, so a
-logging handler turns that warning into an immediate reconciliation rescan; the same rescan
-also runs every ``rescan_interval`` seconds and diffs the tree against the versions in the log.
+A file counts once it is complete: on close-after-write, when it is moved into place (from a
+watched folder or from anywhere else), or when it appears complete at once (a symbolic link, a
+hard link). In a folder created a moment earlier the watch arrives late and most files show
+only a ``created`` event, so files there count once their size and mtime stood still for
+``settle`` seconds; in folders already watched a file is never counted before its writer closes
+it. A source's own ``settle=`` additionally waits until a path has been quiet that long, so a
+file appended to in steps counts once, with its final content.
+
+Events are handled in batches: everything queued is gathered, each path examined and hashed
+once (in one worker thread, with hashes cached by file signature), each glob source rescanned
+once, and all observations committed in one transaction, so a burst of thousands of files does
+not starve other sources. A symbolic link is followed as its source allows; a change to its
+target is noticed too (the target's folder is watched if no source watches it). watchdog only
+logs an inotify queue overflow, so a logging handler turns that warning into an immediate
+reconciliation rescan; the same rescan runs every ``rescan_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +35,15 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import run_sync as run_on_loop
 from anyio.lowlevel import current_token
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from watchdog.observers.inotify import InotifyObserver
 
-from headwater._errors import HeadwaterError
+from headwater._errors import PartitionKeyError
+from headwater._files import FileCache, Skipped, SymlinkPolicy, examine
 from headwater.definitions import FileSource
-from headwater.execution import Engine
-from headwater.sensors._scan import scan_file_source, sync_file_sources
-from headwater.versions import file_version
+from headwater.execution import Engine, Observed
+from headwater.sensors._scan import match_path, scan_file_source
 
-__all__ = ["FileSensor", "match_path", "watch_roots"]
+__all__ = ["FileSensor", "sync_file_sources", "watch_roots"]
 
 _log = structlog.get_logger("headwater.sensors.files")
 _RESCAN = "rescan"
@@ -42,6 +51,8 @@ _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify
 _INTERESTING = {"created", "closed", "moved", "deleted"}
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
+_BATCH = 5_000
+"""Events handled per batch at most, so that timers and other sources get their turn."""
 
 Signature = tuple[int, int]
 """(size, mtime_ns)"""
@@ -70,56 +81,43 @@ class _OverflowAlarm(logging.Handler):
             self._alarm()
 
 
-def _signature(path: str) -> Signature | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _fixed_folder(source: FileSource, base: Path) -> Path:
-    """The folder above a pattern's first placeholder or glob character."""
-    prefix = source.static_prefix
-    folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
-    return folder if folder.is_absolute() else base / folder
-
-
 def watch_roots(sources: list[FileSource], base: Path) -> list[Path]:
     """The folders to watch: each pattern's fixed folder, or its nearest existing parent."""
     found: set[Path] = set()
     for source in sources:
-        folder = _fixed_folder(source, base)
+        folder = source.root(base)
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
         found.add(folder.resolve())
     return sorted(r for r in found if not any(r != o and r.is_relative_to(o) for o in found))
 
 
-def match_path(
-    sources: list[FileSource], base: Path, path: str
-) -> list[tuple[FileSource, str | None]]:
-    """The sources (and partitions) a path belongs to; an unpartitioned glob source matches
-    anything below its fixed folder, and its version is then recomputed from all its files."""
-    out: list[tuple[FileSource, str | None]] = []
-    target = Path(path)
-    for source in sources:
-        if source.partitions is None:
-            if source.is_glob:
-                if target.is_relative_to(_fixed_folder(source, base)):
-                    out.append((source, None))
-            elif source.resolve(base, None) == target:
-                out.append((source, None))
-            continue
-        if Path(source.template).is_absolute():
-            name = path
-        elif target.is_relative_to(base):
-            name = target.relative_to(base).as_posix()
-        else:
-            continue
-        if (partition := source.partition_of(name)) is not None:
-            out.append((source, partition))
-    return out
+@dataclass(slots=True)
+class _Batch:
+    """What one batch found, computed in a worker thread."""
+
+    observed: list[Observed] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    unsettled: list[tuple[str, Signature | None]] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)
+    """link path -> resolved target, for links seen in this batch"""
+
+
+def _signature(path: str) -> Signature | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _appears_complete(path: str) -> bool:
+    """A ``created`` file that will see no close event: a link, or a hard link to a file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return os.path.islink(path) or st.st_nlink > 1
 
 
 def _files_under(folder: str) -> list[str]:
@@ -140,105 +138,228 @@ class FileSensor:
         self.settle = settle
         self.rescan_interval = rescan_interval
         self.base = engine.defs.base_dir
+        self.private = engine.runner.private
+        self.cache: FileCache = engine.runner.files
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, FileSource)]
+        self._roots: dict[str, str] = {}
+        self._warned: set[tuple[str, str]] = set()
         self._settling: dict[str, tuple[Signature | None, float]] = {}
+        self._quiet: dict[str, float] = {}
+        """Paths of sources with their own ``settle``, waiting to be quiet until then."""
         self._new_dirs: dict[str, float] = {}
+        self._targets: dict[str, set[str]] = {}
+        """A link's resolved target -> the links that point at it."""
+        self._watched: set[str] = set()
+        self._watch: Callable[[str], None] = lambda folder: None
 
     def roots(self) -> list[Path]:
         return watch_roots(self.sources, self.base)
 
-    def match(self, path: str) -> list[tuple[FileSource, str | None]]:
-        return match_path(self.sources, self.base, path)
-
     # -- observing -----------------------------------------------------------------------
 
-    async def scan(self) -> None:
-        """Observe every file source as it is on disk (start-up and reconciliation)."""
-        if await sync_file_sources(self.engine):
-            self.on_change()
+    def _warn_ignored(self, ignored: Iterable[tuple[str, str]]) -> None:
+        for path, why in ignored:
+            if (path, why) not in self._warned:  # once per path and reason, not per event
+                self._warned.add((path, why))
+                _log.warning("file_ignored", path=path, reason=why)
 
-    async def _observe_path(self, path: str) -> None:
-        changed = False
-        engine = self.engine
-        for source, partition in self.match(path):
-            try:
-                if source.is_glob:
-                    found = await anyio.to_thread.run_sync(scan_file_source, source, self.base)
-                    version = found.get(None)
-                else:
-                    try:
-                        version = await anyio.to_thread.run_sync(file_version, Path(path))
-                    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                        version = None
-                if version is None:
-                    if engine.state.version((source.key, partition)) is not None:
-                        changed |= await engine.observe(
-                            source.key, partition=partition, deleted=True
-                        )
-                else:
-                    changed |= await engine.observe(
-                        source.key, version, partition=partition, payload={"path": path}
-                    )
-            except (HeadwaterError, OSError) as exc:
-                _log.warning(
-                    "file_observation_failed", path=path, source=source.key, error=str(exc)
-                )
+    async def scan(self) -> None:
+        """Observe every file source as it is on disk, deletions included."""
+        changed, ignored = await sync_file_sources(self.engine, self.cache)
+        self._warn_ignored(ignored)
         if changed:
             self.on_change()
+
+    def _examine(
+        self, paths: Iterable[str], checks: Iterable[tuple[str, Signature | None]]
+    ) -> _Batch:
+        """In a worker thread: every path's source, partition and version (None if gone)."""
+        batch = _Batch()
+        paths = list(paths)
+        for path, before in checks:  # files in new folders: count them once they stand still
+            after = _signature(path)
+            if after is not None and after != before:
+                batch.unsettled.append((path, after))
+            else:
+                paths.append(path)
+        globs: dict[str, FileSource] = {}
+        for path in dict.fromkeys(paths):
+            for source in self.sources:
+                try:
+                    matched, partition = match_path(source, self.base, path)
+                except PartitionKeyError as exc:
+                    batch.ignored.append((path, str(exc)))
+                    continue
+                if not matched:
+                    continue
+                if source.is_glob:
+                    globs[source.key] = source
+                    continue
+                self._examine_one(batch, source, partition, path)
+        for source in globs.values():
+            listing = scan_file_source(source, self.base, self.cache, self.private)
+            batch.ignored.extend(listing.ignored)
+            batch.observed.append(Observed(source.key, None, listing.found.get(None)))
+            for found in listing.files.values():
+                if found.link:
+                    batch.links[found.path] = found.target
+        return batch
+
+    def _examine_one(
+        self, batch: _Batch, source: FileSource, partition: str | None, path: str
+    ) -> None:
+        policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
+        try:
+            root = self._roots.get(source.key)
+            if root is None:  # resolved in the worker thread: it touches the filesystem
+                root = self._roots[source.key] = str(source.root(self.base).resolve())
+            found = examine(path, policy=policy, root=root, private=self.private)
+            version = None if found is None else self.cache.version(found)
+        except Skipped as skipped:
+            batch.ignored.append((path, str(skipped)))
+            return
+        except OSError as exc:
+            batch.ignored.append((path, f"it cannot be read: {exc.strerror or exc}"))
+            return
+        if found is not None and found.link:
+            batch.links[path] = found.target
+        payload = {"path": path} if version is not None else {}
+        batch.observed.append(Observed(source.key, partition, version, payload))
+
+    async def _observe(
+        self, paths: Iterable[str], checks: Iterable[tuple[str, Signature | None]] = ()
+    ) -> None:
+        paths, checks = list(paths), list(checks)
+        if not paths and not checks:
+            return
+        for target, links in self._targets.items():  # a link's target changed: the link did
+            if target in paths:
+                paths.extend(links)
+        batch = await anyio.to_thread.run_sync(self._examine, paths, checks)
+        for path, signature in batch.unsettled:
+            self._settle_later(path, signature)
+        self._warn_ignored(batch.ignored)
+        await self._follow_links(batch.links)
+        engine = self.engine
+        items = [
+            o for o in batch.observed
+            if o.version is not None or engine.state.version((o.key, o.partition)) is not None
+        ]  # fmt: skip
+        if not items:
+            return
+        changed = await engine.observe_many(items)
+        for o in items:
+            if o.version is None:
+                _log.info("file_deleted", source=o.key, partition=o.partition)
+            else:
+                _log.debug("file_observed", source=o.key, partition=o.partition,
+                           data_version=o.version, path=o.payload.get("path"))  # fmt: skip
+        if changed:
+            self.on_change()
+
+    async def _follow_links(self, links: dict[str, str]) -> None:
+        """Remember which links point where, and watch targets no source watches."""
+        for link, target in links.items():
+            self._targets.setdefault(target, set()).add(link)
+            folder = os.path.dirname(target)
+            if folder not in self._watched and not any(
+                folder == r or folder.startswith(r + os.sep) for r in self._watched
+            ):
+                self._watched.add(folder)
+                await anyio.to_thread.run_sync(self._watch, folder)
 
     def _settle_later(self, path: str, signature: Signature | None) -> None:
         self._settling[path] = (signature, time.monotonic() + self.settle)
 
-    async def _settle_due(self) -> None:
-        """Created-only files: count them once size and mtime stood still for ``settle``."""
-        now = time.monotonic()
-        due = [p for p, (_, at) in self._settling.items() if at <= now]
-        for path in due:
-            before, _ = self._settling.pop(path)
-            after = await anyio.to_thread.run_sync(_signature, path)
-            if after is not None and after != before:
-                self._settle_later(path, after)
-            else:
-                await self._observe_path(path)
+    def _quiet_sources(self, path: str) -> float | None:
+        """The longest ``settle`` of the sources ``path`` belongs to, if any has one."""
+        longest: float | None = None
+        for source in self.sources:
+            if source.settle is None:
+                continue
+            with contextlib.suppress(PartitionKeyError):
+                matched, _ = match_path(source, self.base, path)
+                if matched:
+                    seconds = source.settle.total_seconds()
+                    longest = seconds if longest is None else max(longest, seconds)
+        return longest
 
-    async def _process(self, item: object) -> None:
-        if item == _RESCAN:
-            _log.warning("rescan", reason="inotify queue overflow")
+    async def _due(self) -> None:
+        """Files whose waiting is over: settled new-folder files, quiet debounced paths."""
+        now = time.monotonic()
+        checks = [(p, sig) for p, (sig, at) in self._settling.items() if at <= now]
+        for path, _ in checks:
+            del self._settling[path]
+        quiet = [p for p, at in self._quiet.items() if at <= now]
+        for path in quiet:
+            del self._quiet[path]
+        await self._observe(quiet, checks)
+
+    def _next_due(self) -> float:
+        times = [at for _, at in self._settling.values()] + list(self._quiet.values())
+        return max(0.0, min(times) - time.monotonic()) if times else math.inf
+
+    def _ready(self, path: str, ready: list[str]) -> None:
+        """``path`` is complete: observe it now, or once it is quiet for its source."""
+        wait = self._quiet_sources(path)
+        if wait is None:
+            ready.append(path)
+        else:
+            self._quiet[path] = time.monotonic() + wait
+
+    async def _process(self, items: list[object]) -> None:
+        ready: list[str] = []
+        created: list[str] = []
+        rescan = False
+        for item in items:
+            if item == _RESCAN:
+                rescan = True
+                continue
+            assert isinstance(item, FileSystemEvent)
+            src = os.fsdecode(item.src_path)
+            dest = os.fsdecode(item.dest_path) if item.dest_path else ""
+            kind = item.event_type
+            if item.is_directory:
+                if kind == "created":
+                    # The watch on a new folder arrives late: files written into it meanwhile
+                    # show at most a `created` event, so they are counted once they stand still.
+                    self._new_dirs[src] = time.monotonic()
+                    for path in await anyio.to_thread.run_sync(_files_under, src):
+                        self._settle_later(path, None)
+                elif kind == "moved" and dest:  # a folder moved into place holds complete files
+                    for path in await anyio.to_thread.run_sync(_files_under, dest):
+                        self._ready(path, ready)
+                if kind == "deleted" or (kind == "moved" and src):
+                    rescan = True  # what was below it is gone
+                continue
+            if kind == "closed":
+                self._settling.pop(src, None)
+                self._ready(src, ready)
+            elif kind == "moved":
+                if src:
+                    ready.append(src)  # gone from here
+                if dest:
+                    self._settling.pop(dest, None)
+                    self._ready(dest, ready)
+            elif kind == "deleted":
+                self._settling.pop(src, None)
+                self._quiet.pop(src, None)
+                ready.append(src)
+            elif kind == "created":
+                if self._in_new_dir(src):
+                    self._settle_later(src, None)
+                else:
+                    created.append(src)
+        if created:  # links and hard links see no close event: they are complete at once
+            complete = await anyio.to_thread.run_sync(
+                lambda: [p for p in created if _appears_complete(p)]
+            )
+            for path in complete:
+                self._ready(path, ready)
+        if rescan:
+            _log.warning("rescan", reason="inotify queue overflow or a folder removed")
             await self.scan()
-            return
-        assert isinstance(item, FileSystemEvent)
-        src = os.fsdecode(item.src_path)
-        kind = item.event_type
-        if item.is_directory:
-            if kind == "created":
-                # The watch on a new folder arrives late: files written into it meanwhile show
-                # at most a `created` event, so they are counted once they stand still.
-                self._new_dirs[src] = time.monotonic()
-                for path in await anyio.to_thread.run_sync(_files_under, src):
-                    self._settle_later(path, await anyio.to_thread.run_sync(_signature, path))
-            elif kind == "moved":  # a folder moved into place holds complete files
-                for path in await anyio.to_thread.run_sync(
-                    _files_under, os.fsdecode(item.dest_path)
-                ):
-                    await self._observe_path(path)
-            if kind in ("deleted", "moved"):
-                await self.scan()
-            return
-        if kind == "closed":
-            self._settling.pop(src, None)
-            await self._observe_path(src)
-        elif kind == "moved":
-            await self._observe_path(src)
-            dest = os.fsdecode(item.dest_path)
-            self._settling.pop(dest, None)
-            await self._observe_path(dest)
-        elif kind == "deleted":
-            self._settling.pop(src, None)
-            await self._observe_path(src)
-        elif kind == "created" and self._in_new_dir(src):
-            self._settle_later(src, await anyio.to_thread.run_sync(_signature, src))
-        # Otherwise a created or modified file in a watched folder is still being written:
-        # its close-after-write event says when it is complete.
+        await self._observe(ready)
 
     def _in_new_dir(self, path: str) -> bool:
         now = time.monotonic()
@@ -250,15 +371,17 @@ class FileSensor:
 
     async def _consume(self, receive: Any) -> None:
         while True:
-            timeout = math.inf
-            if self._settling:
-                timeout = max(0.0, min(at for _, at in self._settling.values()) - time.monotonic())
-            item: object = None
-            with anyio.move_on_after(timeout):  # only the wait is timed: processing never is
-                item = await receive.receive()
-            if item is not None:
-                await self._process(item)
-            await self._settle_due()
+            items: list[object] = []
+            with anyio.move_on_after(self._next_due()):  # only the wait is timed, never the work
+                items.append(await receive.receive())
+            while len(items) < _BATCH:
+                try:
+                    items.append(receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            if items:
+                await self._process(items)
+            await self._due()
 
     async def _rescan_forever(self) -> None:
         while True:
@@ -277,13 +400,21 @@ class FileSensor:
             ):
                 run_on_loop(send.send_nowait, item, token=token)
 
-        observer = Observer()
+        # full events: a file moved in from an unwatched folder is a move, not a creation
+        observer = InotifyObserver(generate_full_events=True)
+        handler = _Forward(push)
+
+        def watch(folder: str, *, recursive: bool = False) -> None:
+            with contextlib.suppress(OSError):  # a folder that vanished meanwhile
+                observer.schedule(handler, folder, recursive=recursive)
 
         def arm() -> None:  # stats folders and adds inotify watches: off the loop
             for root in self.roots():
-                observer.schedule(_Forward(push), str(root), recursive=True)
+                self._watched.add(str(root))
+                watch(str(root), recursive=True)
             observer.start()
 
+        self._watch = watch
         alarm = _OverflowAlarm(lambda: push(_RESCAN))
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(alarm)
@@ -305,3 +436,22 @@ class FileSensor:
 def _stop(observer: Any) -> None:
     observer.stop()
     observer.join(timeout=10)
+
+
+async def sync_file_sources(
+    engine: Engine, cache: FileCache | None = None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Observe every FileSource as it is on disk, deletions included: return how many versions
+    changed, and the files that match a pattern but are not observed (with why)."""
+    cache = cache or engine.runner.files
+    private = engine.runner.private
+    base_dir = engine.defs.base_dir
+    changed = 0
+    ignored: list[tuple[str, str]] = []
+    for key, node in engine.defs.sources.items():
+        if not isinstance(node, FileSource):
+            continue
+        listing = await anyio.to_thread.run_sync(scan_file_source, node, base_dir, cache, private)
+        ignored += listing.ignored
+        changed += await engine.reconcile(key, listing.found)
+    return changed, ignored

@@ -1,6 +1,19 @@
 """Content fingerprints of data and code. Pure."""
 
 from headwater.versions._code import code_version
-from headwater.versions._data import data_version, file_version, files_version
+from headwater.versions._data import (
+    bytes_version,
+    chunks_version,
+    data_version,
+    file_version,
+    files_version,
+)
 
-__all__ = ["code_version", "data_version", "file_version", "files_version"]
+__all__ = [
+    "bytes_version",
+    "chunks_version",
+    "code_version",
+    "data_version",
+    "file_version",
+    "files_version",
+]

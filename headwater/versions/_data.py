@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
-__all__ = ["bytes_version", "data_version", "file_version", "files_version"]
+__all__ = ["bytes_version", "chunks_version", "data_version", "file_version", "files_version"]
 
 _DIGEST_SIZE = 16
 _CHUNK = 1 << 20
@@ -187,8 +187,14 @@ def file_version(path: Path) -> str:
 
 def bytes_version(data: bytes) -> str:
     """The same hash as :func:`file_version` for a file holding ``data``."""
+    return chunks_version([data])
+
+
+def chunks_version(chunks: Iterable[bytes]) -> str:
+    """The same hash as :func:`file_version` for a file read as ``chunks``."""
     h = _hasher(b"file")
-    h.update(data)
+    for chunk in chunks:
+        h.update(chunk)
     return str(h.hexdigest())
 
 
