@@ -148,14 +148,15 @@ class Harness:
         hours: float = 0,
         days: float = 0,
     ) -> TickResult:
-        """Move the clock, ticking at every instant in between where the clock makes work."""
+        """Run what is due now, then move the clock, ticking at every instant in between where
+        the clock makes work (cron ticks, retries, deadlines), and at the end."""
         delta = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
         if duration is not None:
             delta += parse_duration(duration, what="advance")
         if delta < timedelta(0):
             raise ValueError("advance() cannot move the clock backwards")
         target = self.clock.now() + delta
-        result = TickResult()
+        result = self.tick()  # what is due now runs now, not at the end of the step
         while (wake := self.engine.next_wakeup()) is not None and wake <= target:
             self.clock.set(max(wake, self.clock.now()))
             result.merge(self.tick())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import graphlib
 import sys
 from collections.abc import Iterable
@@ -102,13 +103,23 @@ class Definitions:
         for key in self.assets:
             self.code_version(key)
 
-    @property
+    @functools.cached_property
     def assets(self) -> dict[str, AssetDef]:
         return {k: n for k, n in self.nodes.items() if isinstance(n, AssetDef)}
 
-    @property
+    @functools.cached_property
     def sources(self) -> dict[str, SourceDef]:
         return {k: n for k, n in self.nodes.items() if isinstance(n, SourceDef)}
+
+    @functools.cached_property
+    def lag_tracked(self) -> frozenset[str]:
+        """Assets with a ``max_lag`` SLA and every asset upstream of one: their partitions
+        remember the first upstream change they do not reflect, so that lag counts from the
+        original change through any number of assets in between."""
+        holders = {
+            k for k, a in self.assets.items() if a.freshness and a.freshness.max_lag is not None
+        }
+        return frozenset(k for k in holders | self.graph.ancestors(holders) if k in self.assets)
 
     def __getitem__(self, key: str) -> Node:
         return self.nodes[key]

@@ -294,6 +294,7 @@ class RunCycle:
                     )
             if changed:
                 engine.mark_children(node)
+            await engine.note_unreflected(node)
             return "materialized"
         result.failed[node] = outcome.error or "failed"
         _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)

@@ -122,15 +122,16 @@ class Engine:
             record = self.state.reduce(event, records.get(node))
             if record is not None:
                 records[node] = record
-        self._carry_pending_since(events, records)
+        readers = self._carry_pending_since(events, records)
         await self.log.write(events, records, dynamic)
         for name, key in dynamic:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
             self.state.put(node, record)
         if check_freshness and self.clockwork.sla_keys:
+            # its own record, or an input's, may move a partition's deadline
             await self.clockwork.check_freshness(
-                [n for n in records if self.defs.nodes[n[0]].freshness]
+                [n for n in dict.fromkeys([*records, *readers]) if self.defs.nodes[n[0]].freshness]
             )
 
     async def put(
@@ -154,8 +155,16 @@ class Engine:
 
     def _carry_pending_since(
         self, events: Sequence[Event], records: dict[NodeKey, NodeRecord]
-    ) -> None:
-        """A new version makes children with a ``max_lag`` behind since the original change."""
+    ) -> list[NodeKey]:
+        """A new version leaves its readers behind since the original change: each reader with
+        a ``max_lag`` downstream of it (itself included) remembers the earliest change it does
+        not reflect yet, carried down through the assets in between. (Lag never counts from
+        before a reader's inputs all existed: the SLA evaluation clamps it.) Returns the
+        readers, whose deadlines may have moved."""
+        tracked = self.defs.lag_tracked
+        readers: list[NodeKey] = []
+        if not tracked:
+            return readers
         ev: Evaluator | None = None
         for event in events:
             if (
@@ -170,13 +179,34 @@ class Engine:
             origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
             ev = ev or self.evaluator()
             for child in ev.children(node):
-                asset = self.defs.nodes[child[0]]
-                assert isinstance(asset, AssetDef)
-                if asset.freshness is None or asset.freshness.max_lag is None:
+                if child[0] not in tracked:
                     continue
+                readers.append(child)
                 record = records.get(child) or self.state.record(child) or NodeRecord()
                 if record.pending_since is None or origin < record.pending_since:
                     records[child] = replace(record, pending_since=origin)
+        return readers
+
+    async def note_unreflected(self, node: NodeKey) -> None:
+        """After a run: an input that changed while it ran is a change it does not reflect,
+        so its lag counts from that change (the materialization cleared the older one)."""
+        if node[0] not in self.defs.lag_tracked:
+            return
+        record = self.state.record(node)
+        if record is None or record.pending_since is not None:
+            return
+        read = {(a, p): v for a, p, v in record.inputs}
+        changed = [
+            r.changed_at
+            for _, nodes in self.evaluator().input_nodes(*node)
+            for up in nodes
+            if (r := self.state.record(up)) is not None
+            and r.version is not None
+            and read.get(up) != r.version
+            and r.changed_at is not None
+        ]
+        if changed:
+            await self.put({node: replace(record, pending_since=min(changed))}, {})
 
     async def _abandon_open_runs(self) -> None:
         open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]

@@ -2,7 +2,9 @@
 
 - ``max_lag`` (assets): late once the partition has been stale, missing or failed for longer
   than ``max_lag``, counted from the first upstream change it does not reflect yet
-  (``NodeRecord.pending_since``, carried down the graph from the original change).
+  (``NodeRecord.pending_since``, carried down the graph from the original change), but never
+  from before all of its inputs existed: while an input it reads has never arrived it is not
+  late by ``max_lag`` (a source's ``max_age`` watches for that). Up to date, its lag is 0.
 - ``max_age``: late once the last materialization (a source's last observed change) is older
   than ``max_age``. A partition with no data counts from the asset's first evaluation. For a
   time-window partition the question is whether its data *arrived*: it is late when it has no
@@ -44,6 +46,38 @@ def _span(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
+def _lag(
+    ev: Evaluator, key: str, partition: str | None, state: str
+) -> tuple[timedelta, datetime | None] | None:
+    """How far behind its upstream the partition is, and since when; ``(0, None)`` when it
+    reflects everything; None while an input it reads has never arrived (its lag cannot start
+    before all of its inputs exist)."""
+    if state == FRESH:
+        return timedelta(0), None
+    inputs_since: datetime | None = None
+    for _, nodes in ev.input_nodes(key, partition):
+        if not nodes:
+            return None
+        for up in nodes:
+            record = ev.state.record(up)
+            if record is None or record.version is None:
+                return None
+            if record.appeared_at is not None and (
+                inputs_since is None or record.appeared_at > inputs_since
+            ):
+                inputs_since = record.appeared_at
+    record = ev.state.record((key, partition))
+    since = record.pending_since if record is not None else None
+    if since is None:
+        if record is None or record.materialized_at is None:
+            since = inputs_since  # missing: behind since its inputs all exist
+        if since is None:
+            return None
+    if inputs_since is not None and inputs_since > since:
+        since = inputs_since
+    return max(timedelta(0), ev.now - since), since
+
+
 def freshness_status(ev: Evaluator, key: str, partition: str | None) -> FreshnessStatus | None:
     """None when the asset or source declares no freshness SLA."""
     node = ev.defs.nodes[key]
@@ -56,19 +90,19 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
     first_seen = schedule.first_seen if schedule is not None else now
     reasons: list[str] = []
     deadlines: list[datetime] = []
-    lag: timedelta | None = None
+    lag: tuple[timedelta, datetime | None] | None = None
     if isinstance(node, AssetDef):
-        state = ev.status(key, partition).state
-        if state != FRESH and record is not None and record.pending_since is not None:
-            lag = max(timedelta(0), now - record.pending_since)
-            if sla.max_lag is not None:
-                due = record.pending_since + sla.max_lag
-                if now >= due:
-                    reasons.append(
-                        f"{state} for {_span(lag)}, more than max_lag {_span(sla.max_lag)}"
-                    )
-                else:
-                    deadlines.append(due)
+        status = ev.status(key, partition)
+        lag = _lag(ev, key, partition, status.state)
+        if lag is not None and (since := lag[1]) is not None and sla.max_lag is not None:
+            behind = lag[0]
+            due = since + sla.max_lag
+            if now >= due:
+                reasons.append(
+                    f"{status.state} for {_span(behind)}, more than max_lag {_span(sla.max_lag)}"
+                )
+            else:
+                deadlines.append(due)
         last = record.materialized_at if record is not None else None
     else:
         has_data = record is not None and record.version is not None
@@ -101,7 +135,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
     late = bool(reasons)
     return FreshnessStatus(
         late=late,
-        lag=lag,
+        lag=None if lag is None else lag[0],
         age=age,
         deadline=None if late or not deadlines else min(deadlines),
         reasons=tuple(reasons),

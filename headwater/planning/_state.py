@@ -87,6 +87,8 @@ class NodeRecord:
     """Whether a ``freshness_violated`` was recorded and not yet recovered."""
     lost_at: datetime | None = None
     """When its stored value was found gone (it is missing again until re-materialized)."""
+    appeared_at: datetime | None = None
+    """When it last went from having no version to having one (its existence began)."""
 
     def failed_blocking_check(self) -> CheckRecord | None:
         for c in self.checks:
@@ -122,6 +124,7 @@ class NodeRecord:
                 "pending_since": _ts(self.pending_since),
                 "late": self.late,
                 "lost_at": _ts(self.lost_at),
+                "appeared_at": _ts(self.appeared_at),
             },
             separators=(",", ":"),
         )
@@ -157,7 +160,14 @@ class NodeRecord:
             pending_since=_dt(raw.get("pending_since")),
             late=bool(raw.get("late", False)),
             lost_at=_dt(raw.get("lost_at")),
+            appeared_at=_dt(raw.get("appeared_at")),
         )
+
+
+def _appeared(old: NodeRecord, event: Event) -> datetime | None:
+    if event.data_version is None:
+        return None
+    return event.timestamp if old.version is None else old.appeared_at
 
 
 class State:
@@ -217,6 +227,7 @@ class State:
                 old,
                 version=event.data_version,
                 changed_at=event.timestamp if changed else old.changed_at,
+                appeared_at=_appeared(old, event),
             )
         if kind == EventKind.RUN_STARTED:
             return replace(
@@ -237,6 +248,7 @@ class State:
                 checks=(),
                 pending_since=None,
                 lost_at=None,
+                appeared_at=_appeared(old, event),
             )
         if kind == EventKind.VALUE_LOST:
             return replace(
@@ -247,6 +259,7 @@ class State:
                 inputs=(),
                 checks=(),
                 lost_at=event.timestamp,
+                appeared_at=None,
             )
         if kind == EventKind.RUN_FAILED:
             inputs = inputs_from_json(payload.get("inputs", ()))

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
-from headwater.planning._state import InputVersions, NodeKey, State
+from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State
 from headwater.policies import ClockPolicy, Decision, PolicyContext
 
 __all__ = ["Evaluator", "Status", "node_label"]
@@ -138,9 +138,8 @@ class Evaluator:
                 up_record = self.state.record(up)
                 label = node_label(*up)
                 if up_record is None or up_record.version is None:
-                    failed = up_record is not None and up_record.failure is not None
-                    only_missing = only_missing and not failed
-                    blockers.append(f"input {label} {'failed' if failed else 'is missing'}")
+                    blockers.append(f"input {label} {_absence(up_record)}")
+                    only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
                 if up_record.failure is not None:
@@ -224,6 +223,19 @@ class Evaluator:
             due_tick=self.due_tick(asset),
         )
         return asset.policy.decide(ctx)
+
+
+def _absence(record: NodeRecord | None) -> str:
+    """Why an input partition has no version: never there, failed, deleted, or lost."""
+    if record is None:
+        return "is missing"
+    if record.failure is not None:
+        return "failed"
+    if record.lost_at is not None:
+        return "is missing (its stored value was lost; it is materialized again)"
+    if record.changed_at is not None:
+        return f"was deleted at {record.changed_at.isoformat()}"
+    return "is missing"
 
 
 def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[str]:

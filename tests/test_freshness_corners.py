@@ -1,0 +1,167 @@
+"""SPEC §4 in its corners, on the virtual clock: lag never counts from before the inputs
+existed, a new partition does not inherit older changes, the original change is carried
+through assets without an SLA of their own, and the harness runs what is due at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import headwater as hw
+from headwater.testing import Harness
+
+daily = hw.DailyPartitions(start="2026-01-01")
+
+
+def _violations(h: Harness, asset: str) -> list[tuple[str | None, str]]:
+    return [
+        (e.partition, e.timestamp.isoformat())
+        for e in h.events(kind="freshness_violated", asset=asset)
+    ]
+
+
+def test_a_partition_whose_input_never_arrived_is_not_late_by_max_lag() -> None:
+    """An unpartitioned input seen, the partitioned one never: no alarm that cannot clear.
+    Once the missing input arrives, the lag counts from its arrival."""
+    raw = hw.source("raw", partitions=daily)
+    config = hw.source("config")
+
+    @hw.asset(partitions=daily, policy=hw.manual(), freshness=hw.Freshness(max_lag="15m"))
+    def clean(raw: Any, config: Any) -> Any:
+        return raw
+
+    with Harness(hw.Definitions([raw, config, clean]), now="2026-01-03T00:00:00Z") as h:
+        h.observe("config", value={"x": 1})
+        h.advance("1d")
+        assert _violations(h, "clean") == []
+        assert h.freshness("clean", partition="2026-01-02").lag is None  # cannot start yet
+        h.observe("raw", value=1, partition="2026-01-02")  # at 2026-01-04T00:00
+        assert h.freshness("clean", partition="2026-01-02").deadline is not None
+        assert h.freshness("clean", partition="2026-01-02").deadline.isoformat() == (
+            "2026-01-04T00:15:00+00:00"
+        )
+        h.advance("15m")
+        assert _violations(h, "clean") == [("2026-01-02", "2026-01-04T00:15:00+00:00")]
+
+
+def test_a_new_partition_does_not_carry_older_changes_into_its_readers() -> None:
+    """A reader of all partitions, up to date, is not late the moment a partition appears:
+    it could not reflect that partition before it existed."""
+    raw = hw.source("raw", partitions=daily)
+
+    @hw.asset(partitions=daily, policy=hw.manual())
+    def clean(raw: Any) -> Any:
+        return raw
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="15m"))
+    def total(clean: dict[str, Any]) -> int:
+        return len(clean)
+
+    with Harness(hw.Definitions([raw, clean, total]), now="2026-01-03T01:00:00Z") as h:
+        h.observe("raw", value=1, partition="2026-01-01")
+        h.materialize("clean", partition="2026-01-01")
+        h.materialize("total")
+        h.advance(hours=1, minutes=1)  # 02:01
+        h.observe("raw", value=2, partition="2026-01-02")
+        h.advance(minutes=19, seconds=11)  # 02:20:11: the new partition is materialized late
+        h.materialize("clean", partition="2026-01-02")
+        h.advance(seconds=1)
+        status = h.freshness("total")
+        assert not status.late and status.lag == timedelta(seconds=1)
+        h.advance(minutes=15)
+        assert _violations(h, "total") == [(None, "2026-01-03T02:35:11+00:00")]
+
+
+def test_max_lag_through_a_cron_intermediate_counts_from_the_original_change() -> None:
+    src = hw.source("src")
+
+    @hw.asset(policy=hw.on_cron("0 * * * *"))
+    def hourly(src: Any) -> Any:
+        return src
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="30m"))
+    def leaf(hourly: Any) -> Any:
+        return hourly
+
+    with Harness(hw.Definitions([src, hourly, leaf]), now="2026-01-05T00:30:00Z") as h:
+        h.observe("src", value=1)
+        h.advance(minutes=30)  # 01:00: hourly runs
+        h.materialize("leaf")
+        h.advance(minutes=5)
+        h.observe("src", value=2)  # 01:05
+        h.advance(minutes=55)  # 02:00: hourly runs; leaf is behind the change of 01:05
+        assert h.freshness("leaf").late
+        assert _violations(h, "leaf") == [(None, "2026-01-05T02:00:00+00:00")]
+
+
+def test_max_lag_through_a_retrying_intermediate_counts_from_the_original_change() -> None:
+    src = hw.source("src")
+    calls: list[int] = []
+
+    @hw.asset(retries=hw.Retry(max_attempts=2, delay="10m"))
+    def flaky(src: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionError("not yet")
+        return src
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="15m"))
+    def leaf(flaky: Any) -> Any:
+        return flaky
+
+    with Harness(hw.Definitions([src, flaky, leaf]), now="2026-01-05T00:30:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.materialize("leaf")
+        h.advance(minutes=30)
+        h.observe("src", value=2)  # 01:00; flaky fails, retries at 01:10
+        h.advance(minutes=10)
+        assert h.state("flaky") == "fresh"
+        assert h.freshness("leaf").deadline is not None
+        assert h.freshness("leaf").deadline.isoformat() == "2026-01-05T01:15:00+00:00"
+
+
+def test_advance_runs_what_is_due_now_first() -> None:
+    """observe() at 00:00 then advance("10m"): the eager reader runs at 00:00, so a one-minute
+    SLA is never breached."""
+    src = hw.source("src")
+
+    @hw.asset(freshness=hw.Freshness(max_lag="1m"))
+    def quick(src: Any) -> Any:
+        return src
+
+    with Harness(hw.Definitions([src, quick]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        result = h.advance("10m")
+        assert result.materialized == [("quick", None)]
+        (event,) = h.events(kind="materialization", asset="quick")
+        assert event.timestamp.isoformat() == "2026-01-05T00:00:00+00:00"
+        assert _violations(h, "quick") == []
+
+
+def test_a_deleted_partition_reaches_readers_of_all_partitions() -> None:
+    """Readers of every partition see the dict without it (stale, run again); the
+    partition-wise reader waits, saying the input was deleted."""
+    parts = hw.StaticPartitions(["a", "b"])
+    src = hw.source("src", partitions=parts)
+
+    @hw.asset(partitions=parts)
+    def clean(src: int) -> int:
+        return src
+
+    @hw.asset
+    def total(src: dict[str, int]) -> int:
+        return sum(src.values())
+
+    with Harness(hw.Definitions([src, clean, total])) as h:
+        h.observe("src", value=1, partition="a")
+        h.observe("src", value=2, partition="b")
+        h.tick()
+        assert h.value("total") == 3
+        h.observe("src", partition="b", deleted=True)
+        tick = h.tick()
+        assert tick.materialized == [("total", None)]
+        assert h.value("total") == 1
+        reason = tick.skipped[("clean", "b")]
+        assert reason.startswith("waiting: input src[b] was deleted at"), reason
+        assert "no input has arrived" not in " ".join(h.why("clean", partition="b"))
