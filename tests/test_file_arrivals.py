@@ -1,0 +1,261 @@
+"""Every way a file lands, on the real daemon with real inotify: cp, mv from a sibling folder,
+rsync, an editor's save, links (inside the folder, to anywhere, to what must never be read),
+hard links, a FIFO, non-canonical names, a file appended to in steps, and a burst of thousands
+of files into new folders. The periodic rescan is set to an hour: what is seen here, the events
+showed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_process import DaemonProcess
+
+import headwater as hw
+from headwater.eventlog import EventLogReader
+
+RESOURCES = Path(__file__).parent / "resources"
+CSV = "a,b\n1,2\n"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, DaemonProcess]]:
+    """One daemon for the module; each test lands its own files."""
+    root = tmp_path_factory.mktemp("arrivals")
+    shutil.copy(RESOURCES / "arrivals_project.py", root / "defs.py")
+    for folder in ("inbox", "linked", "days", "burst", "appends", "staging", "elsewhere"):
+        (root / folder).mkdir()
+    daemon = DaemonProcess(
+        root, root / "defs.py", root / "state",
+        args=("--settle", "0.3", "--grace", "5", "--rescan-interval", "3600"),
+    )  # fmt: skip
+    daemon.start().wait_notify("READY=1")
+    yield root, daemon
+    daemon.close()
+    assert daemon.bad_lines == []
+
+
+def _events(
+    root: Path, kind: str, asset: str | None = None, partition: str | None = None
+) -> list[Any]:
+    return EventLogReader(root / "state").events(kind=kind, asset=asset, partition=partition)
+
+
+def _materialized(
+    daemon: DaemonProcess, asset: str, partition: str, since: int, timeout: float = 10
+) -> dict[str, Any]:
+    return daemon.wait_event(
+        "materialized", asset=asset, partition=partition, since=since, timeout=timeout
+    )
+
+
+def test_cp_counts_once(site: tuple[Path, DaemonProcess]) -> None:
+    root, daemon = site
+    (root / "staging" / "copied.csv").write_text(CSV)
+    since = daemon.mark()
+    subprocess.run(["cp", str(root / "staging" / "copied.csv"), str(root / "inbox")], check=True)
+    _materialized(daemon, "parsed", "copied", since)
+    assert len(_events(root, "observation", "files", "copied")) == 1
+
+
+def test_mv_from_a_sibling_folder_is_seen_at_once(site: tuple[Path, DaemonProcess]) -> None:
+    """watchdog reports a move in from an unwatched folder as a creation; it still counts."""
+    root, daemon = site
+    (root / "staging" / "moved.csv").write_text(CSV)
+    since = daemon.mark()
+    started = time.monotonic()
+    subprocess.run(["mv", str(root / "staging" / "moved.csv"), str(root / "inbox")], check=True)
+    _materialized(daemon, "parsed", "moved", since)
+    assert time.monotonic() - started < 5  # the rescan is an hour away: the event did it
+
+
+def test_rsync_into_the_inbox_counts_its_final_content_once(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    """rsync writes a hidden temp file beside the target, then renames it into place."""
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed (.ci/run installs it)")
+    root, daemon = site
+    (root / "staging" / "synced.csv").write_text("a,b\n1,2\n3,4\n")
+    since = daemon.mark()
+    subprocess.run(
+        ["rsync", str(root / "staging" / "synced.csv"), str(root / "inbox") + "/"], check=True
+    )
+    line = _materialized(daemon, "parsed", "synced", since)
+    (event,) = [e for e in _events(root, "materialization", "parsed", "synced")]
+    assert event.run_id == line["run_id"] and event.payload["metadata"]["rows"] == 2
+    assert _events(root, "partitions_added") and all(
+        not k.startswith(".") for e in _events(root, "partitions_added") for k in e.payload["keys"]
+    )  # rsync's temp file matched no partition: names starting with a dot are its own
+
+
+def test_an_editor_save_counts_its_final_content(site: tuple[Path, DaemonProcess]) -> None:
+    """Write a swap file, then rename it over the target (what editors do on save)."""
+    root, daemon = site
+    (root / "inbox" / "edited.csv").write_text(CSV)
+    _materialized(daemon, "parsed", "edited", daemon.mark())
+    since = daemon.mark()
+    swap = root / "inbox" / ".edited.csv.swp"
+    swap.write_text("a,b\n9,9\n8,8\n7,7\n")
+    swap.rename(root / "inbox" / "edited.csv")
+    _materialized(daemon, "parsed", "edited", since)
+    last = _events(root, "materialization", "parsed", "edited")[-1]
+    assert last.payload["metadata"]["rows"] == 3
+
+
+def test_a_hard_link_counts_at_once(site: tuple[Path, DaemonProcess]) -> None:
+    root, daemon = site
+    (root / "staging" / "hard.csv").write_text(CSV)
+    since = daemon.mark()
+    os.link(root / "staging" / "hard.csv", root / "inbox" / "hard.csv")
+    _materialized(daemon, "parsed", "hard", since)
+
+
+def test_a_link_inside_the_folder_is_followed_and_its_target_watched(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    root, daemon = site
+    (root / "inbox" / "store").mkdir()
+    target = root / "inbox" / "store" / "real.data"
+    target.write_text(CSV)
+    since = daemon.mark()
+    (root / "inbox" / "inlink.csv").symlink_to(target)
+    _materialized(daemon, "parsed", "inlink", since)
+    since = daemon.mark()
+    target.write_text("a,b\n5,6\n7,8\n")  # the target changes: so does the link's partition
+    _materialized(daemon, "parsed", "inlink", since)
+    assert _events(root, "materialization", "parsed", "inlink")[-1].payload["metadata"]["rows"] == 2
+
+
+def test_a_link_outside_the_folder_is_ignored_with_how_to_allow_it(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    root, daemon = site
+    secret = root / "elsewhere" / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    secret.chmod(0o600)
+    since = daemon.mark()
+    (root / "inbox" / "leak.csv").symlink_to(secret)
+    (root / "inbox" / "environ.csv").symlink_to("/proc/self/environ")
+    (root / "inbox" / "state.csv").symlink_to(root / "state" / "events.db")
+    for name in ("leak", "environ", "state"):
+        line = daemon.wait_event(
+            "file_ignored", path=str(root / "inbox" / f"{name}.csv"), since=since
+        )
+        assert "symbolic link" in line["reason"]
+    assert (
+        'symlinks="follow"'
+        in daemon.wait_event("file_ignored", path=str(root / "inbox" / "leak.csv"), since=since)[
+            "reason"
+        ]
+    )
+    for name in ("leak", "environ", "state"):
+        assert _events(root, "observation", "files", name) == []
+    values = root / "state" / "values"
+    assert not any("leak" in p.name or "environ" in p.name for p in values.rglob("*"))
+
+
+def test_a_link_anywhere_is_followed_with_symlinks_follow_and_its_target_watched(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    root, daemon = site
+    target = root / "elsewhere" / "shared.csv"
+    target.write_text(CSV)
+    since = daemon.mark()
+    (root / "linked" / "far.csv").symlink_to(target)
+    _materialized(daemon, "linked_rows", "far", since)
+    since = daemon.mark()
+    target.write_text("a,b\n1,2\n3,4\n5,6\n")  # outside every watched folder: watched for it
+    _materialized(daemon, "linked_rows", "far", since)
+    since = daemon.mark()
+    (root / "linked" / "env.csv").symlink_to("/proc/self/environ")  # never, even with follow
+    assert (
+        "/proc"
+        in daemon.wait_event("file_ignored", path=str(root / "linked" / "env.csv"), since=since)[
+            "reason"
+        ]
+    )
+
+
+def test_a_fifo_is_skipped_and_never_blocks_the_daemon(site: tuple[Path, DaemonProcess]) -> None:
+    root, daemon = site
+    fifo = root / "staging" / "pipe.csv"
+    os.mkfifo(fifo)
+    since = daemon.mark()
+    fifo.rename(root / "inbox" / "pipe.csv")
+    line = daemon.wait_event("file_ignored", path=str(root / "inbox" / "pipe.csv"), since=since)
+    assert "FIFO" in line["reason"]
+    (root / "inbox" / "after_fifo.csv").write_text(CSV)
+    _materialized(daemon, "parsed", "after_fifo", since)
+    assert _events(root, "observation", "files", "pipe") == []
+
+
+def test_a_non_canonical_key_is_not_a_partition_and_is_named_once(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    root, daemon = site
+    since = daemon.mark()
+    (root / "days" / "2026-1-5.csv").write_text(CSV)
+    line = daemon.wait_event("file_ignored", path=str(root / "days" / "2026-1-5.csv"), since=since)
+    assert "did you mean '2026-01-05'" in line["reason"]
+    (root / "days" / "2026-1-5.csv").write_text(CSV + "3,4\n")  # again: no second warning
+    (root / "days" / "2026-01-05.csv").write_text(CSV)
+    deadline = time.monotonic() + 10
+    while not _events(root, "observation", "days", "2026-01-05"):
+        assert time.monotonic() < deadline
+    warnings = [ln for ln in daemon.lines[since:] if ln.get("event") == "file_ignored"
+                and ln.get("path", "").endswith("2026-1-5.csv")]  # fmt: skip
+    assert len(warnings) == 1
+    assert [e.partition for e in _events(root, "observation", "days")] == ["2026-01-05"]
+
+
+def test_a_file_appended_in_steps_counts_once_with_its_final_content(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    """The source's settle= waits for the path to be quiet: three appends, one run."""
+    root, daemon = site
+    since = daemon.mark()
+    log = root / "appends" / "steps.log"
+    for line in ("one", "two", "three"):
+        with open(log, "a") as f:
+            f.write(line + "\n")
+    _materialized(daemon, "log_lines", "steps", since)
+    runs = _events(root, "materialization", "log_lines", "steps")
+    assert len(runs) == 1
+    assert len(_events(root, "observation", "appends", "steps")) == 1
+    assert runs[0].data_version == hw.data_version(3)
+
+
+def test_a_burst_of_2000_files_into_new_folders_is_seen_within_10_s_without_delaying_others(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    root, daemon = site
+    since = daemon.mark()
+    started = time.monotonic()
+
+    def write_burst() -> None:
+        for folder in range(200):
+            where = root / "burst" / f"batch{folder:03d}"
+            where.mkdir()
+            for i in range(10):
+                (where / f"f{i}.csv").write_text(f"x\n{folder * 10 + i}\n")
+
+    writer = threading.Thread(target=write_burst)
+    writer.start()
+    (root / "inbox" / "during_burst.csv").write_text(CSV)
+    landed = time.monotonic()
+    _materialized(daemon, "parsed", "during_burst", since, timeout=10)
+    other_latency = time.monotonic() - landed
+    writer.join()
+    daemon.wait_event("materialized", asset="burst_count", data_version=hw.data_version(2000),
+                      since=since, timeout=10)  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert other_latency < 2, f"the inbox file waited {other_latency:.1f} s behind the burst"
