@@ -90,7 +90,7 @@ def test_rsync_into_the_inbox_counts_its_final_content_once(
         ["rsync", str(root / "staging" / "synced.csv"), str(root / "inbox") + "/"], check=True
     )
     line = _materialized(daemon, "parsed", "synced", since)
-    (event,) = [e for e in _events(root, "materialization", "parsed", "synced")]
+    (event,) = list(_events(root, "materialization", "parsed", "synced"))
     assert event.run_id == line["run_id"] and event.payload["metadata"]["rows"] == 2
     assert _events(root, "partitions_added") and all(
         not k.startswith(".") for e in _events(root, "partitions_added") for k in e.payload["keys"]
