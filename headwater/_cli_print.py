@@ -1,4 +1,10 @@
-"""What the command line prints: result summaries, the status table, event lines, ``why``."""
+"""What the command line prints: result summaries, the status table, event lines, ``why``.
+
+Everything printed that headwater did not write itself (keys, file names, error messages,
+payloads) goes through :func:`printable` first: control characters and terminal escape
+sequences are shown escaped (``\x1b``), so a hostile file name cannot forge a log line or
+reach the terminal; table cells are rich ``Text``, so ``[bold]`` in data is shown literally.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from headwater._events import Event, format_timestamp
 from headwater._report import StatusRow
@@ -16,13 +23,31 @@ from headwater.execution import TickResult
 from headwater.planning import NodeKey, node_label
 
 __all__ = [
+    "echo",
     "event_line",
     "print_backfill",
     "print_result",
     "print_status_table",
     "print_why",
+    "printable",
     "result_from_json",
 ]
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped as Python would write it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """One line of output, escaped."""
+    click.echo(printable(text), err=err)
+
+
+def _label(node: NodeKey) -> str:
+    return printable(node_label(*node))
 
 
 def result_from_json(message: Mapping[str, Any]) -> TickResult:
@@ -36,12 +61,12 @@ def result_from_json(message: Mapping[str, Any]) -> TickResult:
 
 def print_result(result: TickResult, requested: int) -> None:
     for node in result.materialized:
-        click.echo(f"materialized {node_label(*node)}")
+        echo(f"materialized {node_label(*node)}")
     for node, error in result.failed.items():
-        click.echo(f"failed {node_label(*node)}: {error}")
+        echo(f"failed {node_label(*node)}: {error}")
     shown = list(result.skipped.items())
     for node, reason in shown[:10]:
-        click.echo(f"skipped {node_label(*node)}: {reason}")
+        echo(f"skipped {node_label(*node)}: {reason}")
     if len(shown) > 10:
         click.echo(f"... and {len(shown) - 10} more skipped")
     click.echo(
@@ -58,11 +83,11 @@ def print_backfill(
     skipped = {n: r for n, r in result.skipped.items() if n[0] == asset}
     fresh = len(nodes) - len(done) - len(failed) - len(skipped)
     for node, error in failed.items():
-        click.echo(f"failed {node_label(*node)}: {error}")
+        echo(f"failed {node_label(*node)}: {error}")
     for node, reason in list(skipped.items())[:10]:
-        click.echo(f"skipped {node_label(*node)}: {reason}")
+        echo(f"skipped {node_label(*node)}: {reason}")
     downstream = len(result.materialized) - len(done)
-    click.echo(
+    echo(
         f"backfill {asset} {first}..{last}: {len(done)} materialized, {len(failed)} failed, "
         f"{len(skipped)} waiting, {fresh} already fresh"
         + (f"; {downstream} downstream partitions materialized" if downstream else "")
@@ -79,19 +104,15 @@ def print_status_table(
     missing: dict[str, int] = {}
     for row in rows:
         node = (row.asset, row.partition)
-        if (
-            row.partition is not None
-            and row.state == "missing"
-            and not show_all
-            and node not in runs
-        ):
+        folded = row.partition is not None and row.state == "missing" and not row.late
+        if folded and not show_all and node not in runs:
             missing[row.asset] = missing.get(row.asset, 0) + 1
             continue
-        state = row.state + (f" ({runs[node]})" if node in runs else "")
-        table.add_row(
+        state = row.state.upper() if row.state == "failed" else row.state
+        cells = (
             row.asset,
             row.partition or "",
-            state,
+            state + (f" ({runs[node]})" if node in runs else ""),
             "LATE" if row.late else "",
             (row.data_version or "")[:12],
             ""
@@ -99,22 +120,47 @@ def print_status_table(
             else format_timestamp(row.last_materialized_at)[:19],
             row.reason if row.state != "fresh" or row.late else "",
         )
+        table.add_row(*(Text(printable(c)) for c in cells))
     for asset, count in missing.items():
-        table.add_row(asset, f"({count} partitions)", "missing", "", "", "", "--all lists them")
+        cells = (asset, f"({count} partitions)", "missing", "", "", "", "--all lists them")
+        table.add_row(*(Text(printable(c)) for c in cells))
     console = Console()
     if not console.is_terminal:
         console = Console(width=240)  # piped output: no wrapping at 80 columns
     console.print(table)
+    _print_summary(rows)
 
 
-def print_why(lines: Sequence[str], recent: Sequence[Event]) -> None:
-    click.echo(lines[0])
+def _print_summary(rows: list[StatusRow]) -> None:
+    """One line each for what is late and what failed: what `status --check` fails on."""
+    late = [r for r in rows if r.late]
+    failed = [r for r in rows if r.state == "failed"]
+    for what, found in (("late", late), ("failed", failed)):
+        if not found:
+            continue
+        first = found[0]
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        echo(
+            f"{len(found)} {what}: {node_label(first.asset, first.partition)}"
+            f" ({first.reason}){more}"
+        )
+
+
+def print_why(lines: Sequence[str], recent: Sequence[Event], trace: str | None = None) -> None:
+    echo(lines[0])
     for line in lines[1:]:
-        click.echo(f"  - {line}")
+        echo(f"  - {line}")
+    if trace:
+        click.echo("traceback (last frames):")
+        for line in trace.rstrip().splitlines()[-_TRACE_LINES:]:
+            echo(f"  {line}")
     if recent:
         click.echo("recent events:")
         for event in recent:
             click.echo("  " + event_line(event))
+
+
+_TRACE_LINES = 8
 
 
 def event_line(event: Event) -> str:
@@ -130,4 +176,4 @@ def event_line(event: Event) -> str:
         parts.append(f"version={event.data_version[:12]}")
     if payload:
         parts.append(json.dumps(payload, separators=(",", ":"), default=str))
-    return "  ".join(parts)
+    return printable("  ".join(parts))

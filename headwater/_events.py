@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     FRESHNESS_RECOVERED = "freshness_recovered"
     DAEMON_STARTED = "daemon_started"
     DAEMON_STOPPED = "daemon_stopped"
+    RELOADED = "reloaded"
+    RELOAD_FAILED = "reload_failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,20 +31,20 @@ from headwater._cli_print import (
     print_result,
     print_status_table,
     print_why,
+    printable,
     result_from_json,
 )
 from headwater._client import DaemonClient, DaemonGone, connect_to_owner, find_daemon, wait_for_exit
 from headwater._clock import SystemClock, parse_instant
 from headwater._config import NoDefinitions, Settings, resolve_settings, resolve_state_dir
 from headwater._durations import parse_duration
-from headwater._errors import HeadwaterError, StateDirError
-from headwater._events import Event
+from headwater._errors import HeadwaterError, StateDirError, did_you_mean
+from headwater._events import Event, EventKind
 from headwater._lineage import FORMATS, render_lineage
 from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
 from headwater._statedir import Ownership, StateDirBusy, read_owner
-from headwater.daemon import DaemonSettings, run_daemon
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
@@ -78,9 +78,9 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except StateDirError as exc:
-            raise StateDirUnusable(str(exc)) from None
+            raise StateDirUnusable(printable(str(exc))) from None
         except HeadwaterError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(printable(str(exc))) from None
 
     return wrapper
 
@@ -164,6 +164,8 @@ def run(
     Under systemd (Type=notify) it reports READY, STATUS, RELOADING, STOPPING and watchdog pings.
     It owns the state directory: a second daemon there exits 3; other commands talk to it.
     """
+    from headwater.daemon import DaemonSettings, run_daemon  # the server stack, for `run` only
+
     settings = _settings(definitions, state_dir)
     run_daemon(
         DaemonSettings(
@@ -455,7 +457,8 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
     if not _readable(directory):
         with _daemon_for_reading(directory) as client:
             answer = client.get("/why", {"asset": asset, "partition": partition})
-        print_why(answer["lines"], [Event.from_json(e) for e in answer["events"]])
+        events = [Event.from_json(e) for e in answer["events"]]
+        print_why(answer["lines"], events, answer.get("traceback"))
         return
     settings, defs = _load(definitions, state_dir)
     reader = EventLogReader(settings.state_dir)
@@ -468,7 +471,20 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
         if (run["asset"], run["partition"]) == (asset, partition):
             lines.insert(1, f"{run['state']} since {run['since']} in the daemon")
     recent = reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
-    print_why(lines, list(reversed(recent)))
+    print_why(lines, list(reversed(recent)), _last_traceback(reader, asset, partition, ev))
+
+
+def _last_traceback(
+    reader: EventLogReader, asset: str, partition: str | None, ev: Evaluator
+) -> str | None:
+    """The traceback of the latest failed run, while the partition is failed."""
+    if ev.status(asset, partition).state != "failed":
+        return None
+    failed = reader.events(
+        kind="run_failed", asset=asset, partition=partition, newest_first=True, limit=1
+    )
+    trace = failed[0].payload.get("traceback") if failed else None
+    return trace if isinstance(trace, str) else None
 
 
 def _since(value: str | None) -> datetime | None:
@@ -509,10 +525,15 @@ def logs(
         _settings(definitions, state_dir).state_dir if definitions else resolve_state_dir(state_dir)
     )
     start = _since(since)
+    if kind is not None and kind not in _KINDS:
+        raise UserError(f"--kind {kind!r} is not an event kind{did_you_mean(kind, _KINDS)}; "
+                        f"kinds: {', '.join(_KINDS)}")  # fmt: skip
     if _readable(directory):
         reader = EventLogReader(directory)
         if not follow:
             reader.require()
+        if asset is not None:
+            _check_asset(asset, definitions, state_dir, reader)
 
         def read(after: int | None) -> list[Event]:
             return reader.events(kind=kind, asset=asset, since=start, after_id=after)
@@ -531,6 +552,22 @@ def logs(
             return [e for e in events if start is None or e.timestamp >= start]
 
         _print_events(ask, follow, as_json)
+
+
+_KINDS = [str(k) for k in EventKind]
+
+
+def _check_asset(
+    asset: str, definitions: str | None, state_dir: str | None, reader: EventLogReader
+) -> None:
+    """An asset (or source) that is in neither the definitions nor the log is a typo."""
+    try:
+        known = set(_load(definitions, state_dir)[1].nodes)
+    except HeadwaterError:  # no definitions to ask: the log knows what it holds
+        known = set()
+    known |= reader.assets()
+    if asset not in known:
+        raise UserError(f"--asset {asset!r}: no such asset or source{did_you_mean(asset, known)}")
 
 
 def _print_events(

@@ -1,6 +1,7 @@
 """The sales example of the SPEC: raw daily CSVs -> cleaned partitions -> totals by region.
 
-Run it:   headwater materialize sales_clean sales_by_region --definitions examples/sales/definitions.py
+Run it on a copy (see the README quick start), or: headwater materialize sales_clean
+sales_by_region --definitions examples/sales/definitions.py
 Then drop a new file into data/raw/sales/ (say 2026-01-04.csv) and run it again: only the
 new partition and the totals are computed; the other days stay fresh.
 """

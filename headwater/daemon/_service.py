@@ -134,6 +134,9 @@ class Daemon:
             _log.error("reload_failed", reason=str(exc))
             self._phase = "serving"
             self.notifier.ready(f"reload failed, serving the previous definitions: {exc}")
+            if (engine := self._engine) is not None:
+                payload = {"definitions": self.settings.definitions, "reason": str(exc)}
+                await engine.append([engine.event(EventKind.RELOAD_FAILED, payload=payload)])
             return str(exc)
         if self._stopping:
             return "the daemon is stopping"
@@ -276,13 +279,14 @@ class Daemon:
             self._end = anyio.Event()
         settings = self.settings
         async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
-            if first:
-                payload = {
-                    "pid": os.getpid(),
-                    "definitions": settings.definitions,
-                    "version": __version__,
-                }
-                await engine.append([engine.event(EventKind.DAEMON_STARTED, payload=payload)])
+            payload = {
+                "pid": os.getpid(),
+                "definitions": settings.definitions,
+                "version": __version__,
+                "assets": len(defs.assets),
+            }
+            kind = EventKind.DAEMON_STARTED if first else EventKind.RELOADED
+            await engine.append([engine.event(kind, payload=payload)])
             if self._stopping:
                 engine.stop_starting()
             clock = ClockSensor(engine, self.poke)

@@ -65,6 +65,14 @@ class EventLogReader:
                 schedules = []
         return state_from_rows(records, dynamic, schedules)
 
+    def assets(self) -> set[str]:
+        """Every asset or source key the log holds a record of."""
+        with self._connect() as conn:
+            if conn is None:
+                return set()
+            rows = conn.execute("SELECT DISTINCT asset FROM current_state")
+            return {str(r[0]) for r in rows}
+
     def events(
         self,
         *,

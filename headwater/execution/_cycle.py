@@ -276,7 +276,7 @@ class RunCycle:
                 for c in outcome.checks
             ]  # fmt: skip
         else:
-            payload.update(error=outcome.error, traceback=outcome.traceback)
+            payload.update(error=outcome.error, traceback=outcome.traceback, where=outcome.where)
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
         await engine.append(events)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
@@ -297,7 +297,9 @@ class RunCycle:
             await engine.note_unreflected(node)
             return "materialized"
         result.failed[node] = outcome.error or "failed"
-        _log.warning("run_failed", error=outcome.error, attempt=attempt, **fields)
+        _log.error(
+            "run_failed", error=outcome.error, where=outcome.where, attempt=attempt, **fields
+        )
         engine.dirty.add(node)  # looked at again: a retry may be due later
         return "failed"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sysconfig
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,7 +30,7 @@ from headwater.execution._store import FilesystemStore, IOManager, NoValueError,
 from headwater.planning import InputVersions, NodeKey, node_label
 from headwater.versions import data_version
 
-__all__ = ["CheckOutcome", "Job", "Outcome", "Runner"]
+__all__ = ["CheckOutcome", "Job", "Outcome", "Runner", "describe_error"]
 
 _log = structlog.get_logger("headwater.run")
 
@@ -63,6 +65,8 @@ class Outcome:
     checks: tuple[CheckOutcome, ...] = ()
     lost: tuple[tuple[str, str | None], ...] = ()
     """Asset inputs whose stored value was gone when the run loaded them."""
+    where: str | None = None
+    """``file:line`` in the user's code where a failed run raised."""
     inputs: InputVersions | None = None
     """The versions of the input partitions as actually read (a file replaced after the run
     was planned is recorded with the version of the bytes the function got)."""
@@ -74,7 +78,7 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
     try:
         result = check.fn(value, **kwargs)
     except Exception as exc:
-        return CheckOutcome(check.name, False, check.blocking, error=f"{type(exc).__name__}: {exc}")
+        return CheckOutcome(check.name, False, check.blocking, error=describe_error(exc))
     if isinstance(result, CheckResult):
         return CheckOutcome(
             check.name, bool(result.passed), check.blocking, dict(result.metadata or {})
@@ -87,6 +91,30 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
         check.blocking,
         error=f"returned {type(result).__name__}, not bool or hw.CheckResult",
     )
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one paragraph: no trailing newlines, an empty message named."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (no message)"
+
+
+_OWN_CODE = str(Path(__file__).resolve().parent.parent)
+_LIBRARIES = tuple(
+    {sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+)
+
+
+def _where(exc: BaseException, user_dir: Path) -> str | None:
+    """``file:line`` of the deepest frame in the user's code: under the definitions' folder if
+    any is, else outside headwater and the installed libraries."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_OWN_CODE)
+    ]
+    mine = [f for f in frames if f.filename.startswith(str(user_dir))]
+    if not mine:
+        mine = [f for f in frames if not f.filename.startswith(_LIBRARIES)]
+    return f"{mine[-1].filename}:{mine[-1].lineno}" if mine else None
 
 
 class _InputError(Exception):
@@ -209,14 +237,13 @@ class Runner:
                     lost=(lost.node,),
                 )
             except Exception as exc:
-                message = (
-                    str(exc) if isinstance(exc, _InputError) else f"{type(exc).__name__}: {exc}"
-                )
+                message = str(exc) if isinstance(exc, _InputError) else describe_error(exc)
                 return Outcome(
                     ok=False,
                     duration_ms=(time.perf_counter() - started) * 1000,
                     error=message,
-                    traceback="".join(traceback.format_exception(exc)),
+                    traceback="".join(traceback.format_exception(exc)).rstrip(),
+                    where=_where(exc, self.defs.base_dir),
                 )
             checks = self._checks(job, io, context)
         metadata = table_metadata(value)

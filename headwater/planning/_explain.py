@@ -40,7 +40,10 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
             )
         if record is not None and record.failure is not None:
             f = record.failure
-            lines.append(f"latest attempt failed at {f.at.isoformat()} (run {f.run_id}): {f.error}")
+            where = f" at {f.where}" if f.where else ""
+            lines.append(
+                f"latest attempt failed at {f.at.isoformat()} (run {f.run_id}): {f.error}{where}"
+            )
         if record is not None and record.running:
             lines.append(f"run {record.running} is in progress")
         if record is not None:

@@ -43,6 +43,8 @@ class Failure:
     code_version: str | None
     inputs: InputVersions
     attempts: int
+    where: str | None = None
+    """``file:line`` in the user's code where it raised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class NodeRecord:
                     "code_version": failure.code_version,
                     "inputs": [list(t) for t in failure.inputs],
                     "attempts": failure.attempts,
+                    "where": failure.where,
                 },
                 "running": self.running,
                 "decision": None if self.decision is None else list(self.decision),
@@ -150,6 +153,7 @@ class NodeRecord:
                 code_version=f.get("code_version"),
                 inputs=inputs_from_json(f.get("inputs", ())),
                 attempts=int(f.get("attempts", 1)),
+                where=f.get("where"),
             ),
             running=raw.get("running"),
             decision=None if decision is None else (str(decision[0]), str(decision[1])),
@@ -279,6 +283,7 @@ class State:
                 code_version=code,
                 inputs=inputs,
                 attempts=attempt,
+                where=payload.get("where"),
             )
             return replace(old, failure=failure, running=None)
         if kind == EventKind.RUN_ABANDONED:

@@ -252,7 +252,7 @@ class FileSensor:
             if o.version is None:
                 _log.info("file_deleted", source=o.key, partition=o.partition)
             else:
-                _log.debug("file_observed", source=o.key, partition=o.partition,
+                _log.info("file_observed", source=o.key, partition=o.partition,
                            data_version=o.version, path=o.payload.get("path"))  # fmt: skip
         if changed:
             self.on_change()

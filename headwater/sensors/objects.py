@@ -15,6 +15,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from headwater import _s3
+from headwater._errors import PartitionKeyError
 from headwater.definitions import ObjectSource
 from headwater.execution import Engine
 from headwater.execution._loaders import matching_keys
@@ -27,9 +28,10 @@ _MAX_BACKOFF = 8
 
 
 def versions_from_listing(
-    source: ObjectSource, listing: dict[str, _s3.ObjectEntry]
+    source: ObjectSource, listing: dict[str, _s3.ObjectEntry], ignored: list[tuple[str, str]]
 ) -> dict[str | None, str]:
-    """``{partition: version}`` from a complete listing; the version of an object is its ETag."""
+    """``{partition: version}`` from a complete listing; the version of an object is its ETag.
+    Keys that match the pattern but name no partition go to ``ignored`` with the reason."""
     if source.partitions is None:
         if source.is_glob:
             keys = matching_keys(source, list(listing))
@@ -38,7 +40,12 @@ def versions_from_listing(
         return {} if entry is None else {None: entry[0]}
     found: dict[str | None, str] = {}
     for key, (etag, _size) in listing.items():
-        if (partition := source.partition_of(key)) is not None:
+        try:
+            partition = source.partition_of(key)
+        except PartitionKeyError as exc:
+            ignored.append((key, str(exc)))
+            continue
+        if partition is not None:
             found[partition] = etag
     return found
 
@@ -50,6 +57,7 @@ class ObjectSensor:
         self.engine = engine
         self.on_change = on_change
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, ObjectSource)]
+        self._warned: set[tuple[str, str]] = set()
 
     async def scan(self) -> None:
         for source in self.sources:
@@ -58,7 +66,13 @@ class ObjectSensor:
     async def poll(self, source: ObjectSource) -> bool:
         """One listing and diff; raises when the store cannot be listed."""
         listing = await anyio.to_thread.run_sync(_s3.list_objects, source)
-        changed = await self.engine.reconcile(source.key, versions_from_listing(source, listing))
+        ignored: list[tuple[str, str]] = []
+        found = versions_from_listing(source, listing, ignored)
+        for key, why in ignored:
+            if (key, why) not in self._warned:  # once per key, not once per poll
+                self._warned.add((key, why))
+                _log.warning("object_ignored", source=source.key, key=key, reason=why)
+        changed = await self.engine.reconcile(source.key, found)
         if changed:
             self.on_change()
         return bool(changed)
