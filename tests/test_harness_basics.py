@@ -414,3 +414,28 @@ def test_unknown_names_raise_errors_that_name_them() -> None:
             h.observe("a", "v1")
         with pytest.raises(hw.PartitionKeyError, match="not partitioned"):
             h.state("a", partition="2026-01-01")
+
+
+def test_a_run_records_the_version_of_the_bytes_it_read(tmp_path: Path) -> None:
+    """A file replaced after the run was planned: the run records the new version it read, so
+    once the sensor reports that version too, nothing is stale."""
+    from headwater.versions import bytes_version
+
+    data = tmp_path / "data.csv"
+    data.write_text("a\n1\n")
+    raw = hw.FileSource("raw", str(data))
+
+    @hw.asset
+    def rows(raw: Any) -> int:
+        return len(raw)
+
+    with Harness(hw.Definitions([raw, rows])) as h:
+        h.observe("raw", bytes_version(data.read_bytes()))  # what the sensor saw
+        data.write_text("a\n1\n2\n3\n")  # replaced before the run reads it
+        assert h.tick().materialized == [("rows", None)]
+        (event,) = h.events(kind="materialization", asset="rows")
+        assert event.payload["inputs"] == [["raw", None, bytes_version(data.read_bytes())]]
+        assert h.value("rows") == 3
+        h.observe("raw", bytes_version(data.read_bytes()))  # the sensor catches up
+        assert h.state("rows") == "fresh"
+        assert h.tick().materialized == []
