@@ -89,7 +89,7 @@ async def test_state_rows_are_written_with_their_events(tmp_path: Path) -> None:
     async with open_event_log(tmp_path) as log:
         state = await log.load_state()
     assert state.record(("src", None)) == record
-    assert state.dynamic_keys("inbox") == ["a.csv"]
+    assert list(state.dynamic_keys("inbox")) == ["a.csv"]
     reread = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
     assert reread.record(("src", None)) == record
 

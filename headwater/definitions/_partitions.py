@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,7 +33,8 @@ class PartitionContext:
     """What partition keys depend on besides their definition: the time and dynamic keys."""
 
     now: datetime
-    dynamic_keys: Callable[[str], Sequence[str]] = field(default=lambda _name: ())
+    dynamic_keys: Callable[[str], Collection[str]] = field(default=lambda _name: ())
+    """The keys of a dynamic partitions definition, in the order they were added."""
 
 
 class PartitionsDefinition(ABC):
@@ -331,7 +332,7 @@ class DynamicPartitions(PartitionsDefinition):
         return repr(self)
 
     def keys(self, ctx: PartitionContext) -> Sequence[str]:
-        return ctx.dynamic_keys(self.name)
+        return list(ctx.dynamic_keys(self.name))
 
     def has_key(self, key: str, ctx: PartitionContext) -> bool:
         return key in ctx.dynamic_keys(self.name)

@@ -262,7 +262,7 @@ class Engine:
         return new
 
     def _new_dynamic(self, name: str, keys: Iterable[str]) -> list[str]:
-        known = set(self.state.dynamic_keys(name))
+        known = self.state.dynamic.get(name, {})
         new = [k for k in dict.fromkeys(keys) if k not in known]
         for k in new:
             DynamicPartitions(name).check_key(k)
@@ -335,17 +335,13 @@ class Engine:
             changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
             if not changed:
                 return 0
-            added: dict[str, list[str]] = {}
+            candidates: dict[str, list[str]] = {}
             for item in changed:
                 parts = self.defs.nodes[item.key].partitions
-                if (
-                    isinstance(parts, DynamicPartitions)
-                    and item.partition is not None
-                    and item.partition not in added.get(parts.name, ())
-                ):
-                    new = self._new_dynamic(parts.name, [item.partition])
-                    added.setdefault(parts.name, []).extend(new)
-            events, dynamic = self._partitions_added({n: k for n, k in added.items() if k})
+                if isinstance(parts, DynamicPartitions) and item.partition is not None:
+                    candidates.setdefault(parts.name, []).append(item.partition)
+            added = {n: new for n, keys in candidates.items() if (new := self._new_dynamic(n, keys))}
+            events, dynamic = self._partitions_added(added)
             events += [
                 self.event(
                     EventKind.OBSERVATION,

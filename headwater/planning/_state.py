@@ -9,7 +9,7 @@ takes the record.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -194,8 +194,9 @@ class State:
     def present_partitions(self, asset: str) -> list[str]:
         return sorted(self.present.get(asset, ()))
 
-    def dynamic_keys(self, name: str) -> Sequence[str]:
-        return list(self.dynamic.get(name, ()))
+    def dynamic_keys(self, name: str) -> Collection[str]:
+        """The keys in the order they were added (a view: membership is O(1), nothing copied)."""
+        return self.dynamic.get(name, {}).keys()
 
     def put(self, node: NodeKey, record: NodeRecord) -> None:
         self.records[node] = record

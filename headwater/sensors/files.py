@@ -19,6 +19,7 @@ reconciliation rescan; the same rescan runs every ``rescan_interval`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -32,8 +33,6 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from anyio.from_thread import run_sync as run_on_loop
-from anyio.lowlevel import current_token
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
@@ -391,14 +390,18 @@ class FileSensor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled; ``started`` once the watches are armed (events then queue)."""
         send, receive = anyio.create_memory_object_stream[object](math.inf)
-        token = current_token()
+        loop = asyncio.get_running_loop()  # anyio runs on asyncio here (see run_daemon)
+
+        def deliver(item: object) -> None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(item)
 
         def push(item: object) -> None:
-            # If the loop is shutting down the item is dropped; the next start-up scan catches up.
-            with contextlib.suppress(
-                RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError
-            ):
-                run_on_loop(send.send_nowait, item, token=token)
+            # Fire and forget: watchdog's thread never waits for the loop, so a burst of
+            # thousands of events is queued at once. If the loop is shutting down the item is
+            # dropped; the next start-up scan catches up.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, item)
 
         # full events: a file moved in from an unwatched folder is a move, not a creation
         observer = InotifyObserver(generate_full_events=True)
