@@ -340,7 +340,9 @@ class Engine:
                 parts = self.defs.nodes[item.key].partitions
                 if isinstance(parts, DynamicPartitions) and item.partition is not None:
                     candidates.setdefault(parts.name, []).append(item.partition)
-            added = {n: new for n, keys in candidates.items() if (new := self._new_dynamic(n, keys))}
+            added = {
+                n: new for n, keys in candidates.items() if (new := self._new_dynamic(n, keys))
+            }
             events, dynamic = self._partitions_added(added)
             events += [
                 self.event(
