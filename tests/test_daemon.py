@@ -202,6 +202,9 @@ def test_sighup_with_broken_definitions_keeps_serving(project: Path, daemons: li
     daemon.signal(signal.SIGHUP)
     daemon.wait_notify("READY=1")
     daemon.wait_event("materialized", asset="shout", partition="after_broken_reload")
+    failed, reloaded = _events(project, "reload_failed"), _events(project, "reloaded")
+    assert len(failed) == 1 and "syntax error" in failed[0].payload["reason"]  # type: ignore[attr-defined]
+    assert len(reloaded) == 1 and reloaded[0].payload["assets"] == 3  # type: ignore[attr-defined]
 
 
 def test_watchdog_pings_when_watchdog_usec_is_set(project: Path, daemons: list[object]) -> None:
