@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     DAEMON_STOPPED = "daemon_stopped"
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload_failed"
+    STORAGE_RECOVERED = "storage_recovered"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

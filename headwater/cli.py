@@ -45,6 +45,7 @@ from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
 from headwater._statedir import Ownership, StateDirBusy, read_owner
+from headwater._storage import StorageFailure
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
@@ -77,7 +78,7 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except StateDirError as exc:
+        except (StateDirError, StorageFailure) as exc:
             raise StateDirUnusable(printable(str(exc))) from None
         except HeadwaterError as exc:
             raise UserError(printable(str(exc))) from None
@@ -251,6 +252,8 @@ def _direct(
             result = await engine.materialize(
                 nodes, force=ask.force, only_requested=True, on_step=on_step
             )
+            if engine.degraded is not None:  # no daemon here to ride it out: say so
+                raise StorageFailure(Path(engine.degraded.path), engine.degraded.reason)
             return result, nodes
 
     return anyio.run(go, backend="asyncio")

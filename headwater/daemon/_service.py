@@ -14,6 +14,7 @@ second signal skips the rest of the grace period.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ from headwater._errors import HeadwaterError
 from headwater._events import EventKind, format_timestamp
 from headwater._loading import LoadError, load_definitions
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
+from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._notify import Notifier
 from headwater.definitions import Definitions, FileSource, ObjectSource
@@ -49,6 +51,8 @@ __all__ = ["Daemon", "DaemonSettings", "run_daemon"]
 _log = structlog.get_logger("headwater.daemon")
 _OWNER_POLL = 0.2
 """Seconds between attempts to take a state directory a CLI command is using."""
+_FIRST_RETRY, _LAST_RETRY = 1.0, 30.0
+"""Seconds between attempts to write a state directory that refuses writes (doubling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class Daemon:
         self._reload_lock = anyio.Lock()
         self._api: ControlServer | None = None
         self._runs = 0
+        self._serving = "starting"
+        self._storage_trouble = anyio.Event()
 
     # -- what the control API asks of the daemon ------------------------------------------
 
@@ -185,8 +191,10 @@ class Daemon:
             "state": self._phase,
             "started_at": format_timestamp(self.started_at),
             "uptime_s": round(time.monotonic() - self._started, 3),
-            "degraded": False,
-            "degraded_reason": None,
+            "degraded": engine is not None and engine.degraded is not None,
+            "degraded_reason": None
+            if engine is None or engine.degraded is None
+            else f"cannot write {engine.degraded.path}: {engine.degraded.reason}",
             "definitions": self.settings.definitions,
             "state_dir": str(self.state_dir),
             "socket": None if self._api is None else str(self._api.path),
@@ -278,7 +286,11 @@ class Daemon:
         if not self._stopping:
             self._end = anyio.Event()
         settings = self.settings
-        async with Engine.open(defs, settings.state_dir, SystemClock()) as engine:
+        async with contextlib.AsyncExitStack() as stack:
+            engine = await self._open(stack, defs)
+            if engine is None:  # stopped while the disk refused to open the log
+                return
+            engine.on_degraded = self._degraded
             payload = {
                 "pid": os.getpid(),
                 "definitions": settings.definitions,
@@ -286,7 +298,8 @@ class Daemon:
                 "assets": len(defs.assets),
             }
             kind = EventKind.DAEMON_STARTED if first else EventKind.RELOADED
-            await engine.append([engine.event(kind, payload=payload)])
+            with contextlib.suppress(StorageFailure):
+                await engine.append([engine.event(kind, payload=payload)])
             if self._stopping:
                 engine.stop_starting()
             clock = ClockSensor(engine, self.poke)
@@ -318,9 +331,8 @@ class Daemon:
                 watching = len(
                     [s for s in defs.sources.values() if isinstance(s, FileSource | ObjectSource)]
                 )
-                self.notifier.ready(
-                    f"serving {len(defs.assets)} assets, watching {watching} sources"
-                )
+                self._serving = f"serving {len(defs.assets)} assets, watching {watching} sources"
+                self.notifier.ready(self._status_line(engine))
                 self._reloaded.set()
                 _log.info(
                     "ready",
@@ -330,6 +342,7 @@ class Daemon:
                 )
                 tg.start_soon(self._loop, engine, clock)
                 tg.start_soon(self._find_lost_values, engine)
+                tg.start_soon(self._ride_out_storage, engine, files, objects)
                 await self._end.wait()
                 self._engine = None
                 self._work = None
@@ -338,10 +351,68 @@ class Daemon:
                 await self._drain(engine)
                 tg.cancel_scope.cancel()
             if self._stopping:
-                with anyio.move_on_after(5, shield=True):
+                with anyio.move_on_after(5, shield=True), contextlib.suppress(StorageFailure):
                     event = engine.event(EventKind.DAEMON_STOPPED, payload={"pid": os.getpid()})
                     await engine.append([event], check_freshness=False)
                 _log.info("stopped")
+
+    async def _open(self, stack: contextlib.AsyncExitStack, defs: Definitions) -> Engine | None:
+        """Open the engine; while the disk refuses (full, read-only), report READY with a
+        degraded STATUS and try again with backoff instead of exiting."""
+        delay = _FIRST_RETRY
+        told = False
+        while not self._stopping:
+            try:
+                return await stack.enter_async_context(
+                    Engine.open(defs, self.settings.state_dir, SystemClock())
+                )
+            except StorageFailure as failure:
+                if not told:
+                    _log.error("storage_failed", path=str(failure.path), reason=failure.reason,
+                               free_bytes=free_bytes(failure.path.parent))  # fmt: skip
+                    self.notifier.ready(f"degraded: {failure}")
+                    told = True
+            with anyio.move_on_after(delay):
+                await self._end.wait()
+            delay = min(delay * 2, _LAST_RETRY)
+        return None
+
+    def _degraded(self) -> None:
+        engine = self._engine
+        if engine is not None:
+            self.notifier.status(self._status_line(engine))
+        self._storage_trouble.set()
+
+    def _status_line(self, engine: Engine) -> str:
+        if engine.degraded is not None:
+            return f"degraded: cannot write {engine.degraded.path}: {engine.degraded.reason}"
+        return self._serving
+
+    async def _ride_out_storage(
+        self, engine: Engine, files: FileSensor, objects: ObjectSensor
+    ) -> None:
+        """While the state directory refuses writes, try again with backoff; when it takes them,
+        carry on: what changed meanwhile is noticed by a rescan of every source."""
+        while True:
+            if engine.degraded is None:
+                self._storage_trouble = anyio.Event()
+                await self._storage_trouble.wait()
+                continue
+            self.notifier.status(self._status_line(engine))
+            delay = _FIRST_RETRY
+            while True:
+                await anyio.sleep(delay)
+                try:
+                    await engine.probe_storage()
+                    await engine.recover()
+                except StorageFailure:
+                    delay = min(delay * 2, _LAST_RETRY)
+                    continue
+                break
+            await files.scan()
+            await objects.scan()
+            self.notifier.status(self._status_line(engine))
+            self.poke()
 
     async def _drain(self, engine: Engine) -> None:
         """Let running functions finish within the grace period (or until a second stop)."""
@@ -367,8 +438,9 @@ class Daemon:
             )
 
     async def _find_lost_values(self, engine: Engine) -> None:
-        if await engine.forget_lost_values():
-            self.poke()
+        with contextlib.suppress(StorageFailure):
+            if await engine.forget_lost_values():
+                self.poke()
 
     async def _loop(self, engine: Engine, clock: ClockSensor) -> None:
         """One tick per burst of pokes; ticks overlap, so a long run holds back nothing else."""

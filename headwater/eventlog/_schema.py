@@ -50,4 +50,10 @@ MIGRATIONS: tuple[str, ...] = (
         handled_through TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: retention keeps the newest event of each kind per asset partition (found through this
+    # index); a table a recovering daemon writes to, to learn whether the disk takes writes.
+    """
+    CREATE INDEX events_by_node_kind ON events(asset, partition, kind, id);
+    CREATE TABLE write_probe (n INTEGER);
+    """,
 )

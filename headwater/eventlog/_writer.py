@@ -4,10 +4,16 @@ Concurrent ``write`` calls are gathered: the first caller becomes the leader and
 batch queued so far in one transaction, again and again until the queue is empty; the others
 wait for the commit that holds their batch. Events and the ``current_state`` rows they lead to
 are written in the same transaction, so the table never disagrees with the log.
+
+A transaction that fails is rolled back and every caller whose batch it held learns it failed
+(a full disk is a :class:`StorageFailure`): nothing a caller was told is committed is ever lost,
+and nothing it was told failed is half-written. Pruning takes the same transaction lock, in
+batches short enough to hold back other writes for at most a few milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,11 +25,12 @@ import anyio
 
 from headwater._errors import StateDirError
 from headwater._events import Event
+from headwater._storage import StorageFailure, storage_failure
 from headwater.eventlog._rows import event_row, record_rows, schedule_rows, state_from_rows
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
-__all__ = ["DB_NAME", "EventLog", "open_event_log", "unreadable"]
+__all__ = ["DB_NAME", "EventLog", "StorageFailure", "open_event_log", "unreadable"]
 
 DB_NAME = "events.db"
 
@@ -57,10 +64,18 @@ class EventLog:
         self.path = path
         self._pending: list[_Batch] = []
         self._leading = False
+        self._txn = anyio.Lock()
+        """Held for each transaction: commits and prune batches never interleave."""
         self._dynamic_seq = 0
         self.commits = 0
 
     async def _migrate(self) -> None:
+        async with self._conn.execute("SELECT count(*) FROM sqlite_master") as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == 0:
+            # A new log hands freed pages back to the filesystem as retention prunes; this
+            # must be set before the first table exists (an older log converts with a VACUUM).
+            await self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         for pragma in PRAGMAS:
             await self._conn.execute(pragma)
         await self._conn.execute(
@@ -134,6 +149,10 @@ class EventLog:
             raise batch.error
 
     async def _commit(self, batches: list[_Batch]) -> None:
+        async with self._txn:
+            await self._commit_locked(batches)
+
+    async def _commit_locked(self, batches: list[_Batch]) -> None:
         events = [event_row(e) for b in batches for e in b.events]
         records: dict[NodeKey, NodeRecord] = {}
         schedules: dict[str, Schedule] = {}
@@ -173,12 +192,26 @@ class EventLog:
         except Exception as exc:
             # Every batch in the failed transaction learns of it; the leader goes on with the
             # batches queued meanwhile, so no waiter is left behind.
-            await self._conn.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.rollback()
+            error: BaseException = storage_failure(exc, self.path) or exc
             for b in batches:
-                b.error = exc
+                b.error = error
         finally:
             for b in batches:
                 b.done.set()
+
+    async def probe(self) -> None:
+        """Write and remove a row: raises :class:`StorageFailure` while the disk refuses."""
+        async with self._txn:
+            try:
+                await self._conn.execute("INSERT INTO write_probe VALUES (1)")
+                await self._conn.execute("DELETE FROM write_probe")
+                await self._conn.commit()
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
+                raise storage_failure(exc, self.path) or exc from None
 
 
 @asynccontextmanager
@@ -192,7 +225,7 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
         try:
             await log._migrate()
         except sqlite3.DatabaseError as exc:
-            raise unreadable(path, exc) from exc
+            raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
         yield log
     finally:
         with anyio.CancelScope(shield=True):

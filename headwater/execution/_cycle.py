@@ -20,6 +20,7 @@ import anyio
 import structlog
 
 from headwater._events import Event, EventKind, format_timestamp
+from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome
@@ -88,6 +89,8 @@ class RunCycle:
         self._quiet = anyio.Event()
         try:
             await self._cycle(dict(requests or {}), only_requested, result, on_step)
+        except StorageFailure:
+            pass  # the engine is degraded now; recovery evaluates everything again
         finally:
             self._ticks -= 1
             if not self._ticks:
@@ -167,10 +170,13 @@ class RunCycle:
                 try:
                     self.engine.dirty.discard(node)
                     outcome = await self._step(node, requests.get(node), result)
-                    report(node, outcome)
+                except StorageFailure as failure:  # siblings go on; recovery re-plans this
+                    result.skipped[node] = f"not recorded: {failure}"
+                    outcome = "skipped"
                 finally:
                     del self._claims[node]
                     claim.set()
+                report(node, outcome)
             finally:
                 done[node].set()
 
@@ -190,6 +196,9 @@ class RunCycle:
             async with self.slots:
                 if self.stopping:
                     result.skipped[node] = STOPPING
+                    return "skipped"
+                if engine.degraded is not None:
+                    result.skipped[node] = f"not started: {engine.degraded.reason}"
                     return "skipped"
                 # Inputs may have changed while it queued: decide on what the run will read.
                 status, decision = decide_step(engine.evaluator(), node, request)
@@ -252,6 +261,14 @@ class RunCycle:
         )
         if outcome.lost:
             return await self._lost_inputs(node, run_id, outcome, result)
+        if outcome.storage is not None:
+            # Not the function's failure: no retry is spent; recovery abandons and re-runs it.
+            engine.casualties[node] = outcome.error or str(outcome.storage)
+            engine.storage_failed(outcome.storage)
+            result.failed[node] = outcome.error or str(outcome.storage)
+            _log.error("run_failed", error=outcome.error, asset=node[0], partition=node[1],
+                       run_id=run_id, storage=True)  # fmt: skip
+            return "failed"
         before = engine.state.version(node)
         payload = {**common, "duration_ms": round(outcome.duration_ms, 3)}
         if outcome.inputs is not None:  # what the function really read

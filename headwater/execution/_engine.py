@@ -12,7 +12,8 @@ marks runs that never ended as abandoned and removes temp files a crash left beh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,7 +25,8 @@ import structlog
 
 from headwater._clock import Clock
 from headwater._errors import PartitionKeyError, SelectionError
-from headwater._events import Event, EventKind, parse_timestamp
+from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
+from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, open_event_log
 from headwater.execution._clockwork import Clockwork
@@ -48,9 +50,18 @@ from headwater.planning import (
 )
 from headwater.versions import data_version as fingerprint
 
-__all__ = ["Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
+__all__ = ["Degraded", "Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Degraded:
+    """Why the engine cannot write its state directory, since when."""
+
+    reason: str
+    path: str
+    since: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,11 @@ class Engine:
         self.runner = Runner(defs, store, private)
         self.dirty: set[NodeKey] = set()
         self.full_evaluation = True
+        self.degraded: Degraded | None = None
+        """Set while the state directory refuses writes: no run starts, nothing is recorded."""
+        self.on_degraded: Callable[[], None] = lambda: None
+        self.casualties: dict[NodeKey, str] = {}
+        """Runs that could not record their end while degraded, and why."""
         self._observe_lock = anyio.Lock()
         self.clockwork = Clockwork(self)
         self.cycle = RunCycle(self)
@@ -102,8 +118,9 @@ class Engine:
             # no source may read the state directory through a link
             private = (str(await anyio.Path(state_dir).resolve()),)
             engine = cls(defs, log, await log.load_state(), value_store, clock, private)
-            await engine._abandon_open_runs()
-            await engine.clockwork.first_seen()
+            with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
+                await engine._abandon_open_runs()
+                await engine.clockwork.first_seen()
             yield engine
 
     # -- writing -------------------------------------------------------------------------
@@ -122,8 +139,13 @@ class Engine:
             record = self.state.reduce(event, records.get(node))
             if record is not None:
                 records[node] = record
+        self._refuse_if_degraded()
         readers = self._carry_pending_since(events, records)
-        await self.log.write(events, records, dynamic)
+        try:
+            await self.log.write(events, records, dynamic)
+        except StorageFailure as failure:
+            self.storage_failed(failure)
+            raise
         for name, key in dynamic:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
@@ -138,10 +160,61 @@ class Engine:
         self, records: Mapping[NodeKey, NodeRecord], schedules: Mapping[str, Schedule]
     ) -> None:
         """Bookkeeping that is not an event: clock state and corrections of derived fields."""
-        await self.log.write([], records, schedules=schedules)
+        self._refuse_if_degraded()
+        try:
+            await self.log.write([], records, schedules=schedules)
+        except StorageFailure as failure:
+            self.storage_failed(failure)
+            raise
         for node, record in records.items():
             self.state.put(node, record)
         self.state.schedules.update(schedules)
+
+    # -- a state directory that refuses writes ------------------------------------------
+
+    def _refuse_if_degraded(self) -> None:
+        if self.degraded is not None:
+            raise StorageFailure(Path(self.degraded.path), self.degraded.reason)
+
+    def storage_failed(self, failure: StorageFailure) -> None:
+        """Enter the degraded state (once per outage, with one error line)."""
+        if self.degraded is not None:
+            return
+        self.degraded = Degraded(failure.reason, str(failure.path), self.clock.now())
+        _log.error(
+            "storage_failed",
+            path=str(failure.path),
+            reason=failure.reason,
+            free_bytes=free_bytes(failure.path.parent),
+        )
+        self.on_degraded()
+
+    async def probe_storage(self) -> None:
+        """Raise :class:`StorageFailure` unless the value store and the log take writes."""
+        if isinstance(self.store, FilesystemStore):
+            await anyio.to_thread.run_sync(self.store.probe)
+        await self.log.probe()
+
+    async def recover(self) -> None:
+        """Writes succeed again: record the outage, abandon the runs it cut off (they run
+        again, spending no retry), and evaluate everything again."""
+        degraded, self.degraded = self.degraded, None
+        if degraded is None:
+            return
+        payload = {
+            "reason": degraded.reason,
+            "path": degraded.path,
+            "since": format_timestamp(degraded.since),
+        }
+        await self.append([self.event(EventKind.STORAGE_RECOVERED, payload=payload)])
+        await self._abandon_open_runs()
+        self.casualties.clear()
+        self.full_evaluation = True
+        _log.info(
+            "storage_recovered",
+            path=degraded.path,
+            down_s=(self.clock.now() - degraded.since).total_seconds(),
+        )
 
     def event(self, kind: EventKind, node: NodeKey | None = None, **fields: Any) -> Event:
         """An event stamped with the engine's clock."""
@@ -212,8 +285,14 @@ class Engine:
         open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]
         if open_runs:
             await self.append(
-                [self.event(EventKind.RUN_ABANDONED, n, run_id=run_id) for n, run_id in open_runs]
-            )
+                [
+                    self.event(
+                        EventKind.RUN_ABANDONED, n, run_id=run_id,
+                        payload={"reason": self.casualties[n]} if n in self.casualties else {},
+                    )
+                    for n, run_id in open_runs
+                ]
+            )  # fmt: skip
             for node, run_id in open_runs:
                 _log.warning("run_abandoned", asset=node[0], partition=node[1], run_id=run_id)
 

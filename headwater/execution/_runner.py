@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from headwater._files import FileCache
+from headwater._storage import StorageFailure
 from headwater.definitions import (
     AssetDef,
     CheckDef,
@@ -67,6 +68,8 @@ class Outcome:
     """Asset inputs whose stored value was gone when the run loaded them."""
     where: str | None = None
     """``file:line`` in the user's code where a failed run raised."""
+    storage: StorageFailure | None = None
+    """The value could not be stored: the state directory refuses writes."""
     inputs: InputVersions | None = None
     """The versions of the input partitions as actually read (a file replaced after the run
     was planned is recorded with the version of the bytes the function got)."""
@@ -229,6 +232,13 @@ class Runner:
                 io.save(job.asset.key, job.partition, value)
                 if version is None:
                     version = data_version(self._as_stored(io, job, value))
+            except StorageFailure as failure:  # the state directory's disk, not the function
+                return Outcome(
+                    ok=False,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=f"could not store its value: {failure}",
+                    storage=failure,
+                )
             except _LostInput as lost:
                 return Outcome(
                     ok=False,

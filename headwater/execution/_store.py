@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
+from headwater._storage import storage_failure
+
 __all__ = [
     "TEMP_PREFIX",
     "FilesystemStore",
@@ -107,6 +109,10 @@ def _write_parquet(table: Any) -> Callable[[IO[bytes]], None]:
     import pyarrow.parquet as pq
 
     return lambda f: pq.write_table(table, f)
+
+
+def _write_probe(f: IO[bytes]) -> None:
+    f.write(b"\0" * 4096)
 
 
 def _frame_table(value: Any) -> Any | None:
@@ -198,8 +204,11 @@ class FilesystemStore:
                 f.write(data)
 
         target = self._path(asset, partition, fmt)
-        self._folder(target.parent, create=True)
-        write_atomically(target, write)
+        try:
+            self._folder(target.parent, create=True)
+            write_atomically(target, write)
+        except OSError as exc:
+            raise storage_failure(exc, target.parent) or exc from None
         for other in _FORMATS:
             if other != fmt:
                 with contextlib.suppress(FileNotFoundError):
@@ -262,6 +271,16 @@ class FilesystemStore:
             if not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
                 gone.append((asset, partition))
         return gone
+
+    def probe(self) -> None:
+        """Write, sync and remove a small file: raises StorageFailure while the disk refuses."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target = self.root / f"{TEMP_PREFIX}probe"
+            write_atomically(target, _write_probe)
+            target.unlink()
+        except OSError as exc:
+            raise storage_failure(exc, self.root) or exc from None
 
     def remove_temp_files(self) -> int:
         """Delete temp files a crash left behind; return how many. Links are not followed."""

@@ -38,6 +38,7 @@ from watchdog.observers.inotify import InotifyObserver
 
 from headwater._errors import PartitionKeyError
 from headwater._files import FileCache, Skipped, SymlinkPolicy, examine
+from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
 from headwater.sensors._scan import match_path, scan_file_source
@@ -164,7 +165,10 @@ class FileSensor:
 
     async def scan(self) -> None:
         """Observe every file source as it is on disk, deletions included."""
-        changed, ignored = await sync_file_sources(self.engine, self.cache)
+        try:
+            changed, ignored = await sync_file_sources(self.engine, self.cache)
+        except StorageFailure:
+            return  # the state directory refuses writes: the rescan after recovery catches up
         self._warn_ignored(ignored)
         if changed:
             self.on_change()
@@ -246,7 +250,10 @@ class FileSensor:
         ]  # fmt: skip
         if not items:
             return
-        changed = await engine.observe_many(items)
+        try:
+            changed = await engine.observe_many(items)
+        except StorageFailure:
+            return  # not recorded: the rescan after recovery notices it again
         for o in items:
             if o.version is None:
                 _log.info("file_deleted", source=o.key, partition=o.partition)

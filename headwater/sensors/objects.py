@@ -8,6 +8,7 @@ next poll backs off.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import anyio
@@ -16,6 +17,7 @@ from anyio.abc import TaskStatus
 
 from headwater import _s3
 from headwater._errors import PartitionKeyError
+from headwater._storage import StorageFailure
 from headwater.definitions import ObjectSource
 from headwater.execution import Engine
 from headwater.execution._loaders import matching_keys
@@ -61,7 +63,8 @@ class ObjectSensor:
 
     async def scan(self) -> None:
         for source in self.sources:
-            await self.poll(source)
+            with contextlib.suppress(StorageFailure):  # recovery scans again
+                await self.poll(source)
 
     async def poll(self, source: ObjectSource) -> bool:
         """One listing and diff; raises when the store cannot be listed."""
@@ -90,6 +93,8 @@ class ObjectSensor:
             await anyio.sleep(interval * min(2**failures, _MAX_BACKOFF))
             try:
                 await self.poll(source)
+            except StorageFailure:
+                continue  # our own disk, not the store: the daemon rides it out
             except Exception as exc:  # the store is down or refuses: report, back off, go on
                 failures += 1
                 _log.warning(
