@@ -139,6 +139,7 @@ class Ownership:
         self.state_dir = state_dir
         self._fd: int | None = fd
         self.info = info
+        self.written = False
 
     @classmethod
     def acquire(cls, state_dir: Path, role: str, *, definitions: str | None = None) -> Ownership:
@@ -176,10 +177,17 @@ class Ownership:
         self._write()
 
     def _write(self) -> None:
+        """Write the record; on a full disk the lock still holds, and the owner writes the
+        record again once the disk takes writes (``written`` says whether it is there)."""
         assert self._fd is not None
         data = json.dumps(asdict(self.info)).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        except OSError:
+            self.written = False
+        else:
+            self.written = True
 
     def release(self) -> None:
         """Forget the record and drop the lock (the kernel would drop it at exit anyway)."""

@@ -100,6 +100,7 @@ class Daemon:
         self._api: ControlServer | None = None
         self._runs = 0
         self._serving = "starting"
+        self._ownership: Ownership | None = None
         self._storage_trouble = anyio.Event()
 
     # -- what the control API asks of the daemon ------------------------------------------
@@ -226,6 +227,7 @@ class Daemon:
             if ownership is None:  # stopped while waiting for the state directory
                 root.cancel_scope.cancel()
                 return
+            self._ownership = ownership
             try:
                 await self._run_owned(root, ownership)
             finally:
@@ -409,6 +411,8 @@ class Daemon:
                     delay = min(delay * 2, _LAST_RETRY)
                     continue
                 break
+            if self._ownership is not None and not self._ownership.written:
+                await anyio.to_thread.run_sync(self._ownership.publish)  # clients find us again
             await files.scan()
             await objects.scan()
             self.notifier.status(self._status_line(engine))
