@@ -36,6 +36,10 @@ class VirtualClock:
     def advance(self, delta: timedelta) -> None:
         self.set(self._now + delta)
 
+    def step(self, moment: datetime) -> None:
+        """Jump to ``moment``, backwards too: what an NTP step or a resume does to a wall clock."""
+        self._now = moment
+
 
 def parse_instant(value: str | datetime) -> datetime:
     """An aware UTC datetime from a datetime or ISO-8601 text (naive means UTC)."""

@@ -1,8 +1,10 @@
 """The clock sensor: wake the daemon at the exact instant of the engine's next timer.
 
 Cron ticks, retry delays, SLA deadlines and new time windows live in the engine's timer heap;
-this task sleeps until the earliest one (no fixed polling interval) and is re-armed after each
-tick, since a tick can add earlier timers.
+this task sleeps until the earliest one and is re-armed after each tick, since a tick can add
+earlier timers. The wall clock is read again at least every ``WALL_CHECK`` seconds, so that
+after a suspend/resume or a clock step due cron ticks, retries and SLA deadlines fire within
+seconds (a tick skipped over is caught up once; one already handled never repeats).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from anyio.abc import TaskStatus
 
 from headwater.execution import Engine
 
-__all__ = ["ClockSensor"]
+__all__ = ["WALL_CHECK", "ClockSensor"]
+
+WALL_CHECK = 5.0
+"""Seconds at most between two looks at the wall clock while waiting for the next timer."""
 
 
 class ClockSensor:
@@ -37,8 +42,12 @@ class ClockSensor:
             delay = math.inf
             if wake is not None:
                 delay = max(0.0, (wake - datetime.now(UTC)).total_seconds())
-            with anyio.move_on_after(delay) as scope:
+            # The sleep runs on the monotonic clock, which a suspend/resume or an NTP step of
+            # the wall clock does not move: look at the wall clock again every few seconds.
+            with anyio.move_on_after(min(delay, WALL_CHECK)) as scope:
                 await self._rearm.wait()
-            if scope.cancelled_caught:
+            if not scope.cancelled_caught:
+                continue  # re-armed: the timers changed
+            if wake is not None and datetime.now(UTC) >= wake:
                 self.on_change()
                 await self._rearm.wait()  # until the tick has taken the timer

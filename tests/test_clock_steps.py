@@ -1,0 +1,119 @@
+"""A wall clock that jumps (resume from suspend, an NTP step): due cron ticks, SLA deadlines and
+retries fire within seconds; a tick skipped over is caught up once; a backward step never
+repeats a tick already handled. Fast on the harness's clock, and once for real under
+libfaketime, with the monotonic clock left alone."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_process import DaemonProcess
+
+import headwater as hw
+from headwater.testing import Harness
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def _hourly() -> tuple[hw.Definitions, list[int]]:
+    calls: list[int] = []
+
+    @hw.asset(policy=hw.on_cron("0 * * * *"))
+    def stamp() -> int:
+        calls.append(1)
+        return len(calls)
+
+    return hw.Definitions([stamp]), calls
+
+
+def test_a_forward_step_runs_the_skipped_tick_once() -> None:
+    defs, calls = _hourly()
+    with Harness(defs, now="2026-11-30T10:30:00Z") as h:
+        assert h.tick().materialized == []  # the first evaluation: ticks count from here
+        result = h.step_clock("2026-11-30T13:05:00Z")  # 11:00, 12:00 and 13:00 skipped over
+        assert result.materialized == [("stamp", None)]
+        assert h.tick().materialized == []
+        assert len(calls) == 1
+
+
+def test_a_backward_step_never_repeats_a_handled_tick() -> None:
+    defs, calls = _hourly()
+    with Harness(defs, now="2026-11-30T10:30:00Z") as h:
+        h.tick()
+        assert h.advance("35m").materialized == [("stamp", None)]  # the 11:00 tick, at 11:00
+        assert h.step_clock("2026-11-30T10:40:00Z").materialized == []  # back before 11:00
+        assert h.advance("25m").materialized == []  # 11:05 again: 11:00 was handled
+        assert h.advance("1h").materialized == [("stamp", None)]  # 12:00 is new
+        assert len(calls) == 2
+
+
+def test_a_forward_step_fires_sla_deadlines_and_retries() -> None:
+    src = hw.source("src")
+    attempts: list[int] = []
+
+    @hw.asset(retries=hw.Retry(max_attempts=2, delay="10m"))
+    def fragile(src: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 2:
+            raise ConnectionError("later")
+        return src
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="15m"))
+    def report(fragile: Any) -> Any:
+        return fragile
+
+    with Harness(hw.Definitions([src, fragile, report]), now="2026-11-30T09:00:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.materialize("report")
+        h.step_clock("2026-11-30T10:00:00Z")
+        h.observe("src", value=2)
+        assert h.tick().failed  # the retry is due at 10:10, the SLA deadline at 10:15
+        result = h.step_clock("2026-11-30T11:00:00Z")
+        assert result.materialized == [("fragile", None)]  # the retry was due: it ran
+        assert h.freshness("report").late  # the deadline passed during the jump
+        (violated,) = h.events(kind="freshness_violated", asset="report")
+        assert violated.timestamp.isoformat() == "2026-11-30T11:00:00+00:00"
+
+
+DEFS = textwrap.dedent(
+    """
+    import headwater as hw
+
+    @hw.asset(policy=hw.on_cron("0 * * * *"))
+    def hourly() -> int:
+        return 1
+
+    defs = hw.Definitions([hourly])
+    """
+)
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="Debian's faketime (libfaketime) is needed")
+def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """Started at 10:30 (faked), the wall clock stepped to 11:05 while the monotonic clock
+    runs on: the 11:00 tick runs within a few seconds, not half an hour late."""
+    (tmp_path / "defs.py").write_text(DEFS)
+    clock = tmp_path / "faketime"
+    clock.write_text("@2026-11-30 10:30:00\n")
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(clock),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state", env=env)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+    since = daemon.mark()
+    clock.write_text("@2026-11-30 11:05:00\n")
+    os.utime(clock)
+    line = daemon.wait_event("materialized", asset="hourly", since=since, timeout=15)
+    assert line["timestamp"].startswith("2026-11-30T11:05")
+    assert daemon.terminate() == 0
