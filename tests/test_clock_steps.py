@@ -84,11 +84,17 @@ DEFS = textwrap.dedent(
     """
     import headwater as hw
 
+    marker = hw.FileSource("marker", "marker.txt", loader=lambda path: path.read_text())
+
     @hw.asset(policy=hw.on_cron("0 * * * *"))
     def hourly() -> int:
         return 1
 
-    defs = hw.Definitions([hourly])
+    @hw.asset
+    def seen(marker: str) -> str:
+        return marker
+
+    defs = hw.Definitions([marker, hourly, seen])
     """
 )
 
@@ -99,7 +105,9 @@ def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
 ) -> None:
     """Started at 10:30 (faked), the wall clock stepped to 11:05 while the monotonic clock
     runs on: the 11:00 tick runs within a few seconds, not half an hour late."""
-    (tmp_path / "defs.py").write_text(DEFS)
+    project = tmp_path / "project"  # libfaketime reads its file at every clock read: not here
+    project.mkdir()
+    (project / "defs.py").write_text(DEFS)
     clock = tmp_path / "faketime"
     clock.write_text("@2026-11-30 10:30:00\n")
     env = {
@@ -108,9 +116,12 @@ def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
-    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state", env=env)
+    daemon = DaemonProcess(project, project / "defs.py", tmp_path / "state", env=env)
     daemons.append(daemon)
     daemon.start().wait_notify("READY=1")
+    (project / "marker.txt").write_text("the first evaluation is over once this is seen")
+    daemon.wait_event("materialized", asset="seen")
+    assert not any(ln.get("asset") == "hourly" for ln in daemon.lines)  # 11:00 is ahead
     since = daemon.mark()
     clock.write_text("@2026-11-30 11:05:00\n")
     os.utime(clock)

@@ -33,7 +33,17 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.inotify import InotifyObserver
 
 from headwater._errors import PartitionKeyError
@@ -49,6 +59,13 @@ _log = structlog.get_logger("headwater.sensors.files")
 _RESCAN = "rescan"
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 _INTERESTING = {"created", "closed", "moved", "deleted"}
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
+    FileDeletedEvent, DirDeletedEvent,
+]  # fmt: skip
+"""The inotify mask: no IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE/IN_MODIFY. Readers of a watched
+folder (the runs themselves) and every chunk of a write would otherwise flood the kernel's
+queue until it overflows."""
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
 _BATCH = 5_000
@@ -416,7 +433,7 @@ class FileSensor:
 
         def watch(folder: str, *, recursive: bool = False) -> None:
             with contextlib.suppress(OSError):  # a folder that vanished meanwhile
-                observer.schedule(handler, folder, recursive=recursive)
+                observer.schedule(handler, folder, recursive=recursive, event_filter=_EVENTS)
 
         def arm() -> None:  # stats folders and adds inotify watches: off the loop
             for root in self.roots():
