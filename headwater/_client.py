@@ -3,7 +3,9 @@
 The owner's record in the state directory names its socket (see :mod:`headwater._statedir`).
 A user who may not read the state directory (a member of the socket's group) names the socket
 with ``HEADWATER_SOCKET``; ``/run/headwater/headwater.sock`` (systemd's ``RuntimeDirectory=``)
-is tried last.
+is tried last. A daemon is believed only if it says it serves the state directory asked about
+(a copied state directory names a socket that answers for another one). Every call has a
+timeout: a hung daemon makes the CLI say so, never hang with it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DaemonClient",
     "DaemonGone",
+    "DaemonUnresponsive",
+    "RequestCutShort",
     "RequestRefused",
     "connect_to_owner",
     "find_daemon",
+    "starting_daemon",
     "wait_for_exit",
 ]
 
@@ -36,6 +41,11 @@ ENV_SOCKET = "HEADWATER_SOCKET"
 SYSTEMD_SOCKET = Path("/run/headwater/headwater.sock")
 _START_WAIT = 60.0
 """Seconds to wait for a starting daemon (loading its definitions) to listen."""
+_CALL_TIMEOUT = 10.0
+"""Seconds a plain request may take: the daemon answers from memory."""
+_STREAM_SILENCE = 60.0
+"""Seconds of silence on a streamed request (the daemon sends a line every 10 s) that mean
+the daemon hangs."""
 
 
 class RequestRefused(HeadwaterError):
@@ -43,31 +53,42 @@ class RequestRefused(HeadwaterError):
 
 
 class DaemonGone(StateDirError):
-    """The daemon went away (or stopped) while the CLI was talking to it."""
+    """The daemon that owns the state directory cannot be reached."""
+
+
+class DaemonUnresponsive(StateDirError):
+    """The daemon accepted the connection but did not answer in time: it hangs."""
+
+
+class RequestCutShort(HeadwaterError):
+    """The daemon went away (or stopped) before a request finished: its outcome is not known
+    here (the event log says what happened). Exit status 1, as for a failed request."""
 
 
 class DaemonClient:
     """HTTP/JSON over the daemon's unix socket."""
 
-    def __init__(self, socket_path: Path, owner: OwnerInfo | None = None) -> None:
+    def __init__(
+        self, socket_path: Path, owner: OwnerInfo | None = None, *, timeout: float = _CALL_TIMEOUT
+    ) -> None:
         import httpx  # only commands that talk to a daemon pay for importing it
 
         self.socket_path = socket_path
         self.owner = owner
+        self.health: dict[str, Any] | None = None
+        """The daemon's answer to ``/health`` when it was found."""
         self._alias = contextlib.ExitStack()
         uds = self._alias.enter_context(short_socket_path(socket_path))
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=uds),
             base_url="http://headwater",
-            timeout=httpx.Timeout(30.0, read=None),
+            timeout=httpx.Timeout(timeout),
         )
 
     def describe(self) -> str:
-        return (
-            f"the daemon ({self.owner.describe()})"
-            if self.owner
-            else f"the daemon at {self.socket_path}"
-        )
+        if self.owner:
+            return f"the daemon, {self.owner.describe()}"
+        return f"the daemon at {self.socket_path}"
 
     def close(self) -> None:
         self._http.close()
@@ -79,7 +100,7 @@ class DaemonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check(self, response: httpx.Response) -> Any:
+    def _check(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
             response.read()
             try:
@@ -89,19 +110,25 @@ class DaemonClient:
             if response.status_code == 503:
                 raise DaemonGone(f"{self.describe()} refused the request: {message}")
             raise RequestRefused(message)
-        return None
 
     @contextlib.contextmanager
-    def _talking(self) -> Iterator[None]:
+    def _talking(self, *, midway: bool = False) -> Iterator[None]:
         import httpx
 
         try:
             yield
-        except httpx.TransportError as exc:
-            raise DaemonGone(
-                f"lost the connection to {self.describe()} ({type(exc).__name__}: {exc}); "
-                "what it did is in the event log: headwater logs"
+        except httpx.TimeoutException:
+            raise DaemonUnresponsive(
+                f"{self.describe()} did not answer in time: it may hang (its watchdog, under "
+                "systemd, restarts it); `headwater logs` still reads the event log"
             ) from None
+        except httpx.TransportError as exc:
+            if midway:
+                raise RequestCutShort(
+                    f"{self.describe()} went away before the request finished ({exc}); what "
+                    "it did is in the event log: headwater logs"
+                ) from None
+            raise DaemonGone(f"cannot reach {self.describe()}: {exc}") from None
 
     def get(self, path: str, params: Mapping[str, str | None] | None = None) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -117,27 +144,48 @@ class DaemonClient:
             return response.json()
 
     def stream(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        """The newline-delimited JSON messages of a streaming request, as they arrive."""
-        with self._talking(), self._http.stream("POST", path, json=dict(body)) as response:
+        """The newline-delimited JSON messages of a streaming request, as they arrive
+        (heartbeats left out)."""
+        import httpx
+
+        timeout = httpx.Timeout(_CALL_TIMEOUT, read=_STREAM_SILENCE)
+        with (
+            self._talking(midway=True),
+            self._http.stream("POST", path, json=dict(body), timeout=timeout) as response,
+        ):
             self._check(response)
             for line in response.iter_lines():
                 if line.strip():
-                    yield json.loads(line)
+                    message = json.loads(line)
+                    if message.get("type") != "alive":
+                        yield message
 
-    def ping(self) -> bool:
+    def serves(self, state_dir: Path) -> bool:
+        """Whether the daemon answers, and for ``state_dir`` (when this user can tell).
+        Raises :class:`DaemonUnresponsive` for one that accepts but does not answer."""
         try:
-            self.get("/health")
+            health = self.health = self.get("/health")
         except (DaemonGone, RequestRefused):
             return False
-        return True
+        try:
+            mine = state_dir.resolve()
+        except OSError:
+            return True  # this user cannot resolve it: the socket it was told to use decides
+        return Path(str(health.get("state_dir", ""))) == mine
+
+
+def _readable(state_dir: Path) -> bool:
+    try:
+        (state_dir / LOCK_NAME).exists()
+    except PermissionError:
+        return False
+    return True
 
 
 def _socket_candidates(state_dir: Path) -> Iterator[tuple[Path, OwnerInfo | None]]:
     if env := os.environ.get(ENV_SOCKET):
         yield Path(env), None
-    try:
-        (state_dir / LOCK_NAME).exists()
-    except PermissionError:  # not the service's user: systemd's runtime directory, maybe
+    if not _readable(state_dir):  # not the service's user: systemd's runtime directory?
         yield SYSTEMD_SOCKET, None
         return
     owner = read_owner(state_dir)
@@ -145,15 +193,28 @@ def _socket_candidates(state_dir: Path) -> Iterator[tuple[Path, OwnerInfo | None
         yield Path(owner.socket), owner
 
 
-def find_daemon(state_dir: Path) -> DaemonClient | None:
-    """A client of the live daemon serving ``state_dir``, or None when none answers."""
+def find_daemon(state_dir: Path, *, timeout: float = _CALL_TIMEOUT) -> DaemonClient | None:
+    """A client of the live daemon serving ``state_dir``, or None when none answers for it.
+    Raises :class:`DaemonUnresponsive` when its daemon accepts but does not answer."""
     for path, owner in _socket_candidates(state_dir):
         if not path.exists():
             continue
-        client = DaemonClient(path, owner)
-        if client.ping():
-            return client
+        client = DaemonClient(path, owner, timeout=timeout)
+        try:
+            if client.serves(state_dir):
+                return client
+        except BaseException:
+            client.close()
+            raise
         client.close()
+    return None
+
+
+def starting_daemon(state_dir: Path) -> OwnerInfo | None:
+    """The daemon that owns ``state_dir`` but does not listen yet (it is starting)."""
+    owner = read_owner(state_dir) if _readable(state_dir) else None
+    if owner is not None and owner.role == "daemon" and not owner.socket:
+        return owner
     return None
 
 
@@ -163,18 +224,18 @@ def connect_to_owner(state_dir: Path, owner: OwnerInfo) -> DaemonClient:
     while True:
         current = read_owner(state_dir)
         if current is None or current.pid != owner.pid:
-            raise DaemonGone(f"the daemon ({owner.describe()}) stopped; try again")
+            raise DaemonGone(f"the daemon, {owner.describe()}, stopped; try again")
         if current.socket:
             client = DaemonClient(Path(current.socket), current)
-            if client.ping():
+            if client.serves(state_dir):
                 return client
             client.close()
         if time.monotonic() > deadline:
             raise DaemonGone(
-                f"the daemon ({owner.describe()}) owns the state directory but does not answer "
-                f"on its control socket after {_START_WAIT:.0f} s"
+                f"the daemon, {owner.describe()}, owns the state directory but does not answer "
+                f"for it on its control socket after {_START_WAIT:.0f} s"
             )
-        time.sleep(0.05)  # it is loading its definitions; its socket appears in a moment
+        time.sleep(0.05)  # it is starting; its socket appears in a moment
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from headwater._errors import HeadwaterError
 
-__all__ = ["ConfigError", "NoDefinitions", "Settings", "resolve_settings", "resolve_state_dir"]
+__all__ = [
+    "ConfigError",
+    "NoDefinitions",
+    "Settings",
+    "resolve_option",
+    "resolve_settings",
+    "resolve_state_dir",
+]
+
+T = TypeVar("T")
 
 ENV_DEFINITIONS = "HEADWATER_DEFINITIONS"
 ENV_STATE_DIR = "HEADWATER_STATE_DIR"
@@ -53,6 +62,38 @@ def _pyproject(start: Path) -> tuple[Path, Mapping[str, Any]] | None:
                 raise ConfigError(f"{candidate}: [tool.headwater] must be a table")
             return candidate, section
     return None
+
+
+def resolve_option(
+    name: str,
+    value: str | None,
+    *,
+    default: str,
+    parse: Callable[[str, str], T],
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> T:
+    """A setting from its option, then ``HEADWATER_<NAME>``, then ``name = ...`` under
+    ``[tool.headwater]``, then ``default``; ``parse(text, where)`` checks it, naming where it
+    came from in its error."""
+    env = os.environ if environ is None else environ
+    variable = f"HEADWATER_{name.upper()}"
+    if value is not None:
+        return _parse(parse, value, f"--{name.replace('_', '-')}")
+    if variable in env:
+        return _parse(parse, env[variable], variable)
+    found = _pyproject(cwd or Path.cwd())
+    if found is not None and name in found[1]:
+        path, table = found
+        return _parse(parse, str(table[name]), f"{path}: [tool.headwater] {name}")
+    return _parse(parse, default, f"the default {name}")
+
+
+def _parse(parse: Callable[[str, str], T], text: str, where: str) -> T:
+    try:
+        return parse(text, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_settings(

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -25,18 +26,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import structlog
+
 from headwater._errors import StateDirError
+from headwater._storage import storage_failure
 
 __all__ = [
     "LOCK_NAME",
+    "PRIVATE_FILES",
     "SOCKET_NAME",
     "OwnerInfo",
     "Ownership",
     "StateDirBusy",
+    "check_private",
     "control_socket_path",
+    "linked",
     "read_owner",
     "short_socket_path",
 ]
+
+_log = structlog.get_logger("headwater.statedir")
 
 LOCK_NAME = "owner.lock"
 SOCKET_NAME = "headwater.sock"
@@ -101,7 +110,7 @@ def _read_info(path: Path) -> OwnerInfo | None:
     try:
         with open(path, encoding="utf-8") as f:
             return OwnerInfo.from_text(f.read())
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or not text: no usable record
         return None
 
 
@@ -133,33 +142,45 @@ def short_socket_path(path: Path) -> Iterator[str]:
 
 
 class Ownership:
-    """The exclusive lock on a state directory, and the owner's published record."""
+    """The exclusive lock on a state directory, and the owner's published record.
 
-    def __init__(self, state_dir: Path, fd: int, info: OwnerInfo) -> None:
+    The lock is held twice: on the directory itself (deleting ``owner.lock``, as users do with
+    locks they think are stale, lets no second owner in) and on ``owner.lock`` (the file the
+    record lives in). :meth:`check` notices a directory deleted or replaced under its owner.
+    """
+
+    def __init__(self, state_dir: Path, dir_fd: int, fd: int, info: OwnerInfo) -> None:
         self.state_dir = state_dir
+        self._dir_fd: int | None = dir_fd
         self._fd: int | None = fd
         self.info = info
         self.written = False
 
     @classmethod
     def acquire(cls, state_dir: Path, role: str, *, definitions: str | None = None) -> Ownership:
-        """Take the lock now or raise :class:`StateDirBusy` naming the current owner."""
+        """Take the lock now or raise :class:`StateDirBusy` naming the current owner.
+
+        Creates the directory (0700) if needed; refuses one that others may write, or whose
+        files are links to elsewhere (exit 3, saying how to fix it)."""
         state_dir = state_dir.absolute()
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # O_CLOEXEC: a child process (a worker) never inherits the lock.
-            fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise StateDirError(
-                f"cannot use the state directory {state_dir}: {exc.strerror or exc}"
-            ) from exc
+            raise _unusable(state_dir, exc) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StateDirError(f"cannot lock {state_dir / LOCK_NAME}: {exc}") from exc
-            raise StateDirBusy(state_dir, _current_owner(state_dir)) from None
+            check_private(state_dir)
+            _lock(dir_fd, state_dir)
+            fd = _open_lock_file(state_dir)
+            try:
+                _lock(fd, state_dir)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(dir_fd)
+            raise
         info = OwnerInfo(
             pid=os.getpid(),
             role=role,
@@ -167,9 +188,31 @@ class Ownership:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             definitions=definitions,
         )
-        ownership = cls(state_dir, fd, info)
+        ownership = cls(state_dir, dir_fd, fd, info)
         ownership._write()
         return ownership
+
+    def check(self) -> bool:
+        """Whether the directory is still the one locked; a deleted ``owner.lock`` is made
+        again (the directory lock kept everyone out meanwhile)."""
+        if self._dir_fd is None or self._fd is None:
+            return False
+        try:
+            if self.state_dir.stat().st_ino != os.fstat(self._dir_fd).st_ino:
+                return False
+            current = (self.state_dir / LOCK_NAME).lstat().st_ino
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            return False
+        if current != os.fstat(self._fd).st_ino:
+            with contextlib.suppress(OSError, StateDirError):
+                fd = _open_lock_file(self.state_dir)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.close(self._fd)
+                self._fd = fd
+                self._write()
+        return True
 
     def publish(self, **changes: Any) -> None:
         """Update the owner's record (e.g. the socket, once it listens)."""
@@ -190,13 +233,15 @@ class Ownership:
             self.written = True
 
     def release(self) -> None:
-        """Forget the record and drop the lock (the kernel would drop it at exit anyway)."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
-        os.close(self._fd)
-        self._fd = None
+        """Forget the record and drop the locks (the kernel would drop them at exit anyway)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def __enter__(self) -> Ownership:
         return self
@@ -208,6 +253,68 @@ class Ownership:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _unusable(state_dir: Path, exc: OSError) -> Exception:
+    if (failure := storage_failure(exc, state_dir)) is not None:
+        return failure
+    return StateDirError(f"cannot use the state directory {state_dir}: {exc.strerror or exc}")
+
+
+def _lock(fd: int, state_dir: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StateDirError(f"cannot lock {state_dir}: {exc}") from exc
+        raise StateDirBusy(state_dir, _current_owner(state_dir)) from None
+
+
+def _open_lock_file(state_dir: Path) -> int:
+    path = state_dir / LOCK_NAME
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise linked(path) from None
+        raise _unusable(state_dir, exc) from exc
+
+
+PRIVATE_FILES = (LOCK_NAME, "events.db", "events.db-wal", "events.db-shm")
+
+
+def linked(path: Path) -> StateDirError:
+    return StateDirError(
+        f"{path} is a symbolic link: the state directory's files must be its own, or another "
+        f"file would be read or overwritten through it. Remove the link (rm {path})"
+    )
+
+
+def check_private(state_dir: Path) -> None:
+    """PostgreSQL's rule for its data directory: refuse a state directory that others may
+    write to, or whose log files are links; warn when others may read it."""
+    st = state_dir.stat()
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StateDirError(
+            f"the state directory {state_dir} may be written by others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): anyone who can write there can plant values that "
+            f"headwater loads. Make it private: chmod 700 {state_dir}"
+        )
+    for name in PRIVATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            if (state_dir / name).is_symlink():
+                raise linked(state_dir / name)
+    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH) and str(state_dir) not in _warned:
+        _warned.add(str(state_dir))
+        _log.warning(
+            "state_dir_readable_by_others",
+            state_dir=str(state_dir),
+            mode=f"{stat.S_IMODE(st.st_mode):04o}",
+            fix=f"chmod 700 {state_dir}",
+        )
+
+
+_warned: set[str] = set()
 
 
 def _command_line() -> str:

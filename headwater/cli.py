@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +29,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
 from headwater._cli_print import (
+    echo,
     event_line,
     print_backfill,
     print_result,
@@ -34,17 +38,31 @@ from headwater._cli_print import (
     printable,
     result_from_json,
 )
-from headwater._client import DaemonClient, DaemonGone, connect_to_owner, find_daemon, wait_for_exit
+from headwater._client import (
+    DaemonClient,
+    DaemonUnresponsive,
+    RequestCutShort,
+    connect_to_owner,
+    find_daemon,
+    starting_daemon,
+    wait_for_exit,
+)
 from headwater._clock import SystemClock, parse_instant
-from headwater._config import NoDefinitions, Settings, resolve_settings, resolve_state_dir
-from headwater._durations import parse_duration
+from headwater._config import (
+    NoDefinitions,
+    Settings,
+    resolve_option,
+    resolve_settings,
+    resolve_state_dir,
+)
+from headwater._durations import parse_duration, parse_retention
 from headwater._errors import HeadwaterError, StateDirError, did_you_mean
 from headwater._events import Event, EventKind
 from headwater._lineage import FORMATS, render_lineage
 from headwater._loading import load_definitions
 from headwater._logging import configure_logging
 from headwater._report import StatusRow, status_rows
-from headwater._statedir import Ownership, StateDirBusy, read_owner
+from headwater._statedir import OwnerInfo, Ownership, StateDirBusy, read_owner
 from headwater._storage import StorageFailure
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
@@ -59,12 +77,19 @@ R = TypeVar("R")
 EXIT_LATE_OR_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STATE_DIR = 3
+EXIT_INTERRUPTED = 130
 
 
 class UserError(click.ClickException):
     """A user's mistake: one paragraph on stderr, exit 2, no traceback."""
 
     exit_code = EXIT_USAGE
+
+
+class RequestFailed(click.ClickException):
+    """A request whose outcome is not a success: exit 1."""
+
+    exit_code = EXIT_LATE_OR_FAILED
 
 
 class StateDirUnusable(click.ClickException):
@@ -78,6 +103,8 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except RequestCutShort as exc:
+            raise RequestFailed(printable(str(exc))) from None
         except (StateDirError, StorageFailure) as exc:
             raise StateDirUnusable(printable(str(exc))) from None
         except HeadwaterError as exc:
@@ -123,7 +150,9 @@ def _load(definitions: str | None, state_dir: str | None) -> tuple[Settings, Def
 @click.version_option(package_name="headwater")
 def main() -> None:
     """headwater: keep data assets up to date, re-running only what changed data makes stale."""
-    configure_logging()
+    # Only the daemon's own log is a stream of events; a command says what it did in its
+    # output, and the log lines of its engine would only get in the way (warnings still show).
+    configure_logging(level=logging.WARNING)
 
 
 @main.command()
@@ -151,11 +180,18 @@ def main() -> None:
     envvar="HEADWATER_SETTLE",
     help="Seconds a file seen only as created must stand still before it counts ($HEADWATER_SETTLE).",
 )
+@click.option(
+    "--retention",
+    metavar="D",
+    help="Keep events this long (30d, 12h) or 'forever' ($HEADWATER_RETENTION, "
+    "[tool.headwater] retention; default 30d).",
+)
 @_common
 def run(
     grace: float,
     rescan_interval: float,
     settle: float,
+    retention: str | None,
     definitions: str | None,
     state_dir: str | None,
 ) -> None:
@@ -167,6 +203,7 @@ def run(
     """
     from headwater.daemon import DaemonSettings, run_daemon  # the server stack, for `run` only
 
+    configure_logging()
     settings = _settings(definitions, state_dir)
     run_daemon(
         DaemonSettings(
@@ -175,7 +212,17 @@ def run(
             grace=grace,
             rescan_interval=rescan_interval,
             settle=settle,
+            retention=_retention(retention),
         )
+    )
+
+
+def _retention(value: str | None) -> timedelta | None:
+    return resolve_option(
+        "retention",
+        value,
+        default="30d",
+        parse=lambda text, where: parse_retention(text, what=where),
     )
 
 
@@ -216,17 +263,51 @@ def _submit(
     on_step: Step,
 ) -> tuple[TickResult, list[NodeKey]]:
     directory = resolve_state_dir(state_dir)
+    with _owned_or_client(directory, definitions, state_dir) as (target, defs):
+        if isinstance(target, DaemonClient):
+            _note_ignored_definitions(target, definitions)
+            return _remote(target, ask, on_accepted, on_step)
+        assert defs is not None
+        return _direct(defs, directory, ask, on_accepted, on_step)
+
+
+@contextmanager
+def _owned_or_client(
+    directory: Path, definitions: str | None, state_dir: str | None
+) -> Iterator[tuple[DaemonClient | Ownership, Definitions | None]]:
+    """The daemon that owns ``directory``, as a client; or, with none running, ownership of
+    it here (after the definitions load: a mistake leaves no state directory behind)."""
+    owner = _daemon_owner(directory)
+    if owner is None:
+        defs = _load(definitions, state_dir)[1]
+        fresh = not directory.exists()
+        try:
+            ownership = Ownership.acquire(directory, "cli")
+        except StateDirBusy as busy:
+            if busy.owner is None or busy.owner.role != "daemon":
+                raise
+            owner = busy.owner
+        else:
+            with ownership:
+                try:
+                    yield ownership, defs
+                except HeadwaterError:
+                    if fresh:  # nothing of the request happened: leave no trace of it
+                        shutil.rmtree(directory, ignore_errors=True)
+                    raise
+            return
+    with connect_to_owner(directory, owner) as client:
+        yield client, None
+
+
+def _daemon_owner(directory: Path) -> OwnerInfo | None:
+    """The daemon recorded as owning ``directory`` if its process lives (without touching
+    the directory: this user may not be able to write it)."""
     try:
-        ownership = Ownership.acquire(directory, "cli")
-    except StateDirBusy as busy:
-        if busy.owner is None or busy.owner.role != "daemon":
-            raise
-        with connect_to_owner(directory, busy.owner) as client:
-            _note_ignored_definitions(client, definitions)
-            return _remote(client, ask, on_accepted, on_step)
-    with ownership:
-        settings, defs = _load(definitions, state_dir)
-        return _direct(defs, settings.state_dir, ask, on_accepted, on_step)
+        owner = read_owner(directory)
+    except PermissionError:
+        return None
+    return owner if owner is not None and owner.role == "daemon" else None
 
 
 def _note_ignored_definitions(client: DaemonClient, definitions: str | None) -> None:
@@ -256,26 +337,51 @@ def _direct(
                 raise StorageFailure(Path(engine.degraded.path), engine.degraded.reason)
             return result, nodes
 
-    return anyio.run(go, backend="asyncio")
+    try:
+        return anyio.run(go, backend="asyncio")
+    except KeyboardInterrupt:
+        # A function may still run in a thread: leave now, with the lock held until the
+        # process is gone, so that nothing it does can land in a directory another owns.
+        click.echo(
+            "interrupted: runs in progress were abandoned; the next owner runs them again", err=True
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _remote(
     client: DaemonClient, ask: _Ask, on_accepted: Accepted, on_step: Step
 ) -> tuple[TickResult, list[NodeKey]]:
     nodes: list[NodeKey] = []
+    try:
+        messages = list(_follow(client, ask, on_accepted, on_step, nodes))
+    except KeyboardInterrupt:
+        echo(f"interrupted: {client.describe()} goes on with the request; `headwater logs` "
+             "shows what it did", err=True)  # fmt: skip
+        sys.exit(EXIT_INTERRUPTED)
+    if messages:
+        return result_from_json(messages[-1]), nodes
+    raise RequestCutShort(
+        f"{client.describe()} stopped before the request finished; "
+        "what it did is in the event log: headwater logs"
+    )
+
+
+def _follow(
+    client: DaemonClient, ask: _Ask, on_accepted: Accepted, on_step: Step, nodes: list[NodeKey]
+) -> Iterator[dict[str, Any]]:
+    """The request's progress, shown as it comes; yields its result."""
     for message in client.stream(ask.path, ask.body):
         kind = message.get("type")
         if kind == "accepted":
-            nodes = [(str(a), p) for a, p in message["requested"]]
+            nodes[:] = [(str(a), p) for a, p in message["requested"]]
             on_accepted(nodes)
         elif kind == "step":
             on_step((str(message["asset"]), message["partition"]), str(message["outcome"]))
         elif kind == "result":
-            return result_from_json(message), nodes
-    raise DaemonGone(
-        f"{client.describe()} stopped before the request finished; "
-        "what it did is in the event log: headwater logs"
-    )
+            yield message
+            return
 
 
 @main.command()
@@ -391,16 +497,20 @@ def _readable(directory: Path) -> bool:
 
 
 def _live(directory: Path) -> dict[str, Any] | None:
-    """The running daemon's own state (``/health``), if a daemon owns ``directory``."""
-    client = find_daemon(directory)
+    """The running daemon's own state (``/health``), if a daemon owns ``directory``; a daemon
+    that does not answer within seconds is reported as such (``unresponsive``)."""
+    try:
+        client = find_daemon(directory, timeout=_OVERLAY_TIMEOUT)
+    except DaemonUnresponsive as exc:
+        return {"unresponsive": str(exc), "runs": [], "degraded": True}
     if client is None:
         return None
     with client:
-        try:
-            health: dict[str, Any] = client.get("/health")
-        except HeadwaterError:
-            return None
-        return health
+        return client.health
+
+
+_OVERLAY_TIMEOUT = 2.0
+"""Seconds a reading command waits for the daemon's live state before going on without it."""
 
 
 def _runs(health: dict[str, Any] | None) -> dict[NodeKey, str]:
@@ -444,8 +554,10 @@ def status(
     else:
         print_status_table(rows, show_all, runs)
     degraded = health is not None and bool(health.get("degraded"))
-    if degraded and not as_json:
-        click.echo(f"the daemon is degraded: {health and health.get('degraded_reason')}", err=True)
+    if health is not None and "unresponsive" in health:
+        echo(str(health["unresponsive"]), err=True)
+    elif degraded and not as_json:
+        echo(f"the daemon is degraded: {health and health.get('degraded_reason')}", err=True)
     if check and (degraded or any(r.late or r.state == "failed" for r in rows)):
         sys.exit(EXIT_LATE_OR_FAILED)
 
@@ -607,11 +719,21 @@ def lineage(fmt: str, definitions: str | None, state_dir: str | None) -> None:
 # -- the daemon itself ------------------------------------------------------------------------
 
 
-def _running(state_dir: str | None) -> DaemonClient | None:
-    client = find_daemon(resolve_state_dir(state_dir))
-    if client is None:
-        click.echo(f"not running: no daemon owns {resolve_state_dir(state_dir).absolute()}")
-    return client
+def _running(state_dir: str | None, *, wait: bool) -> DaemonClient | None:
+    """The daemon owning the state directory; one still starting is waited for (``wait``)
+    or reported as starting."""
+    directory = resolve_state_dir(state_dir)
+    client = find_daemon(directory)
+    if client is not None:
+        return client
+    starting = starting_daemon(directory)
+    if starting is not None:
+        if wait:
+            return connect_to_owner(directory, starting)
+        echo(f"starting: the daemon, {starting.describe()}, is loading its definitions")
+        return None
+    echo(f"not running: no daemon owns {directory.absolute()}")
+    return None
 
 
 @main.command()
@@ -622,11 +744,11 @@ def health(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
 
     Exits 1 when no daemon runs, or when it is degraded.
     """
-    client = _running(state_dir)
+    client = _running(state_dir, wait=False)
     if client is None:
         sys.exit(EXIT_LATE_OR_FAILED)
     with client:
-        info = client.get("/health")
+        info = client.health or client.get("/health")
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -654,12 +776,16 @@ def reload(definitions: str | None, state_dir: str | None) -> None:
 
     Exits 2 (keeping the old definitions) when the new ones do not load, 1 when no daemon runs.
     """
-    client = _running(state_dir)
+    client = _running(state_dir, wait=True)
     if client is None:
         sys.exit(EXIT_LATE_OR_FAILED)
     with client:
-        client.post("/reload")
-    click.echo(f"reloaded: {client.describe()}")
+        answer = client.post("/reload")
+    if answer.get("pending"):
+        echo(f"reloading: {client.describe()} takes the new definitions once the functions "
+             "running now have finished")  # fmt: skip
+    else:
+        echo(f"reloaded: {client.describe()}")
 
 
 @main.command()
@@ -669,7 +795,7 @@ def stop(definitions: str | None, state_dir: str | None) -> None:
 
     Running functions may finish within its grace period; exits 1 when no daemon runs.
     """
-    client = _running(state_dir)
+    client = _running(state_dir, wait=True)
     if client is None:
         sys.exit(EXIT_LATE_OR_FAILED)
     with client:
@@ -679,3 +805,76 @@ def stop(definitions: str | None, state_dir: str | None) -> None:
         click.echo(f"the daemon (PID {pid}) is still stopping", err=True)
         sys.exit(EXIT_LATE_OR_FAILED)
     click.echo(f"stopped: daemon PID {pid}")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    metavar="D",
+    help="Prune events older than this (default: the retention, [tool.headwater] retention).",
+)
+@click.option("--values", is_flag=True, help="Delete stored values that no asset partition holds.")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Convert an older log to incremental auto-vacuum (a full VACUUM: needs free space "
+    "about the log's size).",
+)
+@_common
+def prune(
+    older_than: str | None,
+    values: bool,
+    vacuum: bool,
+    definitions: str | None,
+    state_dir: str | None,
+) -> None:
+    """Apply retention now: through the running daemon, or here when none runs.
+
+    Keeps the newest observation, materialization and run events of each asset partition and
+    open SLA violations, so `status` and `why` explain everything afterwards.
+    """
+    window = (
+        parse_retention(older_than, what="--older-than")
+        if older_than is not None
+        else _retention(None)
+    )
+    directory = resolve_state_dir(state_dir)
+    body = {
+        "older_than_s": None if window is None else window.total_seconds(),
+        "values": values,
+        "vacuum": vacuum,
+    }
+    with _owned_or_client(directory, definitions, state_dir) as (target, defs):
+        if isinstance(target, DaemonClient):
+            done = target.post("/prune", body)
+        else:
+            assert defs is not None
+            EventLogReader(directory).require()
+            owned_defs = defs
+
+            async def go() -> dict[str, Any]:
+                async with Engine.open(owned_defs, directory, SystemClock()) as engine:
+                    cutoff = None if window is None else engine.clock.now() - window
+                    return await engine.maintain(cutoff, values=values, vacuum=vacuum)
+
+            done = anyio.run(go, backend="asyncio")
+    _print_pruned(done, window)
+
+
+def _print_pruned(done: dict[str, Any], window: timedelta | None) -> None:
+    if "events" in done:
+        echo(
+            f"pruned {done['events']} events older than {done['before']}; "
+            f"the log gave back {done['bytes_freed']} bytes"
+        )
+    elif window is None:
+        click.echo("retention is forever: no event pruned (give --older-than)")
+    removed = done.get("values")
+    if isinstance(removed, list):
+        click.echo(f"removed {len(removed)} stored values that no asset partition holds")
+        for path in removed:
+            echo(f"  {path}")
+    elif removed is not None:
+        echo(str(removed))
+    if "vacuum_bytes_freed" in done:
+        click.echo(f"vacuumed: the log gave back {done['vacuum_bytes_freed']} bytes")

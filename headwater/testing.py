@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from headwater._clock import VirtualClock, parse_instant
-from headwater._durations import Duration, parse_duration
+from headwater._durations import Duration, parse_duration, parse_retention
 from headwater._events import Event
 from headwater._statedir import Ownership
 from headwater.definitions import Definitions
@@ -56,9 +56,12 @@ class Harness:
         state_dir: str | Path | None = None,
         *,
         store: IOManager | None = None,
+        retention: Duration | None = None,
     ) -> None:
         self.defs = defs
         self.clock = VirtualClock(parse_instant(now))
+        self.retention = parse_retention(retention, what="Harness retention")
+        """Prune events older than this after every tick (None: never, the default)."""
         self._stack = ExitStack()
         if state_dir is None:
             state_dir = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="headwater-"))
@@ -135,8 +138,16 @@ class Harness:
         return result
 
     def tick(self) -> TickResult:
-        """Evaluate, run everything requested to completion, repeat until quiet."""
+        """Evaluate, run everything requested to completion, repeat until quiet (then prune,
+        if the harness was given a ``retention``)."""
         result: TickResult = self._call(self.engine.tick)
+        if self.retention is not None:
+            cutoff = self.clock.now() - self.retention
+
+            async def prune() -> None:
+                await self.engine.prune(cutoff)
+
+            self._call(prune)
         return result
 
     def advance(

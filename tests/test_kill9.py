@@ -62,7 +62,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
             time.sleep(rng.uniform(0.1, 1.6))
         daemon.kill9()
         _, err = cli.communicate(timeout=120)
-        assert cli.returncode in (0, 3), err  # done by itself, or told the daemon went away
+        # done (by itself or the daemon), cut short mid-request (1), or no daemon to reach (3)
+        assert cli.returncode in (0, 1, 3), err
+        assert cli.returncode != 1 or "went away before the request finished" in err
         assert "Traceback" not in err
 
     Ownership.acquire(tmp_path / "state", "cli").release()  # kill -9 left no lock behind

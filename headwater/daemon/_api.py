@@ -14,6 +14,7 @@ import math
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,11 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from headwater._errors import HeadwaterError
+from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import format_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import status_rows
 from headwater._statedir import short_socket_path
+from headwater._storage import StorageFailure
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
 from headwater.planning import NodeKey
@@ -42,6 +44,9 @@ _log = structlog.get_logger("headwater.daemon")
 
 SOCKET_MODE = 0o660
 """The service's user and group may talk to the daemon; nobody else."""
+HEARTBEAT = 10.0
+"""Seconds between lines of a streamed request while nothing finishes: a client that hears
+nothing for much longer knows the daemon hangs."""
 
 
 class Unavailable(Exception):
@@ -63,8 +68,9 @@ class Controlled(Protocol):
 
     def poke(self) -> None: ...
 
-    async def reload(self) -> str | None:
-        """Load the definitions again; the error message if they do not load."""
+    async def reload(self) -> tuple[str | None, bool]:
+        """Load the definitions again: the error message if they do not load, and whether
+        the new ones serve already (else once what is running has finished)."""
         ...
 
     def stop(self, reason: str) -> None: ...
@@ -95,7 +101,7 @@ def _user_errors() -> Iterator[None]:
         yield
     except HeadwaterError as exc:
         raise _Refused(_error(str(exc))) from None
-    except Unavailable as exc:
+    except (Unavailable, StorageFailure) as exc:
         raise _Refused(_error(str(exc), 503)) from None
 
 
@@ -156,7 +162,13 @@ def _stream(
 
     async def lines() -> AsyncIterator[bytes]:
         with receive:
-            async for message in receive:
+            while True:
+                message: dict[str, Any] = {"type": "alive"}  # a long run: the client waits on
+                with anyio.move_on_after(HEARTBEAT):
+                    try:
+                        message = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
                 yield (json.dumps(message, default=str) + "\n").encode()
 
     daemon.spawn(work)
@@ -181,15 +193,26 @@ async def _backfill(daemon: Controlled, request: Request) -> Response:
 
 
 async def _reload(daemon: Controlled, request: Request) -> Response:
-    error = await daemon.reload()
+    error, done = await daemon.reload()
     if error is not None:
         return _error(error)
-    return JSONResponse({"reloaded": True})
+    return JSONResponse({"reloaded": done, "pending": not done})
 
 
 async def _stop(daemon: Controlled, request: Request) -> Response:
     daemon.stop("requested over the control socket")
     return JSONResponse({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
+
+
+async def _prune(daemon: Controlled, request: Request) -> Response:
+    body = await _body(request)
+    engine = await daemon.current_engine()
+    older = body.get("older_than_s")
+    cutoff = None if older is None else engine.clock.now() - timedelta(seconds=float(older))
+    done = await engine.maintain(
+        cutoff, values=bool(body.get("values")), vacuum=bool(body.get("vacuum"))
+    )
+    return JSONResponse(done)
 
 
 async def _health(daemon: Controlled, request: Request) -> Response:
@@ -281,6 +304,7 @@ ROUTES = [
     Route("/backfill", _handler(_backfill), methods=["POST"]),
     Route("/reload", _handler(_reload), methods=["POST"]),
     Route("/stop", _handler(_stop), methods=["POST"]),
+    Route("/prune", _handler(_prune), methods=["POST"]),
 ]
 
 
@@ -300,6 +324,11 @@ def bind_socket(path: Path) -> tuple[socket.socket, int]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         with short_socket_path(tmp) as tmp_name, short_socket_path(path) as final_name:
+            if _answers(final_name):
+                raise StateDirError(
+                    f"another daemon listens on {path}: give each daemon its own "
+                    "RUNTIME_DIRECTORY (or state directory), or stop the other one first"
+                )
             Path(tmp_name).unlink(missing_ok=True)
             sock.bind(tmp_name)
             Path(tmp_name).chmod(SOCKET_MODE)
@@ -307,10 +336,30 @@ def bind_socket(path: Path) -> tuple[socket.socket, int]:
             inode = Path(final_name).stat().st_ino
         sock.listen(64)
         sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StateDirError(
+            f"cannot listen on the control socket {path}: {exc.strerror or exc}"
+        ) from exc
     except BaseException:
         sock.close()
         raise
     return sock, inode
+
+
+def _answers(name: str) -> bool:
+    """Whether something accepts connections on the socket ``name`` (a live daemon)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(name)
+    except OSError:
+        return False  # absent, or left behind by a crash: safe to replace
+    finally:
+        probe.close()
+    return True
 
 
 class ControlServer:

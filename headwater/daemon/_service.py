@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from headwater import __version__
 from headwater._clock import SystemClock
-from headwater._errors import HeadwaterError
+from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import EventKind, format_timestamp
 from headwater._loading import LoadError, load_definitions
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
@@ -51,6 +51,11 @@ __all__ = ["Daemon", "DaemonSettings", "run_daemon"]
 _log = structlog.get_logger("headwater.daemon")
 _OWNER_POLL = 0.2
 """Seconds between attempts to take a state directory a CLI command is using."""
+_PRUNE_EVERY = timedelta(hours=1)
+_RELOAD_ANSWER = 5.0
+"""Seconds a reload request waits for the new definitions to take over before answering."""
+_GUARD_EVERY = 5.0
+"""Seconds between checks that the state directory is still the one this daemon locked."""
 _FIRST_RETRY, _LAST_RETRY = 1.0, 30.0
 """Seconds between attempts to write a state directory that refuses writes (doubling)."""
 
@@ -65,6 +70,8 @@ class DaemonSettings:
     """Seconds between reconciliation rescans of file sources."""
     settle: float = 0.5
     """Seconds a created-only file must stand still before it counts."""
+    retention: timedelta | None = timedelta(days=30)
+    """How long the log keeps events (None: forever)."""
 
     def absolute(self) -> DaemonSettings:
         """Paths resolved once at start: a function that changes the working directory
@@ -75,7 +82,7 @@ class DaemonSettings:
         )
         if path.endswith(".py") or Path(path).exists():
             target = str(Path(path).absolute()) + (f":{attribute}" if attribute else "")
-        return replace(self, definitions=target, state_dir=self.state_dir.absolute())
+        return replace(self, definitions=target, state_dir=self.state_dir.resolve())
 
 
 class Daemon:
@@ -101,6 +108,9 @@ class Daemon:
         self._runs = 0
         self._serving = "starting"
         self._ownership: Ownership | None = None
+        self._loading: anyio.CancelScope | None = None
+        self._stop_requested = anyio.Event()
+        self._fatal: StateDirError | None = None
         self._storage_trouble = anyio.Event()
 
     # -- what the control API asks of the daemon ------------------------------------------
@@ -126,12 +136,14 @@ class Daemon:
         """Something changed: run a tick soon."""
         self._wake.set()
 
-    async def reload(self) -> str | None:
-        """Load the definitions again; keep the old ones if the new ones do not load."""
+    async def reload(self) -> tuple[str | None, bool]:
+        """Load the definitions again; keep the old ones if the new ones do not load. Returns
+        the error, if any, and whether the new definitions serve already (they take over once
+        what is running has finished)."""
         async with self._reload_lock:
             return await self._reload()
 
-    async def _reload(self) -> str | None:
+    async def _reload(self) -> tuple[str | None, bool]:
         self.notifier.reloading()
         self._phase = "reloading"
         _log.info("reloading", definitions=self.settings.definitions)
@@ -143,16 +155,18 @@ class Daemon:
             self.notifier.ready(f"reload failed, serving the previous definitions: {exc}")
             if (engine := self._engine) is not None:
                 payload = {"definitions": self.settings.definitions, "reason": str(exc)}
-                await engine.append([engine.event(EventKind.RELOAD_FAILED, payload=payload)])
-            return str(exc)
+                with contextlib.suppress(StorageFailure):
+                    await engine.append([engine.event(EventKind.RELOAD_FAILED, payload=payload)])
+            return str(exc), False
         if self._stopping:
-            return "the daemon is stopping"
+            return "the daemon is stopping", False
         self._reloaded = anyio.Event()
         self._next_defs = defs
         self._end.set()
         self._wake.set()
-        await self._reloaded.wait()
-        return None
+        with anyio.move_on_after(_RELOAD_ANSWER):  # the new definitions take over once the
+            await self._reloaded.wait()  # running functions finish; say so, do not block
+        return None, self._reloaded.is_set()
 
     def stop(self, reason: str) -> None:
         """Start nothing new, let running functions finish within the grace period, exit.
@@ -165,6 +179,9 @@ class Daemon:
         self.notifier.stopping()
         self._phase = "stopping"
         self._stopping = True
+        self._stop_requested.set()
+        if self._loading is not None:
+            self._loading.cancel()
         if self._engine is not None:
             self._engine.stop_starting()
         self._end.set()
@@ -184,7 +201,11 @@ class Daemon:
             oldest = log.events(limit=1)
             return size, format_timestamp(oldest[0].timestamp) if oldest else None
 
-        size, oldest = await anyio.to_thread.run_sync(log_facts)
+        log_error: str | None = None
+        try:
+            size, oldest = await anyio.to_thread.run_sync(log_facts)
+        except (OSError, HeadwaterError) as exc:  # the daemon answers, whatever the log does
+            size, oldest, log_error = 0, None, str(exc)
         runs = [] if engine is None else engine.in_flight()
         return {
             "pid": os.getpid(),
@@ -199,7 +220,12 @@ class Daemon:
             "definitions": self.settings.definitions,
             "state_dir": str(self.state_dir),
             "socket": None if self._api is None else str(self._api.path),
-            "event_log": {"path": str(log.path), "bytes": size, "oldest_event": oldest},
+            "event_log": {
+                "path": str(log.path),
+                "bytes": size,
+                "oldest_event": oldest,
+                "error": log_error,
+            },
             "executor": "threads",
             "max_concurrency": None if engine is None else engine.cycle.slots.total_tokens,
             "runs": [
@@ -229,6 +255,7 @@ class Daemon:
                 return
             self._ownership = ownership
             try:
+                root.start_soon(self._guard, ownership)
                 await self._run_owned(root, ownership)
             finally:
                 if self._api is not None:
@@ -236,6 +263,24 @@ class Daemon:
                 ownership.release()
             root.cancel_scope.cancel()
         self.notifier.close()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _guard(self, ownership: Ownership) -> None:
+        """A state directory deleted or replaced under its owner: stop (exit 3) rather than
+        go on writing into a log nobody else can see while another owner starts afresh."""
+        while True:
+            await anyio.sleep(_GUARD_EVERY)
+            if not await anyio.to_thread.run_sync(ownership.check):
+                self._fatal = StateDirError(
+                    f"the state directory {self.state_dir} was deleted or replaced while this "
+                    f"daemon (PID {os.getpid()}) owned it; stopping. Start it again to use the "
+                    "new one"
+                )
+                _log.error("state_dir_gone", state_dir=str(self.state_dir))
+                self.stop("the state directory is gone")
+                self.stop("the state directory is gone")  # at once: nothing to drain into
+                return
 
     async def _own(self) -> Ownership | None:
         """Take the state directory; wait while a CLI command or Harness is using it."""
@@ -247,6 +292,11 @@ class Daemon:
                         self.state_dir, "daemon", definitions=self.settings.definitions
                     )
                 )
+            except StorageFailure as failure:  # a read-only or full disk: wait, degraded
+                if not waiting:
+                    _log.error("storage_failed", path=str(failure.path), reason=failure.reason)
+                    self.notifier.ready(f"degraded: {failure}")
+                    waiting = True
             except StateDirBusy as busy:
                 if busy.owner is not None and busy.owner.role == "daemon":
                     raise
@@ -261,7 +311,7 @@ class Daemon:
         return None
 
     async def _run_owned(self, root: TaskGroup, ownership: Ownership) -> None:
-        defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
+        # The socket first: `health` and `stop` work while the definitions load.
         api = self._api = ControlServer(self, control_socket_path(self.state_dir))
         api_done = anyio.Event()
 
@@ -273,8 +323,16 @@ class Daemon:
 
         await root.start(serve_api)
         await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
+        defs: Definitions | None = None
+        self._loading = anyio.CancelScope()
+        if self._stopping:
+            self._loading.cancel()
+        with self._loading:  # a stop does not wait for an import that may take long
+            defs = await anyio.to_thread.run_sync(
+                load_definitions, self.settings.definitions, abandon_on_cancel=True
+            )
         first = True
-        while not self._stopping:
+        while not self._stopping and defs is not None:
             await self._serve(defs, first=first)
             first = False
             if self._stopping or self._next_defs is None:
@@ -345,12 +403,16 @@ class Daemon:
                 tg.start_soon(self._loop, engine, clock)
                 tg.start_soon(self._find_lost_values, engine)
                 tg.start_soon(self._ride_out_storage, engine, files, objects)
+                tg.start_soon(self._prune_forever, engine)
                 await self._end.wait()
-                self._engine = None
+                self._engine = None  # requests from now on wait for the next engine
+                if not self._stopping:
+                    await self._quiesce_for_reload(engine)
                 self._work = None
-                engine.stop_starting()  # queued work is planned again after a reload
                 sensors.cancel()
-                await self._drain(engine)
+                if self._stopping:
+                    engine.stop_starting()
+                    await self._drain(engine)
                 tg.cancel_scope.cancel()
             if self._stopping:
                 with anyio.move_on_after(5, shield=True), contextlib.suppress(StorageFailure):
@@ -418,6 +480,24 @@ class Daemon:
             self.notifier.status(self._status_line(engine))
             self.poke()
 
+    async def _quiesce_for_reload(self, engine: Engine) -> None:
+        """A reload waits, however long, for what is under way to finish (no new tick starts;
+        the sensors keep recording): nothing is abandoned and nothing runs twice. A stop
+        meanwhile turns it into a stop."""
+        if engine.in_flight():
+            running = [f"{f.asset}[{f.partition}]" if f.partition else f.asset
+                       for f in engine.in_flight()]  # fmt: skip
+            _log.info("reload_waiting", running=running)
+        async with anyio.create_task_group() as tg:
+
+            async def stop_watch() -> None:
+                await self._stop_requested.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_watch)
+            await engine.idle()
+            tg.cancel_scope.cancel()
+
     async def _drain(self, engine: Engine) -> None:
         """Let running functions finish within the grace period (or until a second stop)."""
         grace = self.settings.grace
@@ -440,6 +520,27 @@ class Daemon:
                     f"{f.asset}[{f.partition}]" if f.partition else f.asset for f in running
                 ],
             )
+
+    async def _prune_forever(self, engine: Engine) -> None:
+        """Apply retention once at start, then at least every ``min(retention / 4, 1 h)``.
+        The cutoff never advances faster than the monotonic clock: a forward step of the
+        wall clock prunes nothing early."""
+        retention = self.settings.retention
+        if retention is None:
+            return
+        _warn_if_shorter_than_an_sla(engine, retention)
+        interval = min(retention / 4, _PRUNE_EVERY).total_seconds()
+        last: tuple[datetime, float] | None = None
+        while True:
+            wall, mono = datetime.now(UTC), time.monotonic()
+            cutoff = wall - retention
+            if last is not None:
+                cutoff = min(cutoff, last[0] + timedelta(seconds=mono - last[1]))
+            if engine.degraded is None:
+                with contextlib.suppress(StorageFailure):
+                    await engine.prune(cutoff)
+                    last = (cutoff, mono)
+            await anyio.sleep(interval)
 
     async def _find_lost_values(self, engine: Engine) -> None:
         with contextlib.suppress(StorageFailure):
@@ -485,6 +586,30 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await anyio.sleep(interval)
+
+
+def _warn_if_shorter_than_an_sla(engine: Engine, retention: timedelta) -> None:
+    slas = [
+        (window, key, name)
+        for key, node in engine.defs.nodes.items()
+        if node.freshness is not None
+        for name, window in (
+            ("max_lag", node.freshness.max_lag),
+            ("max_age", node.freshness.max_age),
+        )
+        if window is not None
+    ]
+    if not slas:
+        return
+    window, key, name = max(slas)
+    if retention < window:
+        _log.warning(
+            "retention_shorter_than_sla",
+            retention_s=retention.total_seconds(),
+            sla=f"{key} {name} {window}",
+            reason="events a late partition's SLA refers to may be pruned before it is on "
+            "time again; `replay` and `logs` then cannot show how it became late",
+        )
 
 
 def run_daemon(settings: DaemonSettings) -> None:

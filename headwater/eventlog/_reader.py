@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp
+from headwater._statedir import PRIVATE_FILES, linked
 from headwater.eventlog._rows import EVENT_COLUMNS, event_from_row, state_from_rows
 from headwater.eventlog._writer import DB_NAME, unreadable
 from headwater.planning import State
@@ -42,8 +44,15 @@ class EventLogReader:
         if not self.path.exists():
             yield None
             return
+        for name in PRIVATE_FILES:
+            if (self.path.parent / name).is_symlink():
+                raise linked(self.path.parent / name)
+        # On a read-only filesystem SQLite cannot make the WAL index: nobody writes there, so
+        # the log is read as immutable.
+        immutable = "" if os.access(self.path.parent, os.W_OK) else "&immutable=1"
+        uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
         try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+            conn = sqlite3.connect(uri, uri=True, timeout=10)
             with closing(conn):
                 yield conn
         except sqlite3.DatabaseError as exc:

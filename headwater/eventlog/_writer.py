@@ -14,23 +14,36 @@ batches short enough to hold back other writes for at most a few milliseconds.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import anyio
 
 from headwater._errors import StateDirError
-from headwater._events import Event
+from headwater._events import Event, format_timestamp
+from headwater._statedir import linked
 from headwater._storage import StorageFailure, storage_failure
 from headwater.eventlog._rows import event_row, record_rows, schedule_rows, state_from_rows
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
-__all__ = ["DB_NAME", "EventLog", "StorageFailure", "open_event_log", "unreadable"]
+__all__ = [
+    "DB_NAME",
+    "KEEP_KINDS",
+    "EventLog",
+    "Pruned",
+    "StorageFailure",
+    "open_event_log",
+    "unreadable",
+]
 
 DB_NAME = "events.db"
 
@@ -38,12 +51,37 @@ DB_NAME = "events.db"
 def unreadable(path: Path, exc: BaseException) -> StateDirError:
     """The error for an event log SQLite cannot read: what is wrong and how to recover."""
     path = path.absolute()
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if not name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StateDirError(
+            f"the event log {path} cannot be opened: {exc}. Check that this user may read "
+            "and write the state directory and that its disk is mounted; the log itself "
+            "may be fine"
+        )
     return StateDirError(
         f"the event log {path} is unreadable: {exc}. If the disk is healthy, recover what "
         f"SQLite can still read with headwater stopped: `sqlite3 {path} .recover | sqlite3 "
         f"{path}.recovered`, then move {path}.recovered into its place; or move {path} and its "
         "-wal and -shm files aside to start afresh (every asset is then materialized again)"
     )
+
+
+KEEP_KINDS = (
+    "observation", "materialization", "run_started", "run_failed", "run_abandoned",
+    "freshness_violated", "freshness_recovered", "value_lost",
+)  # fmt: skip
+"""Retention keeps the newest event of each of these kinds per asset partition, so that `status`
+and `why` explain everything after any retention."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pruning pass removed, and what it cost the writers."""
+
+    events: int
+    batches: int
+    longest_batch_s: float
+    bytes_freed: int
 
 
 @dataclass(slots=True)
@@ -67,6 +105,7 @@ class EventLog:
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
         self._dynamic_seq = 0
+        self._pruner: sqlite3.Connection | None = None
         self.commits = 0
 
     async def _migrate(self) -> None:
@@ -201,6 +240,53 @@ class EventLog:
             for b in batches:
                 b.done.set()
 
+    async def prune(self, cutoff: datetime, *, budget_s: float = 0.005) -> Pruned:
+        """Delete events older than ``cutoff`` but the newest of each kept kind per asset
+        partition, in transactions of about ``budget_s`` each (other writers wait at most that
+        long), then hand freed pages back to the filesystem where the log allows it.
+
+        The batches run on a connection of their own in a worker thread (one hop per batch,
+        not one per statement), always under the writer's transaction lock.
+        """
+        if self._pruner is None:
+            self._pruner = await anyio.to_thread.run_sync(_connect_sync, self.path)
+        pruner = self._pruner
+        before = await anyio.to_thread.run_sync(_bytes, pruner)
+        stamp = format_timestamp(cutoff)
+        after: tuple[str, int] | None = ("", 0)
+        size, deleted, batches, longest = 256, 0, 0, 0.0
+        while after is not None:
+            async with self._txn:
+                found, after, took = await anyio.to_thread.run_sync(
+                    _prune_batch, pruner, stamp, after, size
+                )
+            deleted += found
+            batches += 1
+            longest = max(longest, took)
+            # aim each transaction at the budget: a few milliseconds, whatever the machine
+            size = max(16, min(20_000, int(size * budget_s / max(took, 1e-4))))
+        while True:  # with incremental auto-vacuum, free pages go back to the filesystem
+            async with self._txn:
+                more = await anyio.to_thread.run_sync(_vacuum_step, pruner)
+            if not more:
+                break
+        after_bytes = await anyio.to_thread.run_sync(_bytes, pruner)
+        return Pruned(deleted, batches, longest, max(0, before - after_bytes))
+
+    async def vacuum(self) -> int:
+        """Convert an older log to incremental auto-vacuum (a full VACUUM: it needs free space
+        about the size of the log). Returns the bytes freed."""
+        if self._pruner is None:
+            self._pruner = await anyio.to_thread.run_sync(_connect_sync, self.path)
+        pruner = self._pruner
+        async with self._txn:
+            return await anyio.to_thread.run_sync(_full_vacuum, pruner)
+
+    async def close(self) -> None:
+        if self._pruner is not None:
+            await anyio.to_thread.run_sync(self._pruner.close)
+            self._pruner = None
+
     async def probe(self) -> None:
         """Write and remove a row: raises :class:`StorageFailure` while the disk refuses."""
         async with self._txn:
@@ -214,11 +300,84 @@ class EventLog:
                 raise storage_failure(exc, self.path) or exc from None
 
 
+def _create_private(path: Path) -> None:
+    """Create the log 0600 before SQLite does (it gives the -wal and -shm files the log's
+    mode), whatever the umask; never through a link."""
+    if path.is_symlink():
+        raise linked(path)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def _connect_sync(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _bytes(conn: sqlite3.Connection) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _prune_batch(
+    conn: sqlite3.Connection, cutoff: str, after: tuple[str, int], size: int
+) -> tuple[int, tuple[str, int] | None, float]:
+    """One transaction: the next ``size`` events older than the cutoff (in time order, from
+    ``after``), less the newest of each kept kind per asset partition. Returns how many were
+    deleted, where to go on (None once the cutoff is reached) and how long it held the lock."""
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(
+            "SELECT id, timestamp, kind, asset, partition FROM events"
+            " WHERE timestamp < ? AND (timestamp, id) > (?, ?) ORDER BY timestamp, id LIMIT ?",
+            (cutoff, after[0], after[1], size),
+        ).fetchall()
+        newest: dict[tuple[Any, Any, str], int] = {}
+        for _, _, kind, asset, partition in rows:
+            key = (asset, partition, kind)
+            if kind in KEEP_KINDS and asset is not None and key not in newest:
+                found = conn.execute(
+                    "SELECT MAX(id) FROM events WHERE asset = ? AND partition IS ? AND kind = ?",
+                    key,
+                ).fetchone()[0]
+                newest[key] = -1 if found is None else int(found)
+        doomed = [(r[0],) for r in rows if newest.get((r[3], r[4], r[2])) != r[0]]
+        conn.executemany("DELETE FROM events WHERE id = ?", doomed)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    took = time.perf_counter() - started
+    if not rows:
+        return 0, None, took
+    return len(doomed), (str(rows[-1][1]), int(rows[-1][0])), took
+
+
+def _vacuum_step(conn: sqlite3.Connection) -> bool:
+    """Return up to 256 free pages to the filesystem; True while more remain."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: incremental
+        return False  # a log without it reuses free pages instead
+    if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+        return False
+    conn.execute("PRAGMA incremental_vacuum(256)")
+    return True
+
+
+def _full_vacuum(conn: sqlite3.Connection) -> int:
+    before = _bytes(conn)
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("VACUUM")
+    return max(0, before - _bytes(conn))
+
+
 @asynccontextmanager
 async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     """Open (creating and migrating) ``state_dir/events.db``; close it on exit."""
-    await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+    await anyio.Path(state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / DB_NAME
+    await anyio.to_thread.run_sync(_create_private, path)
     conn = await aiosqlite.connect(path)
     try:
         log = EventLog(conn, path)
@@ -229,4 +388,5 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
         yield log
     finally:
         with anyio.CancelScope(shield=True):
+            await log.close()
             await conn.close()

@@ -28,7 +28,7 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
-from headwater.eventlog import EventLog, open_event_log
+from headwater.eventlog import EventLog, Pruned, open_event_log
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
 from headwater.execution._results import StepCallback, TickResult
@@ -319,6 +319,58 @@ class Engine:
                 self.dirty.add(node)
                 self.mark_children(node)
         return len(gone)
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(self, cutoff: datetime) -> Pruned:
+        """Delete events older than ``cutoff``, keeping what explains every asset partition
+        (the newest observation, materialization and run events of each, open SLA
+        violations), in short transactions."""
+        self._refuse_if_degraded()
+        try:
+            pruned = await self.log.prune(cutoff)
+        except StorageFailure as failure:
+            self.storage_failed(failure)
+            raise
+        _log.info(
+            "pruned",
+            events=pruned.events,
+            before=format_timestamp(cutoff),
+            bytes_freed=pruned.bytes_freed,
+            longest_batch_ms=round(pruned.longest_batch_s * 1000, 3),
+        )
+        return pruned
+
+    async def maintain(
+        self, cutoff: datetime | None, *, values: bool = False, vacuum: bool = False
+    ) -> dict[str, Any]:
+        """``headwater prune``: events older than ``cutoff`` (if any), stored values no asset
+        partition holds (``values``), a full VACUUM (``vacuum``). A summary of what went."""
+        done: dict[str, Any] = {}
+        if cutoff is not None:
+            pruned = await self.prune(cutoff)
+            done.update(events=pruned.events, before=format_timestamp(cutoff),
+                        bytes_freed=pruned.bytes_freed)  # fmt: skip
+        if values:
+            if not isinstance(self.store, FilesystemStore):
+                done["values"] = "the value store is not the state directory's: nothing removed"
+            else:
+                store = self.store
+                held = self.held_values()
+                removed = await anyio.to_thread.run_sync(store.prune_values, held)
+                done["values"] = [str(p) for p in removed]
+        if vacuum:
+            self._refuse_if_degraded()
+            done["vacuum_bytes_freed"] = await self.log.vacuum()
+        return done
+
+    def held_values(self) -> dict[str, list[str | None]]:
+        """Every asset or source of the definitions, with its partitions that have a value."""
+        held: dict[str, list[str | None]] = {key: [] for key in self.defs.nodes}
+        for (key, partition), record in self.state.records.items():
+            if key in held and record.version is not None:
+                held[key].append(partition)
+        return held
 
     # -- inputs from outside -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import os
 import pickle
 import stat
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -271,6 +271,27 @@ class FilesystemStore:
             if not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
                 gone.append((asset, partition))
         return gone
+
+    def prune_values(self, held: Mapping[str, Iterable[str | None]]) -> list[Path]:
+        """Delete stored values no asset partition holds: files of keys not in ``held``
+        (``{asset or source key: its partitions with a value}``), or of partitions it lacks.
+        Returns what was removed. Links are not followed."""
+        expected = {key: {self._name(p) for p in parts} for key, parts in held.items()}
+        removed: list[Path] = []
+        if not self.root.is_dir() or self.root.is_symlink():
+            return removed
+        for folder, _, files in os.walk(self.root):
+            key = Path(folder).relative_to(self.root).as_posix()
+            names = expected.get(key, set())
+            for name in files:
+                base = (
+                    name.rsplit(".", 2)[0] if name.endswith(".parquet") else name.rsplit(".", 1)[0]
+                )
+                if name.startswith(TEMP_PREFIX) or base not in names:
+                    path = Path(folder, name)
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def probe(self) -> None:
         """Write, sync and remove a small file: raises StorageFailure while the disk refuses."""
