@@ -200,7 +200,10 @@ class Ownership:
         try:
             if self.state_dir.stat().st_ino != os.fstat(self._dir_fd).st_ino:
                 return False
-            current = (self.state_dir / LOCK_NAME).lstat().st_ino
+        except OSError:
+            return False  # gone
+        try:
+            current: int | None = (self.state_dir / LOCK_NAME).lstat().st_ino
         except FileNotFoundError:
             current = None
         except OSError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -484,6 +485,7 @@ class Daemon:
         """A reload waits, however long, for what is under way to finish (no new tick starts;
         the sensors keep recording): nothing is abandoned and nothing runs twice. A stop
         meanwhile turns it into a stop."""
+        engine.finish_plans()
         if engine.in_flight():
             running = [f"{f.asset}[{f.partition}]" if f.partition else f.asset
                        for f in engine.in_flight()]  # fmt: skip
@@ -537,9 +539,13 @@ class Daemon:
             if last is not None:
                 cutoff = min(cutoff, last[0] + timedelta(seconds=mono - last[1]))
             if engine.degraded is None:
-                with contextlib.suppress(StorageFailure):
+                try:
                     await engine.prune(cutoff)
                     last = (cutoff, mono)
+                except StorageFailure:
+                    pass  # degraded: the next pass after recovery prunes
+                except (sqlite3.Error, OSError) as exc:  # pruning must never take us down
+                    _log.error("prune_failed", error=f"{type(exc).__name__}: {exc}")
             await anyio.sleep(interval)
 
     async def _find_lost_values(self, engine: Engine) -> None:

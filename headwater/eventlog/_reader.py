@@ -12,8 +12,8 @@ from pathlib import Path
 from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp
 from headwater._statedir import PRIVATE_FILES, linked
-from headwater.eventlog._rows import EVENT_COLUMNS, event_from_row, state_from_rows
-from headwater.eventlog._writer import DB_NAME, unreadable
+from headwater.eventlog._rows import EVENT_COLUMNS, MalformedRow, event_from_row, state_from_rows
+from headwater.eventlog._writer import DB_NAME, malformed, unreadable
 from headwater.planning import State
 
 __all__ = ["EventLogReader", "NoEventLog"]
@@ -54,7 +54,9 @@ class EventLogReader:
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=10)
             with closing(conn):
-                yield conn
+                # a log being created this instant has no tables yet: nothing to read
+                made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'current_state'")
+                yield conn if made.fetchone() else None
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from exc
 
@@ -72,7 +74,10 @@ class EventLogReader:
                 ).fetchall()
             except sqlite3.OperationalError:  # a log written before schema 2, not yet migrated
                 schedules = []
-        return state_from_rows(records, dynamic, schedules)
+        try:
+            return state_from_rows(records, dynamic, schedules)
+        except MalformedRow as exc:
+            raise malformed(self.path, exc) from None
 
     def assets(self) -> set[str]:
         """Every asset or source key the log holds a record of."""
@@ -122,4 +127,7 @@ class EventLogReader:
             if conn is None:
                 return []
             rows = conn.execute(sql, params).fetchall()
-        return [event_from_row(tuple(r)) for r in rows]
+        try:
+            return [event_from_row(tuple(r)) for r in rows]
+        except MalformedRow as exc:
+            raise malformed(self.path, exc) from None

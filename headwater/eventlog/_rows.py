@@ -1,4 +1,9 @@
-"""Conversions between events/records and SQLite rows, shared by the writer and the readers."""
+"""Conversions between events/records and SQLite rows, shared by the writer and the readers.
+
+Rows are checked where they are read (not by a scan at open, which must stay fast): a row
+that does not parse raises :class:`MalformedRow` naming the table and the row, which the
+reader and the writer turn into one message naming the log file.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from headwater._events import Event, format_timestamp, parse_timestamp
+from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
 __all__ = [
     "EVENT_COLUMNS",
+    "MalformedRow",
     "event_from_row",
     "event_row",
     "record_rows",
@@ -33,18 +39,40 @@ def event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
+class MalformedRow(Exception):
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+_KINDS = frozenset(str(k) for k in EventKind)
+
+
 def event_from_row(row: tuple[Any, ...]) -> Event:
     id_, ts, kind, asset, partition, run_id, version, payload = row
-    return Event(
-        id=id_,
-        timestamp=parse_timestamp(ts),
-        kind=kind,
-        asset=asset,
-        partition=partition,
-        run_id=run_id,
-        data_version=version,
-        payload=json.loads(payload),
-    )
+    try:
+        if kind not in _KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        for name, text in (("asset", asset), ("partition", partition), ("run_id", run_id),
+                           ("data_version", version)):  # fmt: skip
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"{name} is {type(text).__name__}, not text")
+        parsed = json.loads(payload)
+        if not isinstance(parsed, dict):
+            raise ValueError("payload is not a JSON object")
+        return Event(
+            id=id_,
+            timestamp=parse_timestamp(ts),
+            kind=kind,
+            asset=asset,
+            partition=partition,
+            run_id=run_id,
+            data_version=version,
+            payload=parsed,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise MalformedRow(f"events row id {id_}", str(exc)) from None
 
 
 def record_rows(records: Mapping[NodeKey, NodeRecord]) -> list[tuple[str, str, str]]:
@@ -65,9 +93,16 @@ def state_from_rows(
 ) -> State:
     state = State()
     for asset, first_seen, handled in schedules:
-        state.schedules[asset] = Schedule(parse_timestamp(first_seen), parse_timestamp(handled))
+        try:
+            state.schedules[asset] = Schedule(parse_timestamp(first_seen), parse_timestamp(handled))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MalformedRow(f"schedules row of asset {asset!r}", str(exc)) from None
     for name, key in dynamic:
         state.add_dynamic(name, [key])
     for asset, partition, record in records:
-        state.put((asset, partition or None), NodeRecord.from_json(record))
+        try:
+            state.put((asset, partition or None), NodeRecord.from_json(record))
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            where = f"current_state row of asset {asset!r}, partition {partition!r}"
+            raise MalformedRow(where, f"{type(exc).__name__}: {exc}") from None
     return state

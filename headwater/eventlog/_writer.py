@@ -31,7 +31,13 @@ from headwater._errors import StateDirError
 from headwater._events import Event, format_timestamp
 from headwater._statedir import linked
 from headwater._storage import StorageFailure, storage_failure
-from headwater.eventlog._rows import event_row, record_rows, schedule_rows, state_from_rows
+from headwater.eventlog._rows import (
+    MalformedRow,
+    event_row,
+    record_rows,
+    schedule_rows,
+    state_from_rows,
+)
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
@@ -41,11 +47,22 @@ __all__ = [
     "EventLog",
     "Pruned",
     "StorageFailure",
+    "malformed",
     "open_event_log",
     "unreadable",
 ]
 
 DB_NAME = "events.db"
+
+
+def malformed(path: Path, exc: MalformedRow) -> StateDirError:
+    """The error for a row that does not parse: which row of which file, and what to do."""
+    path = path.absolute()
+    return StateDirError(
+        f"the event log {path} has a malformed row ({exc.where}: {exc.problem}). With "
+        "headwater stopped, restore the state directory from a backup (headwater backup), or "
+        f"repair or delete that row with sqlite3 {path}"
+    )
 
 
 def unreadable(path: Path, exc: BaseException) -> StateDirError:
@@ -142,6 +159,8 @@ class EventLog:
             return await self._load_state()
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from exc
+        except MalformedRow as exc:
+            raise malformed(self.path, exc) from None
 
     async def _load_state(self) -> State:
         async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
@@ -234,6 +253,9 @@ class EventLog:
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.rollback()
             error: BaseException = storage_failure(exc, self.path) or exc
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+                error = unreadable(self.path, exc)  # corrupt under us: the owner stops, exit 3
             for b in batches:
                 b.error = error
         finally:

@@ -62,6 +62,8 @@ class RunCycle:
         self._threads = anyio.CapacityLimiter(slots)
         self.in_flight: dict[NodeKey, InFlight] = {}
         self.stopping = False
+        self.last_plans = False
+        """Set by a reload: plans under way finish, no tick plans again."""
         self._claims: dict[NodeKey, anyio.Event] = {}
         """Partitions being decided or run by some tick, each claimed by exactly one."""
         self._ticks = 0
@@ -116,7 +118,7 @@ class RunCycle:
                     engine.dirty.update((key, p) for p in ev.partitions(key))
                 await clockwork.check_freshness(clockwork.sla_nodes(ev))
             due_cron = clockwork.due_cron(ev)
-        while not self.stopping:
+        while not self.stopping and not self.last_plans:
             ev = engine.evaluator()
             dirty: set[NodeKey] = set()
             if not only_requested:
@@ -188,6 +190,8 @@ class RunCycle:
         """Decide once the planned parents are done; if it runs, queue for a slot and run."""
         engine = self.engine
         status, decision = decide_step(engine.evaluator(), node, request)
+        if request is not None and status.state == "fresh" and await engine.value_gone(node):
+            status, decision = decide_step(engine.evaluator(), node, request)  # missing now
         if decision.kind != "run":
             await self._note_decision(node, decision, result)
             return "skipped"

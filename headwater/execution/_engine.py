@@ -364,6 +364,19 @@ class Engine:
             done["vacuum_bytes_freed"] = await self.log.vacuum()
         return done
 
+    async def value_gone(self, node: NodeKey) -> bool:
+        """A partition asked for by name: is its stored value still there? If not, it is
+        missing again (so the request runs it instead of calling it fresh)."""
+        store = self.runner.io_for(node[0])
+        if node[0] not in self.defs.assets or not isinstance(store, FilesystemStore):
+            return False
+        if not await anyio.to_thread.run_sync(store.absent, [node]):
+            return False
+        await self.append([self.value_lost_event(node, "found gone when it was asked for")])
+        _log.warning("value_lost", asset=node[0], partition=node[1])
+        self.mark_children(node)
+        return True
+
     def held_values(self) -> dict[str, list[str | None]]:
         """Every asset or source of the definitions, with its partitions that have a value."""
         held: dict[str, list[str | None]] = {key: [] for key in self.defs.nodes}
@@ -528,6 +541,11 @@ class Engine:
     def stop_starting(self) -> None:
         """Start no new run from now on (a stopping daemon)."""
         self.cycle.stop_starting()
+
+    def finish_plans(self) -> None:
+        """Let the plans under way finish and make no new one (a reloading daemon: what is
+        dirty meanwhile is planned by the next engine)."""
+        self.cycle.last_plans = True
 
     def in_flight(self) -> list[InFlight]:
         """Partitions queued for a worker slot or running, oldest first."""

@@ -134,7 +134,13 @@ class NodeRecord:
 
     @classmethod
     def from_json(cls, text: str) -> NodeRecord:
+        """Raises ValueError (or TypeError) for a record of the wrong shape or types."""
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("the record is not a JSON object")
+        for name in ("version", "run_id", "code_version", "running"):
+            if raw.get(name) is not None and not isinstance(raw[name], str):
+                raise ValueError(f"{name} is {type(raw[name]).__name__}, not text")
         f = raw.get("failure")
         decision = raw.get("decision")
         return cls(
