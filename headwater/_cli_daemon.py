@@ -1,0 +1,123 @@
+"""Commands about the daemon itself: health, reload, stop."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from headwater._cli_print import (
+    echo,
+)
+from headwater._client import (
+    DaemonClient,
+    connect_to_owner,
+    find_daemon,
+    starting_daemon,
+    wait_for_exit,
+)
+from headwater._config import (
+    resolve_state_dir,
+)
+
+__all__ = [
+    "health",
+    "reload",
+    "stop",
+]
+
+from headwater._cli_common import (
+    EXIT_LATE_OR_FAILED,
+    common,
+)
+
+# -- the daemon itself ------------------------------------------------------------------------
+
+
+def _running(state_dir: str | None, *, wait: bool) -> DaemonClient | None:
+    """The daemon owning the state directory; one still starting is waited for (``wait``)
+    or reported as starting."""
+    directory = resolve_state_dir(state_dir)
+    client = find_daemon(directory)
+    if client is not None:
+        return client
+    starting = starting_daemon(directory)
+    if starting is not None:
+        if wait:
+            return connect_to_owner(directory, starting)
+        echo(f"starting: the daemon, {starting.describe()}, is loading its definitions")
+        return None
+    echo(f"not running: no daemon owns {directory.absolute()}")
+    return None
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="The daemon's state as a JSON object.")
+@common
+def health(as_json: bool, definitions: str | None, state_dir: str | None) -> None:
+    """The running daemon's own state: PID, uptime, degraded or not, event log, runs.
+
+    Exits 1 when no daemon runs, or when it is degraded.
+    """
+    client = _running(state_dir, wait=False)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        info = client.health or client.get("/health")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        log = info["event_log"]
+        state = "DEGRADED: " + str(info["degraded_reason"]) if info["degraded"] else info["state"]
+        click.echo(f"daemon PID {info['pid']} ({info['version']}): {state}")
+        click.echo(f"  up {info['uptime_s']:.0f} s, since {info['started_at']}")
+        click.echo(f"  definitions: {info['definitions']}")
+        click.echo(f"  state directory: {info['state_dir']}; socket: {info['socket']}")
+        click.echo(
+            f"  event log: {log['bytes']} bytes, oldest event {log['oldest_event'] or 'none'}"
+        )
+        click.echo(f"  executor: {info['executor']}, max_concurrency {info['max_concurrency']}")
+        for run in info["runs"]:
+            where = run["asset"] + (f"[{run['partition']}]" if run["partition"] else "")
+            click.echo(f"  {run['state']}: {where} since {run['since']}")
+    if info["degraded"]:
+        sys.exit(EXIT_LATE_OR_FAILED)
+
+
+@click.command()
+@common
+def reload(definitions: str | None, state_dir: str | None) -> None:
+    """Make the running daemon load its definitions again (as SIGHUP does).
+
+    Exits 2 (keeping the old definitions) when the new ones do not load, 1 when no daemon runs.
+    """
+    client = _running(state_dir, wait=True)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        answer = client.post("/reload")
+    if answer.get("pending"):
+        echo(f"reloading: {client.describe()} takes the new definitions once the functions "
+             "running now have finished")  # fmt: skip
+    else:
+        echo(f"reloaded: {client.describe()}")
+
+
+@click.command()
+@common
+def stop(definitions: str | None, state_dir: str | None) -> None:
+    """Stop the running daemon as SIGTERM does, and wait until it has exited.
+
+    Running functions may finish within its grace period; exits 1 when no daemon runs.
+    """
+    client = _running(state_dir, wait=True)
+    if client is None:
+        sys.exit(EXIT_LATE_OR_FAILED)
+    with client:
+        answer = client.post("/stop")
+    pid = int(answer["pid"])
+    if not wait_for_exit(pid, float(answer.get("grace_s", 30)) + 15):
+        click.echo(f"the daemon (PID {pid}) is still stopping", err=True)
+        sys.exit(EXIT_LATE_OR_FAILED)
+    click.echo(f"stopped: daemon PID {pid}")
