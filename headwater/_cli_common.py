@@ -4,12 +4,13 @@ this process owns the state directory or is the client of the daemon that does."
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -41,6 +42,7 @@ __all__ = [
     "EXIT_STATE_DIR",
     "EXIT_USAGE",
     "RequestFailed",
+    "Seconds",
     "StateDirUnusable",
     "UserError",
     "common",
@@ -77,6 +79,40 @@ class StateDirUnusable(click.ClickException):
     """Another process owns the state directory, or its log is unreadable: exit 3."""
 
     exit_code = EXIT_STATE_DIR
+
+
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float]
+else:  # click < 8.2 has no generic ParamType at run time
+    _FloatParam = click.ParamType
+
+
+class Seconds(_FloatParam):
+    """A number of seconds: finite, at least ``minimum``, at most a year (``nan``, ``inf`` and
+    overflowing values are usage errors naming the option, not a spinning daemon)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float) -> None:
+        self.minimum = minimum
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not self.minimum <= number <= _YEAR:
+            self.fail(
+                f"{value!r} must be a number of seconds from {self.minimum:g} to {_YEAR:g}",
+                param,
+                ctx,
+            )
+        return number
+
+
+_YEAR = 365 * 86400.0
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -30,7 +30,7 @@ from headwater._clock import SystemClock, parse_instant
 from headwater._config import (
     resolve_state_dir,
 )
-from headwater._durations import parse_duration
+from headwater._durations import DurationError, parse_duration
 from headwater._errors import HeadwaterError, StateDirError, did_you_mean
 from headwater._events import Event, EventKind
 from headwater._lineage import FORMATS, render_lineage
@@ -189,14 +189,21 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.now(UTC) - parse_duration(value)
-    except ValueError:
-        pass
+        delta = parse_duration(value, what="--since")
+    except DurationError as exc:
+        if "too long" in str(exc):
+            raise UserError(str(exc)) from None
+    else:
+        try:
+            return datetime.now(UTC) - delta
+        except OverflowError:
+            raise UserError(f"--since {value!r} reaches back before year 1") from None
     try:
         return parse_instant(value)
     except ValueError:
         raise UserError(
-            f"--since {value!r} is neither a duration such as 1h nor an ISO-8601 time"
+            f"--since {value!r} is neither a duration such as 1h nor an ISO-8601 time "
+            "(such as 2026-01-05T06:00Z)"
         ) from None
 
 

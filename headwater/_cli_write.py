@@ -35,10 +35,12 @@ from headwater._storage import StorageFailure
 from headwater.definitions import Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
+from headwater.execution._backup import copy_snapshot, remove_snapshots
 from headwater.planning import NodeKey
 
 __all__ = [
     "backfill",
+    "backup",
     "materialize",
     "prune",
 ]
@@ -46,10 +48,12 @@ __all__ = [
 from headwater._cli_common import (
     EXIT_INTERRUPTED,
     EXIT_LATE_OR_FAILED,
+    UserError,
     common,
     owned_or_client,
     retention_option,
 )
+from headwater._errors import StateDirError
 
 # -- writing: in the daemon when one runs, else here as the owner -----------------------------
 
@@ -315,3 +319,51 @@ def _print_pruned(done: dict[str, Any], window: timedelta | None) -> None:
         echo(str(removed))
     if "vacuum_bytes_freed" in done:
         click.echo(f"vacuumed: the log gave back {done['vacuum_bytes_freed']} bytes")
+
+
+@click.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@common
+def backup(dest: Path, definitions: str | None, state_dir: str | None) -> None:
+    """Copy the state directory to DEST (a new or empty folder), consistently, while the
+    daemon runs: the log by SQLite's online backup, then its values. DEST is usable as a
+    state directory (a daemon started from it runs again what was running at the snapshot).
+    """
+    directory = resolve_state_dir(state_dir)
+    dest = dest.absolute()
+    if dest == directory.absolute() or dest.is_relative_to(directory.absolute()):
+        raise UserError(f"the backup destination {dest} is inside the state directory")
+    with owned_or_client(directory, definitions, state_dir) as (target, defs):
+        if isinstance(target, DaemonClient):
+            staging = Path(target.post("/backup")["staging"])
+            try:
+                copied = _copy_out(staging, dest)
+            finally:
+                target.post("/backup/done", {"staging": str(staging)})
+        else:
+            assert defs is not None
+            EventLogReader(directory).require()
+            owned_defs = defs
+
+            async def go() -> Path:
+                async with Engine.open(owned_defs, directory, SystemClock()) as engine:
+                    return await engine.snapshot(directory)
+
+            staging = anyio.run(go, backend="asyncio")
+            try:
+                copied = _copy_out(staging, dest)
+            finally:
+                remove_snapshots(directory, staging)
+    echo(
+        f"backed up {directory} to {dest} ({copied} bytes); start a daemon with --state-dir {dest} to use it"
+    )
+
+
+def _copy_out(staging: Path, dest: Path) -> int:
+    try:
+        return copy_snapshot(staging, dest)
+    except PermissionError as exc:
+        raise StateDirError(
+            f"cannot read the daemon's snapshot {staging} ({exc.strerror}): run the backup as "
+            "the service's user (sudo -u …), who may read its state directory"
+        ) from None

@@ -50,4 +50,7 @@ def parse_instant(value: str | datetime) -> datetime:
     )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of the range of times") from None

@@ -9,9 +9,16 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-__all__ = ["FOREVER", "Duration", "parse_duration", "parse_retention"]
+from headwater._errors import HeadwaterError
+
+__all__ = ["FOREVER", "Duration", "DurationError", "parse_duration", "parse_retention"]
 
 Duration = timedelta | str
+
+
+class DurationError(HeadwaterError, ValueError):
+    """A value that is not a usable duration; the message names where it came from."""
+
 
 FOREVER = "forever"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -29,12 +36,12 @@ def parse_duration(value: Duration, *, what: str = "duration", positive: bool = 
     elif isinstance(value, str) and (delta_or_none := _parse_text(value, what)) is not None:
         delta = delta_or_none
     else:
-        raise ValueError(
+        raise DurationError(
             f"{what}: {value!r} is not a duration; use a timedelta or a string such as "
             '"90s", "15m", "2h", "1d" or "1h30m"'
         )
     if positive and delta <= timedelta(0):
-        raise ValueError(f"{what}: {value!r} must be longer than zero")
+        raise DurationError(f"{what}: {value!r} must be longer than zero")
     return delta
 
 
@@ -45,7 +52,7 @@ def _parse_text(value: str, what: str) -> timedelta | None:
         return None
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if not seconds <= _MAX_SECONDS:  # also catches nan and inf
-        raise ValueError(f"{what}: {value!r} is too long to be a duration")
+        raise DurationError(f"{what}: {value!r} is too long to be a duration")
     return timedelta(seconds=seconds)
 
 

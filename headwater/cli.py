@@ -13,10 +13,10 @@ import logging
 
 import click
 
-from headwater._cli_common import common, load, retention_option, settings_for
+from headwater._cli_common import Seconds, common, load, retention_option, settings_for
 from headwater._cli_daemon import health, reload, stop
 from headwater._cli_read import lineage, logs, status, why
-from headwater._cli_write import backfill, materialize, prune
+from headwater._cli_write import backfill, backup, materialize, prune
 from headwater._logging import configure_logging
 
 __all__ = ["main"]
@@ -34,7 +34,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(0),
     default=30.0,
     show_default=True,
     envvar="HEADWATER_STOP_GRACE",
@@ -42,7 +42,7 @@ def main() -> None:
 )
 @click.option(
     "--rescan-interval",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1),
     default=300.0,
     show_default=True,
     envvar="HEADWATER_RESCAN_INTERVAL",
@@ -50,7 +50,7 @@ def main() -> None:
 )
 @click.option(
     "--settle",
-    type=click.FloatRange(min=0),
+    type=Seconds(0),
     default=0.5,
     show_default=True,
     envvar="HEADWATER_SETTLE",
@@ -105,5 +105,7 @@ def validate(definitions: str | None, state_dir: str | None) -> None:
     )
 
 
-for _command in (materialize, backfill, prune, status, why, logs, lineage, health, reload, stop):
+for _command in (
+    materialize, backfill, prune, backup, status, why, logs, lineage, health, reload, stop
+):  # fmt: skip
     main.add_command(_command)

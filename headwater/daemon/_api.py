@@ -36,6 +36,7 @@ from headwater._statedir import short_socket_path
 from headwater._storage import StorageFailure
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
+from headwater.execution._backup import remove_snapshots
 from headwater.planning import NodeKey
 
 __all__ = ["ControlServer", "Controlled", "result_json"]
@@ -215,6 +216,18 @@ async def _prune(daemon: Controlled, request: Request) -> Response:
     return JSONResponse(done)
 
 
+async def _backup(daemon: Controlled, request: Request) -> Response:
+    engine = await daemon.current_engine()
+    staging = await engine.snapshot(daemon.state_dir)
+    return JSONResponse({"staging": str(staging)})
+
+
+async def _backup_done(daemon: Controlled, request: Request) -> Response:
+    staging = Path(str((await _body(request))["staging"]))
+    await anyio.to_thread.run_sync(lambda: remove_snapshots(daemon.state_dir, staging))
+    return JSONResponse({"removed": str(staging)})
+
+
 async def _health(daemon: Controlled, request: Request) -> Response:
     return JSONResponse(await daemon.health())
 
@@ -305,6 +318,8 @@ ROUTES = [
     Route("/reload", _handler(_reload), methods=["POST"]),
     Route("/stop", _handler(_stop), methods=["POST"]),
     Route("/prune", _handler(_prune), methods=["POST"]),
+    Route("/backup", _handler(_backup), methods=["POST"]),
+    Route("/backup/done", _handler(_backup_done), methods=["POST"]),
 ]
 
 

@@ -29,6 +29,7 @@ from headwater._events import Event, EventKind, format_timestamp, parse_timestam
 from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, Pruned, open_event_log
+from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
 from headwater.execution._results import StepCallback, TickResult
@@ -113,6 +114,7 @@ class Engine:
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
+        await anyio.to_thread.run_sync(remove_snapshots, state_dir)  # a backup cut short
         await anyio.to_thread.run_sync(defs.compute_code_versions)
         async with open_event_log(state_dir) as log:
             # no source may read the state directory through a link
@@ -376,6 +378,14 @@ class Engine:
         _log.warning("value_lost", asset=node[0], partition=node[1])
         self.mark_children(node)
         return True
+
+    async def snapshot(self, state_dir: Path) -> Path:
+        """A consistent copy of the log and the values, inside the state directory (see
+        :mod:`._backup`); the caller copies it out and removes it."""
+        if not isinstance(self.store, FilesystemStore):
+            raise SelectionError("the value store is not the state directory's: back it up itself")
+        store = self.store
+        return await anyio.to_thread.run_sync(take_snapshot, state_dir, store)
 
     def held_values(self) -> dict[str, list[str | None]]:
         """Every asset or source of the definitions, with its partitions that have a value."""

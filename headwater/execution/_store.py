@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import pickle
 import stat
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 TEMP_PREFIX = ".tmp-"
+PUBLISH_LOCK = ".publish.lock"
 _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
 _NAME_MAX = 255
 _LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
@@ -86,10 +88,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a private temp file in the same folder, fsync, rename over ``target``, fsync the
-    folder. The temp name is short and fixed-length, so a long target name always fits; a
-    link planted at ``target`` is replaced, never followed."""
+def write_atomically(
+    target: Path,
+    write: Callable[[IO[bytes]], None],
+    publishing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+) -> None:
+    """Write a private temp file in the same folder, fsync, rename over ``target`` (inside
+    ``publishing()``), fsync the folder. The temp name is short and fixed-length, so a long
+    target name always fits; a link planted at ``target`` is replaced, never followed."""
     tmp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -97,7 +103,8 @@ def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(target)
+        with publishing():
+            tmp.replace(target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -206,13 +213,28 @@ class FilesystemStore:
         target = self._path(asset, partition, fmt)
         try:
             self._folder(target.parent, create=True)
-            write_atomically(target, write)
+            write_atomically(target, write, self.publishing)
         except OSError as exc:
             raise storage_failure(exc, target.parent) or exc from None
         for other in _FORMATS:
             if other != fmt:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError), self.publishing():
                     self._path(asset, partition, other).unlink()
+
+    @contextlib.contextmanager
+    def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Held (shared) while a value is renamed into place; a backup holds it exclusively
+        while it takes its snapshot, so that no value changes under it. A file lock, so that
+        it holds across worker processes too."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(
+            self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def _open(self, path: Path) -> int | None:
         try:
@@ -287,6 +309,8 @@ class FilesystemStore:
                 base = (
                     name.rsplit(".", 2)[0] if name.endswith(".parquet") else name.rsplit(".", 1)[0]
                 )
+                if name == PUBLISH_LOCK:
+                    continue
                 if name.startswith(TEMP_PREFIX) or base not in names:
                     path = Path(folder, name)
                     path.unlink(missing_ok=True)
