@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 import anyio
@@ -262,7 +261,7 @@ class EventLog:
             for b in batches:
                 b.done.set()
 
-    async def prune(self, cutoff: datetime, *, budget_s: float = 0.005) -> Pruned:
+    async def prune(self, cutoff: datetime, *, budget_s: float = 0.004) -> Pruned:
         """Delete events older than ``cutoff`` but the newest of each kept kind per asset
         partition, in transactions of about ``budget_s`` each (other writers wait at most that
         long), then hand freed pages back to the filesystem where the log allows it.
@@ -285,13 +284,21 @@ class EventLog:
             deleted += found
             batches += 1
             longest = max(longest, took)
-            # aim each transaction at the budget: a few milliseconds, whatever the machine
-            size = max(16, min(20_000, int(size * budget_s / max(took, 1e-4))))
+            # aim each transaction at the budget, whatever the machine; grow slowly, since a
+            # batch of keepers is cheap and the next one, deleting, may not be
+            size = max(16, min(size * 2, 20_000, int(size * budget_s / max(took, 1e-4))))
+            # outside the lock, after every batch: the WAL never piles up pages that a
+            # writer's commit would then have to checkpoint while others wait
+            await anyio.to_thread.run_sync(_checkpoint, pruner)
+        pages = 64
         while True:  # with incremental auto-vacuum, free pages go back to the filesystem
             async with self._txn:
-                more = await anyio.to_thread.run_sync(_vacuum_step, pruner)
+                more, took = await anyio.to_thread.run_sync(_vacuum_step, pruner, pages)
+            longest = max(longest, took)
+            pages = max(8, min(4096, int(pages * budget_s / max(took, 1e-4))))
             if not more:
                 break
+        await anyio.to_thread.run_sync(_checkpoint, pruner)
         after_bytes = await anyio.to_thread.run_sync(_bytes, pruner)
         return Pruned(deleted, batches, longest, max(0, before - after_bytes))
 
@@ -334,6 +341,9 @@ def _create_private(path: Path) -> None:
 def _connect_sync(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Its commits never stop to checkpoint while holding the writer lock: prune checkpoints
+    # between batches instead, passively.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
@@ -342,49 +352,59 @@ def _bytes(conn: sqlite3.Connection) -> int:
     return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
+_KEEPER = (
+    f"e.kind IN ({', '.join(repr(k) for k in KEEP_KINDS)}) AND e.asset IS NOT NULL AND e.id = ("
+    "SELECT MAX(k.id) FROM events k"
+    " WHERE k.asset = e.asset AND k.partition IS e.partition AND k.kind = e.kind)"
+)
+
+
 def _prune_batch(
     conn: sqlite3.Connection, cutoff: str, after: tuple[str, int], size: int
 ) -> tuple[int, tuple[str, int] | None, float]:
-    """One transaction: the next ``size`` events older than the cutoff (in time order, from
-    ``after``), less the newest of each kept kind per asset partition. Returns how many were
-    deleted, where to go on (None once the cutoff is reached) and how long it held the lock."""
+    """One transaction, two statements (the work stays in SQLite, out of Python's lock): the
+    next ``size`` events older than the cutoff (in time order, from ``after``), less the
+    newest of each kept kind per asset partition. Returns how many were deleted, where to go
+    on (None once the cutoff is reached) and how long it held the writer lock."""
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     try:
-        rows = conn.execute(
-            "SELECT id, timestamp, kind, asset, partition FROM events"
-            " WHERE timestamp < ? AND (timestamp, id) > (?, ?) ORDER BY timestamp, id LIMIT ?",
-            (cutoff, after[0], after[1], size),
-        ).fetchall()
-        newest: dict[tuple[Any, Any, str], int] = {}
-        for _, _, kind, asset, partition in rows:
-            key = (asset, partition, kind)
-            if kind in KEEP_KINDS and asset is not None and key not in newest:
-                found = conn.execute(
-                    "SELECT MAX(id) FROM events WHERE asset = ? AND partition IS ? AND kind = ?",
-                    key,
-                ).fetchone()[0]
-                newest[key] = -1 if found is None else int(found)
-        doomed = [(r[0],) for r in rows if newest.get((r[3], r[4], r[2])) != r[0]]
-        conn.executemany("DELETE FROM events WHERE id = ?", doomed)
+        last = conn.execute(
+            "SELECT timestamp, id FROM events WHERE timestamp >= ? AND timestamp < ?"
+            " AND (timestamp, id) > (?, ?) ORDER BY timestamp, id LIMIT 1 OFFSET ?",
+            (after[0], cutoff, after[0], after[1], size - 1),
+        ).fetchone()
+        bound = (str(last[0]), int(last[1])) if last else (cutoff, 0)
+        # The plain range on timestamp is what the index uses; the row values refine it.
+        deleted = conn.execute(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e"
+            " WHERE e.timestamp >= ? AND e.timestamp <= ? AND e.timestamp < ?"
+            " AND (e.timestamp, e.id) > (?, ?) AND (e.timestamp, e.id) <= (?, ?)"
+            f" AND NOT ({_KEEPER}))",
+            (after[0], bound[0], cutoff, after[0], after[1], bound[0],
+             bound[1] if last else 1 << 62),
+        ).rowcount  # fmt: skip
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    took = time.perf_counter() - started
-    if not rows:
-        return 0, None, took
-    return len(doomed), (str(rows[-1][1]), int(rows[-1][0])), took
+    return deleted, bound if last else None, time.perf_counter() - started
 
 
-def _vacuum_step(conn: sqlite3.Connection) -> bool:
-    """Return up to 256 free pages to the filesystem; True while more remain."""
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for, nor blocks, a writer
+
+
+def _vacuum_step(conn: sqlite3.Connection, pages: int) -> tuple[bool, float]:
+    """Return up to ``pages`` free pages to the filesystem; whether more remain, and how long
+    it took."""
+    started = time.perf_counter()
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: incremental
-        return False  # a log without it reuses free pages instead
+        return False, 0.0  # a log without it reuses free pages instead
     if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
-        return False
-    conn.execute("PRAGMA incremental_vacuum(256)")
-    return True
+        return False, 0.0
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})")
+    return True, time.perf_counter() - started
 
 
 def _full_vacuum(conn: sqlite3.Connection) -> int:
