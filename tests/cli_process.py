@@ -38,3 +38,10 @@ def hw_start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def hw_project(
+    project: Path, *args: str, state: str = "state", definitions: str = "defs.py"
+) -> subprocess.CompletedProcess[str]:
+    """A command on a test project: its definitions and state directory given explicitly."""
+    return hw(*args, "--state-dir", state, "-d", definitions, cwd=project)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -57,3 +59,11 @@ def daemons() -> Iterator[list[object]]:
         daemon.close()  # type: ignore[attr-defined]
     for daemon in started:
         assert daemon.bad_lines == [], f"non-JSON log lines: {daemon.bad_lines}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def owner_project(tmp_path: Path) -> Path:
+    """A copy of tests/resources/owner_project.py as defs.py, with an empty inbox/."""
+    shutil.copy(Path(__file__).parent / "resources" / "owner_project.py", tmp_path / "defs.py")
+    (tmp_path / "inbox").mkdir()
+    return tmp_path

@@ -5,7 +5,6 @@ consistently, and bad settings are usage errors naming the option."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import hw
+from cli_process import hw, hw_project
 from daemon_process import DaemonProcess
 
 import headwater as hw_api
@@ -26,14 +25,8 @@ RESOURCES = Path(__file__).parent / "resources"
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    shutil.copy(RESOURCES / "owner_project.py", tmp_path / "defs.py")
-    (tmp_path / "inbox").mkdir()
-    return tmp_path
-
-
-def _cli(project: Path, *args: str, state: str = "state") -> Any:
-    return hw(*args, "--state-dir", state, "-d", "defs.py", cwd=project)
+def project(owner_project: Path) -> Path:
+    return owner_project
 
 
 def _pages(db: Path) -> int:
@@ -81,12 +74,12 @@ def test_retention_on_the_daemon_levels_the_log_and_keeps_what_explains_it(
             newest[(e.asset, e.partition, e.kind)] = e.id or 0
     for e in old:  # only the newest of each kept kind per asset partition survives
         assert e.kind in KEEP_KINDS and newest[(e.asset, e.partition, e.kind)] == e.id, e
-    status = _cli(project, "status", "--json")
+    status = hw_project(project, "status", "--json")
     rows = {(r["asset"], r["partition"]): r["state"] for r in json.loads(status.stdout)}
     assert all(rows[("parsed", f"p{i}")] == "fresh" for i in range(5))
-    why = _cli(project, "why", "parsed", "--partition", "p0")
+    why = hw_project(project, "why", "parsed", "--partition", "p0")
     assert "is fresh" in why.stdout and "last materialized at" in why.stdout
-    pruned = _cli(project, "prune", "--older-than", "1s")
+    pruned = hw_project(project, "prune", "--older-than", "1s")
     assert pruned.returncode == 0 and "pruned" in pruned.stdout, pruned.stderr
     daemon.wait_event("pruned", since=since)  # the daemon did it: it owns the log
     assert daemon.proc is not None and daemon.proc.poll() is None
@@ -125,7 +118,7 @@ def test_backup_while_runs_land_is_a_usable_state_directory(
     backups = [tmp_path_factory.mktemp("backups") / f"b{i}" for i in range(3)]
     try:
         for dest in backups:
-            done = _cli(project, "backup", str(dest))
+            done = hw_project(project, "backup", str(dest))
             assert done.returncode == 0, done.stderr
     finally:
         stop.set()
@@ -134,7 +127,7 @@ def test_backup_while_runs_land_is_a_usable_state_directory(
         with sqlite3.connect(dest / "events.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert not list(project.joinpath("state").glob(".backup-*"))  # snapshots removed
-        status = _cli(project, "status", "--json", state=str(dest))
+        status = hw_project(project, "status", "--json", state=str(dest))
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         for row in rows:  # every value the copy's log says is fresh is in the copy
@@ -146,7 +139,7 @@ def test_backup_while_runs_land_is_a_usable_state_directory(
     restored.start().wait_notify("READY=1")
     deadline = time.monotonic() + 30
     while True:  # the copy catches up with the inbox by itself
-        status = _cli(project, "status", "--json", state=str(backups[-1]))
+        status = hw_project(project, "status", "--json", state=str(backups[-1]))
         rows = [r for r in json.loads(status.stdout) if r["asset"] == "parsed"]
         landed = len(list((project / "inbox").glob("*.csv")))
         if len(rows) == landed and all(r["state"] == "fresh" for r in rows):
@@ -170,15 +163,15 @@ def test_backup_while_runs_land_is_a_usable_state_directory(
 def test_bad_settings_are_usage_errors_naming_the_option(
     project: Path, args: list[str], message: str
 ) -> None:
-    assert _cli(project, "materialize", "stamp").returncode == 0
-    result = _cli(project, *args)
+    assert hw_project(project, "materialize", "stamp").returncode == 0
+    result = hw_project(project, *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_settings_come_from_the_environment_and_pyproject(project: Path) -> None:
     (project / "pyproject.toml").write_text('[tool.headwater]\nretention = "soon"\n')
-    result = _cli(project, "run")
+    result = hw_project(project, "run")
     assert result.returncode == 2 and "[tool.headwater] retention: 'soon'" in result.stderr
     result = hw("run", "-d", "defs.py", cwd=project, env={"HEADWATER_SETTLE": "nan"})
     assert result.returncode == 2 and "--settle" in result.stderr

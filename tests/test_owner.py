@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import cli_env, hw, hw_start
+from cli_process import cli_env, hw_project, hw_start
 from daemon_process import DaemonProcess
 
 import headwater as hw_api
@@ -32,10 +32,8 @@ RESOURCES = Path(__file__).parent / "resources"
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    shutil.copy(RESOURCES / "owner_project.py", tmp_path / "defs.py")
-    (tmp_path / "inbox").mkdir()
-    return tmp_path
+def project(owner_project: Path) -> Path:
+    return owner_project
 
 
 def _daemon(
@@ -54,10 +52,6 @@ def _daemon(
 
 def _events(project: Path, kind: str | None = None, asset: str | None = None) -> list[Any]:
     return EventLogReader(project / "state").events(kind=kind, asset=asset)
-
-
-def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return hw(*args, "--state-dir", "state", "-d", "defs.py", cwd=project)
 
 
 def _land(project: Path, name: str, text: str = "a,b\n1,2\n") -> None:
@@ -117,14 +111,14 @@ def test_materialize_force_ten_times_runs_in_the_daemon(
     readers = _events(project, "materialization", "stamp_reader")
     assert readers, "the eager reader never reacted"
     assert readers[-1].payload["inputs"][0][2] == stamps[-1].data_version
-    failing = _cli(project, "materialize", "broken")
+    failing = hw_project(project, "materialize", "broken")
     assert failing.returncode == 1
     assert "failed broken: RuntimeError: broken on purpose" in failing.stdout
     hold.unlink()
     daemon.wait_event("materialized", asset="parsed", partition="slow")
     assert _events(project, "run_abandoned") == []
     assert [e.asset for e in _events(project, "run_failed")] == ["broken"]
-    assert _cli(project, "materialize", "nope").returncode == 2
+    assert hw_project(project, "materialize", "nope").returncode == 2
 
 
 def _run_in_pty(args: list[str], cwd: Path) -> tuple[int, str]:
@@ -240,10 +234,10 @@ def test_nothing_new_starts_after_stopping(project: Path, daemons: list[object])
     _land(project, "first")
     daemon.wait_event("run_started", asset="parsed", partition="first")
     _land(project, "queued")
-    status = _cli(project, "why", "parsed", "--partition", "queued")
+    status = hw_project(project, "why", "parsed", "--partition", "queued")
     deadline = time.monotonic() + 10
     while "queued since" not in status.stdout and time.monotonic() < deadline:
-        status = _cli(project, "why", "parsed", "--partition", "queued")  # until it is seen
+        status = hw_project(project, "why", "parsed", "--partition", "queued")  # until it is seen
     assert "queued since" in status.stdout, status.stdout
     daemon.signal(signal.SIGTERM)
     daemon.wait_notify("STOPPING=1")
@@ -254,27 +248,27 @@ def test_nothing_new_starts_after_stopping(project: Path, daemons: list[object])
 
 
 def test_stop_reload_and_health_talk_to_the_daemon(project: Path, daemons: list[object]) -> None:
-    assert _cli(project, "health").returncode == 1
+    assert hw_project(project, "health").returncode == 1
     daemon = _daemon(project, daemons).start()
     daemon.wait_notify("READY=1")
-    health = _cli(project, "health")
+    health = hw_project(project, "health")
     assert health.returncode == 0, health.stderr
     assert f"daemon PID {daemon.pid}" in health.stdout and "serving" in health.stdout
-    reload = _cli(project, "reload")
+    reload = hw_project(project, "reload")
     assert reload.returncode == 0, reload.stderr
     daemon.wait_notify("RELOADING=1")
     defs = project / "defs.py"
     good = defs.read_text()
     defs.write_text(good + "\ndef broken(:\n")
-    broken = _cli(project, "reload")
+    broken = hw_project(project, "reload")
     assert broken.returncode == 2 and "syntax error" in broken.stderr
     defs.write_text(good)
-    stop = _cli(project, "stop")
+    stop = hw_project(project, "stop")
     assert stop.returncode == 0, stop.stderr
     assert daemon.proc is not None and daemon.proc.poll() == 0  # gone when `stop` returns
     assert _events(project)[-1].kind == "daemon_stopped"
     assert not (project / "state" / "headwater.sock").exists()
-    assert _cli(project, "stop").returncode == 1
+    assert hw_project(project, "stop").returncode == 1
 
 
 def test_a_daemon_waits_for_a_cli_command_that_owns_the_state_dir(
@@ -283,7 +277,7 @@ def test_a_daemon_waits_for_a_cli_command_that_owns_the_state_dir(
     """A backfill running without a daemon owns the state directory; a daemon started
     meanwhile waits for it instead of failing, then serves."""
     _land(project, "w1")
-    first = _cli(project, "materialize", "parsed")
+    first = hw_project(project, "materialize", "parsed")
     assert first.returncode == 0, first.stderr
     assert "materialized parsed[w1]" in first.stdout  # a file's new dynamic partition counts
     hold = project / "hold-w1"
@@ -320,7 +314,7 @@ def test_an_unreadable_event_log_is_exit_3_with_how_to_recover(
 ) -> None:
     for i in range(40):
         _land(project, f"d{i}")
-    assert _cli(project, "materialize", "parsed").returncode == 0
+    assert hw_project(project, "materialize", "parsed").returncode == 0
     db = project / "state" / "events.db"
     size = db.stat().st_size
     data = db.read_bytes()
@@ -331,7 +325,7 @@ def test_an_unreadable_event_log_is_exit_3_with_how_to_recover(
     else:
         db.write_bytes(data[:100] + os.urandom(size - 100))
     for command in (["status"], ["why", "parsed", "-p", "d1"], ["logs"], ["materialize", "parsed"]):
-        result = _cli(project, *command)
+        result = hw_project(project, *command)
         assert result.returncode == 3, (command, result.stdout, result.stderr)
         assert f"the event log {db} is unreadable" in result.stderr
         assert ".recover" in result.stderr and "Traceback" not in result.stderr
@@ -408,7 +402,7 @@ def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
     _land(project, "seen")
     daemon.wait_event("materialized", asset="parsed", partition="seen")
     assert (runtime / "headwater.sock").stat().st_mode & 0o777 == 0o660
-    direct = _cli(project, "status", "--json")
+    direct = hw_project(project, "status", "--json")
     state = project / "state"
     os.chown(state, 12345, -1)  # another user's private directory, from here on
     state.chmod(0o700)

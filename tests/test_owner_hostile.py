@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import hw, hw_start
+from cli_process import hw, hw_project, hw_start
 from daemon_process import DaemonProcess
 
 from headwater.eventlog import EventLogReader
@@ -25,10 +25,8 @@ RESOURCES = Path(__file__).parent / "resources"
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    shutil.copy(RESOURCES / "owner_project.py", tmp_path / "defs.py")
-    (tmp_path / "inbox").mkdir()
-    return tmp_path
+def project(owner_project: Path) -> Path:
+    return owner_project
 
 
 def _daemon(
@@ -42,10 +40,6 @@ def _daemon(
                            args=("--settle", "0.2", *(args or ("--grace", "10"))), env=env)  # fmt: skip
     daemons.append(daemon)
     return daemon
-
-
-def _cli(project: Path, *args: str, state: str = "state") -> subprocess.CompletedProcess[str]:
-    return hw(*args, "--state-dir", state, "-d", "defs.py", cwd=project)
 
 
 def _events(project: Path, kind: str | None = None, asset: str | None = None) -> list[Any]:
@@ -71,9 +65,9 @@ def test_deleting_owner_lock_lets_no_second_owner_in(project: Path, daemons: lis
     assert second.proc is not None and second.proc.wait(timeout=30) == 3
     second.drain()
     second.bad_lines.clear()
-    assert _cli(project, "materialize", "stamp").returncode in (0, 3)  # never a second writer
+    assert hw_project(project, "materialize", "stamp").returncode in (0, 3)  # never a second writer
     _until(lambda: (project / "state" / "owner.lock").exists())  # the owner writes it again
-    result = _cli(project, "materialize", "stamp", "--force")
+    result = hw_project(project, "materialize", "stamp", "--force")
     assert result.returncode == 0, result.stderr
     for event in _events(project, "materialization", "stamp"):
         first.wait_event("materialized", run_id=event.run_id)  # all ran in the one daemon
@@ -101,7 +95,7 @@ def test_ctrl_c_on_a_direct_cli_leaves_no_writer_behind(project: Path) -> None:
     _, err = cli.communicate(timeout=10)
     assert cli.returncode == 130 and "interrupted" in err and "Traceback" not in err
     hold.unlink()  # had a thread survived, it would store its value now
-    owned = _cli(project, "materialize", "stamp")  # the lock is free at once
+    owned = hw_project(project, "materialize", "stamp")  # the lock is free at once
     assert owned.returncode == 0, owned.stderr
     assert not list((project / "state" / "values").glob("parsed/p=held.*"))
 
@@ -115,7 +109,7 @@ def test_reload_during_a_long_run_abandons_nothing(project: Path, daemons: list[
     daemon.wait_event("run_started", partition="long")
     before_reload = daemon.mark()
     started = time.monotonic()
-    reload = _cli(project, "reload")
+    reload = hw_project(project, "reload")
     assert reload.returncode == 0, reload.stderr
     assert time.monotonic() - started < 15 and "once the functions running now" in reload.stdout
     _land(project, "later")
@@ -143,12 +137,12 @@ def test_a_frozen_daemon_fails_the_check_instead_of_hanging_it(
     daemon.signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
-        check = _cli(project, "status", "--check")
+        check = hw_project(project, "status", "--check")
         assert time.monotonic() - started < 15
         assert check.returncode == 1 and "did not answer" in check.stderr
-        logs = _cli(project, "logs", "--kind", "materialization")
+        logs = hw_project(project, "logs", "--kind", "materialization")
         assert logs.returncode == 0 and "parsed[before]" in logs.stdout
-        health = _cli(project, "health")
+        health = hw_project(project, "health")
         assert health.returncode == 3 and "did not answer" in health.stderr
     finally:
         daemon.signal(signal.SIGCONT)
@@ -158,7 +152,7 @@ def test_a_copied_state_directory_is_not_its_daemon(project: Path, daemons: list
     daemon = _daemon(project, daemons).start()
     daemon.wait_notify("READY=1")
     shutil.copytree(project / "state", project / "copy", ignore=shutil.ignore_patterns("*.sock"))
-    stop = _cli(project, "stop", state="copy")
+    stop = hw_project(project, "stop", state="copy")
     assert stop.returncode == 1 and "not running" in stop.stdout
     assert daemon.proc is not None and daemon.proc.poll() is None  # the original runs on
 
@@ -186,7 +180,7 @@ def test_a_garbage_owner_record_is_no_traceback(project: Path) -> None:
     (project / "state").mkdir(mode=0o700)
     (project / "state" / "owner.lock").write_bytes(b"\xff\xfe garbage")
     for command in (["status"], ["health"], ["stop"], ["why", "stamp"]):
-        result = _cli(project, *command)
+        result = hw_project(project, *command)
         assert result.returncode in (1, 2) and "Traceback" not in result.stderr, command
 
 
@@ -197,27 +191,27 @@ def test_stop_reaches_a_daemon_still_loading_its_definitions(
     defs.write_text("import time\ntime.sleep(4)\n" + defs.read_text())
     daemon = _daemon(project, daemons).start()
     _until(lambda: (project / "state" / "headwater.sock").exists())
-    health = _cli(project, "health")
+    health = hw_project(project, "health")
     assert health.returncode == 0 and "starting" in health.stdout
     started = time.monotonic()
-    stop = _cli(project, "stop")
+    stop = hw_project(project, "stop")
     assert stop.returncode == 0, stop.stderr
     assert time.monotonic() - started < 3  # the import is left behind, not waited for
     assert daemon.proc is not None and daemon.proc.poll() == 0
 
 
 def test_a_mistake_leaves_no_state_directory_behind(project: Path) -> None:
-    result = _cli(project, "materialize", "stmp")
+    result = hw_project(project, "materialize", "stmp")
     assert result.returncode == 2 and "did you mean 'stamp'" in result.stderr
     assert not (project / "state").exists()
-    assert _cli(project, "status", "--check").returncode == 2  # no "all OK" on nothing
+    assert hw_project(project, "status", "--check").returncode == 2  # no "all OK" on nothing
 
 
 def test_asking_for_a_partition_whose_value_is_gone_runs_it(project: Path) -> None:
-    assert _cli(project, "materialize", "stamp").returncode == 0
+    assert hw_project(project, "materialize", "stamp").returncode == 0
     (value,) = (project / "state" / "values" / "stamp").glob("value.*")
     value.unlink()
-    again = _cli(project, "materialize", "stamp")
+    again = hw_project(project, "materialize", "stamp")
     assert again.returncode == 0 and "materialized stamp" in again.stdout
     assert [e.asset for e in _events(project, "value_lost")] == ["stamp"]
 
@@ -227,16 +221,16 @@ def test_links_in_the_state_directory_are_refused(project: Path) -> None:
     victim.write_text("precious")
     (project / "state").mkdir(mode=0o700)
     (project / "state" / "owner.lock").symlink_to(victim)
-    result = _cli(project, "materialize", "stamp")
+    result = hw_project(project, "materialize", "stamp")
     assert result.returncode == 3 and "is a symbolic link" in result.stderr
     assert victim.read_text() == "precious"
     (project / "state" / "owner.lock").unlink()
-    assert _cli(project, "materialize", "stamp").returncode == 0
+    assert hw_project(project, "materialize", "stamp").returncode == 0
     db = project / "state" / "events.db"
     db.rename(project / "elsewhere.db")
     db.symlink_to(project / "elsewhere.db")
     for command in (["status"], ["materialize", "stamp"]):
-        result = _cli(project, *command)
+        result = hw_project(project, *command)
         assert result.returncode == 3 and "is a symbolic link" in result.stderr, command
 
 
@@ -246,12 +240,12 @@ def test_a_state_directory_others_may_write_is_refused_and_files_are_private(
     state = project / "state"
     state.mkdir()
     state.chmod(0o777)
-    result = _cli(project, "materialize", "stamp")
+    result = hw_project(project, "materialize", "stamp")
     assert result.returncode == 3 and f"chmod 700 {state}" in result.stderr
     state.chmod(0o755)  # readable by others: a warning, not a refusal
     old = os.umask(0o022)
     try:
-        assert _cli(project, "materialize", "stamp").returncode == 0
+        assert hw_project(project, "materialize", "stamp").returncode == 0
     finally:
         os.umask(old)
     assert (state / "events.db").stat().st_mode & 0o777 == 0o600
@@ -283,12 +277,12 @@ def test_a_bad_socket_location_is_a_message(project: Path, daemons: list[object]
 def test_a_malformed_row_is_exit_3_naming_the_row(
     project: Path, daemons: list[object], table: str, sql: str, message: str
 ) -> None:
-    assert _cli(project, "materialize", "stamp").returncode == 0
+    assert hw_project(project, "materialize", "stamp").returncode == 0
     with sqlite3.connect(project / "state" / "events.db") as db:
         db.execute(sql)
     commands = [["logs"]] if table == "events" else [["status"], ["why", "stamp"]]
     for command in commands:
-        result = _cli(project, *command)
+        result = hw_project(project, *command)
         assert result.returncode == 3, (command, result.stderr)
         assert "has a malformed row" in result.stderr and message in result.stderr
         assert "Traceback" not in result.stderr
@@ -303,7 +297,7 @@ def test_a_malformed_row_is_exit_3_naming_the_row(
 def test_reading_commands_work_on_a_read_only_state_directory(
     project: Path, tmp_path: Path
 ) -> None:
-    assert _cli(project, "materialize", "stamp").returncode == 0
+    assert hw_project(project, "materialize", "stamp").returncode == 0
     state = project / "state"
     done = subprocess.run(
         ["mount", "--bind", str(state), str(state)], capture_output=True, check=False
@@ -312,7 +306,7 @@ def test_reading_commands_work_on_a_read_only_state_directory(
         pytest.skip("bind mounts need root")
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(state)], check=True)
-        status = _cli(project, "status", "--json")
+        status = hw_project(project, "status", "--json")
         assert status.returncode == 0, status.stderr
         assert {r["asset"]: r["state"] for r in json.loads(status.stdout)}["stamp"] == "fresh"
     finally:
