@@ -33,7 +33,7 @@ class Clockwork:
         defs = engine.defs
         self.timers = Timers()
         self.cron: dict[str, ClockPolicy] = {
-            k: a.policy for k, a in defs.assets.items() if isinstance(a.policy, ClockPolicy)
+            k: cast(ClockPolicy, defs.assets[k].policy) for k in sorted(defs.clock_driven)
         }
         self.sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
         self._cron_pending: set[str] = set()

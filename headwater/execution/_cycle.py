@@ -251,18 +251,24 @@ class RunCycle:
         }
         if record.pending_since is not None:
             common["reflects_since"] = format_timestamp(record.pending_since)
-        started = {**common, "reason": reason}
-        await engine.append(
-            [engine.event(EventKind.RUN_STARTED, node, run_id=run_id, payload=started)]
+        started = engine.event(
+            EventKind.RUN_STARTED, node, run_id=run_id, payload={**common, "reason": reason}
         )
-        self.in_flight[node] = InFlight(*node, "running", engine.clock.now(), reason, run_id)
+        self.in_flight[node] = InFlight(*node, "running", started.timestamp, reason, run_id)
         _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         job = Job(asset, node[1], run_id, ev.now, status.inputs)
-        # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
-        # function behind; its run stays open in the log and is re-planned on the next start.
-        outcome: Outcome = await anyio.to_thread.run_sync(
-            engine.runner.run, job, limiter=self._threads, abandon_on_cancel=True
-        )
+        outcome: Outcome | None = None
+        async with anyio.create_task_group() as tg:
+            # The function starts as its start is committed, not after: the end is written
+            # only once the start is in the log (this group waits for both), and a crash
+            # before the start's commit leaves at most a value that the next run overwrites.
+            tg.start_soon(engine.append, [started])
+            # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
+            # function behind; its run stays open in the log and is re-planned on next start.
+            outcome = await anyio.to_thread.run_sync(
+                engine.runner.run, job, limiter=self._threads, abandon_on_cancel=True
+            )
+        assert outcome is not None
         if outcome.lost:
             return await self._lost_inputs(node, run_id, outcome, result)
         if outcome.storage is not None:

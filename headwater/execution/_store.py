@@ -138,6 +138,7 @@ class FilesystemStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._safe_dirs: set[Path] = set()
+        self._root_made = False
 
     @staticmethod
     def may_change(value: Any) -> bool:
@@ -211,22 +212,30 @@ class FilesystemStore:
                 f.write(data)
 
         target = self._path(asset, partition, fmt)
+        others = [self._path(asset, partition, f) for f in _FORMATS if f != fmt]
+
+        @contextlib.contextmanager
+        def publishing() -> Iterator[None]:
+            with self.publishing():
+                yield
+                for other in others:  # a value of another format is replaced by this one
+                    with contextlib.suppress(FileNotFoundError):
+                        other.unlink()
+
         try:
             self._folder(target.parent, create=True)
-            write_atomically(target, write, self.publishing)
+            write_atomically(target, write, publishing)
         except OSError as exc:
             raise storage_failure(exc, target.parent) or exc from None
-        for other in _FORMATS:
-            if other != fmt:
-                with contextlib.suppress(FileNotFoundError), self.publishing():
-                    self._path(asset, partition, other).unlink()
 
     @contextlib.contextmanager
     def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
         """Held (shared) while a value is renamed into place; a backup holds it exclusively
         while it takes its snapshot, so that no value changes under it. A file lock, so that
         it holds across worker processes too."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._root_made:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._root_made = True
         fd = os.open(
             self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
         )

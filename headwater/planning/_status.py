@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
@@ -177,9 +178,9 @@ class Evaluator:
     def due_tick(self, asset: AssetDef) -> datetime | None:
         """For a clock-driven policy: the latest tick not yet handled, if it has passed."""
         schedule = self.state.schedules.get(asset.key)
-        if not isinstance(asset.policy, ClockPolicy) or schedule is None:
+        if asset.key not in self.defs.clock_driven or schedule is None:
             return None  # ticks count from the asset's first evaluation
-        tick = asset.policy.last_tick(self.now)
+        tick = cast(ClockPolicy, asset.policy).last_tick(self.now)
         return tick if tick is not None and tick > schedule.handled_through else None
 
     def retry(
