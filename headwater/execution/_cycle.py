@@ -255,14 +255,18 @@ class RunCycle:
             EventKind.RUN_STARTED, node, run_id=run_id, payload={**common, "reason": reason}
         )
         self.in_flight[node] = InFlight(*node, "running", started.timestamp, reason, run_id)
-        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         job = Job(asset, node[1], run_id, ev.now, status.inputs)
         outcome: Outcome | None = None
+
+        async def record_start() -> None:
+            await engine.append([started])
+            _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
+
         async with anyio.create_task_group() as tg:
             # The function starts as its start is committed, not after: the end is written
             # only once the start is in the log (this group waits for both), and a crash
             # before the start's commit leaves at most a value that the next run overwrites.
-            tg.start_soon(engine.append, [started])
+            tg.start_soon(record_start)
             # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
             # function behind; its run stays open in the log and is re-planned on next start.
             outcome = await anyio.to_thread.run_sync(
