@@ -19,6 +19,7 @@ from rich.text import Text
 
 from headwater._events import Event, format_timestamp
 from headwater._report import StatusRow
+from headwater._text import printable
 from headwater.execution import TickResult
 from headwater.planning import NodeKey, node_label
 
@@ -32,13 +33,6 @@ __all__ = [
     "printable",
     "result_from_json",
 ]
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character escaped as Python would write it."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -146,14 +140,19 @@ def _print_summary(rows: list[StatusRow]) -> None:
         )
 
 
-def print_why(lines: Sequence[str], recent: Sequence[Event], trace: str | None = None) -> None:
+def print_why(
+    lines: Sequence[str], recent: Sequence[Event], failure: Mapping[str, Any] | None = None
+) -> None:
+    """``failure``: the latest failed run's payload, while the partition is failed."""
     echo(lines[0])
     for line in lines[1:]:
         echo(f"  - {line}")
-    if trace:
-        click.echo("traceback (last frames):")
-        for line in trace.rstrip().splitlines()[-_TRACE_LINES:]:
-            echo(f"  {line}")
+    for key, title in (("traceback", "traceback (last frames)"), ("stderr", "stderr (last lines)")):
+        text = (failure or {}).get(key)
+        if isinstance(text, str) and text.strip():
+            click.echo(f"{title}:")
+            for line in text.rstrip().splitlines()[-_TRACE_LINES:]:
+                echo(f"  {line}")
     if recent:
         click.echo("recent events:")
         for event in recent:
@@ -165,8 +164,8 @@ _TRACE_LINES = 8
 
 def event_line(event: Event) -> str:
     payload = dict(event.payload)
-    payload.pop("traceback", None)
-    payload.pop("inputs", None)
+    for bulky in ("traceback", "stderr", "inputs"):
+        payload.pop(bulky, None)
     parts = [format_timestamp(event.timestamp), f"{event.kind:<17}"]
     if event.asset is not None:
         parts.append(node_label(event.asset, event.partition))

@@ -156,7 +156,7 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
         with _daemon_for_reading(directory) as client:
             answer = client.get("/why", {"asset": asset, "partition": partition})
         events = [Event.from_json(e) for e in answer["events"]]
-        print_why(answer["lines"], events, answer.get("traceback"))
+        print_why(answer["lines"], events, answer.get("failure"))
         return
     settings, defs = load(definitions, state_dir)
     reader = EventLogReader(settings.state_dir)
@@ -169,20 +169,10 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
         if (run["asset"], run["partition"]) == (asset, partition):
             lines.insert(1, f"{run['state']} since {run['since']} in the daemon")
     recent = reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
-    print_why(lines, list(reversed(recent)), _last_traceback(reader, asset, partition, ev))
-
-
-def _last_traceback(
-    reader: EventLogReader, asset: str, partition: str | None, ev: Evaluator
-) -> str | None:
-    """The traceback of the latest failed run, while the partition is failed."""
-    if ev.status(asset, partition).state != "failed":
-        return None
-    failed = reader.events(
-        kind="run_failed", asset=asset, partition=partition, newest_first=True, limit=1
-    )
-    trace = failed[0].payload.get("traceback") if failed else None
-    return trace if isinstance(trace, str) else None
+    failure = None
+    if ev.status(asset, partition).state == "failed":
+        failure = reader.last_failure(asset, partition)
+    print_why(lines, list(reversed(recent)), failure)
 
 
 def _since(value: str | None) -> datetime | None:

@@ -28,6 +28,7 @@ from headwater._client import (
 )
 from headwater._clock import SystemClock
 from headwater._config import (
+    resolve_executor,
     resolve_state_dir,
 )
 from headwater._durations import parse_retention
@@ -101,10 +102,14 @@ def _note_ignored_definitions(client: DaemonClient, definitions: str | None) -> 
 def _direct(
     defs: Definitions, state_dir: Path, ask: _Ask, on_accepted: Accepted, on_step: Step
 ) -> tuple[TickResult, list[NodeKey]]:
+    # The configuration is read before the state directory is touched: a mistake there is
+    # one message and exit 2.
+    executor = resolve_executor(defs.origin or "").for_definitions(defs)
+
     async def go() -> tuple[TickResult, list[NodeKey]]:
         from headwater.sensors.files import sync_file_sources  # watchdog: only when it runs here
 
-        async with Engine.open(defs, state_dir, SystemClock()) as engine:
+        async with Engine.open(defs, state_dir, SystemClock(), executor=executor) as engine:
             await sync_file_sources(engine)  # first: files may bring new dynamic partitions
             nodes = ask.nodes(engine)
             on_accepted(nodes)

@@ -12,15 +12,22 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from headwater._durations import parse_duration
 from headwater._errors import HeadwaterError
+from headwater._loading import absolute_target
+from headwater._sizes import Size, parse_size
+from headwater.definitions import EXECUTORS
+from headwater.execution.executors import ExecutorSettings
 
 __all__ = [
     "ConfigError",
     "NoDefinitions",
     "Settings",
+    "resolve_executor",
     "resolve_option",
     "resolve_settings",
     "resolve_state_dir",
@@ -143,3 +150,39 @@ def _state_dir(
     if directory is None:
         directory = env.get("STATE_DIRECTORY", "").split(":")[0] or ".headwater"
     return Path(directory)
+
+
+def _executor(text: str, where: str) -> str:
+    if text not in EXECUTORS:
+        raise ValueError(f"{where}: executor {text!r}: use one of {', '.join(EXECUTORS)}")
+    return text
+
+
+def _optional_duration(text: str, where: str) -> timedelta | None:
+    if text.strip().lower() in ("", "none"):
+        return None
+    return parse_duration(text, what=f"{where}: timeout", positive=True)
+
+
+def _optional_size(text: str, where: str) -> Size | None:
+    if text.strip().lower() in ("", "none"):
+        return None
+    return parse_size(text, what=f"{where}: worker_memory")
+
+
+def resolve_executor(
+    definitions: str, *, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> ExecutorSettings:
+    """Where functions run, from ``HEADWATER_EXECUTOR`` or ``[tool.headwater] executor``
+    (else ``processes``; ``Definitions(executor=)`` wins, see ``for_definitions``), with the
+    default ``timeout`` and ``worker_memory`` from the same places."""
+
+    def option(name: str, default: str, parse: Callable[[str, str], T]) -> T:
+        return resolve_option(name, None, default=default, parse=parse, environ=environ, cwd=cwd)
+
+    return ExecutorSettings(
+        kind=option("executor", "processes", _executor),
+        definitions=absolute_target(definitions),
+        timeout=option("timeout", "none", _optional_duration),
+        worker_memory=option("worker_memory", "none", _optional_size),
+    )

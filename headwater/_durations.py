@@ -11,7 +11,14 @@ from datetime import timedelta
 
 from headwater._errors import HeadwaterError
 
-__all__ = ["FOREVER", "Duration", "DurationError", "parse_duration", "parse_retention"]
+__all__ = [
+    "FOREVER",
+    "Duration",
+    "DurationError",
+    "format_duration",
+    "parse_duration",
+    "parse_retention",
+]
 
 Duration = timedelta | str
 
@@ -61,3 +68,19 @@ def parse_retention(value: Duration | None, *, what: str = "retention") -> timed
     if value is None or (isinstance(value, str) and value.strip().lower() == FOREVER):
         return None
     return parse_duration(value, what=what, positive=True)
+
+
+def format_duration(delta: timedelta) -> str:
+    """``delta`` the way users write durations: ``"10m"``, ``"1h30m"``, ``"2.5s"``, ``"40ms"``."""
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60 and seconds != int(seconds):
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    whole = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import linecache
 import sys
 import traceback
 from pathlib import Path
@@ -12,7 +13,7 @@ from types import ModuleType
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater.definitions import Definitions
 
-__all__ = ["LoadError", "load_definitions"]
+__all__ = ["LoadError", "absolute_target", "importable_target", "load_definitions"]
 
 
 class LoadError(HeadwaterError):
@@ -28,11 +29,22 @@ def _user_frame(exc: BaseException, filename: str) -> str:
     return where
 
 
-def _import_file(path: Path) -> ModuleType:
+def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
+    """Import the file as a module; ``source`` instead of what is on disk now, if given.
+
+    The source is read once and kept: ``linecache`` holds it (so code versions and tracebacks
+    come from the code that runs, not from a file edited since), and a worker process runs
+    exactly this text rather than whatever the file holds when the worker starts."""
     name = f"headwater_definitions_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"{path}: cannot be imported as a Python file")
+    try:
+        data = path.read_bytes() if source is None else source
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+    linecache.cache[str(path)] = (len(data), None, lines, str(path))  # never re-read
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     folder = str(path.parent)
@@ -40,7 +52,7 @@ def _import_file(path: Path) -> ModuleType:
     if added:
         sys.path.insert(0, folder)  # so the definitions file can import its neighbours
     try:
-        spec.loader.exec_module(module)
+        exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
     except DefinitionError as exc:
         sys.modules.pop(name, None)
         raise LoadError(f"{path}: invalid definitions: {exc}") from exc
@@ -55,7 +67,7 @@ def _import_file(path: Path) -> ModuleType:
     finally:
         if added:
             sys.path.remove(folder)
-    return module
+    return module, data
 
 
 def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
@@ -73,8 +85,20 @@ def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
     return found[0]
 
 
-def load_definitions(target: str) -> Definitions:
-    """Load ``path/to/defs.py``, ``path/to/defs.py:attr`` or ``package.module:attr``."""
+def absolute_target(target: str) -> str:
+    """``target`` with a file path made absolute (resolved once at start: a function that
+    changes the working directory cannot move the definitions under the daemon)."""
+    path, _, attribute = target.partition(":") if not Path(target).exists() else (target, "", "")
+    if path.endswith(".py") or Path(path).exists():
+        return str(Path(path).absolute()) + (f":{attribute}" if attribute else "")
+    return target
+
+
+def load_definitions(target: str, source: bytes | None = None) -> Definitions:
+    """Load ``path/to/defs.py``, ``path/to/defs.py:attr`` or ``package.module:attr``.
+
+    ``source``: the file's text as an earlier load read it (``Definitions.source``), so that
+    a worker process runs what the daemon loaded even if the file has changed since."""
     path_text, _, attribute = (
         target.partition(":") if not Path(target).exists() else (target, "", "")
     )
@@ -82,8 +106,11 @@ def load_definitions(target: str) -> Definitions:
         path = Path(path_text).resolve()
         if not path.is_file():
             raise LoadError(f"definitions file {path_text!r} does not exist")
-        defs = _find(_import_file(path), attribute or None, str(path))
+        module, data = _import_file(path, source)
+        defs = _find(module, attribute or None, str(path))
         defs.base_dir = path.parent
+        defs.source = data
+        defs.origin = f"{path}:{attribute}" if attribute else str(path)
         return defs
     try:
         module = importlib.import_module(path_text)
@@ -95,4 +122,23 @@ def load_definitions(target: str) -> Definitions:
         raise LoadError(
             f"module {path_text!r}: importing it raised {type(exc).__name__}: {exc}"
         ) from exc
-    return _find(module, attribute or None, f"module {path_text!r}")
+    defs = _find(module, attribute or None, f"module {path_text!r}")
+    defs.origin = target
+    return defs
+
+
+def importable_target(defs: Definitions) -> str:
+    """Where a worker process imports ``defs`` from: what they were loaded from, else the
+    module-level name they have in the module that built them."""
+    if defs.origin is not None:
+        return defs.origin
+    module = sys.modules.get(defs.module or "")
+    names = [n for n, v in vars(module).items() if v is defs] if module is not None else []
+    filename = getattr(module, "__file__", None)
+    if not names or not isinstance(filename, str):
+        raise LoadError(
+            "executor='processes' imports the definitions again in each worker process: "
+            "build the hw.Definitions at the top level of a module (a file), not inside a "
+            "function"
+        )
+    return f"{Path(filename).resolve()}:{names[0]}"

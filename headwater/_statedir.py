@@ -35,6 +35,7 @@ __all__ = [
     "LOCK_NAME",
     "PRIVATE_FILES",
     "SOCKET_NAME",
+    "WORKERS_LOCK",
     "OwnerInfo",
     "Ownership",
     "StateDirBusy",
@@ -48,6 +49,8 @@ __all__ = [
 _log = structlog.get_logger("headwater.statedir")
 
 LOCK_NAME = "owner.lock"
+WORKERS_LOCK = "workers.lock"
+"""Held shared by every worker process while it lives; see :func:`wait_for_old_workers`."""
 SOCKET_NAME = "headwater.sock"
 _SUN_PATH_MAX = 107
 """Bytes of a unix socket path the kernel accepts (``sun_path`` is 108 with the NUL)."""
@@ -189,6 +192,11 @@ class Ownership:
             definitions=definitions,
         )
         ownership = cls(state_dir, dir_fd, fd, info)
+        try:
+            wait_for_old_workers(state_dir)
+        except BaseException:
+            ownership.release()
+            raise
         ownership._write()
         return ownership
 
@@ -258,6 +266,45 @@ class Ownership:
         self.release()
 
 
+_OLD_WORKERS_WAIT = 30.0
+
+
+def wait_for_old_workers(state_dir: Path) -> None:
+    """Wait until no worker process of a previous owner is alive.
+
+    Workers die with their daemon (PR_SET_PDEATHSIG), but not in the same instant: one could
+    still be renaming a value into place when a new owner has the lock. Each worker holds
+    ``workers.lock`` shared for its whole life; the new owner takes it exclusively once
+    (then lets go, so its own workers can take it). POSIX record locks, not flock: a process
+    the function forked does not inherit them, so a stray grandchild cannot hold a new
+    owner up."""
+    path = state_dir / WORKERS_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise linked(path) from None
+        raise _unusable(state_dir, exc) from exc
+    try:
+        deadline = time.monotonic() + _OLD_WORKERS_WAIT
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise _unusable(state_dir, exc) from exc
+                if time.monotonic() > deadline:
+                    raise StateDirError(
+                        f"a worker process of the previous owner of {state_dir} is still "
+                        f"alive after {_OLD_WORKERS_WAIT:.0f}s (it holds {path}): "
+                        f"find it with `fuser {path}` and kill it"
+                    ) from None
+                time.sleep(0.01)  # they die within milliseconds of their daemon
+    finally:
+        os.close(fd)
+
+
 def _unusable(state_dir: Path, exc: OSError) -> Exception:
     if (failure := storage_failure(exc, state_dir)) is not None:
         return failure
@@ -283,7 +330,7 @@ def _open_lock_file(state_dir: Path) -> int:
         raise _unusable(state_dir, exc) from exc
 
 
-PRIVATE_FILES = (LOCK_NAME, "events.db", "events.db-wal", "events.db-shm")
+PRIVATE_FILES = (LOCK_NAME, WORKERS_LOCK, "events.db", "events.db-wal", "events.db-shm")
 
 
 def linked(path: Path) -> StateDirError:

@@ -27,6 +27,9 @@ class StorageFailure(Exception):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[StorageFailure], tuple[Path, str]]:
+        return StorageFailure, (self.path, self.reason)  # it crosses from a worker process
+
 
 def storage_failure(exc: BaseException, path: Path) -> StorageFailure | None:
     """``exc`` as a :class:`StorageFailure` if it is one of the failing-disk kind, else None."""

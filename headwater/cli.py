@@ -17,6 +17,7 @@ from headwater._cli_common import Seconds, common, load, retention_option, setti
 from headwater._cli_daemon import health, reload, stop
 from headwater._cli_read import lineage, logs, status, why
 from headwater._cli_write import backfill, backup, materialize, prune
+from headwater._config import resolve_executor
 from headwater._logging import configure_logging
 
 __all__ = ["main"]
@@ -89,6 +90,7 @@ def run(
             rescan_interval=rescan_interval,
             settle=settle,
             retention=retention_option(retention),
+            executor=resolve_executor(settings.definitions),
         )
     )
 

@@ -24,10 +24,12 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from headwater._clock import VirtualClock, parse_instant
 from headwater._durations import Duration, parse_duration, parse_retention
 from headwater._events import Event
+from headwater._loading import importable_target
 from headwater._statedir import Ownership
-from headwater.definitions import Definitions
+from headwater.definitions import EXECUTORS, Definitions
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, IOManager, TickResult
+from headwater.execution.executors import ExecutorSettings
 from headwater.planning import FreshnessStatus
 
 __all__ = ["FreshnessStatus", "Harness", "TickResult"]
@@ -44,7 +46,10 @@ class _Opened:
 class Harness:
     """A virtual-clock test bench for :class:`~headwater.Definitions`.
 
-    ``state_dir`` defaults to a new temporary directory (removed on close). A harness opened
+    Functions run in threads of this process (fast, on the virtual clock) unless ``executor``
+    names another executor: ``"processes"`` runs them in worker processes as the daemon does
+    (the definitions must then be built at the top level of a module, which each worker
+    imports). ``state_dir`` defaults to a new temporary directory (removed on close). A harness opened
     again on the same ``state_dir`` sees everything the earlier one recorded. A harness owns its
     state directory while open (a daemon or another harness there raises ``StateDirBusy``).
     """
@@ -57,6 +62,7 @@ class Harness:
         *,
         store: IOManager | None = None,
         retention: Duration | None = None,
+        executor: str | None = None,
     ) -> None:
         self.defs = defs
         self.clock = VirtualClock(parse_instant(now))
@@ -72,7 +78,13 @@ class Harness:
             portal = self._stack.enter_context(start_blocking_portal(backend="asyncio"))
             engine = self._stack.enter_context(
                 portal.wrap_async_context_manager(
-                    Engine.open(defs, self.state_dir, self.clock, store=store)
+                    Engine.open(
+                        defs,
+                        self.state_dir,
+                        self.clock,
+                        store=store,
+                        executor=_executor_settings(defs, executor),
+                    )
                 )
             )
         except BaseException:
@@ -240,3 +252,11 @@ class Harness:
     ) -> list[Event]:
         """Events from the log, oldest first."""
         return self._reader.events(kind=kind, asset=asset, partition=partition)
+
+
+def _executor_settings(defs: Definitions, kind: str | None) -> ExecutorSettings:
+    if kind is None or kind == "threads":
+        return ExecutorSettings()
+    if kind not in EXECUTORS:
+        raise ValueError(f"Harness executor={kind!r}: use one of {', '.join(EXECUTORS)}")
+    return ExecutorSettings(kind=kind, definitions=importable_target(defs))

@@ -267,16 +267,11 @@ async def _why(daemon: Controlled, request: Request) -> Response:
     recent = await anyio.to_thread.run_sync(
         lambda: reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
     )
-    trace = None
+    failure = None
     if engine.status(asset, partition).state == "failed":
-        failed = await anyio.to_thread.run_sync(
-            lambda: reader.events(
-                kind="run_failed", asset=asset, partition=partition, newest_first=True, limit=1
-            )
-        )
-        trace = failed[0].payload.get("traceback") if failed else None
+        failure = await anyio.to_thread.run_sync(reader.last_failure, asset, partition)
     events = [e.as_json() for e in reversed(recent)]
-    return JSONResponse({"lines": lines, "events": events, "traceback": trace})
+    return JSONResponse({"lines": lines, "events": events, "failure": failure})
 
 
 async def _events(daemon: Controlled, request: Request) -> Response:

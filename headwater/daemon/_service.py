@@ -35,7 +35,7 @@ from headwater import __version__
 from headwater._clock import SystemClock
 from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import EventKind, format_timestamp
-from headwater._loading import LoadError, load_definitions
+from headwater._loading import LoadError, absolute_target, load_definitions
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
@@ -43,6 +43,7 @@ from headwater.daemon._notify import Notifier
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
+from headwater.execution.executors import ExecutorSettings
 from headwater.sensors.clock import ClockSensor
 from headwater.sensors.files import FileSensor
 from headwater.sensors.objects import ObjectSensor
@@ -61,6 +62,9 @@ _FIRST_RETRY, _LAST_RETRY = 1.0, 30.0
 """Seconds between attempts to write a state directory that refuses writes (doubling)."""
 
 
+_THREADS = ExecutorSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     definitions: str
@@ -73,17 +77,20 @@ class DaemonSettings:
     """Seconds a created-only file must stand still before it counts."""
     retention: timedelta | None = timedelta(days=30)
     """How long the log keeps events (None: forever)."""
+    executor: ExecutorSettings = _THREADS
+    """From the configuration at start (``headwater run`` resolves it; threads if not given);
+    ``Definitions(executor=)`` wins, also on reload."""
 
     def absolute(self) -> DaemonSettings:
         """Paths resolved once at start: a function that changes the working directory
         cannot move the state directory or the definitions under the daemon."""
-        target = self.definitions
-        path, _, attribute = (
-            target.partition(":") if not Path(target).exists() else (target, "", "")
+        target = absolute_target(self.definitions)
+        return replace(
+            self,
+            definitions=target,
+            state_dir=self.state_dir.resolve(),
+            executor=replace(self.executor, definitions=target),
         )
-        if path.endswith(".py") or Path(path).exists():
-            target = str(Path(path).absolute()) + (f":{attribute}" if attribute else "")
-        return replace(self, definitions=target, state_dir=self.state_dir.resolve())
 
 
 class Daemon:
@@ -401,6 +408,7 @@ class Daemon:
                     sources=len(defs.sources),
                     state_dir=str(settings.state_dir),
                 )
+                tg.start_soon(engine.executor.warm)
                 tg.start_soon(self._loop, engine, clock)
                 tg.start_soon(self._find_lost_values, engine)
                 tg.start_soon(self._ride_out_storage, engine, files, objects)
@@ -429,7 +437,12 @@ class Daemon:
         while not self._stopping:
             try:
                 return await stack.enter_async_context(
-                    Engine.open(defs, self.settings.state_dir, SystemClock())
+                    Engine.open(
+                        defs,
+                        self.settings.state_dir,
+                        SystemClock(),
+                        executor=self.settings.executor.for_definitions(defs),
+                    )
                 )
             except StorageFailure as failure:
                 if not told:

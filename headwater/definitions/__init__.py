@@ -2,7 +2,7 @@
 
 from headwater.definitions._assets import AssetDef, asset
 from headwater.definitions._checks import CheckDef, check
-from headwater.definitions._definitions import Definitions, Node
+from headwater.definitions._definitions import EXECUTORS, Definitions, Node
 from headwater.definitions._graph import AssetGraph, EdgeMapping
 from headwater.definitions._partitions import (
     DailyPartitions,
@@ -17,6 +17,7 @@ from headwater.definitions._sources import FileSource, ObjectSource, SourceDef, 
 from headwater.definitions._values import CheckResult, Output
 
 __all__ = [
+    "EXECUTORS",
     "AssetDef",
     "AssetGraph",
     "CheckDef",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
+from headwater._durations import Duration, parse_duration
 from headwater._errors import DefinitionError
 from headwater.definitions._keys import check_key
 from headwater.definitions._partitions import PartitionsDefinition
@@ -52,6 +54,8 @@ class AssetDef:
     description: str | None
     tags: Mapping[str, str]
     wants_context: bool
+    timeout: timedelta | None = None
+    """How long a run may take before it is stopped (None: the project's default, if any)."""
     _code_version_cache: str | None = field(default=None, repr=False)
 
     @property
@@ -113,6 +117,7 @@ def asset(
     group: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    timeout: Duration | None = None,
 ) -> Callable[[Callable[..., Any]], AssetDef]: ...
 
 
@@ -130,6 +135,7 @@ def asset(
     group: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    timeout: Duration | None = None,
 ) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
     """Declare an asset: ``@asset`` or ``@asset("prefix/name", partitions=..., policy=...)``.
 
@@ -155,6 +161,14 @@ def asset(
             raise DefinitionError(f"asset {name!r}: freshness= takes hw.Freshness(...)")
         if retries is not None and not isinstance(retries, Retry):
             raise DefinitionError(f"asset {name!r}: retries= takes hw.Retry(...)")
+        try:
+            limit = (
+                None
+                if timeout is None
+                else parse_duration(timeout, what=f"asset {name!r} timeout", positive=True)
+            )
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
         inputs, wants_context = _inputs_from_signature(name, fn, ins)
         dep_keys = tuple(dependency_key(d, owner=name) for d in deps)
         return AssetDef(
@@ -172,6 +186,7 @@ def asset(
             description=description if description is not None else inspect.getdoc(fn),
             tags=dict(tags or {}),
             wants_context=wants_context,
+            timeout=limit,
         )
 
     return decorate

@@ -20,19 +20,24 @@ from headwater.versions import code_version
 if TYPE_CHECKING:
     from headwater.execution._store import IOManager
 
-__all__ = ["Definitions", "Node"]
+__all__ = ["EXECUTORS", "Definitions", "Node"]
+
+EXECUTORS = ("processes", "threads")
 
 Node = AssetDef | SourceDef
 
 
-def _caller_dir() -> Path:
-    """The folder of the file that constructed the Definitions: relative paths resolve there."""
+def _caller() -> tuple[Path, str | None]:
+    """The folder of the file that constructed the Definitions (relative paths resolve
+    there), and the name of its module (where a worker process finds them again)."""
     frame = sys._getframe(2)
+    module = frame.f_globals.get("__name__")
     filename = frame.f_globals.get("__file__")
     if not isinstance(filename, str):
-        return Path.cwd()
+        return Path.cwd(), None
     path = Path(filename)  # module paths are absolute: no filesystem call needed
-    return path.parent if path.is_absolute() else path.resolve().parent
+    folder = path.parent if path.is_absolute() else path.resolve().parent
+    return folder, module if isinstance(module, str) else None
 
 
 class Definitions:
@@ -49,9 +54,20 @@ class Definitions:
         *,
         io: IOManager | None = None,
         max_concurrency: int | None = None,
+        executor: str | None = None,
     ) -> None:
-        self.base_dir = _caller_dir()
+        self.base_dir, self.module = _caller()
+        self.origin: str | None = None
+        """What they were loaded from (``load_definitions``'s target, made absolute)."""
+        self.source: bytes | None = None
+        """The text of the definitions file as it was loaded (workers run exactly that)."""
         self.io = io
+        if executor is not None and executor not in EXECUTORS:
+            raise DefinitionError(
+                f"executor={executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}"
+            )
+        self.executor = executor
+        """Where functions run; None: ``[tool.headwater] executor``, else ``processes``."""
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
         ):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp
@@ -131,3 +132,11 @@ class EventLogReader:
             return [event_from_row(tuple(r)) for r in rows]
         except MalformedRow as exc:
             raise malformed(self.path, exc) from None
+
+    def last_failure(self, asset: str, partition: str | None) -> dict[str, Any] | None:
+        """The payload of the asset partition's latest ``run_failed`` (its error, traceback,
+        the tail of its worker's stderr), or None."""
+        failed = self.events(
+            kind="run_failed", asset=asset, partition=partition, newest_first=True, limit=1
+        )
+        return dict(failed[0].payload) if failed else None

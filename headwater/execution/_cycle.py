@@ -9,7 +9,6 @@ is *queued*, which ``why`` and ``status`` show from the daemon's live state.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,9 +56,7 @@ def _inputs_json(status: Status) -> list[list[str | None]]:
 class RunCycle:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        slots = engine.defs.max_concurrency or os.cpu_count() or 1
-        self.slots = anyio.CapacityLimiter(slots)
-        self._threads = anyio.CapacityLimiter(slots)
+        self.slots = anyio.CapacityLimiter(engine.slots)
         self.in_flight: dict[NodeKey, InFlight] = {}
         self.stopping = False
         self.last_plans = False
@@ -255,7 +252,8 @@ class RunCycle:
             EventKind.RUN_STARTED, node, run_id=run_id, payload={**common, "reason": reason}
         )
         self.in_flight[node] = InFlight(*node, "running", started.timestamp, reason, run_id)
-        job = Job(asset, node[1], run_id, ev.now, status.inputs)
+        job = Job(asset, node[1], run_id, ev.now, status.inputs, code)
+        timeout = asset.timeout or engine.default_timeout
         outcome: Outcome | None = None
 
         async def record_start() -> None:
@@ -267,11 +265,7 @@ class RunCycle:
             # only once the start is in the log (this group waits for both), and a crash
             # before the start's commit leaves at most a value that the next run overwrites.
             tg.start_soon(record_start)
-            # abandon_on_cancel: past the stop grace period the daemon leaves a still-running
-            # function behind; its run stays open in the log and is re-planned on next start.
-            outcome = await anyio.to_thread.run_sync(
-                engine.runner.run, job, limiter=self._threads, abandon_on_cancel=True
-            )
+            outcome = await engine.executor.run(job, timeout)
         assert outcome is not None
         if outcome.lost:
             return await self._lost_inputs(node, run_id, outcome, result)
@@ -308,6 +302,8 @@ class RunCycle:
             ]  # fmt: skip
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback, where=outcome.where)
+            if outcome.stderr:
+                payload["stderr"] = outcome.stderr
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
         await engine.append(events)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,

@@ -13,10 +13,11 @@ marks runs that never ended as abandoned and removes temp files a crash left beh
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from headwater.execution._cycle import InFlight, RunCycle
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Runner
 from headwater.execution._store import FilesystemStore, IOManager
+from headwater.execution.executors import Executor, ExecutorSettings, open_executor
+from headwater.execution.executors._threads import ThreadExecutor
 from headwater.planning import (
     Evaluator,
     FreshnessStatus,
@@ -93,6 +96,10 @@ class Engine:
         self.store = store
         self.clock = clock
         self.runner = Runner(defs, store, private)
+        self.slots = defs.max_concurrency or os.cpu_count() or 1
+        """How many runs may be in flight at once (``max_concurrency``)."""
+        self.executor: Executor = ThreadExecutor(self.runner, self.slots)
+        self.default_timeout: timedelta | None = None
         self.dirty: set[NodeKey] = set()
         self.full_evaluation = True
         self.degraded: Degraded | None = None
@@ -107,10 +114,17 @@ class Engine:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, defs: Definitions, state_dir: Path, clock: Clock, store: IOManager | None = None
+        cls,
+        defs: Definitions,
+        state_dir: Path,
+        clock: Clock,
+        store: IOManager | None = None,
+        executor: ExecutorSettings | None = None,
     ) -> AsyncIterator[Engine]:
-        """Open the event log in ``state_dir``, rebuild the state, mark abandoned runs. The
-        caller must own the state directory."""
+        """Open the event log in ``state_dir``, rebuild the state, mark abandoned runs, start
+        the executor (threads unless ``executor`` says otherwise). The caller must own the
+        state directory."""
+        settings = executor or ExecutorSettings()
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
@@ -120,10 +134,14 @@ class Engine:
             # no source may read the state directory through a link
             private = (str(await anyio.Path(state_dir).resolve()),)
             engine = cls(defs, log, await log.load_state(), value_store, clock, private)
+            engine.default_timeout = settings.timeout
             with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
                 await engine._abandon_open_runs()
                 await engine.clockwork.first_seen()
-            yield engine
+            async with open_executor(
+                settings, engine.runner, engine.slots, state_dir
+            ) as engine.executor:
+                yield engine
 
     # -- writing -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from headwater.definitions import (
 )
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
+from headwater.execution._publishing import Superseded, guarded
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError, table_metadata
 from headwater.planning import InputVersions, NodeKey, node_label
 from headwater.versions import data_version
@@ -44,6 +45,8 @@ class Job:
     now: datetime
     inputs: InputVersions
     """The input partitions that exist and their versions, as decided when the run started."""
+    code_version: str = ""
+    """The code version the run is recorded with (a worker checks it runs that code)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,8 @@ class Outcome:
     inputs: InputVersions | None = None
     """The versions of the input partitions as actually read (a file replaced after the run
     was planned is recorded with the version of the bytes the function got)."""
+    stderr: str | None = None
+    """The last lines the function's worker wrote to stderr (processes only)."""
 
 
 def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
@@ -80,7 +85,7 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
     kwargs = {"context": context} if check.wants_context else {}
     try:
         result = check.fn(value, **kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         return CheckOutcome(check.name, False, check.blocking, error=describe_error(exc))
     if isinstance(result, CheckResult):
         return CheckOutcome(
@@ -229,7 +234,11 @@ class Runner:
                         result.metadata,
                     )
                 io = self.io_for(job.asset.key)
-                io.save(job.asset.key, job.partition, value)
+                if isinstance(io, FilesystemStore):
+                    io.save(job.asset.key, job.partition, value)  # asks the guard itself
+                else:
+                    with guarded():
+                        io.save(job.asset.key, job.partition, value)
                 if version is None:
                     version = data_version(self._as_stored(io, job, value))
             except StorageFailure as failure:  # the state directory's disk, not the function
@@ -246,7 +255,13 @@ class Runner:
                     error=str(lost),
                     lost=(lost.node,),
                 )
-            except Exception as exc:
+            except Superseded as exc:
+                return Outcome(
+                    ok=False, duration_ms=(time.perf_counter() - started) * 1000, error=str(exc)
+                )
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                # SystemExit and KeyboardInterrupt from a function fail its run like any
+                # exception: in a thread they would otherwise end the daemon.
                 message = str(exc) if isinstance(exc, _InputError) else describe_error(exc)
                 return Outcome(
                     ok=False,

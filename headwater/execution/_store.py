@@ -28,6 +28,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from headwater._storage import storage_failure
+from headwater.execution._publishing import guarded
 
 __all__ = [
     "TEMP_PREFIX",
@@ -216,7 +217,7 @@ class FilesystemStore:
 
         @contextlib.contextmanager
         def publishing() -> Iterator[None]:
-            with self.publishing():
+            with self.publishing(), guarded():
                 yield
                 for other in others:  # a value of another format is replaced by this one
                     with contextlib.suppress(FileNotFoundError):

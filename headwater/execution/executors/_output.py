@@ -1,0 +1,109 @@
+"""What a worker prints, as lines of the daemon's log that name the run.
+
+A function that prints a million lines must not flood the journal: each worker has a token
+bucket (a burst of :data:`BURST` lines, then :data:`RATE` a second); what does not fit is
+counted and the count logged (``output_dropped``). The last lines of stderr are kept whatever
+the rate, for the ``run_failed`` payload: a crash's Python stack (faulthandler) ends up there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import structlog
+
+from headwater._text import printable
+
+__all__ = ["BURST", "RATE", "OutputLines"]
+
+BURST = 200
+RATE = 50.0
+LINE_MAX = 2000
+TAIL_LINES = 30
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_log = structlog.get_logger("headwater.run")
+
+
+class OutputLines:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fields: dict[str, Any] = {}
+        self._partial = {"stdout": bytearray(), "stderr": bytearray()}
+        self._tokens = float(BURST)
+        self._refilled = time.monotonic()
+        self._dropped = 0
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def begin(self, asset: str, partition: str | None, run_id: str) -> None:
+        self.fields = {"asset": asset, "partition": partition, "run_id": run_id}
+        self.tail.clear()
+
+    def end(self) -> str | None:
+        """The run is over: flush a last unterminated line; return the tail of stderr."""
+        for stream, partial in self._partial.items():
+            if partial:
+                self._line(stream, bytes(partial))
+                partial.clear()
+        self._report_dropped()
+        tail = "\n".join(self.tail) if self.tail else None
+        self.fields = {}
+        return tail
+
+    def feed(self, stream: str, data: bytes) -> None:
+        partial = self._partial[stream]
+        partial += data
+        *lines, rest = bytes(partial).split(b"\n")
+        if len(rest) > LINE_MAX * 4:  # a line without end: show it in pieces
+            lines.append(rest)
+            rest = b""
+        partial[:] = rest
+        for line in lines:
+            self._line(stream, line)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """A structlog event the run logged through ``context.log`` (or headwater's own code
+        in the worker)."""
+        if not self._admit():
+            return
+        level = str(event.pop("level", "info"))
+        name = str(event.pop("event", "log"))
+        event.pop("timestamp", None)
+        for key in ("asset", "partition", "run_id", "logger"):
+            event.pop(key, None)
+        log = getattr(_log, level if level in _LEVELS else "info")
+        log(name, **{**event, **self.fields, "pid": self.pid})
+
+    def _line(self, stream: str, raw: bytes) -> None:
+        text = printable(raw.decode("utf-8", "backslashreplace").rstrip("\r"))
+        if len(text) > LINE_MAX:
+            text = text[:LINE_MAX] + f"… ({len(text) - LINE_MAX} more characters)"
+        if stream == "stderr":
+            self.tail.append(text)
+        if self._admit():
+            _log.info("output", stream=stream, line=text, **self.fields, pid=self.pid)
+
+    def _admit(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(BURST, self._tokens + (now - self._refilled) * RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            self._dropped += 1
+            return False
+        self._tokens -= 1
+        if self._dropped:
+            self._report_dropped()
+        return True
+
+    def _report_dropped(self) -> None:
+        if self._dropped:
+            _log.warning(
+                "output_dropped",
+                lines=self._dropped,
+                reason=f"more than {BURST} lines at once or {RATE:.0f} a second",
+                **self.fields,
+                pid=self.pid,
+            )
+            self._dropped = 0
