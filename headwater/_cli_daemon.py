@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -77,12 +78,26 @@ def health(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
         click.echo(
             f"  event log: {log['bytes']} bytes, oldest event {log['oldest_event'] or 'none'}"
         )
-        click.echo(f"  executor: {info['executor']}, max_concurrency {info['max_concurrency']}")
+        _print_executor(info["executor"] or {}, info["max_concurrency"])
         for run in info["runs"]:
             where = run["asset"] + (f"[{run['partition']}]" if run["partition"] else "")
-            click.echo(f"  {run['state']}: {where} since {run['since']}")
+            overdue = f" ({run['overdue']})" if run.get("overdue") else ""
+            echo(f"  {run['state']}: {where} since {run['since']}{overdue}")
     if info["degraded"]:
         sys.exit(EXIT_LATE_OR_FAILED)
+
+
+def _print_executor(executor: dict[str, Any], slots: int | None) -> None:
+    click.echo(f"  executor: {executor.get('executor')}, max_concurrency {slots}")
+    for worker in executor.get("workers", ()):
+        doing = ""
+        if worker["state"] == "running":
+            where = worker["asset"] + (f"[{worker['partition']}]" if worker["partition"] else "")
+            doing = f" {where} for {worker['running_s']} s"
+        echo(f"    worker PID {worker['pid']}: {worker['state']}{doing}, {worker['runs']} runs")
+    for left in executor.get("threads_left_behind", ()):
+        where = left["asset"] + (f"[{left['partition']}]" if left["partition"] else "")
+        echo(f"    thread left behind after its timeout: {where}, running {left['running_s']} s")
 
 
 @click.command()

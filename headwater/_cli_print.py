@@ -151,7 +151,8 @@ def print_why(
         text = (failure or {}).get(key)
         if isinstance(text, str) and text.strip():
             click.echo(f"{title}:")
-            for line in text.rstrip().splitlines()[-_TRACE_LINES:]:
+            lines = [ln for ln in text.rstrip().splitlines() if not _plumbing(ln)]
+            for line in lines[-_TRACE_LINES:]:
                 echo(f"  {line}")
     if recent:
         click.echo("recent events:")
@@ -159,7 +160,16 @@ def print_why(
             click.echo("  " + event_line(event))
 
 
-_TRACE_LINES = 8
+_TRACE_LINES = 12
+_OWN_FRAMES = ("headwater/execution/executors/", "<frozen runpy>")
+
+
+def _plumbing(line: str) -> bool:
+    """A line of a crash report that says nothing about the user's code: the worker's own
+    frames in faulthandler's stack, its list of extension modules."""
+    return line.startswith("Extension modules:") or (
+        line.lstrip().startswith("File ") and any(f in line for f in _OWN_FRAMES)
+    )
 
 
 def event_line(event: Event) -> str:

@@ -99,7 +99,11 @@ _OVERLAY_TIMEOUT = 2.0
 def _runs(health: dict[str, Any] | None) -> dict[NodeKey, str]:
     if health is None:
         return {}
-    return {(str(r["asset"]), r["partition"]): str(r["state"]) for r in health["runs"]}
+    return {
+        (str(r["asset"]), r["partition"]): str(r["state"])
+        + (f": {r['overdue']}" if r.get("overdue") else "")
+        for r in health["runs"]
+    }
 
 
 @click.command()

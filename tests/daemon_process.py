@@ -32,6 +32,7 @@ class DaemonProcess:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = ("--settle", "0.2", "--grace", "10"),
         abstract_socket: bool = False,
+        new_session: bool = False,
     ) -> None:
         self.workdir = workdir
         self.definitions = definitions
@@ -39,6 +40,8 @@ class DaemonProcess:
         self.extra_env = env or {}
         self.args = args
         self.abstract_socket = abstract_socket
+        self.new_session = new_session
+        """Its own session and process group, as a shell's foreground job has."""
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[Line] = []
         self.bad_lines: list[str] = []
@@ -73,7 +76,7 @@ class DaemonProcess:
             [sys.executable, "-m", "headwater", "run", "--definitions", str(self.definitions),
              "--state-dir", str(self.state_dir), *self.args],
             cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, start_new_session=self.new_session,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()

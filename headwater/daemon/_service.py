@@ -120,6 +120,7 @@ class Daemon:
         self._stop_requested = anyio.Event()
         self._fatal: StateDirError | None = None
         self._storage_trouble = anyio.Event()
+        self._overdue_told: set[str] = set()
 
     # -- what the control API asks of the daemon ------------------------------------------
 
@@ -234,8 +235,8 @@ class Daemon:
                 "oldest_event": oldest,
                 "error": log_error,
             },
-            "executor": "threads",
-            "max_concurrency": None if engine is None else engine.cycle.slots.total_tokens,
+            "executor": None if engine is None else engine.executor.health(),
+            "max_concurrency": None if engine is None else engine.slots,
             "runs": [
                 {
                     "asset": f.asset,
@@ -243,6 +244,7 @@ class Daemon:
                     "state": f.state,
                     "since": format_timestamp(f.since),
                     "run_id": f.run_id,
+                    "overdue": None if engine is None else engine.overdue(f),
                 }
                 for f in runs
             ],
@@ -279,6 +281,7 @@ class Daemon:
         go on writing into a log nobody else can see while another owner starts afresh."""
         while True:
             await anyio.sleep(_GUARD_EVERY)
+            self._watch_long_runs()
             if not await anyio.to_thread.run_sync(ownership.check):
                 self._fatal = StateDirError(
                     f"the state directory {self.state_dir} was deleted or replaced while this "
@@ -289,6 +292,29 @@ class Daemon:
                 self.stop("the state directory is gone")
                 self.stop("the state directory is gone")  # at once: nothing to drain into
                 return
+
+    def _watch_long_runs(self) -> None:
+        """Runs past their timeout or far past their usual duration: a warning once per run,
+        and systemd's STATUS= names them while they last."""
+        engine = self._engine
+        if engine is None:
+            return
+        overdue = [(f, why) for f in engine.in_flight() if (why := engine.overdue(f))]
+        for flight, why in overdue:
+            if flight.run_id not in self._overdue_told:
+                self._overdue_told.add(str(flight.run_id))
+                _log.warning("run_overdue", asset=flight.asset, partition=flight.partition,
+                             run_id=flight.run_id, reason=why)  # fmt: skip
+        line = self._status_line(engine)
+        if overdue:
+            flight, why = overdue[0]
+            label = f"{flight.asset}[{flight.partition}]" if flight.partition else flight.asset
+            more = f" (+{len(overdue) - 1} more)" if len(overdue) > 1 else ""
+            line += f"; {label} {why}{more}"
+        if overdue or self._overdue_told:
+            self.notifier.status(line)
+        if not overdue:
+            self._overdue_told.clear()
 
     async def _own(self) -> Ownership | None:
         """Take the state directory; wait while a CLI command or Harness is using it."""

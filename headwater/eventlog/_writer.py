@@ -31,7 +31,9 @@ from headwater._events import Event, format_timestamp
 from headwater._statedir import linked
 from headwater._storage import StorageFailure, storage_failure
 from headwater.eventlog._rows import (
+    EVENT_COLUMNS,
     MalformedRow,
+    event_from_row,
     event_row,
     record_rows,
     schedule_rows,
@@ -177,6 +179,18 @@ class EventLog:
             [(d[0], d[1]) for d in dynamic],
             [(s[0], s[1], s[2]) for s in schedules],
         )
+
+    async def run_started(self, run_id: str) -> Event | None:
+        """The ``run_started`` event of a run (what it was to read, with which code)."""
+        async with self._conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND kind = 'run_started' LIMIT 1",
+            (run_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        try:
+            return None if row is None else event_from_row(tuple(row))
+        except MalformedRow as exc:
+            raise malformed(self.path, exc) from None
 
     async def write(
         self,

@@ -9,10 +9,12 @@ is *queued*, which ``why`` and ``status`` show from the daemon's live state.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -47,6 +49,7 @@ class InFlight:
     since: datetime
     reason: str
     run_id: str | None = None
+    timeout: timedelta | None = None
 
 
 def _inputs_json(status: Status) -> list[list[str | None]]:
@@ -57,6 +60,7 @@ class RunCycle:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.slots = anyio.CapacityLimiter(engine.slots)
+        self._solo = _Solo()
         self.in_flight: dict[NodeKey, InFlight] = {}
         self.stopping = False
         self.last_plans = False
@@ -64,6 +68,8 @@ class RunCycle:
         self._claims: dict[NodeKey, anyio.Event] = {}
         """Partitions being decided or run by some tick, each claimed by exactly one."""
         self._ticks = 0
+        self.usual: dict[str, float] = {}
+        """Per asset, the usual duration of a successful run in seconds (a moving average)."""
         self._quiet = anyio.Event()
         self._quiet.set()
 
@@ -194,7 +200,9 @@ class RunCycle:
             return "skipped"
         self.in_flight[node] = InFlight(*node, "queued", engine.clock.now(), decision.reason)
         try:
-            async with self.slots:
+            record = engine.state.record(node)
+            alone = engine.crash_guard and record is not None and record.crashes > 0
+            async with self.slots, self._solo.hold(alone=alone):
                 if self.stopping:
                     result.skipped[node] = STOPPING
                     return "skipped"
@@ -251,21 +259,43 @@ class RunCycle:
         started = engine.event(
             EventKind.RUN_STARTED, node, run_id=run_id, payload={**common, "reason": reason}
         )
-        self.in_flight[node] = InFlight(*node, "running", started.timestamp, reason, run_id)
+        self.in_flight[node] = InFlight(
+            *node,
+            "running",
+            started.timestamp,
+            reason,
+            run_id,
+            asset.timeout or engine.default_timeout,
+        )
         job = Job(asset, node[1], run_id, ev.now, status.inputs, code)
-        timeout = asset.timeout or engine.default_timeout
+        timeout = self.in_flight[node].timeout
         outcome: Outcome | None = None
 
         async def record_start() -> None:
             await engine.append([started])
             _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
 
-        async with anyio.create_task_group() as tg:
-            # The function starts as its start is committed, not after: the end is written
-            # only once the start is in the log (this group waits for both), and a crash
-            # before the start's commit leaves at most a value that the next run overwrites.
-            tg.start_soon(record_start)
-            outcome = await engine.executor.run(job, timeout)
+        try:
+            async with anyio.create_task_group() as tg:
+                # The function starts as its start is committed, not after: the end is written
+                # only once the start is in the log (this group waits for both), and a crash
+                # before the start's commit leaves at most a value that the next run overwrites.
+                # Except in the daemon's own process (threads): a function that kills it must
+                # find its run open in the log at the next start (the crash-loop guard).
+                if engine.crash_guard:
+                    await record_start()
+                else:
+                    tg.start_soon(record_start)
+                outcome = await engine.executor.run(job, timeout)
+        except anyio.get_cancelled_exc_class():
+            # Stopped past the grace period (the executor has stopped the function): say so,
+            # so that a run still open at the next start means the owner died mid-run.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                why = {"reason": "still running when the daemon stopped"}
+                abandoned = engine.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload=why)
+                with contextlib.suppress(StorageFailure):
+                    await engine.append([abandoned])
+            raise
         assert outcome is not None
         if outcome.lost:
             return await self._lost_inputs(node, run_id, outcome, result)
@@ -309,6 +339,9 @@ class RunCycle:
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
                   "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:
+            seconds = outcome.duration_ms / 1000
+            usual = self.usual.get(node[0])
+            self.usual[node[0]] = seconds if usual is None else 0.7 * usual + 0.3 * seconds
             result.materialized.append(node)
             result.failed.pop(node, None)
             result.skipped.pop(node, None)
@@ -351,3 +384,27 @@ class RunCycle:
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}"
         return "skipped"
+
+
+class _Solo:
+    """A run during which the daemon died goes alone next time (threads): with nothing else
+    running, a crash can only be its own, so a bystander is never blamed twice."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._alone = False
+        self._changed = anyio.Event()
+
+    @asynccontextmanager
+    async def hold(self, *, alone: bool) -> AsyncIterator[None]:
+        while self._alone or (alone and self._running):
+            self._changed = anyio.Event() if self._changed.is_set() else self._changed
+            await self._changed.wait()
+        self._running += 1
+        self._alone = alone
+        try:
+            yield
+        finally:
+            self._running -= 1
+            self._alone = False
+            self._changed.set()

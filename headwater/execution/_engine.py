@@ -25,6 +25,7 @@ import anyio
 import structlog
 
 from headwater._clock import Clock
+from headwater._durations import format_duration
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
@@ -57,6 +58,9 @@ from headwater.versions import data_version as fingerprint
 __all__ = ["Degraded", "Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
+
+CRASH_LIMIT = 3
+"""Runs in a row during which the daemon died before one is recorded as failed (threads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class Engine:
         """How many runs may be in flight at once (``max_concurrency``)."""
         self.executor: Executor = ThreadExecutor(self.runner, self.slots)
         self.default_timeout: timedelta | None = None
+        self.crash_guard = False
+        """Whether functions run in this process (threads): see :meth:`_abandon_open_runs`."""
         self.dirty: set[NodeKey] = set()
         self.full_evaluation = True
         self.degraded: Degraded | None = None
@@ -135,8 +141,9 @@ class Engine:
             private = (str(await anyio.Path(state_dir).resolve()),)
             engine = cls(defs, log, await log.load_state(), value_store, clock, private)
             engine.default_timeout = settings.timeout
+            engine.crash_guard = settings.kind == "threads"
             with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
-                await engine._abandon_open_runs()
+                await engine._abandon_open_runs(owner_died=True)
                 await engine.clockwork.first_seen()
             async with open_executor(
                 settings, engine.runner, engine.slots, state_dir
@@ -227,7 +234,7 @@ class Engine:
             "since": format_timestamp(degraded.since),
         }
         await self.append([self.event(EventKind.STORAGE_RECOVERED, payload=payload)])
-        await self._abandon_open_runs()
+        await self._abandon_open_runs(owner_died=False)
         self.casualties.clear()
         self.full_evaluation = True
         _log.info(
@@ -301,20 +308,44 @@ class Engine:
         if changed:
             await self.put({node: replace(record, pending_since=min(changed))}, {})
 
-    async def _abandon_open_runs(self) -> None:
-        open_runs = [(n, r.running) for n, r in self.state.records.items() if r.running]
-        if open_runs:
-            await self.append(
-                [
-                    self.event(
-                        EventKind.RUN_ABANDONED, n, run_id=run_id,
-                        payload={"reason": self.casualties[n]} if n in self.casualties else {},
-                    )
-                    for n, run_id in open_runs
-                ]
-            )  # fmt: skip
-            for node, run_id in open_runs:
-                _log.warning("run_abandoned", asset=node[0], partition=node[1], run_id=run_id)
+    async def _abandon_open_runs(self, *, owner_died: bool) -> None:
+        """Runs still open in the log were going when their owner died (a clean stop records
+        the end of every run it leaves behind). Under threads the function may be what killed
+        it: the third time in a row the run is recorded as failed for good instead (the
+        crash-loop guard), so a function that kills the process cannot make it crash-loop."""
+        open_runs = [(n, r) for n, r in self.state.records.items() if r.running]
+        events: list[Event] = []
+        for node, record in open_runs:
+            run_id = record.running
+            assert run_id is not None
+            if node in self.casualties:
+                events.append(self.event(EventKind.RUN_ABANDONED, node, run_id=run_id,
+                                         payload={"reason": self.casualties[node]}))  # fmt: skip
+            elif not (owner_died and self.crash_guard):
+                events.append(self.event(EventKind.RUN_ABANDONED, node, run_id=run_id))
+            elif record.crashes + 1 < CRASH_LIMIT:
+                payload = {"reason": "the daemon died while running it", "crash": True}
+                events.append(
+                    self.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload=payload)
+                )
+            else:
+                started = await self.log.run_started(run_id)
+                run = dict(started.payload) if started is not None else {}
+                error = f"the daemon died while running it {CRASH_LIMIT} times"
+                payload = {"code_version": run.get("code_version"), "inputs": run.get("inputs", []),
+                           "attempt": run.get("attempt", 1), "error": error, "final": True}  # fmt: skip
+                events.append(
+                    self.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)
+                )
+        if events:
+            await self.append(events)
+        for event in events:
+            if event.kind == EventKind.RUN_FAILED:
+                _log.error("run_failed", asset=event.asset, partition=event.partition,
+                           run_id=event.run_id, error=event.payload["error"])  # fmt: skip
+            else:
+                _log.warning("run_abandoned", asset=event.asset, partition=event.partition,
+                             run_id=event.run_id)  # fmt: skip
 
     async def forget_lost_values(self) -> int:
         """Make every materialized partition whose stored value is gone missing again; return
@@ -578,6 +609,20 @@ class Engine:
     def in_flight(self) -> list[InFlight]:
         """Partitions queued for a worker slot or running, oldest first."""
         return sorted(self.cycle.in_flight.values(), key=lambda f: f.since)
+
+    def overdue(self, flight: InFlight) -> str | None:
+        """Why a running partition deserves a look: past its timeout, or running far longer
+        than usual (ten times its usual duration, and a minute more than it)."""
+        if flight.state != "running":
+            return None
+        elapsed = self.clock.now() - flight.since
+        if flight.timeout is not None and elapsed > flight.timeout:
+            return f"past its timeout of {format_duration(flight.timeout)}"
+        usual = self.cycle.usual.get(flight.asset)
+        if usual is not None and elapsed.total_seconds() > max(10 * usual, usual + 60):
+            took = format_duration(timedelta(seconds=usual))
+            return f"running for {format_duration(elapsed)}, usually {took}"
+        return None
 
     # -- requests ------------------------------------------------------------------------
 

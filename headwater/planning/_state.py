@@ -45,6 +45,8 @@ class Failure:
     attempts: int
     where: str | None = None
     """``file:line`` in the user's code where it raised."""
+    final: bool = False
+    """No retry: the daemon itself died running it, again and again (the crash-loop guard)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ class NodeRecord:
     """When its stored value was found gone (it is missing again until re-materialized)."""
     appeared_at: datetime | None = None
     """When it last went from having no version to having one (its existence began)."""
+    crashes: int = 0
+    """Runs in a row during which the daemon died (threads executor): the crash-loop guard."""
 
     def failed_blocking_check(self) -> CheckRecord | None:
         for c in self.checks:
@@ -118,6 +122,7 @@ class NodeRecord:
                     "inputs": [list(t) for t in failure.inputs],
                     "attempts": failure.attempts,
                     "where": failure.where,
+                    "final": failure.final,
                 },
                 "running": self.running,
                 "decision": None if self.decision is None else list(self.decision),
@@ -128,6 +133,7 @@ class NodeRecord:
                 "late": self.late,
                 "lost_at": _ts(self.lost_at),
                 "appeared_at": _ts(self.appeared_at),
+                "crashes": self.crashes,
             },
             separators=(",", ":"),
         )
@@ -160,6 +166,7 @@ class NodeRecord:
                 inputs=inputs_from_json(f.get("inputs", ())),
                 attempts=int(f.get("attempts", 1)),
                 where=f.get("where"),
+                final=bool(f.get("final", False)),
             ),
             running=raw.get("running"),
             decision=None if decision is None else (str(decision[0]), str(decision[1])),
@@ -171,6 +178,7 @@ class NodeRecord:
             late=bool(raw.get("late", False)),
             lost_at=_dt(raw.get("lost_at")),
             appeared_at=_dt(raw.get("appeared_at")),
+            crashes=int(raw.get("crashes", 0)),
         )
 
 
@@ -260,6 +268,7 @@ class State:
                 pending_since=None,
                 lost_at=None,
                 appeared_at=_appeared(old, event),
+                crashes=0,
             )
         if kind == EventKind.VALUE_LOST:
             return replace(
@@ -291,10 +300,12 @@ class State:
                 inputs=inputs,
                 attempts=attempt,
                 where=payload.get("where"),
+                final=bool(payload.get("final", False)),
             )
-            return replace(old, failure=failure, running=None)
+            return replace(old, failure=failure, running=None, crashes=0)
         if kind == EventKind.RUN_ABANDONED:
-            return replace(old, running=None)
+            crashes = old.crashes + 1 if payload.get("crash") else old.crashes
+            return replace(old, running=None, crashes=crashes)
         if kind == EventKind.DECISION:
             return replace(old, decision=(str(payload["decision"]), str(payload["reason"])))
         if kind == EventKind.CHECK:

@@ -191,7 +191,7 @@ class Evaluator:
         if status.state != FAILED or asset.retries is None or record is None:
             return None
         failure = record.failure
-        if failure is None or failure.attempts >= asset.retries.max_attempts:
+        if failure is None or failure.final or failure.attempts >= asset.retries.max_attempts:
             return None
         attempt = failure.attempts + 1
         return attempt, failure.at + asset.retries.delay_before(attempt)

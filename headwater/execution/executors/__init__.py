@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from headwater._sizes import Size
 from headwater.definitions import Definitions
 from headwater.execution._runner import Job, Outcome, Runner
+from headwater.execution.executors._processes import ProcessPool
+from headwater.execution.executors._threads import ThreadExecutor
 
 __all__ = ["Executor", "ExecutorSettings", "open_executor"]
 
@@ -64,8 +66,6 @@ async def open_executor(
     """The executor for ``settings``; on exit, nothing it started is left running (worker
     processes are killed; a thread cannot be, and is reported instead)."""
     if settings.kind == "processes":
-        from headwater.execution.executors._processes import ProcessPool
-
         if settings.definitions is None:
             raise ValueError("executor 'processes' needs importable definitions")
         async with ProcessPool.open(
@@ -73,6 +73,4 @@ async def open_executor(
         ) as pool:
             yield pool
     else:
-        from headwater.execution.executors._threads import ThreadExecutor
-
         yield ThreadExecutor(runner, slots)

@@ -35,6 +35,12 @@ _PRELOAD = ("pandas", "pyarrow", "pyarrow.parquet")
 _MAX_FDS = 8
 _MAX_MESSAGE = 1 << 20
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def _name(name: bytes) -> None:
+    """What ``top`` and ``ps -o comm`` show for this process (at most 15 bytes)."""
+    ctypes.CDLL(None).prctl(_PR_SET_NAME, name, 0, 0, 0)
 
 
 def die_with_parent() -> None:
@@ -227,6 +233,7 @@ def _child(
             os.close(fd)
         die_with_parent()
         os.setpgid(0, 0)
+        _name(b"headwater-work")
         main(spec, *fds)
         code = 0
     except SystemExit as exc:
@@ -241,4 +248,5 @@ def _child(
 
 if __name__ == "__main__":
     die_with_parent()
+    _name(b"headwater-fork")
     _serve(socket.socket(fileno=int(sys.argv[1])))

@@ -1,8 +1,9 @@
 """What a worker prints, as lines of the daemon's log that name the run.
 
-A function that prints a million lines must not flood the journal: each worker has a token
-bucket (a burst of :data:`BURST` lines, then :data:`RATE` a second); what does not fit is
-counted and the count logged (``output_dropped``). The last lines of stderr are kept whatever
+A function that prints a million lines must not flood the journal: each of a worker's streams
+(stdout, stderr, its structured log) has a token bucket (a burst of :data:`BURST` lines, then
+:data:`RATE` a second), so a flood on stdout cannot hide what comes on stderr; what does not
+fit is counted and the count logged (``output_dropped``). The last lines of stderr are kept whatever
 the rate, for the ``run_failed`` payload: a crash's Python stack (faulthandler) ends up there.
 """
 
@@ -18,8 +19,8 @@ from headwater._text import printable
 
 __all__ = ["BURST", "RATE", "OutputLines"]
 
-BURST = 200
-RATE = 50.0
+BURST = 100
+RATE = 25.0
 LINE_MAX = 2000
 TAIL_LINES = 30
 _LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -32,9 +33,7 @@ class OutputLines:
         self.pid = pid
         self.fields: dict[str, Any] = {}
         self._partial = {"stdout": bytearray(), "stderr": bytearray()}
-        self._tokens = float(BURST)
-        self._refilled = time.monotonic()
-        self._dropped = 0
+        self._buckets = {name: _Bucket() for name in ("stdout", "stderr", "log")}
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def begin(self, asset: str, partition: str | None, run_id: str) -> None:
@@ -45,7 +44,7 @@ class OutputLines:
         """The run is over: flush a last unterminated line; return the tail of stderr."""
         for stream, partial in self._partial.items():
             if partial:
-                self._line(stream, bytes(partial))
+                self.line(stream, bytes(partial))
                 partial.clear()
         self._report_dropped()
         tail = "\n".join(self.tail) if self.tail else None
@@ -61,12 +60,12 @@ class OutputLines:
             rest = b""
         partial[:] = rest
         for line in lines:
-            self._line(stream, line)
+            self.line(stream, line)
 
     def event(self, event: dict[str, Any]) -> None:
         """A structlog event the run logged through ``context.log`` (or headwater's own code
         in the worker)."""
-        if not self._admit():
+        if not self._admit("log"):
             return
         level = str(event.pop("level", "info"))
         name = str(event.pop("event", "log"))
@@ -76,34 +75,53 @@ class OutputLines:
         log = getattr(_log, level if level in _LEVELS else "info")
         log(name, **{**event, **self.fields, "pid": self.pid})
 
-    def _line(self, stream: str, raw: bytes) -> None:
-        text = printable(raw.decode("utf-8", "backslashreplace").rstrip("\r"))
+    def line(self, stream: str, raw: bytes | str) -> None:
+        """One line the worker wrote to ``stream`` (``log``: a line its own structlog renderer
+        made, a function having configured one)."""
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "backslashreplace")
+        text = printable(raw.rstrip("\r"))
         if len(text) > LINE_MAX:
             text = text[:LINE_MAX] + f"… ({len(text) - LINE_MAX} more characters)"
         if stream == "stderr":
             self.tail.append(text)
-        if self._admit():
+        if self._admit(stream):
             _log.info("output", stream=stream, line=text, **self.fields, pid=self.pid)
 
-    def _admit(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(BURST, self._tokens + (now - self._refilled) * RATE)
-        self._refilled = now
-        if self._tokens < 1:
-            self._dropped += 1
+    def _admit(self, stream: str) -> bool:
+        bucket = self._buckets[stream]
+        if not bucket.take():
             return False
-        self._tokens -= 1
-        if self._dropped:
+        if bucket.dropped:
             self._report_dropped()
         return True
 
     def _report_dropped(self) -> None:
-        if self._dropped:
-            _log.warning(
-                "output_dropped",
-                lines=self._dropped,
-                reason=f"more than {BURST} lines at once or {RATE:.0f} a second",
-                **self.fields,
-                pid=self.pid,
-            )
-            self._dropped = 0
+        for stream, bucket in self._buckets.items():
+            if bucket.dropped:
+                _log.warning(
+                    "output_dropped",
+                    stream=stream,
+                    lines=bucket.dropped,
+                    reason=f"more than {BURST} lines at once or {RATE:.0f} a second",
+                    **self.fields,
+                    pid=self.pid,
+                )
+                bucket.dropped = 0
+
+
+class _Bucket:
+    def __init__(self) -> None:
+        self.tokens = float(BURST)
+        self.refilled = time.monotonic()
+        self.dropped = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(BURST, self.tokens + (now - self.refilled) * RATE)
+        self.refilled = now
+        if self.tokens < 1:
+            self.dropped += 1
+            return False
+        self.tokens -= 1
+        return True

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import mmap
 import os
+import re
 import signal
+import sysconfig
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -95,6 +97,8 @@ class _Worker:
         for message in self.reader.feed(data):
             if message[0] == "log":
                 self.output.event(message[1])
+            elif message[0] == "line":
+                self.output.line("log", str(message[1]))
             else:
                 self.inbox.append(message)
                 self.arrived.set()
@@ -188,6 +192,8 @@ class ProcessPool:
         self._changed = anyio.Event()
         self._closed = False
         self._server: ForkServer | None = None
+        self._starting = 0
+        """Workers being forked, not in ``_workers`` yet."""
         self._server_lock = anyio.Lock()
 
     @classmethod
@@ -195,7 +201,8 @@ class ProcessPool:
     async def open(
         cls, definitions: str, runner: Runner, slots: int, state_dir: Path, memory: Size | None
     ) -> AsyncIterator[ProcessPool]:
-        pool = cls(_spec(definitions, runner, state_dir, memory), runner.store, slots)
+        spec = await anyio.to_thread.run_sync(_spec, definitions, runner, state_dir, memory)
+        pool = cls(spec, runner.store, slots)
         try:
             yield pool
         finally:
@@ -207,7 +214,7 @@ class ProcessPool:
     async def warm(self) -> None:
         """Start every worker now rather than when the first runs need them."""
         async with anyio.create_task_group() as tg:
-            for _ in range(self._slots - len(self._workers)):
+            for _ in range(self._slots - len(self._workers) - self._starting):
                 tg.start_soon(self._warm_one)
 
     async def _warm_one(self) -> None:
@@ -225,9 +232,10 @@ class ProcessPool:
                 if worker.alive:
                     return worker
                 await self._retire(worker)
-            if len(self._workers) < self._slots:
+            if len(self._workers) + self._starting < self._slots:
                 return await self._start()
-            self._changed = anyio.Event()
+            if self._changed.is_set():  # one event for every waiter: none is left behind
+                self._changed = anyio.Event()
             await self._changed.wait()
 
     def _release(self, worker: _Worker) -> None:
@@ -243,6 +251,14 @@ class ProcessPool:
             return self._server
 
     async def _start(self) -> _Worker:
+        self._starting += 1
+        try:
+            return await self._start_one()
+        finally:
+            self._starting -= 1
+            self._changed.set()
+
+    async def _start_one(self) -> _Worker:
         server = await self._fork_server()
         pipes = {name: os.pipe() for name in ("jobs", "results", "stdout", "stderr")}
         ours = {
@@ -370,7 +386,10 @@ class ProcessPool:
                     worker.runs += 1
                     worker.job = None
                     tail = worker.output.end()
-                    self._release(worker)
+                    if outcome.error is not None and outcome.error.startswith("out of memory"):
+                        await self._retire(worker)  # a fresh worker, not a fragmented heap
+                    else:
+                        self._release(worker)
                     if not outcome.ok and tail:
                         outcome = _with_stderr(outcome, tail)
                     return outcome
@@ -378,7 +397,7 @@ class ProcessPool:
                 worker.drain_output()
                 tail = worker.output.end()
                 await self._retire(worker)
-                return failed(_death(code), tail)
+                return replace(failed(_death(code), tail), where=_crash_site(tail))
             assert limit is not None
             await self._stop(worker, "timeout")
             return failed(f"timed out after {format_duration(limit)}", worker.output.end())
@@ -426,6 +445,24 @@ class ProcessPool:
                 entry["state"] = "idle" if w in self._idle else "starting"
             workers.append(entry)
         return {"executor": self.kind, "slots": self._slots, "workers": workers}
+
+
+_FRAME = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_NOT_USER = (
+    str(Path(__file__).resolve().parents[2]),
+    *{sysconfig.get_path(k) for k in ("stdlib", "purelib", "platlib")},
+    "<",
+)
+
+
+def _crash_site(stderr: str | None) -> str | None:
+    """``file:line`` of the innermost frame of the user's code in a crash's Python stack
+    (faulthandler lists the most recent call first)."""
+    for line in (stderr or "").splitlines():
+        match = _FRAME.match(line)
+        if match and not match["file"].startswith(_NOT_USER):
+            return f"{match['file']}:{match['line']}"
+    return None
 
 
 def _spec(definitions: str, runner: Runner, state_dir: Path, memory: Size | None) -> WorkerSpec:

@@ -68,7 +68,10 @@ class _PipeLogger:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
-    def msg(self, **event: Any) -> None:
+    def msg(self, *rendered: Any, **event: Any) -> None:
+        if rendered:  # a function configured its own renderer: the result is text
+            write_all(self._fd, encode(("line", " ".join(str(r) for r in rendered))))
+            return
         try:
             data = encode(("log", event))
         except Exception:  # a value that does not pickle is shown as its repr

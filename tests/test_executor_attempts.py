@@ -1,0 +1,121 @@
+"""Executors through the Harness: the same results in worker processes as in threads, and a
+superseded attempt (timed out) never publishes its value, under either executor."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import headwater as hw
+from headwater._loading import LoadError, load_definitions
+from headwater.testing import Harness
+
+PROJECT = """
+import os
+import signal
+import sys
+import threading
+import time
+
+import headwater as hw
+
+
+@hw.asset
+def numbers() -> list[int]:
+    return [1, 2, 3]
+
+
+@hw.asset
+def total(numbers: list[int], context: hw.Context) -> int:
+    context.log.info("adding", count=len(numbers))
+    return sum(numbers)
+
+
+@hw.asset
+def broken(numbers: list[int]) -> int:
+    raise ValueError(f"cannot use {numbers[0]}")
+
+
+@hw.asset(policy=hw.manual(), timeout="0.3s")
+def stubborn() -> str:
+    if threading.current_thread() is threading.main_thread():  # in a worker process
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it will not stop when asked
+    time.sleep(0.6)
+    print("returning now, after the timeout", file=sys.stderr)
+    return "late"
+
+
+defs = hw.Definitions([numbers, total, broken, stubborn])
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> hw.Definitions:
+    (tmp_path / "project.py").write_text(PROJECT)
+    return load_definitions(str(tmp_path / "project.py"))
+
+
+def _stored(state_dir: Path, asset: str) -> list[Path]:
+    folder = state_dir / "values" / asset
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_results_are_the_same_under_each_executor(
+    project: hw.Definitions, tmp_path: Path, executor: str
+) -> None:
+    with Harness(project, state_dir=tmp_path / executor, executor=executor) as h:
+        tick = h.tick()
+        assert sorted(tick.assets) == ["numbers", "total"]
+        assert tick.failed == {("broken", None): "ValueError: cannot use 1"}
+        assert h.value("total") == 6
+        (failure,) = h.events(kind="run_failed", asset="broken")
+        assert str(failure.payload["where"]).endswith("project.py:24")
+
+
+def test_a_timed_out_process_never_publishes_what_it_returns_later(
+    project: hw.Definitions, tmp_path: Path
+) -> None:
+    """It ignores SIGTERM and returns 0.3 s after its timeout, before the SIGKILL a second
+    later: the store refuses the value (the attempt was superseded first)."""
+    with Harness(project, state_dir=tmp_path, executor="processes") as h:
+        tick = h.materialize("stubborn")
+        assert tick.failed[("stubborn", None)] == "timed out after 300ms"
+        (failure,) = h.events(kind="run_failed", asset="stubborn")
+        assert "returning now, after the timeout" in failure.payload["stderr"]
+        assert _stored(tmp_path, "stubborn") == []
+        assert h.state("stubborn") == "failed"
+
+
+def test_a_timed_out_thread_is_left_behind_and_its_value_discarded(
+    project: hw.Definitions, tmp_path: Path
+) -> None:
+    with Harness(project, state_dir=tmp_path) as h:
+        started = time.monotonic()
+        tick = h.materialize("stubborn")
+        assert tick.failed[("stubborn", None)] == "timed out after 300ms"
+        assert time.monotonic() - started < 0.55  # the run ended at its timeout, not after
+        behind = h.engine.executor.health()["threads_left_behind"]
+        assert [b["asset"] for b in behind] == ["stubborn"]
+        deadline = time.monotonic() + 10
+        while h.engine.executor.health()["threads_left_behind"]:  # the thread finishes...
+            assert time.monotonic() < deadline, "the left-behind thread never finished"
+            time.sleep(0.02)
+        assert _stored(tmp_path, "stubborn") == []  # ...and what it stored was discarded
+        assert h.state("stubborn") == "failed"
+
+
+def test_processes_need_definitions_a_worker_can_import(tmp_path: Path) -> None:
+    @hw.asset
+    def local() -> int:
+        return 1
+
+    defs = hw.Definitions([local])  # inside a function: no worker can import it
+    with pytest.raises(LoadError, match="top level of a module"):
+        Harness(defs, state_dir=tmp_path, executor="processes")
+    with pytest.raises(ValueError, match="use one of processes, threads"):
+        Harness(defs, state_dir=tmp_path, executor="dask")
+    with pytest.raises(hw.DefinitionError, match="executor='fibers'"):
+        hw.Definitions([local], executor="fibers")
