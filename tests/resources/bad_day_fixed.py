@@ -1,3 +1,4 @@
+# ruff: noqa: T201, PTH109  (misbehaving on purpose: it prints, it uses the process)
 """Functions that misbehave the way real code does on a bad day, next to a healthy chain.
 
 Each misbehaving asset runs when its trigger file ``triggers/<name>.json`` appears. The healthy
@@ -9,9 +10,7 @@ version changes).
 import ctypes
 import logging
 import os
-import sys
 import threading
-import time
 
 import pandas as pd
 import structlog

@@ -1,3 +1,4 @@
+# ruff: noqa: T201  (misbehaving on purpose: it prints, it uses the process)
 """Functions that misbehave the way real code does on a bad day, next to a healthy chain.
 
 Each misbehaving asset runs when its trigger file ``triggers/<name>.json`` appears. The healthy

@@ -113,8 +113,21 @@ def _configure_logging(fd: int) -> None:
 
 
 def _limit_memory(memory: Size | None) -> None:
-    if memory is not None:
+    """``worker_memory`` as a limit on the worker's address space: an allocation past it fails
+    (MemoryError) instead of waking the kernel's OOM killer."""
+    if memory is None:
+        return
+    try:
         resource.setrlimit(resource.RLIMIT_AS, (memory.bytes, memory.bytes))
+    except (OSError, ValueError) as exc:
+        raise _Unstartable(
+            f"worker_memory = {memory}: the limit cannot be set ({exc}); a service manager's "
+            "system call filter that denies @resources would do this"
+        ) from None
+
+
+class _Unstartable(Exception):
+    """The worker cannot serve: the daemon fails the run with this message."""
 
 
 def _hold_workers_lock(path: Path) -> None:
@@ -133,13 +146,13 @@ def worker_main(
     os.close(flag_fd)
     _hold_workers_lock(spec.workers_lock)
     _configure_logging(results_fd)
-    _limit_memory(spec.memory)
     from headwater._loading import LoadError, load_definitions
 
     try:
+        _limit_memory(spec.memory)
         defs = load_definitions(spec.definitions, spec.source)
         defs.compute_code_versions()
-    except (LoadError, MemoryError) as exc:
+    except (_Unstartable, LoadError, MemoryError) as exc:
         write_all(results_fd, encode(("failed", str(exc) or type(exc).__name__)))
         return
     versions = {key: defs.code_version(key) for key in defs.assets}
