@@ -89,6 +89,8 @@ def health(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
 
 def _print_executor(executor: dict[str, Any], slots: int | None) -> None:
     click.echo(f"  executor: {executor.get('executor')}, max_concurrency {slots}")
+    if executor.get("fork_server"):
+        echo(f"    fork server PID {executor['fork_server']}")
     for worker in executor.get("workers", ()):
         doing = ""
         if worker["state"] == "running":

@@ -39,6 +39,8 @@ class BadDay:
         self.root = root
         self.state = f"state-{uuid.uuid4().hex[:8]}"  # relative on purpose: see `wanders`
         self.daemons: list[DaemonProcess] = []
+        self.fork_server: int | None = None
+        """The first daemon's fork server, as it was once the daemon was ready."""
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
         daemon = DaemonProcess(
@@ -89,12 +91,19 @@ def bad_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadDay]:
     (root / "triggers").mkdir()
     day = BadDay(root)
     day.start("--grace", "3")
+    day.fork_server = _health(day)["executor"]["fork_server"]
     yield day
     for daemon in day.daemons:
         daemon.close()
     for daemon in day.daemons:
         assert daemon.bad_lines == [], f"non-JSON log lines: {daemon.bad_lines[:5]}"
     assert not (Path("/") / day.state).exists(), "a value went to /<relative state dir>"
+
+
+def _health(day: BadDay) -> dict[str, Any]:
+    health = hw_project(day.root, "health", "--json", state=day.state)
+    assert health.returncode == 0, health.stderr
+    return dict(json.loads(health.stdout))
 
 
 def _line_of(text: str) -> int:
@@ -220,6 +229,44 @@ def test_unbounded_allocation_fails_out_of_memory_with_the_limit(bad_day: BadDay
     bad_day.assert_alive()
 
 
+def test_a_parquet_file_that_expands_past_worker_memory_fails_only_its_run(
+    bad_day: BadDay,
+) -> None:
+    """1.3 MB on disk, 2.4 GB of int64 once read: its reader fails out of memory (the worker
+    is replaced); the daemon and the healthy chain go on."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    chunk = pa.table({"x": pa.array(np.zeros(10_000_000, dtype=np.int64))})
+    staged = bad_day.root / "bomb.parquet.part"
+    with pq.ParquetWriter(staged, chunk.schema) as writer:
+        for _ in range(30):
+            writer.write_table(chunk)
+    assert staged.stat().st_size < 5_000_000
+    since = bad_day.daemon.mark()
+    staged.rename(bad_day.root / "triggers" / "bomb.parquet")
+    assert bad_day.failed("reads_bomb", since)["error"] == "out of memory (limit 1.5 GB)"
+    bad_day.land("after-the-bomb")
+    bad_day.daemon.wait_event("materialized", asset="totals", partition="after-the-bomb")
+    bad_day.assert_alive()
+
+
+def test_a_killed_fork_server_is_replaced_and_runs_go_on(bad_day: BadDay) -> None:
+    """The kernel's OOM killer may pick the fork server (it holds pandas and pyarrow): its
+    workers die with it, and the next run forks from a new one."""
+    server = _health(bad_day)["executor"]["fork_server"]
+    # The tests above took far longer than the 10 s after which anyio retires an idle thread:
+    # a server whose parent-death signal was tied to such a thread would have been killed.
+    assert server is not None and server == bad_day.fork_server
+    os.kill(server, signal.SIGKILL)
+    assert not _alive(server)
+    bad_day.land("after-the-fork-server")
+    bad_day.daemon.wait_event("materialized", asset="totals", partition="after-the-fork-server")
+    assert _health(bad_day)["executor"]["fork_server"] not in (None, server)
+    bad_day.assert_alive()
+
+
 def _latencies(day: BadDay, prefix: str, count: int = 20) -> list[float]:
     """Seconds from each file landing to its ``totals`` partition materialized."""
     result = []
@@ -239,7 +286,7 @@ def test_a_spinning_neighbour_does_not_slow_the_healthy_chain(bad_day: BadDay) -
     bad_day.daemon.wait_event("run_started", asset="spins_long", since=since)
     busy = statistics.median(_latencies(bad_day, "busy"))
     assert busy <= max(2 * baseline, baseline + 0.020), (baseline, busy)
-    health = json.loads(hw_project(bad_day.root, "health", "--json", state=bad_day.state).stdout)
+    health = _health(bad_day)
     spinning = [w for w in health["executor"]["workers"] if w.get("asset") == "spins_long"]
     assert len(spinning) == 1 and spinning[0]["state"] == "running"
 
@@ -252,7 +299,7 @@ def test_sigterm_with_grace_3_stops_within_5_s_whatever_runs(bad_day: BadDay) ->
                for ln in daemon.lines):  # fmt: skip
         bad_day.trigger("spins_long")
         daemon.wait_event("run_started", asset="spins_long")
-    health = json.loads(hw_project(bad_day.root, "health", "--json", state=bad_day.state).stdout)
+    health = _health(bad_day)
     workers = [w["pid"] for w in health["executor"]["workers"]]
     assert workers
     daemon.signal(signal.SIGTERM)
@@ -274,7 +321,8 @@ def test_after_the_code_is_fixed_each_failed_asset_runs_once(bad_day: BadDay) ->
     before = {name: len(bad_day.events("materialization", name)) for name in ("totals", "parsed")}
     shutil.copy(RESOURCES / "bad_day_fixed.py", bad_day.root / "defs.py")
     daemon = bad_day.start("--grace", "3")
-    fixed = ("raises", "exits", "hard_exit", "segfault", "spins", "spins_long", "hogs")
+    fixed = ("raises", "exits", "hard_exit", "segfault", "spins", "spins_long", "hogs",
+             "reads_bomb")  # fmt: skip
     for name in fixed:
         daemon.wait_event("materialized", asset=name)
     health = hw_project(bad_day.root, "status", "--check", state=bad_day.state)
@@ -284,6 +332,18 @@ def test_after_the_code_is_fixed_each_failed_asset_runs_once(bad_day: BadDay) ->
     for name, count in before.items():  # the healthy chain's code did not change
         assert len(bad_day.events("materialization", name)) == count
     assert bad_day.daemon.terminate() == 0
+
+
+def _worker_running(root: Path, state: str, asset: str) -> int:
+    """The pid of the worker running ``asset``: the run is logged as started once committed,
+    a moment before a worker has taken it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = json.loads(hw_project(root, "health", "--json", state=state).stdout)
+        for worker in health["executor"]["workers"]:
+            if worker.get("asset") == asset:
+                return int(worker["pid"])
+    raise AssertionError(f"no worker took {asset} within 30 s")
 
 
 def _alive(pid: int) -> bool:
@@ -327,8 +387,7 @@ def test_kill_9_of_the_daemon_leaves_no_worker_and_a_new_owner_starts(
     )  # fmt: skip
     try:
         started = daemon.wait_event("run_started", asset="sleeps")
-        health = json.loads(hw_project(tmp_path, "health", "--json").stdout)
-        (worker,) = [w["pid"] for w in health["executor"]["workers"] if w.get("asset")]
+        worker = _worker_running(tmp_path, "state", "sleeps")
         daemon.kill9()
         assert not _alive(worker), "the worker outlived its daemon (kill -9)"
     finally:

@@ -10,6 +10,7 @@ is *queued*, which ``why`` and ``status`` show from the daemon's live state.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome
+from headwater.execution.executors import Executor
 from headwater.planning import NodeKey, NodeRecord, Plan, Request, Status, decide_step, plan
 from headwater.policies import Decision
 
@@ -286,7 +288,7 @@ class RunCycle:
                     await record_start()
                 else:
                     tg.start_soon(record_start)
-                outcome = await engine.executor.run(job, timeout)
+                outcome = await _run_guarded(engine.executor, job, timeout)
         except anyio.get_cancelled_exc_class():
             # Stopped past the grace period (the executor has stopped the function): say so,
             # so that a run still open at the next start means the owner died mid-run.
@@ -408,3 +410,17 @@ class _Solo:
             self._running -= 1
             self._alone = False
             self._changed.set()
+
+
+async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) -> Outcome:
+    """The executor's outcome; a bug in the executor itself fails this run, not the daemon."""
+    started = time.monotonic()
+    try:
+        return await executor.run(job, limit)
+    except Exception as exc:
+        _log.exception("executor_failed", asset=job.asset.key, partition=job.partition,
+                       run_id=job.run_id)  # fmt: skip
+        return Outcome(
+            ok=False, duration_ms=(time.monotonic() - started) * 1000,
+            error=f"the executor failed: {type(exc).__name__}: {exc}",
+        )  # fmt: skip

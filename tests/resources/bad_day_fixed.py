@@ -91,6 +91,17 @@ def hogs(hogs_go: dict) -> int:
     return len(bytearray(10**7))
 
 
+bomb = hw.FileSource("bomb", "triggers/bomb.parquet", loader=lambda path: path.stat().st_size)
+
+
+@hw.asset
+def reads_bomb(bomb: pd.DataFrame) -> int:
+    """A small Parquet file that expands past the worker's memory when read."""
+    return int(bomb)
+
+
 BAD = [raises, exits, hard_exit, segfault, spins, spins_long, lingers, wanders, chatty,
-       reconfigures, hogs]  # fmt: skip
-defs = hw.Definitions([landed, parsed, totals, *BAD, *(_go(a.key) for a in BAD)])
+       reconfigures, hogs, reads_bomb]  # fmt: skip
+defs = hw.Definitions(
+    [landed, parsed, totals, bomb, *BAD, *(_go(a.key) for a in BAD if a is not reads_bomb)]
+)

@@ -105,6 +105,17 @@ def hogs(hogs_go: dict) -> int:
         held.append(bytearray(10**7))
 
 
+bomb = hw.FileSource("bomb", "triggers/bomb.parquet")
+
+
+@hw.asset
+def reads_bomb(bomb: pd.DataFrame) -> int:
+    """A small Parquet file that expands past the worker's memory when read."""
+    return len(bomb)
+
+
 BAD = [raises, exits, hard_exit, segfault, spins, spins_long, lingers, wanders, chatty,
-       reconfigures, hogs]  # fmt: skip
-defs = hw.Definitions([landed, parsed, totals, *BAD, *(_go(a.key) for a in BAD)])
+       reconfigures, hogs, reads_bomb]  # fmt: skip
+defs = hw.Definitions(
+    [landed, parsed, totals, bomb, *BAD, *(_go(a.key) for a in BAD if a is not reads_bomb)]
+)

@@ -8,8 +8,8 @@ lines: the daemon sends ``("fork", spec)`` with the worker's pipe ends attached 
 over a SOCK_SEQPACKET pair; the server forks, answers ``("forked", pid)``, and reports each
 child's exit as ``("exited", pid, code)`` (code as ``Popen.returncode``: -N for signal N).
 
-The server dies with the daemon (PR_SET_PDEATHSIG, and the end of its socket), and each worker
-dies with the server, so kill -9 of the daemon leaves no worker behind.
+The server ends with the daemon (its socket reads EOF), and each worker dies with the server
+(PR_SET_PDEATHSIG), so kill -9 of the daemon leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -29,13 +29,19 @@ from typing import Any
 
 import anyio
 
-__all__ = ["ForkServer", "die_with_parent"]
+__all__ = ["ForkServer", "ForkServerGone", "die_with_parent"]
 
 _PRELOAD = ("pandas", "pyarrow", "pyarrow.parquet")
 _MAX_FDS = 8
 _MAX_MESSAGE = 1 << 20
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+_MAIN = f"import {__name__} as server; server.main()"
+"""Not ``-m``: that would run this module a second time, as ``__main__``."""
+
+
+class ForkServerGone(OSError):
+    """The fork server exited (or was killed) before it answered."""
 
 
 def _name(name: bytes) -> None:
@@ -76,7 +82,7 @@ class ForkServer:
         try:
             process = await anyio.to_thread.run_sync(
                 lambda: subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(theirs.fileno())],
+                    [sys.executable, "-c", _MAIN, str(theirs.fileno())],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -125,6 +131,10 @@ class ForkServer:
     def alive(self) -> bool:
         return self._alive
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     async def fork(self, spec: Any, fds: list[int]) -> int:
         """Start a worker running ``worker_main(spec, *fds)``; its pid."""
         async with self._lock:
@@ -138,7 +148,7 @@ class ForkServer:
                     await anyio.wait_writable(self._sock)
             while not self._forked:
                 if not self._alive:
-                    raise OSError("the fork server has exited")
+                    raise ForkServerGone("the fork server has exited")
                 await self._forked_event.wait()
                 self._forked_event = anyio.Event()
             return self._forked.pop(0)
@@ -246,7 +256,9 @@ def _child(
         os._exit(code)
 
 
-if __name__ == "__main__":
-    die_with_parent()
+def main() -> None:
+    # No parent-death signal here: it would fire when the daemon's *thread* that started the
+    # server ends (anyio retires idle threads). The server ends with the daemon all the same:
+    # its socket reads EOF when the daemon exits, kill -9 included.
     _name(b"headwater-fork")
     _serve(socket.socket(fileno=int(sys.argv[1])))

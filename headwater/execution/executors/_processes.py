@@ -37,7 +37,7 @@ from headwater._sizes import Size
 from headwater._statedir import WORKERS_LOCK
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore
-from headwater.execution.executors._forkserver import ForkServer
+from headwater.execution.executors._forkserver import ForkServer, ForkServerGone
 from headwater.execution.executors._frames import FrameReader, encode
 from headwater.execution.executors._output import OutputLines
 from headwater.execution.executors._worker import WorkerSpec
@@ -229,7 +229,7 @@ class ProcessPool:
         while True:
             while self._idle:
                 worker = self._idle.pop()
-                if worker.alive:
+                if worker.alive and worker.server.alive:  # its server's end is its own
                     return worker
                 await self._retire(worker)
             if len(self._workers) + self._starting < self._slots:
@@ -253,7 +253,13 @@ class ProcessPool:
     async def _start(self) -> _Worker:
         self._starting += 1
         try:
-            return await self._start_one()
+            try:
+                return await self._start_one()
+            except ForkServerGone:
+                _log.warning("fork_server_restarted")  # the next one forks from a fresh server
+                return await self._start_one()
+        except OSError as exc:  # out of pipes, of processes, or the server died twice
+            raise _WorkerFailed(str(exc)) from exc
         finally:
             self._starting -= 1
             self._changed.set()
@@ -351,18 +357,22 @@ class ProcessPool:
             )  # fmt: skip
 
         async with self._limiter:
-            try:
-                worker = await self._take()
-            except _WorkerFailed as exc:
-                return failed(f"the worker could not start: {exc}")
-            expected = worker.code_versions.get(job.asset.key)
-            if expected != job.code_version:
-                self._release(worker)
-                return failed(
-                    "the definitions on disk have changed since the daemon loaded them: "
-                    "reload the daemon (headwater reload) to run the new code"
-                )
-            return await self._run_on(worker, job, limit, failed)
+            for _ in range(self._slots + 1):
+                try:
+                    worker = await self._take()
+                except _WorkerFailed as exc:
+                    return failed(f"the worker could not start: {exc}")
+                expected = worker.code_versions.get(job.asset.key)
+                if expected != job.code_version:
+                    self._release(worker)
+                    return failed(
+                        "the definitions on disk have changed since the daemon loaded them: "
+                        "reload the daemon (headwater reload) to run the new code"
+                    )
+                outcome = await self._run_on(worker, job, limit, failed)
+                if outcome is not None:
+                    return outcome
+            return failed("every worker died before it could take the run")
 
     async def _run_on(
         self,
@@ -370,14 +380,21 @@ class ProcessPool:
         job: Job,
         limit: timedelta | None,
         failed: Callable[..., Outcome],
-    ) -> Outcome:
+    ) -> Outcome | None:
+        """The run's outcome; None if the worker had died before the job reached it (the
+        run goes to another worker)."""
         worker.job, worker.since = job, time.monotonic()
         worker.flag[0] = 0
         worker.output.begin(job.asset.key, job.partition, job.run_id)
         message = (job.asset.key, job.partition, job.run_id, job.now, job.inputs,
                    job.code_version)  # fmt: skip
         try:
-            await _send(worker.fds["jobs"], encode(message))
+            try:
+                await _send(worker.fds["jobs"], encode(message))
+            except BrokenPipeError:
+                worker.output.end()
+                await self._retire(worker)
+                return None
             with anyio.move_on_after(None if limit is None else limit.total_seconds()):
                 reply = await worker.next_message()
                 worker.drain_output()
@@ -397,7 +414,7 @@ class ProcessPool:
                 worker.drain_output()
                 tail = worker.output.end()
                 await self._retire(worker)
-                return replace(failed(_death(code), tail), where=_crash_site(tail))
+                return replace(failed(self._death(code, tail), tail), where=_crash_site(tail))
             assert limit is not None
             await self._stop(worker, "timeout")
             return failed(f"timed out after {format_duration(limit)}", worker.output.end())
@@ -420,6 +437,15 @@ class ProcessPool:
                 worker.signal(signal.SIGKILL)
         worker.drain_output()
         await self._retire(worker)
+
+    def _death(self, code: int | None, stderr: str | None) -> str:
+        """Why a worker died. Under ``worker_memory`` (an address-space limit) a native
+        library that cannot allocate may abort rather than raise — glibc exits 127 when it
+        cannot make a thread — so its last words decide."""
+        memory = self._spec.memory
+        if memory is not None and stderr and _NATIVE_OUT_OF_MEMORY.search(stderr):
+            return f"out of memory (limit {memory})"
+        return _death(code)
 
     def _supersede(self, worker: _Worker) -> None:
         store = self._store
@@ -444,9 +470,15 @@ class ProcessPool:
             else:
                 entry["state"] = "idle" if w in self._idle else "starting"
             workers.append(entry)
-        return {"executor": self.kind, "slots": self._slots, "workers": workers}
+        server = self._server
+        forking = server.pid if server is not None and server.alive else None
+        return {"executor": self.kind, "slots": self._slots, "workers": workers,
+                "fork_server": forking}  # fmt: skip
 
 
+_NATIVE_OUT_OF_MEMORY = re.compile(
+    r"cannot allocate memory|std::bad_alloc|MemoryError|out of memory", re.IGNORECASE
+)
 _FRAME = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _NOT_USER = (
     str(Path(__file__).resolve().parents[2]),

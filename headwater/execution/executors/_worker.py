@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import pickle
+import re
 import resource
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from headwater.execution._store import FilesystemStore, IOManager
 from headwater.execution.executors._frames import encode, read_frame, write_all
 
 __all__ = ["WorkerSpec", "worker_main"]
+
+_OUT_OF_MEMORY = re.compile(r"(^|[\s(])\w*MemoryError\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,9 @@ def worker_main(
             sys.stderr.flush()
         if Path.cwd() != home:  # the next function starts where every function starts
             os.chdir(home)
-        if outcome.error is not None and outcome.error.startswith("MemoryError"):
+        if outcome.error is not None and _OUT_OF_MEMORY.search(outcome.error):
+            # MemoryError, pyarrow's ArrowMemoryError, numpy's _ArrayMemoryError: the details
+            # stay in the traceback
             limit = f" (limit {spec.memory})" if spec.memory is not None else ""
             outcome = replace(outcome, error=f"out of memory{limit}")
         write_all(results_fd, _encode_outcome(outcome))
