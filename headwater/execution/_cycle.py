@@ -27,7 +27,16 @@ from headwater.definitions import AssetDef
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome
 from headwater.execution.executors import Executor
-from headwater.planning import NodeKey, NodeRecord, Plan, Request, Status, decide_step, plan
+from headwater.planning import (
+    NodeKey,
+    NodeRecord,
+    Plan,
+    Request,
+    Status,
+    Wavefront,
+    decide_step,
+    plan,
+)
 from headwater.policies import Decision
 
 if TYPE_CHECKING:
@@ -159,47 +168,55 @@ class RunCycle:
         result: TickResult,
         on_step: StepCallback | None,
     ) -> None:
-        done = {node: anyio.Event() for node in current.steps}
-
-        def report(node: NodeKey, outcome: str) -> None:
-            if on_step is not None:
-                on_step(node, outcome)
+        """Decide (and run) the seeds, then whatever their outputs reach, each partition once
+        nothing upstream of it is pending. A task exists only for a partition being decided."""
+        engine = self.engine
+        front = Wavefront(engine.evaluator(), current.steps)
 
         async def step(node: NodeKey) -> None:
+            reaches = False
             try:
-                for parent in current.parents[node]:
-                    await done[parent].wait()
                 if self.stopping:
                     result.skipped[node] = STOPPING
-                    report(node, "skipped")
-                    return
-                claim = await self._claim(node)
-                try:
-                    self.engine.dirty.discard(node)
-                    outcome = await self._step(node, requests.get(node), result)
-                except StorageFailure as failure:  # siblings go on; recovery re-plans this
-                    result.skipped[node] = f"not recorded: {failure}"
                     outcome = "skipped"
-                finally:
-                    del self._claims[node]
-                    claim.set()
-                report(node, outcome)
+                else:
+                    claim = await self._claim(node)
+                    before = engine.state.version(node)
+                    try:
+                        engine.dirty.discard(node)
+                        outcome = await self._step(node, requests.get(node), result)
+                    except StorageFailure as failure:  # siblings go on; recovery re-plans this
+                        result.skipped[node] = f"not recorded: {failure}"
+                        outcome = "skipped"
+                    finally:
+                        del self._claims[node]
+                        claim.set()
+                    # What its children can see: a new version, a failure, a notable decision.
+                    reaches = outcome in ("failed", "held") or (
+                        outcome == "materialized" and engine.state.version(node) != before
+                    )
+                result.decided += 1
+                if on_step is not None:
+                    on_step(node, "skipped" if outcome == "held" else outcome)
             finally:
-                done[node].set()
+                front.finished(node, engine.evaluator() if reaches else None)
+                for ready in front.take_ready():
+                    tg.start_soon(step, ready)
 
         async with anyio.create_task_group() as tg:
-            for node in current.steps:
+            for node in front.take_ready():
                 tg.start_soon(step, node)
 
     async def _step(self, node: NodeKey, request: Request | None, result: TickResult) -> str:
-        """Decide once the planned parents are done; if it runs, queue for a slot and run."""
+        """Decide; if it runs, queue for a slot and run. "held" is a notable decision not to
+        run (waiting, manual, ...), which its children must hear of too."""
         engine = self.engine
         status, decision = decide_step(engine.evaluator(), node, request)
         if request is not None and status.state == "fresh" and await engine.value_gone(node):
             status, decision = decide_step(engine.evaluator(), node, request)  # missing now
         if decision.kind != "run":
             await self._note_decision(node, decision, result)
-            return "skipped"
+            return "held" if decision.notable else "skipped"
         self.in_flight[node] = InFlight(*node, "queued", engine.clock.now(), decision.reason)
         try:
             record = engine.state.record(node)
@@ -215,7 +232,7 @@ class RunCycle:
                 status, decision = decide_step(engine.evaluator(), node, request)
                 if decision.kind != "run":
                     await self._note_decision(node, decision, result)
-                    return "skipped"
+                    return "held" if decision.notable else "skipped"
                 retrying = request is None and status.state == "failed"
                 return await self._run(node, status, decision.reason, result, retrying=retrying)
         finally:

@@ -21,6 +21,9 @@ class TickResult:
     """Partitions a policy held back (waiting, manual, ...) with the reason."""
     failed: dict[tuple[str, str | None], str] = field(default_factory=dict)
     """Partitions whose run failed, with the error message."""
+    decided: int = 0
+    """Partitions the tick decided (ran or not): the work a change reached. A change that
+    early cutoff stops reaches nothing below the partition that produced the same version."""
 
     @property
     def assets(self) -> set[str]:
@@ -33,3 +36,4 @@ class TickResult:
         self.materialized.extend(other.materialized)
         self.skipped.update(other.skipped)
         self.failed.update(other.failed)
+        self.decided += other.decided

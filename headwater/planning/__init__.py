@@ -18,6 +18,7 @@ from headwater.planning._state import (
     State,
 )
 from headwater.planning._status import Evaluator, Status, node_label
+from headwater.planning._wavefront import Wavefront
 
 __all__ = [
     "CheckRecord",
@@ -32,6 +33,7 @@ __all__ = [
     "Schedule",
     "State",
     "Status",
+    "Wavefront",
     "decide_step",
     "expand_selection",
     "explain",

@@ -1,0 +1,282 @@
+"""Cost against graph size on the DAG shape Dagster benchmarks with, next to issue 9's targets.
+
+The graph: N assets in layers of width ⌊√N⌋; every asset of a layer reads 1-3 assets of the
+layer before (``random.Random(42)``); each asset of the first layer reads its own source. The
+root is the first asset of the first layer. Its function returns ``source // 10**9``, every
+other ``sum(inputs) + 1``, so:
+
+- cut-off: the root's source changes by 1 (timed: the tick after the observation): the root runs and returns the same value, and
+  nothing below it may cost anything (early cutoff);
+- all-changed: the root's source changes by 10**9: every asset of the root's closure runs.
+
+Each size runs in its own process (for its peak RSS), on a state directory seeded with one
+observation per source and one materialization per asset (values written, nothing to do).
+Printed per size, as medians over repeats: open (rebuild the state from the log), the first
+full evaluation (nothing to run), the cut-off tick and how many partitions it decided, the
+all-changed tick (sizes up to --all-changed-max) and its cost per run, and peak RSS. Then
+trivial materializations for a chain of 500 and for 500 independent assets, and committed
+event-log appends per second for one writer.
+
+    python benchmarks/scale.py [--sizes 1000 10000 100000] [--repeats 5] [--all-changed-max 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import pickle
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+import headwater as hw
+from headwater._clock import VirtualClock, parse_instant
+from headwater._events import Event, EventKind
+from headwater.eventlog import open_event_log
+from headwater.execution import Engine
+from headwater.versions import data_version
+
+NOW = parse_instant("2026-01-05T00:00:00Z")
+CUT = 10**9
+
+
+def root(x: int) -> int:
+    return x // CUT
+
+
+def one(p0: int) -> int:
+    return p0 + 1
+
+
+def two(p0: int, p1: int) -> int:
+    return p0 + p1 + 1
+
+
+def three(p0: int, p1: int, p2: int) -> int:
+    return p0 + p1 + p2 + 1
+
+
+_FUNCTIONS: dict[int, Callable[..., int]] = {1: one, 2: two, 3: three}
+
+
+def dagster_shape(n: int) -> tuple[hw.Definitions, dict[str, list[str]]]:
+    """The definitions, and each asset's inputs in parameter order (sources included)."""
+    width = max(1, math.isqrt(n))
+    rng = random.Random(42)
+    nodes: list[Any] = []
+    inputs: dict[str, list[str]] = {}
+    layers: list[list[str]] = []
+    made = 0
+    while made < n:
+        layer = []
+        for j in range(min(width, n - made)):
+            key = f"l{len(layers)}/a{j}"
+            if not layers:
+                nodes.append(hw.source(f"s{j}"))
+                inputs[key] = [f"s{j}"]
+                nodes.append(hw.asset(key, ins={"x": f"s{j}"})(root))
+            else:
+                previous = layers[-1]
+                parents = rng.sample(previous, rng.randint(1, min(3, len(previous))))
+                inputs[key] = parents
+                ins = {f"p{i}": parent for i, parent in enumerate(parents)}
+                nodes.append(hw.asset(key, ins=ins)(_FUNCTIONS[len(parents)]))
+            layer.append(key)
+        layers.append(layer)
+        made += len(layer)
+    return hw.Definitions(nodes), inputs
+
+
+def closure(defs: hw.Definitions, key: str) -> int:
+    return len(defs.graph.descendants([key])) + 1
+
+
+async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Path) -> None:
+    """One observation per source (value 1) and one materialization per asset with the value
+    its function gives, values written (without fsync: this is set-up, not measured)."""
+    values: dict[str, int] = {}
+    versions: dict[str, str] = {}
+    batch: list[Event] = []
+    async with Engine.open(defs, state_dir, VirtualClock(NOW)) as engine:
+        order = defs.graph.order
+        for key in sorted(defs.nodes, key=order.__getitem__):
+            node = defs.nodes[key]
+            if isinstance(node, hw.SourceDef):
+                values[key] = 1
+            else:
+                args = [values[parent] for parent in inputs[key]]
+                values[key] = node.fn(*args)
+            versions[key] = data_version(values[key])
+            folder = state_dir / "values" / key
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "value.pickle").write_bytes(pickle.dumps(values[key], protocol=5))
+            if isinstance(node, hw.SourceDef):
+                batch.append(
+                    Event(
+                        kind=EventKind.OBSERVATION,
+                        timestamp=NOW,
+                        asset=key,
+                        data_version=versions[key],
+                    )
+                )
+            else:
+                payload = {
+                    "code_version": defs.code_version(key),
+                    "inputs": [[parent, None, versions[parent]] for parent in inputs[key]],
+                }
+                batch.append(
+                    Event(
+                        kind=EventKind.MATERIALIZATION, timestamp=NOW, asset=key, run_id="seed",
+                        data_version=versions[key], payload=payload,
+                    )
+                )  # fmt: skip
+            if len(batch) >= 20_000:
+                await engine.append(batch)
+                batch = []
+        await engine.append(batch)
+
+
+async def measure(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
+    defs, inputs = dagster_shape(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        state_dir = Path(tmp)
+        await seed(defs, inputs, state_dir)
+        t = time.perf_counter()
+        async with Engine.open(defs, state_dir, VirtualClock(NOW)) as engine:
+            out: dict[str, Any] = {"open": time.perf_counter() - t}
+            t = time.perf_counter()
+            quiet = await engine.tick()
+            out["full"] = time.perf_counter() - t
+            assert quiet.materialized == [], "the seeded graph should be fresh"
+            cut, decided = [], []
+            for r in range(repeats):
+                await engine.observe("s0", value=2 + r)
+                t = time.perf_counter()
+                result = await engine.tick()
+                cut.append(time.perf_counter() - t)
+                decided.append(result.decided)
+                assert result.materialized == [("l0/a0", None)], result
+            out["cut"] = statistics.median(cut)
+            out["cut_decided"] = max(decided)
+            if all_changed:
+                runs = closure(defs, "l0/a0")
+                times = []
+                for r in range(max(1, repeats // 2)):
+                    await engine.observe("s0", value=(r + 1) * CUT)
+                    t = time.perf_counter()
+                    result = await engine.tick()
+                    times.append(time.perf_counter() - t)
+                    assert len(result.materialized) == runs, (len(result.materialized), runs)
+                out["all"] = statistics.median(times)
+                out["all_runs"] = runs
+    out["closure"] = closure(defs, "l0/a0")
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+async def throughput(n: int, serial: bool) -> float:
+    """Milliseconds per trivial materialization (default store, threads executor)."""
+
+    def trivial(prev: Any) -> int:
+        return 1
+
+    nodes: list[Any] = [hw.source("src")]
+    upstream = "src"
+    for i in range(n):
+        nodes.append(hw.asset(f"a{i}", ins={"prev": upstream if serial else "src"})(trivial))
+        upstream = f"a{i}"
+    defs = hw.Definitions(nodes)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Engine.open(defs, Path(tmp), VirtualClock(NOW)) as engine:
+            await engine.observe("src", "v1")
+            t = time.perf_counter()
+            result = await engine.tick()
+            elapsed = time.perf_counter() - t
+    assert len(result.materialized) == n
+    return elapsed / n * 1000
+
+
+async def appends(n: int) -> float:
+    """Committed event-log appends per second, one writer, one event per write."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with open_event_log(Path(tmp)) as log:
+            t = time.perf_counter()
+            for i in range(n):
+                await log.write(
+                    [Event(kind="observation", timestamp=NOW, asset="s", data_version=str(i))]
+                )
+            return n / (time.perf_counter() - t)
+
+
+def _one(n: int, repeats: int, all_changed: bool) -> None:
+    result = anyio.run(measure, n, repeats, all_changed, backend="asyncio")
+    print(json.dumps(result))
+
+
+def _in_child(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--one", str(n), "--repeats", str(repeats)]
+    if all_changed:
+        args.append("--all-changed")
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def main(sizes: list[int], repeats: int, all_changed_max: int) -> None:
+    print("Dagster-shaped DAG (width √N, 1-3 parents from the layer before, Random(42))")
+    print(
+        f"{'assets':>8} {'closure':>8} {'open':>8} {'full eval':>10} {'cut-off tick':>13} "
+        f"{'decided':>8} {'all-changed':>12} {'per run':>9} {'peak RSS':>9}"
+    )
+    results = {}
+    for n in sizes:
+        r = results[n] = _in_child(n, repeats, n <= all_changed_max)
+        every = f"{r['all']:>11.2f}s {r['all'] / r['all_runs'] * 1e3:>7.2f}ms" if "all" in r else (
+            f"{'-':>12} {'-':>9}"
+        )  # fmt: skip
+        print(
+            f"{n:>8} {r['closure']:>8} {r['open']:>7.2f}s {r['full']:>9.2f}s "
+            f"{r['cut'] * 1e3:>11.2f}ms {r['cut_decided']:>8} {every} {r['rss_mb']:>7.0f}MB"
+        )
+    small, large = min(sizes), max(sizes)
+    if small != large:
+        ratio = results[large]["cut"] / results[small]["cut"]
+        print(f"cut-off tick {large:,} / {small:,}: {ratio:.2f}x (target: within 2x, and <= 5 ms)")
+    chain = statistics.median([anyio.run(throughput, 500, True) for _ in range(3)])
+    independent = statistics.median([anyio.run(throughput, 500, False) for _ in range(3)])
+    print(f"trivial materialization, chain of 500:      {chain:.2f} ms/run (target 0.5)")
+    print(
+        f"trivial materialization, 500 independent:   {independent:.2f} ms/run, "
+        f"{1000 / independent:,.0f}/s (target 3,000/s)"
+    )
+    print(f"event-log appends/s, one writer, committed: {anyio.run(appends, 2_000):,.0f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--all-changed-max", type=int, default=5_000)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--all-changed", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.one:
+        _one(args.one, args.repeats, args.all_changed)
+    else:
+        main(args.sizes, args.repeats, args.all_changed_max)

@@ -1,0 +1,151 @@
+"""Which partitions a tick may decide next: the wavefront of a change. Pure.
+
+A tick does not expand a change to its whole downstream closure up front. It starts from the
+seeds (what is dirty and wants to run, and what was requested) and reaches a partition's
+children only once that partition has produced something they can see: a new data version, a
+failure, or a notable decision. A change that early cutoff stops therefore costs what it
+reached, never what lies below it (a root whose function returns the same value decides one
+partition, whether 100 or 100,000 lie downstream).
+
+Each partition is decided at most once per tick, and only when nothing still pending in the
+tick is upstream of it: deciding earlier could run it on an input about to change, and run it
+twice. "Upstream" is followed through the edge mappings (same partition, all partitions, one
+partition for all), and a search for it stops at the topological position of the earliest
+pending asset, so it looks only at the part of the graph the wavefront can still change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+
+from headwater.definitions import AssetDef, AssetGraph, EdgeMapping
+from headwater.planning._state import NodeKey
+from headwater.planning._status import Evaluator
+
+__all__ = ["Wavefront", "pending_upstream"]
+
+_Up = tuple[str, str | None, bool]
+"""An upstream position: asset, partition, and whether any partition of it counts."""
+
+
+class Wavefront:
+    """The pending partitions of one tick, and which of them may be decided now."""
+
+    def __init__(self, ev: Evaluator, seeds: Iterable[NodeKey]) -> None:
+        self._graph = ev.graph
+        self._pending: dict[str, set[str | None]] = {}
+        self._waiting: dict[NodeKey, list[NodeKey]] = {}
+        self._ready: list[NodeKey] = []
+        self.reached: set[NodeKey] = set()
+        """Every partition that has been pending in this tick."""
+        new = [node for node in seeds if self._add(node)]
+        self._try_all(new)
+
+    def __bool__(self) -> bool:
+        """Whether anything is still pending (ready, waiting or being decided)."""
+        return bool(self._pending)
+
+    def take_ready(self) -> list[NodeKey]:
+        """The partitions that may be decided now, in topological order; each once."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def finished(self, node: NodeKey, ev: Evaluator | None) -> None:
+        """``node`` is decided (and run, if it ran). Given an evaluator, its output changed
+        something its children can see: those that react to upstream changes are reached."""
+        partitions = self._pending.get(node[0])
+        if partitions is not None:
+            partitions.discard(node[1])
+            if not partitions:
+                del self._pending[node[0]]
+        new: list[NodeKey] = []
+        if ev is not None:
+            for child in ev.children(node):
+                asset = ev.defs.nodes[child[0]]
+                assert isinstance(asset, AssetDef)
+                if (
+                    asset.policy.reacts_to_upstream
+                    and not ev.backfill_only(asset, child[1])
+                    and self._add(child)
+                ):
+                    new.append(child)
+        self._try_all(self._waiting.pop(node, []) + new)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _add(self, node: NodeKey) -> bool:
+        if node in self.reached:
+            return False
+        self.reached.add(node)
+        self._pending.setdefault(node[0], set()).add(node[1])
+        return True
+
+    def _try_all(self, nodes: list[NodeKey]) -> None:
+        order = self._graph.order
+        for node in sorted(nodes, key=lambda n: (order[n[0]], n[1] or "")):
+            blocker = self._pending_upstream(node)
+            if blocker is None:
+                self._ready.append(node)
+            else:
+                self._waiting.setdefault(blocker, []).append(node)
+
+    def _pending_upstream(self, node: NodeKey) -> NodeKey | None:
+        return pending_upstream(self._graph, node, self._pending)
+
+
+def pending_upstream(
+    graph: AssetGraph,
+    node: NodeKey,
+    pending: Mapping[str, AbstractSet[str | None]],
+    clear: set[_Up] | None = None,
+) -> NodeKey | None:
+    """A pending partition upstream of ``node`` (through any number of assets), if any.
+
+    ``clear`` remembers positions known to have nothing pending upstream, for callers that
+    only ever add pending partitions downstream of what they have asked about (the planner,
+    which walks the dirty set in topological order).
+    """
+    if not pending:
+        return None
+    floor = min(graph.order[asset] for asset in pending)
+    return _search(graph, (node[0], node[1], False), pending, floor, clear)
+
+
+def _search(
+    graph: AssetGraph,
+    start: _Up,
+    pending: Mapping[str, AbstractSet[str | None]],
+    floor: int,
+    clear: set[_Up] | None,
+) -> NodeKey | None:
+    stack = [start]
+    seen: set[_Up] = set()
+    while stack:
+        asset, partition, any_partition = stack.pop()
+        for parent in graph.parents[asset]:
+            if graph.order[parent] < floor:
+                continue
+            mapping = graph.mapping(parent, asset)
+            up: _Up
+            if any_partition or mapping is EdgeMapping.ALL:
+                up = (parent, None, True)
+            elif mapping is EdgeMapping.IDENTITY:
+                up = (parent, partition, False)
+            else:
+                up = (parent, None, False)
+            if up in seen:
+                continue
+            seen.add(up)
+            held = pending.get(parent)
+            if held:
+                if up[2]:
+                    return parent, next(iter(held))
+                if up[1] in held:
+                    return parent, up[1]
+            if clear is None or up not in clear:  # a cleared position may be pending itself
+                stack.append(up)
+    if clear is not None:
+        clear.update(seen)
+        clear.add(start)
+    return None

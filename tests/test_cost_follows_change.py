@@ -1,0 +1,136 @@
+"""Work after a change follows what the change reached, not the size of the graph: counted
+(partitions decided, functions called), never timed. The graph is the shape Dagster benchmarks
+with: layers of width √N, each asset reading 1-3 assets of the layer before."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+import headwater as hw
+from headwater.testing import Harness
+
+CUT = 10**9
+
+
+class _Memory:
+    """Values in a dict: this module counts decisions, and fsyncs would only slow it down."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str | None], Any] = {}
+
+    def save(self, asset: str, partition: str | None, value: Any) -> None:
+        self.values[(asset, partition)] = value
+
+    def load(self, asset: str, partition: str | None) -> Any:
+        return self.values[(asset, partition)]
+
+
+def root(x: int) -> int:
+    return x // CUT
+
+
+def one(p0: int) -> int:
+    return p0 + 1
+
+
+def two(p0: int, p1: int) -> int:
+    return p0 + p1 + 1
+
+
+def three(p0: int, p1: int, p2: int) -> int:
+    return p0 + p1 + p2 + 1
+
+
+def _layered(n: int) -> hw.Definitions:
+    width = math.isqrt(n)
+    rng = random.Random(42)
+    store = _Memory()
+    functions: dict[int, Callable[..., int]] = {1: one, 2: two, 3: three}
+    nodes: list[Any] = [hw.source("s0")]
+    nodes.append(hw.asset("l0/a0", ins={"x": "s0"}, io=store)(root))
+    layers = [["l0/a0"]]
+    made = 1
+    while made < n:
+        layer = [f"l{len(layers)}/a{j}" for j in range(min(width, n - made))]
+        for key in layer:
+            parents = rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1]))))
+            ins = {f"p{i}": parent for i, parent in enumerate(parents)}
+            nodes.append(hw.asset(key, ins=ins, io=store)(functions[len(parents)]))
+        layers.append(layer)
+        made += len(layer)
+    return hw.Definitions(nodes)
+
+
+@pytest.mark.parametrize("n", [100, 1_000])
+def test_a_change_cut_off_at_the_root_decides_one_partition_whatever_lies_below(n: int) -> None:
+    defs = _layered(n)
+    below = len(defs.graph.descendants(["l0/a0"]))
+    assert below >= n // 2  # the root's closure is most of the graph
+    with Harness(defs) as h:
+        h.observe("s0", value=1)
+        assert len(h.tick().materialized) == below + 1
+        h.observe("s0", value=2)  # the root returns 2 // 10**9 == 0 again
+        cut = h.tick()
+        assert cut.materialized == [("l0/a0", None)]
+        assert cut.decided == 1
+        h.observe("s0", value=3 * CUT)  # now every asset below changes
+        changed = h.tick()
+        assert len(changed.materialized) == len(set(changed.materialized)) == below + 1
+        assert changed.decided == below + 1
+
+
+def _calls(fn: Callable[[], object]) -> int:
+    """Python and C function calls made by ``fn()``, in this thread and those it starts (the
+    harness's event loop, and the worker threads it hands blocking work to)."""
+    count = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    threading.setprofile(profile)
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+    return count
+
+
+def test_compute_code_versions_makes_calls_in_proportion_to_the_assets() -> None:
+    small, large = _layered(200), _layered(2_000)
+    ratio = _calls(large.compute_code_versions) / _calls(small.compute_code_versions)
+    assert ratio < 12, f"10x the assets made {ratio:.1f}x the calls (quadratic: ~100x)"
+
+
+def test_the_first_full_evaluation_makes_calls_in_proportion_to_the_assets(
+    tmp_path: Path,
+) -> None:
+    """Loading the definitions, opening a state directory with history and evaluating
+    everything once, with nothing to run."""
+
+    def evaluate(n: int) -> Callable[[], object]:
+        state_dir = tmp_path / str(n)
+        with Harness(_layered(n), state_dir=state_dir) as h:
+            h.observe("s0", value=1)
+            h.tick()
+
+        def again() -> object:
+            with Harness(_layered(n), state_dir=state_dir) as reopened:
+                return reopened.tick()
+
+        return again
+
+    ratio = _calls(evaluate(2_000)) / _calls(evaluate(200))
+    assert ratio < 15, f"10x the assets made {ratio:.1f}x the calls"
