@@ -9,8 +9,9 @@ other ``sum(inputs) + 1``, so:
   nothing below it may cost anything (early cutoff);
 - all-changed: the root's source changes by 10**9: every asset of the root's closure runs.
 
-Each size runs in its own process (for its peak RSS), on a state directory seeded with one
-observation per source and one materialization per asset (values written, nothing to do).
+Each size runs in its own process (for its peak RSS), on a state directory seeded by yet another
+with one observation per source and one materialization per asset (values written, nothing to
+do).
 Printed per size, as medians over repeats: open (rebuild the state from the log), the first
 full evaluation (nothing to run), the cut-off tick and how many partitions it decided, the
 all-changed tick (sizes up to --all-changed-max) and its cost per run, and peak RSS. Then
@@ -150,10 +151,12 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
 
 
 async def measure(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
-    defs, inputs = dagster_shape(n)
+    defs, _ = dagster_shape(n)
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
-        await seed(defs, inputs, state_dir)
+        # Seeded by another process, so that this one's peak RSS is the engine's alone.
+        seeding = [sys.executable, __file__, "--seed", str(n), "--into", tmp]
+        await anyio.run_process(seeding, stdout=None, stderr=None)
         t = time.perf_counter()
         async with Engine.open(defs, state_dir, VirtualClock(NOW)) as engine:
             out: dict[str, Any] = {"open": time.perf_counter() - t}
@@ -273,10 +276,14 @@ if __name__ == "__main__":
     parser.add_argument("--all-changed-max", type=int, default=5_000)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--all-changed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    if args.one:
+    if args.seed:
+        anyio.run(seed, *dagster_shape(args.seed), args.into, backend="asyncio")
+    elif args.one:
         _one(args.one, args.repeats, args.all_changed)
     else:
         main(args.sizes, args.repeats, args.all_changed_max)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
-from headwater.planning import NodeKey, NodeRecord, Schedule, State
+from headwater.planning import Memo, NodeKey, NodeRecord, Schedule, State
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -99,9 +99,10 @@ def state_from_rows(
             raise MalformedRow(f"schedules row of asset {asset!r}", str(exc)) from None
     for name, key in dynamic:
         state.add_dynamic(name, [key])
+    memo = Memo()
     for asset, partition, record in records:
         try:
-            state.put((asset, partition or None), NodeRecord.from_json(record))
+            state.put((memo.text(asset), partition or None), NodeRecord.from_json(record, memo))
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             where = f"current_state row of asset {asset!r}, partition {partition!r}"
             raise MalformedRow(where, f"{type(exc).__name__}: {exc}") from None

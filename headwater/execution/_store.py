@@ -93,11 +93,13 @@ def write_atomically(
     target: Path,
     write: Callable[[IO[bytes]], None],
     publishing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    temp_dir: Path | None = None,
 ) -> None:
-    """Write a private temp file in the same folder, fsync, rename over ``target`` (inside
-    ``publishing()``), fsync the folder. The temp name is short and fixed-length, so a long
-    target name always fits; a link planted at ``target`` is replaced, never followed."""
-    tmp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    """Write a private temp file (in ``temp_dir``, on the same filesystem, or beside
+    ``target``), fsync, rename over ``target`` (inside ``publishing()``), fsync ``target``'s
+    folder. The temp name is short and fixed-length, so a long target name always fits; a link
+    planted at ``target`` is replaced, never followed."""
+    tmp = (temp_dir or target.parent) / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with open(fd, "wb") as f:
@@ -138,6 +140,10 @@ class FilesystemStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.temp_dir = root / ".tmp"
+        """Where values are written before they are renamed into place: one folder, so that
+        opening clears a crash's leftovers without walking every asset's (no key starts
+        with a dot)."""
         self._safe_dirs: set[Path] = set()
         self._root_made = False
 
@@ -225,7 +231,8 @@ class FilesystemStore:
 
         try:
             self._folder(target.parent, create=True)
-            write_atomically(target, write, publishing)
+            self._folder(self.temp_dir, create=True)
+            write_atomically(target, write, publishing, self.temp_dir)
         except OSError as exc:
             raise storage_failure(exc, target.parent) or exc from None
 
@@ -338,13 +345,16 @@ class FilesystemStore:
             raise storage_failure(exc, self.root) or exc from None
 
     def remove_temp_files(self) -> int:
-        """Delete temp files a crash left behind; return how many. Links are not followed."""
-        count = 0
-        if not self.root.is_dir() or self.root.is_symlink():
+        """Delete temp files a crash left behind; return how many. Links are not followed.
+        (Temp files that earlier versions left beside the values go with ``prune --values``.)"""
+        try:
+            self._folder(self.temp_dir, create=False)
+            paths = list(self.temp_dir.iterdir())
+        except (FileNotFoundError, UnsafePath):
             return 0
-        for folder, _, files in os.walk(self.root):  # os.walk does not follow links
-            for name in files:
-                if name.startswith(TEMP_PREFIX):
-                    Path(folder, name).unlink(missing_ok=True)
-                    count += 1
+        count = 0
+        for path in paths:
+            if path.name.startswith(TEMP_PREFIX):
+                path.unlink(missing_ok=True)
+                count += 1
         return count

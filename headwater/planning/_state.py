@@ -8,15 +8,25 @@ takes the record.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 
-__all__ = ["CheckRecord", "Failure", "InputVersions", "NodeKey", "NodeRecord", "Schedule", "State"]
+__all__ = [
+    "CheckRecord",
+    "Failure",
+    "InputVersions",
+    "Memo",
+    "NodeKey",
+    "NodeRecord",
+    "Schedule",
+    "State",
+]
 
 NodeKey = tuple[str, str | None]
 InputVersions = tuple[tuple[str, str | None, str], ...]
@@ -33,6 +43,27 @@ def _dt(value: Any) -> datetime | None:
 
 def inputs_from_json(raw: Iterable[Sequence[Any]]) -> InputVersions:
     return tuple(sorted((str(a), None if p is None else str(p), str(v)) for a, p, v in raw))
+
+
+class Memo:
+    """Equal strings and instants shared between the records of one load: a version appears
+    in its own record and in each reader's inputs, and most records of a state directory share
+    a handful of code versions and timestamps."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self._instants: dict[str, datetime] = {}
+
+    def text(self, value: str) -> str:
+        return self._texts.setdefault(value, value)
+
+    def instant(self, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        parsed = self._instants.get(value)
+        if parsed is None:
+            parsed = self._instants[value] = parse_timestamp(value)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,59 +134,70 @@ class NodeRecord:
         return None
 
     def to_json(self) -> str:
-        failure = self.failure
-        return json.dumps(
-            {
-                "version": self.version,
-                "changed_at": _ts(self.changed_at),
-                "materialized_at": _ts(self.materialized_at),
-                "run_id": self.run_id,
-                "code_version": self.code_version,
-                "inputs": [list(t) for t in self.inputs],
-                "failure": None
-                if failure is None
-                else {
-                    "at": _ts(failure.at),
-                    "run_id": failure.run_id,
-                    "error": failure.error,
-                    "code_version": failure.code_version,
-                    "inputs": [list(t) for t in failure.inputs],
-                    "attempts": failure.attempts,
-                    "where": failure.where,
-                    "final": failure.final,
-                },
-                "running": self.running,
-                "decision": None if self.decision is None else list(self.decision),
-                "checks": [
-                    [c.name, c.passed, c.blocking, c.data_version, c.error] for c in self.checks
-                ],
-                "pending_since": _ts(self.pending_since),
-                "late": self.late,
-                "lost_at": _ts(self.lost_at),
-                "appeared_at": _ts(self.appeared_at),
-                "crashes": self.crashes,
-            },
-            separators=(",", ":"),
-        )
+        """Compact: fields at their default are left out (``from_json`` restores them)."""
+        out: dict[str, Any] = {}
+        for name, value in (
+            ("version", self.version),
+            ("changed_at", _ts(self.changed_at)),
+            ("materialized_at", _ts(self.materialized_at)),
+            ("run_id", self.run_id),
+            ("code_version", self.code_version),
+            ("inputs", self.inputs),
+            ("running", self.running),
+            ("decision", self.decision),
+            ("checks", [[c.name, c.passed, c.blocking, c.data_version, c.error]
+                        for c in self.checks]),
+            ("pending_since", _ts(self.pending_since)),
+            ("late", self.late),
+            ("lost_at", _ts(self.lost_at)),
+            ("appeared_at", _ts(self.appeared_at)),
+            ("crashes", self.crashes),
+        ):  # fmt: skip
+            if value:
+                out[name] = value
+        if (failure := self.failure) is not None:
+            out["failure"] = {
+                "at": _ts(failure.at),
+                "run_id": failure.run_id,
+                "error": failure.error,
+                "code_version": failure.code_version,
+                "inputs": failure.inputs,
+                "attempts": failure.attempts,
+                "where": failure.where,
+                "final": failure.final,
+            }
+        return orjson.dumps(out).decode()
 
     @classmethod
-    def from_json(cls, text: str) -> NodeRecord:
+    def from_json(cls, text: str, memo: Memo | None = None) -> NodeRecord:
         """Raises ValueError (or TypeError) for a record of the wrong shape or types."""
-        raw = json.loads(text)
+        raw = orjson.loads(text)
         if not isinstance(raw, dict):
             raise ValueError("the record is not a JSON object")
         for name in ("version", "run_id", "code_version", "running"):
             if raw.get(name) is not None and not isinstance(raw[name], str):
                 raise ValueError(f"{name} is {type(raw[name]).__name__}, not text")
+        memo = memo or Memo()
+        share, when = memo.text, memo.instant
+
+        def inputs(raw_inputs: Iterable[Sequence[Any]]) -> InputVersions:
+            return tuple(
+                sorted(
+                    (share(str(a)), None if p is None else str(p), share(str(v)))
+                    for a, p, v in raw_inputs
+                )
+            )
+
         f = raw.get("failure")
         decision = raw.get("decision")
+        version, code = raw.get("version"), raw.get("code_version")
         return cls(
-            version=raw.get("version"),
-            changed_at=_dt(raw.get("changed_at")),
-            materialized_at=_dt(raw.get("materialized_at")),
+            version=None if version is None else share(version),
+            changed_at=when(raw.get("changed_at")),
+            materialized_at=when(raw.get("materialized_at")),
             run_id=raw.get("run_id"),
-            code_version=raw.get("code_version"),
-            inputs=inputs_from_json(raw.get("inputs", ())),
+            code_version=None if code is None else share(code),
+            inputs=inputs(raw.get("inputs", ())),
             failure=None
             if f is None
             else Failure(
@@ -174,10 +216,10 @@ class NodeRecord:
                 CheckRecord(str(n), bool(p), bool(b), v, e)
                 for n, p, b, v, e in raw.get("checks", ())
             ),
-            pending_since=_dt(raw.get("pending_since")),
+            pending_since=when(raw.get("pending_since")),
             late=bool(raw.get("late", False)),
-            lost_at=_dt(raw.get("lost_at")),
-            appeared_at=_dt(raw.get("appeared_at")),
+            lost_at=when(raw.get("lost_at")),
+            appeared_at=when(raw.get("appeared_at")),
             crashes=int(raw.get("crashes", 0)),
         )
 

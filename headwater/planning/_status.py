@@ -15,11 +15,14 @@ from typing import cast
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State
-from headwater.policies import ClockPolicy, Decision, PolicyContext
+from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext
 
 __all__ = ["Evaluator", "Status", "node_label"]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
+_FRESH_EAGER = EagerPolicy().decide(
+    PolicyContext(asset="", partition=None, state=FRESH, reasons=(), now=datetime.min)
+)
 
 
 def node_label(asset: str, partition: str | None) -> str:
@@ -137,16 +140,17 @@ class Evaluator:
                 blockers.append(f"input {parent} has no partitions yet")
             for up in nodes:
                 up_record = self.state.record(up)
-                label = node_label(*up)
                 if up_record is None or up_record.version is None:
-                    blockers.append(f"input {label} {_absence(up_record)}")
+                    blockers.append(f"input {node_label(*up)} {_absence(up_record)}")
                     only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
                 if up_record.failure is not None:
-                    blockers.append(f"input {label} failed: {up_record.failure.error}")
-                if (check := up_record.failed_blocking_check()) is not None:
-                    blockers.append(f"input {label} is blocked by failed check {check.name!r}")
+                    blockers.append(f"input {node_label(*up)} failed: {up_record.failure.error}")
+                if up_record.checks and (check := up_record.failed_blocking_check()) is not None:
+                    blockers.append(
+                        f"input {node_label(*up)} is blocked by failed check {check.name!r}"
+                    )
         inputs = tuple(sorted(present))
         nothing_arrived = bool(blockers) and not present and only_missing
         code = self.code_version(node)
@@ -171,7 +175,8 @@ class Evaluator:
             reasons.append(
                 f"code version changed ({_short(record.code_version)} -> {_short(code)})"
             )
-        reasons.extend(_input_changes(record.inputs, inputs))
+        if record.inputs != inputs:  # the common case, equal, costs one comparison
+            reasons.extend(_input_changes(record.inputs, inputs))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
 
@@ -199,6 +204,8 @@ class Evaluator:
     def decide(self, asset_key: str, partition: str | None, status: Status) -> Decision:
         asset = self.defs.nodes[asset_key]
         assert isinstance(asset, AssetDef)
+        if status.state == FRESH and type(asset.policy) is EagerPolicy:
+            return _FRESH_EAGER  # most of a full evaluation: what EagerPolicy.decide says
         if status.state in (MISSING, STALE) and self.backfill_only(asset, partition):
             return Decision.idle(
                 f"{status.state}; history is a backfill: only the newest window fills itself",
