@@ -17,11 +17,12 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import anyio
@@ -235,30 +236,10 @@ class EventLog:
                 self._dynamic_seq += 1
                 dynamic.append((name, key, self._dynamic_seq))
         try:
-            if events:
-                await self._conn.executemany(
-                    "INSERT INTO events (timestamp, kind, asset, partition, run_id, data_version,"
-                    " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    events,
-                )
-            if records:
-                await self._conn.executemany(
-                    "INSERT INTO current_state (asset, partition, record) VALUES (?, ?, ?)"
-                    " ON CONFLICT (asset, partition) DO UPDATE SET record = excluded.record",
-                    record_rows(records),
-                )
-            if dynamic:
-                await self._conn.executemany(
-                    "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
-                    dynamic,
-                )
-            if schedules:
-                await self._conn.executemany(
-                    "INSERT OR REPLACE INTO schedules (asset, first_seen, handled_through)"
-                    " VALUES (?, ?, ?)",
-                    schedule_rows(schedules),
-                )
-            await self._conn.commit()
+            await _in_connection_thread(
+                self._conn, _write_transaction, events, record_rows(records) if records else [],
+                dynamic, schedule_rows(schedules) if schedules else [],
+            )  # fmt: skip
             self.commits += 1
         except Exception as exc:
             # Every batch in the failed transaction learns of it; the leader goes on with the
@@ -350,6 +331,52 @@ def _create_private(path: Path) -> None:
         raise linked(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def _write_transaction(
+    conn: sqlite3.Connection,
+    events: list[tuple[Any, ...]],
+    records: list[tuple[str, str, str]],
+    dynamic: list[tuple[str, str, int]],
+    schedules: list[tuple[str, str, str]],
+) -> None:
+    """One transaction, run whole on the connection's thread (one hop, not one per
+    statement); rolled back by the caller if it raises."""
+    if events:
+        conn.executemany(
+            "INSERT INTO events (timestamp, kind, asset, partition, run_id, data_version,"
+            " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
+    if records:
+        conn.executemany(
+            "INSERT INTO current_state (asset, partition, record) VALUES (?, ?, ?)"
+            " ON CONFLICT (asset, partition) DO UPDATE SET record = excluded.record",
+            records,
+        )
+    if dynamic:
+        conn.executemany(
+            "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
+            dynamic,
+        )
+    if schedules:
+        conn.executemany(
+            "INSERT OR REPLACE INTO schedules (asset, first_seen, handled_through)"
+            " VALUES (?, ?, ?)",
+            schedules,
+        )
+    conn.commit()
+
+
+async def _in_connection_thread(
+    conn: aiosqlite.Connection, fn: Callable[..., None], *args: Any
+) -> None:
+    """Run ``fn(sqlite3 connection, *args)`` on the aiosqlite connection's own thread.
+
+    aiosqlite has no public call for this; ``_execute`` and ``_conn`` exist unchanged in the
+    pinned range (see pyproject); if they went, every write (and every test) would fail."""
+    raw: sqlite3.Connection = conn._conn
+    await conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
 
 
 def _connect_sync(path: Path) -> sqlite3.Connection:
