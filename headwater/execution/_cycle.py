@@ -138,6 +138,7 @@ class RunCycle:
             if not only_requested:
                 dirty, engine.dirty = engine.dirty, set()
             current = plan(ev, dirty, pending)
+            result.decided += len(current.decisions)  # the seeds count as their steps decide
             for node, decision in current.decisions.items():
                 await self._note_decision(node, decision, result)
             if not current:
