@@ -136,3 +136,20 @@ def test_the_first_full_evaluation_makes_calls_in_proportion_to_the_assets(
 
     ratio = _calls(evaluate(2_000)) / _calls(evaluate(200))
     assert ratio < 15, f"10x the assets made {ratio:.1f}x the calls"
+
+
+def test_a_first_tick_that_runs_everything_makes_calls_in_proportion_to_the_assets() -> None:
+    """Every asset missing: each is reached, waits for what is upstream of it, and runs."""
+
+    def first_tick(n: int) -> Callable[[], object]:
+        defs = _layered(n)
+
+        def run() -> object:
+            with Harness(defs) as h:
+                h.observe("s0", value=1)
+                return h.tick()
+
+        return run
+
+    ratio = _calls(first_tick(2_000)) / _calls(first_tick(200))
+    assert ratio < 15, f"10x the assets made {ratio:.1f}x the calls"

@@ -56,16 +56,19 @@ def plan(
     seeded: dict[str, set[str | None]] = {}
     for asset, partition in requests:
         seeded.setdefault(asset, set()).add(partition)
+    floor = min((ev.graph.order[a] for a in seeded), default=0)
     clear: set[tuple[str, str | None, bool]] = set()
     candidates = [n for n in dirty if isinstance(ev.defs.nodes.get(n[0]), AssetDef)]
     for node in sorted(candidates, key=lambda n: _sort_key(ev, n)):
         if node[1] in seeded.get(node[0], ()) or not ev.exists(*node):
             continue
-        if pending_upstream(ev.graph, node, seeded, clear) is None:
+        if pending_upstream(ev.graph, node, seeded, floor, clear) is None:
             decision = ev.decide(*node, ev.status(*node))
             if decision.kind != "run":
                 result.decisions[node] = decision
                 continue
+        order = ev.graph.order[node[0]]
+        floor = min(floor, order) if seeded else order
         seeded.setdefault(node[0], set()).add(node[1])
     result.steps = sorted(
         ((a, p) for a, parts in seeded.items() for p in parts), key=lambda n: _sort_key(ev, n)

@@ -16,6 +16,7 @@ pending asset, so it looks only at the part of the graph the wavefront can still
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 
@@ -35,6 +36,9 @@ class Wavefront:
     def __init__(self, ev: Evaluator, seeds: Iterable[NodeKey]) -> None:
         self._graph = ev.graph
         self._pending: dict[str, set[str | None]] = {}
+        self._lowest: list[tuple[int, str]] = []
+        """A heap of the pending assets' topological positions (finished ones linger until
+        they reach the top): the floor of every upstream search, without a scan."""
         self._waiting: dict[NodeKey, list[NodeKey]] = {}
         self._ready: list[NodeKey] = []
         self.reached: set[NodeKey] = set()
@@ -78,7 +82,11 @@ class Wavefront:
         if node in self.reached:
             return False
         self.reached.add(node)
-        self._pending.setdefault(node[0], set()).add(node[1])
+        partitions = self._pending.get(node[0])
+        if partitions is None:
+            partitions = self._pending[node[0]] = set()
+            heapq.heappush(self._lowest, (self._graph.order[node[0]], node[0]))
+        partitions.add(node[1])
         return True
 
     def _try_all(self, nodes: list[NodeKey]) -> None:
@@ -91,16 +99,24 @@ class Wavefront:
                 self._waiting.setdefault(blocker, []).append(node)
 
     def _pending_upstream(self, node: NodeKey) -> NodeKey | None:
-        return pending_upstream(self._graph, node, self._pending)
+        if not self._pending:
+            return None
+        lowest = self._lowest
+        while lowest[0][1] not in self._pending:  # finished since: drop lazily
+            heapq.heappop(lowest)
+        return pending_upstream(self._graph, node, self._pending, lowest[0][0])
 
 
 def pending_upstream(
     graph: AssetGraph,
     node: NodeKey,
     pending: Mapping[str, AbstractSet[str | None]],
+    floor: int,
     clear: set[_Up] | None = None,
 ) -> NodeKey | None:
-    """A pending partition upstream of ``node`` (through any number of assets), if any.
+    """A pending partition upstream of ``node`` (through any number of assets), if any;
+    ``floor`` is the lowest topological position of a pending asset (nothing below it is
+    searched).
 
     ``clear`` remembers positions known to have nothing pending upstream, for callers that
     only ever add pending partitions downstream of what they have asked about (the planner,
@@ -108,7 +124,6 @@ def pending_upstream(
     """
     if not pending:
         return None
-    floor = min(graph.order[asset] for asset in pending)
     return _search(graph, (node[0], node[1], False), pending, floor, clear)
 
 
