@@ -47,7 +47,7 @@ import headwater as hw
 from headwater._clock import VirtualClock, parse_instant
 from headwater._events import Event, EventKind
 from headwater.eventlog import open_event_log
-from headwater.execution import Engine
+from headwater.execution import Engine, IOManager
 from headwater.versions import data_version
 
 NOW = parse_instant("2026-01-05T00:00:00Z")
@@ -73,8 +73,12 @@ def three(p0: int, p1: int, p2: int) -> int:
 _FUNCTIONS: dict[int, Callable[..., int]] = {1: one, 2: two, 3: three}
 
 
-def dagster_shape(n: int) -> tuple[hw.Definitions, dict[str, list[str]]]:
-    """The definitions, and each asset's inputs in parameter order (sources included)."""
+def dagster_shape(
+    n: int, io: IOManager | None = None
+) -> tuple[hw.Definitions, dict[str, list[str]]]:
+    """The definitions (values stored by ``io``, the default store if None), and each asset's
+    inputs in parameter order (sources included). tests/test_cost_follows_change.py counts
+    the work on this same graph."""
     width = max(1, math.isqrt(n))
     rng = random.Random(42)
     nodes: list[Any] = []
@@ -88,13 +92,13 @@ def dagster_shape(n: int) -> tuple[hw.Definitions, dict[str, list[str]]]:
             if not layers:
                 nodes.append(hw.source(f"s{j}"))
                 inputs[key] = [f"s{j}"]
-                nodes.append(hw.asset(key, ins={"x": f"s{j}"})(root))
+                nodes.append(hw.asset(key, ins={"x": f"s{j}"}, io=io)(root))
             else:
                 previous = layers[-1]
                 parents = rng.sample(previous, rng.randint(1, min(3, len(previous))))
                 inputs[key] = parents
                 ins = {f"p{i}": parent for i, parent in enumerate(parents)}
-                nodes.append(hw.asset(key, ins=ins)(_FUNCTIONS[len(parents)]))
+                nodes.append(hw.asset(key, ins=ins, io=io)(_FUNCTIONS[len(parents)]))
             layer.append(key)
         layers.append(layer)
         made += len(layer)

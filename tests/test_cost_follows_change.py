@@ -1,11 +1,11 @@
 """Work after a change follows what the change reached, not the size of the graph: counted
-(partitions decided, functions called), never timed. The graph is the shape Dagster benchmarks
-with: layers of width √N, each asset reading 1-3 assets of the layer before."""
+(partitions decided, functions called), never timed. The graph is benchmarks/scale.py's, the
+shape Dagster benchmarks with: layers of width √N, each asset reading 1-3 assets of the layer
+before."""
 
 from __future__ import annotations
 
-import math
-import random
+import importlib
 import sys
 import threading
 from collections.abc import Callable
@@ -18,7 +18,9 @@ import pytest
 import headwater as hw
 from headwater.testing import Harness
 
-CUT = 10**9
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+scale = importlib.import_module("scale")
+CUT = scale.CUT
 
 
 class _Memory:
@@ -34,40 +36,14 @@ class _Memory:
         return self.values[(asset, partition)]
 
 
-def root(x: int) -> int:
-    return x // CUT
-
-
-def one(p0: int) -> int:
-    return p0 + 1
-
-
-def two(p0: int, p1: int) -> int:
-    return p0 + p1 + 1
-
-
-def three(p0: int, p1: int, p2: int) -> int:
-    return p0 + p1 + p2 + 1
-
-
 def _layered(n: int) -> hw.Definitions:
-    width = math.isqrt(n)
-    rng = random.Random(42)
-    store = _Memory()
-    functions: dict[int, Callable[..., int]] = {1: one, 2: two, 3: three}
-    nodes: list[Any] = [hw.source("s0")]
-    nodes.append(hw.asset("l0/a0", ins={"x": "s0"}, io=store)(root))
-    layers = [["l0/a0"]]
-    made = 1
-    while made < n:
-        layer = [f"l{len(layers)}/a{j}" for j in range(min(width, n - made))]
-        for key in layer:
-            parents = rng.sample(layers[-1], rng.randint(1, min(3, len(layers[-1]))))
-            ins = {f"p{i}": parent for i, parent in enumerate(parents)}
-            nodes.append(hw.asset(key, ins=ins, io=store)(functions[len(parents)]))
-        layers.append(layer)
-        made += len(layer)
-    return hw.Definitions(nodes)
+    """benchmarks/scale.py's graph, values in memory."""
+    return scale.dagster_shape(n, io=_Memory())[0]
+
+
+def _observe_sources(h: Harness, defs: hw.Definitions) -> None:
+    for key in defs.sources:
+        h.observe(key, value=1)
 
 
 @pytest.mark.parametrize("n", [100, 1_000])
@@ -76,9 +52,9 @@ def test_a_change_cut_off_at_the_root_decides_one_partition_whatever_lies_below(
     below = len(defs.graph.descendants(["l0/a0"]))
     assert below >= n // 2  # the root's closure is most of the graph
     with Harness(defs) as h:
-        h.observe("s0", value=1)
+        _observe_sources(h, defs)
         first = h.tick()
-        assert len(first.materialized) == below + 1
+        assert len(first.materialized) == n
         assert first.decided == n  # the first evaluation looks at everything
         h.observe("s0", value=2)  # the root returns 2 // 10**9 == 0 again
         cut = h.tick()
@@ -124,8 +100,9 @@ def test_the_first_full_evaluation_makes_calls_in_proportion_to_the_assets(
 
     def evaluate(n: int) -> Callable[[], object]:
         state_dir = tmp_path / str(n)
-        with Harness(_layered(n), state_dir=state_dir) as h:
-            h.observe("s0", value=1)
+        defs = _layered(n)
+        with Harness(defs, state_dir=state_dir) as h:
+            _observe_sources(h, defs)
             h.tick()
 
         def again() -> object:
@@ -146,7 +123,7 @@ def test_a_first_tick_that_runs_everything_makes_calls_in_proportion_to_the_asse
 
         def run() -> object:
             with Harness(defs) as h:
-                h.observe("s0", value=1)
+                _observe_sources(h, defs)
                 return h.tick()
 
         return run
