@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -188,3 +189,46 @@ def test_partition_keys_that_do_not_exist_are_named() -> None:
             h.materialize("clean", partition="2026-02-01")
         with pytest.raises(hw.PartitionKeyError, match="is partitioned"):
             h.state("clean")
+
+
+def test_a_change_through_every_mapping_runs_each_partition_once_after_its_inputs() -> None:
+    """identity -> identity -> all -> fan-out: ten partitions change at once, more than there
+    are slots, one of them slow;
+    the roll-up waits for all ten (it reads them all), runs once, and only then do the
+    fanned-out partitions run, once each; the partitions that did not change run nothing."""
+    keys = [f"r{i:02}" for i in range(12)]
+    changed = keys[:10]
+    regions = hw.StaticPartitions(keys)
+    orders = hw.source("orders", partitions=regions)
+
+    @hw.asset(partitions=regions)
+    def staged(orders: Any, context: hw.Context) -> Any:
+        if context.partition == changed[-1]:
+            time.sleep(0.3)  # a slow partition: the others get far ahead of it
+        return orders
+
+    @hw.asset(partitions=regions)
+    def cleaned(staged: Any, context: hw.Context) -> Any:
+        return (context.partition, staged)
+
+    @hw.asset
+    def volume(cleaned: dict[str, Any]) -> Any:
+        return sum(v for _, v in cleaned.values())
+
+    @hw.asset(partitions=regions)
+    def share(volume: Any, cleaned: Any) -> Any:
+        return cleaned[1] / volume
+
+    with Harness(hw.Definitions([orders, staged, cleaned, volume, share])) as h:
+        for region in keys:
+            h.observe("orders", value=1, partition=region)
+        h.tick()
+        for region in changed:
+            h.observe("orders", value=2, partition=region)
+        done = h.tick().materialized
+        assert len(done) == len(set(done)) == 2 * len(changed) + 1 + len(keys), done
+        rolled_up = done.index(("volume", None))
+        assert rolled_up > max(done.index(("cleaned", r)) for r in changed)
+        assert all(done.index(("share", r)) > rolled_up for r in keys)
+        assert h.value("volume") == 22
+        assert h.value("share", partition=keys[-1]) == 1 / 22
