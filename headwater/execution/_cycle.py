@@ -182,7 +182,7 @@ class RunCycle:
                     outcome = "skipped"
                 else:
                     claim = await self._claim(node)
-                    before = engine.state.version(node)
+                    before = _as_input(engine.state.record(node))
                     try:
                         engine.dirty.discard(node)
                         outcome = await self._step(node, requests.get(node), result)
@@ -192,9 +192,11 @@ class RunCycle:
                     finally:
                         del self._claims[node]
                         claim.set()
-                    # What its children can see: a new version, a failure, a notable decision.
+                    # Its children hear of a failure, a notable decision, or any change in
+                    # what they see of it as an input: a partition that waited on it while it
+                    # was failed must run once it recovers, even with the same version.
                     reaches = outcome in ("failed", "held") or (
-                        outcome == "materialized" and engine.state.version(node) != before
+                        _as_input(engine.state.record(node)) != before
                     )
                 result.decided += 1
                 if on_step is not None:
@@ -442,3 +444,12 @@ async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) ->
             ok=False, duration_ms=(time.monotonic() - started) * 1000,
             error=f"the executor failed: {type(exc).__name__}: {exc}",
         )  # fmt: skip
+
+
+def _as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:
+    """What a reader's status sees of a partition: its version, whether it is failed, and
+    whether a failed blocking check holds it back."""
+    if record is None:
+        return None
+    blocked = record.checks and record.failed_blocking_check() is not None
+    return record.version, record.failure is not None, bool(blocked)
