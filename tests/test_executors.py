@@ -373,6 +373,15 @@ defs = hw.Definitions([sleeps])
 """
 
 
+def _materialize_sleeps(root: Path) -> subprocess.Popen[bytes]:
+    """``headwater materialize sleeps`` as a user runs it, left running (it waits for the run)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "headwater", "materialize", "sleeps", "-d", "defs.py",
+         "--state-dir", "state"],
+        cwd=root, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def test_kill_9_of_the_daemon_leaves_no_worker_and_a_new_owner_starts(
     tmp_path: Path, daemons: list[object]
 ) -> None:
@@ -380,11 +389,7 @@ def test_kill_9_of_the_daemon_leaves_no_worker_and_a_new_owner_starts(
     daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state")
     daemons.append(daemon)
     daemon.start().wait_notify("READY=1")
-    request = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "materialize", "sleeps", "-d", "defs.py",
-         "--state-dir", "state"],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    request = _materialize_sleeps(tmp_path)
     try:
         started = daemon.wait_event("run_started", asset="sleeps")
         worker = _worker_running(tmp_path, "state", "sleeps")
@@ -412,11 +417,7 @@ def test_ctrl_c_on_the_daemons_terminal_does_not_reach_its_workers(
     )  # fmt: skip
     daemons.append(daemon)
     daemon.start().wait_notify("READY=1")
-    request = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "materialize", "sleeps", "-d", "defs.py",
-         "--state-dir", "state"],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    request = _materialize_sleeps(tmp_path)
     try:
         daemon.wait_event("run_started", asset="sleeps")
         os.killpg(daemon.pid, signal.SIGINT)

@@ -26,6 +26,13 @@ def _pair(b: Any, checks: list[Any] | None = None) -> hw.Definitions:
     return hw.Definitions([a, bs, left, b, joined], checks=checks or [])
 
 
+def _settle(h: Harness) -> None:
+    """Everything materialized once from version 1 of both sources."""
+    h.observe("a", value=1)
+    h.observe("bs", value=1)
+    h.tick()
+
+
 def _change_both(h: Harness) -> None:
     h.observe("a", value=2)
     h.observe("bs", value=2)
@@ -41,9 +48,7 @@ def test_an_input_fixed_and_rerun_with_its_old_version_releases_its_reader() -> 
         return "constant"
 
     with Harness(_pair(right)) as h:
-        h.observe("a", value=1)
-        h.observe("bs", value=1)
-        h.tick()
+        _settle(h)
         broken["now"] = True
         _change_both(h)
         assert h.tick().skipped[("joined", None)].startswith("waiting: input right failed")
@@ -63,9 +68,7 @@ def test_an_automatic_retry_that_gives_the_old_version_releases_the_reader() -> 
         return "constant"
 
     with Harness(_pair(right)) as h:
-        h.observe("a", value=1)
-        h.observe("bs", value=1)
-        h.tick()
+        _settle(h)
         broken["now"] = True
         _change_both(h)
         h.tick()
@@ -88,9 +91,7 @@ def test_a_blocking_check_that_passes_again_releases_the_reader() -> None:
         return good["now"]
 
     with Harness(_pair(right, [right_ok])) as h:
-        h.observe("a", value=1)
-        h.observe("bs", value=1)
-        h.tick()
+        _settle(h)
         good["now"] = False
         _change_both(h)
         h.tick()
