@@ -51,19 +51,11 @@ class Memo:
     a handful of code versions and timestamps."""
 
     def __init__(self) -> None:
-        self._texts: dict[str, str] = {}
-        self._instants: dict[str, datetime] = {}
+        self.texts: dict[str, str] = {}
+        self.instants: dict[str, datetime] = {}
 
     def text(self, value: str) -> str:
-        return self._texts.setdefault(value, value)
-
-    def instant(self, value: str | None) -> datetime | None:
-        if value is None:
-            return None
-        parsed = self._instants.get(value)
-        if parsed is None:
-            parsed = self._instants[value] = parse_timestamp(value)
-        return parsed
+        return self.texts.setdefault(value, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,25 +170,34 @@ class NodeRecord:
             if raw.get(name) is not None and not isinstance(raw[name], str):
                 raise ValueError(f"{name} is {type(raw[name]).__name__}, not text")
         memo = memo or Memo()
-        share, when = memo.text, memo.instant
+        texts = memo.texts.setdefault  # C calls: this runs 100k times when a state dir opens
+        instants = memo.instants
+
+        def when(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            parsed = instants.get(value)
+            if parsed is None:
+                parsed = instants[value] = parse_timestamp(value)
+            return parsed
 
         def inputs(raw_inputs: Iterable[Sequence[Any]]) -> InputVersions:
-            return tuple(
-                sorted(
-                    (share(str(a)), None if p is None else str(p), share(str(v)))
-                    for a, p, v in raw_inputs
-                )
-            )
+            out = []
+            for a, p, v in raw_inputs:
+                a, v = str(a), str(v)
+                out.append((texts(a, a), None if p is None else str(p), texts(v, v)))
+            out.sort()
+            return tuple(out)
 
         f = raw.get("failure")
         decision = raw.get("decision")
         version, code = raw.get("version"), raw.get("code_version")
         return cls(
-            version=None if version is None else share(version),
+            version=None if version is None else texts(version, version),
             changed_at=when(raw.get("changed_at")),
             materialized_at=when(raw.get("materialized_at")),
             run_id=raw.get("run_id"),
-            code_version=None if code is None else share(code),
+            code_version=None if code is None else texts(code, code),
             inputs=inputs(raw.get("inputs", ())),
             failure=None
             if f is None
