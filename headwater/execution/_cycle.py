@@ -34,6 +34,7 @@ from headwater.planning import (
     Request,
     Status,
     Wavefront,
+    as_input,
     decide_step,
     plan,
 )
@@ -182,7 +183,7 @@ class RunCycle:
                     outcome = "skipped"
                 else:
                     claim = await self._claim(node)
-                    before = _as_input(engine.state.record(node))
+                    before = as_input(engine.state.record(node))
                     try:
                         engine.dirty.discard(node)
                         outcome = await self._step(node, requests.get(node), result)
@@ -196,7 +197,7 @@ class RunCycle:
                     # what they see of it as an input: a partition that waited on it while it
                     # was failed must run once it recovers, even with the same version.
                     reaches = outcome in ("failed", "held") or (
-                        _as_input(engine.state.record(node)) != before
+                        as_input(engine.state.record(node)) != before
                     )
                 result.decided += 1
                 if on_step is not None:
@@ -444,12 +445,3 @@ async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) ->
             ok=False, duration_ms=(time.monotonic() - started) * 1000,
             error=f"the executor failed: {type(exc).__name__}: {exc}",
         )  # fmt: skip
-
-
-def _as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:
-    """What a reader's status sees of a partition: its version, whether it is failed, and
-    whether a failed blocking check holds it back."""
-    if record is None:
-        return None
-    blocked = record.checks and record.failed_blocking_check() is not None
-    return record.version, record.failure is not None, bool(blocked)

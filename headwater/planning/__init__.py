@@ -18,7 +18,7 @@ from headwater.planning._state import (
     Schedule,
     State,
 )
-from headwater.planning._status import Evaluator, Status, node_label
+from headwater.planning._status import Evaluator, Status, as_input, node_label
 from headwater.planning._wavefront import Wavefront
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "State",
     "Status",
     "Wavefront",
+    "as_input",
     "decide_step",
     "expand_selection",
     "explain",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from headwater.definitions import AssetDef
 from headwater.planning._state import NodeKey
 from headwater.planning._status import FRESH, Evaluator, Status
-from headwater.planning._wavefront import pending_upstream
+from headwater.planning._wavefront import pending_upstream, topological_key
 from headwater.policies import Decision
 
 __all__ = ["Plan", "Request", "decide_step", "plan"]
@@ -41,10 +41,6 @@ class Plan:
         return bool(self.steps)
 
 
-def _sort_key(ev: Evaluator, node: NodeKey) -> tuple[int, str]:
-    return ev.graph.order[node[0]], node[1] or ""
-
-
 def plan(
     ev: Evaluator, dirty: Iterable[NodeKey], requests: Mapping[NodeKey, Request] | None = None
 ) -> Plan:
@@ -59,7 +55,7 @@ def plan(
     floor = min((ev.graph.order[a] for a in seeded), default=0)
     clear: set[tuple[str, str | None, bool]] = set()
     candidates = [n for n in dirty if isinstance(ev.defs.nodes.get(n[0]), AssetDef)]
-    for node in sorted(candidates, key=lambda n: _sort_key(ev, n)):
+    for node in sorted(candidates, key=lambda n: topological_key(ev.graph, n)):
         if node[1] in seeded.get(node[0], ()) or not ev.exists(*node):
             continue
         if pending_upstream(ev.graph, node, seeded, floor, clear) is None:
@@ -71,7 +67,8 @@ def plan(
         floor = min(floor, order) if seeded else order
         seeded.setdefault(node[0], set()).add(node[1])
     result.steps = sorted(
-        ((a, p) for a, parts in seeded.items() for p in parts), key=lambda n: _sort_key(ev, n)
+        ((a, p) for a, parts in seeded.items() for p in parts),
+        key=lambda n: topological_key(ev.graph, n),
     )
     return result
 

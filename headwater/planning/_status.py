@@ -17,7 +17,7 @@ from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionC
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext
 
-__all__ = ["Evaluator", "Status", "node_label"]
+__all__ = ["Evaluator", "Status", "as_input", "node_label"]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
 _FRESH_EAGER = EagerPolicy().decide(
@@ -231,6 +231,16 @@ class Evaluator:
             due_tick=self.due_tick(asset),
         )
         return asset.policy.decide(ctx)
+
+
+def as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:
+    """What a reader's :meth:`Evaluator.status` sees of a partition as an input: its version,
+    whether it is failed, and whether a failed blocking check holds it back. When this changes
+    its readers must be decided again (a recovery with the same version included)."""
+    if record is None:
+        return None
+    blocked = bool(record.checks) and record.failed_blocking_check() is not None
+    return record.version, record.failure is not None, blocked
 
 
 def _absence(record: NodeRecord | None) -> str:

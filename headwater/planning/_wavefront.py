@@ -2,8 +2,8 @@
 
 A tick does not expand a change to its whole downstream closure up front. It starts from the
 seeds (what is dirty and wants to run, and what was requested) and reaches a partition's
-children only once that partition has produced something they can see: a new data version, a
-failure, or a notable decision. A change that early cutoff stops therefore costs what it
+children only once that partition has produced something they can see (the caller judges:
+a new data version, a failure, a recovery, or a notable decision). A change that early cutoff stops therefore costs what it
 reached, never what lies below it (a root whose function returns the same value decides one
 partition, whether 100 or 100,000 lie downstream).
 
@@ -24,7 +24,7 @@ from headwater.definitions import AssetDef, AssetGraph, EdgeMapping
 from headwater.planning._state import NodeKey
 from headwater.planning._status import Evaluator
 
-__all__ = ["Wavefront", "pending_upstream"]
+__all__ = ["Wavefront", "pending_upstream", "topological_key"]
 
 _Up = tuple[str, str | None, bool]
 """An upstream position: asset, partition, and whether any partition of it counts."""
@@ -41,14 +41,10 @@ class Wavefront:
         they reach the top): the floor of every upstream search, without a scan."""
         self._waiting: dict[NodeKey, list[NodeKey]] = {}
         self._ready: list[NodeKey] = []
-        self.reached: set[NodeKey] = set()
-        """Every partition that has been pending in this tick."""
+        self._reached: set[NodeKey] = set()
+        """Every partition that has been pending in this tick: each is decided once."""
         new = [node for node in seeds if self._add(node)]
         self._try_all(new)
-
-    def __bool__(self) -> bool:
-        """Whether anything is still pending (ready, waiting or being decided)."""
-        return bool(self._pending)
 
     def take_ready(self) -> list[NodeKey]:
         """The partitions that may be decided now, in topological order; each once."""
@@ -79,9 +75,9 @@ class Wavefront:
     # -- inside ---------------------------------------------------------------------------
 
     def _add(self, node: NodeKey) -> bool:
-        if node in self.reached:
+        if node in self._reached:
             return False
-        self.reached.add(node)
+        self._reached.add(node)
         partitions = self._pending.get(node[0])
         if partitions is None:
             partitions = self._pending[node[0]] = set()
@@ -90,8 +86,7 @@ class Wavefront:
         return True
 
     def _try_all(self, nodes: list[NodeKey]) -> None:
-        order = self._graph.order
-        for node in sorted(nodes, key=lambda n: (order[n[0]], n[1] or "")):
+        for node in sorted(nodes, key=lambda n: topological_key(self._graph, n)):
             blocker = self._pending_upstream(node)
             if blocker is None:
                 self._ready.append(node)
@@ -105,6 +100,11 @@ class Wavefront:
         while lowest[0][1] not in self._pending:  # finished since: drop lazily
             heapq.heappop(lowest)
         return pending_upstream(self._graph, node, self._pending, lowest[0][0])
+
+
+def topological_key(graph: AssetGraph, node: NodeKey) -> tuple[int, str]:
+    """Sorts partitions so that every one comes after what is upstream of it."""
+    return graph.order[node[0]], node[1] or ""
 
 
 def pending_upstream(
