@@ -219,13 +219,13 @@ def backfill(
 ) -> None:
     """Materialize ASSET's partitions from --from to --to, in dependency order.
 
-    Only what is missing, stale or failed runs unless --force. A failed partition is reported
+    Upstream asset partitions they read that are not fresh run first. Only what is missing, stale or failed runs unless --force. A failed partition is reported
     and does not stop the others. Shows a progress bar on a terminal.
     """
     ask = _Ask(
         "/backfill",
         {"asset": asset, "from": first, "to": last, "force": force},
-        lambda engine: [(asset, k) for k in engine.partition_range(asset, first, last)],
+        lambda engine: engine.backfill(asset, first, last),
         force,
     )
     console = Console(stderr=True)

@@ -219,10 +219,16 @@ class Harness:
         return result
 
     def backfill(self, asset: str, start: str, end: str, *, force: bool = False) -> TickResult:
-        """Materialize the partitions of ``asset`` from ``start`` to ``end`` (both included):
-        only what is missing, stale or failed unless ``force``; failures do not stop the rest."""
-        keys = self._call(lambda: self.engine.partition_range(asset, start, end))
-        return self.materialize(asset, partition=keys, force=force)
+        """Materialize the partitions of ``asset`` from ``start`` to ``end`` (both included),
+        after the upstream partitions they need: only what is missing, stale or failed unless
+        ``force``; failures do not stop the rest."""
+        nodes = self._call(lambda: self.engine.backfill(asset, start, end))
+
+        async def go() -> TickResult:
+            return await self.engine.materialize(nodes, force=force)
+
+        result: TickResult = self._call(go)
+        return result
 
     # -- reading --------------------------------------------------------------------------
 

@@ -113,8 +113,8 @@ def test_duplicate_key_is_named() -> None:
 
 
 def test_partition_mismatch_is_named() -> None:
-    """Different partitions definitions on the two ends of an edge have no mapping."""
-    raw = hw.source("raw", partitions=hw.HourlyPartitions(start="2026-01-01"))
+    """Static keys and days have no mapping between them (time partitionings do)."""
+    raw = hw.source("raw", partitions=hw.StaticPartitions(["eu", "us"]))
 
     @hw.asset(partitions=hw.DailyPartitions(start="2026-01-01"))
     def clean(raw: Any) -> int:
@@ -122,7 +122,7 @@ def test_partition_mismatch_is_named() -> None:
 
     with pytest.raises(
         hw.DefinitionError,
-        match=r"partition mismatch: asset 'clean' \(DailyPartitions.*depends on 'raw' \(HourlyPartitions",
+        match=r"partition mismatch: asset 'clean' \(DailyPartitions.*depends on 'raw' \(StaticPartitions",
     ):
         hw.Definitions([raw, clean])
 

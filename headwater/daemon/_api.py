@@ -189,8 +189,8 @@ async def _backfill(daemon: Controlled, request: Request) -> Response:
     body = await _body(request)
     asset = str(body["asset"])
     engine = await daemon.current_engine()
-    keys = engine.partition_range(asset, str(body["from"]), str(body["to"]))
-    return _stream(daemon, engine, [(asset, k) for k in keys], bool(body.get("force", False)))
+    nodes = engine.backfill(asset, str(body["from"]), str(body["to"]))
+    return _stream(daemon, engine, nodes, bool(body.get("force", False)))
 
 
 async def _reload(daemon: Controlled, request: Request) -> Response:

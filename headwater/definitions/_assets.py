@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 from headwater._durations import Duration, parse_duration
 from headwater._errors import DefinitionError
 from headwater.definitions._keys import check_key
+from headwater.definitions._mappings import Input, MappingSpec, PartitionMapping
 from headwater.definitions._partitions import PartitionsDefinition
 from headwater.policies import Freshness, Policy, Retry, eager
 
@@ -55,6 +56,10 @@ class AssetDef:
     tags: Mapping[str, str]
     wants_context: bool
     timeout: timedelta | None = None
+    mappings: Mapping[str, tuple[MappingSpec | None, bool]] = field(default_factory=dict)
+    """Declared partition mappings by parameter name: ``(mapping or None, optional)``."""
+    dep_mappings: Mapping[str, tuple[MappingSpec | None, bool]] = field(default_factory=dict)
+    """The same for ``deps``, by upstream key."""
     """How long a run may take before it is stopped (None: the project's default, if any)."""
     _code_version_cache: str | None = field(default=None, repr=False)
 
@@ -70,13 +75,14 @@ class AssetDef:
 
 def _inputs_from_signature(
     key: str, fn: Callable[..., Any], ins: Mapping[str, Any] | None
-) -> tuple[dict[str, str], bool]:
+) -> tuple[dict[str, str], bool, dict[str, tuple[MappingSpec | None, bool]]]:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"asset {key!r}: cannot read the function's signature") from exc
     mapped = dict(ins or {})
     inputs: dict[str, str] = {}
+    mappings: dict[str, tuple[MappingSpec | None, bool]] = {}
     wants_context = False
     for name, param in params.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -89,13 +95,33 @@ def _inputs_from_signature(
             wants_context = True
             continue
         upstream = mapped.pop(name, name)
+        if isinstance(upstream, Input):
+            mappings[name] = _declared(upstream, owner=key)
+            upstream = name if upstream.key is None else upstream.key
         inputs[name] = dependency_key(upstream, owner=key)
     if mapped:
         raise DefinitionError(
             f"asset {key!r}: ins= names {sorted(mapped)}, which are not parameters of "
             f"{getattr(fn, '__name__', fn)!r}"
         )
-    return inputs, wants_context
+    return inputs, wants_context, mappings
+
+
+def _declared(item: Input, *, owner: str) -> tuple[MappingSpec | None, bool]:
+    mapping = item.mapping
+    valid = mapping is None or isinstance(mapping, PartitionMapping)
+    if isinstance(mapping, Mapping):
+        valid = all(
+            isinstance(k, str) and isinstance(v, PartitionMapping) for k, v in mapping.items()
+        )
+    if not valid:
+        raise DefinitionError(
+            f"asset {owner!r}: mapping={mapping!r} is neither hw.Identity(), hw.AllPartitions(), "
+            "hw.TimeWindow(...) nor a dict of them by dimension"
+        )
+    if not isinstance(item.optional, bool):
+        raise DefinitionError(f"asset {owner!r}: optional={item.optional!r} is not True or False")
+    return mapping, item.optional
 
 
 @overload
@@ -106,8 +132,8 @@ def asset(key: Callable[..., Any], /) -> AssetDef: ...
 def asset(
     key: str | None = None,
     *,
-    deps: Iterable[str | AssetDef | SourceDef] = (),
-    ins: Mapping[str, str | AssetDef | SourceDef] | None = None,
+    deps: Iterable[str | AssetDef | SourceDef | Input] = (),
+    ins: Mapping[str, str | AssetDef | SourceDef | Input] | None = None,
     partitions: PartitionsDefinition | None = None,
     policy: Policy | None = None,
     freshness: Freshness | None = None,
@@ -124,8 +150,8 @@ def asset(
 def asset(
     key: str | Callable[..., Any] | None = None,
     *,
-    deps: Iterable[str | AssetDef | SourceDef] = (),
-    ins: Mapping[str, str | AssetDef | SourceDef] | None = None,
+    deps: Iterable[str | AssetDef | SourceDef | Input] = (),
+    ins: Mapping[str, str | AssetDef | SourceDef | Input] | None = None,
     partitions: PartitionsDefinition | None = None,
     policy: Policy | None = None,
     freshness: Freshness | None = None,
@@ -169,13 +195,23 @@ def asset(
             )
         except ValueError as exc:
             raise DefinitionError(str(exc)) from None
-        inputs, wants_context = _inputs_from_signature(name, fn, ins)
-        dep_keys = tuple(dependency_key(d, owner=name) for d in deps)
+        inputs, wants_context, mappings = _inputs_from_signature(name, fn, ins)
+        dep_keys: list[str] = []
+        dep_mappings: dict[str, tuple[MappingSpec | None, bool]] = {}
+        for dep in deps:
+            if isinstance(dep, Input):
+                if dep.key is None:
+                    raise DefinitionError(f"asset {name!r}: hw.Input in deps= needs a key")
+                dep_key = dependency_key(dep.key, owner=name)
+                dep_mappings[dep_key] = _declared(dep, owner=name)
+            else:
+                dep_key = dependency_key(dep, owner=name)
+            dep_keys.append(dep_key)
         return AssetDef(
             key=name,
             fn=fn,
             inputs=inputs,
-            deps=dep_keys,
+            deps=tuple(dep_keys),
             partitions=partitions,
             policy=chosen_policy,
             freshness=freshness,
@@ -187,6 +223,8 @@ def asset(
             tags=dict(tags or {}),
             wants_context=wants_context,
             timeout=limit,
+            mappings=mappings,
+            dep_mappings=dep_mappings,
         )
 
     return decorate

@@ -6,6 +6,7 @@ import functools
 import graphlib
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,14 @@ from headwater._errors import DefinitionError, did_you_mean
 from headwater.definitions._assets import AssetDef
 from headwater.definitions._checks import CheckDef
 from headwater.definitions._graph import AssetGraph, EdgeMapping
+from headwater.definitions._mappings import (
+    AllPartitions,
+    EdgeMap,
+    Identity,
+    MappingSpec,
+    PartitionMap,
+    resolve_mapping,
+)
 from headwater.definitions._sources import SourceDef
 from headwater.policies import ClockPolicy
 from headwater.versions import code_version
@@ -20,11 +29,21 @@ from headwater.versions import code_version
 if TYPE_CHECKING:
     from headwater.execution._store import IOManager
 
-__all__ = ["EXECUTORS", "Definitions", "Node"]
+__all__ = ["EXECUTORS", "Definitions", "Node", "ReadMap"]
 
 EXECUTORS = ("processes", "threads")
 
 Node = AssetDef | SourceDef
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMap:
+    """How one parameter reads its upstream: the kind of edge, the resolved mapping for a
+    MAPPED one, and whether a window outside the upstream's partitions reads None."""
+
+    kind: EdgeMapping
+    mapping: PartitionMap | None
+    optional: bool
 
 
 def _caller() -> tuple[Path, str | None]:
@@ -90,13 +109,13 @@ class Definitions:
         self._code_versions: dict[str, str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
-        mappings = self._validate_partitions()
+        self._validate_partitions()
         parents = {
             key: node.upstream if isinstance(node, AssetDef) else ()
             for key, node in self.nodes.items()
         }
         try:
-            self.graph = AssetGraph(parents, mappings)
+            self.graph = AssetGraph(parents, self.edge_kinds, self.edge_maps)
         except graphlib.CycleError as exc:
             cycle = list(exc.args[1])
             raise DefinitionError(
@@ -202,27 +221,76 @@ class Definitions:
                         f"asset {key!r} depends on unknown dependency {dep!r}{did_you_mean(dep, self.nodes)}"
                     )
 
-    def _validate_partitions(self) -> dict[tuple[str, str], EdgeMapping]:
-        mappings: dict[tuple[str, str], EdgeMapping] = {}
+    def _validate_partitions(self) -> None:
+        """Resolve every read's partition mapping: per parameter (what the runner passes in)
+        and per edge (the union the planner follows)."""
+        self.edge_kinds: dict[tuple[str, str], EdgeMapping] = {}
+        self.edge_maps: dict[tuple[str, str], EdgeMap] = {}
+        self.read_maps: dict[tuple[str, str], ReadMap] = {}
         for key, node in self.nodes.items():
             if not isinstance(node, AssetDef):
                 continue
-            for parent_key in node.upstream:
-                parent = self.nodes[parent_key].partitions
-                child = node.partitions
-                if parent is None and child is None:
-                    mapping = EdgeMapping.NONE
-                elif parent is None:
-                    mapping = EdgeMapping.FAN_OUT
-                elif child is None:
-                    mapping = EdgeMapping.ALL
-                elif parent == child:
-                    mapping = EdgeMapping.IDENTITY
-                else:
+            per_edge: dict[str, list[ReadMap]] = {}
+            reads: list[tuple[str | None, str, tuple[MappingSpec | None, bool]]] = [
+                (p, up, node.mappings.get(p, (None, False))) for p, up in node.inputs.items()
+            ]
+            reads += [(None, d, node.dep_mappings.get(d, (None, False))) for d in node.deps]
+            for param, upstream, (declared, optional) in reads:
+                read = self._resolve_read(node, upstream, declared, optional)
+                if param is not None:
+                    self.read_maps[(key, param)] = read
+                per_edge.setdefault(upstream, []).append(read)
+            for upstream, edge_reads in per_edge.items():
+                kinds = {r.kind for r in edge_reads}
+                if len(kinds) == 1 and kinds != {EdgeMapping.MAPPED}:
+                    self.edge_kinds[(upstream, key)] = kinds.pop()
+                    continue
+                if EdgeMapping.ALL in kinds:
                     raise DefinitionError(
-                        f"partition mismatch: asset {key!r} ({child.describe()}) depends on "
-                        f"{parent_key!r} ({parent.describe()}) and there is no mapping between "
-                        "different partitions definitions; use the same definition on both"
+                        f"asset {key!r} reads {upstream!r} both whole (AllPartitions) and by "
+                        "partition; read it one way"
                     )
-                mappings[(parent_key, key)] = mapping
-        return mappings
+                parts = [
+                    (r.mapping or self._identity(node, upstream), r.optional) for r in edge_reads
+                ]
+                self.edge_kinds[(upstream, key)] = EdgeMapping.MAPPED
+                self.edge_maps[(upstream, key)] = EdgeMap(parts)
+
+    def _identity(self, node: AssetDef, upstream: str) -> PartitionMap:
+        parent = self.nodes[upstream].partitions
+        assert node.partitions is not None and parent is not None
+        resolved = resolve_mapping(None, node.partitions, parent, f"asset {node.key!r}")
+        assert resolved is not None
+        return resolved
+
+    def _resolve_read(
+        self, node: AssetDef, upstream: str, declared: MappingSpec | None, optional: bool
+    ) -> ReadMap:
+        parent = self.nodes[upstream].partitions
+        child = node.partitions
+        where = f"asset {node.key!r} depends on {upstream!r}"
+        if parent is None or child is None:
+            if declared is not None and not (
+                isinstance(declared, AllPartitions) and parent is not None
+            ):
+                raise DefinitionError(
+                    f"{where}: mapping={declared!r} maps between two partitioned assets, but "
+                    f"{(node.key if child is None else upstream)!r} is not partitioned"
+                )
+            if parent is None:
+                kind = EdgeMapping.NONE if child is None else EdgeMapping.FAN_OUT
+            else:
+                kind = EdgeMapping.ALL
+            return ReadMap(kind, None, optional)
+        if isinstance(declared, AllPartitions):
+            return ReadMap(EdgeMapping.ALL, None, optional)
+        if parent == child and (declared is None or isinstance(declared, Identity)):
+            return ReadMap(EdgeMapping.IDENTITY, None, optional)
+        resolved = resolve_mapping(
+            declared,
+            child,
+            parent,
+            f"asset {node.key!r} ({child.describe()}) depends on {upstream!r} ({parent.describe()})",
+        )
+        assert resolved is not None
+        return ReadMap(EdgeMapping.MAPPED, resolved, optional)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Iterable, Mapping
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from headwater.definitions._mappings import EdgeMap
 
 __all__ = ["AssetGraph", "EdgeMapping"]
 
@@ -16,6 +20,7 @@ class EdgeMapping(Enum):
     IDENTITY = "identity"  # same partitions definition
     ALL = "all"  # partitioned parent, unpartitioned child: the child reads every partition
     FAN_OUT = "fan_out"  # unpartitioned parent: every child partition reads it
+    MAPPED = "mapped"  # partitioned both: through a partition mapping (graph.edge_map)
 
 
 class AssetGraph:
@@ -25,6 +30,7 @@ class AssetGraph:
         self,
         parents: Mapping[str, tuple[str, ...]],
         mappings: Mapping[tuple[str, str], EdgeMapping],
+        edge_maps: Mapping[tuple[str, str], EdgeMap] | None = None,
     ) -> None:
         self.parents = dict(parents)
         children: dict[str, list[str]] = {key: [] for key in parents}
@@ -33,6 +39,7 @@ class AssetGraph:
                 children[parent].append(child)
         self.children = {key: tuple(v) for key, v in children.items()}
         self.mappings = dict(mappings)
+        self.edge_maps = dict(edge_maps or {})
         self.order = {key: i for i, key in enumerate(self._stable_order())}
 
     def _stable_order(self) -> list[str]:
@@ -48,6 +55,10 @@ class AssetGraph:
 
     def mapping(self, parent: str, child: str) -> EdgeMapping:
         return self.mappings[(parent, child)]
+
+    def edge_map(self, parent: str, child: str) -> EdgeMap:
+        """The partition mapping of a MAPPED edge."""
+        return self.edge_maps[(parent, child)]
 
     def descendants(self, keys: Iterable[str]) -> set[str]:
         seen: set[str] = set()

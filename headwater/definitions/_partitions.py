@@ -10,15 +10,12 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
 
 from headwater._errors import DefinitionError, PartitionKeyError
 
 __all__ = [
-    "DailyPartitions",
     "DynamicPartitions",
-    "HourlyPartitions",
     "MultiPartitions",
     "PartitionContext",
     "PartitionsDefinition",
@@ -75,181 +72,6 @@ class PartitionsDefinition(ABC):
                 f"asset {asset!r}: partition {key!r} does not exist ({self.describe()} at "
                 f"{ctx.now.isoformat()})"
             )
-
-
-def _zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise DefinitionError(f"unknown timezone {tz!r} in a partitions definition") from exc
-
-
-def _parse_start(value: str | date | datetime, fmt: str, what: str) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    for candidate in (fmt, "%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
-        try:
-            return datetime.strptime(value, candidate)
-        except ValueError:
-            continue
-    raise DefinitionError(f"{what}: {value!r} is not a date such as '2026-01-01'")
-
-
-class _TimeWindowPartitions(PartitionsDefinition):
-    """Windows of a fixed wall-clock length from ``start`` (inclusive) to ``end`` (exclusive)."""
-
-    _step: timedelta
-    _format: str
-
-    def __init__(
-        self,
-        start: str | date | datetime,
-        end: str | date | datetime | None = None,
-        tz: str = "UTC",
-    ) -> None:
-        name = type(self).__name__
-        self.start = self._align(_parse_start(start, self._format, f"{name} start"))
-        self.end = None if end is None else _parse_start(end, self._format, f"{name} end")
-        if self.end is not None and self.end <= self.start:
-            raise DefinitionError(f"{name}: end {end!r} is not after start {start!r}")
-        self.tz = tz
-        self._zone = _zone(tz)
-        self._cache: tuple[str | None, list[str]] = (None, [])
-
-    def _align(self, naive: datetime) -> datetime:
-        return naive
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is type(self)
-            and isinstance(other, _TimeWindowPartitions)
-            and (self.start, self.end, self.tz) == (other.start, other.end, other.tz)
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.start, self.end, self.tz))
-
-    def __repr__(self) -> str:
-        end = "" if self.end is None else f", end={self.end.strftime(self._format)!r}"
-        return f"{type(self).__name__}(start={self.start.strftime(self._format)!r}{end}, tz={self.tz!r})"
-
-    def describe(self) -> str:
-        return repr(self)
-
-    def _exists(self, naive: datetime) -> bool:
-        aware = naive.replace(tzinfo=self._zone)
-        return aware.astimezone(UTC).astimezone(self._zone).replace(tzinfo=None) == naive
-
-    def _instant(self, naive: datetime) -> datetime:
-        return naive.replace(tzinfo=self._zone).astimezone(UTC)
-
-    def _local_floor(self, now: datetime) -> datetime:
-        """The start (naive local) of the window that contains ``now``."""
-        local = now.astimezone(self._zone).replace(tzinfo=None)
-        delta = local - self.start
-        steps = delta // self._step
-        return self.start + steps * self._step
-
-    def _newest_start(self, now: datetime) -> datetime | None:
-        candidate = self._local_floor(now) - self._step
-        if self.end is not None and candidate + self._step > self.end:
-            candidate = self.start + ((self.end - self.start) // self._step - 1) * self._step
-        while candidate >= self.start and not self._exists(candidate):
-            candidate -= self._step
-        if candidate < self.start or self._instant(candidate + self._step) > now:
-            return None
-        return candidate
-
-    def keys(self, ctx: PartitionContext) -> Sequence[str]:
-        newest = self._newest_start(ctx.now)
-        if newest is None:
-            return []
-        newest_key = newest.strftime(self._format)
-        if self._cache[0] != newest_key:
-            out: list[str] = []
-            current = self.start
-            while current <= newest:
-                if self._exists(current):
-                    out.append(current.strftime(self._format))
-                current += self._step
-            self._cache = (newest_key, out)
-        return self._cache[1]
-
-    def _parse_key(self, key: str) -> datetime:
-        try:
-            naive = datetime.strptime(key, self._format)
-        except ValueError:
-            naive = None
-        if naive is not None and naive.strftime(self._format) != key:
-            canonical = naive.strftime(self._format)  # 2026-1-4 parses, but is not a key
-            raise PartitionKeyError(
-                f"partition {key!r} is not a key of {self.describe()}: keys are written "
-                f"in full (did you mean {canonical!r}?)"
-            )
-        if (
-            naive is None
-            or naive < self.start
-            or (naive - self.start) % self._step
-            or (self.end is not None and naive >= self.end)
-        ):
-            raise PartitionKeyError(
-                f"partition {key!r} is not a key of {self.describe()} (keys look like "
-                f"{self.start.strftime(self._format)!r})"
-            )
-        return naive
-
-    def check_key(self, key: str) -> None:
-        self._parse_key(key)
-
-    def has_key(self, key: str, ctx: PartitionContext) -> bool:
-        try:
-            naive = self._parse_key(key)
-        except PartitionKeyError:
-            return False
-        newest = self._newest_start(ctx.now)
-        return newest is not None and naive <= newest and self._exists(naive)
-
-    def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
-        newest = self._newest_start(ctx.now)
-        return [] if newest is None else [newest.strftime(self._format)]
-
-    def next_window_end(self, now: datetime) -> datetime | None:
-        boundary = self._local_floor(now) + self._step
-        while not self._exists(boundary):
-            boundary += self._step
-        if self.end is not None and boundary > self.end:
-            return None
-        return max(self._instant(boundary), self._instant(self.start + self._step))
-
-    def window(self, key: str) -> tuple[datetime, datetime]:
-        """The UTC start and end of the window named ``key``."""
-        naive = self._parse_key(key)
-        return self._instant(naive), self._instant(naive + self._step)
-
-    def window_end(self, key: str) -> datetime | None:
-        return self.window(key)[1]
-
-
-class DailyPartitions(_TimeWindowPartitions):
-    """One partition per calendar day in ``tz``, keyed ``"2026-01-01"``; ``end`` is exclusive."""
-
-    _step = timedelta(days=1)
-    _format = "%Y-%m-%d"
-
-    def _align(self, naive: datetime) -> datetime:
-        return naive.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-class HourlyPartitions(_TimeWindowPartitions):
-    """One partition per wall-clock hour in ``tz``, keyed ``"2026-01-01T05:00"``."""
-
-    _step = timedelta(hours=1)
-    _format = "%Y-%m-%dT%H:%M"
-
-    def _align(self, naive: datetime) -> datetime:
-        return naive.replace(minute=0, second=0, microsecond=0)
 
 
 KEY_MAX_BYTES = 255

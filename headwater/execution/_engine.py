@@ -48,6 +48,7 @@ from headwater.planning import (
     Schedule,
     State,
     Status,
+    backfill_nodes,
     explain,
     freshness_status,
     partition_range,
@@ -632,9 +633,11 @@ class Engine:
         """The asset partitions a request names; errors name the asset or partition at fault."""
         return resolve_selection(self.evaluator(), selection, partitions)
 
-    def partition_range(self, asset: str, first: str, last: str) -> list[str]:
-        """The existing partitions of ``asset`` from ``first`` to ``last``, both included."""
-        return partition_range(self.evaluator(), asset, first, last)
+    def backfill(self, asset: str, first: str, last: str) -> list[NodeKey]:
+        """A range of partitions of ``asset``, after the upstream partitions they need that
+        are not fresh (a backfill of days fills the hours they read first)."""
+        ev = self.evaluator()
+        return backfill_nodes(ev, asset, partition_range(ev, asset, first, last))
 
     async def materialize(
         self,

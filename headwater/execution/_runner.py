@@ -184,19 +184,32 @@ class Runner:
             read[(key, partition)] = version
         return value
 
-    def _input_value(self, job: Job, upstream: str, read: dict[NodeKey, str]) -> Any:
-        mapping = self.defs.graph.mapping(upstream, job.asset.key)
-        present = [p for a, p, _ in job.inputs if a == upstream]
-        if mapping is EdgeMapping.ALL:
+    def _input_value(self, job: Job, param: str, upstream: str, read: dict[NodeKey, str]) -> Any:
+        how = self.defs.read_maps[(job.asset.key, param)]
+        if how.kind is EdgeMapping.ALL:
+            present = [p for a, p, _ in job.inputs if a == upstream]
             return {p: self._load_input(upstream, p, read) for p in present}
-        partition = job.partition if mapping is EdgeMapping.IDENTITY else None
+        if how.kind is EdgeMapping.MAPPED and how.mapping is not None:
+            assert job.partition is not None
+            if how.mapping.many:  # the present partitions this parameter's window holds
+                covered = [
+                    p
+                    for a, p, _ in job.inputs
+                    if a == upstream and p is not None and how.mapping.covers(job.partition, p)
+                ]
+                return {p: self._load_input(upstream, p, read) for p in covered}
+            keys, _ = how.mapping.upstream(job.partition, None)
+            if not keys:
+                return None  # an optional input's window outside the upstream's partitions
+            return self._load_input(upstream, keys[0], read)
+        partition = job.partition if how.kind is EdgeMapping.IDENTITY else None
         return self._load_input(upstream, partition, read)
 
     def _kwargs(self, job: Job, context: Context, read: dict[NodeKey, str]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for param, upstream in job.asset.inputs.items():
             try:
-                kwargs[param] = self._input_value(job, upstream, read)
+                kwargs[param] = self._input_value(job, param, upstream, read)
             except _LostInput:
                 raise
             except Exception as exc:

@@ -4,6 +4,7 @@ from headwater.planning._explain import explain
 from headwater.planning._freshness import FreshnessStatus, freshness_status
 from headwater.planning._planner import Plan, Request, decide_step, plan
 from headwater.planning._selection import (
+    backfill_nodes,
     expand_selection,
     partition_range,
     resolve_selection,
@@ -37,6 +38,7 @@ __all__ = [
     "Status",
     "Wavefront",
     "as_input",
+    "backfill_nodes",
     "decide_step",
     "expand_selection",
     "explain",

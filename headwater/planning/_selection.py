@@ -8,9 +8,10 @@ from collections.abc import Iterable, Sequence
 from headwater._errors import PartitionKeyError, SelectionError, did_you_mean
 from headwater.definitions import AssetDef
 from headwater.planning._state import NodeKey
-from headwater.planning._status import Evaluator
+from headwater.planning._status import FRESH, Evaluator
+from headwater.planning._wavefront import topological_key
 
-__all__ = ["expand_selection", "partition_range", "resolve_selection"]
+__all__ = ["backfill_nodes", "expand_selection", "partition_range", "resolve_selection"]
 
 _GLOB = "*?["
 
@@ -71,3 +72,26 @@ def partition_range(ev: Evaluator, asset: str, first: str, last: str) -> list[st
     if start > end:
         raise PartitionKeyError(f"asset {asset!r}: --from {first!r} comes after --to {last!r}")
     return keys[start : end + 1]
+
+
+def backfill_nodes(ev: Evaluator, asset: str, keys: Sequence[str]) -> list[NodeKey]:
+    """The partitions ``keys`` of ``asset`` and, before them, the asset partitions upstream
+    (through the partition mappings) that they need and that are not fresh, or have something
+    upstream that is not: a backfill of days fills the hours they read first."""
+    wanted: list[NodeKey] = [(asset, k) for k in keys]
+    closure: set[NodeKey] = set()
+    stack = list(wanted)
+    while stack:
+        for _, nodes in ev.input_nodes(*stack.pop()):
+            for up in nodes:
+                kind = ev.defs.nodes[up[0]]
+                if up not in closure and isinstance(kind, AssetDef) and ev.exists(*up):
+                    closure.add(up)
+                    stack.append(up)
+    needed: set[NodeKey] = set()
+    for node in sorted(closure, key=lambda n: topological_key(ev.graph, n)):
+        ups = (u for _, nodes in ev.input_nodes(*node) for u in nodes)
+        if ev.status(*node).state != FRESH or any(u in needed for u in ups):
+            needed.add(node)
+    first = sorted(needed, key=lambda n: topological_key(ev.graph, n))
+    return first + [n for n in wanted if n not in needed]

@@ -25,6 +25,10 @@ _FRESH_EAGER = EagerPolicy().decide(
 )
 
 
+_BY_PARTITION = (EdgeMapping.IDENTITY, EdgeMapping.MAPPED)
+"""Edges along which a partition reads particular partitions of its input."""
+
+
 def node_label(asset: str, partition: str | None) -> str:
     return asset if partition is None else f"{asset}[{partition}]"
 
@@ -88,15 +92,26 @@ class Evaluator:
 
     def input_nodes(self, asset: str, partition: str | None) -> list[tuple[str, list[NodeKey]]]:
         """Per upstream key, the upstream partitions this partition reads (present ones for ALL)."""
-        out: list[tuple[str, list[NodeKey]]] = []
+        return [(parent, nodes) for parent, nodes, _ in self.input_reads(asset, partition)]
+
+    def input_reads(
+        self, asset: str, partition: str | None
+    ) -> list[tuple[str, list[NodeKey], str | None]]:
+        """:meth:`input_nodes`, each with why a window it must read lies outside the upstream's
+        partitions (a partition that waits for ever unless the input is optional)."""
+        out: list[tuple[str, list[NodeKey], str | None]] = []
         for parent in self.graph.parents[asset]:
             mapping = self.graph.mapping(parent, asset)
             if mapping is EdgeMapping.IDENTITY:
-                out.append((parent, [(parent, partition)]))
+                out.append((parent, [(parent, partition)], None))
             elif mapping is EdgeMapping.ALL:
-                out.append((parent, [(parent, p) for p in self.state.present_partitions(parent)]))
+                nodes: list[NodeKey] = [(parent, p) for p in self.state.present_partitions(parent)]
+                out.append((parent, nodes, None))
+            elif mapping is EdgeMapping.MAPPED and partition is not None:
+                keys, problem = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
+                out.append((parent, [(parent, k) for k in keys], problem))
             else:
-                out.append((parent, [(parent, None)]))
+                out.append((parent, [(parent, None)], None))
         return out
 
     def children(self, node: NodeKey) -> list[NodeKey]:
@@ -107,7 +122,12 @@ class Evaluator:
             if mapping is EdgeMapping.IDENTITY:
                 if self.exists(child, partition):
                     out.append((child, partition))
-            elif mapping is EdgeMapping.FAN_OUT:
+            elif mapping is EdgeMapping.MAPPED and partition is not None:
+                keys = self.graph.edge_map(asset, child).downstream(partition, self.pctx)
+                out.extend((child, p) for p in keys if self.exists(child, p))
+            elif mapping is EdgeMapping.FAN_OUT or (
+                mapping is EdgeMapping.ALL and self.defs.nodes[child].partitions is not None
+            ):
                 out.extend((child, p) for p in self.partitions(child))
             else:
                 out.append((child, None))
@@ -121,8 +141,7 @@ class Evaluator:
         if newest is None or partition in newest:
             return False
         return not any(
-            self.graph.mapping(p, asset.key) is EdgeMapping.IDENTITY
-            for p in self.graph.parents[asset.key]
+            self.graph.mapping(p, asset.key) in _BY_PARTITION for p in self.graph.parents[asset.key]
         )
 
     def status(self, asset_key: str, partition: str | None) -> Status:
@@ -135,13 +154,18 @@ class Evaluator:
         present: list[tuple[str, str | None, str]] = []
         blockers: list[str] = []
         only_missing = True
-        for parent, nodes in self.input_nodes(asset_key, partition):
-            if not nodes:
+        for parent, nodes, problem in self.input_reads(asset_key, partition):
+            if problem is not None:
+                blockers.append(
+                    f"input {parent}: {problem} (an input declared optional=True reads None there)"
+                )
+            elif not nodes:
                 blockers.append(f"input {parent} has no partitions yet")
+            absent: list[str] = []
             for up in nodes:
                 up_record = self.state.record(up)
                 if up_record is None or up_record.version is None:
-                    blockers.append(f"input {node_label(*up)} {_absence(up_record)}")
+                    absent.append(f"input {node_label(*up)} {_absence(up_record)}")
                     only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
@@ -151,6 +175,10 @@ class Evaluator:
                     blockers.append(
                         f"input {node_label(*up)} is blocked by failed check {check.name!r}"
                     )
+            if len(absent) > 1 and len(nodes) > 1:
+                blockers.append(self._waiting_for(parent, nodes))
+            else:
+                blockers.extend(absent)
         inputs = tuple(sorted(present))
         nothing_arrived = bool(blockers) and not present and only_missing
         code = self.code_version(node)
@@ -179,6 +207,16 @@ class Evaluator:
             reasons.extend(_input_changes(record.inputs, inputs))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
+
+    def _waiting_for(self, parent: str, nodes: list[NodeKey]) -> str:
+        """One line for many absent partitions of one input (the hours of a day)."""
+        missing = [
+            p for a, p in nodes if (r := self.state.record((a, p))) is None or r.version is None
+        ]
+        parts = self.defs.nodes[parent].partitions
+        unit = getattr(parts, "unit", "partition")
+        shown = ", ".join(str(p) for p in missing[:6]) + (", …" if len(missing) > 6 else "")
+        return f"input {parent}: waiting for {len(missing)} of {len(nodes)} {unit}s: {shown}"
 
     def due_tick(self, asset: AssetDef) -> datetime | None:
         """For a clock-driven policy: the latest tick not yet handled, if it has passed."""

@@ -142,24 +142,28 @@ def _search(
             if graph.order[parent] < floor:
                 continue
             mapping = graph.mapping(parent, asset)
-            up: _Up
+            ups: list[_Up]
             if any_partition or mapping is EdgeMapping.ALL:
-                up = (parent, None, True)
+                ups = [(parent, None, True)]
             elif mapping is EdgeMapping.IDENTITY:
-                up = (parent, partition, False)
+                ups = [(parent, partition, False)]
+            elif mapping is EdgeMapping.MAPPED and partition is not None:
+                keys = graph.edge_map(parent, asset).search_up(partition)
+                ups = [(parent, None, True)] if keys is None else [(parent, k, False) for k in keys]
             else:
-                up = (parent, None, False)
-            if up in seen:
-                continue
-            seen.add(up)
-            held = pending.get(parent)
-            if held:
-                if up[2]:
-                    return parent, next(iter(held))
-                if up[1] in held:
-                    return parent, up[1]
-            if clear is None or up not in clear:  # a cleared position may be pending itself
-                stack.append(up)
+                ups = [(parent, None, False)]
+            for up in ups:
+                if up in seen:
+                    continue
+                seen.add(up)
+                held = pending.get(parent)
+                if held:
+                    if up[2]:
+                        return parent, next(iter(held))
+                    if up[1] in held:
+                        return parent, up[1]
+                if clear is None or up not in clear:  # a cleared position may be pending itself
+                    stack.append(up)
     if clear is not None:
         clear.update(seen)
         clear.add(start)
