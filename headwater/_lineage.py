@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headwater.definitions import AssetDef, Definitions
+from headwater.definitions import AssetDef, Definitions, EdgeMapping
 
 __all__ = ["FORMATS", "render_lineage"]
 
@@ -16,6 +16,13 @@ def _kind(defs: Definitions, key: str) -> str:
     return f"{node.kind} source"
 
 
+def _mapping(defs: Definitions, parent: str, child: str) -> str | None:
+    """The partition mapping of an edge where it is not the plain same-key or whole read."""
+    if defs.graph.mapping(parent, child) is not EdgeMapping.MAPPED:
+        return None
+    return defs.graph.edge_map(parent, child).label
+
+
 def render_lineage(defs: Definitions, fmt: str) -> str:
     graph = defs.graph
     keys = sorted(graph.order, key=graph.order.__getitem__)
@@ -24,19 +31,28 @@ def render_lineage(defs: Definitions, fmt: str) -> str:
         ids = {key: f"n{i}" for i, key in enumerate(keys)}
         lines = ["graph LR"]
         lines += [f'    {ids[k]}["{k}"]' for k in keys]
-        lines += [f"    {ids[a]} --> {ids[b]}" for a, b in edges]
+        for a, b in edges:
+            label = _mapping(defs, a, b)
+            arrow = "-->" if label is None else f'-- "{label}" -->'
+            lines.append(f"    {ids[a]} {arrow} {ids[b]}")
         return "\n".join(lines)
     if fmt == "dot":
         lines = ["digraph headwater {", "    rankdir=LR;"]
         for key in keys:
             shape = "box" if isinstance(defs.nodes[key], AssetDef) else "ellipse"
             lines.append(f'    "{key}" [shape={shape}];')
-        lines += [f'    "{a}" -> "{b}";' for a, b in edges]
+        for a, b in edges:
+            label = _mapping(defs, a, b)
+            attrs = "" if label is None else f' [label="{label}"]'
+            lines.append(f'    "{a}" -> "{b}"{attrs};')
         lines.append("}")
         return "\n".join(lines)
     lines = []
     for key in keys:
-        parents = graph.parents[key]
+        parents = [
+            p if (label := _mapping(defs, p, key)) is None else f"{p} [{label}]"
+            for p in graph.parents[key]
+        ]
         suffix = f" <- {', '.join(parents)}" if parents else ""
         lines.append(f"{key} ({_kind(defs, key)}){suffix}")
     return "\n".join(lines)

@@ -175,7 +175,7 @@ class Evaluator:
                     blockers.append(
                         f"input {node_label(*up)} is blocked by failed check {check.name!r}"
                     )
-            if len(absent) > 1 and len(nodes) > 1:
+            if absent and len(nodes) > 1:
                 blockers.append(self._waiting_for(parent, nodes))
             else:
                 blockers.extend(absent)
