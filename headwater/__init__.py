@@ -34,7 +34,7 @@ from headwater.definitions import (
     source,
 )
 from headwater.execution import Context, FilesystemStore, IOManager
-from headwater.policies import Freshness, Policy, Retry, eager, manual, on_cron
+from headwater.policies import Freshness, Policy, Retry, eager, lazy, manual, on_cron
 from headwater.versions import code_version, data_version
 
 __version__ = "0.1.0"
@@ -79,6 +79,7 @@ __all__ = [
     "code_version",
     "data_version",
     "eager",
+    "lazy",
     "manual",
     "on_cron",
     "parse_duration",

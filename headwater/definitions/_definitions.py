@@ -172,6 +172,13 @@ class Definitions:
         }
         return frozenset(k for k in holders | self.graph.ancestors(holders) if k in self.assets)
 
+    @functools.cached_property
+    def sla_pulled(self) -> frozenset[str]:
+        """Assets with a freshness SLA and every asset upstream of one: where a lazy asset
+        looks for what pulls it."""
+        holders = {k for k, a in self.assets.items() if a.freshness is not None}
+        return frozenset(k for k in holders | self.graph.ancestors(holders) if k in self.assets)
+
     def __getitem__(self, key: str) -> Node:
         return self.nodes[key]
 

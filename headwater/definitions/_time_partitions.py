@@ -179,7 +179,7 @@ class TimePartitions(PartitionsDefinition):
     def check_key(self, key: str) -> None:
         start = self.window_start(key)
         if (problem := self.range_problem(start)) is not None:
-            raise PartitionKeyError(f"partition {key!r} {problem}")
+            raise PartitionKeyError(f"partition {key!r} is not a key: it {problem}")
 
     def label(self, start: datetime) -> str:
         return self._label(start)

@@ -75,7 +75,7 @@ class Clockwork:
                     self.timers.schedule(end, "window", key)
             elif kind == "cron":
                 self._cron_pending.add(str(subject))
-            elif kind == "retry":
+            elif kind == "wake":
                 engine.dirty.add(cast(NodeKey, subject))
             else:
                 freshness.append(cast(NodeKey, subject))

@@ -153,7 +153,7 @@ class RunCycle:
     async def _note_decision(self, node: NodeKey, decision: Decision, result: TickResult) -> None:
         engine = self.engine
         if decision.wake_at is not None:
-            engine.clockwork.timers.schedule(decision.wake_at, "retry", node)
+            engine.clockwork.timers.schedule(decision.wake_at, "wake", node)
         if not decision.notable:
             return
         if not (decision.kind == "idle" and node in result.failed):

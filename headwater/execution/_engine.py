@@ -448,7 +448,7 @@ class Engine:
     # -- inputs from outside -------------------------------------------------------------
 
     def evaluator(self) -> Evaluator:
-        return Evaluator(self.defs, self.state, self.clock.now())
+        return Evaluator(self.defs, self.state, self.clock.now(), self.cycle.usual)
 
     def _source(self, key: str) -> SourceDef:
         node = self.defs.nodes.get(key)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from headwater.definitions import AssetDef
 from headwater.planning._status import FRESH, Evaluator
 
-__all__ = ["FreshnessStatus", "freshness_status"]
+__all__ = ["FreshnessStatus", "freshness_status", "lag_since"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,13 @@ def _lag(
     if inputs_since is not None and inputs_since > since:
         since = inputs_since
     return max(timedelta(0), ev.now - since), since
+
+
+def lag_since(ev: Evaluator, key: str, partition: str | None, state: str) -> datetime | None:
+    """Since when the partition has been behind its upstream (None: up to date, or an input
+    never arrived)."""
+    lag = _lag(ev, key, partition, state)
+    return None if lag is None else lag[1]
 
 
 def freshness_status(ev: Evaluator, key: str, partition: str | None) -> FreshnessStatus | None:

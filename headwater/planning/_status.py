@@ -7,7 +7,7 @@ follows the size of the affected subgraph, not of the whole graph.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -15,7 +15,7 @@ from typing import cast
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State
-from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext
+from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 
 __all__ = ["Evaluator", "Status", "as_input", "node_label"]
 
@@ -52,8 +52,16 @@ class Status:
 class Evaluator:
     """Status, input and child partitions of asset partitions at ``now``."""
 
-    def __init__(self, defs: Definitions, state: State, now: datetime) -> None:
+    def __init__(
+        self,
+        defs: Definitions,
+        state: State,
+        now: datetime,
+        durations: Mapping[str, float] | None = None,
+    ) -> None:
         self.defs = defs
+        self.durations: Mapping[str, float] = durations or {}
+        """Per asset, its usual run duration in seconds (what lazy assets plan ahead by)."""
         self.graph = defs.graph
         self.state = state
         self.now = now
@@ -267,8 +275,18 @@ class Evaluator:
             nothing_arrived=status.nothing_arrived,
             has_inputs=bool(self.graph.parents[asset_key]),
             due_tick=self.due_tick(asset),
+            pull=self._pull(asset, partition, status),
         )
         return asset.policy.decide(ctx)
+
+    def _pull(self, asset: AssetDef, partition: str | None, status: Status) -> Pull | None:
+        if status.state not in (MISSING, STALE) or not getattr(
+            asset.policy, "pulled_by_slas", False
+        ):
+            return None
+        from headwater.planning._lazy import pull  # it builds on freshness, which builds on this
+
+        return pull(self, (asset.key, partition), status)
 
 
 def as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:

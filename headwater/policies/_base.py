@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["ClockPolicy", "Decision", "DecisionKind", "Policy", "PolicyContext", "no_input_yet"]
+__all__ = [
+    "ClockPolicy",
+    "Decision",
+    "DecisionKind",
+    "Policy",
+    "PolicyContext",
+    "Pull",
+    "no_input_yet",
+]
 
 DecisionKind = Literal["run", "wait", "idle"]
 
@@ -42,6 +50,19 @@ def no_input_yet(ctx: PolicyContext) -> Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Pull:
+    """A downstream freshness SLA that needs a lazy partition: the latest instant to start it."""
+
+    holder: str
+    """The partition whose SLA pulls, as people read it (``report[2026-01-05]``)."""
+    reason: str
+    """Which SLA: ``"max_lag 1h"``."""
+    deadline: datetime
+    run_at: datetime
+    lead_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyContext:
     """One asset partition as a policy sees it."""
 
@@ -57,6 +78,8 @@ class PolicyContext:
     has_inputs: bool = True
     due_tick: datetime | None = None
     """For clock-driven policies: the tick that is due and not yet handled, if any."""
+    pull: Pull | None = None
+    """For policies with ``pulled_by_slas``: the most urgent downstream SLA that needs it."""
 
 
 @runtime_checkable
