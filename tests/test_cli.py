@@ -281,3 +281,48 @@ def test_backfill_usage_errors_exit_2(project: Path) -> None:
     )
     assert result.returncode == 2
     assert "comes after" in result.stderr
+
+
+def test_plan_lists_the_steps_a_change_would_run_and_writes_nothing(project: Path) -> None:
+    assert (
+        hw("materialize", "orders_clean", "totals", "-d", "pipeline.py", cwd=project).returncode
+        == 0
+    )
+    log = project / ".headwater" / "events.db"
+    before = (
+        log.stat().st_size,
+        len(json.loads(hw("status", "--json", "-d", "pipeline.py", cwd=project).stdout)),
+    )
+    result = hw("plan", "--changed", "orders:2026-01-02", "-d", "pipeline.py", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("plan if orders[2026-01-02] changed: 2 steps")
+    assert lines[1].startswith("    1. orders_clean[2026-01-02]: input orders[2026-01-02] changed")
+    assert lines[2].startswith("    2. totals: input orders_clean[2026-01-02] changed")
+    assert lines[2].endswith("[may stop: early cutoff]")
+    as_json = json.loads(
+        hw("plan", "-c", "orders:2026-01-02", "--json", "-d", "pipeline.py", cwd=project).stdout
+    )
+    assert [(s["asset"], s["partition"], s["may_stop"]) for s in as_json["steps"]] == [
+        ("orders_clean", "2026-01-02", False),
+        ("totals", None, True),
+    ]
+    now = hw("plan", "-d", "pipeline.py", cwd=project)
+    assert now.returncode == 0, now.stderr
+    assert now.stdout.startswith("plan now: 0 steps")
+    assert "broken: missing; manual policy: runs only when asked" in now.stdout
+    assert "always_late: LATE" in now.stdout
+    after = (
+        log.stat().st_size,
+        len(json.loads(hw("status", "--json", "-d", "pipeline.py", cwd=project).stdout)),
+    )
+    assert after == before
+    for args, message in (
+        (["-c", "orders"], "source 'orders' is partitioned; name one as orders:PARTITION"),
+        (["-c", "totals"], "'totals' is an asset; --changed names sources"),
+        (["-c", "order:2026-01-01"], "did you mean 'orders'"),
+        (["-c", "orders:2026-02-30"], "partition '2026-02-30'"),
+    ):
+        bad = hw("plan", *args, "-d", "pipeline.py", cwd=project)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr

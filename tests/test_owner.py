@@ -430,3 +430,22 @@ def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
     )  # fmt: skip
     assert unreachable.returncode == 3 and "permission denied" in unreachable.stderr
     os.chown(state, 0, -1)
+
+
+def test_plan_reads_the_log_while_the_daemon_runs_and_changes_nothing(
+    project: Path, daemons: list[object]
+) -> None:
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "a")
+    daemon.wait_event("materialized", asset="parsed", partition="a")
+    count = len(_events(project))
+    result = hw_project(project, "plan", "--changed", "files:a", "--json")
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["steps"]
+    assert [(s["asset"], s["partition"]) for s in steps] == [("parsed", "a")]
+    now = hw_project(project, "plan")
+    assert now.returncode == 0, now.stderr
+    assert "stamp: missing; manual policy" in now.stdout
+    assert len(_events(project)) == count  # nothing written, nothing run
+    assert daemon.proc is not None and daemon.proc.poll() is None

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import headwater as hw
+from headwater.planning._dryrun import dry_run
 from headwater.testing import Harness
 
 PARTS = ["p0", "p1", "p2"]
@@ -114,3 +115,41 @@ def test_plan_runs_exactly_what_changed_data_makes_stale(
                 if parent in position:
                     assert position[parent] < n
         assert h.tick().materialized == []  # quiet afterwards
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spec=specs(), edits=st.sets(st.tuples(st.integers(0, 2), st.sampled_from(PARTS)), max_size=4)
+)
+def test_a_dry_run_plans_what_the_next_tick_runs(spec: Spec, edits: set[tuple[int, str]]) -> None:
+    """``headwater plan --changed``: every step it does not mark as one early cutoff may stop
+    runs in the next tick, nothing it does not list runs, and its order is topological; when
+    every asset echoes its inputs (no cutoff), the plan is exactly the tick."""
+    defs = _build(spec)
+    partitions: list[str | None] = list(PARTS) if spec.partitioned else [None]
+    with Harness(defs) as h:
+        for i in range(spec.sources):
+            for p in partitions:
+                h.observe(spec.name(i), value=("start", i), partition=p)
+        h.tick()
+        quiet = dry_run(defs, h.engine.state, h.engine.clock.now())
+        assert quiet.steps == []  # nothing to do: a full evaluation plans nothing
+        changed = sorted(
+            {(spec.name(s % spec.sources), p if spec.partitioned else None) for s, p in edits},
+            key=str,
+        )
+        planned = dry_run(defs, h.engine.state, h.engine.clock.now(), changed=changed)
+        for node in changed:
+            h.observe(node[0], value=("edit", node), partition=node[1])
+        ran = set(h.tick().materialized)
+        steps = {(s.asset, s.partition): s for s in planned.steps}
+        assert ran <= set(steps)
+        assert {n for n, s in steps.items() if not s.may_stop} <= ran
+        if all(spec.echo):
+            assert ran == set(steps)
+        order = [(s.asset, s.partition) for s in planned.steps]
+        for n, (key, partition) in enumerate(order):
+            for u in spec.parents[int(key[1:])]:
+                parent = (spec.name(u), partition)
+                if parent in steps:
+                    assert order.index(parent) < n

@@ -244,6 +244,15 @@ class State:
     def record(self, node: NodeKey) -> NodeRecord | None:
         return self.records.get(node)
 
+    def copy(self) -> State:
+        """A copy to change without touching this one (records are immutable: shared)."""
+        out = State()
+        out.records = dict(self.records)
+        out.present = {a: dict(p) for a, p in self.present.items()}
+        out.dynamic = {n: dict(k) for n, k in self.dynamic.items()}
+        out.schedules = dict(self.schedules)
+        return out
+
     def version(self, node: NodeKey) -> str | None:
         rec = self.records.get(node)
         return None if rec is None else rec.version

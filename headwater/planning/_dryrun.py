@@ -1,0 +1,173 @@
+"""A dry run: what the next tick would run, in order and why, without running anything. Pure.
+
+It plays a tick on a copy of the state: the planner seeds what is dirty (everything, as a
+daemon starting now would see it, or what the given source changes reach), and each step is
+decided as the engine decides it, in the wavefront's order. A step that would run is assumed to
+produce a new data version (so its readers are reached) and to pass its checks: the steps a
+change reaches only through others are marked as ones early cutoff may stop, should an
+upstream step produce the data it had before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from headwater._errors import did_you_mean
+from headwater.definitions import AssetDef, Definitions, SourceDef
+from headwater.planning._freshness import freshness_status
+from headwater.planning._planner import decide_step, plan
+from headwater.planning._state import NodeKey, NodeRecord, State
+from headwater.planning._status import Evaluator, node_label
+from headwater.planning._wavefront import Wavefront
+
+__all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    asset: str
+    partition: str | None
+    reason: str
+    may_stop: bool
+    """Reached only through other planned steps: early cutoff stops it if they produce the
+    data they had before."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlaRisk:
+    asset: str
+    partition: str | None
+    late: bool
+    deadline: datetime | None
+    reason: str
+
+
+@dataclass(slots=True)
+class DryRun:
+    steps: list[PlannedStep] = field(default_factory=list)
+    held: dict[NodeKey, str] = field(default_factory=dict)
+    """Partitions the tick looks at and does not run, with why (waiting, manual, lazy...)."""
+    risks: list[SlaRisk] = field(default_factory=list)
+
+
+def _changed(state: State, node: NodeKey, now: datetime, n: int) -> None:
+    old = state.record(node) or NodeRecord()
+    state.put(
+        node,
+        replace(
+            old,
+            version=f"(new {n})",
+            changed_at=now,
+            appeared_at=old.appeared_at if old.version is not None else now,
+        ),
+    )
+
+
+def dry_run(
+    defs: Definitions,
+    state: State,
+    now: datetime,
+    *,
+    changed: Iterable[NodeKey] | None = None,
+    durations: Mapping[str, float] | None = None,
+) -> DryRun:
+    """The tick that would run now (``changed=None``: every partition looked at, as a daemon
+    starting now does), or right after the sources in ``changed`` got new versions."""
+    sim = state.copy()
+    out = DryRun()
+
+    def evaluator() -> Evaluator:
+        return Evaluator(defs, sim, now, durations)
+
+    if changed is None:
+        ev = evaluator()
+        dirty = {(key, p) for key in defs.assets for p in ev.partitions(key)}
+    else:
+        dirty = set()
+        for n, node in enumerate(changed):
+            _changed(sim, node, now, n)
+        ev = evaluator()
+        for node in changed:
+            dirty.update(ev.children(node))
+    current = plan(ev, dirty)
+    for node, decision in current.decisions.items():
+        if decision.notable:
+            out.held[node] = decision.reason
+    seeds = set(current.steps)
+    front = Wavefront(ev, current.steps)
+    ready = front.take_ready()
+    made = 0
+    while ready:
+        node = ready.pop(0)
+        ev = evaluator()
+        status, decision = decide_step(ev, node, None)
+        reaches = decision.kind == "run" or decision.notable
+        if decision.kind == "run":
+            asset = defs.nodes[node[0]]
+            assert isinstance(asset, AssetDef)
+            out.steps.append(PlannedStep(*node, decision.reason, node not in seeds))
+            old = sim.record(node) or NodeRecord()
+            made += 1
+            sim.put(
+                node,
+                replace(
+                    old,
+                    version=f"(planned {made})",
+                    changed_at=now,
+                    materialized_at=now,
+                    code_version=ev.code_version(asset),
+                    inputs=status.inputs,
+                    failure=None,
+                    checks=(),
+                    lost_at=None,
+                    pending_since=None,
+                    appeared_at=old.appeared_at if old.version is not None else now,
+                ),
+            )
+        elif decision.notable:
+            out.held[node] = decision.reason
+        front.finished(node, evaluator() if reaches else None)
+        ready.extend(front.take_ready())
+    out.risks = _risks(Evaluator(defs, state, now, durations), out)
+    return out
+
+
+def _risks(ev: Evaluator, run: DryRun) -> list[SlaRisk]:
+    """SLA holders the plan touches (or holds back) that are late, or will be by a deadline."""
+    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held)
+    out: list[SlaRisk] = []
+    for node in dict.fromkeys(nodes):
+        if node[0] not in ev.defs.nodes or not ev.exists(*node):
+            continue
+        fs = freshness_status(ev, *node)
+        if fs is None or (not fs.late and fs.deadline is None):
+            continue
+        reason = "; ".join(fs.reasons) if fs.late else f"late at {fs.deadline}"
+        out.append(SlaRisk(*node, fs.late, fs.deadline, reason))
+    return out
+
+
+def changed_node(defs: Definitions, spec: str) -> NodeKey:
+    """``SOURCE`` or ``SOURCE:PARTITION`` as a node; ValueError naming what is wrong."""
+    key, _, partition = spec.partition(":")
+    node = defs.nodes.get(key)
+    if not isinstance(node, SourceDef):
+        what = (
+            "an asset; --changed names sources"
+            if node is not None
+            else "not defined" + did_you_mean(key, defs.sources)
+        )
+        raise ValueError(f"--changed {spec!r}: {key!r} is {what}")
+    if node.partitions is None and partition:
+        raise ValueError(f"--changed {spec!r}: source {key!r} is not partitioned")
+    if node.partitions is not None and not partition:
+        raise ValueError(
+            f"--changed {spec!r}: source {key!r} is partitioned; name one as {key}:PARTITION"
+        )
+    return key, partition or None
+
+
+def label(step: PlannedStep) -> str:
+    return node_label(step.asset, step.partition)
