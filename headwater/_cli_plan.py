@@ -11,12 +11,14 @@ import click
 from headwater._cli_common import UserError, common, load
 from headwater._cli_print import echo
 from headwater._clock import SystemClock
+from headwater._durations import format_duration
+from headwater._replay import replay as run_replay
 from headwater.eventlog import EventLogReader
 from headwater.planning import Evaluator, NodeKey
 from headwater.planning._dryrun import changed_node, dry_run
 from headwater.planning._status import node_label
 
-__all__ = ["plan"]
+__all__ = ["plan", "replay"]
 
 
 @click.command()
@@ -96,3 +98,64 @@ def plan(
         for risk in run.risks:
             state_word = "LATE" if risk.late else "due"
             echo(f"       {node_label(risk.asset, risk.partition)}: {state_word}: {risk.reason}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@common
+def replay(as_json: bool, definitions: str | None, state_dir: str | None) -> None:
+    """Re-decide the recorded history under other definitions (--definitions NEW).
+
+    Sources' recorded changes and explicit requests are fed to the engine on a virtual clock;
+    no function runs (each run gives the outcome it had for the same inputs). Per asset: the
+    runs and SLA violations that did happen, against those that would have. Writes nothing.
+    """
+    settings, defs = load(definitions, state_dir)
+    reader = EventLogReader(settings.state_dir)
+    reader.require()
+    recorded = reader.events()
+    report = run_replay(recorded, defs)
+    rows = list(report.assets.values())
+    if as_json:
+        out = {
+            "start": None if report.start is None else report.start.isoformat(),
+            "end": None if report.end is None else report.end.isoformat(),
+            "events": report.events,
+            "assets": [
+                {
+                    "asset": r.asset,
+                    "runs_did": r.runs_did,
+                    "runs_would": r.runs_would,
+                    "violations_did": r.violations_did,
+                    "violations_would": r.violations_would,
+                    "late_did_s": r.late_did.total_seconds(),
+                    "late_would_s": r.late_would.total_seconds(),
+                }
+                for r in rows
+            ],
+        }
+        click.echo(json.dumps(out))
+        return
+    if report.start is None or report.end is None:
+        echo("replay: the event log holds no history yet")
+        return
+    echo(
+        f"replay of {report.events} events from {report.start.isoformat()} to "
+        f"{report.end.isoformat()} (the retained history) under {settings.definitions}"
+    )
+    header = ("asset", "runs did", "would", "SLA violations did", "would", "late for did", "would")
+    table = [header] + [
+        (
+            r.asset,
+            str(r.runs_did),
+            str(r.runs_would),
+            str(r.violations_did),
+            str(r.violations_would),
+            format_duration(r.late_did) if r.late_did else "-",
+            format_duration(r.late_would) if r.late_would else "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -15,7 +15,7 @@ import click
 
 from headwater._cli_common import Seconds, common, load, retention_option, settings_for
 from headwater._cli_daemon import health, reload, stop
-from headwater._cli_plan import plan
+from headwater._cli_plan import plan, replay
 from headwater._cli_read import lineage, logs, status, why
 from headwater._cli_write import backfill, backup, materialize, prune
 from headwater._config import resolve_executor
@@ -109,6 +109,7 @@ def validate(definitions: str | None, state_dir: str | None) -> None:
 
 
 for _command in (
-    materialize, backfill, prune, backup, status, why, logs, lineage, health, reload, stop, plan
+    materialize, backfill, prune, backup, status, why, logs, lineage, health, reload, stop, plan,
+    replay
 ):  # fmt: skip
     main.add_command(_command)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,3 +20,6 @@ class Context:
     now: datetime
     log: Any
     """A structlog logger bound to ``asset``, ``partition`` and ``run_id``."""
+    input_versions: Mapping[tuple[str, str | None], str] = field(default_factory=dict)
+    """The data version of every input partition this run reads, by ``(key, partition)``:
+    what its materialization records as its inputs."""

@@ -232,7 +232,8 @@ class Runner:
     def run(self, job: Job) -> Outcome:
         started = time.perf_counter()
         log = _log.bind(asset=job.asset.key, partition=job.partition, run_id=job.run_id)
-        context = Context(job.asset.key, job.partition, job.run_id, job.now, log)
+        versions = {(a, p): v for a, p, v in job.inputs}
+        context = Context(job.asset.key, job.partition, job.run_id, job.now, log, versions)
         with structlog.contextvars.bound_contextvars(
             asset=job.asset.key, partition=job.partition, run_id=job.run_id
         ):
