@@ -25,7 +25,14 @@ _FRESH_EAGER = EagerPolicy().decide(
 )
 
 
-_BY_PARTITION = (EdgeMapping.IDENTITY, EdgeMapping.MAPPED)
+_NONE, _IDENTITY, _ALL, _FAN_OUT, _MAPPED = (
+    EdgeMapping.NONE,
+    EdgeMapping.IDENTITY,
+    EdgeMapping.ALL,
+    EdgeMapping.FAN_OUT,
+    EdgeMapping.MAPPED,
+)  # module constants: planning compares them per edge, hundreds of thousands of times
+_BY_PARTITION = (_IDENTITY, _MAPPED)
 """Edges along which a partition reads particular partitions of its input."""
 
 
@@ -108,14 +115,17 @@ class Evaluator:
         """:meth:`input_nodes`, each with why a window it must read lies outside the upstream's
         partitions (a partition that waits for ever unless the input is optional)."""
         out: list[tuple[str, list[NodeKey], str | None]] = []
+        mappings = self.graph.mappings
         for parent in self.graph.parents[asset]:
-            mapping = self.graph.mapping(parent, asset)
-            if mapping is EdgeMapping.IDENTITY:
+            mapping = mappings[(parent, asset)]
+            if mapping is _NONE or mapping is _FAN_OUT:
+                out.append((parent, [(parent, None)], None))
+            elif mapping is _IDENTITY:
                 out.append((parent, [(parent, partition)], None))
-            elif mapping is EdgeMapping.ALL:
+            elif mapping is _ALL:
                 nodes: list[NodeKey] = [(parent, p) for p in self.state.present_partitions(parent)]
                 out.append((parent, nodes, None))
-            elif mapping is EdgeMapping.MAPPED and partition is not None:
+            elif partition is not None:
                 keys, problem = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
                 out.append((parent, [(parent, k) for k in keys], problem))
             else:
@@ -125,17 +135,18 @@ class Evaluator:
     def children(self, node: NodeKey) -> list[NodeKey]:
         asset, partition = node
         out: list[NodeKey] = []
+        mappings = self.graph.mappings
         for child in self.graph.children[asset]:
-            mapping = self.graph.mapping(asset, child)
-            if mapping is EdgeMapping.IDENTITY:
+            mapping = mappings[(asset, child)]
+            if mapping is _NONE:
+                out.append((child, None))
+            elif mapping is _IDENTITY:
                 if self.exists(child, partition):
                     out.append((child, partition))
-            elif mapping is EdgeMapping.MAPPED and partition is not None:
+            elif mapping is _MAPPED and partition is not None:
                 keys = self.graph.edge_map(asset, child).downstream(partition, self.pctx)
                 out.extend((child, p) for p in keys if self.exists(child, p))
-            elif mapping is EdgeMapping.FAN_OUT or (
-                mapping is EdgeMapping.ALL and self.defs.nodes[child].partitions is not None
-            ):
+            elif mapping is _FAN_OUT or self.defs.nodes[child].partitions is not None:
                 out.extend((child, p) for p in self.partitions(child))
             else:
                 out.append((child, None))
