@@ -293,6 +293,11 @@ def _dim_map(
         isinstance(declared, Identity) and not (isinstance(reader, TimePartitions) or both_time)
     ):
         return _SameKey(reader, upstream)
+    if isinstance(declared, Identity) and both_time:
+        raise DefinitionError(
+            f"{where}: Identity reads the same key, but {reader.describe()} and "
+            f"{upstream.describe()} are different time partitionings; use hw.TimeWindow()"
+        )
     raise DefinitionError(
         f"partition mismatch: {where}, and there is no mapping between {reader.describe()} and "
         f"{upstream.describe()}; use the same definition, or read the input whole with "
