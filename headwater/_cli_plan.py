@@ -4,6 +4,7 @@ nothing is written, so both work while the daemon runs."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import click
@@ -12,8 +13,10 @@ from headwater._cli_common import UserError, common, load
 from headwater._cli_print import echo
 from headwater._clock import SystemClock
 from headwater._durations import format_duration
+from headwater._logging import configure_logging
 from headwater._replay import replay as run_replay
 from headwater.eventlog import EventLogReader
+from headwater.execution._engine import recent_durations
 from headwater.planning import Evaluator, NodeKey
 from headwater.planning._dryrun import changed_node, dry_run
 from headwater.planning._status import node_label
@@ -55,7 +58,7 @@ def plan(
                 raise UserError(str(exc)) from None
             ev.check_node(*node)
             nodes.append(node)
-    run = dry_run(defs, state, now, changed=nodes)
+    run = dry_run(defs, state, now, changed=nodes, durations=recent_durations(settings.state_dir))
     if as_json:
         out: dict[str, Any] = {
             "at": now.isoformat(),
@@ -96,7 +99,7 @@ def plan(
     if run.risks:
         echo("SLAs at risk:")
         for risk in run.risks:
-            state_word = "LATE" if risk.late else "due"
+            state_word = "LATE" if risk.late else "at risk"
             echo(f"       {node_label(risk.asset, risk.partition)}: {state_word}: {risk.reason}")
 
 
@@ -114,6 +117,7 @@ def replay(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
     reader = EventLogReader(settings.state_dir)
     reader.require()
     recorded = reader.events()
+    configure_logging(level=logging.ERROR)  # the replayed engine's warnings are not news
     report = run_replay(recorded, defs)
     rows = list(report.assets.values())
     if as_json:
@@ -121,6 +125,8 @@ def replay(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
             "start": None if report.start is None else report.start.isoformat(),
             "end": None if report.end is None else report.end.isoformat(),
             "events": report.events,
+            "not_replayed": {k: {"count": n, "why": why} for k, (n, why) in report.skipped.items()},
+            "dropped": report.dropped,
             "assets": [
                 {
                     "asset": r.asset,
@@ -159,3 +165,7 @@ def replay(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for key in report.dropped:
+        echo(f"{key}: ran in the history; the new definitions do not hold it")
+    for key, (count, why) in report.skipped.items():
+        echo(f"not replayed: {count} recorded change(s) or request(s) of {key}: {why}")

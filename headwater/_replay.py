@@ -55,6 +55,11 @@ class ReplayReport:
     assets: dict[str, AssetReplay] = field(default_factory=dict)
     runs_would: list[tuple[str, str | None, datetime]] = field(default_factory=list)
     """Every run the replay started: asset, partition, when."""
+    skipped: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Recorded changes and requests the new definitions cannot take, by key: how many, and
+    why the first one could not."""
+    dropped: list[str] = field(default_factory=list)
+    """Assets that ran in the history but that the new definitions do not hold."""
 
 
 def _inputs(payload: Mapping[str, Any]) -> _Inputs:
@@ -161,7 +166,7 @@ def replay(
             if ahead > timedelta(0) and not (pending and ahead <= BATCH):
                 h.advance(ahead)  # ticks first: what is pending reacts at its own instant
                 pending = False
-            pending = _feed(h, stand_ins, event) or pending
+            pending = _feed(h, stand_ins, event, report.skipped) or pending
         if report.end > h.now:
             h.advance(report.end - h.now)
         else:
@@ -169,13 +174,18 @@ def replay(
         replayed = h.events()
     for key in defs.assets:
         report.assets[key] = AssetReplay(key)
+    for event in recorded:
+        ran = event.asset
+        if event.kind == EventKind.RUN_STARTED and ran and ran not in report.assets:
+            report.assets[ran] = AssetReplay(ran)
+            report.dropped.append(ran)
     did = _late_spans(recorded, report.end)
     would = _late_spans(replayed, report.end)
     for event in recorded:
         if event.kind == EventKind.RUN_STARTED and event.asset in report.assets:
             report.assets[event.asset].runs_did += 1
     for event in replayed:
-        if event.kind == EventKind.RUN_STARTED and event.asset in report.assets:
+        if event.kind == EventKind.RUN_STARTED and event.asset in defs.assets:
             report.assets[event.asset].runs_would += 1
             report.runs_would.append((event.asset, event.partition, event.timestamp))
     for key, row in report.assets.items():
@@ -200,10 +210,17 @@ def _reaction(event: Event) -> bool:
     return event.kind in (EventKind.RUN_STARTED, EventKind.DECISION)
 
 
-def _feed(h: Any, defs: Definitions, event: Event) -> bool:
+def _feed(h: Any, defs: Definitions, event: Event, skipped: dict[str, tuple[int, str]]) -> bool:
     """Give the engine what came from outside at this instant; True when it must still react
     (a request runs at once)."""
     kind, key = event.kind, event.asset
+    where = key or str(event.payload.get("name", ""))
+    if kind != EventKind.PARTITIONS_ADDED and key not in defs.nodes:
+        _skip(skipped, where, "the new definitions do not hold it")
+        return False
+    if kind == EventKind.OBSERVATION and key not in defs.sources:
+        _skip(skipped, where, "it is an asset in the new definitions, not a source")
+        return False
     try:
         if kind == EventKind.OBSERVATION and key in defs.sources:
             return bool(
@@ -223,6 +240,11 @@ def _feed(h: Any, defs: Definitions, event: Event) -> bool:
             h.materialize(
                 key, partition=event.partition, force=reason.startswith("requested with force")
             )
-    except HeadwaterError:
-        pass  # a partition or asset the new definitions do not have: nothing to replay
+    except HeadwaterError as exc:  # a partition the new definitions do not have
+        _skip(skipped, where, str(exc))
     return False
+
+
+def _skip(skipped: dict[str, tuple[int, str]], key: str, why: str) -> None:
+    count, first = skipped.get(key, (0, why))
+    skipped[key] = (count + 1, first)

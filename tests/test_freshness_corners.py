@@ -4,7 +4,7 @@ through assets without an SLA of their own, and the harness runs what is due at 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import headwater as hw
@@ -165,3 +165,24 @@ def test_a_deleted_partition_reaches_readers_of_all_partitions() -> None:
         reason = tick.skipped[("clean", "b")]
         assert reason.startswith("waiting: input src[b] was deleted at"), reason
         assert "no input has arrived" not in " ".join(h.why("clean", partition="b"))
+
+
+def test_a_window_with_no_data_by_its_max_age_is_recorded_late() -> None:
+    """The deadline starts when the window closes, with no event of its own: the clock alone
+    must record the violation (once), so that logs and `status --check` see it."""
+    days = hw.DailyPartitions(start="2026-01-05")
+    raw = hw.source("raw", partitions=days)
+
+    @hw.asset(partitions=days, policy=hw.manual(), freshness=hw.Freshness(max_age="2h"))
+    def report(raw: Any) -> Any:
+        return raw
+
+    with Harness(hw.Definitions([raw, report]), now="2026-01-05T00:00:00Z") as h:
+        h.tick()
+        h.advance("1d")
+        h.observe("raw", value=1, partition="2026-01-05")
+        h.advance("6h")
+        assert h.freshness("report", partition="2026-01-05").late
+        (event,) = h.events(kind="freshness_violated", asset="report")
+        assert event.partition == "2026-01-05"
+        assert event.timestamp == datetime(2026, 1, 6, 2, tzinfo=UTC)

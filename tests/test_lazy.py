@@ -138,3 +138,41 @@ def test_the_lead_is_the_run_durations_along_the_way_with_headroom() -> None:
     assert found.holder == "report" and found.reason == "max_lag 1h"
     assert found.deadline == T0 + timedelta(hours=1)
     assert found.run_at == found.deadline - timedelta(seconds=HEADROOM * 90) - MARGIN
+
+
+def test_a_max_age_holder_that_never_materialized_pulls_its_lazy_input() -> None:
+    days = hw.DailyPartitions(start="2026-01-05")
+    raw = hw.source("raw", partitions=days)
+
+    @hw.asset(partitions=days, policy=hw.lazy())
+    def staging(raw: Any) -> Any:
+        return raw
+
+    @hw.asset(partitions=days, freshness=hw.Freshness(max_age="2h"))
+    def report(staging: Any) -> Any:
+        return staging
+
+    with Harness(hw.Definitions([raw, staging, report]), now=T0.isoformat()) as h:
+        h.tick()
+        h.advance("1d")  # the 5th closes at midnight: report[5th] is due by 02:00
+        h.observe("raw", value=1, partition="2026-01-05")
+        h.advance("6h")
+        (start,) = _starts(h, "staging")
+        due = T0 + timedelta(days=1, hours=2)
+        assert due - timedelta(seconds=5) < start < due
+        assert not h.freshness("report", partition="2026-01-05").late
+        assert h.events(kind="freshness_violated") == []
+
+
+def test_a_dry_run_of_a_change_shows_the_lazy_pull_and_the_sla_it_puts_at_risk() -> None:
+    from headwater.planning._dryrun import dry_run
+
+    defs = _pipeline(hw.Freshness(max_lag="2h"))
+    with Harness(defs, now=T0.isoformat()) as h:
+        h.observe("raw", value=1)
+        h.materialize(["prepared", "report"])
+        planned = dry_run(defs, h.engine.state, T0, changed=[("raw", None)])
+    assert planned.steps == []
+    assert "lazy: pulled by report's max_lag 2h" in planned.held[("prepared", None)]
+    (risk,) = planned.risks
+    assert (risk.asset, risk.late, risk.deadline) == ("report", False, T0 + timedelta(hours=2))

@@ -150,3 +150,31 @@ def test_the_replay_command_compares_did_and_would_and_writes_nothing(tmp_path: 
     assert same.stdout.splitlines()[0].startswith("replay of ")
     assert "orders_clean" in same.stdout
     assert log.stat().st_size == size
+
+
+def test_history_the_new_definitions_cannot_take_is_counted_not_lost() -> None:
+    days = hw.DailyPartitions(start="2026-01-01")
+    raw = hw.source("raw", partitions=days)
+
+    @hw.asset(partitions=days)
+    def cleaned(raw: Any) -> Any:
+        return raw
+
+    with Harness(hw.Definitions([raw, cleaned]), now="2026-01-05T00:00:00Z") as h:
+        for n in range(1, 5):
+            h.observe("raw", value=n, partition=f"2026-01-0{n}")
+        h.tick()
+        recorded = h.events()
+    hours = hw.HourlyPartitions(start="2026-01-01")
+    hourly_raw = hw.source("raw", partitions=hours)
+
+    @hw.asset("renamed", partitions=hours)
+    def renamed(raw: Any) -> Any:
+        return raw
+
+    report = replay(recorded, hw.Definitions([hourly_raw, renamed]))
+    count, why = report.skipped["raw"]
+    assert count == 4 and "'2026-01-01' is not a key of HourlyPartitions" in why
+    assert report.dropped == ["cleaned"]
+    row = report.assets["cleaned"]
+    assert (row.runs_did, row.runs_would) == (4, 0)

@@ -9,7 +9,7 @@ freshness through a mapping, and the pairs that stay definition errors.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -416,3 +416,73 @@ def test_a_time_window_reads_exactly_the_partitions_that_list_it_as_a_reader(
     up = ups[pick % len(ups)]
     for reader_key in mapping.downstream(up, ctx):
         assert up in mapping.upstream(reader_key, ctx)[0], (reader_key, up)
+
+
+def test_where_clocks_move_by_half_an_hour_that_hour_is_a_half_hour_window() -> None:
+    """Lord Howe Island: 02:00 -> 02:30 on 2026-10-04, 02:00 -> 01:30 on 2026-04-05."""
+    hourly = hw.HourlyPartitions(start="2026-01-01", tz="Australia/Lord_Howe")
+    spring, autumn = hours_of("2026-10-04", hourly), hours_of("2026-04-05", hourly)
+    assert spring[1:4] == ["2026-10-04T01:00", "2026-10-04T02:30", "2026-10-04T03:00"]
+    assert autumn[1:4] == ["2026-04-05T01:00", "2026-04-05T01:30+10:30", "2026-04-05T02:00"]
+    for key in spring + autumn + hours_of("2026-10-05", hourly):
+        hourly.check_key(key)  # every listed key is accepted: the window it names starts there
+        start, end = hourly.window(key)
+        assert hourly.label(start) == key and end > start
+    start, end = hourly.window("2026-10-04T02:30")
+    assert end - start == timedelta(minutes=30)
+    spans = [hourly.window(k) for k in spring]
+    assert sum((e - s for s, e in spans), timedelta(0)) == timedelta(hours=23, minutes=30)
+    with Harness(
+        _hours_into_days(hourly, hw.DailyPartitions(start="2026-01-01", tz="Australia/Lord_Howe")),
+        now="2026-10-06T00:00:00Z",
+    ) as h:
+        for hour in spring:
+            h.observe("raw", data_version=hour, partition=hour)
+        assert h.tick().materialized == [("day", "2026-10-04")]
+
+
+def test_windows_of_the_same_length_read_the_one_holding_their_start() -> None:
+    """A Monday week reads the Sunday week holding its Monday; a UTC day reads the Kolkata
+    day holding its midnight (05:30 there), not a window that ends after it."""
+    monday = hw.WeeklyPartitions(start="2026-01-01")
+    sunday = hw.WeeklyPartitions(start="2026-01-01", week_start="sunday")
+    ctx = PartitionContext(now=datetime(2026, 3, 1, tzinfo=UTC))
+    weeks = resolve_mapping(None, monday, sunday, "test")
+    assert weeks is not None and weeks.upstream("2026-01-05", ctx) == (["2026-01-04"], None)
+    kolkata = hw.DailyPartitions(start="2026-01-01", tz="Asia/Kolkata")
+    days = resolve_mapping(None, UTC_DAYS, kolkata, "test")
+    assert days is not None and days.upstream("2026-01-10", ctx) == (["2026-01-10"], None)
+    new_york = hw.DailyPartitions(start="2026-01-01", tz="America/New_York")
+    west = resolve_mapping(None, UTC_DAYS, new_york, "test")
+    assert west is not None and west.upstream("2026-01-10", ctx) == (["2026-01-09"], None)
+
+
+def test_an_optional_input_alone_reads_none_outside_the_upstream_partitions() -> None:
+    raw = hw.source("raw", partitions=UTC_DAYS)
+
+    @hw.asset(
+        partitions=UTC_DAYS,
+        ins={"past": hw.Input("raw", mapping=hw.TimeWindow(offset=-2), optional=True)},
+    )
+    def lagged(past: Any) -> Any:
+        return past
+
+    with Harness(hw.Definitions([raw, lagged]), now="2026-01-05T00:00:00Z") as h:
+        for n in range(1, 5):
+            h.observe("raw", value=n, partition=f"2026-01-0{n}")
+        h.tick()
+        assert h.value("lagged", partition="2026-01-01") is None
+        assert h.value("lagged", partition="2026-01-02") is None
+        assert h.value("lagged", partition="2026-01-04") == 2
+
+
+def test_offsets_far_away_cost_no_more_than_near_ones() -> None:
+    """An offset is arithmetic, not a walk: a year back in hours, a century in days."""
+    hourly = hw.HourlyPartitions(start="2020-01-01", tz="Europe/Berlin")
+    start = hourly.window_start("2026-07-01T12:00")
+    assert hourly.label(hourly.shift(start, -24 * 365)) == "2025-07-01T12:00"
+    assert (
+        UTC_DAYS.label(UTC_DAYS.shift(UTC_DAYS.window_start("2026-01-01"), 36524)) == "2126-01-01"
+    )
+    monthly = hw.MonthlyPartitions(start="2026-01-01")
+    assert monthly.label(monthly.shift(monthly.window_start("2026-11"), 14)) == "2028-01"

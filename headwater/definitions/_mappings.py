@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 
+MAX_OFFSET = 100_000
+"""Windows an offset may reach: eleven years of hours, centuries of days."""
+
+
 class PartitionMapping:
     """How a reader's partitions relate to its upstream's: see :class:`Identity`,
     :class:`AllPartitions` and :class:`TimeWindow`."""
@@ -62,14 +66,18 @@ class AllPartitions(PartitionMapping):
 
 class TimeWindow(PartitionMapping):
     """Between two time partitionings: a coarser window reads the finer windows that begin
-    inside it (a dict by key, present once all of them exist); a finer window reads the coarser
-    window that holds its start. ``offset`` shifts the window read, counted in windows of the
+    inside it (a dict by key, present once all of them exist); any other window reads the one
+    window that holds its start (a day in UTC reads the day in Kolkata that holds its midnight). ``offset`` shifts the window read, counted in windows of the
     coarser of the two partitionings: ``TimeWindow(offset=-1)`` on a daily asset reading a daily
     upstream reads the day before (day-over-day)."""
 
     def __init__(self, offset: int = 0) -> None:
         if not isinstance(offset, int) or isinstance(offset, bool):
             raise DefinitionError(f"hw.TimeWindow(offset={offset!r}): offset is a whole number")
+        if abs(offset) > MAX_OFFSET:
+            raise DefinitionError(
+                f"hw.TimeWindow(offset={offset}): offsets reach at most {MAX_OFFSET:,} windows"
+            )
         self.offset = offset
 
     def describe(self) -> str:
@@ -104,17 +112,20 @@ class EdgeMap:
         self.many = any(m.many for m, _ in self._maps)
         self.label = " + ".join(dict.fromkeys(m.label for m, _ in self._maps))
 
-    def upstream(self, key: str, ctx: PartitionContext) -> tuple[list[str], str | None]:
-        """The upstream keys read, and why a required window lies outside the upstream's
-        partitions (an optional input's does not count)."""
+    def upstream(self, key: str, ctx: PartitionContext) -> tuple[list[str], str | None, bool]:
+        """The upstream keys read; why a required window lies outside the upstream's
+        partitions; and whether an optional input's window does (it reads None there)."""
         keys: dict[str, None] = {}
         problem: str | None = None
+        waived = False
         for mapping, optional in self._maps:
             found, why = mapping.upstream(key, ctx)
             keys.update(dict.fromkeys(found))
-            if why is not None and not optional and problem is None:
-                problem = why
-        return list(keys), problem
+            if why is not None:
+                waived = waived or optional
+                if not optional and problem is None:
+                    problem = why
+        return list(keys), problem, waived
 
     def downstream(self, key: str, ctx: PartitionContext) -> list[str]:
         out: dict[str, None] = {}
@@ -185,16 +196,28 @@ class _Window:
         return [], f"window {self.upstream.label(first)} {problem}"
 
     def up(self, key: str) -> tuple[list[str], str | None]:
+        try:
+            return self._up(key)
+        except (OverflowError, ValueError):  # PartitionKeyError is a KeyError: not caught
+            return [], f"the window {self.offset:+} from {key} lies beyond the calendar"
+
+    def _up(self, key: str) -> tuple[list[str], str | None]:
         start = self.reader.window_start(key)
-        if self.upstream.rank > self.reader.rank:  # a coarser upstream: the window holding it
+        if self.upstream.rank >= self.reader.rank:  # not finer: the window holding its start
             held = self.upstream.shift(self.upstream.containing(start), self.offset)
             return self._keys([held])
         shifted = self.reader.shift(start, self.offset)
         return self._keys(self.upstream.starts_within(shifted, self.reader.following(shifted)))
 
     def down(self, key: str) -> list[str]:
+        try:
+            return self._down(key)
+        except (OverflowError, ValueError):
+            return []
+
+    def _down(self, key: str) -> list[str]:
         start = self.upstream.window_start(key)
-        if self.upstream.rank > self.reader.rank:
+        if self.upstream.rank >= self.reader.rank:
             held = self.upstream.shift(start, -self.offset)
             starts = self.reader.starts_within(held, self.upstream.following(held))
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from headwater._errors import DefinitionError, PartitionKeyError
@@ -24,9 +25,15 @@ __all__ = [
     "WeeklyPartitions",
 ]
 
+T = TypeVar("T")
 _TICK = timedelta(microseconds=1)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CACHE_LIMIT = 1 << 16
+FIRST_YEAR, LAST_YEAR = 1000, 9000
+"""Starts and ends lie in these years, far enough from datetime's limits that windows,
+offsets and deadlines computed from them never overflow."""
+_EXACT_HOURS = 48
+"""Hourly offsets up to this many windows are counted window by window."""
 
 
 def _zone(tz: str) -> ZoneInfo:
@@ -73,18 +80,37 @@ class TimePartitions(PartitionsDefinition):
         name = type(self).__name__
         self.tz = tz
         self._zone = _zone(tz)
-        naive_start = _parse_start(start, self._format, f"{name} start")
+        start, end = self._local_if_aware(start), self._local_if_aware(end)
+        naive_start = self._in_calendar(_parse_start(start, self._format, f"{name} start"), "start")
         first = self._floor(self._resolve(naive_start))
         if self._forward and first < self._resolve(naive_start):
             first = self._after(first)
         self._first = first
         self.start = self._local(first)
-        self.end = None if end is None else _parse_start(end, self._format, f"{name} end")
+        self.end = (
+            None
+            if end is None
+            else self._in_calendar(_parse_start(end, self._format, f"{name} end"), "end")
+        )
         self._end = None if self.end is None else self._resolve(self.end)
         if self._end is not None and self._end < self._after(first):
             raise DefinitionError(f"{name}: end {end!r} leaves no complete window after {start!r}")
         self._keys_cache: tuple[datetime | None, list[str]] = (None, [])
         self._starts: dict[str, datetime] = {}
+
+    def _local_if_aware(self, value: T) -> T:
+        """An aware datetime is an instant: its wall-clock time in ``tz``."""
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return self._local(value)  # type: ignore[return-value]
+        return value
+
+    def _in_calendar(self, naive: datetime, what: str) -> datetime:
+        if not FIRST_YEAR <= naive.year <= LAST_YEAR:
+            raise DefinitionError(
+                f"{type(self).__name__} {what} {naive.date()} is outside the years "
+                f"{FIRST_YEAR}-{LAST_YEAR}"
+            )
+        return naive
 
     # -- the calendar a subclass defines ---------------------------------------------------
 
@@ -274,6 +300,12 @@ class _CalendarPartitions(TimePartitions):
     def _label(self, start: datetime) -> str:
         return self._floor_local(self._local(start)).strftime(self._format)
 
+    def _add(self, naive: datetime, windows: int) -> datetime:
+        raise NotImplementedError
+
+    def shift(self, start: datetime, windows: int) -> datetime:
+        return self._resolve(self._add(self._floor_local(self._local(start)), windows))
+
     def _parse_label(self, key: str) -> datetime | None:
         try:
             naive = datetime.strptime(key, self._format)
@@ -294,6 +326,9 @@ class DailyPartitions(_CalendarPartitions):
 
     def _next_local(self, naive: datetime) -> datetime:
         return naive + timedelta(days=1)
+
+    def _add(self, naive: datetime, windows: int) -> datetime:
+        return naive + timedelta(days=windows)
 
 
 class WeeklyPartitions(_CalendarPartitions):
@@ -341,6 +376,9 @@ class WeeklyPartitions(_CalendarPartitions):
     def _next_local(self, naive: datetime) -> datetime:
         return naive + timedelta(days=7)
 
+    def _add(self, naive: datetime, windows: int) -> datetime:
+        return naive + timedelta(days=7 * windows)
+
 
 class MonthlyPartitions(_CalendarPartitions):
     """One partition per calendar month in ``tz``, keyed ``"2026-01"``; a ``start`` inside a
@@ -354,23 +392,57 @@ class MonthlyPartitions(_CalendarPartitions):
         return naive.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
     def _next_local(self, naive: datetime) -> datetime:
-        return naive.replace(year=naive.year + naive.month // 12, month=naive.month % 12 + 1)
+        return self._add(naive, 1)
+
+    def _add(self, naive: datetime, windows: int) -> datetime:
+        months = naive.year * 12 + naive.month - 1 + windows
+        return naive.replace(year=months // 12, month=months % 12 + 1)
 
 
 class HourlyPartitions(TimePartitions):
-    """One partition per real hour, keyed by its local start ``"2026-01-01T05:00"``; the
-    second of a repeated hour (DST fall-back) carries its offset: ``"2026-10-25T02:00+01:00"``."""
+    """One partition per local wall-clock hour, keyed by its local start ``"2026-01-01T05:00"``;
+    the second pass of a repeated hour (DST fall-back) carries its offset
+    (``"2026-10-25T02:00+01:00"``); where clocks move by half an hour, the hour they move in is
+    a half-hour window keyed by where it starts (``"2026-10-04T02:30"``)."""
 
     unit, rank = "hour", 1
     _format = "%Y-%m-%dT%H:%M"
 
+    def _offset(self, instant: datetime) -> timedelta | None:
+        return instant.astimezone(self._zone).utcoffset()
+
+    def _transition(self, low: datetime, high: datetime) -> datetime:
+        """The first instant after ``low`` with ``high``'s UTC offset (they differ): where the
+        clocks changed inside a wall-clock hour."""
+        before = self._offset(low)
+        while high - low > _TICK:
+            middle = low + (high - low) / 2
+            if self._offset(middle) == before:
+                low = middle
+            else:
+                high = middle
+        return high
+
     def _floor(self, instant: datetime) -> datetime:
         local = instant.astimezone(self._zone)
         past = timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
-        return (instant - past).astimezone(UTC)
+        start = instant - past
+        if self._offset(start) != local.utcoffset():  # the hour began at a clock change
+            start = self._transition(start, instant)
+        return start.astimezone(UTC)
 
     def _after(self, start: datetime) -> datetime:
-        return start + timedelta(hours=1)
+        local = start.astimezone(self._zone)
+        end = start + timedelta(minutes=60 - local.minute)
+        if self._offset(end - _TICK) != local.utcoffset():  # the clocks change inside it
+            end = self._transition(start, end - _TICK)
+        return end
+
+    def shift(self, start: datetime, windows: int) -> datetime:
+        if abs(windows) <= _EXACT_HOURS:
+            return super().shift(start, windows)
+        # far offsets count real hours: exact but for zones whose clocks move by half an hour
+        return self._floor(start + timedelta(hours=windows))
 
     def _label(self, start: datetime) -> str:
         local = start.astimezone(self._zone)

@@ -2,12 +2,14 @@
 
 from headwater.execution._context import Context
 from headwater.execution._engine import Engine, Observed, TickResult
+from headwater.execution._observers import EngineObserver
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError
 
 __all__ = [
     "Context",
     "Engine",
+    "EngineObserver",
     "FilesystemStore",
     "IOManager",
     "Job",

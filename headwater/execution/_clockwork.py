@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from headwater._events import Event, EventKind
+from headwater.definitions import AssetDef
 from headwater.execution._timers import Timers
 from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
 from headwater.policies import ClockPolicy
@@ -38,8 +39,10 @@ class Clockwork:
         self.sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
         self._cron_pending: set[str] = set()
         now = engine.clock.now()
-        for key, asset in defs.assets.items():
-            if asset.partitions is not None and (end := asset.partitions.next_window_end(now)):
+        for key, node in defs.nodes.items():  # sources too: a window's max_age starts there
+            if (isinstance(node, AssetDef) or node.freshness is not None) and (
+                node.partitions is not None and (end := node.partitions.next_window_end(now))
+            ):
                 self.timers.schedule(end, "window", key)
 
     def next_wakeup(self) -> datetime | None:
@@ -70,7 +73,11 @@ class Clockwork:
                 key = str(subject)
                 parts = engine.defs.nodes[key].partitions
                 assert parts is not None
-                engine.dirty.update((key, p) for p in parts.newest_keys(ev.pctx) or ())
+                newest = [(key, p) for p in parts.newest_keys(ev.pctx) or ()]
+                if isinstance(engine.defs.nodes[key], AssetDef):
+                    engine.dirty.update(newest)
+                if engine.defs.nodes[key].freshness is not None:
+                    freshness.extend(newest)  # its max_age deadline starts with the window
                 if (end := parts.next_window_end(now)) is not None:
                     self.timers.schedule(end, "window", key)
             elif kind == "cron":

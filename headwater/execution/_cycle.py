@@ -24,6 +24,7 @@ import structlog
 from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef
+from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome
 from headwater.execution.executors import Executor
@@ -38,6 +39,7 @@ from headwater.planning import (
     decide_step,
     plan,
 )
+from headwater.planning._lazy import blend_duration
 from headwater.policies import Decision
 
 if TYPE_CHECKING:
@@ -138,7 +140,10 @@ class RunCycle:
             dirty: set[NodeKey] = set()
             if not only_requested:
                 dirty, engine.dirty = engine.dirty, set()
+            began = time.perf_counter()
             current = plan(ev, dirty, pending)
+            if engine.observers:
+                notify_planned(engine.observers, time.perf_counter() - began)
             result.decided += len(current.decisions)  # the seeds count as their steps decide
             for node, decision in current.decisions.items():
                 await self._note_decision(node, decision, result)
@@ -363,8 +368,7 @@ class RunCycle:
                   "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:
             seconds = outcome.duration_ms / 1000
-            usual = self.usual.get(node[0])
-            self.usual[node[0]] = seconds if usual is None else 0.7 * usual + 0.3 * seconds
+            self.usual[node[0]] = blend_duration(self.usual.get(node[0]), seconds)
             result.materialized.append(node)
             result.failed.pop(node, None)
             result.skipped.pop(node, None)

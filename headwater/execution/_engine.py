@@ -30,10 +30,11 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
-from headwater.eventlog import EventLog, Pruned, open_event_log
+from headwater.eventlog import EventLog, EventLogReader, Pruned, open_event_log
 from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
+from headwater.execution._observers import EngineObserver, notify_written
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Runner
 from headwater.execution._store import FilesystemStore, IOManager
@@ -49,10 +50,12 @@ from headwater.planning import (
     State,
     Status,
     backfill_nodes,
+    carry_pending_since,
     explain,
     freshness_status,
     partition_range,
     resolve_selection,
+    usual_durations,
 )
 from headwater.versions import data_version as fingerprint
 
@@ -112,6 +115,9 @@ class Engine:
         self.degraded: Degraded | None = None
         """Set while the state directory refuses writes: no run starts, nothing is recorded."""
         self.on_degraded: Callable[[], None] = lambda: None
+        self.observers: list[EngineObserver] = []
+        """Told of every committed batch of events and every plan (metrics, the web page,
+        OpenLineage)."""
         self.casualties: dict[NodeKey, str] = {}
         """Runs that could not record their end while degraded, and why."""
         self._observe_lock = anyio.Lock()
@@ -142,6 +148,7 @@ class Engine:
             private = (str(await anyio.Path(state_dir).resolve()),)
             engine = cls(defs, log, await log.load_state(), value_store, clock, private)
             engine.default_timeout = settings.timeout
+            engine.cycle.usual.update(await anyio.to_thread.run_sync(recent_durations, state_dir))
             engine.crash_guard = settings.kind == "threads"
             with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
                 await engine._abandon_open_runs(owner_died=True)
@@ -178,6 +185,8 @@ class Engine:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
             self.state.put(node, record)
+        if self.observers:
+            notify_written(self.observers, events)
         if check_freshness and self.clockwork.sla_keys:
             # its own record, or an input's, may move a partition's deadline
             await self.clockwork.check_freshness(
@@ -279,13 +288,7 @@ class Engine:
             since = event.payload.get("reflects_since")
             origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
             ev = ev or self.evaluator()
-            for child in ev.children(node):
-                if child[0] not in tracked:
-                    continue
-                readers.append(child)
-                record = records.get(child) or self.state.record(child) or NodeRecord()
-                if record.pending_since is None or origin < record.pending_since:
-                    records[child] = replace(record, pending_since=origin)
+            readers += carry_pending_since(ev, node, origin, records)
         return readers
 
     async def note_unreflected(self, node: NodeKey) -> None:
@@ -676,6 +679,19 @@ class Engine:
         if flight is not None:
             lines.insert(1, describe_in_flight(flight))
         return lines
+
+
+RECENT_RUNS = 2000
+"""Materializations read at open to know how long each asset's runs usually take."""
+
+
+def recent_durations(state_dir: Path) -> dict[str, float]:
+    """Usual run durations by asset from the log's latest materializations (lazy leads and
+    "running far longer than usual" need them from the first tick, not after a run each)."""
+    latest = EventLogReader(state_dir).events(
+        kind=EventKind.MATERIALIZATION, newest_first=True, limit=RECENT_RUNS
+    )
+    return usual_durations(reversed(latest))
 
 
 def describe_in_flight(flight: InFlight) -> str:

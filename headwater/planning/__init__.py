@@ -1,7 +1,12 @@
 """Staleness and planning: pure functions of the definitions and a state snapshot."""
 
 from headwater.planning._explain import explain
-from headwater.planning._freshness import FreshnessStatus, freshness_status
+from headwater.planning._freshness import (
+    FreshnessStatus,
+    carry_pending_since,
+    freshness_status,
+)
+from headwater.planning._lazy import usual_durations
 from headwater.planning._planner import Plan, Request, decide_step, plan
 from headwater.planning._selection import (
     backfill_nodes,
@@ -39,6 +44,7 @@ __all__ = [
     "Wavefront",
     "as_input",
     "backfill_nodes",
+    "carry_pending_since",
     "decide_step",
     "expand_selection",
     "explain",
@@ -47,4 +53,5 @@ __all__ = [
     "partition_range",
     "plan",
     "resolve_selection",
+    "usual_durations",
 ]

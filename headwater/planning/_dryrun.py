@@ -16,7 +16,8 @@ from datetime import datetime
 
 from headwater._errors import did_you_mean
 from headwater.definitions import AssetDef, Definitions, SourceDef
-from headwater.planning._freshness import freshness_status
+from headwater.planning._freshness import carry_pending_since, freshness_status
+from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import NodeKey, NodeRecord, State
 from headwater.planning._status import Evaluator, node_label
@@ -52,17 +53,13 @@ class DryRun:
     risks: list[SlaRisk] = field(default_factory=list)
 
 
-def _changed(state: State, node: NodeKey, now: datetime, n: int) -> None:
-    old = state.record(node) or NodeRecord()
-    state.put(
-        node,
-        replace(
-            old,
-            version=f"(new {n})",
-            changed_at=now,
-            appeared_at=old.appeared_at if old.version is not None else now,
-        ),
-    )
+def _carry(ev: Evaluator, node: NodeKey, origin: datetime, touched: set[NodeKey]) -> None:
+    """As the engine does on a new version: readers with a ``max_lag`` downstream are behind
+    since ``origin``."""
+    records: dict[NodeKey, NodeRecord] = {}
+    touched.update(carry_pending_since(ev, node, origin, records))
+    for reader, record in records.items():
+        ev.state.put(reader, record)
 
 
 def dry_run(
@@ -81,16 +78,20 @@ def dry_run(
     def evaluator() -> Evaluator:
         return Evaluator(defs, sim, now, durations)
 
+    touched: set[NodeKey] = set()
     if changed is None:
         ev = evaluator()
         dirty = {(key, p) for key in defs.assets for p in ev.partitions(key)}
     else:
         dirty = set()
         for n, node in enumerate(changed):
-            _changed(sim, node, now, n)
+            old = sim.record(node) or NodeRecord()
+            appeared = old.appeared_at if old.version is not None else now
+            sim.put(node, replace(old, version=f"(new {n})", changed_at=now, appeared_at=appeared))
         ev = evaluator()
         for node in changed:
             dirty.update(ev.children(node))
+            _carry(ev, node, now, touched)
     current = plan(ev, dirty)
     for node, decision in current.decisions.items():
         if decision.notable:
@@ -110,6 +111,7 @@ def dry_run(
             out.steps.append(PlannedStep(*node, decision.reason, node not in seeds))
             old = sim.record(node) or NodeRecord()
             made += 1
+            _carry(ev, node, old.pending_since or now, touched)
             sim.put(
                 node,
                 replace(
@@ -130,21 +132,42 @@ def dry_run(
             out.held[node] = decision.reason
         front.finished(node, evaluator() if reaches else None)
         ready.extend(front.take_ready())
-    out.risks = _risks(Evaluator(defs, state, now, durations), out)
+    out.risks = _risks(evaluator(), out, touched)
     return out
 
 
-def _risks(ev: Evaluator, run: DryRun) -> list[SlaRisk]:
-    """SLA holders the plan touches (or holds back) that are late, or will be by a deadline."""
-    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held)
+def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
+    """SLA holders the plan touches (runs, holds back, or leaves behind its changes) that are
+    late after it, or will be by a deadline."""
+    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held) + sorted(touched, key=str)
     out: list[SlaRisk] = []
+    seen: set[NodeKey] = set()
+    for node in run.held:  # held back with a change to pass on: the SLA it leaves behind
+        status = ev.status(*node) if ev.exists(*node) else None
+        if status is None or status.state not in ("missing", "stale"):
+            continue
+        need = pull(ev, node, status)
+        if need is not None and need.node not in seen:
+            seen.add(need.node)
+            late = ev.now >= need.deadline
+            why = (
+                f"{need.reason}: late at {need.deadline.isoformat()} unless the change "
+                f"{node_label(*node)} holds back reaches it"
+            )
+            out.append(SlaRisk(*need.node, late, need.deadline, why))
     for node in dict.fromkeys(nodes):
+        if node in seen:
+            continue
         if node[0] not in ev.defs.nodes or not ev.exists(*node):
             continue
         fs = freshness_status(ev, *node)
         if fs is None or (not fs.late and fs.deadline is None):
             continue
-        reason = "; ".join(fs.reasons) if fs.late else f"late at {fs.deadline}"
+        reason = (
+            "; ".join(fs.reasons)
+            if fs.late or fs.deadline is None
+            else (f"late at {fs.deadline.isoformat()}")
+        )
         out.append(SlaRisk(*node, fs.late, fs.deadline, reason))
     return out
 

@@ -14,13 +14,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from headwater.definitions import AssetDef
+from headwater.definitions import AssetDef, Node, PartitionsDefinition
+from headwater.planning._state import NodeKey, NodeRecord
 from headwater.planning._status import FRESH, Evaluator
 
-__all__ = ["FreshnessStatus", "freshness_status", "lag_since"]
+__all__ = [
+    "FreshnessStatus",
+    "age_deadline",
+    "carry_pending_since",
+    "freshness_status",
+    "lag_since",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,69 @@ def _lag(
     return max(timedelta(0), ev.now - since), since
 
 
+def _age_due(
+    ev: Evaluator,
+    partitions: PartitionsDefinition | None,
+    partition: str | None,
+    last: datetime | None,
+    first_seen: datetime,
+    max_age: timedelta,
+) -> tuple[datetime | None, str]:
+    """When ``max_age`` makes the partition late, and how to say why once it is."""
+    now = ev.now
+    window_end = None
+    if partition is not None and partitions is not None:
+        window_end = partitions.window_end(partition)
+    if window_end is not None:
+        if last is None and window_end >= first_seen:
+            return (
+                window_end + max_age,
+                f"no data {_span(now - window_end)} after its window closed",
+            )
+        return None, ""  # it has data, or its window closed before headwater first saw it
+    base = last or first_seen
+    what = "last change" if last is not None else "no data since first seen"
+    return base + max_age, f"{what} {_span(now - base)} ago"
+
+
+def age_deadline(ev: Evaluator, key: str, partition: str | None) -> datetime | None:
+    """When the ``max_age`` SLA of an asset or source partition makes it late (None: none)."""
+    node = ev.defs.nodes[key]
+    if node.freshness is None or node.freshness.max_age is None:
+        return None
+    last = _last_change(node, ev.state.record((key, partition)))
+    schedule = ev.state.schedules.get(key)
+    first_seen = schedule.first_seen if schedule is not None else ev.now
+    return _age_due(ev, node.partitions, partition, last, first_seen, node.freshness.max_age)[0]
+
+
+def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
+    """What ``max_age`` counts from: an asset's last materialization, a source's last change."""
+    if record is None:
+        return None
+    if isinstance(node, AssetDef):
+        return record.materialized_at
+    return record.changed_at if record.version is not None else None
+
+
+def carry_pending_since(
+    ev: Evaluator, node: NodeKey, origin: datetime, records: dict[NodeKey, NodeRecord]
+) -> list[NodeKey]:
+    """``node`` got a new version reflecting changes since ``origin``: each reader with a
+    ``max_lag`` downstream of it (itself included) is behind since then, unless it already was
+    since earlier. Updates ``records`` (over the state); returns those readers."""
+    tracked = ev.defs.lag_tracked
+    readers: list[NodeKey] = []
+    for child in ev.children(node):
+        if child[0] not in tracked:
+            continue
+        readers.append(child)
+        record = records.get(child) or ev.state.record(child) or NodeRecord()
+        if record.pending_since is None or origin < record.pending_since:
+            records[child] = replace(record, pending_since=origin)
+    return readers
+
+
 def lag_since(ev: Evaluator, key: str, partition: str | None, state: str) -> datetime | None:
     """Since when the partition has been behind its upstream (None: up to date, or an input
     never arrived)."""
@@ -110,35 +180,14 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
                 )
             else:
                 deadlines.append(due)
-        last = record.materialized_at if record is not None else None
-    else:
-        has_data = record is not None and record.version is not None
-        last = record.changed_at if has_data and record is not None else None
+    last = _last_change(node, record)
     age = None if last is None else now - last
     if sla.max_age is not None:
-        window_end = None
-        if partition is not None and node.partitions is not None:
-            window_end = node.partitions.window_end(partition)
-        if window_end is not None:
-            if last is None and window_end >= first_seen:
-                due = window_end + sla.max_age
-                if now >= due:
-                    reasons.append(
-                        f"no data {_span(now - window_end)} after its window closed, "
-                        f"more than max_age {_span(sla.max_age)}"
-                    )
-                else:
-                    deadlines.append(due)
-        else:
-            base = last or first_seen
-            due = base + sla.max_age
-            if now >= due:
-                what = "last change" if last is not None else "no data since first seen"
-                reasons.append(
-                    f"{what} {_span(now - base)} ago, more than max_age {_span(sla.max_age)}"
-                )
-            else:
-                deadlines.append(due)
+        too_old, what = _age_due(ev, node.partitions, partition, last, first_seen, sla.max_age)
+        if too_old is not None and now >= too_old:
+            reasons.append(f"{what}, more than max_age {_span(sla.max_age)}")
+        elif too_old is not None:
+            deadlines.append(too_old)
     late = bool(reasons)
     return FreshnessStatus(
         late=late,

@@ -9,20 +9,38 @@ holder's last materialization. It starts ``lead`` before the earliest such deadl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from headwater._events import Event
 from headwater.definitions import AssetDef
-from headwater.planning._freshness import lag_since
+from headwater.planning._freshness import age_deadline, lag_since
 from headwater.planning._state import NodeKey
 from headwater.planning._status import Evaluator, Status, node_label
 from headwater.policies import Pull
 
-__all__ = ["HEADROOM", "MARGIN", "pull"]
+__all__ = ["HEADROOM", "MARGIN", "blend_duration", "pull", "usual_durations"]
 
 HEADROOM = 1.5
 """Runs take up to this many times their usual duration before a deadline is at risk."""
 MARGIN = timedelta(seconds=1)
 """Added to every lead: starting a run and noticing its result take time too."""
+
+
+def blend_duration(usual: float | None, seconds: float) -> float:
+    """The usual duration of an asset's runs after one more that took ``seconds``: a moving
+    average that follows a change in a few runs."""
+    return seconds if usual is None else 0.7 * usual + 0.3 * seconds
+
+
+def usual_durations(materializations: Iterable[Event]) -> dict[str, float]:
+    """Usual run durations (seconds) by asset, from materialization events oldest first."""
+    usual: dict[str, float] = {}
+    for event in materializations:
+        took = event.payload.get("duration_ms")
+        if event.asset and isinstance(took, int | float) and took >= 0:
+            usual[event.asset] = blend_duration(usual.get(event.asset), took / 1000)
+    return usual
 
 
 def _span(delta: timedelta) -> str:
@@ -41,9 +59,8 @@ def _deadlines(ev: Evaluator, node: NodeKey, since: datetime | None) -> list[tup
         return out
     if sla.max_lag is not None and since is not None:
         out.append((since + sla.max_lag, f"max_lag {_span(sla.max_lag)}"))
-    record = ev.state.record(node)
-    if sla.max_age is not None and record is not None and record.materialized_at is not None:
-        out.append((record.materialized_at + sla.max_age, f"max_age {_span(sla.max_age)}"))
+    if sla.max_age is not None and (due := age_deadline(ev, *node)) is not None:
+        out.append((due, f"max_age {_span(sla.max_age)}"))
     return out
 
 
@@ -64,7 +81,7 @@ def pull(ev: Evaluator, node: NodeKey, status: Status) -> Pull | None:
             run_at = deadline - ahead
             if best is None or run_at < best.run_at:
                 holder = node_label(*current)
-                best = Pull(holder, reason, deadline, run_at, ahead.total_seconds())
+                best = Pull(holder, current, reason, deadline, run_at, ahead.total_seconds())
         for child in ev.children(current):
             if child[0] not in pulled:
                 continue

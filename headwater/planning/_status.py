@@ -126,8 +126,10 @@ class Evaluator:
                 nodes: list[NodeKey] = [(parent, p) for p in self.state.present_partitions(parent)]
                 out.append((parent, nodes, None))
             elif partition is not None:
-                keys, problem = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
-                out.append((parent, [(parent, k) for k in keys], problem))
+                found = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
+                keys, problem, waived = found
+                if keys or problem is not None or not waived:  # else: None, read optionally
+                    out.append((parent, [(parent, k) for k in keys], problem))
             else:
                 out.append((parent, [(parent, None)], None))
         return out

@@ -55,6 +55,8 @@ class Pull:
 
     holder: str
     """The partition whose SLA pulls, as people read it (``report[2026-01-05]``)."""
+    node: tuple[str, str | None]
+    """The same as ``(asset, partition)``."""
     reason: str
     """Which SLA: ``"max_lag 1h"``."""
     deadline: datetime
