@@ -8,6 +8,7 @@ import math
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -82,6 +83,8 @@ class StateDirUnusable(click.ClickException):
 
 
 if TYPE_CHECKING:
+    from headwater.daemon._http import HttpAddress
+
     _FloatParam = click.ParamType[float]
 else:  # click < 8.2 has no generic ParamType at run time
     _FloatParam = click.ParamType
@@ -161,6 +164,17 @@ def settings_for(definitions: str | None, state_dir: str | None) -> Settings:
 def load(definitions: str | None, state_dir: str | None) -> tuple[Settings, Definitions]:
     settings = settings_for(definitions, state_dir)
     return settings, load_definitions(settings.definitions)
+
+
+def http_option(value: str | None, *, write: bool) -> HttpAddress | None:
+    from headwater.daemon._http import parse_http_address  # only `run` pays for the server
+
+    address = resolve_option("http", value, default="", parse=parse_http_address)
+    if address is None:
+        if write:
+            raise UserError("--http-write needs an address to serve on: give --http too")
+        return None
+    return replace(address, write=write)
 
 
 def retention_option(value: str | None) -> timedelta | None:

@@ -13,7 +13,14 @@ import logging
 
 import click
 
-from headwater._cli_common import Seconds, common, load, retention_option, settings_for
+from headwater._cli_common import (
+    Seconds,
+    common,
+    http_option,
+    load,
+    retention_option,
+    settings_for,
+)
 from headwater._cli_daemon import health, reload, stop
 from headwater._cli_plan import plan, replay
 from headwater._cli_read import lineage, logs, status, why
@@ -64,12 +71,26 @@ def main() -> None:
     help="Keep events this long (30d, 12h) or 'forever' ($HEADWATER_RETENTION, "
     "[tool.headwater] retention; default 30d).",
 )
+@click.option(
+    "--http",
+    metavar="[HOST:]PORT",
+    help="Also serve the read-only API, /metrics and the web page on this TCP address "
+    "(a bare port: 127.0.0.1 only) ($HEADWATER_HTTP, [tool.headwater] http; default off).",
+)
+@click.option(
+    "--http-write",
+    is_flag=True,
+    help="Serve commands that change something (materialize, backfill, reload, stop...) on "
+    "the TCP address too; by default they stay on the unix socket.",
+)
 @common
 def run(
     grace: float,
     rescan_interval: float,
     settle: float,
     retention: str | None,
+    http: str | None,
+    http_write: bool,
     definitions: str | None,
     state_dir: str | None,
 ) -> None:
@@ -92,6 +113,7 @@ def run(
             settle=settle,
             retention=retention_option(retention),
             executor=resolve_executor(settings.definitions),
+            http=http_option(http, write=http_write),
         )
     )
 

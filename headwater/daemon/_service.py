@@ -39,6 +39,8 @@ from headwater._loading import LoadError, absolute_target, load_definitions
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
+from headwater.daemon._http import HttpAddress, HttpServer
+from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._notify import Notifier
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
@@ -80,6 +82,8 @@ class DaemonSettings:
     executor: ExecutorSettings = _THREADS
     """From the configuration at start (``headwater run`` resolves it; threads if not given);
     ``Definitions(executor=)`` wins, also on reload."""
+    http: HttpAddress | None = None
+    """Where to serve the read-only API, ``/metrics`` and the web page (None: nowhere)."""
 
     def absolute(self) -> DaemonSettings:
         """Paths resolved once at start: a function that changes the working directory
@@ -121,6 +125,8 @@ class Daemon:
         self._fatal: StateDirError | None = None
         self._storage_trouble = anyio.Event()
         self._overdue_told: set[str] = set()
+        self.metrics = Metrics(self.state_dir)
+        self._http: HttpServer | None = None
 
     # -- what the control API asks of the daemon ------------------------------------------
 
@@ -356,6 +362,10 @@ class Daemon:
                 api_done.set()
 
         await root.start(serve_api)
+        if self.settings.http is not None:
+            self._http = HttpServer(self, self.settings.http, self.metrics)
+            await root.start(self._http.serve)
+            _log.info("http_listening", address=str(self._http.bound))
         await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
         defs: Definitions | None = None
         self._loading = anyio.CancelScope()
@@ -373,6 +383,8 @@ class Daemon:
                 break
             defs, self._next_defs = self._next_defs, None
         api.stop()
+        if self._http is not None:
+            self._http.stop()
         with anyio.move_on_after(1.5):  # streaming clients get their last lines
             await api_done.wait()
 
@@ -419,6 +431,8 @@ class Daemon:
                 await objects.scan()
                 self._work = tg
                 self._engine = engine
+                if self.settings.http is not None:
+                    self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
                 self._engine_changed.set()
                 self._engine_changed = anyio.Event()
                 self._phase = "stopping" if self._stopping else "serving"
@@ -441,6 +455,7 @@ class Daemon:
                 tg.start_soon(self._prune_forever, engine)
                 await self._end.wait()
                 self._engine = None  # requests from now on wait for the next engine
+                self.metrics.serve(None, lambda: ())
                 if not self._stopping:
                     await self._quiesce_for_reload(engine)
                 self._work = None
@@ -679,6 +694,11 @@ def run_daemon(settings: DaemonSettings) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _sensor_lags(files: FileSensor, objects: ObjectSensor) -> list[SensorLag]:
+    lags = [SensorLag("files", "", files.lag())] if files.sources else []
+    return lags + [SensorLag("objects", key, seconds) for key, seconds in objects.lags()]
 
 
 def _only_mistake(group: BaseExceptionGroup[BaseException]) -> HeadwaterError | None:

@@ -161,6 +161,8 @@ class FileSensor:
         self._roots: dict[str, str] = {}
         self._warned: set[tuple[str, str]] = set()
         self._settling: dict[str, tuple[Signature | None, float]] = {}
+        self._behind_since: float | None = None
+        """When the oldest file event not yet recorded arrived (monotonic; None: caught up)."""
         self._quiet: dict[str, float] = {}
         """Paths of sources with their own ``settle``, waiting to be quiet until then."""
         self._new_dirs: dict[str, float] = {}
@@ -384,6 +386,11 @@ class FileSensor:
             await self.scan()
         await self._observe(ready)
 
+    def lag(self) -> float:
+        """Seconds since the oldest file event not yet recorded arrived (0 when caught up)."""
+        since = self._behind_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _in_new_dir(self, path: str) -> bool:
         now = time.monotonic()
         for folder, at in list(self._new_dirs.items()):
@@ -403,8 +410,12 @@ class FileSensor:
                 except anyio.WouldBlock:
                     break
             if items:
+                if self._behind_since is None:
+                    self._behind_since = time.monotonic()
                 await self._process(items)
             await self._due()
+            if not self._settling and not self._quiet:
+                self._behind_since = None
 
     async def _rescan_forever(self) -> None:
         while True:

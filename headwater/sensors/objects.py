@@ -9,6 +9,7 @@ next poll backs off.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import anyio
@@ -60,6 +61,8 @@ class ObjectSensor:
         self.on_change = on_change
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, ObjectSource)]
         self._warned: set[tuple[str, str]] = set()
+        self._started = time.monotonic()
+        self._listed_at: dict[str, float] = {}
 
     async def scan(self) -> None:
         for source in self.sources:
@@ -76,9 +79,16 @@ class ObjectSensor:
                 self._warned.add((key, why))
                 _log.warning("object_ignored", source=source.key, key=key, reason=why)
         changed = await self.engine.reconcile(source.key, found)
+        self._listed_at[source.key] = time.monotonic()
         if changed:
             self.on_change()
         return bool(changed)
+
+    def lags(self) -> list[tuple[str, float]]:
+        """Per source, seconds since its last successful listing (since the sensor started
+        when there has been none)."""
+        now = time.monotonic()
+        return [(s.key, now - self._listed_at.get(s.key, self._started)) for s in self.sources]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

@@ -1,0 +1,142 @@
+"""The daemon's optional TCP address (``run --http``): the read-only control API, ``/metrics``
+and the web page.
+
+Off unless asked for; a bare port listens on 127.0.0.1 only. Commands that change something
+(materialize, backfill, reload, stop, prune, backup) stay on the unix socket, whose file mode
+says who may send them, unless ``--http-write`` opens them on TCP too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from headwater._config import ConfigError
+from headwater.daemon._api import ROUTES, Controlled
+from headwater.daemon._metrics import Metrics
+
+__all__ = ["HttpAddress", "HttpServer", "parse_http_address"]
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAddress:
+    host: str
+    port: int
+    write: bool = False
+    """Whether commands that change something are served on it too."""
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_http_address(text: str, where: str) -> HttpAddress | None:
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT`` (port 0: any free one); empty or ``off``:
+    None."""
+    text = text.strip()
+    if text in ("", "off"):
+        return None
+    host, _, port_text = text.rpartition(":")
+    host = host.strip("[]") if host else LOCALHOST
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535 or not host or any(c.isspace() for c in host):
+        raise ValueError(
+            f"{where}: {text!r} is not an address to listen on; give PORT (on {LOCALHOST}) "
+            "or HOST:PORT, such as 127.0.0.1:8642"
+        )
+    return HttpAddress(host, port)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon owns SIGTERM/SIGINT/SIGHUP
+
+
+class HttpServer:
+    """One task of the daemon's root task group, like the control socket's server."""
+
+    def __init__(self, daemon: Controlled, address: HttpAddress, metrics: Metrics) -> None:
+        self.address = address
+        routes: list[BaseRoute] = [
+            r for r in ROUTES if address.write or not isinstance(r, Route) or _reads(r)
+        ]
+        routes.append(Route("/metrics", self._metrics))
+        if not address.write:
+            paths = [r.path for r in ROUTES if isinstance(r, Route) and not _reads(r)]
+            routes += [Route(path, _refuse_write, methods=["POST"]) for path in paths]
+        app = Starlette(routes=routes)
+        app.state.daemon = daemon
+        self.metrics = metrics
+        config = uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = _Server(config)
+        self.bound = address
+        """Where it listens (the port chosen, when asked for port 0)."""
+
+    async def _metrics(self, request: Request) -> Response:
+        body = self.metrics.render()
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        sock = await anyio.to_thread.run_sync(self._bind)
+        host, port = sock.getsockname()[:2]
+        self.bound = HttpAddress(host, port, self.address.write)
+        task_status.started()
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            sock.close()
+
+    def _bind(self) -> socket.socket:
+        address = self.address
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        try:
+            sock = socket.create_server((address.host, address.port), family=family, backlog=64)
+        except (OSError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(
+                f"cannot listen on {address} (--http, HEADWATER_HTTP or [tool.headwater] "
+                f"http): {reason}"
+            ) from None
+        sock.setblocking(False)
+        return sock
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+
+async def _refuse_write(request: Request) -> Response:
+    return JSONResponse(
+        {
+            "error": "commands that change something are served on the unix socket "
+            "(headwater's CLI uses it); start the daemon with --http-write to serve them here"
+        },
+        status_code=403,
+    )
+
+
+def _reads(route: Route) -> bool:
+    return route.methods is None or "POST" not in route.methods

@@ -1,0 +1,203 @@
+"""Prometheus metrics of the daemon (``/metrics`` on its HTTP address).
+
+Counters and histograms are fed by what the engine commits to the log (an
+:class:`~headwater.execution.EngineObserver`), so they count exactly what the log records and
+survive reloads (one :class:`Metrics` per daemon). Gauges of the state (partitions per state,
+late partitions, the log's size, sensor lag) are read when Prometheus scrapes, from the
+engine serving at that moment. Labels name assets, never partitions: a daily asset must not
+add a time series a day.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from headwater._events import Event, EventKind
+from headwater.eventlog import DB_NAME
+
+if TYPE_CHECKING:
+    from headwater.execution import Engine
+
+__all__ = ["Metrics", "SensorLag"]
+
+_RUN_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+_PLAN_BUCKETS = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5, 2.5)
+STATE_CACHE_S = 5.0
+"""Partition states computed for a scrape serve the next ones for this long while nothing is
+written (a window the clock opens shows within it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SensorLag:
+    """How far behind a sensor is: seconds since it last saw the world as it is."""
+
+    sensor: str
+    source: str
+    seconds: float
+
+
+@dataclass
+class _Serving:
+    engine: Engine | None = None
+    sensor_lags: Callable[[], Iterable[SensorLag]] = field(default=lambda: ())
+
+
+class Metrics:
+    """Every metric of one daemon, in its own registry (nothing global)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        labels = ["asset"]
+        self.runs_started = Counter(
+            "headwater_runs_started", "Runs started, by asset.", labels, registry=self.registry
+        )
+        self.runs_succeeded = Counter(
+            "headwater_runs_succeeded",
+            "Runs that materialized a value, by asset.",
+            labels,
+            registry=self.registry,
+        )
+        self.runs_failed = Counter(
+            "headwater_runs_failed", "Runs that failed, by asset.", labels, registry=self.registry
+        )
+        self.run_seconds = Histogram(
+            "headwater_run_duration_seconds",
+            "How long successful runs took, by asset.",
+            labels,
+            buckets=_RUN_BUCKETS,
+            registry=self.registry,
+        )
+        self.observations = Counter(
+            "headwater_observations",
+            "Source observations that changed a version, by source.",
+            labels,
+            registry=self.registry,
+        )
+        self.plan_seconds = Histogram(
+            "headwater_plan_duration_seconds",
+            "How long the planner took to seed a plan.",
+            buckets=_PLAN_BUCKETS,
+            registry=self.registry,
+        )
+        self.serving = _Serving()
+        self.generation = 0
+        """Batches of events written: partition states can only have changed when it moves
+        (or the clock opens a window: hence also a time limit on the cache)."""
+        self.registry.register(_StateCollector(self))
+
+    # -- EngineObserver ------------------------------------------------------------------
+
+    def written(self, events: Sequence[Event]) -> None:
+        self.generation += 1
+        for event in events:
+            asset = event.asset
+            if asset is None:
+                continue
+            kind = event.kind
+            if kind == EventKind.RUN_STARTED:
+                self.runs_started.labels(asset).inc()
+            elif kind == EventKind.MATERIALIZATION:
+                self.runs_succeeded.labels(asset).inc()
+                took = event.payload.get("duration_ms")
+                if isinstance(took, int | float):
+                    self.run_seconds.labels(asset).observe(took / 1000)
+            elif kind == EventKind.RUN_FAILED:
+                self.runs_failed.labels(asset).inc()
+            elif kind == EventKind.OBSERVATION:
+                self.observations.labels(asset).inc()
+
+    def planned(self, seconds: float) -> None:
+        self.plan_seconds.observe(seconds)
+
+    # -- serving -------------------------------------------------------------------------
+
+    def serve(self, engine: Engine | None, sensor_lags: Callable[[], Iterable[SensorLag]]) -> None:
+        """The engine (and its sensors) that scrapes read from now on."""
+        if engine is not None and self not in engine.observers:
+            engine.observers.append(self)
+        self.serving = _Serving(engine, sensor_lags)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._cached: tuple[float, tuple[int, int], list[Metric]] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._states()
+        size = GaugeMetricFamily(
+            "headwater_event_log_bytes", "Size of the event log's files (with its WAL)."
+        )
+        size.add_metric([], float(_log_bytes(self.metrics.state_dir)))
+        yield size
+        lag = GaugeMetricFamily(
+            "headwater_sensor_lag_seconds",
+            "Seconds a sensor is behind: since a file event it has not yet recorded, or since "
+            "an object source's last successful listing.",
+            labels=["sensor", "source"],
+        )
+        for item in self.metrics.serving.sensor_lags():
+            lag.add_metric([item.sensor, item.source], item.seconds)
+        yield lag
+
+    def _states(self) -> list[Metric]:
+        engine = self.metrics.serving.engine
+        if engine is None:
+            return []
+        now = time.monotonic()
+        cached = self._cached
+        seen = (id(engine), self.metrics.generation)
+        if cached is not None and now - cached[0] < STATE_CACHE_S and cached[1] == seen:
+            return cached[2]
+        per_state = GaugeMetricFamily(
+            "headwater_partitions",
+            "Partitions by state (fresh, stale, missing, failed), by asset or source.",
+            labels=["asset", "state"],
+        )
+        late = GaugeMetricFamily(
+            "headwater_late_partitions",
+            "Partitions late by their freshness SLA, by asset.",
+            labels=["asset"],
+        )
+        ev = engine.evaluator()
+        late_by: Tally[str] = Tally()
+        for (asset, _), record in engine.state.records.items():
+            if record.late:
+                late_by[asset] += 1
+        for key in engine.defs.nodes:
+            counts: Tally[str] = Tally()
+            for partition in ev.partitions(key):
+                counts[ev.status(key, partition).state] += 1
+            for state in ("fresh", "stale", "missing", "failed"):
+                per_state.add_metric([key, state], float(counts[state]))
+            if engine.defs.nodes[key].freshness is not None:
+                late.add_metric([key], float(late_by[key]))
+        result: list[Metric] = [per_state, late]
+        self._cached = (now, seen, result)
+        return result
+
+
+def _log_bytes(state_dir: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += (state_dir / f"{DB_NAME}{suffix}").stat().st_size
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,90 @@
+"""``run --http``: /metrics in the Prometheus text format, parsed with prometheus_client's own
+parser, from the real daemon as a subprocess; counters move as runs happen; commands stay off
+TCP unless asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cli_process import hw_project
+from daemon_process import DaemonProcess
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _start(project: Path, daemons: list[object], *extra: str) -> tuple[DaemonProcess, str]:
+    daemon = DaemonProcess(
+        project,
+        project / "defs.py",
+        project / "state",
+        args=("--settle", "0.2", "--grace", "10", "--http", "127.0.0.1:0", *extra),
+    )
+    daemons.append(daemon)
+    daemon.start()
+    line = daemon.wait_event("http_listening")
+    daemon.wait_notify("READY=1")
+    return daemon, f"http://{line['address']}"
+
+
+def _scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{base}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _get(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_what_the_log_records(owner_project: Path, daemons: list[object]) -> None:
+    daemon, base = _start(owner_project, daemons)
+    before = _scrape(base)
+    assert _get(before, "process_resident_memory_bytes") > 0
+    assert _get(before, "headwater_event_log_bytes") > 0
+    assert _get(before, "headwater_sensor_lag_seconds", sensor="files", source="") == 0.0
+    assert _get(before, "headwater_runs_started_total", asset="parsed") == 0
+    since = daemon.mark()
+    for name in ("a", "b"):
+        (owner_project / "inbox" / f"{name}.csv").write_text("x,y\n1,2\n")
+    for name in ("a", "b"):
+        daemon.wait_event("materialized", asset="parsed", partition=name, since=since)
+    assert hw_project(owner_project, "materialize", "stamp").returncode == 0
+    daemon.wait_event("materialized", asset="stamp_reader", since=since)
+    after = _scrape(base)
+    assert _get(after, "headwater_runs_started_total", asset="parsed") == 2
+    assert _get(after, "headwater_runs_succeeded_total", asset="parsed") == 2
+    assert _get(after, "headwater_observations_total", asset="files") == 2
+    assert _get(after, "headwater_run_duration_seconds_count", asset="parsed") == 2
+    assert _get(after, "headwater_runs_succeeded_total", asset="stamp_reader") == 1
+    assert _get(after, "headwater_partitions", asset="parsed", state="fresh") == 2
+    assert _get(after, "headwater_partitions", asset="stamp", state="fresh") == 1
+    assert _get(after, "headwater_plan_duration_seconds_count") >= 1
+    labels = {dict(k[1]).get("partition") for k in after}
+    assert labels == {None}  # never a label per partition
+
+
+def test_commands_stay_off_tcp_unless_asked(owner_project: Path, daemons: list[object]) -> None:
+    _, base = _start(owner_project, daemons)
+    refused = httpx.post(f"{base}/stop", json={}, timeout=10)
+    assert refused.status_code == 403 and "--http-write" in refused.json()["error"]
+    assert httpx.get(f"{base}/health", timeout=10).json()["state"] == "serving"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("99999", "is not an address to listen on"),
+        ("localhost:http", "is not an address to listen on"),
+    ],
+)
+def test_bad_http_addresses_exit_2(owner_project: Path, value: str, message: str) -> None:
+    result = hw_project(owner_project, "run", "--http", value)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "--http" in result.stderr and "Traceback" not in result.stderr
