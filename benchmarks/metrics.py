@@ -38,7 +38,7 @@ def _measure(size: int, repeats: int) -> tuple[float, float, int]:
         warm: list[float] = []
         body = b""
         for _ in range(repeats):
-            metrics.generation += 1  # as if an event had been written: states recomputed
+            metrics.summary.generation += 1  # as if an event had been written: recomputed
             started = time.perf_counter()
             body = metrics.render()
             cold.append(time.perf_counter() - started)

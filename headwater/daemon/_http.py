@@ -1,5 +1,5 @@
 """The daemon's optional TCP address (``run --http``): the read-only control API, ``/metrics``
-and the web page.
+and the web page (``/``).
 
 Off unless asked for; a bare port listens on 127.0.0.1 only. Commands that change something
 (materialize, backfill, reload, stop, prune, backup) stay on the unix socket, whose file mode
@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from headwater._config import ConfigError
 from headwater.daemon._api import ROUTES, Controlled
 from headwater.daemon._metrics import Metrics
+from headwater.daemon._page import Page
 
 __all__ = ["HttpAddress", "HttpServer", "parse_http_address"]
 
@@ -71,12 +72,15 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """One task of the daemon's root task group, like the control socket's server."""
 
-    def __init__(self, daemon: Controlled, address: HttpAddress, metrics: Metrics) -> None:
+    def __init__(
+        self, daemon: Controlled, address: HttpAddress, metrics: Metrics, page: Page
+    ) -> None:
         self.address = address
         routes: list[BaseRoute] = [
             r for r in ROUTES if address.write or not isinstance(r, Route) or _reads(r)
         ]
         routes.append(Route("/metrics", self._metrics))
+        routes += page.routes()
         if not address.write:
             paths = [r.path for r in ROUTES if isinstance(r, Route) and not _reads(r)]
             routes += [Route(path, _refuse_write, methods=["POST"]) for path in paths]

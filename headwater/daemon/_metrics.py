@@ -10,8 +10,6 @@ add a time series a day.
 
 from __future__ import annotations
 
-import time
-from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from headwater._events import Event, EventKind
+from headwater.daemon._summary import StateSummary
 from headwater.eventlog import DB_NAME
 
 if TYPE_CHECKING:
@@ -43,9 +42,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _RUN_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 _PLAN_BUCKETS = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5, 2.5)
-STATE_CACHE_S = 5.0
-"""Partition states computed for a scrape serve the next ones for this long while nothing is
-written (a window the clock opens shows within it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +62,9 @@ class _Serving:
 class Metrics:
     """Every metric of one daemon, in its own registry (nothing global)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, summary: StateSummary | None = None) -> None:
         self.state_dir = state_dir
+        self.summary = summary or StateSummary()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         labels = ["asset"]
@@ -110,15 +107,12 @@ class Metrics:
             registry=self.registry,
         )
         self.serving = _Serving()
-        self.generation = 0
-        """Batches of events written: partition states can only have changed when it moves
-        (or the clock opens a window: hence also a time limit on the cache)."""
         self.registry.register(_StateCollector(self))
 
     # -- EngineObserver ------------------------------------------------------------------
 
     def written(self, events: Sequence[Event]) -> None:
-        self.generation += 1
+        self.summary.written(events)
         for event in events:
             asset = event.asset
             if asset is None:
@@ -155,10 +149,29 @@ class Metrics:
 class _StateCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._cached: tuple[float, tuple[int, int], list[Metric]] | None = None
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._states()
+        engine = self.metrics.serving.engine
+        if engine is not None:
+            summary = self.metrics.summary.of(engine)
+            per_state = GaugeMetricFamily(
+                "headwater_partitions",
+                "Partitions by state (fresh, stale, missing, failed), by asset or source; a "
+                "state no partition is in has no series.",
+                labels=["asset", "state"],
+            )
+            for key, counts in summary.states.items():
+                for state, count in counts.items():
+                    per_state.add_metric([key, state], float(count))
+            yield per_state
+            late = GaugeMetricFamily(
+                "headwater_late_partitions",
+                "Partitions late by their freshness SLA, by asset.",
+                labels=["asset"],
+            )
+            for key, count in summary.late.items():
+                late.add_metric([key], float(count))
+            yield late
         size = GaugeMetricFamily(
             "headwater_event_log_bytes", "Size of the event log's files (with its WAL)."
         )
@@ -173,45 +186,6 @@ class _StateCollector(Collector):
         for item in self.metrics.serving.sensor_lags():
             lag.add_metric([item.sensor, item.source], item.seconds)
         yield lag
-
-    def _states(self) -> list[Metric]:
-        engine = self.metrics.serving.engine
-        if engine is None:
-            return []
-        now = time.monotonic()
-        cached = self._cached
-        seen = (id(engine), self.metrics.generation)
-        if cached is not None and now - cached[0] < STATE_CACHE_S and cached[1] == seen:
-            return cached[2]
-        per_state = GaugeMetricFamily(
-            "headwater_partitions",
-            "Partitions by state (fresh, stale, missing, failed), by asset or source; a state "
-            "no partition is in has no series.",
-            labels=["asset", "state"],
-        )
-        late = GaugeMetricFamily(
-            "headwater_late_partitions",
-            "Partitions late by their freshness SLA, by asset.",
-            labels=["asset"],
-        )
-        ev = engine.evaluator()
-        late_by: Tally[str] = Tally()
-        for (asset, _), record in engine.state.records.items():
-            if record.late:
-                late_by[asset] += 1
-        status = ev.status
-        for key, node in engine.defs.nodes.items():
-            counts: dict[str, int] = {}
-            for partition in ev.partitions(key):
-                state = status(key, partition).state
-                counts[state] = counts.get(state, 0) + 1
-            for state, count in counts.items():  # a state no partition is in: no series
-                per_state.add_metric([key, state], float(count))
-            if node.freshness is not None:
-                late.add_metric([key], float(late_by[key]))
-        result: list[Metric] = [per_state, late]
-        self._cached = (now, seen, result)
-        return result
 
 
 def _log_bytes(state_dir: Path) -> int:

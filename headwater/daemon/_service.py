@@ -42,6 +42,8 @@ from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._http import HttpAddress, HttpServer
 from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._notify import Notifier
+from headwater.daemon._page import Page
+from headwater.daemon._summary import StateSummary
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
@@ -125,7 +127,9 @@ class Daemon:
         self._fatal: StateDirError | None = None
         self._storage_trouble = anyio.Event()
         self._overdue_told: set[str] = set()
-        self.metrics = Metrics(self.state_dir)
+        summary = StateSummary()
+        self.metrics = Metrics(self.state_dir, summary)
+        self.page = Page(self, summary)
         self._http: HttpServer | None = None
 
     # -- what the control API asks of the daemon ------------------------------------------
@@ -363,7 +367,7 @@ class Daemon:
 
         await root.start(serve_api)
         if self.settings.http is not None:
-            self._http = HttpServer(self, self.settings.http, self.metrics)
+            self._http = HttpServer(self, self.settings.http, self.metrics, self.page)
             await root.start(self._http.serve)
             _log.info("http_listening", address=str(self._http.bound))
         await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
@@ -432,6 +436,7 @@ class Daemon:
                 self._work = tg
                 self._engine = engine
                 if self.settings.http is not None:
+                    engine.observers.append(self.page)
                     self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
                 self._engine_changed.set()
                 self._engine_changed = anyio.Event()

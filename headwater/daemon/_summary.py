@@ -1,0 +1,72 @@
+"""Partitions per state and late partitions, per asset: what ``/metrics`` and the web page
+both show. Computed from the serving engine at most once per change (and every few seconds,
+for windows the clock opens), however many scrapes and browsers ask."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from headwater._events import Event
+
+if TYPE_CHECKING:
+    from headwater.execution import Engine
+
+__all__ = ["MAX_AGE_S", "StateSummary", "Summary"]
+
+MAX_AGE_S = 5.0
+"""A summary serves for this long while nothing is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    states: dict[str, dict[str, int]]
+    """asset or source -> state -> partitions in it (states no partition is in are absent)"""
+    late: dict[str, int]
+    """asset or source with a freshness SLA -> partitions late by it"""
+
+
+class StateSummary:
+    """An engine observer that only notes that something was written."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._cached: tuple[float, tuple[int, int], Summary] | None = None
+
+    def written(self, events: Sequence[Event]) -> None:
+        self.generation += 1
+
+    def planned(self, seconds: float) -> None:
+        return None
+
+    def of(self, engine: Engine) -> Summary:
+        now = time.monotonic()
+        seen = (id(engine), self.generation)
+        cached = self._cached
+        if cached is not None and cached[1] == seen and now - cached[0] < MAX_AGE_S:
+            return cached[2]
+        summary = _summarize(engine)
+        self._cached = (now, seen, summary)
+        return summary
+
+
+def _summarize(engine: Engine) -> Summary:
+    ev = engine.evaluator()
+    status = ev.status
+    late_by: dict[str, int] = {}
+    for (key, _), record in engine.state.records.items():
+        if record.late:
+            late_by[key] = late_by.get(key, 0) + 1
+    states: dict[str, dict[str, int]] = {}
+    late: dict[str, int] = {}
+    for key, node in engine.defs.nodes.items():
+        counts: dict[str, int] = {}
+        for partition in ev.partitions(key):
+            state = status(key, partition).state
+            counts[state] = counts.get(state, 0) + 1
+        states[key] = counts
+        if node.freshness is not None:
+            late[key] = late_by.get(key, 0)
+    return Summary(states, late)
