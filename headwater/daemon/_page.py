@@ -146,7 +146,7 @@ def graph_json(engine: Engine, summary: StateSummary) -> dict[str, Any]:
         nodes.append(
             {
                 "key": key,
-                "kind": "asset" if asset else f"{getattr(node, 'kind', 'plain')} source",
+                "kind": "asset" if asset else _source_kind(node),
                 "policy": asset.policy.name if asset else None,
                 "group": asset.group if asset else None,
                 "partitioned": node.partitions is not None,
@@ -165,6 +165,11 @@ def graph_json(engine: Engine, summary: StateSummary) -> dict[str, Any]:
             label = graph.edge_map(parent, child).label if kind is EdgeMapping.MAPPED else None
             edges.append({"from": parent, "to": child, "mapping": label})
     return {"nodes": nodes, "edges": edges, "now": engine.clock.now().isoformat()}
+
+
+def _source_kind(node: object) -> str:
+    kind = str(getattr(node, "kind", "source"))
+    return kind if kind.endswith("source") else f"{kind} source"
 
 
 def _sla_text(max_lag: timedelta | None, max_age: timedelta | None) -> str:
