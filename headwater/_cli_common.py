@@ -26,6 +26,7 @@ from headwater._client import (
 from headwater._config import (
     NoDefinitions,
     Settings,
+    config_table,
     resolve_option,
     resolve_settings,
     resolve_state_dir,
@@ -84,6 +85,7 @@ class StateDirUnusable(click.ClickException):
 
 if TYPE_CHECKING:
     from headwater.daemon._http import HttpAddress
+    from headwater.daemon._openlineage import LineageSettings
 
     _FloatParam = click.ParamType[float]
 else:  # click < 8.2 has no generic ParamType at run time
@@ -175,6 +177,13 @@ def http_option(value: str | None, *, write: bool) -> HttpAddress | None:
             raise UserError("--http-write needs an address to serve on: give --http too")
         return None
     return replace(address, write=write)
+
+
+def openlineage_option() -> LineageSettings | None:
+    from headwater.daemon._openlineage import lineage_settings
+
+    found = config_table("openlineage")
+    return None if found is None else lineage_settings(found[1], found[0])
 
 
 def retention_option(value: str | None) -> timedelta | None:

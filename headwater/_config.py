@@ -71,6 +71,14 @@ def _pyproject(start: Path) -> tuple[Path, Mapping[str, Any]] | None:
     return None
 
 
+def config_table(name: str, cwd: Path | None = None) -> tuple[str, Any] | None:
+    """``[tool.headwater.<name>]`` of the nearest ``pyproject.toml``, with where it is."""
+    found = _pyproject(cwd or Path.cwd())
+    if found is None or name not in found[1]:
+        return None
+    return f"{found[0]}", found[1][name]
+
+
 def resolve_option(
     name: str,
     value: str | None,

@@ -18,6 +18,7 @@ from headwater._cli_common import (
     common,
     http_option,
     load,
+    openlineage_option,
     retention_option,
     settings_for,
 )
@@ -114,6 +115,7 @@ def run(
             retention=retention_option(retention),
             executor=resolve_executor(settings.definitions),
             http=http_option(http, write=http_write),
+            openlineage=openlineage_option(),
         )
     )
 

@@ -42,6 +42,7 @@ from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._http import HttpAddress, HttpServer
 from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._notify import Notifier
+from headwater.daemon._openlineage import LineageSettings, OpenLineageEmitter
 from headwater.daemon._page import Page
 from headwater.daemon._summary import StateSummary
 from headwater.definitions import Definitions, FileSource, ObjectSource
@@ -86,6 +87,8 @@ class DaemonSettings:
     ``Definitions(executor=)`` wins, also on reload."""
     http: HttpAddress | None = None
     """Where to serve the read-only API, ``/metrics`` and the web page (None: nowhere)."""
+    openlineage: LineageSettings | None = None
+    """Where to send OpenLineage run events (None: nowhere)."""
 
     def absolute(self) -> DaemonSettings:
         """Paths resolved once at start: a function that changes the working directory
@@ -131,6 +134,7 @@ class Daemon:
         self.metrics = Metrics(self.state_dir, summary)
         self.page = Page(self, summary)
         self._http: HttpServer | None = None
+        self._lineage: OpenLineageEmitter | None = None
 
     # -- what the control API asks of the daemon ------------------------------------------
 
@@ -370,6 +374,8 @@ class Daemon:
             self._http = HttpServer(self, self.settings.http, self.metrics, self.page)
             await root.start(self._http.serve)
             _log.info("http_listening", address=str(self._http.bound))
+        if self.settings.openlineage is not None:
+            self._lineage = OpenLineageEmitter(self.settings.openlineage)
         await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
         defs: Definitions | None = None
         self._loading = anyio.CancelScope()
@@ -389,6 +395,8 @@ class Daemon:
         api.stop()
         if self._http is not None:
             self._http.stop()
+        if self._lineage is not None:  # what is queued gets two seconds to leave
+            await anyio.to_thread.run_sync(self._lineage.close)
         with anyio.move_on_after(1.5):  # streaming clients get their last lines
             await api_done.wait()
 
@@ -435,6 +443,9 @@ class Daemon:
                 await objects.scan()
                 self._work = tg
                 self._engine = engine
+                if self._lineage is not None:
+                    self._lineage.defs = engine.defs
+                    engine.observers.append(self._lineage)
                 if self.settings.http is not None:
                     engine.observers.append(self.page)
                     self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
