@@ -20,7 +20,7 @@ from headwater._durations import parse_duration
 from headwater._errors import HeadwaterError
 from headwater._loading import absolute_target
 from headwater._sizes import Size, parse_size
-from headwater.definitions import EXECUTORS
+from headwater.definitions import EXECUTORS, valid_executor
 from headwater.execution.executors import ExecutorSettings
 
 __all__ = [
@@ -161,7 +161,7 @@ def _state_dir(
 
 
 def _executor(text: str, where: str) -> str:
-    if text not in EXECUTORS:
+    if not valid_executor(text):
         raise ValueError(f"{where}: executor {text!r}: use one of {', '.join(EXECUTORS)}")
     return text
 

@@ -26,7 +26,7 @@ from headwater._durations import Duration, parse_duration, parse_retention
 from headwater._events import Event
 from headwater._loading import importable_target
 from headwater._statedir import Ownership
-from headwater.definitions import EXECUTORS, Definitions
+from headwater.definitions import EXECUTORS, Definitions, valid_executor
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, IOManager, TickResult
 from headwater.execution.executors import ExecutorSettings
@@ -263,6 +263,6 @@ class Harness:
 def _executor_settings(defs: Definitions, kind: str | None) -> ExecutorSettings:
     if kind is None or kind == "threads":
         return ExecutorSettings()
-    if kind not in EXECUTORS:
+    if not valid_executor(kind):
         raise ValueError(f"Harness executor={kind!r}: use one of {', '.join(EXECUTORS)}")
     return ExecutorSettings(kind=kind, definitions=importable_target(defs))

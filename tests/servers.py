@@ -58,3 +58,69 @@ def moto_server(timeout: float = 30) -> Iterator[str]:
         proc.kill()
         proc.wait(timeout=10)
         reader.join(timeout=10)
+
+
+class DaskCluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, workers: int, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = env
+        self.scheduler: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._count = workers
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        import os
+
+        env = {**os.environ, **(self.env or {})}
+        return subprocess.Popen(
+            list(args),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, env=env,
+        )  # fmt: skip
+
+    def start(self, timeout: float = 60) -> DaskCluster:
+        from pathlib import Path
+
+        dask = str(Path(sys.executable).with_name("dask"))
+        self.scheduler = self._spawn(
+            dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"
+        )
+        for n in range(self._count):
+            self.add_worker(f"w{n}")
+        self.wait_for_workers(self._count, timeout)
+        return self
+
+    def add_worker(self, name: str) -> subprocess.Popen[bytes]:
+        from pathlib import Path
+
+        dask = str(Path(sys.executable).with_name("dask"))
+        worker = self._spawn(
+            dask, "worker", f"tcp://{self.address}", "--name", name, "--nworkers", "1",
+            "--nthreads", "1", "--no-dashboard", "--no-nanny", "--host", "127.0.0.1",
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def wait_for_workers(self, count: int, timeout: float = 60) -> None:
+        from distributed import Client
+
+        with Client(f"tcp://{self.address}", timeout=timeout) as client:
+            client.wait_for_workers(count, timeout=timeout)
+
+    def close(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@contextmanager
+def dask_cluster(workers: int = 2, env: dict[str, str] | None = None) -> Iterator[DaskCluster]:
+    cluster = DaskCluster(workers, env)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()

@@ -2,7 +2,7 @@
 
 from headwater.definitions._assets import AssetDef, asset
 from headwater.definitions._checks import CheckDef, check
-from headwater.definitions._definitions import EXECUTORS, Definitions, Node
+from headwater.definitions._definitions import EXECUTORS, Definitions, Node, valid_executor
 from headwater.definitions._graph import AssetGraph, EdgeMapping
 from headwater.definitions._mappings import (
     AllPartitions,
@@ -59,4 +59,5 @@ __all__ = [
     "asset",
     "check",
     "source",
+    "valid_executor",
 ]

@@ -29,9 +29,20 @@ from headwater.versions import code_version
 if TYPE_CHECKING:
     from headwater.execution._store import IOManager
 
-__all__ = ["EXECUTORS", "Definitions", "Node", "ReadMap"]
+__all__ = ["EXECUTORS", "Definitions", "Node", "ReadMap", "valid_executor"]
 
-EXECUTORS = ("processes", "threads")
+EXECUTORS = ("processes", "threads", "dask://HOST:PORT")
+
+
+def valid_executor(name: object) -> bool:
+    """``processes``, ``threads``, or ``dask://HOST:PORT`` (a Dask distributed scheduler)."""
+    if name in ("processes", "threads"):
+        return True
+    if not isinstance(name, str) or not name.startswith("dask://"):
+        return False
+    host, _, port = name[len("dask://") :].rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
 
 Node = AssetDef | SourceDef
 
@@ -81,7 +92,7 @@ class Definitions:
         self.source: bytes | None = None
         """The text of the definitions file as it was loaded (workers run exactly that)."""
         self.io = io
-        if executor is not None and executor not in EXECUTORS:
+        if executor is not None and not valid_executor(executor):
             raise DefinitionError(
                 f"executor={executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}"
             )

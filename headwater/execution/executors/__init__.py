@@ -5,6 +5,7 @@ what comes back; the planner and the event log never know which executor it was.
   take the daemon down, hang it or change it.
 - ``threads``: threads of the daemon's own process (:mod:`._threads`); the lowest latency, no
   isolation.
+- ``dask://HOST:PORT``: tasks of a Dask distributed cluster (:mod:`._dask`, the ``dask`` extra).
 """
 
 from __future__ import annotations
@@ -65,7 +66,13 @@ async def open_executor(
 ) -> AsyncIterator[Executor]:
     """The executor for ``settings``; on exit, nothing it started is left running (worker
     processes are killed; a thread cannot be, and is reported instead)."""
-    if settings.kind == "processes":
+    if settings.kind.startswith("dask://"):
+        from headwater.execution.executors._dask import DaskExecutor
+
+        address = settings.kind[len("dask://") :]
+        async with DaskExecutor.open(address, runner, state_dir, settings.definitions) as dask:
+            yield dask
+    elif settings.kind == "processes":
         if settings.definitions is None:
             raise ValueError("executor 'processes' needs importable definitions")
         async with ProcessPool.open(

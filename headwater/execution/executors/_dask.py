@@ -1,0 +1,266 @@
+"""The Dask executor (``executor="dask://host:port"``, the ``dask`` extra): each run is a task
+on a worker of an existing Dask distributed cluster.
+
+The task imports the definitions on the worker (the same file, and the same text the daemon
+loaded), loads the inputs from the value store, runs the function and its checks, stores the
+value and returns only its data version and metadata: no value passes through the daemon. So
+the worker must see the definitions' code and the value store at the same paths (one host, or
+a shared filesystem) or use a store both reach (an S3-compatible bucket).
+
+Dask runs a task at least once (a worker killed mid-task may see it re-run elsewhere) and
+cannot stop a running task. So every run has a key of its own (``headwater-<asset>-<run id>``,
+never reused) and a *fence*: a file the daemon creates before submitting and removes, under the
+store's publishing lock, when it gives up on the attempt (timeout, stop, a lost scheduler).
+A worker renames a value into place only while the fence stands, holding that lock: a late
+result of a superseded attempt can never replace what the log says is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from headwater._config import ConfigError
+from headwater._durations import format_duration
+from headwater.execution._publishing import Superseded, current_guard
+from headwater.execution._runner import Job, Outcome, Runner
+from headwater.execution._store import FilesystemStore, IOManager
+from headwater.planning import InputVersions
+
+__all__ = ["DaskExecutor", "DaskTask", "run_task"]
+
+_log = structlog.get_logger("headwater.executor")
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaskTask:
+    """What a worker needs for one run: plain data (the function travels as the definitions'
+    path and text, imported on the worker once)."""
+
+    definitions: str
+    source: bytes | None
+    store: IOManager | None
+    """None: the filesystem store at ``values_root``."""
+    values_root: str
+    private: tuple[str, ...]
+    asset: str
+    partition: str | None
+    run_id: str
+    now: datetime
+    inputs: InputVersions
+    code_version: str
+
+
+class _FenceGuard:
+    def __init__(self, store: FilesystemStore, fence: Path) -> None:
+        self._store, self._fence = store, fence
+
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        # The store holds its publishing lock (shared) around this: the daemon removes the
+        # fence holding it exclusively, so "fence gone" and "renamed into place" exclude.
+        if not self._fence.exists():
+            raise Superseded
+        yield
+
+
+_RUNNERS: dict[tuple[str, str, str], Runner] = {}
+"""Per worker process: the definitions imported once, by path, text and store."""
+
+
+def _runner(task: DaskTask) -> Runner:
+    digest = hashlib.blake2b(task.source or b"", digest_size=16).hexdigest()
+    key = (task.definitions, digest, task.values_root)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        from headwater._loading import load_definitions
+
+        defs = load_definitions(task.definitions, task.source)
+        defs.compute_code_versions()
+        store = task.store or FilesystemStore(Path(task.values_root))
+        runner = _RUNNERS[key] = Runner(defs, store, task.private)
+    return runner
+
+
+def run_task(task: DaskTask) -> Outcome:
+    """On a Dask worker: run one job; any failure is an outcome, never an exception."""
+    started = time.perf_counter()
+    try:
+        runner = _runner(task)
+    except Exception as exc:
+        return Outcome(False, 0.0, error=f"the worker cannot load the definitions: {exc}")
+    defs = runner.defs
+    asset = defs.assets.get(task.asset)
+    if asset is None or defs.code_version(task.asset) != task.code_version:
+        return Outcome(
+            False,
+            (time.perf_counter() - started) * 1000,
+            error=f"the worker's definitions differ from the daemon's for {task.asset!r} "
+            "(deploy the same code to every worker)",
+        )
+    store = runner.store
+    fence = Path(task.values_root, ".tmp", f"fence-{task.run_id}")
+    guard = _FenceGuard(store, fence) if isinstance(store, FilesystemStore) else None
+    token = current_guard.set(guard)
+    try:
+        job = Job(asset, task.partition, task.run_id, task.now, task.inputs, task.code_version)
+        return runner.run(job)
+    finally:
+        current_guard.reset(token)
+
+
+class DaskExecutor:
+    """Runs jobs as tasks of a Dask distributed cluster through an asynchronous client."""
+
+    kind = "dask"
+
+    def __init__(
+        self, address: str, client: Any, runner: Runner, state_dir: Path, definitions: str
+    ) -> None:
+        self.address = address
+        self._client = client
+        self._runner = runner
+        store = runner.store
+        default = isinstance(store, FilesystemStore) and store.root.absolute() == (
+            state_dir.absolute() / "values"
+        )
+        self._store = None if default else store
+        self._values = (state_dir.absolute() / "values") if default else None
+        self._definitions = definitions
+        self._lost = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, address: str, runner: Runner, state_dir: Path, definitions: str | None
+    ) -> AsyncIterator[DaskExecutor]:
+        if definitions is None:
+            raise ConfigError(f"executor 'dask://{address}' needs importable definitions")
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError(
+                f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
+            ) from None
+        try:
+            client = await Client(  # type: ignore[no-untyped-call]
+                f"tcp://{address}", asynchronous=True, timeout=CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(
+                f"executor 'dask://{address}': cannot reach the Dask scheduler at "
+                f"tcp://{address} ({type(exc).__name__}: {exc})"
+            ) from None
+        executor = cls(address, client, runner, state_dir, definitions)
+        try:
+            yield executor
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await client.close(timeout=2)
+
+    async def warm(self) -> None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        info = self._client.scheduler_info() if self._client.status == "running" else {}
+        workers = info.get("workers", {}) if isinstance(info, dict) else {}
+        return {
+            "kind": "dask",
+            "scheduler": f"tcp://{self.address}",
+            "status": self._client.status,
+            "workers": sorted(workers),
+            "lost": self._lost,
+        }
+
+    async def run(self, job: Job, limit: timedelta | None) -> Outcome:
+        task = self._task(job)
+        fence = self._fence(job.run_id)
+        if fence is not None:
+            await anyio.to_thread.run_sync(_make_fence, fence)
+        key = f"headwater-{job.asset.key}-{job.run_id}"
+        started = time.perf_counter()
+        future = self._client.submit(run_task, task, key=key, pure=False)
+        done = False
+        try:
+            with anyio.fail_after(limit.total_seconds() if limit else None):
+                outcome: Outcome = await future
+            done = True
+            return outcome
+        except TimeoutError:
+            assert limit is not None
+            return self._failed(started, f"timed out after {format_duration(limit)}")
+        except Exception as exc:
+            return self._failed(started, self._why(exc))
+        finally:
+            if not done:  # superseded: nothing it stores from now on is published
+                with anyio.CancelScope(shield=True):
+                    if fence is not None:
+                        await anyio.to_thread.run_sync(self._supersede, fence)
+                    with contextlib.suppress(Exception):
+                        await future.cancel()
+            elif fence is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_remove, fence)
+
+    def _task(self, job: Job) -> DaskTask:
+        return DaskTask(
+            definitions=self._definitions,
+            source=self._runner.defs.source,
+            store=self._store,
+            values_root=str(self._values or ""),
+            private=self._runner.private,
+            asset=job.asset.key,
+            partition=job.partition,
+            run_id=job.run_id,
+            now=job.now,
+            inputs=job.inputs,
+            code_version=job.code_version,
+        )
+
+    def _fence(self, run_id: str) -> Path | None:
+        return None if self._values is None else self._values / ".tmp" / f"fence-{run_id}"
+
+    def _supersede(self, fence: Path) -> None:
+        store = self._runner.store
+        assert isinstance(store, FilesystemStore)
+        with store.publishing(exclusive=True):
+            _remove(fence)
+
+    def _failed(self, started: float, error: str) -> Outcome:
+        return Outcome(False, (time.perf_counter() - started) * 1000, error=error)
+
+    def _why(self, exc: BaseException) -> str:
+        from distributed import KilledWorker
+
+        if isinstance(exc, KilledWorker):
+            self._lost += 1
+            worker = getattr(getattr(exc, "last_worker", None), "address", None)
+            return f"worker {worker or 'of the Dask cluster'} lost"
+        return (
+            f"the Dask cluster could not run it ({type(exc).__name__}: {exc}); "
+            f"scheduler tcp://{self.address}"
+        )
+
+
+def _make_fence(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,170 @@
+"""``executor="dask://host:port"``: runs as tasks of a real Dask cluster (a ``dask scheduler``
+and two ``dask worker`` processes on 127.0.0.1, killed by PID when the test ends).
+
+A partitioned pipeline materializes on the workers, with the same data versions as under the
+threads executor (so switching executors re-runs nothing); a worker SIGKILLed mid-run leaves
+the partition materialized exactly once; a scheduler that cannot be reached is exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from cli_process import hw
+from servers import DaskCluster, dask_cluster, free_port
+
+from headwater._loading import load_definitions
+from headwater.testing import Harness
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+PIPELINE = """
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import headwater as hw
+
+HERE = Path(__file__).parent
+days = hw.DailyPartitions(start="2026-01-01")
+raw = hw.source("raw", partitions=days)
+
+
+@hw.asset(partitions=days, retries=hw.Retry(max_attempts=2, delay="0s"))
+def cleaned(raw: pd.DataFrame, context: hw.Context) -> pd.DataFrame:
+    with open(HERE / "ran_by", "a") as f:
+        f.write(f"{os.getpid()} {context.partition}\\n")
+    hold = HERE / f"hold-{context.partition}"
+    if hold.exists():
+        (HERE / f"started-{context.partition}").write_text(str(os.getpid()))
+        while hold.exists():
+            time.sleep(0.01)
+    return raw.dropna()
+
+
+@hw.asset
+def total(cleaned: dict[str, pd.DataFrame]) -> float:
+    return float(sum(frame["amount"].sum() for frame in cleaned.values()))
+
+
+defs = hw.Definitions([raw, cleaned, total], executor=os.environ.get("HW_EXECUTOR", "threads"))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DaskCluster]:
+    with dask_cluster(workers=2) as running:
+        yield running
+
+
+def _project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pipeline.py").write_text(PIPELINE)
+    return root
+
+
+def _observe(h: Harness, *days: int) -> None:
+    """Each day's frame, stored by the harness in the value store the workers read."""
+    for day in days:
+        frame = pd.DataFrame({"amount": [float(day), float(day * 10), None]})
+        h.observe("raw", value=frame, partition=f"2026-01-0{day}")
+
+
+def _versions(h: Harness) -> dict[tuple[str | None, str | None], str | None]:
+    return {(e.asset, e.partition): e.data_version for e in h.events(kind="materialization")}
+
+
+def _defs(project: Path, executor: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("HW_EXECUTOR", executor)
+    return load_definitions(str(project / "pipeline.py"))
+
+
+def test_a_pipeline_runs_on_the_workers_with_the_versions_threads_give(
+    tmp_path: Path, cluster: DaskCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path / "p")
+    dask = f"dask://{cluster.address}"
+    with Harness(_defs(project, dask, monkeypatch), now="2026-01-04T00:00:00Z",
+                 state_dir=tmp_path / "on-dask", executor=dask) as h:  # fmt: skip
+        _observe(h, 1, 2, 3)
+        tick = h.tick()
+        assert tick.failed == {}
+        assert sorted(tick.materialized) == [
+            ("cleaned", "2026-01-01"), ("cleaned", "2026-01-02"), ("cleaned", "2026-01-03"),
+            ("total", None),
+        ]  # fmt: skip
+        on_dask = _versions(h)
+        assert h.value("total") == 66.0
+    pids = {int(line.split()[0]) for line in (project / "ran_by").read_text().splitlines()}
+    assert pids <= {w.pid for w in cluster.workers}  # run by the workers, not here
+    assert os.getpid() not in pids
+    with Harness(_defs(project, "threads", monkeypatch), now="2026-01-04T00:00:00Z",
+                 state_dir=tmp_path / "on-threads") as h:  # fmt: skip
+        _observe(h, 1, 2, 3)
+        h.tick()
+        assert _versions(h) == on_dask
+    # the state directory the cluster filled, opened with threads: nothing to run again
+    with Harness(_defs(project, "threads", monkeypatch), now="2026-01-04T00:00:00Z",
+                 state_dir=tmp_path / "on-dask") as h:  # fmt: skip
+        assert h.tick().materialized == []
+
+
+def test_a_worker_killed_mid_run_leaves_one_materialization(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path / "p")
+    (project / "hold-2026-01-01").write_text("")
+    with dask_cluster(workers=2) as cluster:
+        dask = f"dask://{cluster.address}"
+        defs = _defs(project, dask, monkeypatch)
+        with Harness(
+            defs, now="2026-01-02T00:00:00Z", state_dir=tmp_path / "s", executor=dask
+        ) as h:
+            _observe(h, 1)
+            started = project / "started-2026-01-01"
+
+            def kill_when_started() -> None:
+                deadline = time.monotonic() + 60
+                while not started.exists():
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the run never started on a worker")
+                    time.sleep(0.02)
+                victim = int(started.read_text())
+                started.unlink()
+                os.kill(victim, signal.SIGKILL)
+                (project / "hold-2026-01-01").unlink()
+
+            import threading
+
+            killer = threading.Thread(target=kill_when_started)
+            killer.start()
+            first = h.tick()
+            killer.join()
+            if ("cleaned", "2026-01-01") not in first.materialized:  # failed: retried
+                assert "lost" in first.failed[("cleaned", "2026-01-01")]
+                h.advance("1s")
+            made = h.events(kind="materialization", asset="cleaned")
+            assert [e.partition for e in made] == ["2026-01-01"]
+            assert h.state("cleaned", partition="2026-01-01") == "fresh"
+            assert h.value("cleaned", partition="2026-01-01")["amount"].tolist() == [1.0, 10.0]
+
+
+def test_an_unreachable_scheduler_stops_run_with_exit_2(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    address = f"127.0.0.1:{free_port()}"
+    result = hw(
+        "run", "-d", "pipeline.py", "--state-dir", "st", cwd=project,
+        env={"HW_EXECUTOR": f"dask://{address}"}, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot reach the Dask scheduler at tcp://{address}" in result.stderr
+    assert "Traceback" not in result.stderr
