@@ -33,7 +33,7 @@ from headwater.definitions import (
     check,
     source,
 )
-from headwater.execution import Context, FilesystemStore, IOManager
+from headwater.execution import Context, FilesystemStore, IOManager, ObjectStore
 from headwater.policies import Freshness, Policy, Retry, eager, lazy, manual, on_cron
 from headwater.versions import code_version, data_version
 
@@ -63,6 +63,7 @@ __all__ = [
     "MonthlyPartitions",
     "MultiPartitions",
     "ObjectSource",
+    "ObjectStore",
     "Output",
     "PartitionKeyError",
     "PartitionMapping",

@@ -14,7 +14,7 @@ from typing import Any
 
 from headwater.definitions import ObjectSource
 
-__all__ = ["ObjectEntry", "client_for", "get_object", "list_objects"]
+__all__ = ["ObjectEntry", "client_for", "client_kwargs", "get_object", "list_objects"]
 
 ObjectEntry = tuple[str, int]
 """(ETag without quotes, size)"""
@@ -29,7 +29,8 @@ _clients: dict[int, Any] = {}
 _lock = threading.Lock()
 
 
-def _client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+def client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``storage_options`` as boto3 client arguments."""
     kwargs: dict[str, Any] = {}
     for name, value in options.items():
         if name == "client_kwargs" and isinstance(value, Mapping):
@@ -47,7 +48,7 @@ def client_for(source: ObjectSource) -> Any:
             import boto3  # imported here: heavy, and only projects with object sources need it
 
             session = boto3.session.Session()
-            client = session.client("s3", **_client_kwargs(source.storage_options))
+            client = session.client("s3", **client_kwargs(source.storage_options))
             _clients[id(source)] = client
         return client
 

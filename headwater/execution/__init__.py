@@ -2,6 +2,7 @@
 
 from headwater.execution._context import Context
 from headwater.execution._engine import Engine, Observed, TickResult
+from headwater.execution._object_store import ObjectStore
 from headwater.execution._observers import EngineObserver
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError
@@ -14,6 +15,7 @@ __all__ = [
     "IOManager",
     "Job",
     "NoValueError",
+    "ObjectStore",
     "Observed",
     "Outcome",
     "Runner",

@@ -27,6 +27,7 @@ from headwater.definitions import (
 )
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
+from headwater.execution._object_store import ObjectStore
 from headwater.execution._publishing import Superseded, guarded
 from headwater.execution._store import FilesystemStore, IOManager, NoValueError, table_metadata
 from headwater.planning import InputVersions, NodeKey, node_label
@@ -225,7 +226,7 @@ class Runner:
         """The value as readers will load it: a data version fingerprints the stored content.
         Parquet keeps a table's types except in object columns (it infers a type for their
         values), so only those are read back."""
-        if isinstance(io, FilesystemStore) and FilesystemStore.may_change(value):
+        if isinstance(io, FilesystemStore | ObjectStore) and io.may_change(value):
             return io.load(job.asset.key, job.partition)
         return value
 
@@ -248,7 +249,7 @@ class Runner:
                         result.metadata,
                     )
                 io = self.io_for(job.asset.key)
-                if isinstance(io, FilesystemStore):
+                if isinstance(io, FilesystemStore | ObjectStore):
                     io.save(job.asset.key, job.partition, value)  # asks the guard itself
                 else:
                     with guarded():

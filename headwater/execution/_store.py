@@ -31,17 +31,21 @@ from headwater._storage import storage_failure
 from headwater.execution._publishing import guarded
 
 __all__ = [
+    "FORMATS",
     "TEMP_PREFIX",
     "FilesystemStore",
     "IOManager",
     "NoValueError",
     "UnsafePath",
+    "decode_value",
+    "encode_value",
+    "may_change",
     "table_metadata",
 ]
 
 TEMP_PREFIX = ".tmp-"
 PUBLISH_LOCK = ".publish.lock"
-_FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
+FORMATS = _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
 _NAME_MAX = 255
 _LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
 
@@ -135,6 +139,52 @@ def _frame_table(value: Any) -> Any | None:
         return None
 
 
+def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
+    """How a value is stored: its format, and what writes it. Tables as Parquet (unless
+    Parquet cannot hold them faithfully), anything else pickled."""
+    kind = type(value).__module__.split(".")[0]
+    if kind == "pandas":
+        import pandas as pd
+
+        if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
+            return "frame.parquet", _write_parquet(table)
+    elif kind == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(value, pa.Table):
+            return "arrow.parquet", _write_parquet(value)
+    data = pickle.dumps(value, protocol=5)
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    return "pickle", write
+
+
+def decode_value(fmt: str, f: IO[bytes]) -> Any:
+    """A value stored by :func:`encode_value` in format ``fmt``."""
+    if fmt == "pickle":
+        return pickle.load(f)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f)
+    return table.to_pandas() if fmt == "frame.parquet" else table
+
+
+def may_change(value: Any) -> bool:
+    """Whether storing ``value`` as Parquet may change its types (object columns): its data
+    version is then that of the value read back."""
+    if type(value).__module__.split(".")[0] != "pandas":
+        return False
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(value, pd.DataFrame):
+        return False
+    objects = np.dtype(object)
+    return any(t == objects for t in value.dtypes) or value.index.dtype == objects
+
+
 class FilesystemStore:
     """``root/<asset key>/<partition>.<format>``; the default :class:`IOManager`."""
 
@@ -147,18 +197,7 @@ class FilesystemStore:
         self._safe_dirs: set[Path] = set()
         self._root_made = False
 
-    @staticmethod
-    def may_change(value: Any) -> bool:
-        """Whether storing ``value`` as Parquet may change its types (object columns)."""
-        if type(value).__module__.split(".")[0] != "pandas":
-            return False
-        import numpy as np
-        import pandas as pd
-
-        if not isinstance(value, pd.DataFrame):
-            return False
-        objects = np.dtype(object)
-        return any(t == objects for t in value.dtypes) or value.index.dtype == objects
+    may_change = staticmethod(may_change)
 
     def _name(self, partition: str | None) -> str:
         if partition is None:
@@ -199,25 +238,7 @@ class FilesystemStore:
         self._safe_dirs.add(folder)
 
     def save(self, asset: str, partition: str | None, value: Any) -> None:
-        kind = type(value).__module__.split(".")[0]
-        write: Callable[[IO[bytes]], None] | None = None
-        fmt = "pickle"
-        if kind == "pandas":
-            import pandas as pd
-
-            if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
-                fmt, write = "frame.parquet", _write_parquet(table)
-        elif kind == "pyarrow":
-            import pyarrow as pa
-
-            if isinstance(value, pa.Table):
-                fmt, write = "arrow.parquet", _write_parquet(value)
-        if write is None:
-            data = pickle.dumps(value, protocol=5)
-
-            def write(f: IO[bytes]) -> None:
-                f.write(data)
-
+        fmt, write = encode_value(value)
         target = self._path(asset, partition, fmt)
         others = [self._path(asset, partition, f) for f in _FORMATS if f != fmt]
 
@@ -278,12 +299,7 @@ class FilesystemStore:
             if fd is None:
                 continue
             with open(fd, "rb") as f:
-                if fmt == "pickle":
-                    return pickle.load(f)
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(f)
-                return table.to_pandas() if fmt == "frame.parquet" else table
+                return decode_value(fmt, f)
         return self._missing(asset, partition)
 
     def _missing(self, asset: str, partition: str | None) -> Any:

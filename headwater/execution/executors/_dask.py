@@ -70,11 +70,12 @@ class _FenceGuard:
 
     @contextlib.contextmanager
     def publishing(self) -> Iterator[None]:
-        # The store holds its publishing lock (shared) around this: the daemon removes the
-        # fence holding it exclusively, so "fence gone" and "renamed into place" exclude.
-        if not self._fence.exists():
-            raise Superseded
-        yield
+        # Held shared around the check and the publish (a rename, or a PUT to a bucket); the
+        # daemon removes the fence holding it exclusively: "fence gone" and "published" exclude.
+        with self._store.publishing():
+            if not self._fence.exists():
+                raise Superseded
+            yield
 
 
 _RUNNERS: dict[tuple[str, str, str], Runner] = {}
