@@ -44,12 +44,15 @@ def _get(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 def test_metrics_count_what_the_log_records(owner_project: Path, daemons: list[object]) -> None:
+    (owner_project / "inbox" / "early.csv").write_text("x,y\n0,0\n")  # seen by the first scan
     daemon, base = _start(owner_project, daemons)
+    daemon.wait_event("materialized", asset="parsed", partition="early")
     before = _scrape(base)
     assert _get(before, "process_resident_memory_bytes") > 0
     assert _get(before, "headwater_event_log_bytes") > 0
     assert _get(before, "headwater_sensor_lag_seconds", sensor="files", source="") == 0.0
-    assert _get(before, "headwater_runs_started_total", asset="parsed") == 0
+    assert _get(before, "headwater_observations_total", asset="files") == 1
+    assert _get(before, "headwater_runs_started_total", asset="parsed") == 1
     since = daemon.mark()
     for name in ("a", "b"):
         (owner_project / "inbox" / f"{name}.csv").write_text("x,y\n1,2\n")
@@ -58,12 +61,12 @@ def test_metrics_count_what_the_log_records(owner_project: Path, daemons: list[o
     assert hw_project(owner_project, "materialize", "stamp").returncode == 0
     daemon.wait_event("materialized", asset="stamp_reader", since=since)
     after = _scrape(base)
-    assert _get(after, "headwater_runs_started_total", asset="parsed") == 2
-    assert _get(after, "headwater_runs_succeeded_total", asset="parsed") == 2
-    assert _get(after, "headwater_observations_total", asset="files") == 2
-    assert _get(after, "headwater_run_duration_seconds_count", asset="parsed") == 2
+    assert _get(after, "headwater_runs_started_total", asset="parsed") == 3
+    assert _get(after, "headwater_runs_succeeded_total", asset="parsed") == 3
+    assert _get(after, "headwater_observations_total", asset="files") == 3
+    assert _get(after, "headwater_run_duration_seconds_count", asset="parsed") == 3
     assert _get(after, "headwater_runs_succeeded_total", asset="stamp_reader") == 1
-    assert _get(after, "headwater_partitions", asset="parsed", state="fresh") == 2
+    assert _get(after, "headwater_partitions", asset="parsed", state="fresh") == 3
     assert _get(after, "headwater_partitions", asset="stamp", state="fresh") == 1
     assert _get(after, "headwater_plan_duration_seconds_count") >= 1
     labels = {dict(k[1]).get("partition") for k in after}
@@ -88,3 +91,24 @@ def test_bad_http_addresses_exit_2(owner_project: Path, value: str, message: str
     result = hw_project(owner_project, "run", "--http", value)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "--http" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_other_sites_may_neither_read_nor_command(
+    owner_project: Path, daemons: list[object]
+) -> None:
+    """DNS rebinding (a foreign Host) cannot read the API; with --http-write, a form or a
+    no-cors fetch of another site (no JSON content type, or a foreign Origin) cannot send a
+    command; a JSON request from the daemon's own address can."""
+    daemon, base = _start(owner_project, daemons, "--http-write")
+    port = base.rsplit(":", 1)[1]
+    rebound = httpx.get(f"{base}/status", headers={"Host": f"evil.example:{port}"}, timeout=10)
+    assert rebound.status_code == 403 and "is not this daemon's address" in rebound.json()["error"]
+    assert httpx.get(f"{base}/status", headers={"Host": f"localhost:{port}"}, timeout=10).is_success
+    form = httpx.post(f"{base}/stop", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert form.status_code == 403 and "JSON body" in form.json()["error"]
+    foreign = httpx.post(f"{base}/stop", json={}, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "may not send commands" in foreign.json()["error"]
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    stop = httpx.post(f"{base}/stop", json={}, timeout=30)
+    assert stop.status_code == 200 and stop.json()["stopping"] is True
+    assert daemon.proc.wait(timeout=30) == 0

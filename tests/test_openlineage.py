@@ -154,3 +154,30 @@ def test_a_bad_openlineage_table_stops_run_with_exit_2(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "pyproject.toml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stopping_never_waits_on_an_endpoint_that_hangs() -> None:
+    """An endpoint that accepts and never answers, a full queue: close() returns at once."""
+    from headwater.daemon._openlineage import QUEUE_SIZE, LineageSettings, OpenLineageEmitter
+
+    with socket.socket() as hang:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(64)  # accepts connections (the kernel does), never reads or answers
+        url = f"http://127.0.0.1:{hang.getsockname()[1]}"
+        transport = {"type": "http", "url": url, "timeout": 30, "retry": {"total": 0}}
+        emitter = OpenLineageEmitter(LineageSettings("n", transport))
+        from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+
+        event = RunEvent(
+            eventType=RunState.START,
+            eventTime="2026-01-05T00:00:00+00:00",
+            run=Run(runId=str(uuid.uuid4())),
+            job=Job(namespace="n", name="a"),
+        )
+        for _ in range(QUEUE_SIZE + 1):  # the sender holds one, hanging; the queue is full
+            emitter._queue.put(event, timeout=10)
+        started = time.monotonic()
+        emitter.close(timeout=1.0)
+        assert time.monotonic() - started < 3
+    emitter._thread.join(timeout=10)  # the endpoint gone, its send fails and the sender ends
+    assert not emitter._thread.is_alive()

@@ -45,6 +45,8 @@ _log = structlog.get_logger("headwater.daemon")
 
 SOCKET_MODE = 0o660
 """The service's user and group may talk to the daemon; nobody else."""
+MAX_EVENTS = 100_000
+"""The most events one ``/events`` request returns (page with ``after_id``)."""
 HEARTBEAT = 10.0
 """Seconds between lines of a streamed request while nothing finishes: a client that hears
 nothing for much longer knows the daemon hangs."""
@@ -286,7 +288,7 @@ async def _events(daemon: Controlled, request: Request) -> Response:
             asset=q.get("asset"),
             partition=q.get("partition"),
             after_id=int(after) if after else None,
-            limit=int(limit) if limit else 1000,
+            limit=min(max(int(limit), 1), MAX_EVENTS) if limit else 1000,
         )
         return [e.as_json() for e in events]
 

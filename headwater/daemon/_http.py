@@ -17,9 +17,11 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater._config import ConfigError
 from headwater.daemon._api import ROUTES, Controlled
@@ -29,6 +31,9 @@ from headwater.daemon._page import Page
 __all__ = ["HttpAddress", "HttpServer", "parse_http_address"]
 
 LOCALHOST = "127.0.0.1"
+MAX_CONNECTIONS = 256
+"""Connections served at once on the TCP address; more get 503 (the daemon's own file
+descriptors are not for anyone who can reach the port to use up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,8 @@ def parse_http_address(text: str, where: str) -> HttpAddress | None:
     text = text.strip()
     if text in ("", "off"):
         return None
+    if text.count(":") > 1 and not text.startswith("["):
+        raise ValueError(f"{where}: {text!r}: write an IPv6 address in brackets, as [::1]:8642")
     host, _, port_text = text.rpartition(":")
     host = host.strip("[]") if host else LOCALHOST
     try:
@@ -84,7 +91,7 @@ class HttpServer:
         if not address.write:
             paths = [r.path for r in ROUTES if isinstance(r, Route) and not _reads(r)]
             routes += [Route(path, _refuse_write, methods=["POST"]) for path in paths]
-        app = Starlette(routes=routes)
+        app = Starlette(routes=routes, middleware=[Middleware(_SameSite, address=address)])
         app.state.daemon = daemon
         self.metrics = metrics
         config = uvicorn.Config(
@@ -95,6 +102,7 @@ class HttpServer:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
+            limit_concurrency=MAX_CONNECTIONS,
         )
         self._server = _Server(config)
         self.bound = address
@@ -140,6 +148,41 @@ async def _refuse_write(request: Request) -> Response:
         },
         status_code=403,
     )
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class _SameSite:
+    """Only requests meant for this address: a Host that names it (a page of another site,
+    rebinding its own name to 127.0.0.1, may not read the API), and, for commands, a JSON body
+    from no other origin (a form or a no-cors fetch of another site may not send them)."""
+
+    def __init__(self, app: ASGIApp, address: HttpAddress) -> None:
+        self.app = app
+        self.hosts = _LOOPBACK | {address.host}
+        self.any_host = address.host in ("0.0.0.0", "::")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            host = headers.get("host", "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            refusal = None
+            if not self.any_host and name not in self.hosts:
+                refusal = f"host {host!r} is not this daemon's address"
+            elif scope["method"] == "POST":
+                origin = headers.get("origin")
+                kind = headers.get("content-type", "").split(";")[0].strip()
+                if kind != "application/json":
+                    refusal = "commands take a JSON body (Content-Type: application/json)"
+                elif origin is not None and origin.split("://", 1)[-1] != host:
+                    refusal = f"origin {origin!r} may not send commands"
+            if refusal is not None:
+                response = JSONResponse({"error": refusal}, status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _reads(route: Route) -> bool:

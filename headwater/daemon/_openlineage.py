@@ -16,6 +16,8 @@ and reported in a warning at most once a minute.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -100,7 +102,11 @@ class OpenLineageEmitter:
         self._dropped = 0
         self._failed = 0
         self._told = 0.0
+        self._abandoned = False
         self._lock = threading.Lock()
+        # the client's HTTP transport retries with a warning per retry: ours, once a minute,
+        # is the one that counts
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         self._thread = threading.Thread(target=self._send_forever, name="openlineage", daemon=True)
         self._thread.start()
 
@@ -124,14 +130,17 @@ class OpenLineageEmitter:
     # -- sending -----------------------------------------------------------------------------
 
     def close(self, timeout: float = 2.0) -> None:
-        """Send what is queued for up to ``timeout`` seconds, then stop."""
-        self._queue.put(None)
+        """Send what is queued for up to ``timeout`` seconds, then stop (never waiting on an
+        endpoint that hangs: the sender is a daemon thread, left to its fate)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         self._thread.join(timeout)
+        self._abandoned = True  # what is still queued is dropped once the current send ends
 
     def _send_forever(self) -> None:
-        while True:
+        while not self._abandoned:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._abandoned:
                 return
             try:
                 self.client.emit(item)

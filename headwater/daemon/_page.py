@@ -39,6 +39,8 @@ PARTITIONS_SHOWN = 500
 HEARTBEAT_S = 15.0
 """A comment line this often keeps proxies from closing an idle event stream."""
 _STREAM_BUFFER = 16
+MAX_STREAMS = 64
+"""Pages following the daemon at once; more are refused (each holds a connection)."""
 
 
 class Page:
@@ -66,6 +68,12 @@ class Page:
 
     def planned(self, seconds: float) -> None:
         return None
+
+    def close(self) -> None:
+        """End every open event stream (a stopping daemon: they finish, not get cancelled)."""
+        for listener in list(self._listeners):
+            listener.close()
+        self._listeners.clear()
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -106,6 +114,11 @@ class Page:
         return JSONResponse({"asset": asset, "total": len(keys), "partitions": rows})
 
     async def _stream(self, request: Request) -> Response:
+        if len(self._listeners) >= MAX_STREAMS:
+            return JSONResponse(
+                {"error": f"at most {MAX_STREAMS} pages may follow the daemon at once"},
+                status_code=503,
+            )
         send, receive = anyio.create_memory_object_stream[str](_STREAM_BUFFER)
         self._listeners.add(send)
 
@@ -115,7 +128,10 @@ class Page:
                 with receive:
                     while True:
                         with anyio.move_on_after(HEARTBEAT_S) as idle:
-                            message = await receive.receive()
+                            try:
+                                message = await receive.receive()
+                            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                                return
                         if idle.cancelled_caught:
                             yield ": still here\n\n"
                             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import sqlite3
 import sys
@@ -394,6 +395,7 @@ class Daemon:
             defs, self._next_defs = self._next_defs, None
         api.stop()
         if self._http is not None:
+            self.page.close()  # open pages' event streams end before the server stops
             self._http.stop()
         if self._lineage is not None:  # what is queued gets two seconds to leave
             await anyio.to_thread.run_sync(self._lineage.close)
@@ -425,6 +427,13 @@ class Daemon:
                 engine, self.poke, settle=settings.settle, rescan_interval=settings.rescan_interval
             )
             objects = ObjectSensor(engine, self.poke)
+            # watchers first: what the first scans observe counts and shows too
+            if self._lineage is not None:
+                self._lineage.defs = engine.defs
+                engine.observers.append(self._lineage)
+            if self.settings.http is not None:
+                engine.observers.append(self.page)
+                self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
             async with anyio.create_task_group() as tg:
                 sensors = anyio.CancelScope()
 
@@ -443,12 +452,6 @@ class Daemon:
                 await objects.scan()
                 self._work = tg
                 self._engine = engine
-                if self._lineage is not None:
-                    self._lineage.defs = engine.defs
-                    engine.observers.append(self._lineage)
-                if self.settings.http is not None:
-                    engine.observers.append(self.page)
-                    self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
                 self._engine_changed.set()
                 self._engine_changed = anyio.Event()
                 self._phase = "stopping" if self._stopping else "serving"
@@ -471,7 +474,6 @@ class Daemon:
                 tg.start_soon(self._prune_forever, engine)
                 await self._end.wait()
                 self._engine = None  # requests from now on wait for the next engine
-                self.metrics.serve(None, lambda: ())
                 if not self._stopping:
                     await self._quiesce_for_reload(engine)
                 self._work = None
@@ -694,6 +696,7 @@ def run_daemon(settings: DaemonSettings) -> None:
     A function still running past the grace period runs in a thread Python would wait for at
     exit; the daemon has recorded ``daemon_stopped`` by then, so it leaves without waiting.
     """
+    _raise_open_files_limit()
     try:
         anyio.run(Daemon(settings).run, backend="asyncio")
     except BaseExceptionGroup as group:
@@ -710,6 +713,16 @@ def run_daemon(settings: DaemonSettings) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _raise_open_files_limit(wanted: int = 65536) -> None:
+    """The soft limit on open files up to the hard one (the default soft limit, 1024, is
+    low for watches, workers' pipes and HTTP connections together)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _sensor_lags(files: FileSensor, objects: ObjectSensor) -> list[SensorLag]:

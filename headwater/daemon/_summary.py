@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_AGE_S", "StateSummary", "Summary"]
 
-MAX_AGE_S = 5.0
-"""A summary serves for this long while nothing is written."""
+MAX_AGE_S = 60.0
+"""A summary serves for this long while nothing is written: what only the clock changes (a
+window that closes) shows within a minute; a graph of many partitions is not recounted on the
+event loop every few seconds for nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -241,6 +242,9 @@ class FileSensor:
             batch.ignored.append((path, str(skipped)))
             return
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # ours, and passing
+                batch.unsettled.append((path, None))  # looked at again once settled
+                return
             batch.ignored.append((path, f"it cannot be read: {exc.strerror or exc}"))
             return
         if found is not None and found.link:
