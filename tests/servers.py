@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -124,3 +125,20 @@ def dask_cluster(workers: int = 2, env: dict[str, str] | None = None) -> Iterato
         yield cluster.start()
     finally:
         cluster.close()
+
+
+@contextmanager
+def moto_bucket(name: str) -> Iterator[tuple[str, Any]]:
+    """A moto server with one empty bucket: its endpoint and a boto3 client for it."""
+    import boto3
+
+    with moto_server() as endpoint:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket=name)
+        yield endpoint, client

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from daemon_process import DaemonProcess
-from servers import moto_server
+from servers import moto_bucket, moto_server
 
 from headwater.eventlog import EventLogReader
 
@@ -40,16 +40,8 @@ CREDENTIALS = {
 
 @pytest.fixture
 def s3() -> Iterator[tuple[str, Any]]:
-    with moto_server() as endpoint:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        client.create_bucket(Bucket="lake")
-        yield endpoint, client
+    with moto_bucket("lake") as running:
+        yield running
 
 
 def _start(tmp_path: Path, endpoint: str, daemons: list[object]) -> DaemonProcess:

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pandas as pd
 import pytest
-from servers import dask_cluster, moto_server
+from servers import dask_cluster, moto_bucket
 
 from headwater._loading import load_definitions
 from headwater.testing import Harness
@@ -47,16 +46,8 @@ STORE = (
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    with moto_server() as endpoint:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        client.create_bucket(Bucket="lake")
-        yield endpoint, client
+    with moto_bucket("lake") as running:
+        yield running
 
 
 def _defs(folder: Path, executor: str, io: str) -> Any:

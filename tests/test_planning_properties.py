@@ -59,6 +59,15 @@ def _build(spec: Spec) -> hw.Definitions:
     return hw.Definitions(nodes)
 
 
+def _started(h: Harness, spec: Spec) -> Any:
+    """Every source at its start value, and the tick that materializes everything once."""
+    partitions: list[str | None] = list(PARTS) if spec.partitioned else [None]
+    for i in range(spec.sources):
+        for p in partitions:
+            h.observe(spec.name(i), value=("start", i), partition=p)
+    return h.tick()
+
+
 def _expected(spec: Spec, changed: set[tuple[int, str | None]]) -> set[tuple[str, str | None]]:
     """Reference model: an asset partition runs iff an input changed; it changes iff it echoes."""
     runs: set[tuple[str, str | None]] = set()
@@ -89,10 +98,7 @@ def test_plan_runs_exactly_what_changed_data_makes_stale(
     defs = _build(spec)
     partitions: list[str | None] = list(PARTS) if spec.partitioned else [None]
     with Harness(defs) as h:
-        for i in range(spec.sources):
-            for p in partitions:
-                h.observe(spec.name(i), value=("start", i), partition=p)
-        first = h.tick()
+        first = _started(h, spec)
         assert len(first.materialized) == len(spec.parents) * len(partitions)
         values = {(i, p): ("start", i) for i in range(spec.sources) for p in partitions}
         changed: set[tuple[int, str | None]] = set()
@@ -126,12 +132,8 @@ def test_a_dry_run_plans_what_the_next_tick_runs(spec: Spec, edits: set[tuple[in
     runs in the next tick, nothing it does not list runs, and its order is topological; when
     every asset echoes its inputs (no cutoff), the plan is exactly the tick."""
     defs = _build(spec)
-    partitions: list[str | None] = list(PARTS) if spec.partitioned else [None]
     with Harness(defs) as h:
-        for i in range(spec.sources):
-            for p in partitions:
-                h.observe(spec.name(i), value=("start", i), partition=p)
-        h.tick()
+        _started(h, spec)
         quiet = dry_run(defs, h.engine.state, h.engine.clock.now())
         assert quiet.steps == []  # nothing to do: a full evaluation plans nothing
         changed = sorted(

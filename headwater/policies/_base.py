@@ -15,6 +15,7 @@ __all__ = [
     "PolicyContext",
     "Pull",
     "no_input_yet",
+    "settled",
 ]
 
 DecisionKind = Literal["run", "wait", "idle"]
@@ -42,6 +43,18 @@ class Decision:
     @classmethod
     def idle(cls, reason: str, *, notable: bool = True) -> Decision:
         return cls("idle", reason, notable)
+
+
+def settled(ctx: PolicyContext) -> Decision | None:
+    """What every reacting policy decides before its own rule: nothing to do when fresh,
+    failed (until something changes), or when no input has arrived yet."""
+    if ctx.state == "fresh":
+        return Decision.idle("fresh; nothing to do", notable=False)
+    if ctx.state == "failed":
+        return Decision.idle("failed; runs again when an input or its code changes, or when asked")
+    if ctx.nothing_arrived:
+        return no_input_yet(ctx)
+    return None
 
 
 def no_input_yet(ctx: PolicyContext) -> Decision:

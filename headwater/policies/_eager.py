@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headwater.policies._base import Decision, PolicyContext, no_input_yet
+from headwater.policies._base import Decision, PolicyContext, settled
 
 __all__ = ["EagerPolicy", "eager"]
 
@@ -15,14 +15,8 @@ class EagerPolicy:
     reacts_to_upstream: bool = True
 
     def decide(self, ctx: PolicyContext) -> Decision:
-        if ctx.state == "fresh":
-            return Decision.idle("fresh; nothing to do", notable=False)
-        if ctx.state == "failed":
-            return Decision.idle(
-                "failed; runs again when an input or its code changes, or when asked"
-            )
-        if ctx.nothing_arrived:
-            return no_input_yet(ctx)
+        if (done := settled(ctx)) is not None:
+            return done
         if ctx.blockers:
             return Decision.wait("waiting: " + "; ".join(ctx.blockers))
         return Decision.run("; ".join(ctx.reasons) or ctx.state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headwater.policies._base import Decision, PolicyContext, no_input_yet
+from headwater.policies._base import Decision, PolicyContext, settled
 
 __all__ = ["LazyPolicy", "lazy"]
 
@@ -17,14 +17,8 @@ class LazyPolicy:
     pulled_by_slas: bool = True
 
     def decide(self, ctx: PolicyContext) -> Decision:
-        if ctx.state == "fresh":
-            return Decision.idle("fresh; nothing to do", notable=False)
-        if ctx.state == "failed":
-            return Decision.idle(
-                "failed; runs again when an input or its code changes, or when asked"
-            )
-        if ctx.nothing_arrived:
-            return no_input_yet(ctx)
+        if (done := settled(ctx)) is not None:
+            return done
         pull = ctx.pull
         if pull is None:
             return Decision.idle(

@@ -142,6 +142,7 @@ class DaskExecutor:
         self._values = (state_dir.absolute() / "values") if default else None
         self._definitions = definitions
         self._lost = 0
+        self._reconnecting = anyio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -151,20 +152,12 @@ class DaskExecutor:
         if definitions is None:
             raise ConfigError(f"executor 'dask://{address}' needs importable definitions")
         try:
-            from distributed import Client
+            import distributed  # noqa: F401 (present: the extra is installed)
         except ImportError:
             raise ConfigError(
                 f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
             ) from None
-        try:
-            client = await Client(  # type: ignore[no-untyped-call]
-                f"tcp://{address}", asynchronous=True, timeout=CONNECT_TIMEOUT_S
-            )
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(
-                f"executor 'dask://{address}': cannot reach the Dask scheduler at "
-                f"tcp://{address} ({type(exc).__name__}: {exc})"
-            ) from None
+        client = await _connect(address)
         executor = cls(address, client, runner, state_dir, definitions)
         try:
             yield executor
@@ -186,14 +179,31 @@ class DaskExecutor:
             "lost": self._lost,
         }
 
+    async def _connected(self) -> Any:
+        """The client; a new one when the old lost its scheduler for good (a scheduler that
+        comes back is found again by the next run)."""
+        if self._client.status in ("running", "connecting"):
+            return self._client
+        async with self._reconnecting:
+            if self._client.status not in ("running", "connecting"):
+                with contextlib.suppress(Exception):
+                    await self._client.close(timeout=1)
+                self._client = await _connect(self.address)
+                _log.info("dask_reconnected", scheduler=f"tcp://{self.address}")
+        return self._client
+
     async def run(self, job: Job, limit: timedelta | None) -> Outcome:
+        started = time.perf_counter()
+        try:
+            client = await self._connected()
+        except ConfigError as exc:
+            return self._failed(started, str(exc).split(": ", 1)[-1])
         task = self._task(job)
         fence = self._fence(job.run_id)
         if fence is not None:
             await anyio.to_thread.run_sync(_make_fence, fence)
         key = f"headwater-{job.asset.key}-{job.run_id}"
-        started = time.perf_counter()
-        future = self._client.submit(run_task, task, key=key, pure=False)
+        future = client.submit(run_task, task, key=key, pure=False)
         done = False
         try:
             with anyio.fail_after(limit.total_seconds() if limit else None):
@@ -254,6 +264,20 @@ class DaskExecutor:
             f"the Dask cluster could not run it ({type(exc).__name__}: {exc}); "
             f"scheduler tcp://{self.address}"
         )
+
+
+async def _connect(address: str) -> Any:
+    from distributed import Client
+
+    try:
+        return await Client(  # type: ignore[no-untyped-call]
+            f"tcp://{address}", asynchronous=True, timeout=CONNECT_TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(
+            f"executor 'dask://{address}': cannot reach the Dask scheduler at "
+            f"tcp://{address} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _make_fence(path: Path) -> None:
