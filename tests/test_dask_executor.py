@@ -168,3 +168,33 @@ def test_an_unreachable_scheduler_stops_run_with_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"cannot reach the Dask scheduler at tcp://{address}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_lost_scheduler_fails_runs_with_why_and_is_found_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path / "p")
+    first = DaskCluster(1).start()
+    try:
+        dask = f"dask://{first.address}"
+        defs = _defs(project, dask, monkeypatch)
+        with Harness(
+            defs, now="2026-01-04T00:00:00Z", state_dir=tmp_path / "s", executor=dask
+        ) as h:
+            _observe(h, 1)
+            assert ("cleaned", "2026-01-01") in h.tick().materialized
+            first.close()  # scheduler and worker gone
+            _observe(h, 2)
+            lost = h.tick()
+            error = lost.failed[("cleaned", "2026-01-02")]
+            assert f"tcp://{first.address}" in error  # the run failed, naming the scheduler
+            again = DaskCluster(1)
+            again.port, again.address = first.port, first.address  # the scheduler comes back
+            try:
+                again.start()
+                back = h.materialize("cleaned", partition="2026-01-02")
+                assert back.materialized == [("cleaned", "2026-01-02"), ("total", None)]
+            finally:
+                again.close()
+    finally:
+        first.close()

@@ -386,7 +386,7 @@ _TIME_KINDS = st.sampled_from(
 _ZONES = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     reader=_TIME_KINDS,
     upstream=_TIME_KINDS,

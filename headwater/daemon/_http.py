@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -25,8 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater._config import ConfigError
 from headwater.daemon._api import ROUTES, Controlled
-from headwater.daemon._metrics import Metrics
+from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._page import Page
+from headwater.daemon._summary import StateSummary
+from headwater.execution import Engine
 
 __all__ = ["HttpAddress", "HttpServer", "parse_http_address"]
 
@@ -79,10 +82,11 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """One task of the daemon's root task group, like the control socket's server."""
 
-    def __init__(
-        self, daemon: Controlled, address: HttpAddress, metrics: Metrics, page: Page
-    ) -> None:
+    def __init__(self, daemon: Controlled, address: HttpAddress, state_dir: Path) -> None:
         self.address = address
+        summary = StateSummary()
+        self.metrics = metrics = Metrics(state_dir, summary)
+        self.page = page = Page(daemon, summary)
         routes: list[BaseRoute] = [
             r for r in ROUTES if address.write or not isinstance(r, Route) or _reads(r)
         ]
@@ -136,7 +140,15 @@ class HttpServer:
         sock.setblocking(False)
         return sock
 
+    def serve_engine(
+        self, engine: Engine, sensor_lags: Callable[[], Iterable[tuple[str, str, float]]]
+    ) -> None:
+        """What the metrics and the page show from now on (a reload keeps counters)."""
+        engine.observers.append(self.page)
+        self.metrics.serve(engine, lambda: [SensorLag(*lag) for lag in sensor_lags()])
+
     def stop(self) -> None:
+        self.page.close()  # open pages' event streams end before the server stops
         self._server.should_exit = True
 
 

@@ -17,6 +17,7 @@ and reported in a warning at most once a minute.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -117,7 +118,7 @@ class OpenLineageEmitter:
         if defs is None:
             return
         for event in events:
-            if event.kind not in _STATES or event.asset is None or event.run_id is None:
+            if event.kind not in _RUN_KINDS or event.asset is None or event.run_id is None:
                 continue
             try:
                 self._queue.put_nowait(self._build(defs, event))
@@ -200,7 +201,7 @@ class OpenLineageEmitter:
                 stackTrace=payload.get("traceback"),
             )
         return RunEvent(
-            eventType=_STATES[event.kind],
+            eventType=_states()[event.kind],
             eventTime=event.timestamp.isoformat(),
             producer=PRODUCER,
             run=Run(runId=str(uuid.UUID(hex=event.run_id)), facets=run_facets),
@@ -243,6 +244,7 @@ def _partition_facet() -> Any:
 _PARTITION_FACET: Any = None
 
 
+@functools.cache
 def _states() -> dict[str, Any]:
     from openlineage.client.event_v2 import RunState
 
@@ -253,7 +255,4 @@ def _states() -> dict[str, Any]:
     }
 
 
-try:
-    _STATES: dict[str, Any] = _states()
-except ImportError:  # the extra is not installed: lineage_settings says so if it is asked for
-    _STATES = {}
+_RUN_KINDS = (EventKind.RUN_STARTED, EventKind.MATERIALIZATION, EventKind.RUN_FAILED)

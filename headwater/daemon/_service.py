@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -40,12 +40,7 @@ from headwater._loading import LoadError, absolute_target, load_definitions
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
-from headwater.daemon._http import HttpAddress, HttpServer
-from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._notify import Notifier
-from headwater.daemon._openlineage import LineageSettings, OpenLineageEmitter
-from headwater.daemon._page import Page
-from headwater.daemon._summary import StateSummary
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
@@ -53,6 +48,10 @@ from headwater.execution.executors import ExecutorSettings
 from headwater.sensors.clock import ClockSensor
 from headwater.sensors.files import FileSensor
 from headwater.sensors.objects import ObjectSensor
+
+if TYPE_CHECKING:  # imported when used: only a daemon with --http or OpenLineage pays for them
+    from headwater.daemon._http import HttpAddress, HttpServer
+    from headwater.daemon._openlineage import LineageSettings, OpenLineageEmitter
 
 __all__ = ["Daemon", "DaemonSettings", "run_daemon"]
 
@@ -131,9 +130,6 @@ class Daemon:
         self._fatal: StateDirError | None = None
         self._storage_trouble = anyio.Event()
         self._overdue_told: set[str] = set()
-        summary = StateSummary()
-        self.metrics = Metrics(self.state_dir, summary)
-        self.page = Page(self, summary)
         self._http: HttpServer | None = None
         self._lineage: OpenLineageEmitter | None = None
 
@@ -371,11 +367,15 @@ class Daemon:
                 api_done.set()
 
         await root.start(serve_api)
-        if self.settings.http is not None:
-            self._http = HttpServer(self, self.settings.http, self.metrics, self.page)
+        if self.settings.http is not None:  # imported only when asked for: start-up time
+            from headwater.daemon._http import HttpServer
+
+            self._http = HttpServer(self, self.settings.http, self.state_dir)
             await root.start(self._http.serve)
             _log.info("http_listening", address=str(self._http.bound))
         if self.settings.openlineage is not None:
+            from headwater.daemon._openlineage import OpenLineageEmitter
+
             self._lineage = OpenLineageEmitter(self.settings.openlineage)
         await anyio.to_thread.run_sync(lambda: ownership.publish(socket=str(api.path)))
         defs: Definitions | None = None
@@ -395,7 +395,6 @@ class Daemon:
             defs, self._next_defs = self._next_defs, None
         api.stop()
         if self._http is not None:
-            self.page.close()  # open pages' event streams end before the server stops
             self._http.stop()
         if self._lineage is not None:  # what is queued gets two seconds to leave
             await anyio.to_thread.run_sync(self._lineage.close)
@@ -431,9 +430,8 @@ class Daemon:
             if self._lineage is not None:
                 self._lineage.defs = engine.defs
                 engine.observers.append(self._lineage)
-            if self.settings.http is not None:
-                engine.observers.append(self.page)
-                self.metrics.serve(engine, lambda: _sensor_lags(files, objects))
+            if self._http is not None:
+                self._http.serve_engine(engine, lambda: _sensor_lags(files, objects))
             async with anyio.create_task_group() as tg:
                 sensors = anyio.CancelScope()
 
@@ -725,9 +723,10 @@ def _raise_open_files_limit(wanted: int = 65536) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _sensor_lags(files: FileSensor, objects: ObjectSensor) -> list[SensorLag]:
-    lags = [SensorLag("files", "", files.lag())] if files.sources else []
-    return lags + [SensorLag("objects", key, seconds) for key, seconds in objects.lags()]
+def _sensor_lags(files: FileSensor, objects: ObjectSensor) -> list[tuple[str, str, float]]:
+    """``(sensor, source, seconds behind)`` of every sensor that watches something."""
+    lags = [("files", "", files.lag())] if files.sources else []
+    return lags + [("objects", key, seconds) for key, seconds in objects.lags()]
 
 
 def _only_mistake(group: BaseExceptionGroup[BaseException]) -> HeadwaterError | None:

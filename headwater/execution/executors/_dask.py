@@ -42,7 +42,8 @@ __all__ = ["DaskExecutor", "DaskTask", "run_task"]
 
 _log = structlog.get_logger("headwater.executor")
 
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+"""How long to try a scheduler before giving up (at start: exit 2; later: the run fails)."""
 
 
 @dataclass(frozen=True, slots=True)
