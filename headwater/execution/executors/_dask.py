@@ -162,9 +162,9 @@ class DaskExecutor:
         executor = cls(address, client, runner, state_dir, definitions)
         try:
             yield executor
-        finally:
+        finally:  # the client now in use: a reconnection replaced the first one
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await client.close(timeout=2)
+                await executor._client.close(timeout=2)
 
     async def warm(self) -> None:
         return None
