@@ -178,17 +178,20 @@ class Definitions:
         """Assets with a ``max_lag`` SLA and every asset upstream of one: their partitions
         remember the first upstream change they do not reflect, so that lag counts from the
         original change through any number of assets in between."""
-        holders = {
+        return self._with_upstream(
             k for k, a in self.assets.items() if a.freshness and a.freshness.max_lag is not None
-        }
-        return frozenset(k for k in holders | self.graph.ancestors(holders) if k in self.assets)
+        )
 
     @functools.cached_property
     def sla_pulled(self) -> frozenset[str]:
         """Assets with a freshness SLA and every asset upstream of one: where a lazy asset
         looks for what pulls it."""
-        holders = {k for k, a in self.assets.items() if a.freshness is not None}
-        return frozenset(k for k in holders | self.graph.ancestors(holders) if k in self.assets)
+        return self._with_upstream(k for k, a in self.assets.items() if a.freshness is not None)
+
+    def _with_upstream(self, holders: Iterable[str]) -> frozenset[str]:
+        """``holders`` and every asset upstream of them (sources left out)."""
+        found = set(holders)
+        return frozenset(k for k in found | self.graph.ancestors(found) if k in self.assets)
 
     def __getitem__(self, key: str) -> Node:
         return self.nodes[key]

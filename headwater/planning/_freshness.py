@@ -27,6 +27,7 @@ __all__ = [
     "carry_pending_since",
     "freshness_status",
     "lag_since",
+    "span",
 ]
 
 
@@ -42,7 +43,8 @@ class FreshnessStatus:
     reasons: tuple[str, ...]
 
 
-def _span(delta: timedelta) -> str:
+def span(delta: timedelta) -> str:
+    """A duration the way an SLA is written: ``"1d"``, ``"2h"``, ``"15m"``, ``"90s"``."""
     seconds = int(delta.total_seconds())
     if seconds % 86400 == 0 and seconds:
         return f"{seconds // 86400}d"
@@ -102,12 +104,12 @@ def _age_due(
         if last is None and window_end >= first_seen:
             return (
                 window_end + max_age,
-                f"no data {_span(now - window_end)} after its window closed",
+                f"no data {span(now - window_end)} after its window closed",
             )
         return None, ""  # it has data, or its window closed before headwater first saw it
     base = last or first_seen
     what = "last change" if last is not None else "no data since first seen"
-    return base + max_age, f"{what} {_span(now - base)} ago"
+    return base + max_age, f"{what} {span(now - base)} ago"
 
 
 def age_deadline(ev: Evaluator, key: str, partition: str | None) -> datetime | None:
@@ -176,7 +178,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
             due = since + sla.max_lag
             if now >= due:
                 reasons.append(
-                    f"{status.state} for {_span(behind)}, more than max_lag {_span(sla.max_lag)}"
+                    f"{status.state} for {span(behind)}, more than max_lag {span(sla.max_lag)}"
                 )
             else:
                 deadlines.append(due)
@@ -185,7 +187,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
     if sla.max_age is not None:
         too_old, what = _age_due(ev, node.partitions, partition, last, first_seen, sla.max_age)
         if too_old is not None and now >= too_old:
-            reasons.append(f"{what}, more than max_age {_span(sla.max_age)}")
+            reasons.append(f"{what}, more than max_age {span(sla.max_age)}")
         elif too_old is not None:
             deadlines.append(too_old)
     late = bool(reasons)

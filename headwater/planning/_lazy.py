@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from headwater._events import Event
 from headwater.definitions import AssetDef
-from headwater.planning._freshness import age_deadline, lag_since
+from headwater.planning._freshness import age_deadline, lag_since, span
 from headwater.planning._state import NodeKey
 from headwater.planning._status import Evaluator, Status, node_label
 from headwater.policies import Pull
@@ -43,14 +43,6 @@ def usual_durations(materializations: Iterable[Event]) -> dict[str, float]:
     return usual
 
 
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _deadlines(ev: Evaluator, node: NodeKey, since: datetime | None) -> list[tuple[datetime, str]]:
     asset = ev.defs.nodes[node[0]]
     sla = asset.freshness
@@ -58,9 +50,9 @@ def _deadlines(ev: Evaluator, node: NodeKey, since: datetime | None) -> list[tup
     if sla is None or not isinstance(asset, AssetDef):
         return out
     if sla.max_lag is not None and since is not None:
-        out.append((since + sla.max_lag, f"max_lag {_span(sla.max_lag)}"))
+        out.append((since + sla.max_lag, f"max_lag {span(sla.max_lag)}"))
     if sla.max_age is not None and (due := age_deadline(ev, *node)) is not None:
-        out.append((due, f"max_age {_span(sla.max_age)}"))
+        out.append((due, f"max_age {span(sla.max_age)}"))
     return out
 
 
