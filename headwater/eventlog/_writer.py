@@ -1,9 +1,17 @@
-"""The event log's one writer: an aiosqlite connection with group commit.
+"""The event log's one writer: a connection of its own with group commit.
 
 Concurrent ``write`` calls are gathered: the first caller becomes the leader and commits every
 batch queued so far in one transaction, again and again until the queue is empty; the others
 wait for the commit that holds their batch. Events and the ``current_state`` rows they lead to
 are written in the same transaction, so the table never disagrees with the log.
+
+Where a commit runs: with ``synchronous=NORMAL`` in WAL mode a commit is a write to the page
+cache, ~25 µs here, while handing it to a thread and back costs ~100-150 µs (two wake-ups).
+So a small transaction commits on the event loop's own thread. The writer never checkpoints
+inside a commit (``wal_autocheckpoint=0``: a checkpoint syncs the disk); a checkpointer does
+it in a thread every ``CHECKPOINT_PAGES`` pages of WAL. A commit that ever takes
+longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
+``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
 
 A transaction that fails is rolled back and every caller whose batch it held learns it failed
 (a full disk is a :class:`StorageFailure`): nothing a caller was told is committed is ever lost,
@@ -17,15 +25,17 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
+import anyio.abc
+import structlog
 
 from headwater._errors import StateDirError
 from headwater._events import Event, format_timestamp
@@ -43,6 +53,8 @@ from headwater.eventlog._rows import (
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
 
+_log = structlog.get_logger("headwater.eventlog")
+
 __all__ = [
     "DB_NAME",
     "KEEP_KINDS",
@@ -55,6 +67,12 @@ __all__ = [
 ]
 
 DB_NAME = "events.db"
+ON_LOOP_ROWS = 64
+"""Transactions of at most this many rows commit on the event loop's thread."""
+SLOW_COMMIT_S = 0.005
+SLOW_FOR_S = 30.0
+CHECKPOINT_PAGES = 1000
+"""SQLite's own default for ``wal_autocheckpoint``."""
 
 
 def malformed(path: Path, exc: MalformedRow) -> StateDirError:
@@ -109,17 +127,40 @@ class _Batch:
     records: Mapping[NodeKey, NodeRecord]
     dynamic: Sequence[tuple[str, str]]
     schedules: Mapping[str, Schedule]
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event | None = None
+    """Made by a caller that waits for a leader's commit."""
     error: BaseException | None = None
+
+
+def _done(batches: list[_Batch]) -> None:
+    for b in batches:
+        if b.done is not None:
+            b.done.set()
 
 
 class EventLog:
     """Append events (and the state rows they lead to) with group commit."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        writer: sqlite3.Connection,
+        tasks: anyio.abc.TaskGroup,
+    ) -> None:
         self._conn = conn
+        self._tasks = tasks
+        """For reads and the schema; every event goes through ``_writer``."""
+        self._writer = writer
         self.path = path
         self._pending: list[_Batch] = []
+        self._slow_until = 0.0
+        """Monotonic time until which commits go to a thread (a commit was slow)."""
+        self._one_thread = anyio.CapacityLimiter(1)
+        self._unchecked_pages = 0
+        self._checkpointing = False
+        self._checkpointed = anyio.Event()
+        self._checkpointer: sqlite3.Connection | None = None
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -127,28 +168,7 @@ class EventLog:
         self._pruner: sqlite3.Connection | None = None
         self.commits = 0
 
-    async def _migrate(self) -> None:
-        async with self._conn.execute("SELECT count(*) FROM sqlite_master") as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] == 0:
-            # A new log hands freed pages back to the filesystem as retention prunes; this
-            # must be set before the first table exists (an older log converts with a VACUUM).
-            await self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        for pragma in PRAGMAS:
-            await self._conn.execute(pragma)
-        await self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-        )
-        async with self._conn.execute("SELECT MAX(version) FROM schema_version") as cur:
-            row = await cur.fetchone()
-        current = (row[0] if row else None) or 0
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version <= current:
-                continue
-            await self._conn.executescript(
-                f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
-            )
-        await self._conn.commit()
+    async def _read_dynamic_seq(self) -> None:
         async with self._conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM dynamic_partitions"
         ) as cur:
@@ -203,28 +223,37 @@ class EventLog:
         """Return once ``events``, ``records``, ``dynamic`` keys and ``schedules`` are committed
         together."""
         batch = _Batch(events, records or {}, dynamic, schedules or {})
-        self._pending.append(batch)
-        if self._leading:
+        if not self._leading and not self._txn.locked() and self._small([batch]):
+            self._commit_here([batch])  # nothing else is writing: no await at all
+        elif self._leading:
+            self._pending.append(batch)
+            batch.done = anyio.Event()
             await batch.done.wait()
         else:
+            self._pending.append(batch)
             self._leading = True
             try:
                 while self._pending:
                     batches, self._pending = self._pending, []
-                    # A cancelled caller must not leave a transaction half-written: the commit
-                    # was handed to the connection's thread and completes regardless.
+                    # A cancelled caller must not leave a transaction half-written: a commit
+                    # handed to a thread completes regardless.
                     with anyio.CancelScope(shield=True):
-                        await self._commit(batches)
+                        async with self._txn:
+                            if self._small(batches):
+                                self._commit_here(batches)
+                            else:
+                                await self._commit_in_thread(batches)
             finally:
                 self._leading = False
         if batch.error is not None:
             raise batch.error
 
-    async def _commit(self, batches: list[_Batch]) -> None:
-        async with self._txn:
-            await self._commit_locked(batches)
+    def _small(self, batches: list[_Batch]) -> bool:
+        """Whether these batches commit on the loop's thread (see the module's docstring)."""
+        rows = sum(len(b.events) + len(b.records) + len(b.dynamic) for b in batches)
+        return rows <= ON_LOOP_ROWS and time.monotonic() >= self._slow_until
 
-    async def _commit_locked(self, batches: list[_Batch]) -> None:
+    def _rows(self, batches: list[_Batch]) -> _Rows:
         events = [event_row(e) for b in batches for e in b.events]
         records: dict[NodeKey, NodeRecord] = {}
         schedules: dict[str, Schedule] = {}
@@ -235,26 +264,52 @@ class EventLog:
             for name, key in b.dynamic:
                 self._dynamic_seq += 1
                 dynamic.append((name, key, self._dynamic_seq))
+        rows = record_rows(records) if records else []
+        return events, rows, dynamic, schedule_rows(schedules) if schedules else []
+
+    def _commit_here(self, batches: list[_Batch]) -> None:
         try:
-            await _in_connection_thread(
-                self._conn, _write_transaction, events, record_rows(records) if records else [],
-                dynamic, schedule_rows(schedules) if schedules else [],
-            )  # fmt: skip
-            self.commits += 1
+            began = time.perf_counter()
+            pages = _write_transaction(self._writer, *self._rows(batches))
+            if time.perf_counter() - began > SLOW_COMMIT_S:
+                self._slow_until = time.monotonic() + SLOW_FOR_S
+            self._committed(pages)
         except Exception as exc:
-            # Every batch in the failed transaction learns of it; the leader goes on with the
-            # batches queued meanwhile, so no waiter is left behind.
-            with contextlib.suppress(sqlite3.Error):
-                await self._conn.rollback()
-            error: BaseException = storage_failure(exc, self.path) or exc
-            name = getattr(exc, "sqlite_errorname", "") or ""
-            if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-                error = unreadable(self.path, exc)  # corrupt under us: the owner stops, exit 3
-            for b in batches:
-                b.error = error
+            self._failed(batches, exc)
         finally:
-            for b in batches:
-                b.done.set()
+            _done(batches)
+
+    async def _commit_in_thread(self, batches: list[_Batch]) -> None:
+        try:
+            rows = self._rows(batches)
+            pages = await anyio.to_thread.run_sync(
+                _write_transaction, self._writer, *rows, limiter=self._one_thread
+            )
+            self._committed(pages)
+        except Exception as exc:
+            self._failed(batches, exc)
+        finally:
+            _done(batches)
+
+    def _committed(self, pages: int) -> None:
+        self.commits += 1
+        self._unchecked_pages += pages
+        if self._unchecked_pages >= CHECKPOINT_PAGES and not self._checkpointing:
+            self._checkpointing = True
+            self._unchecked_pages = 0
+            self._tasks.start_soon(self._checkpoint)
+
+    def _failed(self, batches: list[_Batch], exc: Exception) -> None:
+        """Every batch in the failed transaction learns of it; a leader goes on with the
+        batches queued meanwhile, so no waiter is left behind."""
+        with contextlib.suppress(sqlite3.Error):
+            self._writer.rollback()
+        error: BaseException = storage_failure(exc, self.path) or exc
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            error = unreadable(self.path, exc)  # corrupt under us: the owner stops, exit 3
+        for b in batches:
+            b.error = error
 
     async def prune(self, cutoff: datetime, *, budget_s: float = 0.004) -> Pruned:
         """Delete events older than ``cutoff`` but the newest of each kept kind per asset
@@ -306,10 +361,31 @@ class EventLog:
         async with self._txn:
             return await anyio.to_thread.run_sync(_full_vacuum, pruner)
 
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database on a connection of its own in a thread, off the
+        loop. Commits wait meanwhile (as they would for SQLite's own checkpoint), so that it
+        completes and the next commit starts the WAL afresh: it stays about
+        ``CHECKPOINT_PAGES`` long under any load."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = await anyio.to_thread.run_sync(_connect_sync, self.path)
+            async with self._txn:
+                await anyio.to_thread.run_sync(_checkpoint, self._checkpointer)
+        except sqlite3.Error as exc:  # a full disk: the commits will say so; try again later
+            _log.warning("checkpoint_failed", path=str(self.path), error=str(exc))
+        finally:
+            self._checkpointing = False
+            self._checkpointed.set()
+            self._checkpointed = anyio.Event()
+
     async def close(self) -> None:
-        if self._pruner is not None:
-            await anyio.to_thread.run_sync(self._pruner.close)
-            self._pruner = None
+        while self._checkpointing:
+            await self._checkpointed.wait()
+        for conn in (self._pruner, self._checkpointer):
+            if conn is not None:
+                await anyio.to_thread.run_sync(conn.close)
+        self._pruner = self._checkpointer = None
+        await anyio.to_thread.run_sync(self._writer.close)
 
     async def probe(self) -> None:
         """Write and remove a row: raises :class:`StorageFailure` while the disk refuses."""
@@ -324,6 +400,28 @@ class EventLog:
                 raise storage_failure(exc, self.path) or exc from None
 
 
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("SELECT count(*) FROM sqlite_master") as cur:
+        row = await cur.fetchone()
+    if row is not None and row[0] == 0:
+        # A new log hands freed pages back to the filesystem as retention prunes; this
+        # must be set before the first table exists (an older log converts with a VACUUM).
+        await conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    for pragma in PRAGMAS:
+        await conn.execute(pragma)
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+        row = await cur.fetchone()
+    current = (row[0] if row else None) or 0
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        await conn.executescript(
+            f"BEGIN; {script}; INSERT INTO schema_version VALUES ({version}); COMMIT;"
+        )
+    await conn.commit()
+
+
 def _create_private(path: Path) -> None:
     """Create the log 0600 before SQLite does (it gives the -wal and -shm files the log's
     mode), whatever the umask; never through a link."""
@@ -333,15 +431,22 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
+_Rows = tuple[
+    list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int]],
+    list[tuple[str, str, str]],
+]  # fmt: skip
+
+
 def _write_transaction(
     conn: sqlite3.Connection,
     events: list[tuple[Any, ...]],
     records: list[tuple[str, str, str]],
     dynamic: list[tuple[str, str, int]],
     schedules: list[tuple[str, str, str]],
-) -> None:
-    """One transaction, run whole on the connection's thread (one hop, not one per
-    statement); rolled back by the caller if it raises."""
+) -> int:
+    """One transaction; rolled back by the caller if it raises. Returns about how many pages
+    it added to the WAL (what the checkpointer counts)."""
+    conn.execute("BEGIN")
     if events:
         conn.executemany(
             "INSERT INTO events (timestamp, kind, asset, partition, run_id, data_version,"
@@ -365,25 +470,17 @@ def _write_transaction(
             " VALUES (?, ?, ?)",
             schedules,
         )
-    conn.commit()
-
-
-async def _in_connection_thread(
-    conn: aiosqlite.Connection, fn: Callable[..., None], *args: Any
-) -> None:
-    """Run ``fn(sqlite3 connection, *args)`` on the aiosqlite connection's own thread.
-
-    aiosqlite has no public call for this; ``_execute`` and ``_conn`` exist unchanged in the
-    pinned range (see pyproject); if they went, every write (and every test) would fail."""
-    raw: sqlite3.Connection = conn._conn
-    await conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
+    conn.execute("COMMIT")
+    # An event touches the table and its five indexes, a record its table: a few pages each,
+    # shared within a transaction.
+    return 6 + (len(events) + len(records) + len(dynamic) + len(schedules)) // 8
 
 
 def _connect_sync(path: Path) -> sqlite3.Connection:
+    """A connection whose commits never stop to checkpoint (the checkpointer and prune do it
+    passively, off the writer): used from one thread at a time, not always the same one."""
     conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA synchronous=NORMAL")
-    # Its commits never stop to checkpoint while holding the writer lock: prune checkpoints
-    # between batches instead, passively.
     conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
@@ -463,13 +560,19 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     await anyio.to_thread.run_sync(_create_private, path)
     conn = await aiosqlite.connect(path)
     try:
-        log = EventLog(conn, path)
-        try:
-            await log._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
-        yield log
+        async with anyio.create_task_group() as tasks:
+            try:
+                await _migrate(conn)
+                writer = await anyio.to_thread.run_sync(_connect_sync, path)
+            except sqlite3.DatabaseError as exc:
+                raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
+            log = EventLog(conn, path, writer, tasks)
+            try:
+                await log._read_dynamic_seq()
+                yield log
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await log.close()
     finally:
         with anyio.CancelScope(shield=True):
-            await log.close()
             await conn.close()
