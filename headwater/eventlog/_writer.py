@@ -7,9 +7,10 @@ are written in the same transaction, so the table never disagrees with the log.
 
 Where a commit runs: with ``synchronous=NORMAL`` in WAL mode a commit is a write to the page
 cache, ~25 µs here, while handing it to a thread and back costs ~100-150 µs (two wake-ups).
-So a small transaction commits on the event loop's own thread. The writer never checkpoints
-inside a commit (``wal_autocheckpoint=0``: a checkpoint syncs the disk); a checkpointer does
-it in a thread every ``CHECKPOINT_PAGES`` pages of WAL. A commit that ever takes
+So a small transaction commits on the event loop's own thread. It never checkpoints there
+(``wal_autocheckpoint=0``: a checkpoint syncs the disk): once about ``CHECKPOINT_PAGES``
+pages went to the WAL, the next commit goes to a thread and checkpoints after it, as SQLite's
+own automatic checkpoint would, but off the loop. A commit that ever takes
 longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
 ``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
 
@@ -34,8 +35,6 @@ from typing import Any
 
 import aiosqlite
 import anyio
-import anyio.abc
-import structlog
 
 from headwater._errors import StateDirError
 from headwater._events import Event, format_timestamp
@@ -52,8 +51,6 @@ from headwater.eventlog._rows import (
 )
 from headwater.eventlog._schema import MIGRATIONS, PRAGMAS
 from headwater.planning import NodeKey, NodeRecord, Schedule, State
-
-_log = structlog.get_logger("headwater.eventlog")
 
 __all__ = [
     "DB_NAME",
@@ -146,10 +143,8 @@ class EventLog:
         conn: aiosqlite.Connection,
         path: Path,
         writer: sqlite3.Connection,
-        tasks: anyio.abc.TaskGroup,
     ) -> None:
         self._conn = conn
-        self._tasks = tasks
         """For reads and the schema; every event goes through ``_writer``."""
         self._writer = writer
         self.path = path
@@ -158,9 +153,6 @@ class EventLog:
         """Monotonic time until which commits go to a thread (a commit was slow)."""
         self._one_thread = anyio.CapacityLimiter(1)
         self._unchecked_pages = 0
-        self._checkpointing = False
-        self._checkpointed = anyio.Event()
-        self._checkpointer: sqlite3.Connection | None = None
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -251,7 +243,11 @@ class EventLog:
     def _small(self, batches: list[_Batch]) -> bool:
         """Whether these batches commit on the loop's thread (see the module's docstring)."""
         rows = sum(len(b.events) + len(b.records) + len(b.dynamic) for b in batches)
-        return rows <= ON_LOOP_ROWS and time.monotonic() >= self._slow_until
+        return (
+            rows <= ON_LOOP_ROWS
+            and self._unchecked_pages < CHECKPOINT_PAGES
+            and time.monotonic() >= self._slow_until
+        )
 
     def _rows(self, batches: list[_Batch]) -> _Rows:
         events = [event_row(e) for b in batches for e in b.events]
@@ -282,10 +278,13 @@ class EventLog:
     async def _commit_in_thread(self, batches: list[_Batch]) -> None:
         try:
             rows = self._rows(batches)
+            checkpoint = self._unchecked_pages >= CHECKPOINT_PAGES
             pages = await anyio.to_thread.run_sync(
-                _write_transaction, self._writer, *rows, limiter=self._one_thread
+                _write_transaction, self._writer, *rows, checkpoint, limiter=self._one_thread
             )
             self._committed(pages)
+            if checkpoint:
+                self._unchecked_pages = 0
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -294,10 +293,6 @@ class EventLog:
     def _committed(self, pages: int) -> None:
         self.commits += 1
         self._unchecked_pages += pages
-        if self._unchecked_pages >= CHECKPOINT_PAGES and not self._checkpointing:
-            self._checkpointing = True
-            self._unchecked_pages = 0
-            self._tasks.start_soon(self._checkpoint)
 
     def _failed(self, batches: list[_Batch], exc: Exception) -> None:
         """Every batch in the failed transaction learns of it; a leader goes on with the
@@ -361,30 +356,10 @@ class EventLog:
         async with self._txn:
             return await anyio.to_thread.run_sync(_full_vacuum, pruner)
 
-    async def _checkpoint(self) -> None:
-        """Copy the WAL into the database on a connection of its own in a thread, off the
-        loop. Commits wait meanwhile (as they would for SQLite's own checkpoint), so that it
-        completes and the next commit starts the WAL afresh: it stays about
-        ``CHECKPOINT_PAGES`` long under any load."""
-        try:
-            if self._checkpointer is None:
-                self._checkpointer = await anyio.to_thread.run_sync(_connect_sync, self.path)
-            async with self._txn:
-                await anyio.to_thread.run_sync(_checkpoint, self._checkpointer)
-        except sqlite3.Error as exc:  # a full disk: the commits will say so; try again later
-            _log.warning("checkpoint_failed", path=str(self.path), error=str(exc))
-        finally:
-            self._checkpointing = False
-            self._checkpointed.set()
-            self._checkpointed = anyio.Event()
-
     async def close(self) -> None:
-        while self._checkpointing:
-            await self._checkpointed.wait()
-        for conn in (self._pruner, self._checkpointer):
-            if conn is not None:
-                await anyio.to_thread.run_sync(conn.close)
-        self._pruner = self._checkpointer = None
+        if self._pruner is not None:
+            await anyio.to_thread.run_sync(self._pruner.close)
+            self._pruner = None
         await anyio.to_thread.run_sync(self._writer.close)
 
     async def probe(self) -> None:
@@ -443,9 +418,10 @@ def _write_transaction(
     records: list[tuple[str, str, str]],
     dynamic: list[tuple[str, str, int]],
     schedules: list[tuple[str, str, str]],
+    checkpoint: bool = False,
 ) -> int:
-    """One transaction; rolled back by the caller if it raises. Returns about how many pages
-    it added to the WAL (what the checkpointer counts)."""
+    """One transaction (then a checkpoint, if asked); rolled back by the caller if it raises.
+    Returns about how many pages it added to the WAL."""
     conn.execute("BEGIN")
     if events:
         conn.executemany(
@@ -471,6 +447,8 @@ def _write_transaction(
             schedules,
         )
     conn.execute("COMMIT")
+    if checkpoint:
+        _checkpoint(conn)
     # An event touches the table and its five indexes, a record its table: a few pages each,
     # shared within a transaction.
     return 6 + (len(events) + len(records) + len(dynamic) + len(schedules)) // 8
@@ -560,19 +538,18 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     await anyio.to_thread.run_sync(_create_private, path)
     conn = await aiosqlite.connect(path)
     try:
-        async with anyio.create_task_group() as tasks:
-            try:
-                await _migrate(conn)
-                writer = await anyio.to_thread.run_sync(_connect_sync, path)
-            except sqlite3.DatabaseError as exc:
-                raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
-            log = EventLog(conn, path, writer, tasks)
-            try:
-                await log._read_dynamic_seq()
-                yield log
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await log.close()
+        try:
+            await _migrate(conn)
+            writer = await anyio.to_thread.run_sync(_connect_sync, path)
+        except sqlite3.DatabaseError as exc:
+            raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
+        log = EventLog(conn, path, writer)
+        try:
+            await log._read_dynamic_seq()
+            yield log
+        finally:
+            with anyio.CancelScope(shield=True):
+                await log.close()
     finally:
         with anyio.CancelScope(shield=True):
             await conn.close()
