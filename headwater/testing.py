@@ -249,9 +249,11 @@ class Harness:
         return result
 
     def value(self, key: str, partition: str | None = None) -> Any:
-        """The stored value of an asset partition (or a source's loaded value)."""
+        """The stored value of an asset partition (or a source's loaded value): the version
+        the log records, or NoValueError."""
         self._call(lambda: self.engine.evaluator().check_node(key, partition))
-        return self.engine.runner.load(key, partition)
+        version = self.engine.state.version((key, partition))
+        return self.engine.runner.load(key, partition, version)
 
     def events(
         self, kind: str | None = None, asset: str | None = None, partition: str | None = None

@@ -106,7 +106,7 @@ class Engine:
         self.runner = Runner(defs, store, private)
         self.slots = defs.max_concurrency or os.cpu_count() or 1
         """How many runs may be in flight at once (``max_concurrency``)."""
-        self.executor: Executor = ThreadExecutor(self.runner, self.slots)
+        self.executor: Executor = ThreadExecutor(self.runner)
         self.default_timeout: timedelta | None = None
         self.crash_guard = False
         """Whether functions run in this process (threads): see :meth:`_abandon_open_runs`."""
@@ -354,21 +354,32 @@ class Engine:
     async def forget_lost_values(self) -> int:
         """Make every materialized partition whose stored value is gone missing again; return
         how many. One listing per value folder, off the loop: the daemon runs it in the
-        background after start-up (a reader that finds a value gone does the same for it)."""
-        stored: dict[NodeKey, str | None] = {}
+        background after start-up (a reader that finds a value gone does the same for it).
+        The first time after the machine restarted, every value's version is read as well:
+        values are not synced one by one, so a power loss may have taken some back."""
+        stored: dict[NodeKey, NodeRecord] = {}
         for node, record in self.state.records.items():
             if record.materialized_at is None or node[0] not in self.defs.assets:
                 continue
             if isinstance(self.runner.io_for(node[0]), FilesystemStore):
-                stored[node] = record.run_id
+                stored[node] = record
         store = self.store
-        if not stored or not isinstance(store, FilesystemStore):
+        if not isinstance(store, FilesystemStore):
             return 0
-        gone = await anyio.to_thread.run_sync(store.absent, list(stored))
-        # A run may have stored a new value while the folders were listed: that one stands.
-        gone = [n for n in gone if (r := self.state.record(n)) and r.run_id == stored[n]]
+        check = not await anyio.to_thread.run_sync(store.checked_this_boot)
+        if check:
+            expected = [(n, r.version or "") for n, r in stored.items()]
+            gone = await anyio.to_thread.run_sync(store.mismatched, expected)
+            how = "gone or not the recorded version after the machine restarted"
+        else:
+            gone = await anyio.to_thread.run_sync(store.absent, list(stored))
+            how = "found gone at start"
+        # A run may have stored a new value while the folders were read: that one stands.
+        gone = [n for n in gone if (r := self.state.record(n)) and r.run_id == stored[n].run_id]
+        if check:
+            await anyio.to_thread.run_sync(store.mark_checked_this_boot)
         if gone:
-            await self.append([self.value_lost_event(n, "found gone at start") for n in gone])
+            await self.append([self.value_lost_event(n, how) for n in gone])
             for node in gone:
                 _log.warning("value_lost", asset=node[0], partition=node[1])
                 self.dirty.add(node)
@@ -526,7 +537,11 @@ class Engine:
         else:
             version = data_version
         if value is not None and version != self.state.version((key, partition)):
-            await anyio.to_thread.run_sync(self.store.save, key, partition, value)
+            store = self.store
+            if isinstance(store, FilesystemStore):  # the version goes into the file
+                await anyio.to_thread.run_sync(store.store, key, partition, value, version)
+            else:
+                await anyio.to_thread.run_sync(store.save, key, partition, value)
         return bool(await self.observe_many([Observed(key, partition, version, payload or {})]))
 
     async def observe_many(self, items: Sequence[Observed]) -> int:

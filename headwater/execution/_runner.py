@@ -5,6 +5,7 @@ from __future__ import annotations
 import sysconfig
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,13 @@ from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
 from headwater.execution._object_store import ObjectStore
 from headwater.execution._publishing import Superseded, guarded
-from headwater.execution._store import FilesystemStore, IOManager, NoValueError, table_metadata
+from headwater.execution._store import (
+    FilesystemStore,
+    IOManager,
+    NoValueError,
+    StaleValue,
+    table_metadata,
+)
 from headwater.planning import InputVersions, NodeKey, node_label
 from headwater.versions import data_version
 
@@ -126,16 +133,31 @@ def _where(exc: BaseException, user_dir: Path) -> str | None:
     return f"{mine[-1].filename}:{mine[-1].lineno}" if mine else None
 
 
+@dataclass(slots=True)
+class _Reads:
+    """A run's input versions as the log records them, and those its reads told."""
+
+    expected: Mapping[NodeKey, str | None]
+    read: dict[NodeKey, str] = field(default_factory=dict)
+
+
 class _InputError(Exception):
     """Loading an input failed; the message names the input."""
 
 
 class _LostInput(Exception):
-    """An asset input's stored value is gone (deleted, or lost with its disk)."""
+    """An input's stored value is gone (deleted, or lost with its disk)."""
 
-    def __init__(self, node: tuple[str, str | None]) -> None:
-        super().__init__(f"{node_label(*node)}'s stored value is gone")
+    def __init__(self, node: tuple[str, str | None], gone: NoValueError) -> None:
+        why = f" ({gone})" if isinstance(gone, StaleValue) else ""
+        super().__init__(f"{node_label(*node)}'s stored value is gone{why}")
         self.node = node
+
+
+def _load(io: IOManager, key: str, partition: str | None, version: str | None) -> Any:
+    if isinstance(io, FilesystemStore):
+        return io.load(key, partition, version)
+    return io.load(key, partition)
 
 
 class Runner:
@@ -155,11 +177,14 @@ class Runner:
         own = node.io if isinstance(node, AssetDef) else None
         return own or self.defs.io or self.store
 
-    def load(self, key: str, partition: str | None) -> Any:
-        """The current value of an asset or source partition."""
-        return self.read(key, partition)[0]
+    def load(self, key: str, partition: str | None, version: str | None = None) -> Any:
+        """The current value of an asset or source partition (given the ``version`` the log
+        records, a stored value that is not that version counts as gone)."""
+        return self.read(key, partition, version)[0]
 
-    def read(self, key: str, partition: str | None) -> tuple[Any, str | None]:
+    def read(
+        self, key: str, partition: str | None, version: str | None = None
+    ) -> tuple[Any, str | None]:
         """The current value of an asset or source partition, and the version of what was
         read where the read itself tells it (files, objects); None where the log does."""
         node = self.defs.nodes[key]
@@ -169,23 +194,25 @@ class Runner:
             return load_object_source(node, partition)
         if isinstance(node, SourceDef):
             try:
-                return self.store.load(key, partition), None
+                return _load(self.store, key, partition, version), None
+            except StaleValue:
+                raise
             except NoValueError:
                 return None, None  # a plain source observed with a version only has no value
-        return self.io_for(key).load(key, partition), None
+        return _load(self.io_for(key), key, partition, version), None
 
-    def _load_input(self, key: str, partition: str | None, read: dict[NodeKey, str]) -> Any:
+    def _load_input(self, key: str, partition: str | None, reads: _Reads) -> Any:
         try:
-            value, version = self.read(key, partition)
-        except NoValueError:
-            if isinstance(self.defs.nodes[key], AssetDef):
-                raise _LostInput((key, partition)) from None
+            value, version = self.read(key, partition, reads.expected.get((key, partition)))
+        except NoValueError as gone:
+            if isinstance(self.defs.nodes[key], AssetDef | SourceDef):
+                raise _LostInput((key, partition), gone) from None
             raise
         if version is not None:
-            read[(key, partition)] = version
+            reads.read[(key, partition)] = version
         return value
 
-    def _input_value(self, job: Job, param: str, upstream: str, read: dict[NodeKey, str]) -> Any:
+    def _input_value(self, job: Job, param: str, upstream: str, read: _Reads) -> Any:
         how = self.defs.read_maps[(job.asset.key, param)]
         if how.kind is EdgeMapping.ALL:
             present = [p for a, p, _ in job.inputs if a == upstream]
@@ -206,7 +233,7 @@ class Runner:
         partition = job.partition if how.kind is EdgeMapping.IDENTITY else None
         return self._load_input(upstream, partition, read)
 
-    def _kwargs(self, job: Job, context: Context, read: dict[NodeKey, str]) -> dict[str, Any]:
+    def _kwargs(self, job: Job, context: Context, read: _Reads) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for param, upstream in job.asset.inputs.items():
             try:
@@ -222,13 +249,23 @@ class Runner:
             kwargs["context"] = context
         return kwargs
 
-    def _as_stored(self, io: IOManager, job: Job, value: Any) -> Any:
-        """The value as readers will load it: a data version fingerprints the stored content.
-        Parquet keeps a table's types except in object columns (it infers a type for their
-        values), so only those are read back."""
-        if isinstance(io, FilesystemStore | ObjectStore) and io.may_change(value):
-            return io.load(job.asset.key, job.partition)
-        return value
+    def _store(self, job: Job, value: Any, version: str | None) -> str:
+        """Store the value; return its data version (``version`` if the function gave one),
+        which fingerprints the content as readers will load it: Parquet keeps a table's types
+        except in object columns (it infers a type for their values), so those are read
+        back."""
+        key, partition = job.asset.key, job.partition
+        io = self.io_for(key)
+        if isinstance(io, FilesystemStore):
+            return io.store(key, partition, value, version)  # asks the guard itself
+        if isinstance(io, ObjectStore):
+            io.save(key, partition, value)  # asks the guard itself
+            stored = io.load(key, partition) if io.may_change(value) else value
+        else:
+            with guarded():
+                io.save(key, partition, value)
+            stored = value
+        return version or data_version(stored)
 
     def run(self, job: Job) -> Outcome:
         started = time.perf_counter()
@@ -239,7 +276,7 @@ class Runner:
             asset=job.asset.key, partition=job.partition, run_id=job.run_id
         ):
             try:
-                read: dict[NodeKey, str] = {}
+                read = _Reads(versions)
                 result = job.asset.fn(**self._kwargs(job, context, read))
                 value, version, user_metadata = result, None, None
                 if isinstance(result, Output):
@@ -248,14 +285,7 @@ class Runner:
                         result.data_version,
                         result.metadata,
                     )
-                io = self.io_for(job.asset.key)
-                if isinstance(io, FilesystemStore | ObjectStore):
-                    io.save(job.asset.key, job.partition, value)  # asks the guard itself
-                else:
-                    with guarded():
-                        io.save(job.asset.key, job.partition, value)
-                if version is None:
-                    version = data_version(self._as_stored(io, job, value))
+                version = self._store(job, value, version)
             except StorageFailure as failure:  # the state directory's disk, not the function
                 return Outcome(
                     ok=False,
@@ -285,11 +315,11 @@ class Runner:
                     traceback="".join(traceback.format_exception(exc)).rstrip(),
                     where=_where(exc, self.defs.base_dir),
                 )
-            checks = self._checks(job, io, context)
+            checks = self._checks(job, self.io_for(job.asset.key), context)
         metadata = table_metadata(value)
         if user_metadata:
             metadata.update(user_metadata)
-        inputs = tuple(sorted((a, p, read.get((a, p), v)) for a, p, v in job.inputs))
+        inputs = tuple(sorted((a, p, read.read.get((a, p), v)) for a, p, v in job.inputs))
         return Outcome(
             ok=True,
             duration_ms=(time.perf_counter() - started) * 1000,

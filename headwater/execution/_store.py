@@ -4,6 +4,15 @@ DataFrames and Arrow tables are stored as Parquet; any other value, and a DataFr
 Parquet cannot hold (an object column of mixed types), is pickled (the documented fallback:
 fine for plain Python objects, not meant to be read by other programs).
 
+Values are not synced to disk one by one (a file and a folder fsync cost more than the rest of
+a small run): a process crash loses nothing (the page cache survives it), and after a power
+loss a value may be lost, cut short or older than the log says. So each file carries the data
+version it holds (a header before a pickle, key-value metadata in Parquet), a load given the
+version the log records refuses anything else (:class:`StaleValue`: the partition is missing
+again and runs again), and after the machine restarts the daemon checks every value's version
+before trusting it (:meth:`FilesystemStore.checked_this_boot`). Files written by earlier
+versions, which were synced, carry no version and are taken as they are.
+
 The store's folders and files are private (0700/0600, whatever the umask), never followed
 through a symbolic link (a link below ``values/`` counts as no value), and named so that any
 valid partition key fits in a file name: keys too long for one are named by their hash.
@@ -21,6 +30,7 @@ import hashlib
 import os
 import pickle
 import stat
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +39,7 @@ from urllib.parse import quote
 
 from headwater._storage import storage_failure
 from headwater.execution._publishing import guarded
+from headwater.versions import data_version
 
 __all__ = [
     "FORMATS",
@@ -36,6 +47,7 @@ __all__ = [
     "FilesystemStore",
     "IOManager",
     "NoValueError",
+    "StaleValue",
     "UnsafePath",
     "decode_value",
     "encode_value",
@@ -45,6 +57,14 @@ __all__ = [
 
 TEMP_PREFIX = ".tmp-"
 PUBLISH_LOCK = ".publish.lock"
+BOOT_MARK = ".boot-id"
+"""The boot of the machine in which the values were last checked (``checked_this_boot``)."""
+VERSION_KEY = b"headwater.data_version"
+"""The data version in a stored Parquet file's key-value metadata."""
+_MAGIC = b"HWv1\n"
+"""Starts a pickled value with its header: version length, body length, version. A pickle
+itself starts with b"\x80"."""
+_HEADER = struct.Struct(">HQ")
 FORMATS = _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
 _NAME_MAX = 255
 _LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
@@ -52,6 +72,11 @@ _LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
 
 class NoValueError(LookupError):
     """No value is stored for an asset partition."""
+
+
+class StaleValue(NoValueError):
+    """The stored value is not the version the log records, or was cut short: a power loss
+    took back its rename or its end (values are not synced one by one). It counts as gone."""
 
 
 class UnsafePath(OSError):
@@ -98,25 +123,29 @@ def write_atomically(
     write: Callable[[IO[bytes]], None],
     publishing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     temp_dir: Path | None = None,
+    *,
+    sync: bool = True,
 ) -> None:
     """Write a private temp file (in ``temp_dir``, on the same filesystem, or beside
-    ``target``), fsync, rename over ``target`` (inside ``publishing()``), fsync ``target``'s
-    folder. The temp name is short and fixed-length, so a long target name always fits; a link
-    planted at ``target`` is replaced, never followed."""
+    ``target``), fsync (if ``sync``), rename over ``target`` (inside ``publishing()``), fsync
+    ``target``'s folder (if ``sync``). The temp name is short and fixed-length, so a long
+    target name always fits; a link planted at ``target`` is replaced, never followed."""
     tmp = (temp_dir or target.parent) / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with open(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         with publishing():
             tmp.replace(target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    if sync:
+        _fsync_dir(target.parent)
 
 
 def _write_parquet(table: Any) -> Callable[[IO[bytes]], None]:
@@ -142,23 +171,146 @@ def _frame_table(value: Any) -> Any | None:
 def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     """How a value is stored: its format, and what writes it. Tables as Parquet (unless
     Parquet cannot hold them faithfully), anything else pickled."""
-    kind = type(value).__module__.split(".")[0]
-    if kind == "pandas":
-        import pandas as pd
-
-        if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
-            return "frame.parquet", _write_parquet(table)
-    elif kind == "pyarrow":
-        import pyarrow as pa
-
-        if isinstance(value, pa.Table):
-            return "arrow.parquet", _write_parquet(value)
+    found = _table_of(value)
+    if found is not None:
+        return found[0], _write_parquet(found[1])
     data = pickle.dumps(value, protocol=5)
 
     def write(f: IO[bytes]) -> None:
         f.write(data)
 
     return "pickle", write
+
+
+def _table_of(value: Any) -> tuple[str, Any] | None:
+    """The format and Arrow table a value is stored as, if it is stored as Parquet."""
+    kind = type(value).__module__.split(".")[0]
+    if kind == "pandas":
+        import pandas as pd
+
+        if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
+            return "frame.parquet", table
+    elif kind == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(value, pa.Table):
+            return "arrow.parquet", value
+    return None
+
+
+def _encode_versioned(
+    value: Any, version: str | None
+) -> tuple[str, Callable[[IO[bytes]], None], str]:
+    """Like :func:`encode_value`, with the data version written into the file: ``version``
+    if given, else the fingerprint of the value as a reader will load it."""
+    found = _table_of(value)
+    if found is None:
+        data = pickle.dumps(value, protocol=5)
+        version = version or data_version(value)
+        named = version.encode()
+        header = _MAGIC + _HEADER.pack(len(named), len(data)) + named
+
+        def write(f: IO[bytes]) -> None:
+            f.write(header)
+            f.write(data)
+
+        return "pickle", write, version
+    fmt, table = found
+    if version is None:
+        # Parquet keeps a table's types except in object columns (it infers a type for their
+        # values): those are fingerprinted as read back.
+        version = data_version(_read_back(table) if may_change(value) else value)
+    metadata = dict(table.schema.metadata or {})
+    metadata[VERSION_KEY] = version.encode()
+    return fmt, _write_parquet(table.replace_schema_metadata(metadata)), version
+
+
+def _read_back(table: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return pq.read_table(pa.BufferReader(sink.getvalue())).to_pandas()
+
+
+def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> Any:
+    """A value stored by :class:`FilesystemStore`; :class:`StaleValue` if it is not
+    ``version`` (when given) or was cut short."""
+    if fmt == "pickle":
+        head = f.read(len(_MAGIC))
+        if head != _MAGIC:
+            if _MAGIC.startswith(head):  # empty, or cut inside the header
+                raise StaleValue(f"the stored value of {label} was cut short")
+            f.seek(0)
+            return pickle.load(f)  # written (and synced) by an earlier version
+        try:
+            named_len, body_len = _HEADER.unpack(f.read(_HEADER.size))
+            named = f.read(named_len)
+        except struct.error:
+            named_len, named = 1, b""
+        if len(named) != named_len:
+            raise StaleValue(f"the stored value of {label} was cut short")
+        _check_version(named.decode(errors="replace"), version, label)
+        body = f.read()
+        if len(body) != body_len:
+            raise StaleValue(f"the stored value of {label} was cut short")
+        return pickle.loads(body)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(f)
+    except (pa.ArrowInvalid, OSError) as exc:  # only we write here: unreadable is lost
+        raise StaleValue(f"the stored value of {label} is unreadable: {exc}") from None
+    metadata = dict(table.schema.metadata or {})
+    stored_version = metadata.pop(VERSION_KEY, None)
+    if stored_version is not None:
+        _check_version(stored_version.decode(), version, label)
+        table = table.replace_schema_metadata(metadata or None)
+    return table.to_pandas() if fmt == "frame.parquet" else table
+
+
+def _check_version(stored: str, version: str | None, label: str) -> None:
+    if version is not None and stored != version:
+        raise StaleValue(
+            f"the stored value of {label} is version {stored[:12]}, the log records "
+            f"{version[:12]} (taken back by a power loss?)"
+        )
+
+
+def _stored_version(fmt: str, path: Path) -> str | None:
+    """The version a stored file says it holds; "" if it is cut short or unreadable; None
+    for a file of an earlier version, which says nothing."""
+    try:
+        if fmt == "pickle":
+            with open(path, "rb", opener=_no_follow) as f:
+                head = f.read(len(_MAGIC) + _HEADER.size)
+                if not head.startswith(_MAGIC):
+                    return "" if _MAGIC.startswith(head) else None
+                named_len, body_len = _HEADER.unpack(head[len(_MAGIC) :])
+                named = f.read(named_len)
+                size = os.fstat(f.fileno()).st_size
+            whole = size == len(head) + named_len + body_len
+            return named.decode() if whole else ""
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(path).metadata or {}
+        found = metadata.get(VERSION_KEY)
+        return None if found is None else found.decode()
+    except Exception:
+        return ""
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""  # not Linux: every start checks (the cost of a read per value, once)
 
 
 def decode_value(fmt: str, f: IO[bytes]) -> Any:
@@ -238,7 +390,14 @@ class FilesystemStore:
         self._safe_dirs.add(folder)
 
     def save(self, asset: str, partition: str | None, value: Any) -> None:
-        fmt, write = encode_value(value)
+        self.store(asset, partition, value)
+
+    def store(
+        self, asset: str, partition: str | None, value: Any, version: str | None = None
+    ) -> str:
+        """Store ``value`` and return its data version: ``version`` if given, else the
+        fingerprint of the value as readers will load it. Not synced (see the module)."""
+        fmt, write, version = _encode_versioned(value, version)
         target = self._path(asset, partition, fmt)
         others = [self._path(asset, partition, f) for f in _FORMATS if f != fmt]
 
@@ -253,9 +412,10 @@ class FilesystemStore:
         try:
             self._folder(target.parent, create=True)
             self._folder(self.temp_dir, create=True)
-            write_atomically(target, write, publishing, self.temp_dir)
+            write_atomically(target, write, publishing, self.temp_dir, sync=False)
         except OSError as exc:
             raise storage_failure(exc, target.parent) or exc from None
+        return version
 
     @contextlib.contextmanager
     def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
@@ -288,7 +448,9 @@ class FilesystemStore:
             return None
         return fd
 
-    def load(self, asset: str, partition: str | None) -> Any:
+    def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
+        """The stored value; given the ``version`` the log records, :class:`StaleValue` for
+        a file that holds another one or was cut short."""
         base = self._base(asset, partition)
         try:
             self._folder(base.parent, create=False)
@@ -299,8 +461,52 @@ class FilesystemStore:
             if fd is None:
                 continue
             with open(fd, "rb") as f:
-                return decode_value(fmt, f)
+                label = asset if partition is None else f"{asset}[{partition}]"
+                return _load_checked(fmt, f, version, label)
         return self._missing(asset, partition)
+
+    def checked_this_boot(self) -> bool:
+        """Whether the values were checked (:meth:`mismatched`) since the machine last
+        started: if not, a power loss may have taken some back."""
+        boot = _boot_id()
+        try:
+            with open(self.root / BOOT_MARK, opener=_no_follow) as f:
+                return bool(boot) and f.read().strip() == boot
+        except OSError:
+            return False
+
+    def mark_checked_this_boot(self) -> None:
+        boot = _boot_id().encode()
+
+        def write(f: IO[bytes]) -> None:
+            f.write(boot)
+
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(self.root / BOOT_MARK, write)
+
+    def mismatched(
+        self, expected: Iterable[tuple[tuple[str, str | None], str]]
+    ) -> list[tuple[str, str | None]]:
+        """The asset partitions among ``expected`` (``(node, version the log records)``) whose
+        stored file is gone, cut short, or holds another version."""
+        bad: list[tuple[str, str | None]] = []
+        for (asset, partition), version in expected:
+            base = self._base(asset, partition)
+            try:
+                self._folder(base.parent, create=False)
+            except (FileNotFoundError, UnsafePath):
+                bad.append((asset, partition))
+                continue
+            for fmt in _FORMATS:
+                path = base.with_name(f"{base.name}.{fmt}")
+                if os.path.lexists(path):
+                    stored = _stored_version(fmt, path)
+                    if stored is not None and stored != version:
+                        bad.append((asset, partition))
+                    break
+            else:
+                bad.append((asset, partition))
+        return bad
 
     def _missing(self, asset: str, partition: str | None) -> Any:
         label = asset if partition is None else f"{asset}[{partition}]"
@@ -342,7 +548,7 @@ class FilesystemStore:
                 base = (
                     name.rsplit(".", 2)[0] if name.endswith(".parquet") else name.rsplit(".", 1)[0]
                 )
-                if name == PUBLISH_LOCK:
+                if name in (PUBLISH_LOCK, BOOT_MARK):
                     continue
                 if name.startswith(TEMP_PREFIX) or base not in names:
                     path = Path(folder, name)
