@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ async def test_a_change_during_a_run_reruns_after_it_never_alongside(tmp_path: P
         with lock:
             running += 1
             most = max(most, running)
-        anyio.from_thread.run_sync(first_started.set)  # back on the loop: the run has begun
+        loop.call_soon_threadsafe(first_started.set)  # back on the loop: the run has begun
         release.wait(timeout=10)
         with lock:
             running -= 1
@@ -40,6 +41,7 @@ async def test_a_change_during_a_run_reruns_after_it_never_alongside(tmp_path: P
         return slow
 
     defs = hw.Definitions([src, slow, after], max_concurrency=4)
+    loop = asyncio.get_running_loop()
     async with Engine.open(defs, tmp_path, SystemClock()) as engine:
         await engine.observe("src", value=1)
         results = []

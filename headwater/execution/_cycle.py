@@ -299,22 +299,13 @@ class RunCycle:
         timeout = self.in_flight[node].timeout
         outcome: Outcome | None = None
 
-        async def record_start() -> None:
-            await engine.append([started])
-            _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
-
+        # The start is committed before the function starts (a commit on the loop costs less
+        # than a task to overlap it with): a function that kills the daemon (threads) finds
+        # its run open in the log at the next start (the crash-loop guard).
+        await engine.append([started])
+        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
         try:
-            async with anyio.create_task_group() as tg:
-                # The function starts as its start is committed, not after: the end is written
-                # only once the start is in the log (this group waits for both), and a crash
-                # before the start's commit leaves at most a value that the next run overwrites.
-                # Except in the daemon's own process (threads): a function that kills it must
-                # find its run open in the log at the next start (the crash-loop guard).
-                if engine.crash_guard:
-                    await record_start()
-                else:
-                    tg.start_soon(record_start)
-                outcome = await _run_guarded(engine.executor, job, timeout)
+            outcome = await _run_guarded(engine.executor, job, timeout)
         except anyio.get_cancelled_exc_class():
             # Stopped past the grace period (the executor has stopped the function): say so,
             # so that a run still open at the next start means the owner died mid-run.

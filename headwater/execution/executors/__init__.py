@@ -80,4 +80,8 @@ async def open_executor(
         ) as pool:
             yield pool
     else:
-        yield ThreadExecutor(runner, slots)
+        threads = ThreadExecutor(runner)
+        try:
+            yield threads
+        finally:
+            threads.close()

@@ -16,6 +16,7 @@ import anyio
 from headwater._durations import format_duration
 from headwater.execution._publishing import ThreadGuard, current_guard
 from headwater.execution._runner import Job, Outcome, Runner
+from headwater.execution.executors._handoff import Handoff
 
 __all__ = ["ThreadExecutor"]
 
@@ -23,9 +24,11 @@ __all__ = ["ThreadExecutor"]
 class ThreadExecutor:
     kind = "threads"
 
-    def __init__(self, runner: Runner, slots: int) -> None:
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self._limiter = anyio.CapacityLimiter(slots)
+        self._threads = Handoff("headwater run")
+        """Never more calls at once than the engine's slots, plus those left behind (which
+        do not hold a slot: a spinning function cannot stop every other run)."""
         self._left_behind: dict[str, tuple[str, str | None, float]] = {}
         """run id -> (asset, partition, monotonic start) of timed-out functions still going."""
         self._lock = threading.Lock()
@@ -56,9 +59,7 @@ class ThreadExecutor:
 
         try:
             with anyio.move_on_after(None if limit is None else limit.total_seconds()):
-                return await anyio.to_thread.run_sync(
-                    call, limiter=self._limiter, abandon_on_cancel=True
-                )
+                return await self._threads.run(call)
         except anyio.get_cancelled_exc_class():
             leave_behind()
             raise
@@ -72,6 +73,9 @@ class ThreadExecutor:
 
     async def warm(self) -> None:
         pass  # threads need no start
+
+    def close(self) -> None:
+        self._threads.close()
 
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
