@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater.planning import Memo, NodeKey, NodeRecord, Schedule, State
 
@@ -35,8 +37,19 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.partition,
         event.run_id,
         event.data_version,
-        json.dumps(dict(event.payload), separators=(",", ":"), default=str),
+        _payload_json(event.payload),
     )
+
+
+_ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _payload_json(payload: Mapping[str, Any]) -> str:
+    """Compact JSON; what JSON cannot hold (a user's metadata) as its ``str``."""
+    try:
+        return orjson.dumps(payload, default=str, option=_ORJSON).decode()
+    except (orjson.JSONEncodeError, TypeError):  # an int beyond 64 bits, a circular value
+        return json.dumps(dict(payload), separators=(",", ":"), default=str)
 
 
 class MalformedRow(Exception):

@@ -66,8 +66,9 @@ __all__ = [
 DB_NAME = "events.db"
 ON_LOOP_ROWS = 64
 """Transactions of at most this many rows commit on the event loop's thread."""
-SLOW_COMMIT_S = 0.005
-SLOW_FOR_S = 30.0
+SLOW_COMMIT_S = 0.02
+"""Longer than a preempted commit on a busy machine; what a disk under writeback pressure takes."""
+SLOW_FOR_S = 10.0
 CHECKPOINT_PAGES = 1000
 """SQLite's own default for ``wal_autocheckpoint``."""
 

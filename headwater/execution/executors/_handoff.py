@@ -73,13 +73,17 @@ class Handoff:
                     outcome: tuple[Any, BaseException | None] = (run(fn), None)
                 except BaseException as exc:  # handed to the caller
                     outcome = (None, exc)
+                with self._lock:  # idle before the caller hears: its next call comes here
+                    if self._closed:
+                        closed = True
+                    else:
+                        closed = False
+                        self._idle += 1
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
                     loop.call_soon_threadsafe(_settle, future, *outcome)
                 del call, run, fn, future, outcome
-                with self._lock:
-                    if self._closed:
-                        return
-                    self._idle += 1
+                if closed:
+                    return
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
