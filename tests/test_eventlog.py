@@ -85,16 +85,18 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_small_commits_are_checkpointed_off_the_loop(tmp_path: Path) -> None:
-    """Thousands of small commits (on the loop, where they never checkpoint) leave a WAL that
-    a commit in a thread now and then copies into the database: everything is readable, and
-    the WAL does not hold every page written (it would without those checkpoints)."""
+    """Thousands of small commits (on the loop, where they never checkpoint) in a tight loop:
+    everything is readable, and the WAL stays bounded (it would hold every page written
+    without the checkpoints, or with passive ones only)."""
     async with open_event_log(tmp_path) as log:
         for i in range(3000):
             await log.write([_observation(i)])
         assert log.commits == 3000
-        # without checkpoints: ~7 pages of 4 KiB a commit, 3000 commits, ~80 MB
+        # Without checkpoints: ~6 pages of 4 KiB a commit, 3000 commits, ~70 MB. Commits this
+        # close together never let a passive checkpoint catch up (the WAL starts afresh only
+        # then): one with no commit under way bounds it at about 4 * CHECKPOINT_PAGES.
         wal = (tmp_path / "events.db-wal").stat().st_size
-        assert wal < 3 * CHECKPOINT_PAGES * 4096, wal
+        assert wal < 5 * CHECKPOINT_PAGES * 4096, wal
     events = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
     assert len(events) == 3000
 

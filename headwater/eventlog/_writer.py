@@ -9,8 +9,10 @@ Where a commit runs: with ``synchronous=NORMAL`` in WAL mode a commit is a write
 cache, ~25 µs here, while handing it to a thread and back costs ~100-150 µs (two wake-ups).
 So a small transaction commits on the event loop's own thread. It never checkpoints there
 (``wal_autocheckpoint=0``: a checkpoint syncs the disk): once about ``CHECKPOINT_PAGES``
-pages went to the WAL, the next commit goes to a thread and checkpoints after it, as SQLite's
-own automatic checkpoint would, but off the loop. A commit that ever takes
+pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile).
+Should commits outrun it (the WAL is only started afresh once a checkpoint has caught up),
+at ``4 * CHECKPOINT_PAGES`` the next commit goes to a thread and checkpoints after it with no
+other commit under way, as SQLite's own automatic checkpoint would. A commit that ever takes
 longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
 ``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -154,6 +157,11 @@ class EventLog:
         """Monotonic time until which commits go to a thread (a commit was slow)."""
         self._one_thread = anyio.CapacityLimiter(1)
         self._unchecked_pages = 0
+        """WAL pages since the last checkpoint began."""
+        self._wal_pages = 0
+        """WAL pages since the last checkpoint with no commit under way (after it, the next
+        commit starts the WAL afresh)."""
+        self._checkpointer: threading.Thread | None = None
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -246,7 +254,7 @@ class EventLog:
         rows = sum(len(b.events) + len(b.records) + len(b.dynamic) for b in batches)
         return (
             rows <= ON_LOOP_ROWS
-            and self._unchecked_pages < CHECKPOINT_PAGES
+            and self._wal_pages < 4 * CHECKPOINT_PAGES
             and time.monotonic() >= self._slow_until
         )
 
@@ -279,13 +287,15 @@ class EventLog:
     async def _commit_in_thread(self, batches: list[_Batch]) -> None:
         try:
             rows = self._rows(batches)
-            checkpoint = self._unchecked_pages >= CHECKPOINT_PAGES
+            checkpoint = self._wal_pages >= 4 * CHECKPOINT_PAGES
+            if checkpoint and self._checkpointer is not None:  # or it would find it busy
+                await anyio.to_thread.run_sync(self._checkpointer.join)
             pages = await anyio.to_thread.run_sync(
                 _write_transaction, self._writer, *rows, checkpoint, limiter=self._one_thread
             )
             self._committed(pages)
             if checkpoint:
-                self._unchecked_pages = 0
+                self._unchecked_pages = self._wal_pages = 0
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -294,6 +304,14 @@ class EventLog:
     def _committed(self, pages: int) -> None:
         self.commits += 1
         self._unchecked_pages += pages
+        self._wal_pages += pages
+        busy = self._checkpointer is not None and self._checkpointer.is_alive()
+        if self._unchecked_pages >= CHECKPOINT_PAGES and not busy:
+            self._unchecked_pages = 0
+            self._checkpointer = threading.Thread(
+                target=_checkpoint_alone, args=(self.path,), name="headwater checkpoint"
+            )
+            self._checkpointer.start()
 
     def _failed(self, batches: list[_Batch], exc: Exception) -> None:
         """Every batch in the failed transaction learns of it; a leader goes on with the
@@ -358,6 +376,9 @@ class EventLog:
             return await anyio.to_thread.run_sync(_full_vacuum, pruner)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await anyio.to_thread.run_sync(self._checkpointer.join)
+            self._checkpointer = None
         if self._pruner is not None:
             await anyio.to_thread.run_sync(self._pruner.close)
             self._pruner = None
@@ -510,6 +531,17 @@ def _prune_batch(
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for, nor blocks, a writer
+
+
+def _checkpoint_alone(path: Path) -> None:
+    """A passive checkpoint on a connection of its own (the writer's commits go on); a
+    failure (a full disk) is left for the next one, and for the commits to report."""
+    with contextlib.suppress(sqlite3.Error):
+        conn = _connect_sync(path)
+        try:
+            _checkpoint(conn)
+        finally:
+            conn.close()
 
 
 def _vacuum_step(conn: sqlite3.Connection, pages: int) -> tuple[bool, float]:
