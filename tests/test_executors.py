@@ -181,7 +181,7 @@ def test_chdir_in_a_function_moves_nothing_of_the_daemon(bad_day: BadDay) -> Non
     bad_day.daemon.wait_event("materialized", asset="totals", partition="after-wandering")
     values = bad_day.root / bad_day.state / "values"
     assert (values / "wanders" / "value.pickle").is_file()
-    assert (values / "totals" / "p=after-wandering.pickle").is_file()
+    assert (values / "parsed" / "p=after-wandering.frame.parquet").is_file()
     assert not (Path("/") / bad_day.state).exists()
     status = hw_project(bad_day.root, "status", "--json", state=bad_day.state)
     rows = {(r["asset"], r["partition"]): r["state"] for r in json.loads(status.stdout)}

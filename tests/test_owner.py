@@ -365,12 +365,12 @@ def test_a_value_gone_when_a_reader_loads_it_is_materialized_first(tmp_path: Pat
     other = hw_api.source("other")
 
     @hw_api.asset
-    def base(src: int) -> int:
-        return src * 10
+    def base(src: int) -> list[int]:
+        return [src * 10] + [0] * 20_000  # too large for the event log to keep: a file
 
     @hw_api.asset
-    def reader(base: int, other: int) -> int:
-        return base + other
+    def reader(base: list[int], other: int) -> int:
+        return sum(base) + other
 
     defs = hw_api.Definitions([src, other, base, reader])
     with Harness(defs, state_dir=tmp_path) as h:

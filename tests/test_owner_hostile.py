@@ -208,12 +208,13 @@ def test_a_mistake_leaves_no_state_directory_behind(project: Path) -> None:
 
 
 def test_asking_for_a_partition_whose_value_is_gone_runs_it(project: Path) -> None:
-    assert hw_project(project, "materialize", "stamp").returncode == 0
-    (value,) = (project / "state" / "values" / "stamp").glob("value.*")
+    (project / "inbox" / "a.csv").write_text("a,b\n1,2\n")  # a table: its value is a file
+    assert hw_project(project, "materialize", "parsed", "-p", "a").returncode == 0
+    (value,) = (project / "state" / "values" / "parsed").glob("p=a.*")
     value.unlink()
-    again = hw_project(project, "materialize", "stamp")
-    assert again.returncode == 0 and "materialized stamp" in again.stdout
-    assert [e.asset for e in _events(project, "value_lost")] == ["stamp"]
+    again = hw_project(project, "materialize", "parsed", "-p", "a")
+    assert again.returncode == 0 and "materialized parsed[a]" in again.stdout, again.stdout
+    assert [(e.asset, e.partition) for e in _events(project, "value_lost")] == [("parsed", "a")]
 
 
 def test_links_in_the_state_directory_are_refused(project: Path) -> None:

@@ -1,6 +1,7 @@
 """The SQLite event log: the single source of truth (WAL, one writer, group commit)."""
 
 from headwater.eventlog._reader import EventLogReader, NoEventLog
+from headwater.eventlog._rows import SmallValue
 from headwater.eventlog._writer import (
     DB_NAME,
     KEEP_KINDS,
@@ -17,6 +18,7 @@ __all__ = [
     "EventLogReader",
     "NoEventLog",
     "Pruned",
+    "SmallValue",
     "open_event_log",
     "unreadable",
 ]

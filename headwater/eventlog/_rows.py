@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,6 +19,7 @@ from headwater.planning import Memo, NodeKey, NodeRecord, Schedule, State
 __all__ = [
     "EVENT_COLUMNS",
     "MalformedRow",
+    "SmallValue",
     "event_from_row",
     "event_row",
     "record_rows",
@@ -27,6 +28,13 @@ __all__ = [
 ]
 
 EVENT_COLUMNS = "id, timestamp, kind, asset, partition, run_id, data_version, payload"
+
+
+class SmallValue(NamedTuple):
+    """A value kept in the event log (``small_values``): its data version and its pickle."""
+
+    version: str
+    data: bytes
 
 
 def event_row(event: Event) -> tuple[Any, ...]:

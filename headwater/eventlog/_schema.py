@@ -56,4 +56,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_node_kind ON events(asset, partition, kind, id);
     CREATE TABLE write_probe (n INTEGER);
     """,
+    # 4: small values (pickled, at most SMALL_VALUE_MAX bytes) of the default value store,
+    # written in the transaction that records their materialization.
+    """
+    CREATE TABLE small_values (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,  -- '' for an unpartitioned asset
+        version TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (asset, partition)
+    );
+    """,
 )

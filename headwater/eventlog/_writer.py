@@ -46,6 +46,7 @@ from headwater._storage import StorageFailure, storage_failure
 from headwater.eventlog._rows import (
     EVENT_COLUMNS,
     MalformedRow,
+    SmallValue,
     event_from_row,
     event_row,
     record_rows,
@@ -128,6 +129,7 @@ class _Batch:
     records: Mapping[NodeKey, NodeRecord]
     dynamic: Sequence[tuple[str, str]]
     schedules: Mapping[str, Schedule]
+    values: Mapping[NodeKey, SmallValue | None]
     done: anyio.Event | None = None
     """Made by a caller that waits for a leader's commit."""
     error: BaseException | None = None
@@ -147,8 +149,10 @@ class EventLog:
         conn: aiosqlite.Connection,
         path: Path,
         writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
     ) -> None:
         self._conn = conn
+        self._reader = reader
         """For reads and the schema; every event goes through ``_writer``."""
         self._writer = writer
         self.path = path
@@ -202,6 +206,29 @@ class EventLog:
             [(s[0], s[1], s[2]) for s in schedules],
         )
 
+    def small_value(self, node: NodeKey) -> SmallValue | None:
+        """The partition's value if the log keeps it (one indexed read on a connection of
+        its own: tens of microseconds, on the caller's thread)."""
+        row = self._reader.execute(
+            "SELECT version, data FROM small_values WHERE asset = ? AND partition = ?",
+            (node[0], node[1] or ""),
+        ).fetchone()
+        return None if row is None else SmallValue(row[0], row[1])
+
+    async def small_value_nodes(self) -> set[NodeKey]:
+        """Every partition whose value the log keeps."""
+        async with self._conn.execute("SELECT asset, partition FROM small_values") as cur:
+            rows = await cur.fetchall()
+        return {(a, p or None) for a, p in rows}
+
+    async def prune_small_values(self, keep: set[NodeKey]) -> list[NodeKey]:
+        """Delete the small values of partitions not in ``keep``; return them."""
+        gone = sorted(await self.small_value_nodes() - keep, key=lambda n: (n[0], n[1] or ""))
+        if gone:
+            async with self._txn:
+                await anyio.to_thread.run_sync(_delete_small, self._writer, gone)
+        return gone
+
     async def run_started(self, run_id: str) -> Event | None:
         """The ``run_started`` event of a run (what it was to read, with which code)."""
         async with self._conn.execute(
@@ -220,10 +247,11 @@ class EventLog:
         records: Mapping[NodeKey, NodeRecord] | None = None,
         dynamic: Sequence[tuple[str, str]] = (),
         schedules: Mapping[str, Schedule] | None = None,
+        values: Mapping[NodeKey, SmallValue | None] | None = None,
     ) -> None:
-        """Return once ``events``, ``records``, ``dynamic`` keys and ``schedules`` are committed
-        together."""
-        batch = _Batch(events, records or {}, dynamic, schedules or {})
+        """Return once ``events``, ``records``, ``dynamic`` keys, ``schedules`` and small
+        ``values`` (None: the partition's value is no longer small) are committed together."""
+        batch = _Batch(events, records or {}, dynamic, schedules or {}, values or {})
         if not self._leading and not self._txn.locked() and self._small([batch]):
             self._commit_here([batch])  # nothing else is writing: no await at all
         elif self._leading:
@@ -251,7 +279,7 @@ class EventLog:
 
     def _small(self, batches: list[_Batch]) -> bool:
         """Whether these batches commit on the loop's thread (see the module's docstring)."""
-        rows = sum(len(b.events) + len(b.records) + len(b.dynamic) for b in batches)
+        rows = sum(len(b.events) + len(b.records) + len(b.dynamic) + len(b.values) for b in batches)
         return (
             rows <= ON_LOOP_ROWS
             and self._wal_pages < 4 * CHECKPOINT_PAGES
@@ -263,14 +291,18 @@ class EventLog:
         records: dict[NodeKey, NodeRecord] = {}
         schedules: dict[str, Schedule] = {}
         dynamic: list[tuple[str, str, int]] = []
+        values: dict[NodeKey, SmallValue | None] = {}
         for b in batches:
             records.update(b.records)
             schedules.update(b.schedules)
+            values.update(b.values)
             for name, key in b.dynamic:
                 self._dynamic_seq += 1
                 dynamic.append((name, key, self._dynamic_seq))
         rows = record_rows(records) if records else []
-        return events, rows, dynamic, schedule_rows(schedules) if schedules else []
+        small = [(a, p or "", v.version if v else None, v.data if v else None)
+                 for (a, p), v in values.items()]  # fmt: skip
+        return events, rows, dynamic, schedule_rows(schedules) if schedules else [], small
 
     def _commit_here(self, batches: list[_Batch]) -> None:
         try:
@@ -383,6 +415,7 @@ class EventLog:
             await anyio.to_thread.run_sync(self._pruner.close)
             self._pruner = None
         await anyio.to_thread.run_sync(self._writer.close)
+        await anyio.to_thread.run_sync(self._reader.close)
 
     async def probe(self) -> None:
         """Write and remove a row: raises :class:`StorageFailure` while the disk refuses."""
@@ -430,7 +463,7 @@ def _create_private(path: Path) -> None:
 
 _Rows = tuple[
     list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int]],
-    list[tuple[str, str, str]],
+    list[tuple[str, str, str]], list[tuple[str, str, str | None, bytes | None]],
 ]  # fmt: skip
 
 
@@ -440,6 +473,7 @@ def _write_transaction(
     records: list[tuple[str, str, str]],
     dynamic: list[tuple[str, str, int]],
     schedules: list[tuple[str, str, str]],
+    values: list[tuple[str, str, str | None, bytes | None]],
     checkpoint: bool = False,
 ) -> int:
     """One transaction (then a checkpoint, if asked); rolled back by the caller if it raises.
@@ -468,12 +502,36 @@ def _write_transaction(
             " VALUES (?, ?, ?)",
             schedules,
         )
+    if values:
+        conn.executemany(
+            "INSERT INTO small_values (asset, partition, version, data) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (asset, partition) DO UPDATE SET version = excluded.version,"
+            " data = excluded.data",
+            [v for v in values if v[3] is not None],
+        )
+        conn.executemany(
+            "DELETE FROM small_values WHERE asset = ? AND partition = ?",
+            [(a, p) for a, p, _, data in values if data is None],
+        )
     conn.execute("COMMIT")
     if checkpoint:
         _checkpoint(conn)
     # An event touches the table and its five indexes, a record its table: a few pages each,
     # shared within a transaction.
-    return 6 + (len(events) + len(records) + len(dynamic) + len(schedules)) // 8
+    return 6 + (len(events) + len(records) + len(dynamic) + len(schedules) + len(values)) // 8
+
+
+def _delete_small(conn: sqlite3.Connection, nodes: list[NodeKey]) -> None:
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(
+            "DELETE FROM small_values WHERE asset = ? AND partition = ?",
+            [(a, p or "") for a, p in nodes],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _connect_sync(path: Path) -> sqlite3.Connection:
@@ -574,9 +632,10 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
         try:
             await _migrate(conn)
             writer = await anyio.to_thread.run_sync(_connect_sync, path)
+            reader = await anyio.to_thread.run_sync(_connect_sync, path)
         except sqlite3.DatabaseError as exc:
             raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
-        log = EventLog(conn, path, writer)
+        log = EventLog(conn, path, writer, reader)
         try:
             await log._read_dynamic_seq()
             yield log

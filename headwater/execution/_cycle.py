@@ -24,6 +24,7 @@ import structlog
 from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef
+from headwater.eventlog import SmallValue
 from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Job, Outcome
@@ -295,7 +296,9 @@ class RunCycle:
             run_id,
             asset.timeout or engine.default_timeout,
         )
-        job = Job(asset, node[1], run_id, ev.now, status.inputs, code)
+        job = Job(
+            asset, node[1], run_id, ev.now, status.inputs, code, engine.small_inputs(status.inputs)
+        )
         timeout = self.in_flight[node].timeout
         outcome: Outcome | None = None
 
@@ -331,6 +334,9 @@ class RunCycle:
         if outcome.inputs is not None:  # what the function really read
             payload["inputs"] = [[a, p, v] for a, p, v in outcome.inputs]
         events: list[Event]
+        values: dict[NodeKey, SmallValue | None] = {}
+        if outcome.ok and (outcome.small is not None or engine.keeps_small(node[0])):
+            values[node] = outcome.small  # None: a file holds it now, not the log
         if outcome.ok:
             events = [
                 engine.event(
@@ -354,7 +360,7 @@ class RunCycle:
             if outcome.stderr:
                 payload["stderr"] = outcome.stderr
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
-        await engine.append(events)
+        await engine.append(events, values=values)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
                   "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:

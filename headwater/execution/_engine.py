@@ -30,7 +30,7 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
-from headwater.eventlog import EventLog, EventLogReader, Pruned, open_event_log
+from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, open_event_log
 from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
@@ -43,6 +43,7 @@ from headwater.execution.executors._threads import ThreadExecutor
 from headwater.planning import (
     Evaluator,
     FreshnessStatus,
+    InputVersions,
     NodeKey,
     NodeRecord,
     Request,
@@ -53,6 +54,7 @@ from headwater.planning import (
     carry_pending_since,
     explain,
     freshness_status,
+    node_label,
     partition_range,
     resolve_selection,
     usual_durations,
@@ -62,6 +64,9 @@ from headwater.versions import data_version as fingerprint
 __all__ = ["Degraded", "Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
 
 _log = structlog.get_logger("headwater.engine")
+
+SMALL_CACHE = 4096
+"""Small values remembered after they are written: a 16 KiB value at most, 64 MiB in all."""
 
 CRASH_LIMIT = 3
 """Runs in a row during which the daemon died before one is recorded as failed (threads)."""
@@ -104,6 +109,7 @@ class Engine:
         self.store = store
         self.clock = clock
         self.runner = Runner(defs, store, private)
+        self.runner.small_lookup = log.small_value
         self.slots = defs.max_concurrency or os.cpu_count() or 1
         """How many runs may be in flight at once (``max_concurrency``)."""
         self.executor: Executor = ThreadExecutor(self.runner)
@@ -120,6 +126,8 @@ class Engine:
         OpenLineage)."""
         self.casualties: dict[NodeKey, str] = {}
         """Runs that could not record their end while degraded, and why."""
+        self._small: dict[NodeKey, SmallValue] = {}
+        """Small values recently written (see :meth:`_remember_small`)."""
         self._observe_lock = anyio.Lock()
         self.clockwork = Clockwork(self)
         self.cycle = RunCycle(self)
@@ -166,8 +174,10 @@ class Engine:
         dynamic: Sequence[tuple[str, str]] = (),
         *,
         check_freshness: bool = True,
+        values: Mapping[NodeKey, SmallValue | None] | None = None,
     ) -> None:
-        """Write events (and the records they lead to) to the log, then take the records."""
+        """Write events (and the records they lead to, and small values) to the log, then
+        take the records."""
         records: dict[NodeKey, NodeRecord] = {}
         for event in events:
             node = (event.asset or "", event.partition)
@@ -177,7 +187,7 @@ class Engine:
         self._refuse_if_degraded()
         readers = self._carry_pending_since(events, records)
         try:
-            await self.log.write(events, records, dynamic)
+            await self.log.write(events, records, dynamic, values=values)
         except StorageFailure as failure:
             self.storage_failed(failure)
             raise
@@ -185,6 +195,8 @@ class Engine:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
             self.state.put(node, record)
+        if values:
+            self._remember_small(values)
         if self.observers:
             notify_written(self.observers, events)
         if check_freshness and self.clockwork.sla_keys:
@@ -291,6 +303,37 @@ class Engine:
             readers += carry_pending_since(ev, node, origin, records)
         return readers
 
+    # -- small values, kept in the log -------------------------------------------------
+
+    def keeps_small(self, key: str) -> bool:
+        """Whether the log may keep this asset's values (the default store's, if small)."""
+        return bool(self.runner.small_max) and self.runner.io_for(key) is self.store
+
+    def small_inputs(self, inputs: InputVersions) -> dict[NodeKey, SmallValue]:
+        """The inputs whose value the log keeps, at the versions a run is to read: given to
+        the run, so that a worker never opens the log."""
+        found: dict[NodeKey, SmallValue] = {}
+        for asset, partition, version in inputs:
+            if asset not in self.defs.assets or not self.keeps_small(asset):
+                continue
+            node = (asset, partition)
+            kept = self._small.get(node)
+            if kept is None:
+                kept = self.log.small_value(node)
+            if kept is not None and kept.version == version:
+                found[node] = kept
+        return found
+
+    def _remember_small(self, values: Mapping[NodeKey, SmallValue | None]) -> None:
+        """The newest small values written, so that their readers (usually next) need no read
+        of the log: at most ``SMALL_CACHE`` of them."""
+        for node, kept in values.items():
+            self._small.pop(node, None)
+            if kept is not None:
+                self._small[node] = kept
+        while len(self._small) > SMALL_CACHE:
+            del self._small[next(iter(self._small))]
+
     async def note_unreflected(self, node: NodeKey) -> None:
         """After a run: an input that changed while it ran is a change it does not reflect,
         so its lag counts from that change (the materialization cleared the older one)."""
@@ -366,6 +409,8 @@ class Engine:
         store = self.store
         if not isinstance(store, FilesystemStore):
             return 0
+        for node in await self.log.small_value_nodes():  # kept in the log, not in a file
+            stored.pop(node, None)
         check = not await anyio.to_thread.run_sync(store.checked_this_boot)
         if check:
             expected = [(n, r.version or "") for n, r in stored.items()]
@@ -423,8 +468,19 @@ class Engine:
             else:
                 store = self.store
                 held = self.held_values()
-                removed = await anyio.to_thread.run_sync(store.prune_values, held)
-                done["values"] = [str(p) for p in removed]
+                keep = {(k, p) for k, parts in held.items() for p in parts}
+                small = await self.log.small_value_nodes()
+                # a file of a partition whose value the log keeps is an older value
+                in_files = {
+                    k: [p for p in parts if (k, p) not in small] for k, parts in held.items()
+                }
+                removed = await anyio.to_thread.run_sync(store.prune_values, in_files)
+                self._refuse_if_degraded()
+                dropped = await self.log.prune_small_values(keep)
+                self._remember_small(dict.fromkeys(dropped))
+                done["values"] = [str(p) for p in removed] + [
+                    f"{node_label(*n)} (kept in the event log)" for n in dropped
+                ]
         if vacuum:
             self._refuse_if_degraded()
             done["vacuum_bytes_freed"] = await self.log.vacuum()
@@ -435,6 +491,8 @@ class Engine:
         missing again (so the request runs it instead of calling it fresh)."""
         store = self.runner.io_for(node[0])
         if node[0] not in self.defs.assets or not isinstance(store, FilesystemStore):
+            return False
+        if self.keeps_small(node[0]) and self.log.small_value(node) is not None:
             return False
         if not await anyio.to_thread.run_sync(store.absent, [node]):
             return False

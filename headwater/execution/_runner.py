@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import sysconfig
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,15 +27,18 @@ from headwater.definitions import (
     Output,
     SourceDef,
 )
+from headwater.eventlog import SmallValue
 from headwater.execution._context import Context
 from headwater.execution._loaders import load_file_source, load_object_source
 from headwater.execution._object_store import ObjectStore
 from headwater.execution._publishing import Superseded, guarded
 from headwater.execution._store import (
+    SMALL_VALUE_MAX,
     FilesystemStore,
     IOManager,
     NoValueError,
     StaleValue,
+    small_pickle,
     table_metadata,
 )
 from headwater.planning import InputVersions, NodeKey, node_label
@@ -55,6 +59,9 @@ class Job:
     """The input partitions that exist and their versions, as decided when the run started."""
     code_version: str = ""
     """The code version the run is recorded with (a worker checks it runs that code)."""
+    small: Mapping[NodeKey, SmallValue] = field(default_factory=dict)
+    """Inputs whose value the event log keeps, as the engine read them from it: a worker
+    (another process, another machine) never opens the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,8 @@ class Outcome:
     was planned is recorded with the version of the bytes the function got)."""
     stderr: str | None = None
     """The last lines the function's worker wrote to stderr (processes only)."""
+    small: SmallValue | None = None
+    """The value, if small enough for the event log to keep (nothing was stored)."""
 
 
 def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
@@ -138,6 +147,7 @@ class _Reads:
     """A run's input versions as the log records them, and those its reads told."""
 
     expected: Mapping[NodeKey, str | None]
+    small: Mapping[NodeKey, SmallValue]
     read: dict[NodeKey, str] = field(default_factory=dict)
 
 
@@ -171,6 +181,11 @@ class Runner:
         self.store = store
         self.private = private
         self.files = FileCache()
+        self.small_max = SMALL_VALUE_MAX if isinstance(store, FilesystemStore) else 0
+        """Values of the default store pickled to at most this many bytes go back to the
+        engine, which keeps them in the event log (0: never)."""
+        self.small_lookup: Callable[[NodeKey], SmallValue | None] | None = None
+        """Reads a value the log keeps (the engine's process only)."""
 
     def io_for(self, key: str) -> IOManager:
         node = self.defs.nodes.get(key)
@@ -180,6 +195,9 @@ class Runner:
     def load(self, key: str, partition: str | None, version: str | None = None) -> Any:
         """The current value of an asset or source partition (given the ``version`` the log
         records, a stored value that is not that version counts as gone)."""
+        kept = self.small_lookup((key, partition)) if self.small_lookup is not None else None
+        if kept is not None and (version is None or kept.version == version):
+            return pickle.loads(kept.data)
         return self.read(key, partition, version)[0]
 
     def read(
@@ -202,8 +220,12 @@ class Runner:
         return _load(self.io_for(key), key, partition, version), None
 
     def _load_input(self, key: str, partition: str | None, reads: _Reads) -> Any:
+        expected = reads.expected.get((key, partition))
+        kept = reads.small.get((key, partition))
+        if kept is not None and kept.version == expected:
+            return pickle.loads(kept.data)
         try:
-            value, version = self.read(key, partition, reads.expected.get((key, partition)))
+            value, version = self.read(key, partition, expected)
         except NoValueError as gone:
             if isinstance(self.defs.nodes[key], AssetDef | SourceDef):
                 raise _LostInput((key, partition), gone) from None
@@ -249,15 +271,18 @@ class Runner:
             kwargs["context"] = context
         return kwargs
 
-    def _store(self, job: Job, value: Any, version: str | None) -> str:
-        """Store the value; return its data version (``version`` if the function gave one),
-        which fingerprints the content as readers will load it: Parquet keeps a table's types
-        except in object columns (it infers a type for their values), so those are read
-        back."""
+    def _store(self, job: Job, value: Any, version: str | None) -> tuple[str, SmallValue | None]:
+        """Store the value (or return it, small, for the event log to keep); return its data
+        version (``version`` if the function gave one), which fingerprints the content as
+        readers will load it: Parquet keeps a table's types except in object columns (it
+        infers a type for their values), so those are read back."""
         key, partition = job.asset.key, job.partition
         io = self.io_for(key)
+        if io is self.store and self.small_max and (data := small_pickle(value, self.small_max)):
+            version = version or data_version(value)
+            return version, SmallValue(version, data)
         if isinstance(io, FilesystemStore):
-            return io.store(key, partition, value, version)  # asks the guard itself
+            return io.store(key, partition, value, version), None  # asks the guard itself
         if isinstance(io, ObjectStore):
             io.save(key, partition, value)  # asks the guard itself
             stored = io.load(key, partition) if io.may_change(value) else value
@@ -265,7 +290,7 @@ class Runner:
             with guarded():
                 io.save(key, partition, value)
             stored = value
-        return version or data_version(stored)
+        return version or data_version(stored), None
 
     def run(self, job: Job) -> Outcome:
         started = time.perf_counter()
@@ -276,7 +301,7 @@ class Runner:
             asset=job.asset.key, partition=job.partition, run_id=job.run_id
         ):
             try:
-                read = _Reads(versions)
+                read = _Reads(versions, job.small)
                 result = job.asset.fn(**self._kwargs(job, context, read))
                 value, version, user_metadata = result, None, None
                 if isinstance(result, Output):
@@ -285,7 +310,7 @@ class Runner:
                         result.data_version,
                         result.metadata,
                     )
-                version = self._store(job, value, version)
+                version, small = self._store(job, value, version)
             except StorageFailure as failure:  # the state directory's disk, not the function
                 return Outcome(
                     ok=False,
@@ -315,7 +340,9 @@ class Runner:
                     traceback="".join(traceback.format_exception(exc)).rstrip(),
                     where=_where(exc, self.defs.base_dir),
                 )
-            checks = self._checks(job, self.io_for(job.asset.key), context)
+            checks = self._checks(
+                job, self.io_for(job.asset.key), context, None if small is None else small.data
+            )
         metadata = table_metadata(value)
         if user_metadata:
             metadata.update(user_metadata)
@@ -327,15 +354,18 @@ class Runner:
             metadata=metadata,
             checks=checks,
             inputs=inputs,
+            small=small,
         )
 
-    def _checks(self, job: Job, io: IOManager, context: Context) -> tuple[CheckOutcome, ...]:
+    def _checks(
+        self, job: Job, io: IOManager, context: Context, small: bytes | None
+    ) -> tuple[CheckOutcome, ...]:
         """Run the asset's checks against the value as stored (what readers will get)."""
         checks = self.defs.checks.get(job.asset.key, ())
         if not checks:
             return ()
         try:
-            stored = io.load(job.asset.key, job.partition)
+            stored = pickle.loads(small) if small else io.load(job.asset.key, job.partition)
         except Exception as exc:
             error = f"loading the stored value: {type(exc).__name__}: {exc}"
             return tuple(CheckOutcome(c.name, False, c.blocking, error=error) for c in checks)

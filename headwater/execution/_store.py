@@ -43,6 +43,7 @@ from headwater.versions import data_version
 
 __all__ = [
     "FORMATS",
+    "SMALL_VALUE_MAX",
     "TEMP_PREFIX",
     "FilesystemStore",
     "IOManager",
@@ -52,6 +53,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "may_change",
+    "small_pickle",
     "table_metadata",
 ]
 
@@ -196,6 +198,20 @@ def _table_of(value: Any) -> tuple[str, Any] | None:
         if isinstance(value, pa.Table):
             return "arrow.parquet", value
     return None
+
+
+SMALL_VALUE_MAX = 16 * 1024
+"""Values (other than tables) that pickle to at most this many bytes are kept in the event
+log, in the transaction that records them: no file to create, rename or check."""
+
+
+def small_pickle(value: Any, limit: int) -> bytes | None:
+    """The pickle of a value small enough for the event log to keep; None for a table (kept
+    as Parquet, for other programs too) or a larger value."""
+    if _table_of(value) is not None:
+        return None
+    data = pickle.dumps(value, protocol=5)
+    return data if len(data) <= limit else None
 
 
 def _encode_versioned(

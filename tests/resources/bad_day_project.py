@@ -76,9 +76,9 @@ def lingers(lingers_go: dict) -> int:
 
 
 @hw.asset
-def wanders(wanders_go: dict) -> int:
+def wanders(wanders_go: dict) -> str:
     os.chdir("/")
-    return 1
+    return "x" * 20_000  # too large for the event log to keep: a file, written after the chdir
 
 
 @hw.asset

@@ -33,10 +33,11 @@ import structlog
 
 from headwater._config import ConfigError
 from headwater._durations import format_duration
+from headwater.eventlog import SmallValue
 from headwater.execution._publishing import Superseded, current_guard
 from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore, IOManager
-from headwater.planning import InputVersions
+from headwater.planning import InputVersions, NodeKey
 
 __all__ = ["DaskExecutor", "DaskTask", "run_task"]
 
@@ -63,6 +64,8 @@ class DaskTask:
     now: datetime
     inputs: InputVersions
     code_version: str
+    small: dict[NodeKey, SmallValue]
+    """Inputs whose value the event log keeps (a worker never opens the log)."""
 
 
 class _FenceGuard:
@@ -118,7 +121,10 @@ def run_task(task: DaskTask) -> Outcome:
     guard = _FenceGuard(store, fence) if isinstance(store, FilesystemStore) else None
     token = current_guard.set(guard)
     try:
-        job = Job(asset, task.partition, task.run_id, task.now, task.inputs, task.code_version)
+        job = Job(
+            asset, task.partition, task.run_id, task.now, task.inputs, task.code_version,
+            task.small,
+        )  # fmt: skip
         return runner.run(job)
     finally:
         current_guard.reset(token)
@@ -240,6 +246,7 @@ class DaskExecutor:
             now=job.now,
             inputs=job.inputs,
             code_version=job.code_version,
+            small=dict(job.small),
         )
 
     def _fence(self, run_id: str) -> Path | None:

@@ -165,8 +165,8 @@ def worker_main(
     home = Path.cwd()
     guard = _ProcessGuard(flag)
     while (message := read_frame(jobs_fd)) is not None:
-        key, partition, run_id, now, inputs, code = message
-        job = Job(defs.assets[key], partition, run_id, now, inputs, code)
+        key, partition, run_id, now, inputs, code, small = message
+        job = Job(defs.assets[key], partition, run_id, now, inputs, code, small)
         token = current_guard.set(guard)
         try:
             outcome = runner.run(job)
