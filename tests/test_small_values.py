@@ -1,0 +1,121 @@
+"""Small values live in the event log, committed with the materialization that records them.
+
+A value that is not a table and pickles to at most 16 KiB never becomes a file: it is written in
+the transaction of its `materialization` event, so a crash or a power loss can take it back only
+together with its record. These tests look at the real SQLite file and the real value folders.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from cli_process import hw_project
+
+import headwater as hw
+from headwater.testing import Harness
+
+BIG = 20_000  # list items: a pickle larger than 16 KiB
+
+
+def _kept(state_dir: Path) -> dict[tuple[str, str], str]:
+    with sqlite3.connect(state_dir / "events.db") as conn:
+        rows = conn.execute("SELECT asset, partition, version FROM small_values").fetchall()
+    return {(a, p): v for a, p, v in rows}
+
+
+def _files(state_dir: Path, asset: str) -> list[str]:
+    folder = state_dir / "values" / asset
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _defs() -> hw.Definitions:
+    src = hw.source("src")
+
+    @hw.asset
+    def sized(src: int) -> Any:
+        return [src] * BIG if src < 0 else {"n": src}
+
+    @hw.asset
+    def reader(sized: Any) -> int:
+        return sum(sized) if isinstance(sized, list) else int(sized["n"])
+
+    return hw.Definitions([src, sized, reader])
+
+
+def test_a_small_value_is_kept_with_its_record_and_read_back(tmp_path: Path) -> None:
+    with Harness(_defs(), state_dir=tmp_path) as h:
+        h.observe("src", value=7)
+        assert h.tick().assets == {"sized", "reader"}
+        assert h.value("sized") == {"n": 7} and h.value("reader") == 7
+        (materialized,) = h.events(kind="materialization", asset="sized")
+    assert _files(tmp_path, "sized") == [] and _files(tmp_path, "reader") == []
+    assert _kept(tmp_path)[("sized", "")] == materialized.data_version
+    with Harness(_defs(), state_dir=tmp_path) as again:  # a new owner reads the log's copy
+        assert again.value("sized") == {"n": 7}
+        assert again.state("reader") == "fresh"
+
+
+def test_a_value_that_grows_becomes_a_file_and_back(tmp_path: Path) -> None:
+    """The log's copy and the file never disagree about which one is current: growing deletes
+    the kept copy in the same transaction; shrinking leaves the old file, which nothing reads."""
+    with Harness(_defs(), state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=-1)
+        assert h.tick().assets == {"sized", "reader"}
+        assert h.value("reader") == -BIG
+        assert ("sized", "") not in _kept(tmp_path)
+        assert _files(tmp_path, "sized") == ["value.pickle"]
+        h.observe("src", value=3)
+        assert h.tick().assets == {"sized", "reader"}
+        assert h.value("sized") == {"n": 3} and h.value("reader") == 3
+        assert ("sized", "") in _kept(tmp_path)
+
+
+def test_prune_values_drops_kept_values_of_removed_assets_and_superseded_files(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path
+    defs_text = """
+        import headwater as hw
+
+        src = hw.source("src")
+
+        @hw.asset
+        def sized(src: int) -> object:
+            return [src] * 20_000 if src < 0 else {"n": src}
+
+        @hw.asset
+        def extra(src: int) -> int:
+            return src
+
+        defs = hw.Definitions([src, sized, MORE])
+    """
+    (project / "defs.py").write_text(textwrap.dedent(defs_text.replace("MORE", "extra")))
+    state = project / "state"
+    with Harness(_load(project / "defs.py"), state_dir=state) as h:
+        h.observe("src", value=-1)  # sized: a file
+        h.tick()
+        h.observe("src", value=2)  # sized: kept in the log; its file is an older value now
+        h.tick()
+    assert _files(state, "sized") == ["value.pickle"]
+    assert set(_kept(state)) == {("sized", ""), ("extra", "")}
+    (project / "defs.py").write_text(textwrap.dedent(defs_text.replace(", MORE", "")))
+
+    result = hw_project(project, "prune", "--values")
+    assert result.returncode == 0, result.stderr
+    assert "extra (kept in the event log)" in result.stdout
+    assert "value.pickle" in result.stdout
+    assert set(_kept(state)) == {("sized", "")}
+    assert _files(state, "sized") == []
+    with Harness(_load(project / "defs.py"), state_dir=state) as h:
+        assert h.value("sized") == {"n": 2} and h.state("sized") == "fresh"
+
+
+def _load(path: Path) -> hw.Definitions:
+    from headwater._loading import load_definitions
+
+    return load_definitions(str(path))
