@@ -209,10 +209,13 @@ class EventLog:
     def small_value(self, node: NodeKey) -> SmallValue | None:
         """The partition's value if the log keeps it (one indexed read on a connection of
         its own: tens of microseconds, on the caller's thread)."""
-        row = self._reader.execute(
-            "SELECT version, data FROM small_values WHERE asset = ? AND partition = ?",
-            (node[0], node[1] or ""),
-        ).fetchone()
+        try:
+            row = self._reader.execute(
+                "SELECT version, data FROM small_values WHERE asset = ? AND partition = ?",
+                (node[0], node[1] or ""),
+            ).fetchone()
+        except sqlite3.Error as exc:  # an outage of the disk, as for a write
+            raise storage_failure(exc, self.path) or unreadable(self.path, exc) from exc
         return None if row is None else SmallValue(row[0], row[1])
 
     async def small_value_nodes(self) -> set[NodeKey]:
