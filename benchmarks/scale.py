@@ -10,13 +10,15 @@ other ``sum(inputs) + 1``, so:
 - all-changed: the root's source changes by 10**9: every asset of the root's closure runs.
 
 Each size runs in its own process (for its peak RSS), on a state directory seeded by yet another
-with one observation per source and one materialization per asset (values written, nothing to
+with one observation per source and one materialization per asset (values stored, nothing to
 do).
 Printed per size, as medians over repeats: open (rebuild the state from the log), the first
 full evaluation (nothing to run), the cut-off tick and how many partitions it decided, the
-all-changed tick (sizes up to --all-changed-max) and its cost per run, and peak RSS. Then
-trivial materializations for a chain of 500 and for 500 independent assets, and committed
-event-log appends per second for one writer.
+all-changed tick (sizes up to --all-changed-max) and its cost per run, the pure planner's cost
+per step over the whole closure (a dry run, as `headwater plan --changed s0`), and peak RSS.
+Then trivial materializations for a chain of 500 and for 500 independent assets (threads, the
+default store), committed event-log appends per second for one writer, and issue 9's table:
+each measure against its target.
 
     python benchmarks/scale.py [--sizes 1000 10000 100000] [--repeats 5] [--all-changed-max 5000]
 """
@@ -46,7 +48,7 @@ import structlog
 import headwater as hw
 from headwater._clock import VirtualClock, parse_instant
 from headwater._events import Event, EventKind
-from headwater.eventlog import open_event_log
+from headwater.eventlog import SmallValue, open_event_log
 from headwater.execution import Engine, IOManager
 from headwater.planning._dryrun import dry_run
 from headwater.versions import data_version
@@ -111,11 +113,12 @@ def closure(defs: hw.Definitions, key: str) -> int:
 
 
 async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Path) -> None:
-    """One observation per source (value 1) and one materialization per asset with the value
-    its function gives, values written (without fsync: this is set-up, not measured)."""
+    """One observation per source (value 1, a file) and one materialization per asset with the
+    value its function gives (kept in the log, as the engine keeps small values)."""
     values: dict[str, int] = {}
     versions: dict[str, str] = {}
     batch: list[Event] = []
+    kept: dict[tuple[str, str | None], SmallValue | None] = {}
     async with Engine.open(defs, state_dir, VirtualClock(NOW)) as engine:
         order = defs.graph.order
         for key in sorted(defs.nodes, key=order.__getitem__):
@@ -126,9 +129,12 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
                 args = [values[parent] for parent in inputs[key]]
                 values[key] = node.fn(*args)
             versions[key] = data_version(values[key])
-            folder = state_dir / "values" / key
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "value.pickle").write_bytes(pickle.dumps(values[key], protocol=5))
+            if isinstance(node, hw.SourceDef):
+                folder = state_dir / "values" / key
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "value.pickle").write_bytes(pickle.dumps(values[key], protocol=5))
+            else:
+                kept[(key, None)] = SmallValue(versions[key], pickle.dumps(values[key], 5))
             if isinstance(node, hw.SourceDef):
                 batch.append(
                     Event(
@@ -150,9 +156,9 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
                     )
                 )  # fmt: skip
             if len(batch) >= 20_000:
-                await engine.append(batch)
-                batch = []
-        await engine.append(batch)
+                await engine.append(batch, values=kept)
+                batch, kept = [], {}
+        await engine.append(batch, values=kept)
 
 
 async def measure(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:

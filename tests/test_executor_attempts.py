@@ -3,6 +3,7 @@ superseded attempt (timed out) never publishes its value, under either executor.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -119,3 +120,29 @@ def test_processes_need_definitions_a_worker_can_import(tmp_path: Path) -> None:
         Harness(defs, state_dir=tmp_path, executor="dask")
     with pytest.raises(hw.DefinitionError, match="executor='fibers'"):
         hw.Definitions([local], executor="fibers")
+
+
+class _Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize(
+    "error", [GeneratorExit(), asyncio.CancelledError(), _Custom("mine"), KeyboardInterrupt()]
+)
+def test_whatever_a_function_raises_fails_its_run(tmp_path: Path, error: BaseException) -> None:
+    """In a thread of the daemon's process: not a crash of the tick, not an abandoned run."""
+
+    @hw.asset
+    def raises() -> int:
+        raise error
+
+    @hw.asset
+    def fine() -> int:
+        return 1
+
+    with Harness(hw.Definitions([raises, fine]), state_dir=tmp_path) as h:
+        tick = h.tick()
+        assert tick.assets == {"fine"}
+        assert tick.failed[("raises", None)].startswith(type(error).__name__)
+        assert h.state("raises") == "failed"
+        assert h.events(kind="run_abandoned") == []

@@ -619,9 +619,13 @@ class Daemon:
             await anyio.sleep(interval)
 
     async def _find_lost_values(self, engine: Engine) -> None:
-        with contextlib.suppress(StorageFailure):
+        try:
             if await engine.forget_lost_values():
                 self.poke()
+        except StorageFailure:
+            pass  # degraded: readers find lost values as they load them
+        except OSError as exc:  # a value folder it may not read: never a reason to stop
+            _log.error("lost_values_check_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _loop(self, engine: Engine, clock: ClockSensor) -> None:
         """One tick per burst of pokes; ticks overlap, so a long run holds back nothing else."""

@@ -9,10 +9,12 @@ Where a commit runs: with ``synchronous=NORMAL`` in WAL mode a commit is a write
 cache, ~25 µs here, while handing it to a thread and back costs ~100-150 µs (two wake-ups).
 So a small transaction commits on the event loop's own thread. It never checkpoints there
 (``wal_autocheckpoint=0``: a checkpoint syncs the disk): once about ``CHECKPOINT_PAGES``
-pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile).
-Should commits outrun it (the WAL is only started afresh once a checkpoint has caught up),
-at ``4 * CHECKPOINT_PAGES`` the next commit goes to a thread and checkpoints after it with no
-other commit under way, as SQLite's own automatic checkpoint would. A commit that ever takes
+pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile)
+and reads how many frames the WAL holds. Should commits (or readers) outrun it (the WAL is
+only started afresh once a checkpoint has caught up), at ``4 * CHECKPOINT_PAGES`` the next
+commit goes to a thread and then cuts the WAL to nothing (``TRUNCATE``, waiting at most
+200 ms for readers) with no other commit under way. A disk that filled up gets the same cut
+before each probe of the recovery: the WAL's own pages must never keep it full. A commit that ever takes
 longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
 ``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
 
@@ -166,6 +168,9 @@ class EventLog:
         """WAL pages since the last checkpoint with no commit under way (after it, the next
         commit starts the WAL afresh)."""
         self._checkpointer: threading.Thread | None = None
+        self._wal_frames = [0]
+        """Frames in the WAL as the last background checkpoint found them (it writes here):
+        the estimate above counts pages, which an event with a large payload outgrows."""
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -284,9 +289,7 @@ class EventLog:
         """Whether these batches commit on the loop's thread (see the module's docstring)."""
         rows = sum(len(b.events) + len(b.records) + len(b.dynamic) + len(b.values) for b in batches)
         return (
-            rows <= ON_LOOP_ROWS
-            and self._wal_pages < 4 * CHECKPOINT_PAGES
-            and time.monotonic() >= self._slow_until
+            rows <= ON_LOOP_ROWS and not self._wal_long() and time.monotonic() >= self._slow_until
         )
 
     def _rows(self, batches: list[_Batch]) -> _Rows:
@@ -322,7 +325,7 @@ class EventLog:
     async def _commit_in_thread(self, batches: list[_Batch]) -> None:
         try:
             rows = self._rows(batches)
-            checkpoint = self._wal_pages >= 4 * CHECKPOINT_PAGES
+            checkpoint = self._wal_long()
             if checkpoint and self._checkpointer is not None:  # or it would find it busy
                 await anyio.to_thread.run_sync(self._checkpointer.join)
             pages = await anyio.to_thread.run_sync(
@@ -330,11 +333,15 @@ class EventLog:
             )
             self._committed(pages)
             if checkpoint:
-                self._unchecked_pages = self._wal_pages = 0
+                self._unchecked_pages = self._wal_pages = self._wal_frames[0] = 0
         except Exception as exc:
             self._failed(batches, exc)
         finally:
             _done(batches)
+
+    def _wal_long(self) -> bool:
+        """Whether the WAL is long enough for a checkpoint with no commit under way."""
+        return max(self._wal_pages, self._wal_frames[0]) >= 4 * CHECKPOINT_PAGES
 
     def _committed(self, pages: int) -> None:
         self.commits += 1
@@ -344,7 +351,9 @@ class EventLog:
         if self._unchecked_pages >= CHECKPOINT_PAGES and not busy:
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
-                target=_checkpoint_alone, args=(self.path,), name="headwater checkpoint"
+                target=_checkpoint_alone,
+                args=(self.path, self._wal_frames),
+                name="headwater checkpoint",
             )
             self._checkpointer.start()
 
@@ -421,8 +430,15 @@ class EventLog:
         await anyio.to_thread.run_sync(self._reader.close)
 
     async def probe(self) -> None:
-        """Write and remove a row: raises :class:`StorageFailure` while the disk refuses."""
+        """Write and remove a row: raises :class:`StorageFailure` while the disk refuses.
+        First the WAL is cut to nothing (once its pages are in the database): on a disk the
+        WAL itself filled, that is what frees the space to go on."""
         async with self._txn:
+            with contextlib.suppress(sqlite3.Error):
+                await anyio.to_thread.run_sync(
+                    _truncate_wal, self._writer, limiter=self._one_thread
+                )
+                self._unchecked_pages = self._wal_pages = self._wal_frames[0] = 0
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -518,7 +534,7 @@ def _write_transaction(
         )
     conn.execute("COMMIT")
     if checkpoint:
-        _checkpoint(conn)
+        _truncate_wal(conn)
     # An event touches the table and its five indexes, a record its table: a few pages each,
     # shared within a transaction.
     return 6 + (len(events) + len(records) + len(dynamic) + len(schedules) + len(values)) // 8
@@ -590,19 +606,32 @@ def _prune_batch(
     return deleted, bound if last else None, time.perf_counter() - started
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for, nor blocks, a writer
+def _checkpoint(conn: sqlite3.Connection) -> int:
+    """Passive: never waits for, nor blocks, a writer. Returns the frames in the WAL."""
+    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(row[1]) if row else 0
 
 
-def _checkpoint_alone(path: Path) -> None:
-    """A passive checkpoint on a connection of its own (the writer's commits go on); a
-    failure (a full disk) is left for the next one, and for the commits to report."""
+def _checkpoint_alone(path: Path, frames: list[int]) -> None:
+    """A passive checkpoint on a connection of its own (the writer's commits go on); how many
+    frames the WAL holds goes to ``frames[0]``. A failure (a full disk) is left for the next
+    one, and for the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
-            _checkpoint(conn)
+            frames[0] = int(_checkpoint(conn))
         finally:
             conn.close()
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and cut the WAL file to nothing, waiting a moment at most
+    for readers (a CLI reading in a loop would otherwise hold it at its length for ever)."""
+    conn.execute("PRAGMA busy_timeout=200")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute("PRAGMA busy_timeout=10000")
 
 
 def _vacuum_step(conn: sqlite3.Connection, pages: int) -> tuple[bool, float]:

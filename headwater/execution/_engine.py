@@ -422,7 +422,10 @@ class Engine:
         # A run may have stored a new value while the folders were read: that one stands.
         gone = [n for n in gone if (r := self.state.record(n)) and r.run_id == stored[n].run_id]
         if check:
-            await anyio.to_thread.run_sync(store.mark_checked_this_boot)
+            try:
+                await anyio.to_thread.run_sync(store.mark_checked_this_boot)
+            except OSError as exc:  # a full disk: the next start checks again
+                _log.warning("values_check_not_recorded", error=f"{type(exc).__name__}: {exc}")
         if gone:
             await self.append([self.value_lost_event(n, how) for n in gone])
             for node in gone:

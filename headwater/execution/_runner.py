@@ -102,7 +102,7 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
     kwargs = {"context": context} if check.wants_context else {}
     try:
         result = check.fn(value, **kwargs)
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # whatever a check raises fails it, as for a function
         return CheckOutcome(check.name, False, check.blocking, error=describe_error(exc))
     if isinstance(result, CheckResult):
         return CheckOutcome(
@@ -329,9 +329,10 @@ class Runner:
                 return Outcome(
                     ok=False, duration_ms=(time.perf_counter() - started) * 1000, error=str(exc)
                 )
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:
-                # SystemExit and KeyboardInterrupt from a function fail its run like any
-                # exception: in a thread they would otherwise end the daemon.
+            except BaseException as exc:
+                # Whatever a function raises fails its run: SystemExit, KeyboardInterrupt,
+                # GeneratorExit, asyncio's CancelledError or a BaseException of its own would
+                # otherwise end the daemon (threads) or pass for a cancellation of the run.
                 message = str(exc) if isinstance(exc, _InputError) else describe_error(exc)
                 return Outcome(
                     ok=False,

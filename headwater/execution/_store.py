@@ -29,9 +29,11 @@ import fcntl
 import hashlib
 import os
 import pickle
+import shutil
 import stat
 import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -64,9 +66,13 @@ BOOT_MARK = ".boot-id"
 VERSION_KEY = b"headwater.data_version"
 """The data version in a stored Parquet file's key-value metadata."""
 _MAGIC = b"HWv1\n"
-"""Starts a pickled value with its header: version length, body length, version. A pickle
-itself starts with b"\x80"."""
-_HEADER = struct.Struct(">HQ")
+"""Starts a pickled value with its header: version length, body length, the body's CRC-32,
+then the version. A pickle itself (an earlier version's file) starts with b"\x80"."""
+_HEADER = struct.Struct(">HQI")
+_LEGACY = b"\x80"
+_DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, struct.error,
+           UnicodeDecodeError, OverflowError)  # fmt: skip
+"""What unpickling damaged bytes raises (a class the code no longer has is not damage)."""
 FORMATS = _FORMATS = ("frame.parquet", "arrow.parquet", "pickle")
 _NAME_MAX = 255
 _LONGEST_SUFFIX = max(len(f".{fmt}") for fmt in _FORMATS)
@@ -224,7 +230,7 @@ def _encode_versioned(
         data = pickle.dumps(value, protocol=5)
         version = version or data_version(value)
         named = version.encode()
-        header = _MAGIC + _HEADER.pack(len(named), len(data)) + named
+        header = _MAGIC + _HEADER.pack(len(named), len(data), zlib.crc32(data)) + named
 
         def write(f: IO[bytes]) -> None:
             f.write(header)
@@ -256,12 +262,15 @@ def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> An
     if fmt == "pickle":
         head = f.read(len(_MAGIC))
         if head != _MAGIC:
-            if _MAGIC.startswith(head):  # empty, or cut inside the header
-                raise StaleValue(f"the stored value of {label} was cut short")
+            if not head.startswith(_LEGACY):  # empty, cut in the header, zeroed, garbage
+                raise StaleValue(f"the stored value of {label} is damaged or cut short")
             f.seek(0)
-            return pickle.load(f)  # written (and synced) by an earlier version
+            try:
+                return pickle.load(f)  # written (and synced) by an earlier version
+            except _DAMAGE as exc:
+                raise StaleValue(f"the stored value of {label} is damaged: {exc}") from None
         try:
-            named_len, body_len = _HEADER.unpack(f.read(_HEADER.size))
+            named_len, body_len, crc = _HEADER.unpack(f.read(_HEADER.size))
             named = f.read(named_len)
         except struct.error:
             named_len, named = 1, b""
@@ -269,22 +278,22 @@ def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> An
             raise StaleValue(f"the stored value of {label} was cut short")
         _check_version(named.decode(errors="replace"), version, label)
         body = f.read()
-        if len(body) != body_len:
-            raise StaleValue(f"the stored value of {label} was cut short")
+        if len(body) != body_len or zlib.crc32(body) != crc:
+            raise StaleValue(f"the stored value of {label} is damaged or cut short")
         return pickle.loads(body)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(f)
-    except (pa.ArrowInvalid, OSError) as exc:  # only we write here: unreadable is lost
+        metadata = dict(table.schema.metadata or {})
+        stored_version = metadata.pop(VERSION_KEY, None)
+        if stored_version is not None:
+            _check_version(stored_version.decode(errors="replace"), version, label)
+            table = table.replace_schema_metadata(metadata or None)
+        return table.to_pandas() if fmt == "frame.parquet" else table
+    except (pa.ArrowException, OSError, ValueError) as exc:  # only we write here: damage
         raise StaleValue(f"the stored value of {label} is unreadable: {exc}") from None
-    metadata = dict(table.schema.metadata or {})
-    stored_version = metadata.pop(VERSION_KEY, None)
-    if stored_version is not None:
-        _check_version(stored_version.decode(), version, label)
-        table = table.replace_schema_metadata(metadata or None)
-    return table.to_pandas() if fmt == "frame.parquet" else table
 
 
 def _check_version(stored: str, version: str | None, label: str) -> None:
@@ -299,23 +308,34 @@ def _stored_version(fmt: str, path: Path) -> str | None:
     """The version a stored file says it holds; "" if it is cut short or unreadable; None
     for a file of an earlier version, which says nothing."""
     try:
-        if fmt == "pickle":
-            with open(path, "rb", opener=_no_follow) as f:
-                head = f.read(len(_MAGIC) + _HEADER.size)
-                if not head.startswith(_MAGIC):
-                    return "" if _MAGIC.startswith(head) else None
-                named_len, body_len = _HEADER.unpack(head[len(_MAGIC) :])
-                named = f.read(named_len)
-                size = os.fstat(f.fileno()).st_size
-            whole = size == len(head) + named_len + body_len
-            return named.decode() if whole else ""
-        import pyarrow.parquet as pq
+        # never blocks on a FIFO, never follows a link: anything but a file is no value
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
+            if fmt != "pickle":
+                import pyarrow.parquet as pq
 
-        metadata = pq.read_schema(path).metadata or {}
-        found = metadata.get(VERSION_KEY)
-        return None if found is None else found.decode()
-    except Exception:
+                found = (pq.read_schema(f).metadata or {}).get(VERSION_KEY)
+                return None if found is None else found.decode(errors="replace")
+            head = f.read(len(_MAGIC) + _HEADER.size)
+            if not head.startswith(_MAGIC):
+                return None if head.startswith(_LEGACY) else ""
+            named_len, body_len, _ = _HEADER.unpack(head[len(_MAGIC) :])
+            named = f.read(named_len)
+            size = os.fstat(fd).st_size
+        whole = len(named) == named_len and size == len(head) + named_len + body_len
+        return named.decode(errors="replace") if whole else ""
+    except Exception:  # cut short, unreadable, gone meanwhile: not the recorded version
         return ""
+
+
+def _clear_folder_at(target: Path) -> None:
+    """A folder where a value file belongs (planted: the store never makes one there) counts
+    as no value; it goes, so that the value can be written (links inside are not followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(target).st_mode):
+            shutil.rmtree(target)
 
 
 def _no_follow(path: str, flags: int) -> int:
@@ -428,6 +448,7 @@ class FilesystemStore:
         try:
             self._folder(target.parent, create=True)
             self._folder(self.temp_dir, create=True)
+            _clear_folder_at(target)
             write_atomically(target, write, publishing, self.temp_dir, sync=False)
         except OSError as exc:
             raise storage_failure(exc, target.parent) or exc from None
@@ -498,6 +519,7 @@ class FilesystemStore:
             f.write(boot)
 
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _clear_folder_at(self.root / BOOT_MARK)
         write_atomically(self.root / BOOT_MARK, write)
 
     def mismatched(
