@@ -12,8 +12,8 @@ So a small transaction commits on the event loop's own thread. It never checkpoi
 pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile)
 and reads how many frames the WAL holds. Should commits (or readers) outrun it (the WAL is
 only started afresh once a checkpoint has caught up), at ``4 * CHECKPOINT_PAGES`` the next
-commit goes to a thread and then cuts the WAL to nothing (``TRUNCATE``, waiting at most
-200 ms for readers) with no other commit under way. A disk that filled up gets the same cut
+commit goes to a thread and then checkpoints so that the WAL starts afresh (``RESTART``,
+waiting at most 200 ms for readers) with no other commit under way. A disk that filled up gets the same cut
 before each probe of the recovery: the WAL's own pages must never keep it full. A commit that ever takes
 longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
 ``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
@@ -436,7 +436,7 @@ class EventLog:
         async with self._txn:
             with contextlib.suppress(sqlite3.Error):
                 await anyio.to_thread.run_sync(
-                    _truncate_wal, self._writer, limiter=self._one_thread
+                    _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
                 self._unchecked_pages = self._wal_pages = self._wal_frames[0] = 0
             try:
@@ -534,7 +534,7 @@ def _write_transaction(
         )
     conn.execute("COMMIT")
     if checkpoint:
-        _truncate_wal(conn)
+        _restart_wal(conn)
     # An event touches the table and its five indexes, a record its table: a few pages each,
     # shared within a transaction.
     return 6 + (len(events) + len(records) + len(dynamic) + len(schedules) + len(values)) // 8
@@ -624,12 +624,13 @@ def _checkpoint_alone(path: Path, frames: list[int]) -> None:
             conn.close()
 
 
-def _truncate_wal(conn: sqlite3.Connection) -> None:
-    """Copy the WAL into the database and cut the WAL file to nothing, waiting a moment at most
-    for readers (a CLI reading in a loop would otherwise hold it at its length for ever)."""
+def _restart_wal(conn: sqlite3.Connection, mode: str = "RESTART") -> None:
+    """Copy the WAL into the database so that the next commit writes it from its start
+    (``TRUNCATE``: and cut the file to nothing), waiting a moment at most for readers (a CLI
+    reading in a loop would otherwise keep the WAL growing for ever)."""
     conn.execute("PRAGMA busy_timeout=200")
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     finally:
         conn.execute("PRAGMA busy_timeout=10000")
 
