@@ -168,9 +168,10 @@ class EventLog:
         """WAL pages since the last checkpoint with no commit under way (after it, the next
         commit starts the WAL afresh)."""
         self._checkpointer: threading.Thread | None = None
-        self._wal_frames = [0]
-        """Frames in the WAL as the last background checkpoint found them (it writes here):
-        the estimate above counts pages, which an event with a large payload outgrows."""
+        self._wal_frames = [0, 0]
+        """Frames in the WAL as the last background checkpoint found them, and 1 if it copied
+        every one (the WAL then started afresh at the next commit). Its thread writes here:
+        the estimates above count pages, which an event with a large payload outgrows."""
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -333,7 +334,8 @@ class EventLog:
             )
             self._committed(pages)
             if checkpoint:
-                self._unchecked_pages = self._wal_pages = self._wal_frames[0] = 0
+                self._unchecked_pages = self._wal_pages = 0
+                self._wal_frames[:] = [0, 0]
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -349,6 +351,8 @@ class EventLog:
         self._wal_pages += pages
         busy = self._checkpointer is not None and self._checkpointer.is_alive()
         if self._unchecked_pages >= CHECKPOINT_PAGES and not busy:
+            if self._wal_frames[1]:  # the WAL holds only what came since that one began
+                self._wal_pages, self._wal_frames[:] = self._unchecked_pages, [0, 0]
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
@@ -438,7 +442,8 @@ class EventLog:
                 await anyio.to_thread.run_sync(
                     _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
-                self._unchecked_pages = self._wal_pages = self._wal_frames[0] = 0
+                self._unchecked_pages = self._wal_pages = 0
+                self._wal_frames[:] = [0, 0]
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -606,20 +611,22 @@ def _prune_batch(
     return deleted, bound if last else None, time.perf_counter() - started
 
 
-def _checkpoint(conn: sqlite3.Connection) -> int:
-    """Passive: never waits for, nor blocks, a writer. Returns the frames in the WAL."""
+def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Passive: never waits for, nor blocks, a writer. Returns the frames in the WAL and how
+    many of them are now in the database."""
     row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return int(row[1]) if row else 0
+    return (int(row[1]), int(row[2])) if row else (0, 0)
 
 
-def _checkpoint_alone(path: Path, frames: list[int]) -> None:
-    """A passive checkpoint on a connection of its own (the writer's commits go on); how many
-    frames the WAL holds goes to ``frames[0]``. A failure (a full disk) is left for the next
-    one, and for the commits to report."""
+def _checkpoint_alone(path: Path, seen: list[int]) -> None:
+    """A passive checkpoint on a connection of its own (the writer's commits go on): how many
+    frames the WAL holds goes to ``seen[0]``, whether it copied them all to ``seen[1]``. A
+    failure (a full disk) is left for the next one, and for the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
-            frames[0] = int(_checkpoint(conn))
+            frames, copied = _checkpoint(conn)
+            seen[:] = [frames, int(frames == copied)]
         finally:
             conn.close()
 
