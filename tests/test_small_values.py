@@ -119,3 +119,27 @@ def _load(path: Path) -> hw.Definitions:
     from headwater._loading import load_definitions
 
     return load_definitions(str(path))
+
+
+def test_a_reader_of_many_kept_partitions_gets_them_all_after_a_restart(tmp_path: Path) -> None:
+    """Forty kept values, none remembered by a new owner: read by one query in a thread."""
+    keys = [f"k{i:02}" for i in range(40)]
+
+    @hw.asset(partitions=hw.StaticPartitions(keys))
+    def part(context: hw.Context) -> int:
+        assert context.partition is not None
+        return int(context.partition[1:])
+
+    @hw.asset
+    def total(part: dict[str, int]) -> int:
+        return sum(part.values())
+
+    defs = hw.Definitions([part, total])
+    with Harness(defs, state_dir=tmp_path) as h:
+        h.tick()
+        assert h.value("total") == sum(range(40))
+    assert _files(tmp_path, "part") == [] and len(_kept(tmp_path)) == 41
+    with Harness(defs, state_dir=tmp_path) as again:
+        assert again.materialize("total", force=True).assets == {"total"}
+        assert again.value("total") == sum(range(40))
+        assert again.events(kind="value_lost") == []

@@ -224,6 +224,15 @@ class EventLog:
             raise storage_failure(exc, self.path) or unreadable(self.path, exc) from exc
         return None if row is None else SmallValue(row[0], row[1])
 
+    async def small_values(self, nodes: Sequence[NodeKey]) -> dict[NodeKey, SmallValue]:
+        """The values the log keeps among ``nodes``: one query per asset, in a thread (an
+        asset that reads thousands of partitions must not hold the loop)."""
+        by_asset: dict[str, list[str]] = {}
+        for asset, partition in nodes:
+            by_asset.setdefault(asset, []).append(partition or "")
+        found = await anyio.to_thread.run_sync(_read_small, self.path, by_asset)
+        return {(a, p or None): SmallValue(v, d) for (a, p), (v, d) in found.items()}
+
     async def small_value_nodes(self) -> set[NodeKey]:
         """Every partition whose value the log keeps."""
         async with self._conn.execute("SELECT asset, partition FROM small_values") as cur:
@@ -543,6 +552,23 @@ def _write_transaction(
     # An event touches the table and its five indexes, a record its table: a few pages each,
     # shared within a transaction.
     return 6 + (len(events) + len(records) + len(dynamic) + len(schedules) + len(values)) // 8
+
+
+def _read_small(
+    path: Path, by_asset: Mapping[str, list[str]]
+) -> dict[tuple[str, str], tuple[str, bytes]]:
+    conn = _connect_sync(path)
+    try:
+        found: dict[tuple[str, str], tuple[str, bytes]] = {}
+        for asset, partitions in by_asset.items():
+            wanted = set(partitions)
+            rows = conn.execute(
+                "SELECT partition, version, data FROM small_values WHERE asset = ?", (asset,)
+            )
+            found.update({(asset, p): (v, d) for p, v, d in rows if p in wanted})
+        return found
+    finally:
+        conn.close()
 
 
 def _delete_small(conn: sqlite3.Connection, nodes: list[NodeKey]) -> None:

@@ -296,9 +296,8 @@ class RunCycle:
             run_id,
             asset.timeout or engine.default_timeout,
         )
-        job = Job(
-            asset, node[1], run_id, ev.now, status.inputs, code, engine.small_inputs(status.inputs)
-        )
+        small = await engine.small_inputs(status.inputs)
+        job = Job(asset, node[1], run_id, ev.now, status.inputs, code, small)
         timeout = self.in_flight[node].timeout
         outcome: Outcome | None = None
 

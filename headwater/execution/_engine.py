@@ -68,6 +68,9 @@ _log = structlog.get_logger("headwater.engine")
 SMALL_CACHE = 4096
 """Small values remembered after they are written: a 16 KiB value at most, 64 MiB in all."""
 
+SMALL_READS_ON_LOOP = 16
+"""Inputs of a run read one by one on the loop; more are read by one query in a thread."""
+
 CRASH_LIMIT = 3
 """Runs in a row during which the daemon died before one is recorded as failed (threads)."""
 
@@ -309,19 +312,29 @@ class Engine:
         """Whether the log may keep this asset's values (the default store's, if small)."""
         return bool(self.runner.small_max) and self.runner.io_for(key) is self.store
 
-    def small_inputs(self, inputs: InputVersions) -> dict[NodeKey, SmallValue]:
+    async def small_inputs(self, inputs: InputVersions) -> dict[NodeKey, SmallValue]:
         """The inputs whose value the log keeps, at the versions a run is to read: given to
-        the run, so that a worker never opens the log."""
+        the run, so that a worker never opens the log. The newest come from memory, a few
+        others from one read each, many (an asset reading every partition) from one query
+        per asset in a thread."""
         found: dict[NodeKey, SmallValue] = {}
+        unknown: list[NodeKey] = []
+        wanted: dict[NodeKey, str] = {}
         for asset, partition, version in inputs:
             if asset not in self.defs.assets or not self.keeps_small(asset):
                 continue
             node = (asset, partition)
+            wanted[node] = version
             kept = self._small.get(node)
             if kept is None:
-                kept = self.log.small_value(node)
-            if kept is not None and kept.version == version:
+                unknown.append(node)
+            elif kept.version == version:
                 found[node] = kept
+        if len(unknown) > SMALL_READS_ON_LOOP:
+            read = await self.log.small_values(unknown)
+        else:
+            read = {n: kept for n in unknown if (kept := self.log.small_value(n)) is not None}
+        found.update((n, kept) for n, kept in read.items() if kept.version == wanted[n])
         return found
 
     def _remember_small(self, values: Mapping[NodeKey, SmallValue | None]) -> None:
