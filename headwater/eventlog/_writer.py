@@ -170,8 +170,9 @@ class EventLog:
         self._checkpointer: threading.Thread | None = None
         self._wal_frames = [0, 0]
         """Frames in the WAL as the last background checkpoint found them, and 1 if it copied
-        every one (the WAL then started afresh at the next commit). Its thread writes here:
-        the estimates above count pages, which an event with a large payload outgrows."""
+        every one. Its thread writes here: the estimates above count pages, which an event
+        with a large payload outgrows. (Copying every frame it saw does not mean the WAL
+        starts afresh: commits may have come meanwhile. Only the forced checkpoint resets.)"""
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -360,8 +361,6 @@ class EventLog:
         self._wal_pages += pages
         busy = self._checkpointer is not None and self._checkpointer.is_alive()
         if self._unchecked_pages >= CHECKPOINT_PAGES and not busy:
-            if self._wal_frames[1]:  # the WAL holds only what came since that one began
-                self._wal_pages, self._wal_frames[:] = self._unchecked_pages, [0, 0]
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
@@ -535,17 +534,15 @@ def _write_transaction(
             " VALUES (?, ?, ?)",
             schedules,
         )
-    if values:
+    if kept := [v for v in values if v[3] is not None]:
         conn.executemany(
             "INSERT INTO small_values (asset, partition, version, data) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (asset, partition) DO UPDATE SET version = excluded.version,"
             " data = excluded.data",
-            [v for v in values if v[3] is not None],
+            kept,
         )
-        conn.executemany(
-            "DELETE FROM small_values WHERE asset = ? AND partition = ?",
-            [(a, p) for a, p, _, data in values if data is None],
-        )
+    if gone := [(a, p) for a, p, _, data in values if data is None]:
+        conn.executemany("DELETE FROM small_values WHERE asset = ? AND partition = ?", gone)
     conn.execute("COMMIT")
     if checkpoint:
         _restart_wal(conn)
