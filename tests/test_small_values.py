@@ -143,3 +143,27 @@ def test_a_reader_of_many_kept_partitions_gets_them_all_after_a_restart(tmp_path
         assert again.materialize("total", force=True).assets == {"total"}
         assert again.value("total") == sum(range(40))
         assert again.events(kind="value_lost") == []
+
+
+def test_a_backup_carries_the_kept_values(tmp_path: Path) -> None:
+    """`headwater backup` with no daemon (the CLI owns the state directory, named relative to
+    the working directory): the copy is a state directory whose kept values read back."""
+    (tmp_path / "defs.py").write_text(
+        textwrap.dedent(
+            """
+            import headwater as hw
+
+            @hw.asset
+            def one() -> dict:
+                return {"a": 1}
+
+            defs = hw.Definitions([one])
+            """
+        )
+    )
+    assert hw_project(tmp_path, "materialize", "one").returncode == 0
+    done = hw_project(tmp_path, "backup", "copy")
+    assert done.returncode == 0, done.stderr
+    assert ("one", "") in _kept(tmp_path / "copy")
+    with Harness(_load(tmp_path / "defs.py"), state_dir=tmp_path / "copy") as h:
+        assert h.value("one") == {"a": 1} and h.state("one") == "fresh"

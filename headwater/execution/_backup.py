@@ -31,7 +31,9 @@ def take_snapshot(state_dir: Path, store: FilesystemStore) -> Path:
     staging.mkdir(mode=0o700)
     try:
         with store.publishing(exclusive=True):
-            source = sqlite3.connect(f"{(state_dir / DB_NAME).as_uri()}?mode=ro", uri=True)
+            source = sqlite3.connect(
+                f"{(state_dir / DB_NAME).absolute().as_uri()}?mode=ro", uri=True
+            )
             target = sqlite3.connect(staging / DB_NAME)
             try:
                 source.backup(target)
