@@ -18,8 +18,10 @@ import pytest
 from cli_process import hw
 from daemon_process import DaemonProcess
 
+import headwater as hw_
 from headwater._storage import storage_failure
 from headwater.eventlog import EventLogReader
+from headwater.testing import Harness
 
 DEFS = textwrap.dedent(
     """
@@ -177,3 +179,22 @@ def test_sqlite_refusing_writes_is_an_outage(tmp_path: Path) -> None:
         db.execute("INSERT INTO t VALUES (1)")
     assert storage_failure(caught.value, db_path) is not None  # SQLITE_READONLY
     assert storage_failure(ValueError("not a disk"), db_path) is None
+
+
+def test_the_log_s_own_wal_never_fills_a_small_disk(disk: Path) -> None:
+    """Hundreds of runs on a 4 MiB disk: the WAL is checkpointed (and started afresh) often
+    enough that it never takes the room, which a full disk could then not get back (copying
+    the WAL into the database needs room too)."""
+    src = hw_.source("src")
+
+    @hw_.asset
+    def doubled(src: int) -> int:
+        return src * 2
+
+    with Harness(hw_.Definitions([src, doubled]), state_dir=disk / "state") as h:
+        for i in range(300):
+            h.observe("src", value=i)
+            assert h.tick().failed == {}
+        assert h.value("doubled") == 2 * 299
+        wal = (disk / "state" / "events.db-wal").stat().st_size
+    assert wal < 1024 * 1024, wal

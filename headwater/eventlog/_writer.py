@@ -11,7 +11,8 @@ So a small transaction commits on the event loop's own thread. It never checkpoi
 (``wal_autocheckpoint=0``: a checkpoint syncs the disk): once about ``CHECKPOINT_PAGES``
 pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile)
 and reads how many frames the WAL holds. Should commits (or readers) outrun it (the WAL is
-only started afresh once a checkpoint has caught up), at ``4 * CHECKPOINT_PAGES`` the next
+only started afresh once a checkpoint has caught up), at ``4 * CHECKPOINT_PAGES`` (less on a
+disk with little room) the next
 commit goes to a thread and then checkpoints so that the WAL starts afresh (``RESTART``,
 waiting at most 200 ms for readers) with no other commit under way. A disk that filled up gets the same cut
 before each probe of the recovery: the WAL's own pages must never keep it full. A commit that ever takes
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -168,11 +170,12 @@ class EventLog:
         """WAL pages since the last checkpoint with no commit under way (after it, the next
         commit starts the WAL afresh)."""
         self._checkpointer: threading.Thread | None = None
-        self._wal_frames = [0, 0]
-        """Frames in the WAL as the last background checkpoint found them, and 1 if it copied
-        every one. Its thread writes here: the estimates above count pages, which an event
-        with a large payload outgrows. (Copying every frame it saw does not mean the WAL
-        starts afresh: commits may have come meanwhile. Only the forced checkpoint resets.)"""
+        self._wal_frames = [0, 0, 4 * CHECKPOINT_PAGES]
+        """Frames in the WAL as the last background checkpoint found them, 1 if it copied
+        every one, and the WAL length at which to force a checkpoint (see ``_force_at``). Its
+        thread writes here: the estimates above count pages, which an event with a large
+        payload outgrows. (Copying every frame it saw does not mean the WAL starts afresh:
+        commits may have come meanwhile. Only the forced checkpoint resets.)"""
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -345,7 +348,7 @@ class EventLog:
             self._committed(pages)
             if checkpoint:
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_frames[:] = [0, 0]
+                self._wal_frames[0] = self._wal_frames[1] = 0
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -353,14 +356,14 @@ class EventLog:
 
     def _wal_long(self) -> bool:
         """Whether the WAL is long enough for a checkpoint with no commit under way."""
-        return max(self._wal_pages, self._wal_frames[0]) >= 4 * CHECKPOINT_PAGES
+        return max(self._wal_pages, self._wal_frames[0]) >= self._wal_frames[2]
 
     def _committed(self, pages: int) -> None:
         self.commits += 1
         self._unchecked_pages += pages
         self._wal_pages += pages
         busy = self._checkpointer is not None and self._checkpointer.is_alive()
-        if self._unchecked_pages >= CHECKPOINT_PAGES and not busy:
+        if self._unchecked_pages >= min(CHECKPOINT_PAGES, self._wal_frames[2] // 2) and not busy:
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
@@ -451,7 +454,7 @@ class EventLog:
                     _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_frames[:] = [0, 0]
+                self._wal_frames[0] = self._wal_frames[1] = 0
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -641,15 +644,28 @@ def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return (int(row[1]), int(row[2])) if row else (0, 0)
 
 
+def _force_at(path: Path) -> int:
+    """``4 * CHECKPOINT_PAGES``, less on a disk with little room: the WAL must never be what
+    fills it (copying a long WAL into the database needs room too, so a full disk could not
+    get it back). A sixteenth of the free space, 64 pages at least; background checkpoints
+    come twice as often."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return CHECKPOINT_PAGES
+    return max(64, min(4 * CHECKPOINT_PAGES, free // (16 * 4096)))
+
+
 def _checkpoint_alone(path: Path, seen: list[int]) -> None:
     """A passive checkpoint on a connection of its own (the writer's commits go on): how many
-    frames the WAL holds goes to ``seen[0]``, whether it copied them all to ``seen[1]``. A
-    failure (a full disk) is left for the next one, and for the commits to report."""
+    frames the WAL holds goes to ``seen[0]``, whether it copied them all to ``seen[1]``, when
+    to force one to ``seen[2]``. A failure (a full disk) is left for the next one, and for
+    the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
             frames, copied = _checkpoint(conn)
-            seen[:] = [frames, int(frames == copied)]
+            seen[:] = [frames, int(frames == copied), _force_at(path)]
         finally:
             conn.close()
 
@@ -699,6 +715,7 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
         except sqlite3.DatabaseError as exc:
             raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
         log = EventLog(conn, path, writer, reader)
+        log._wal_frames[2] = await anyio.to_thread.run_sync(_force_at, path)
         try:
             await log._read_dynamic_seq()
             yield log
