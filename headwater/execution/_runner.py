@@ -38,7 +38,7 @@ from headwater.execution._store import (
     IOManager,
     NoValueError,
     StaleValue,
-    small_pickle,
+    prepare,
     table_metadata,
 )
 from headwater.planning import InputVersions, NodeKey, node_label
@@ -278,11 +278,12 @@ class Runner:
         infers a type for their values), so those are read back."""
         key, partition = job.asset.key, job.partition
         io = self.io_for(key)
-        if io is self.store and self.small_max and (data := small_pickle(value, self.small_max)):
-            version = version or data_version(value)
-            return version, SmallValue(version, data)
         if isinstance(io, FilesystemStore):
-            return io.store(key, partition, value, version), None  # asks the guard itself
+            prepared = prepare(value)
+            if io is self.store and 0 < len(prepared.data) <= self.small_max:
+                version = version or data_version(value)
+                return version, SmallValue(version, prepared.data)
+            return io.store(key, partition, value, version, prepared), None  # asks the guard
         if isinstance(io, ObjectStore):
             io.save(key, partition, value)  # asks the guard itself
             stored = io.load(key, partition) if io.may_change(value) else value

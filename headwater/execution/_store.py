@@ -36,7 +36,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from headwater._storage import storage_failure
@@ -50,12 +50,13 @@ __all__ = [
     "FilesystemStore",
     "IOManager",
     "NoValueError",
+    "Prepared",
     "StaleValue",
     "UnsafePath",
     "decode_value",
     "encode_value",
     "may_change",
-    "small_pickle",
+    "prepare",
     "table_metadata",
 ]
 
@@ -179,10 +180,9 @@ def _frame_table(value: Any) -> Any | None:
 def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     """How a value is stored: its format, and what writes it. Tables as Parquet (unless
     Parquet cannot hold them faithfully), anything else pickled."""
-    found = _table_of(value)
-    if found is not None:
-        return found[0], _write_parquet(found[1])
-    data = pickle.dumps(value, protocol=5)
+    fmt, table, data = prepare(value)
+    if table is not None:
+        return fmt, _write_parquet(table)
 
     def write(f: IO[bytes]) -> None:
         f.write(data)
@@ -211,23 +211,29 @@ SMALL_VALUE_MAX = 16 * 1024
 log, in the transaction that records them: no file to create, rename or check."""
 
 
-def small_pickle(value: Any, limit: int) -> bytes | None:
-    """The pickle of a value small enough for the event log to keep; None for a table (kept
-    as Parquet, for other programs too) or a larger value."""
-    if _table_of(value) is not None:
-        return None
-    data = pickle.dumps(value, protocol=5)
-    return data if len(data) <= limit else None
+class Prepared(NamedTuple):
+    """A value as it will be stored: a table as Parquet (``table``), anything else pickled
+    (``data``). Made once: the pickle decides whether the event log can keep it."""
+
+    fmt: str
+    table: Any = None
+    data: bytes = b""
+
+
+def prepare(value: Any) -> Prepared:
+    found = _table_of(value)
+    if found is not None:
+        return Prepared(found[0], table=found[1])
+    return Prepared("pickle", data=pickle.dumps(value, protocol=5))
 
 
 def _encode_versioned(
-    value: Any, version: str | None
+    value: Any, version: str | None, prepared: Prepared | None = None
 ) -> tuple[str, Callable[[IO[bytes]], None], str]:
     """Like :func:`encode_value`, with the data version written into the file: ``version``
     if given, else the fingerprint of the value as a reader will load it."""
-    found = _table_of(value)
-    if found is None:
-        data = pickle.dumps(value, protocol=5)
+    fmt, table, data = prepared or prepare(value)
+    if table is None:
         version = version or data_version(value)
         named = version.encode()
         header = _MAGIC + _HEADER.pack(len(named), len(data), zlib.crc32(data)) + named
@@ -237,7 +243,6 @@ def _encode_versioned(
             f.write(data)
 
         return "pickle", write, version
-    fmt, table = found
     if version is None:
         # Parquet keeps a table's types except in object columns (it infers a type for their
         # values): those are fingerprinted as read back.
@@ -429,11 +434,17 @@ class FilesystemStore:
         self.store(asset, partition, value)
 
     def store(
-        self, asset: str, partition: str | None, value: Any, version: str | None = None
+        self,
+        asset: str,
+        partition: str | None,
+        value: Any,
+        version: str | None = None,
+        prepared: Prepared | None = None,
     ) -> str:
-        """Store ``value`` and return its data version: ``version`` if given, else the
-        fingerprint of the value as readers will load it. Not synced (see the module)."""
-        fmt, write, version = _encode_versioned(value, version)
+        """Store ``value`` (as ``prepared``, if it was) and return its data version:
+        ``version`` if given, else the fingerprint of the value as readers will load it. Not
+        synced (see the module)."""
+        fmt, write, version = _encode_versioned(value, version, prepared)
         target = self._path(asset, partition, fmt)
         others = [self._path(asset, partition, f) for f in _FORMATS if f != fmt]
 
