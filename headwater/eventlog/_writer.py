@@ -6,18 +6,20 @@ wait for the commit that holds their batch. Events and the ``current_state`` row
 are written in the same transaction, so the table never disagrees with the log.
 
 Where a commit runs: with ``synchronous=NORMAL`` in WAL mode a commit is a write to the page
-cache, ~25 µs here, while handing it to a thread and back costs ~100-150 µs (two wake-ups).
-So a small transaction commits on the event loop's own thread. It never checkpoints there
-(``wal_autocheckpoint=0``: a checkpoint syncs the disk): once about ``CHECKPOINT_PAGES``
-pages went to the WAL, a thread of its own checkpoints passively (commits go on meanwhile)
-and reads how many frames the WAL holds. Should commits (or readers) outrun it (the WAL is
-only started afresh once a checkpoint has caught up), at ``4 * CHECKPOINT_PAGES`` (less on a
-disk with little room) the next
-commit goes to a thread and then checkpoints so that the WAL starts afresh (``RESTART``,
-waiting at most 200 ms for readers) with no other commit under way. A disk that filled up gets the same cut
-before each probe of the recovery: the WAL's own pages must never keep it full. A commit that ever takes
-longer than ``SLOW_COMMIT_S`` (a disk under pressure) sends the next ones to a thread for
-``SLOW_FOR_S``, and a large transaction always goes there: the loop is never held for long.
+cache, ~25-50 µs here, while handing it to a thread and back costs ~100-150 µs (two
+wake-ups). So a small transaction (``ON_LOOP_ROWS``) commits on the event loop's own thread;
+a large one always goes to a thread (group commit), and a commit that ever takes longer than
+``SLOW_COMMIT_S`` (a disk under writeback pressure) sends the next ones there for
+``SLOW_FOR_S``: the loop is never held for long.
+
+Checkpoints never run inside a commit on the loop (``wal_autocheckpoint=0``: a checkpoint
+syncs the disk). Every ``CHECKPOINT_PAGES`` pages a thread of its own checkpoints passively
+(commits go on meanwhile) and reads how many frames the WAL holds. The WAL starts afresh
+only once a checkpoint has caught up, which commits (or readers) may keep one from doing: at
+``4 * CHECKPOINT_PAGES`` (less on a disk with little room, see ``_force_at``) one commit goes
+to a thread and then checkpoints with no other commit under way (``RESTART``, waiting at
+most 200 ms for readers). A disk that filled up gets the WAL cut to nothing (``TRUNCATE``)
+before each probe of the recovery.
 
 A transaction that fails is rolled back and every caller whose batch it held learns it failed
 (a full disk is a :class:`StorageFailure`): nothing a caller was told is committed is ever lost,
