@@ -529,9 +529,9 @@ class FilesystemStore:
         def write(f: IO[bytes]) -> None:
             f.write(boot)
 
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._folder(self.temp_dir, create=True)  # where opening clears what a crash left
         _clear_folder_at(self.root / BOOT_MARK)
-        write_atomically(self.root / BOOT_MARK, write)
+        write_atomically(self.root / BOOT_MARK, write, temp_dir=self.temp_dir)
 
     def mismatched(
         self, expected: Iterable[tuple[tuple[str, str | None], str]]
@@ -608,8 +608,8 @@ class FilesystemStore:
     def probe(self) -> None:
         """Write, sync and remove a small file: raises StorageFailure while the disk refuses."""
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            target = self.root / f"{TEMP_PREFIX}probe"
+            self._folder(self.temp_dir, create=True)  # what a crash leaves there goes at open
+            target = self.temp_dir / f"{TEMP_PREFIX}probe"
             write_atomically(target, _write_probe)
             target.unlink()
         except OSError as exc:
