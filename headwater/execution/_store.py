@@ -261,27 +261,44 @@ def _read_back(table: Any) -> Any:
     return pq.read_table(pa.BufferReader(sink.getvalue())).to_pandas()
 
 
+class _Damaged(Exception):
+    """A pickle this store wrote, cut or damaged before its body."""
+
+
+def _header(f: IO[bytes]) -> tuple[str, int, int] | None:
+    """The header of a pickled value: (version, body length, CRC-32), with ``f`` left at the
+    body; None for a file of an earlier version (a plain pickle, ``f`` back at its start)."""
+    head = f.read(len(_MAGIC) + _HEADER.size)
+    if not head.startswith(_MAGIC):
+        if not head.startswith(_LEGACY):  # empty, cut in the header, zeroed, garbage
+            raise _Damaged
+        f.seek(0)
+        return None
+    try:
+        named_len, body_len, crc = _HEADER.unpack(head[len(_MAGIC) :])
+    except struct.error:
+        raise _Damaged from None
+    named = f.read(named_len)
+    if len(named) != named_len:
+        raise _Damaged
+    return named.decode(errors="replace"), body_len, crc
+
+
 def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> Any:
     """A value stored by :class:`FilesystemStore`; :class:`StaleValue` if it is not
     ``version`` (when given) or was cut short."""
     if fmt == "pickle":
-        head = f.read(len(_MAGIC))
-        if head != _MAGIC:
-            if not head.startswith(_LEGACY):  # empty, cut in the header, zeroed, garbage
-                raise StaleValue(f"the stored value of {label} is damaged or cut short")
-            f.seek(0)
+        try:
+            header = _header(f)
+        except _Damaged:
+            raise StaleValue(f"the stored value of {label} is damaged or cut short") from None
+        if header is None:
             try:
                 return pickle.load(f)  # written (and synced) by an earlier version
             except _DAMAGE as exc:
                 raise StaleValue(f"the stored value of {label} is damaged: {exc}") from None
-        try:
-            named_len, body_len, crc = _HEADER.unpack(f.read(_HEADER.size))
-            named = f.read(named_len)
-        except struct.error:
-            named_len, named = 1, b""
-        if len(named) != named_len:
-            raise StaleValue(f"the stored value of {label} was cut short")
-        _check_version(named.decode(errors="replace"), version, label)
+        stored, body_len, crc = header
+        _check_version(stored, version, label)
         body = f.read()
         if len(body) != body_len or zlib.crc32(body) != crc:
             raise StaleValue(f"the stored value of {label} is damaged or cut short")
@@ -309,29 +326,22 @@ def _check_version(stored: str, version: str | None, label: str) -> None:
         )
 
 
-def _stored_version(fmt: str, path: Path) -> str | None:
+def _stored_version(fmt: str, f: IO[bytes]) -> str | None:
     """The version a stored file says it holds; "" if it is cut short or unreadable; None
     for a file of an earlier version, which says nothing."""
     try:
-        # never blocks on a FIFO, never follows a link: anything but a file is no value
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            if fmt != "pickle":
-                import pyarrow.parquet as pq
+        if fmt != "pickle":
+            import pyarrow.parquet as pq
 
-                found = (pq.read_schema(f).metadata or {}).get(VERSION_KEY)
-                return None if found is None else found.decode(errors="replace")
-            head = f.read(len(_MAGIC) + _HEADER.size)
-            if not head.startswith(_MAGIC):
-                return None if head.startswith(_LEGACY) else ""
-            named_len, body_len, _ = _HEADER.unpack(head[len(_MAGIC) :])
-            named = f.read(named_len)
-            size = os.fstat(fd).st_size
-        whole = len(named) == named_len and size == len(head) + named_len + body_len
-        return named.decode(errors="replace") if whole else ""
-    except Exception:  # cut short, unreadable, gone meanwhile: not the recorded version
+            found = (pq.read_schema(f).metadata or {}).get(VERSION_KEY)
+            return None if found is None else found.decode(errors="replace")
+        header = _header(f)
+        if header is None:
+            return None
+        stored, body_len, _ = header
+        whole = os.fstat(f.fileno()).st_size == f.tell() + body_len
+        return stored if whole else ""
+    except Exception:  # cut short, damaged, unreadable: not the recorded version
         return ""
 
 
@@ -546,13 +556,18 @@ class FilesystemStore:
             except (FileNotFoundError, UnsafePath):
                 bad.append((asset, partition))
                 continue
-            for fmt in _FORMATS:
-                path = base.with_name(f"{base.name}.{fmt}")
-                if os.path.lexists(path):
-                    stored = _stored_version(fmt, path)
-                    if stored is not None and stored != version:
-                        bad.append((asset, partition))
-                    break
+            for fmt in _FORMATS:  # as load() finds it: never a link, a FIFO, a folder
+                try:
+                    fd = self._open(base.with_name(f"{base.name}.{fmt}"))
+                except OSError:
+                    fd = None
+                if fd is None:
+                    continue
+                with open(fd, "rb") as f:
+                    stored = _stored_version(fmt, f)
+                if stored is not None and stored != version:
+                    bad.append((asset, partition))
+                break
             else:
                 bad.append((asset, partition))
         return bad
