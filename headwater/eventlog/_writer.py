@@ -172,12 +172,10 @@ class EventLog:
         """WAL pages since the last checkpoint with no commit under way (after it, the next
         commit starts the WAL afresh)."""
         self._checkpointer: threading.Thread | None = None
-        self._wal_frames = [0, 0, 4 * CHECKPOINT_PAGES]
-        """Frames in the WAL as the last background checkpoint found them, 1 if it copied
-        every one, and the WAL length at which to force a checkpoint (see ``_force_at``). Its
-        thread writes here: the estimates above count pages, which an event with a large
-        payload outgrows. (Copying every frame it saw does not mean the WAL starts afresh:
-        commits may have come meanwhile. Only the forced checkpoint resets.)"""
+        self._wal_seen = [0, 4 * CHECKPOINT_PAGES]
+        """Frames in the WAL as the last background checkpoint found them (the estimates
+        above count pages, which an event with a large payload outgrows), and the WAL length
+        at which to force a checkpoint (see ``_force_at``). Its thread writes here."""
         self._leading = False
         self._txn = anyio.Lock()
         """Held for each transaction: commits and prune batches never interleave."""
@@ -350,7 +348,7 @@ class EventLog:
             self._committed(pages)
             if checkpoint:
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_frames[0] = self._wal_frames[1] = 0
+                self._wal_seen[0] = 0
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -358,18 +356,18 @@ class EventLog:
 
     def _wal_long(self) -> bool:
         """Whether the WAL is long enough for a checkpoint with no commit under way."""
-        return max(self._wal_pages, self._wal_frames[0]) >= self._wal_frames[2]
+        return max(self._wal_pages, self._wal_seen[0]) >= self._wal_seen[1]
 
     def _committed(self, pages: int) -> None:
         self.commits += 1
         self._unchecked_pages += pages
         self._wal_pages += pages
         busy = self._checkpointer is not None and self._checkpointer.is_alive()
-        if self._unchecked_pages >= min(CHECKPOINT_PAGES, self._wal_frames[2] // 2) and not busy:
+        if self._unchecked_pages >= min(CHECKPOINT_PAGES, self._wal_seen[1] // 2) and not busy:
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
-                args=(self.path, self._wal_frames),
+                args=(self.path, self._wal_seen),
                 name="headwater checkpoint",
             )
             self._checkpointer.start()
@@ -456,7 +454,7 @@ class EventLog:
                     _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_frames[0] = self._wal_frames[1] = 0
+                self._wal_seen[0] = 0
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -639,11 +637,10 @@ def _prune_batch(
     return deleted, bound if last else None, time.perf_counter() - started
 
 
-def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
-    """Passive: never waits for, nor blocks, a writer. Returns the frames in the WAL and how
-    many of them are now in the database."""
+def _checkpoint(conn: sqlite3.Connection) -> int:
+    """Passive: never waits for, nor blocks, a writer. Returns the frames in the WAL."""
     row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return (int(row[1]), int(row[2])) if row else (0, 0)
+    return int(row[1]) if row else 0
 
 
 def _force_at(path: Path) -> int:
@@ -660,14 +657,12 @@ def _force_at(path: Path) -> int:
 
 def _checkpoint_alone(path: Path, seen: list[int]) -> None:
     """A passive checkpoint on a connection of its own (the writer's commits go on): how many
-    frames the WAL holds goes to ``seen[0]``, whether it copied them all to ``seen[1]``, when
-    to force one to ``seen[2]``. A failure (a full disk) is left for the next one, and for
+    frames the WAL holds goes to ``seen[0]``, when to force one to ``seen[1]``. A failure (a full disk) is left for the next one, and for
     the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
-            frames, copied = _checkpoint(conn)
-            seen[:] = [frames, int(frames == copied), _force_at(path)]
+            seen[:] = [_checkpoint(conn), _force_at(path)]
         finally:
             conn.close()
 
@@ -717,7 +712,7 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
         except sqlite3.DatabaseError as exc:
             raise (storage_failure(exc, path) or unreadable(path, exc)) from exc
         log = EventLog(conn, path, writer, reader)
-        log._wal_frames[2] = await anyio.to_thread.run_sync(_force_at, path)
+        log._wal_seen[1] = await anyio.to_thread.run_sync(_force_at, path)
         try:
             await log._read_dynamic_seq()
             yield log
