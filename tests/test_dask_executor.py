@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -83,18 +82,24 @@ def _versions(h: Harness) -> dict[tuple[str | None, str | None], str | None]:
     return {(e.asset, e.partition): e.data_version for e in h.events(kind="materialization")}
 
 
-def _defs(project: Path, executor: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _harness(
+    project: Path, executor: str, monkeypatch: pytest.MonkeyPatch, state_dir: Path,
+    now: str = "2026-01-04T00:00:00Z",
+) -> Harness:  # fmt: skip
+    """The project's definitions (their executor from the environment, as the daemon reads
+    it) in a Harness on that executor."""
     monkeypatch.setenv("HW_EXECUTOR", executor)
-    return load_definitions(str(project / "pipeline.py"))
+    defs = load_definitions(str(project / "pipeline.py"))
+    if executor.startswith("dask://"):
+        return Harness(defs, now=now, state_dir=state_dir, executor=executor)
+    return Harness(defs, now=now, state_dir=state_dir)
 
 
 def test_a_pipeline_runs_on_the_workers_with_the_versions_threads_give(
     tmp_path: Path, cluster: DaskCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = _project(tmp_path / "p")
-    dask = f"dask://{cluster.address}"
-    with Harness(_defs(project, dask, monkeypatch), now="2026-01-04T00:00:00Z",
-                 state_dir=tmp_path / "on-dask", executor=dask) as h:  # fmt: skip
+    with _harness(project, f"dask://{cluster.address}", monkeypatch, tmp_path / "on-dask") as h:
         _observe(h, 1, 2, 3)
         tick = h.tick()
         assert tick.failed == {}
@@ -107,14 +112,12 @@ def test_a_pipeline_runs_on_the_workers_with_the_versions_threads_give(
     pids = {int(line.split()[0]) for line in (project / "ran_by").read_text().splitlines()}
     assert pids <= {w.pid for w in cluster.workers}  # run by the workers, not here
     assert os.getpid() not in pids
-    with Harness(_defs(project, "threads", monkeypatch), now="2026-01-04T00:00:00Z",
-                 state_dir=tmp_path / "on-threads") as h:  # fmt: skip
+    with _harness(project, "threads", monkeypatch, tmp_path / "on-threads") as h:
         _observe(h, 1, 2, 3)
         h.tick()
         assert _versions(h) == on_dask
     # the state directory the cluster filled, opened with threads: nothing to run again
-    with Harness(_defs(project, "threads", monkeypatch), now="2026-01-04T00:00:00Z",
-                 state_dir=tmp_path / "on-dask") as h:  # fmt: skip
+    with _harness(project, "threads", monkeypatch, tmp_path / "on-dask") as h:
         assert h.tick().materialized == []
 
 
@@ -125,10 +128,7 @@ def test_a_worker_killed_mid_run_leaves_one_materialization(
     (project / "hold-2026-01-01").write_text("")
     with dask_cluster(workers=2) as cluster:
         dask = f"dask://{cluster.address}"
-        defs = _defs(project, dask, monkeypatch)
-        with Harness(
-            defs, now="2026-01-02T00:00:00Z", state_dir=tmp_path / "s", executor=dask
-        ) as h:
+        with _harness(project, dask, monkeypatch, tmp_path / "s", "2026-01-02T00:00:00Z") as h:
             _observe(h, 1)
             started = project / "started-2026-01-01"
 
@@ -176,11 +176,7 @@ def test_a_lost_scheduler_fails_runs_with_why_and_is_found_again(
     project = _project(tmp_path / "p")
     first = DaskCluster(1).start()
     try:
-        dask = f"dask://{first.address}"
-        defs = _defs(project, dask, monkeypatch)
-        with Harness(
-            defs, now="2026-01-04T00:00:00Z", state_dir=tmp_path / "s", executor=dask
-        ) as h:
+        with _harness(project, f"dask://{first.address}", monkeypatch, tmp_path / "s") as h:
             _observe(h, 1)
             assert ("cleaned", "2026-01-01") in h.tick().materialized
             first.close()  # scheduler and worker gone
