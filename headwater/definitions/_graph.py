@@ -39,6 +39,12 @@ class AssetGraph:
                 children[parent].append(child)
         self.children = {key: tuple(v) for key, v in children.items()}
         self.mappings = dict(mappings)
+        self.in_edges = {
+            child: tuple((parent, self.mappings[(parent, child)]) for parent in ups)
+            for child, ups in self.parents.items()
+        }
+        """Per key, ``(parent, mapping)`` of each input edge: what a status walks, without a
+        tuple key built and hashed per edge."""
         self.edge_maps = dict(edge_maps or {})
         self.order = {key: i for i, key in enumerate(self._stable_order())}
 

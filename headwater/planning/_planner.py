@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from headwater.definitions import AssetDef
 from headwater.planning._state import NodeKey
 from headwater.planning._status import FRESH, Evaluator, Status
-from headwater.planning._wavefront import pending_upstream, topological_key
+from headwater.planning._wavefront import pending_upstream
 from headwater.policies import Decision
 
 __all__ = ["Plan", "Request", "decide_step", "plan"]
@@ -54,8 +53,7 @@ def plan(
         seeded.setdefault(asset, set()).add(partition)
     floor = min((ev.graph.order[a] for a in seeded), default=0)
     clear: set[tuple[str, str | None, bool]] = set()
-    candidates = [n for n in dirty if isinstance(ev.defs.nodes.get(n[0]), AssetDef)]
-    for node in sorted(candidates, key=lambda n: topological_key(ev.graph, n)):
+    for node in _in_order(ev, dirty):
         if node[1] in seeded.get(node[0], ()) or not ev.exists(*node):
             continue
         if pending_upstream(ev.graph, node, seeded, floor, clear) is None:
@@ -66,11 +64,26 @@ def plan(
         order = ev.graph.order[node[0]]
         floor = min(floor, order) if seeded else order
         seeded.setdefault(node[0], set()).add(node[1])
-    result.steps = sorted(
-        ((a, p) for a, parts in seeded.items() for p in parts),
-        key=lambda n: topological_key(ev.graph, n),
-    )
+    result.steps = _in_order(ev, ((a, p) for a, parts in seeded.items() for p in parts))
     return result
+
+
+def _in_order(ev: Evaluator, nodes: Iterable[NodeKey]) -> list[NodeKey]:
+    """The asset partitions among ``nodes`` in topological order (as ``topological_key``).
+
+    Two stable sorts with keys that are a string and an int: a tuple per node as the key
+    would allocate 100k containers at a full evaluation, and set off the cyclic collector
+    over the whole state."""
+    assets = ev.defs.assets
+    order = ev.graph.order
+    out = [n for n in nodes if n[0] in assets]
+    out.sort(key=_partition_key)
+    out.sort(key=lambda n: order[n[0]])
+    return out
+
+
+def _partition_key(node: NodeKey) -> str:
+    return node[1] or ""
 
 
 def decide_step(ev: Evaluator, node: NodeKey, request: Request | None) -> tuple[Status, Decision]:

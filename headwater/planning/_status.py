@@ -114,25 +114,28 @@ class Evaluator:
     ) -> list[tuple[str, list[NodeKey], str | None]]:
         """:meth:`input_nodes`, each with why a window it must read lies outside the upstream's
         partitions (a partition that waits for ever unless the input is optional)."""
-        out: list[tuple[str, list[NodeKey], str | None]] = []
-        mappings = self.graph.mappings
-        for parent in self.graph.parents[asset]:
-            mapping = mappings[(parent, asset)]
-            if mapping is _NONE or mapping is _FAN_OUT:
-                out.append((parent, [(parent, None)], None))
-            elif mapping is _IDENTITY:
-                out.append((parent, [(parent, partition)], None))
-            elif mapping is _ALL:
-                nodes: list[NodeKey] = [(parent, p) for p in self.state.present_partitions(parent)]
-                out.append((parent, nodes, None))
-            elif partition is not None:
-                found = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
-                keys, problem, waived = found
-                if keys or problem is not None or not waived:  # else: None, read optionally
-                    out.append((parent, [(parent, k) for k in keys], problem))
-            else:
-                out.append((parent, [(parent, None)], None))
-        return out
+        return [
+            read
+            for parent, mapping in self.graph.in_edges[asset]
+            if (read := self._read(parent, mapping, asset, partition)) is not None
+        ]
+
+    def _read(
+        self, parent: str, mapping: EdgeMapping, asset: str, partition: str | None
+    ) -> tuple[str, list[NodeKey], str | None] | None:
+        """What ``(asset, partition)`` reads of ``parent`` (None: nothing, optionally)."""
+        if mapping is _NONE or mapping is _FAN_OUT:
+            return parent, [(parent, None)], None
+        if mapping is _IDENTITY:
+            return parent, [(parent, partition)], None
+        if mapping is _ALL:
+            return parent, [(parent, p) for p in self.state.present_partitions(parent)], None
+        if partition is None:
+            return parent, [(parent, None)], None
+        keys, problem, waived = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
+        if keys or problem is not None or not waived:
+            return parent, [(parent, k) for k in keys], problem
+        return None  # the window lies outside the upstream's partitions: read as None
 
     def children(self, node: NodeKey) -> list[NodeKey]:
         asset, partition = node
@@ -175,7 +178,25 @@ class Evaluator:
         present: list[tuple[str, str | None, str]] = []
         blockers: list[str] = []
         only_missing = True
-        for parent, nodes, problem in self.input_reads(asset_key, partition):
+        records = self.state.records
+        for parent, mapping in self.graph.in_edges[asset_key]:
+            if mapping is _NONE or mapping is _FAN_OUT or mapping is _IDENTITY:
+                up = (parent, partition if mapping is _IDENTITY else None)
+                up_record = records.get(up)
+                if (
+                    up_record is not None
+                    and up_record.version is not None
+                    and up_record.failure is None
+                    and not up_record.checks
+                ):  # most inputs of a full evaluation: present, and nothing to say about it
+                    present.append((parent, up[1], up_record.version))
+                    continue
+                nodes: list[NodeKey] = [up]
+                problem: str | None = None
+            elif (read := self._read(parent, mapping, asset_key, partition)) is not None:
+                _, nodes, problem = read
+            else:
+                continue
             if problem is not None:
                 blockers.append(
                     f"input {parent}: {problem} (an input declared optional=True reads None there)"
@@ -184,7 +205,7 @@ class Evaluator:
                 blockers.append(f"input {parent} has no partitions yet")
             absent: list[str] = []
             for up in nodes:
-                up_record = self.state.record(up)
+                up_record = records.get(up)
                 if up_record is None or up_record.version is None:
                     absent.append(f"input {node_label(*up)} {_absence(up_record)}")
                     only_missing = only_missing and up_record is None  # never arrived
