@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 import orjson
 
@@ -27,6 +27,18 @@ __all__ = [
     "Schedule",
     "State",
 ]
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def _record(cls: type[_T]) -> type[_T]:
+    """A frozen dataclass to the type checker, which refuses any assignment to a field; at
+    run time one that builds through plain slot stores, not object.__setattr__ per field: a
+    record takes 0.2 µs against 1.4, paid 100k times at open and at every reduce. It hashes
+    and compares as a frozen one."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 NodeKey = tuple[str, str | None]
 InputVersions = tuple[tuple[str, str | None, str], ...]
@@ -101,7 +113,7 @@ class Schedule:
     """The latest cron tick already evaluated."""
 
 
-@dataclass(frozen=True, slots=True)
+@_record
 class NodeRecord:
     version: str | None = None
     """The current data version: latest observed (sources) or materialized (assets)."""
