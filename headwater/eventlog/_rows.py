@@ -7,6 +7,7 @@ reader and the writer turn into one message naming the log file.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -121,10 +122,19 @@ def state_from_rows(
     for name, key in dynamic:
         state.add_dynamic(name, [key])
     memo = Memo()
-    for asset, partition, record in records:
-        try:
-            state.put((memo.text(asset), partition or None), NodeRecord.from_json(record, memo))
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            where = f"current_state row of asset {asset!r}, partition {partition!r}"
-            raise MalformedRow(where, f"{type(exc).__name__}: {exc}") from None
+    # Hundreds of thousands of records, none of them in a cycle: the cyclic collector would
+    # walk the growing state again and again while it loads (a fifth of the time at 100k).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for asset, partition, record in records:
+            try:
+                node = (memo.text(asset), partition or None)
+                state.put(node, NodeRecord.from_json(record, memo))
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+                where = f"current_state row of asset {asset!r}, partition {partition!r}"
+                raise MalformedRow(where, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if collecting:
+            gc.enable()
     return state

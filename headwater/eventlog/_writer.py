@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import anyio
@@ -210,10 +210,11 @@ class EventLog:
             "SELECT asset, first_seen, handled_through FROM schedules"
         ) as cur:
             schedules = await cur.fetchall()
+        # the rows are tuples already (no row factory): no copy of 100k of them
         return state_from_rows(
-            [(r[0], r[1], r[2]) for r in records],
-            [(d[0], d[1]) for d in dynamic],
-            [(s[0], s[1], s[2]) for s in schedules],
+            cast("list[tuple[str, str, str]]", records),
+            cast("list[tuple[str, str]]", dynamic),
+            cast("list[tuple[str, str, str]]", schedules),
         )
 
     def small_value(self, node: NodeKey) -> SmallValue | None:
