@@ -15,6 +15,7 @@ second signal skips the rest of the grace period.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -409,6 +410,7 @@ class Daemon:
             engine = await self._open(stack, defs)
             if engine is None:  # stopped while the disk refused to open the log
                 return
+            _out_of_collections(reloaded=not first)
             engine.on_degraded = self._degraded
             payload = {
                 "pid": os.getpid(),
@@ -741,3 +743,15 @@ def _only_mistake(group: BaseExceptionGroup[BaseException]) -> HeadwaterError | 
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, HeadwaterError) else None
+
+
+def _out_of_collections(*, reloaded: bool) -> None:
+    """Take what is alive now (the state just loaded, the definitions, imported modules) out of
+    the cyclic collector's walks: it lives as long as the engine. At 100k partitions a full
+    collection walks millions of objects and stops the daemon for ~0.35 s (sensors included),
+    each time a quarter as many new ones have piled up. On a reload, the cycles the previous
+    definitions left are collected first (one such pause, during the reload)."""
+    if reloaded:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
