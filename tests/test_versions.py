@@ -115,6 +115,32 @@ def test_code_version_ignores_decorators() -> None:
     assert hw.code_version(make(hw.eager()).fn) == hw.code_version(make(hw.manual()).fn)
 
 
+def test_assets_sharing_a_function_get_its_code_version_and_explicit_ones_win() -> None:
+    """Fingerprinting every asset at open fingerprints a factory's function once: each asset
+    still gets exactly what asking for it alone gives."""
+
+    def shared(x: int) -> int:
+        return x + 1
+
+    def other(x: int) -> int:
+        return x * 2
+
+    nodes: list[object] = [hw.source("s")]
+    nodes += [hw.asset(f"made{i}", ins={"x": "s"})(shared) for i in range(3)]
+    nodes.append(hw.asset("pinned", ins={"x": "s"}, code_version="v7")(shared))
+    nodes.append(hw.asset("own", ins={"x": "s"})(other))
+    at_once = hw.Definitions(nodes)  # type: ignore[arg-type]
+    at_once.compute_code_versions()
+    one_by_one = hw.Definitions(nodes)  # type: ignore[arg-type]
+    keys = ["made0", "made1", "made2", "pinned", "own"]
+    assert {k: at_once.code_version(k) for k in keys} == {
+        k: one_by_one.code_version(k) for k in keys
+    }
+    assert at_once.code_version("made2") == hw.code_version(shared)
+    assert at_once.code_version("pinned") == "v7"
+    assert at_once.code_version("own") == hw.code_version(other) != hw.code_version(shared)
+
+
 def _frame(**columns: object) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
