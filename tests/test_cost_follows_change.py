@@ -5,6 +5,7 @@ before."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import threading
@@ -13,9 +14,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import anyio
 import pytest
 
 import headwater as hw
+from headwater._clock import VirtualClock
+from headwater.execution import Engine
 from headwater.testing import Harness
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -130,3 +134,34 @@ def test_a_first_tick_that_runs_everything_makes_calls_in_proportion_to_the_asse
 
     ratio = _calls(first_tick(2_000)) / _calls(first_tick(200))
     assert ratio < 15, f"10x the assets made {ratio:.1f}x the calls"
+
+
+def test_a_long_lived_engine_keeps_its_loaded_state_out_of_collections(tmp_path: Path) -> None:
+    """The daemon's engine (``long_lived``): every record it loaded is frozen, so a full
+    collection no longer walks the state; an engine opened by others freezes nothing."""
+    defs = _layered(300)
+    with Harness(defs, state_dir=tmp_path) as h:
+        _observe_sources(h, defs)
+        h.tick()
+    clock = VirtualClock(scale.NOW)
+    seen: dict[str, int] = {}
+
+    async def open_twice() -> None:
+        async with Engine.open(defs, tmp_path, clock):
+            seen["frozen by others"] = gc.get_freeze_count()
+        async with Engine.open(defs, tmp_path, clock, long_lived=True) as engine:
+            records = list(engine.state.records.values())
+            tracked = {id(o) for o in gc.get_objects()}  # the collector's generations only
+            seen["records"] = len(records)
+            seen["frozen"] = gc.get_freeze_count()
+            seen["records still walked"] = sum(id(r) in tracked for r in records)
+
+    assert gc.get_freeze_count() == 0
+    try:
+        anyio.run(open_twice, backend="asyncio")
+    finally:
+        gc.unfreeze()
+    assert seen["frozen by others"] == 0
+    assert seen["records"] > 300
+    assert seen["frozen"] > seen["records"]
+    assert seen["records still walked"] == 0

@@ -406,11 +406,13 @@ class Daemon:
         if not self._stopping:
             self._end = anyio.Event()
         settings = self.settings
+        if not first:  # the previous definitions' cycles, kept out of collections till now
+            gc.unfreeze()
+            gc.collect()
         async with contextlib.AsyncExitStack() as stack:
             engine = await self._open(stack, defs)
             if engine is None:  # stopped while the disk refused to open the log
                 return
-            _out_of_collections(reloaded=not first)
             engine.on_degraded = self._degraded
             payload = {
                 "pid": os.getpid(),
@@ -501,6 +503,7 @@ class Daemon:
                         self.settings.state_dir,
                         SystemClock(),
                         executor=self.settings.executor.for_definitions(defs),
+                        long_lived=True,
                     )
                 )
             except StorageFailure as failure:
@@ -743,15 +746,3 @@ def _only_mistake(group: BaseExceptionGroup[BaseException]) -> HeadwaterError | 
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, HeadwaterError) else None
-
-
-def _out_of_collections(*, reloaded: bool) -> None:
-    """Take what is alive now (the state just loaded, the definitions, imported modules) out of
-    the cyclic collector's walks: it lives as long as the engine. At 100k partitions a full
-    collection walks millions of objects and stops the daemon for ~0.35 s (sensors included),
-    each time a quarter as many new ones have piled up. On a reload, the cycles the previous
-    definitions left are collected first (one such pause, during the reload)."""
-    if reloaded:
-        gc.unfreeze()
-        gc.collect()
-    gc.freeze()
