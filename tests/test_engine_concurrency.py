@@ -12,6 +12,7 @@ import pytest
 
 import headwater as hw
 from headwater._clock import SystemClock
+from headwater.eventlog import EventLogReader
 from headwater.execution import Engine
 
 
@@ -62,3 +63,48 @@ async def test_a_change_during_a_run_reruns_after_it_never_alongside(tmp_path: P
         runs = [n for r in results for n in r.materialized if n == ("slow", None)]
         assert len(runs) == 2
         assert await anyio.to_thread.run_sync(engine.runner.load, "after", None) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_waited_for_a_slot_reads_what_changed_meanwhile(tmp_path: Path) -> None:
+    """One slot: ``reader`` queues behind ``hog``, and its input changes while it waits. It
+    runs on the new input and records that version, not the one it was first decided on."""
+    release = threading.Event()
+    hog_started = anyio.Event()
+
+    @hw.asset
+    def hog(h: Any) -> Any:
+        loop.call_soon_threadsafe(hog_started.set)
+        release.wait(timeout=10)
+        return h
+
+    @hw.asset
+    def reader(r: Any) -> Any:
+        return r * 10
+
+    defs = hw.Definitions([hw.source("h"), hw.source("r"), hog, reader], max_concurrency=1)
+    loop = asyncio.get_running_loop()
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("h", value=1)
+        await engine.observe("r", value=1)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                results = []
+
+                async def tick() -> None:
+                    results.append(await engine.tick())
+
+                tg.start_soon(tick)
+                await hog_started.wait()
+                assert engine.cycle.in_flight[("reader", None)].state == "queued"
+                await engine.observe("r", value=2)  # while reader waits for the slot
+                release.set()
+        assert ("reader", None) in results[0].materialized
+        assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == 20
+        record = engine.state.record(("reader", None))
+        assert record is not None
+        assert record.inputs == (("r", None, engine.state.version(("r", None))),)
+        lost = await anyio.to_thread.run_sync(
+            lambda: EventLogReader(tmp_path).events(kind="value_lost")
+        )
+        assert lost == []
