@@ -259,6 +259,23 @@ def _in_child(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
+def _rates(kind: str) -> None:
+    """Median of three, printed as JSON: ms per run (chain, independent) or appends/s."""
+    if kind == "appends":
+        measured = [anyio.run(appends, 10_000) for _ in range(3)]
+    else:
+        measured = [anyio.run(throughput, 500, kind == "chain") for _ in range(3)]
+    print(json.dumps(statistics.median(measured)))
+
+
+def _rate_in_child(kind: str) -> float:
+    """Each rate in a process of its own, as each size: what ran before in the same process
+    (its heap, its idle threads) would otherwise count."""
+    args = [sys.executable, __file__, "--rate", kind]
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    return float(json.loads(done.stdout.splitlines()[-1]))
+
+
 def main(sizes: list[int], repeats: int, all_changed_max: int) -> None:
     print("Dagster-shaped DAG (width √N, 1-3 parents from the layer before, Random(42))")
     print(
@@ -276,9 +293,9 @@ def main(sizes: list[int], repeats: int, all_changed_max: int) -> None:
             f"{r['cut'] * 1e3:>11.2f}ms {r['cut_decided']:>8} {every} "
             f"{r['plan_step'] * 1e6:>8.2f}µs {r['rss_mb']:>7.0f}MB"
         )
-    chain = statistics.median([anyio.run(throughput, 500, True) for _ in range(3)])
-    independent = statistics.median([anyio.run(throughput, 500, False) for _ in range(3)])
-    appended = statistics.median([anyio.run(appends, 4_000) for _ in range(3)])
+    chain = _rate_in_child("chain")
+    independent = _rate_in_child("independent")
+    appended = _rate_in_child("appends")
     print(f"trivial materialization, chain of 500:      {chain:.2f} ms/run")
     print(f"trivial materialization, 500 independent:   {independent:.2f} ms/run")
     print(f"event-log appends/s, one writer, committed: {appended:,.0f}")
@@ -325,6 +342,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--all-changed-max", type=int, default=5_000)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rate", choices=["chain", "independent", "appends"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--all-changed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--into", type=Path, help=argparse.SUPPRESS)
@@ -335,5 +355,7 @@ if __name__ == "__main__":
         anyio.run(seed, *dagster_shape(args.seed), args.into, backend="asyncio")
     elif args.one:
         _one(args.one, args.repeats, args.all_changed)
+    elif args.rate:
+        _rates(args.rate)
     else:
         main(args.sizes, args.repeats, args.all_changed_max)
