@@ -330,7 +330,9 @@ def _open_lock_file(state_dir: Path) -> int:
         raise _unusable(state_dir, exc) from exc
 
 
-PRIVATE_FILES = (LOCK_NAME, WORKERS_LOCK, "events.db", "events.db-wal", "events.db-shm")
+PRIVATE_FILES = (
+    LOCK_NAME, WORKERS_LOCK, "events.db", "events.db-wal", "events.db-shm", "starts.journal"
+)  # fmt: skip
 
 
 def linked(path: Path) -> StateDirError:

@@ -27,6 +27,7 @@ from headwater.definitions import AssetDef
 from headwater.eventlog import SmallValue
 from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
+from headwater.execution._run_start import RunStart
 from headwater.execution._runner import Job, Outcome
 from headwater.execution.executors import Executor
 from headwater.planning import (
@@ -326,16 +327,25 @@ class RunCycle:
         )
         small = await engine.small_inputs(status.inputs)
         job = Job(asset, node[1], run_id, ev.now, status.inputs, code, small)
-        timeout = self.in_flight[node].timeout
-        outcome: Outcome | None = None
-
-        # The start is committed before the function starts (a commit on the loop costs less
-        # than a task to overlap it with): a function that kills the daemon (threads) finds
-        # its run open in the log at the next start (the crash-loop guard).
-        await engine.append([started])
-        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id, reason=reason)
+        # On disk before the function starts: a function that kills the daemon (threads)
+        # finds its run open at the next start (the crash-loop guard).
+        start = RunStart(engine, started)
         try:
-            outcome = await _run_guarded(engine.executor, job, timeout)
+            return await self._started(node, start, job, common, result)
+        finally:
+            start.close()
+
+    async def _started(
+        self, node: NodeKey, start: RunStart, job: Job, common: dict[str, Any], result: TickResult
+    ) -> str:
+        engine = self.engine
+        run_id = job.run_id
+        flight = self.in_flight[node]
+        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id,
+                  reason=flight.reason)  # fmt: skip
+        outcome: Outcome | None = None
+        try:
+            outcome = await _run_guarded(engine.executor, job, flight.timeout)
         except anyio.get_cancelled_exc_class():
             # Stopped past the grace period (the executor has stopped the function): say so,
             # so that a run still open at the next start means the owner died mid-run.
@@ -343,11 +353,11 @@ class RunCycle:
                 why = {"reason": "still running when the daemon stopped"}
                 abandoned = engine.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload=why)
                 with contextlib.suppress(StorageFailure):
-                    await engine.append([abandoned])
+                    await start.append_with([abandoned])
             raise
         assert outcome is not None
         if outcome.lost:
-            return await self._lost_inputs(node, run_id, outcome, result)
+            return await self._lost_inputs(node, start, outcome, result)
         if outcome.storage is not None:
             # Not the function's failure: no retry is spent; recovery abandons and re-runs it.
             engine.casualties[node] = outcome.error or str(outcome.storage)
@@ -387,7 +397,7 @@ class RunCycle:
             if outcome.stderr:
                 payload["stderr"] = outcome.stderr
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
-        await engine.append(events, values=values)
+        await start.append_with(events, values=values)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
                   "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:
@@ -409,13 +419,17 @@ class RunCycle:
             return "materialized"
         result.failed[node] = outcome.error or "failed"
         _log.error(
-            "run_failed", error=outcome.error, where=outcome.where, attempt=attempt, **fields
+            "run_failed",
+            error=outcome.error,
+            where=outcome.where,
+            attempt=common["attempt"],
+            **fields,
         )
         engine.dirty.add(node)  # looked at again: a retry may be due later
         return "failed"
 
     async def _lost_inputs(
-        self, node: NodeKey, run_id: str, outcome: Outcome, result: TickResult
+        self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
     ) -> str:
         """An input's stored value is gone: that input is missing again (its policy
         re-materializes it), and this run is abandoned, not failed: it spends no retry."""
@@ -424,10 +438,9 @@ class RunCycle:
         events = [
             engine.value_lost_event(n, "found gone when a reader loaded it") for n in outcome.lost
         ]
-        events.append(
-            engine.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload={"reason": reason})
-        )
-        await engine.append(events)
+        events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
+                                   payload={"reason": reason}))  # fmt: skip
+        await start.append_with(events)
         for lost in outcome.lost:
             _log.warning("value_lost", asset=lost[0], partition=lost[1], reader=node[0])
             engine.dirty.add(lost)

@@ -32,6 +32,7 @@ from headwater._events import Event, EventKind, format_timestamp, parse_timestam
 from headwater._storage import StorageFailure, free_bytes
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, open_event_log
+from headwater.eventlog._starts import StartJournal
 from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
@@ -130,6 +131,12 @@ class Engine:
         OpenLineage)."""
         self.casualties: dict[NodeKey, str] = {}
         """Runs that could not record their end while degraded, and why."""
+        self.starts = StartJournal(log.path.parent)
+        """Starts of runs on disk ahead of the log (see :mod:`._run_start`)."""
+        self.stranded: dict[str, Event] = {}
+        """Starts the log does not hold of runs that are over (cut off by the death of the
+        previous owner, or ended while the disk refused writes), by run id: recorded, and
+        their runs abandoned, as soon as the log takes them."""
         self._small: dict[NodeKey, SmallValue] = {}
         """Small values recently written (see :meth:`_remember_small`)."""
         self._observe_lock = anyio.Lock()
@@ -174,13 +181,17 @@ class Engine:
             engine.default_timeout = settings.timeout
             engine.cycle.usual.update(await anyio.to_thread.run_sync(recent_durations, state_dir))
             engine.crash_guard = settings.kind == "threads"
-            with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
-                await engine._abandon_open_runs(owner_died=True)
-                await engine.clockwork.first_seen()
-            async with open_executor(
-                settings, engine.runner, engine.slots, state_dir
-            ) as engine.executor:
-                yield engine
+            try:
+                with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
+                    engine.stranded = await engine._journaled_starts()
+                    await engine._abandon_open_runs(owner_died=True)
+                    await engine.clockwork.first_seen()
+                async with open_executor(
+                    settings, engine.runner, engine.slots, state_dir
+                ) as engine.executor:
+                    yield engine
+            finally:
+                engine.starts.close()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -381,11 +392,26 @@ class Engine:
         if changed:
             await self.put({node: replace(record, pending_since=min(changed))}, {})
 
+    async def _journaled_starts(self) -> dict[str, Event]:
+        """Starts the previous owner journaled that the log does not hold: it died before
+        their runs' first commit."""
+        found = await anyio.to_thread.run_sync(self.starts.read)
+        missing: dict[str, Event] = {}
+        for event in found:
+            assert event.run_id is not None
+            if await self.log.run_started(event.run_id) is None:
+                missing[event.run_id] = event
+        return missing
+
     async def _abandon_open_runs(self, *, owner_died: bool) -> None:
         """Runs still open in the log were going when their owner died (a clean stop records
         the end of every run it leaves behind). Under threads the function may be what killed
         it: the third time in a row the run is recorded as failed for good instead (the
         crash-loop guard), so a function that kills the process cannot make it crash-loop."""
+        if self.stranded:  # their runs are open once the log holds their starts
+            await self.append(list(self.stranded.values()), check_freshness=False)
+            self.starts.settle(self.stranded)
+            self.stranded = {}
         open_runs = [(n, r) for n, r in self.state.records.items() if r.running]
         events: list[Event] = []
         for node, record in open_runs:
