@@ -7,6 +7,7 @@ directory next records what the journal holds and the log does not, and abandons
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -284,3 +285,75 @@ def test_a_run_cut_off_by_a_full_disk_is_recorded_and_abandoned_once_it_takes_wr
         assert "No space left on device" in abandoned.payload["reason"]
         assert h.tick().materialized == [("kept", None)]
     assert StartJournal(tmp_path).read() == []
+
+
+def test_a_new_owner_continues_the_generations_the_file_holds(tmp_path: Path) -> None:
+    """The lines a dead owner's last generation left deeper in the file are never read as
+    the next owner's: its generations come after every one the file holds (and opening
+    empties the file once what it held is in the log)."""
+    with Harness(_defs(), state_dir=tmp_path) as h:
+        olds = [_start(h, f"o{i}") for i in range(3)]
+        mine = _start(h, "m0")
+    path = tmp_path / JOURNAL_NAME
+    before = StartJournal(tmp_path)
+    before.read()
+    for start in olds:
+        before.write(start)
+    before.settle(s.run_id or "" for s in olds)  # all in the log: the file reads as empty
+    before.close()
+    after = StartJournal(tmp_path)
+    assert after.read() == []
+    after.write(mine)  # as long as o0: it ends where o1 begins, whole
+    assert [e.run_id for e in StartJournal(tmp_path).read()] == ["m0"]
+    after.close()
+    with Harness(_defs(), state_dir=tmp_path):
+        assert path.stat().st_size == 0
+
+
+@pytest.mark.parametrize("seconds", [0, 0.2])  # its start committed with its end, or alone
+def test_a_clean_stop_while_the_disk_refuses_writes_counts_no_crash(
+    tmp_path: Path, seconds: float
+) -> None:
+    """The run's end could not be recorded, and the engine closed while still degraded: the
+    next owner abandons the run for the outage, not as one the daemon died in (which three
+    times over would fail it for good under threads)."""
+    disk = _FullDisk()
+
+    @hw.asset(io=disk)
+    def kept(src: Any) -> Any:
+        threading.Event().wait(seconds)  # a run that lasts
+        return src
+
+    defs = hw.Definitions([hw.source("src"), kept])
+    for _ in range(3):
+        with Harness(defs, state_dir=tmp_path) as h:
+            h.observe("src", value=len(h.events()))
+            assert ("kept", None) in h.tick().failed
+            assert h.engine.degraded is not None
+    disk.full = False
+    with Harness(defs, state_dir=tmp_path) as h2:
+        abandoned = h2.events(kind="run_abandoned", asset="kept")
+        assert len(abandoned) == 3
+        for event in abandoned:
+            assert "No space left on device" in event.payload["reason"]
+            assert not event.payload.get("crash")
+        started = h2.events(kind="run_started", asset="kept")
+        assert {e.run_id for e in started} == {e.run_id for e in abandoned}
+        assert all("headwater.cut_off" not in e.payload for e in started)
+        assert h2.tick().materialized == [("kept", None)]
+
+
+def test_a_huge_or_deeply_nested_journal_opens_quickly_and_is_emptied(tmp_path: Path) -> None:
+    defs = _defs()
+    with Harness(defs, state_dir=tmp_path):
+        pass
+    path = tmp_path / JOURNAL_NAME
+    deep = "[" * 100_000 + "]" * 100_000
+    row = ["2026-01-01T00:00:00.000000Z", "run_started", "slow", None, "r", None, deep]
+    path.write_bytes(b"[0," + json.dumps(row)[1:].encode() + b"\n")
+    assert StartJournal(tmp_path).read() == []
+    with open(path, "r+b") as f:
+        f.truncate(50 * 2**30)  # sparse: 50 GB of zeros after that line
+    with Harness(defs, state_dir=tmp_path) as h:
+        assert h.events(kind="run_started") == []
+    assert path.stat().st_size == 0

@@ -93,7 +93,7 @@ def event_from_row(row: tuple[Any, ...]) -> Event:
             data_version=version,
             payload=parsed,
         )
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep JSON too
         raise MalformedRow(f"events row id {id_}", str(exc)) from None
 
 

@@ -42,6 +42,7 @@ _log = structlog.get_logger("headwater.eventlog")
 JOURNAL_NAME = "starts.journal"
 RING_BYTES = 1 << 20
 """Past this, the waiting starts begin a new generation at offset 0."""
+READ_BYTES = 64 * RING_BYTES
 
 
 class StartJournal:
@@ -57,30 +58,44 @@ class StartJournal:
 
     def read(self) -> list[Event]:
         """The starts a previous owner left waiting (a torn line ends them: a power loss may
-        leave one). The next generation follows theirs."""
+        leave one). This owner's generations follow every one the file holds. The ring never
+        grows far past ``RING_BYTES``: what lies beyond ``READ_BYTES`` is no journal's."""
         fd = self._open()
-        size = os.fstat(fd).st_size
-        lines = os.pread(fd, size, 0).split(b"\n") if size else []
+        data = os.pread(fd, min(os.fstat(fd).st_size, READ_BYTES), 0)
         found: list[Event] = []
-        generation: object = None
-        for line in lines:
+        first: int | None = None
+        newest = -1
+        in_first = True
+        for line in data.split(b"\n"):
             try:
                 parsed = orjson.loads(line)
-                if not isinstance(parsed, list) or len(parsed) != 8:
-                    break
-                if generation is None:
-                    generation = parsed[0]
-                if parsed[0] != generation or not isinstance(generation, int):
-                    break
+            except orjson.JSONDecodeError:
+                in_first = False
+                continue
+            if not (isinstance(parsed, list) and len(parsed) == 8 and type(parsed[0]) is int):
+                in_first = False
+                continue
+            newest = max(newest, parsed[0])
+            first = parsed[0] if first is None else first
+            in_first = in_first and parsed[0] == first
+            if not in_first:
+                continue
+            try:
                 event = event_from_row((None, *parsed[1:]))
-            except (orjson.JSONDecodeError, MalformedRow):
-                break
+            except MalformedRow:
+                in_first = False
+                continue
             if event.kind == "run_started" and event.run_id and event.asset:
                 found.append(event)
-        if isinstance(generation, int):
-            self._generation = generation + 1
+        self._generation = newest + 1
         self._offset = 0
         return found
+
+    def forget(self) -> None:
+        """Empty the file: what a previous owner left is in the log now."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd if self._fd is not None else self._open(), 0)
+            self._offset = 0
 
     def write(self, start: Event) -> None:
         """Add ``start``; raise :class:`StorageFailure` if the disk refuses it (the run must

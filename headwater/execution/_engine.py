@@ -185,13 +185,15 @@ class Engine:
                 with contextlib.suppress(StorageFailure):  # a full disk at start: degraded
                     engine.stranded = await engine._journaled_starts()
                     await engine._abandon_open_runs(owner_died=True)
+                    engine.casualties.clear()
+                    engine.starts.forget()
                     await engine.clockwork.first_seen()
                 async with open_executor(
                     settings, engine.runner, engine.slots, state_dir
                 ) as engine.executor:
                     yield engine
             finally:
-                engine.starts.close()
+                engine._leave_stranded()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -394,14 +396,37 @@ class Engine:
 
     async def _journaled_starts(self) -> dict[str, Event]:
         """Starts the previous owner journaled that the log does not hold: it died before
-        their runs' first commit."""
+        their runs' first commit, or stopped while the disk refused them (then it said why,
+        and those runs are abandoned for that reason, not counted as crashes)."""
         found = await anyio.to_thread.run_sync(self.starts.read)
         missing: dict[str, Event] = {}
         for event in found:
-            assert event.run_id is not None
-            if await self.log.run_started(event.run_id) is None:
-                missing[event.run_id] = event
+            run_id = event.run_id
+            assert run_id is not None
+            if (why := event.payload.get(_CUT_OFF)) is not None:
+                self.casualties[(event.asset or "", event.partition)] = str(why)
+                payload = {k: v for k, v in event.payload.items() if k != _CUT_OFF}
+                event = replace(event, payload=payload)
+            if await self.log.run_started(run_id) is None:
+                missing[run_id] = event
         return missing
+
+    def _leave_stranded(self) -> None:
+        """Closing with runs whose end the log could not take (the disk refuses writes):
+        journal why, with their starts if the log lacks those too, for the next owner to
+        abandon them for it. This owner did not die in those runs: no crash is counted."""
+        cut_off = dict(self.stranded)
+        for node, why in self.casualties.items():
+            record = self.state.record(node)
+            if record is not None and record.running and record.running not in cut_off:
+                cut_off[record.running] = self.event(
+                    EventKind.RUN_STARTED, node, run_id=record.running, payload={_CUT_OFF: why}
+                )  # its start is in the log: this line only says why
+        with contextlib.suppress(StorageFailure):
+            for event in cut_off.values():
+                why = self.casualties.get((event.asset or "", event.partition), _OUTAGE)
+                self.starts.write(replace(event, payload={**event.payload, _CUT_OFF: why}))
+        self.starts.close()
 
     async def _abandon_open_runs(self, *, owner_died: bool) -> None:
         """Runs still open in the log were going when their owner died (a clean stop records
@@ -808,6 +833,10 @@ class Engine:
             lines.insert(1, describe_in_flight(flight))
         return lines
 
+
+_CUT_OFF = "headwater.cut_off"
+"""In a journaled start only: why its run ended unrecorded, when its owner knew."""
+_OUTAGE = "the state directory refused writes when it ended"
 
 RECENT_RUNS = 2000
 """Materializations read at open to know how long each asset's runs usually take."""
