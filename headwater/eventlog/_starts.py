@@ -14,8 +14,9 @@ and the first byte is spoiled so that a file left now reads as empty. A reader t
 of the first line's generation, in a row, and stops at the first other one (a line the current
 generation did not reach, or the torn end of a longer one). Under runs that never all end at
 once, the waiting starts are rewritten as a new generation once the ring passes ``RING_BYTES``.
-The owner reads the file when it opens the state directory and commits every start the log
-does not hold; the usual abandoning of runs that never ended follows.
+The owner reads the file when it opens the state directory, commits every start the log does
+not hold (the usual abandoning of runs that never ended follows) and empties it; its own
+generations come after every one the file held.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
-import structlog
 
 from headwater._errors import StateDirError
 from headwater._events import Event
@@ -36,8 +36,6 @@ from headwater._storage import StorageFailure, storage_failure
 from headwater.eventlog._rows import MalformedRow, event_from_row, event_row
 
 __all__ = ["JOURNAL_NAME", "StartJournal"]
-
-_log = structlog.get_logger("headwater.eventlog")
 
 JOURNAL_NAME = "starts.journal"
 RING_BYTES = 1 << 20
@@ -94,7 +92,7 @@ class StartJournal:
     def forget(self) -> None:
         """Empty the file: what a previous owner left is in the log now."""
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd if self._fd is not None else self._open(), 0)
+            os.ftruncate(self._open(), 0)
             self._offset = 0
 
     def write(self, start: Event) -> None:
@@ -117,7 +115,7 @@ class StartJournal:
             # A first line that cannot parse: the file reads as empty. Should that fail,
             # what it holds is in the log, and the next owner skips it.
             with contextlib.suppress(OSError):
-                os.pwrite(self._fd if self._fd is not None else self._open(), b"#", 0)
+                os.pwrite(self._open(), b"#", 0)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -133,9 +131,7 @@ class StartJournal:
 
     def _put(self, data: bytes) -> None:
         try:
-            written = os.pwrite(
-                self._fd if self._fd is not None else self._open(), data, self._offset
-            )
+            written = os.pwrite(self._open(), data, self._offset)
             if written != len(data):  # the disk filled up mid-line: the next write goes here
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as exc:

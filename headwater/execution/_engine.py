@@ -193,7 +193,7 @@ class Engine:
                 ) as engine.executor:
                     yield engine
             finally:
-                engine._leave_stranded()
+                engine._close_journal()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -411,7 +411,7 @@ class Engine:
                 missing[run_id] = event
         return missing
 
-    def _leave_stranded(self) -> None:
+    def _close_journal(self) -> None:
         """Closing with runs whose end the log could not take (the disk refuses writes):
         journal why, with their starts if the log lacks those too, for the next owner to
         abandon them for it. This owner did not die in those runs: no crash is counted."""
