@@ -414,7 +414,9 @@ class Engine:
     def _close_journal(self) -> None:
         """Closing with runs whose end the log could not take (the disk refuses writes):
         journal why, with their starts if the log lacks those too, for the next owner to
-        abandon them for it. This owner did not die in those runs: no crash is counted."""
+        abandon them for it. This owner did not die in those runs: no crash is counted. (So
+        is a start a dead owner left that this one could not record, the disk being full
+        from its start on: in that double fault the crash-loop guard misses one death.)"""
         cut_off = dict(self.stranded)
         for node, why in self.casualties.items():
             record = self.state.record(node)
