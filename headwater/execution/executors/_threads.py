@@ -58,7 +58,9 @@ class ThreadExecutor:
             guard.supersede()
 
         try:
-            with anyio.move_on_after(None if limit is None else limit.total_seconds()):
+            if limit is None:  # no cancel scope to enter and leave: ~5 µs of a trivial run
+                return await self._threads.run(call)
+            with anyio.move_on_after(limit.total_seconds()):
                 return await self._threads.run(call)
         except anyio.get_cancelled_exc_class():
             leave_behind()
