@@ -418,12 +418,13 @@ class Engine:
         is a start a dead owner left that this one could not record, the disk being full
         from its start on: in that double fault the crash-loop guard misses one death.)"""
         cut_off = dict(self.stranded)
-        for node, why in self.casualties.items():
+        for node in self.casualties:
             record = self.state.record(node)
             if record is not None and record.running and record.running not in cut_off:
+                # its start is in the log: this line only says why (added below)
                 cut_off[record.running] = self.event(
-                    EventKind.RUN_STARTED, node, run_id=record.running, payload={_CUT_OFF: why}
-                )  # its start is in the log: this line only says why
+                    EventKind.RUN_STARTED, node, run_id=record.running
+                )
         with contextlib.suppress(StorageFailure):
             for event in cut_off.values():
                 why = self.casualties.get((event.asset or "", event.partition), _OUTAGE)
