@@ -72,9 +72,11 @@ class Event:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with microseconds: fixed width, so text order is time order."""
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {moment!r} has no timezone")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:  # the clocks' own zone needs no conversion (once per event)
+        if moment.tzinfo is None:
+            raise ValueError(f"timestamp {moment!r} has no timezone")
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

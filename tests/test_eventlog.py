@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headwater._events import Event, EventKind
+from headwater._events import Event, EventKind, format_timestamp
 from headwater.eventlog import EventLogReader, open_event_log
 from headwater.eventlog._schema import MIGRATIONS
 from headwater.eventlog._writer import CHECKPOINT_PAGES, ON_LOOP_ROWS
@@ -154,6 +154,30 @@ def test_event_json_shape() -> None:
         "payload",
     }
     assert event.as_json()["timestamp"] == "2026-01-01T00:00:03.000000Z"
+
+
+def test_timestamps_in_any_zone_are_stored_as_utc(tmp_path: Path) -> None:
+    """The log holds fixed-width UTC text whatever zone an event's time was given in, so text
+    order is time order; a time without a zone is refused."""
+    from zoneinfo import ZoneInfo
+
+    plus_two = datetime(2026, 1, 1, 2, 0, 3, 5, tzinfo=timezone(timedelta(hours=2)))
+    named = datetime(2026, 1, 1, 0, 0, 4, tzinfo=ZoneInfo("UTC"))
+
+    async def write() -> None:
+        async with open_event_log(tmp_path) as log:
+            events = [
+                Event(kind=EventKind.OBSERVATION, timestamp=t, asset="src")
+                for t in (plus_two, named)
+            ]
+            await log.write(events)
+
+    anyio.run(write)
+    stored = sqlite3.connect(tmp_path / "events.db").execute("SELECT timestamp FROM events")
+    assert [t for (t,) in stored] == ["2026-01-01T00:00:03.000005Z", "2026-01-01T00:00:04.000000Z"]
+    assert [e.timestamp for e in EventLogReader(tmp_path).events()] == [plus_two, named]
+    with pytest.raises(ValueError, match="no timezone"):
+        format_timestamp(datetime(2026, 1, 1))
 
 
 _texts = st.text(min_size=1, max_size=12)  # ids and versions are never empty

@@ -55,6 +55,8 @@ _ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 def _payload_json(payload: Mapping[str, Any]) -> str:
     """Compact JSON; what JSON cannot hold (a user's metadata) as its ``str``."""
+    if not payload:  # most observations
+        return "{}"
     try:
         return orjson.dumps(payload, default=str, option=_ORJSON).decode()
     except (orjson.JSONEncodeError, TypeError):  # an int beyond 64 bits, a circular value

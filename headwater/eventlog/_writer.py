@@ -302,21 +302,25 @@ class EventLog:
 
     def _small(self, batches: list[_Batch]) -> bool:
         """Whether these batches commit on the loop's thread (see the module's docstring)."""
-        rows = sum(len(b.events) + len(b.records) + len(b.dynamic) + len(b.values) for b in batches)
+        rows = 0
+        for b in batches:
+            rows += len(b.events) + len(b.records) + len(b.dynamic) + len(b.values)
         return (
             rows <= ON_LOOP_ROWS and not self._wal_long() and time.monotonic() >= self._slow_until
         )
 
     def _rows(self, batches: list[_Batch]) -> _Rows:
         events = [event_row(e) for b in batches for e in b.events]
-        records: dict[NodeKey, NodeRecord] = {}
-        schedules: dict[str, Schedule] = {}
         dynamic: list[tuple[str, str, int]] = []
-        values: dict[NodeKey, SmallValue | None] = {}
+        if len(batches) == 1:  # most commits: nothing to merge
+            records, schedules, values = batches[0].records, batches[0].schedules, batches[0].values
+        else:
+            records, schedules, values = {}, {}, {}
+            for b in batches:
+                records.update(b.records)
+                schedules.update(b.schedules)
+                values.update(b.values)
         for b in batches:
-            records.update(b.records)
-            schedules.update(b.schedules)
-            values.update(b.values)
             for name, key in b.dynamic:
                 self._dynamic_seq += 1
                 dynamic.append((name, key, self._dynamic_seq))
@@ -363,8 +367,9 @@ class EventLog:
         self.commits += 1
         self._unchecked_pages += pages
         self._wal_pages += pages
-        busy = self._checkpointer is not None and self._checkpointer.is_alive()
-        if self._unchecked_pages >= min(CHECKPOINT_PAGES, self._wal_seen[1] // 2) and not busy:
+        if self._unchecked_pages < min(CHECKPOINT_PAGES, self._wal_seen[1] // 2):
+            return
+        if self._checkpointer is None or not self._checkpointer.is_alive():
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
@@ -538,15 +543,16 @@ def _write_transaction(
             " VALUES (?, ?, ?)",
             schedules,
         )
-    if kept := [v for v in values if v[3] is not None]:
-        conn.executemany(
-            "INSERT INTO small_values (asset, partition, version, data) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (asset, partition) DO UPDATE SET version = excluded.version,"
-            " data = excluded.data",
-            kept,
-        )
-    if gone := [(a, p) for a, p, _, data in values if data is None]:
-        conn.executemany("DELETE FROM small_values WHERE asset = ? AND partition = ?", gone)
+    if values:
+        if kept := [v for v in values if v[3] is not None]:
+            conn.executemany(
+                "INSERT INTO small_values (asset, partition, version, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (asset, partition) DO UPDATE SET version = excluded.version,"
+                " data = excluded.data",
+                kept,
+            )
+        if gone := [(a, p) for a, p, _, data in values if data is None]:
+            conn.executemany("DELETE FROM small_values WHERE asset = ? AND partition = ?", gone)
     conn.execute("COMMIT")
     if checkpoint:
         _restart_wal(conn)
