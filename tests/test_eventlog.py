@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from headwater.eventlog import EventLogReader, open_event_log
 from headwater.eventlog._schema import MIGRATIONS
 from headwater.eventlog._writer import CHECKPOINT_PAGES, ON_LOOP_ROWS
 from headwater.planning import CheckRecord, Failure, Memo, NodeRecord
+from headwater.planning._state import replace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -190,49 +192,64 @@ _inputs = st.lists(st.tuples(_texts, st.none() | _texts, _texts), max_size=3).ma
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    record=st.builds(
-        NodeRecord,
-        version=st.none() | _texts,
-        changed_at=_instants,
-        materialized_at=_instants,
-        run_id=st.none() | _texts,
+_RECORD_FIELDS = [f.name for f in dataclasses.fields(NodeRecord)]
+_records = st.builds(
+    NodeRecord,
+    version=st.none() | _texts,
+    changed_at=_instants,
+    materialized_at=_instants,
+    run_id=st.none() | _texts,
+    code_version=st.none() | _texts,
+    inputs=_inputs,
+    failure=st.none()
+    | st.builds(
+        Failure,
+        at=_instants.filter(lambda t: t is not None),
+        run_id=_texts,
+        error=_texts,
         code_version=st.none() | _texts,
         inputs=_inputs,
-        failure=st.none()
-        | st.builds(
-            Failure,
-            at=_instants.filter(lambda t: t is not None),
-            run_id=_texts,
-            error=_texts,
-            code_version=st.none() | _texts,
-            inputs=_inputs,
-            attempts=st.integers(1, 9),
-            where=st.none() | _texts,
-            final=st.booleans(),
+        attempts=st.integers(1, 9),
+        where=st.none() | _texts,
+        final=st.booleans(),
+    ),
+    running=st.none() | _texts,
+    decision=st.none() | st.tuples(_texts, _texts),
+    checks=st.lists(
+        st.builds(
+            CheckRecord,
+            _texts,
+            st.booleans(),
+            st.booleans(),
+            st.none() | _texts,
+            st.none() | _texts,
         ),
-        running=st.none() | _texts,
-        decision=st.none() | st.tuples(_texts, _texts),
-        checks=st.lists(
-            st.builds(
-                CheckRecord,
-                _texts,
-                st.booleans(),
-                st.booleans(),
-                st.none() | _texts,
-                st.none() | _texts,
-            ),
-            max_size=2,
-        ).map(tuple),
-        pending_since=_instants,
-        late=st.booleans(),
-        lost_at=_instants,
-        appeared_at=_instants,
-        crashes=st.integers(0, 5),
-    )
+        max_size=2,
+    ).map(tuple),
+    pending_since=_instants,
+    late=st.booleans(),
+    lost_at=_instants,
+    appeared_at=_instants,
+    crashes=st.integers(0, 5),
 )
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=_records)
 def test_a_state_record_reads_back_as_written(record: NodeRecord) -> None:
     """Every field survives the compact JSON (the decoder builds records positionally, for
     speed: a field out of order would land in another's place)."""
     assert NodeRecord.from_json(record.to_json(), Memo()) == record
+
+
+@settings(max_examples=100, deadline=None)
+@given(record=_records, other=_records, which=st.sets(st.sampled_from(_RECORD_FIELDS)))
+def test_a_record_copied_with_changes_is_what_dataclasses_replace_gives(
+    record: NodeRecord, other: NodeRecord, which: set[str]
+) -> None:
+    """The planner's ``replace`` (a record's generated copier) changes exactly the fields
+    named, and refuses a name that is not a field."""
+    changes = {name: getattr(other, name) for name in which}
+    assert replace(record, **changes) == dataclasses.replace(record, **changes)
+    with pytest.raises(TypeError):
+        replace(record, **{"no_such_field": 1})

@@ -8,10 +8,11 @@ takes the record.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
 import orjson
 
@@ -26,6 +27,7 @@ __all__ = [
     "NodeRecord",
     "Schedule",
     "State",
+    "replace",
 ]
 
 _T = TypeVar("_T")
@@ -37,7 +39,34 @@ def _record(cls: type[_T]) -> type[_T]:
     run time one that builds through plain slot stores, not object.__setattr__ per field: a
     record takes 0.2 µs against 1.4, paid 100k times at open and at every reduce. It hashes
     and compares as a frozen one."""
-    return dataclass(slots=True, unsafe_hash=True)(cls)
+    made = dataclass(slots=True, unsafe_hash=True)(cls)
+    made._copy_with = _copier(made)  # type: ignore[attr-defined]
+    return made
+
+
+def _copier(cls: type[Any]) -> Any:
+    """``copy(record, field=value, ...)``: what ``dataclasses.replace`` does for ``cls``, as one
+    call with its fields as keyword arguments (0.5 µs against 2; a reduce makes one per
+    event, a dry run one per step). An unknown field is a TypeError, as there."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    keep = object()
+    source = (
+        f"def copy(record, /, *, {', '.join(f'{n}=keep' for n in names)}):\n"
+        f"    return cls({', '.join(f'record.{n} if {n} is keep else {n}' for n in names)})\n"
+    )
+    scope: dict[str, Any] = {"cls": cls, "keep": keep}
+    exec(source, scope)  # built from the field names above, nothing else
+    return scope["copy"]
+
+
+if TYPE_CHECKING:
+    from dataclasses import replace  # the type checker checks the field names given
+else:
+
+    def replace(obj, /, **changes):
+        """``dataclasses.replace``, through a record's own copier where it has one."""
+        copy = getattr(type(obj), "_copy_with", None)
+        return dataclasses.replace(obj, **changes) if copy is None else copy(obj, **changes)
 
 
 NodeKey = tuple[str, str | None]
