@@ -10,8 +10,9 @@ upstream step produce the data it had before.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from headwater._errors import did_you_mean
@@ -19,7 +20,7 @@ from headwater.definitions import AssetDef, Definitions, SourceDef
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import NodeKey, NodeRecord, State
+from headwater.planning._state import NodeKey, NodeRecord, State, replace
 from headwater.planning._status import Evaluator, node_label
 from headwater.planning._wavefront import Wavefront
 
@@ -74,13 +75,9 @@ def dry_run(
     starting now does), or right after the sources in ``changed`` got new versions."""
     sim = state.copy()
     out = DryRun()
-
-    def evaluator() -> Evaluator:
-        return Evaluator(defs, sim, now, durations)
-
+    ev = Evaluator(defs, sim, now, durations)  # a view: it sees each change made to ``sim``
     touched: set[NodeKey] = set()
     if changed is None:
-        ev = evaluator()
         dirty = {(key, p) for key in defs.assets for p in ev.partitions(key)}
     else:
         dirty = set()
@@ -88,7 +85,6 @@ def dry_run(
             old = sim.record(node) or NodeRecord()
             appeared = old.appeared_at if old.version is not None else now
             sim.put(node, replace(old, version=f"(new {n})", changed_at=now, appeared_at=appeared))
-        ev = evaluator()
         for node in changed:
             dirty.update(ev.children(node))
             _carry(ev, node, now, touched)
@@ -98,11 +94,10 @@ def dry_run(
             out.held[node] = decision.reason
     seeds = set(current.steps)
     front = Wavefront(ev, current.steps)
-    ready = front.take_ready()
+    ready = deque(front.take_ready())
     made = 0
     while ready:
-        node = ready.pop(0)
-        ev = evaluator()
+        node = ready.popleft()
         status, decision = decide_step(ev, node, None)
         reaches = decision.kind == "run" or decision.notable
         if decision.kind == "run":
@@ -130,9 +125,9 @@ def dry_run(
             )
         elif decision.notable:
             out.held[node] = decision.reason
-        front.finished(node, evaluator() if reaches else None)
+        front.finished(node, ev if reaches else None)
         ready.extend(front.take_ready())
-    out.risks = _risks(evaluator(), out, touched)
+    out.risks = _risks(ev, out, touched)
     return out
 
 

@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from headwater.definitions import AssetDef, Node, PartitionsDefinition
-from headwater.planning._state import NodeKey, NodeRecord
+from headwater.planning._state import NodeKey, NodeRecord, replace
 from headwater.planning._status import FRESH, Evaluator
 
 __all__ = [
@@ -140,6 +140,8 @@ def carry_pending_since(
     since earlier. Updates ``records`` (over the state); returns those readers."""
     tracked = ev.defs.lag_tracked
     readers: list[NodeKey] = []
+    if not tracked:
+        return readers
     for child in ev.children(node):
         if child[0] not in tracked:
             continue

@@ -347,6 +347,18 @@ def _absence(record: NodeRecord | None) -> str:
 
 
 def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[str]:
+    if len(recorded) == len(current) and all(
+        r[0] == c[0] and r[1] == c[1] for r, c in zip(recorded, current, strict=True)
+    ):  # the same inputs, in the same (sorted) order: only versions changed
+        return [
+            f"input {node_label(a, p)} changed ({_short(v)} -> {_short(now)})"
+            for (a, p, v), (_, _, now) in zip(recorded, current, strict=True)
+            if v != now
+        ]
+    return _reshaped_inputs(recorded, current)
+
+
+def _reshaped_inputs(recorded: InputVersions, current: InputVersions) -> Iterable[str]:
     before = {(a, p): v for a, p, v in recorded}
     after = {(a, p): v for a, p, v in current}
     for key in sorted(after.keys() | before.keys(), key=lambda k: (k[0], k[1] or "")):

@@ -26,6 +26,8 @@ from headwater.planning._status import Evaluator
 
 __all__ = ["Wavefront", "pending_upstream", "topological_key"]
 
+_ALL, _IDENTITY, _MAPPED = EdgeMapping.ALL, EdgeMapping.IDENTITY, EdgeMapping.MAPPED
+
 _Up = tuple[str, str | None, bool]
 """An upstream position: asset, partition, and whether any partition of it counts."""
 
@@ -43,6 +45,10 @@ class Wavefront:
         self._ready: list[NodeKey] = []
         self._reached: set[NodeKey] = set()
         """Every partition that has been pending in this tick: each is decided once."""
+        self._clear: set[_Up] = set()
+        """Positions found with nothing pending upstream. They stay so: after the seeds, a
+        partition becomes pending only as the child of one that was, and so downstream of
+        it (which also keeps the floor from falling)."""
         new = [node for node in seeds if self._add(node)]
         self._try_all(new)
 
@@ -86,7 +92,9 @@ class Wavefront:
         return True
 
     def _try_all(self, nodes: list[NodeKey]) -> None:
-        for node in sorted(nodes, key=lambda n: topological_key(self._graph, n)):
+        if len(nodes) > 1:
+            nodes.sort(key=lambda n: topological_key(self._graph, n))
+        for node in nodes:
             blocker = self._pending_upstream(node)
             if blocker is None:
                 self._ready.append(node)
@@ -99,7 +107,7 @@ class Wavefront:
         lowest = self._lowest
         while lowest[0][1] not in self._pending:  # finished since: drop lazily
             heapq.heappop(lowest)
-        return pending_upstream(self._graph, node, self._pending, lowest[0][0])
+        return pending_upstream(self._graph, node, self._pending, lowest[0][0], self._clear)
 
 
 def topological_key(graph: AssetGraph, node: NodeKey) -> tuple[int, str]:
@@ -136,27 +144,32 @@ def _search(
 ) -> NodeKey | None:
     stack = [start]
     seen: set[_Up] = set()
+    order = graph.order
+    in_edges = graph.in_edges
     while stack:
         asset, partition, any_partition = stack.pop()
-        for parent in graph.parents[asset]:
-            if graph.order[parent] < floor:
+        for parent, mapping in in_edges[asset]:
+            if order[parent] < floor:
                 continue
-            mapping = graph.mapping(parent, asset)
-            ups: list[_Up]
-            if any_partition or mapping is EdgeMapping.ALL:
-                ups = [(parent, None, True)]
-            elif mapping is EdgeMapping.IDENTITY:
-                ups = [(parent, partition, False)]
-            elif mapping is EdgeMapping.MAPPED and partition is not None:
+            ups: tuple[_Up, ...]
+            if any_partition or mapping is _ALL:
+                ups = ((parent, None, True),)
+            elif mapping is _IDENTITY:
+                ups = ((parent, partition, False),)
+            elif mapping is _MAPPED and partition is not None:
                 keys = graph.edge_map(parent, asset).search_up(partition)
-                ups = [(parent, None, True)] if keys is None else [(parent, k, False) for k in keys]
+                ups = (
+                    ((parent, None, True),)
+                    if keys is None
+                    else tuple((parent, k, False) for k in keys)
+                )
             else:
-                ups = [(parent, None, False)]
+                ups = ((parent, None, False),)
+            held = pending.get(parent)
             for up in ups:
                 if up in seen:
                     continue
                 seen.add(up)
-                held = pending.get(parent)
                 if held:
                     if up[2]:
                         return parent, next(iter(held))
