@@ -20,14 +20,14 @@ from headwater.definitions import AssetDef, Definitions, SourceDef
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import NodeKey, NodeRecord, State, replace
+from headwater.planning._state import NodeKey, NodeRecord, State, record_class, replace
 from headwater.planning._status import Evaluator, node_label
 from headwater.planning._wavefront import Wavefront
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class PlannedStep:
     asset: str
     partition: str | None

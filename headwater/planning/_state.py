@@ -34,7 +34,7 @@ _T = TypeVar("_T")
 
 
 @dataclass_transform(frozen_default=True)
-def _record(cls: type[_T]) -> type[_T]:
+def record_class(cls: type[_T]) -> type[_T]:
     """A frozen dataclass to the type checker, which refuses any assignment to a field; at
     run time one that builds through plain slot stores, not object.__setattr__ per field: a
     record takes 0.2 µs against 1.4, paid 100k times at open and at every reduce. It hashes
@@ -142,7 +142,7 @@ class Schedule:
     """The latest cron tick already evaluated."""
 
 
-@_record
+@record_class
 class NodeRecord:
     version: str | None = None
     """The current data version: latest observed (sources) or materialized (assets)."""

@@ -8,14 +8,14 @@ follows the size of the affected subgraph, not of the whole graph.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
-from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State
+from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
+from headwater.policies._eager import decide_eagerly
 
 __all__ = ["Evaluator", "Status", "as_input", "node_label"]
 
@@ -44,7 +44,7 @@ def _short(version: str | None) -> str:
     return "none" if version is None else version[:12]
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class Status:
     state: str
     reasons: tuple[str, ...]
@@ -299,6 +299,10 @@ class Evaluator:
             if self.now >= at:
                 return Decision.run(f"{of} after: {status.reasons[0]}")
             return Decision.wait(f"{of} at {at.isoformat()}", wake_at=at)
+        if type(asset.policy) is EagerPolicy:  # it reads nothing else: no context to build
+            return decide_eagerly(
+                status.state, status.reasons, status.blockers, status.nothing_arrived
+            )
         ctx = PolicyContext(
             asset=asset_key,
             partition=partition,
@@ -347,14 +351,15 @@ def _absence(record: NodeRecord | None) -> str:
 
 
 def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[str]:
-    if len(recorded) == len(current) and all(
-        r[0] == c[0] and r[1] == c[1] for r, c in zip(recorded, current, strict=True)
-    ):  # the same inputs, in the same (sorted) order: only versions changed
-        return [
-            f"input {node_label(a, p)} changed ({_short(v)} -> {_short(now)})"
-            for (a, p, v), (_, _, now) in zip(recorded, current, strict=True)
-            if v != now
-        ]
+    if len(recorded) == len(current):  # most often the same inputs: only versions changed
+        out: list[str] = []
+        for (a, p, v), (a_now, p_now, v_now) in zip(recorded, current, strict=True):
+            if a != a_now or p != p_now:
+                break
+            if v != v_now:
+                out.append(f"input {node_label(a, p)} changed ({v[:12]} -> {v_now[:12]})")
+        else:
+            return out
     return _reshaped_inputs(recorded, current)
 
 

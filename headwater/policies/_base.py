@@ -16,6 +16,7 @@ __all__ = [
     "Pull",
     "no_input_yet",
     "settled",
+    "settled_on",
 ]
 
 DecisionKind = Literal["run", "wait", "idle"]
@@ -45,21 +46,34 @@ class Decision:
         return cls("idle", reason, notable)
 
 
+_FRESH = Decision.idle("fresh; nothing to do", notable=False)
+_FAILED = Decision.idle("failed; runs again when an input or its code changes, or when asked")
+
+
 def settled(ctx: PolicyContext) -> Decision | None:
     """What every reacting policy decides before its own rule: nothing to do when fresh,
     failed (until something changes), or when no input has arrived yet."""
-    if ctx.state == "fresh":
-        return Decision.idle("fresh; nothing to do", notable=False)
-    if ctx.state == "failed":
-        return Decision.idle("failed; runs again when an input or its code changes, or when asked")
-    if ctx.nothing_arrived:
-        return no_input_yet(ctx)
+    return settled_on(ctx.state, ctx.nothing_arrived)
+
+
+def settled_on(state: str, nothing_arrived: bool) -> Decision | None:
+    """:func:`settled` on the context's two fields it reads."""
+    if state == "fresh":
+        return _FRESH
+    if state == "failed":
+        return _FAILED
+    if nothing_arrived:
+        return _no_input_yet(state)
     return None
 
 
 def no_input_yet(ctx: PolicyContext) -> Decision:
     """Not waiting on anything in particular: quiet, so history does not flood the log."""
-    return Decision.idle(f"{ctx.state}; no input has arrived yet", notable=False)
+    return _no_input_yet(ctx.state)
+
+
+def _no_input_yet(state: str) -> Decision:
+    return Decision.idle(f"{state}; no input has arrived yet", notable=False)
 
 
 @dataclass(frozen=True, slots=True)
