@@ -136,6 +136,30 @@ def test_a_first_tick_that_runs_everything_makes_calls_in_proportion_to_the_asse
     assert ratio < 15, f"10x the assets made {ratio:.1f}x the calls"
 
 
+def test_a_dry_run_decides_each_partition_of_the_closure_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``headwater plan --changed`` of the root: every asset below it is planned, and each is
+    decided once, however many of its parents reach it."""
+    from headwater.planning import _dryrun
+
+    decided: list[tuple[str, str | None]] = []
+    real = _dryrun.decide_step
+
+    def counting(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
+        decided.append(node)
+        return real(ev, node, request)
+
+    monkeypatch.setattr(_dryrun, "decide_step", counting)
+    defs = _layered(400)
+    with Harness(defs) as h:
+        _observe_sources(h, defs)
+        h.tick()
+        planned = _dryrun.dry_run(defs, h.engine.state, h.now, changed=[("s0", None)])
+    assert len(planned.steps) == len(defs.graph.descendants(["l0/a0"])) + 1
+    assert sorted(decided) == sorted((s.asset, s.partition) for s in planned.steps)
+
+
 def test_a_long_lived_engine_keeps_its_loaded_state_out_of_collections(tmp_path: Path) -> None:
     """The daemon's engine (``long_lived``): every record it loaded is frozen, so a full
     collection no longer walks the state; an engine opened by others freezes nothing."""

@@ -2,7 +2,8 @@
 
 It plays a tick on a copy of the state: the planner seeds what is dirty (everything, as a
 daemon starting now would see it, or what the given source changes reach), and each step is
-decided as the engine decides it, in the wavefront's order. A step that would run is assumed to
+decided as the engine decides it, once everything upstream of it is (one at a time, in
+topological order: the engine's wavefront gives the same guarantee to concurrent steps). A step that would run is assumed to
 produce a new data version (so its readers are reached) and to pass its checks: the steps a
 change reaches only through others are marked as ones early cutoff may stop, should an
 upstream step produce the data it had before.
@@ -10,7 +11,7 @@ upstream step produce the data it had before.
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,7 @@ from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import NodeKey, NodeRecord, State, record_class, replace
 from headwater.planning._status import Evaluator, node_label
-from headwater.planning._wavefront import Wavefront
+from headwater.planning._wavefront import reacting_children
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
 
@@ -93,11 +94,15 @@ def dry_run(
         if decision.notable:
             out.held[node] = decision.reason
     seeds = set(current.steps)
-    front = Wavefront(ev, current.steps)
-    ready = deque(front.take_ready())
+    # One step at a time, in topological order: each is decided once everything upstream of
+    # it is, as the engine's wavefront ensures for steps that run concurrently.
+    order = defs.graph.order
+    reached = set(seeds)
+    ready = [(order[a], p or "", (a, p)) for a, p in seeds]
+    heapq.heapify(ready)
     made = 0
     while ready:
-        node = ready.popleft()
+        node = heapq.heappop(ready)[2]
         status, decision = decide_step(ev, node, None)
         reaches = decision.kind == "run" or decision.notable
         if decision.kind == "run":
@@ -125,8 +130,11 @@ def dry_run(
             )
         elif decision.notable:
             out.held[node] = decision.reason
-        front.finished(node, ev if reaches else None)
-        ready.extend(front.take_ready())
+        if reaches:
+            for child in reacting_children(ev, node):
+                if child not in reached:
+                    reached.add(child)
+                    heapq.heappush(ready, (order[child[0]], child[1] or "", child))
     out.risks = _risks(ev, out, touched)
     return out
 

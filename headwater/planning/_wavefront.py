@@ -24,7 +24,7 @@ from headwater.definitions import AssetDef, AssetGraph, EdgeMapping
 from headwater.planning._state import NodeKey
 from headwater.planning._status import Evaluator
 
-__all__ = ["Wavefront", "pending_upstream", "topological_key"]
+__all__ = ["Wavefront", "pending_upstream", "reacting_children", "topological_key"]
 
 _ALL, _IDENTITY, _MAPPED = EdgeMapping.ALL, EdgeMapping.IDENTITY, EdgeMapping.MAPPED
 
@@ -67,15 +67,7 @@ class Wavefront:
                 del self._pending[node[0]]
         new: list[NodeKey] = []
         if ev is not None:
-            for child in ev.children(node):
-                asset = ev.defs.nodes[child[0]]
-                assert isinstance(asset, AssetDef)
-                if (
-                    asset.policy.reacts_to_upstream
-                    and not ev.backfill_only(asset, child[1])
-                    and self._add(child)
-                ):
-                    new.append(child)
+            new = [child for child in reacting_children(ev, node) if self._add(child)]
         self._try_all(self._waiting.pop(node, []) + new)
 
     # -- inside ---------------------------------------------------------------------------
@@ -108,6 +100,19 @@ class Wavefront:
         while lowest[0][1] not in self._pending:  # finished since: drop lazily
             heapq.heappop(lowest)
         return pending_upstream(self._graph, node, self._pending, lowest[0][0], self._clear)
+
+
+def reacting_children(ev: Evaluator, node: NodeKey) -> list[NodeKey]:
+    """The children a change of ``node`` reaches: those whose policy reacts to upstream
+    changes, except the history of time partitions (which only a backfill fills)."""
+    nodes = ev.defs.nodes
+    out: list[NodeKey] = []
+    for child in ev.children(node):
+        asset = nodes[child[0]]
+        assert isinstance(asset, AssetDef)
+        if asset.policy.reacts_to_upstream and not ev.backfill_only(asset, child[1]):
+            out.append(child)
+    return out
 
 
 def topological_key(graph: AssetGraph, node: NodeKey) -> tuple[int, str]:
