@@ -3,10 +3,10 @@
 It plays a tick on a copy of the state: the planner seeds what is dirty (everything, as a
 daemon starting now would see it, or what the given source changes reach), and each step is
 decided as the engine decides it, once everything upstream of it is (one at a time, in
-topological order: the engine's wavefront gives the same guarantee to concurrent steps). A step that would run is assumed to
-produce a new data version (so its readers are reached) and to pass its checks: the steps a
-change reaches only through others are marked as ones early cutoff may stop, should an
-upstream step produce the data it had before.
+topological order: the engine's wavefront gives the same guarantee to concurrent steps). A
+step that would run is assumed to produce a new data version (so its readers are reached) and
+to pass its checks: the steps a change reaches only through others are marked as ones early
+cutoff may stop, should an upstream step produce the data it had before.
 """
 
 from __future__ import annotations
