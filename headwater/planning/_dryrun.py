@@ -58,6 +58,8 @@ class DryRun:
 def _carry(ev: Evaluator, node: NodeKey, origin: datetime, touched: set[NodeKey]) -> None:
     """As the engine does on a new version: readers with a ``max_lag`` downstream are behind
     since ``origin``."""
+    if not ev.defs.lag_tracked:
+        return
     records: dict[NodeKey, NodeRecord] = {}
     touched.update(carry_pending_since(ev, node, origin, records))
     for reader, record in records.items():
