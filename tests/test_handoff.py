@@ -125,3 +125,30 @@ async def test_a_closed_hand_off_refuses_calls() -> None:
     handoff.close()
     with pytest.raises(RuntimeError, match="closed"):
         await handoff.run(lambda: 2)
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_raises_stop_iteration_fails_alone() -> None:
+    """A future refuses StopIteration: its caller gets a RuntimeError caused by it, and the
+    other calls of its batch their results."""
+
+    def stops() -> None:
+        raise StopIteration("done early")
+
+    outcomes: dict[str, object] = {}
+
+    async def call(handoff: Handoff, name: str, fn: Any) -> None:
+        try:
+            outcomes[name] = await handoff.run(fn)
+        except RuntimeError as exc:
+            outcomes[name] = exc
+
+    async with _handoff() as handoff:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, handoff, "stops", stops)
+                tg.start_soon(call, handoff, "works", lambda: 2)
+    assert outcomes["works"] == 2
+    error = outcomes["stops"]
+    assert isinstance(error, RuntimeError)
+    assert isinstance(error.__cause__, StopIteration)

@@ -475,3 +475,35 @@ def test_an_input_that_appears_or_disappears_is_named() -> None:
         h.materialize("total")
         h.observe("raw", "B", partition="d2")
         assert "input raw[d2] appeared (version B)" in "\n".join(h.why("total"))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:  # a message that raises StopIteration itself
+        return next(a for a in self.args if isinstance(a, str))
+
+
+def test_an_error_whose_message_cannot_be_read_fails_only_its_run() -> None:
+    """Runs that go to the worker thread together: one raises an exception whose ``str``
+    raises; it fails with a readable error, the others materialize, the tick ends."""
+    src = hw.source("src")
+
+    @hw.asset
+    def bad(src: int) -> int:
+        raise _Unprintable(404)
+
+    @hw.asset
+    def good(src: int) -> int:
+        return src + 1
+
+    @hw.asset
+    def also_good(src: int) -> int:
+        return src + 2
+
+    defs = hw.Definitions([src, bad, good, also_good], max_concurrency=3)
+    with Harness(defs, executor="threads") as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert sorted(tick.materialized) == [("also_good", None), ("good", None)]
+        assert tick.failed == {
+            ("bad", None): "_Unprintable: (its message could not be read: StopIteration in __str__)"
+        }

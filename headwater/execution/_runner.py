@@ -120,7 +120,10 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
 
 def describe_error(exc: BaseException) -> str:
     """``Type: message`` on one paragraph: no trailing newlines, an empty message named."""
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except BaseException as broken:  # a message that itself raises: the run still fails
+        text = f"(its message could not be read: {type(broken).__name__} in __str__)"
     return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (no message)"
 
 
@@ -265,7 +268,7 @@ class Runner:
             except Exception as exc:
                 label = node_label(upstream, job.partition)
                 raise _InputError(
-                    f"loading input {param!r} ({label}): {type(exc).__name__}: {exc}"
+                    f"loading input {param!r} ({label}): {describe_error(exc)}"
                 ) from exc
         if job.asset.wants_context:
             kwargs["context"] = context
@@ -369,6 +372,6 @@ class Runner:
         try:
             stored = pickle.loads(small) if small else io.load(job.asset.key, job.partition)
         except Exception as exc:
-            error = f"loading the stored value: {type(exc).__name__}: {exc}"
+            error = f"loading the stored value: {describe_error(exc)}"
             return tuple(CheckOutcome(c.name, False, c.blocking, error=error) for c in checks)
         return tuple(_run_check(c, stored, context) for c in checks)

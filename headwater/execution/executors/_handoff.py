@@ -182,6 +182,9 @@ def _settle(outcomes: list[_Outcome], timer: asyncio.TimerHandle | None = None) 
         if future.cancelled():
             continue  # the caller gave up on it
         if error is not None:
+            if isinstance(error, StopIteration):  # a future refuses it (as a coroutine does)
+                refused, error = error, RuntimeError("the call raised StopIteration")
+                error.__cause__ = refused
             future.set_exception(error)
         else:
             future.set_result(result)
