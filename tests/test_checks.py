@@ -84,6 +84,37 @@ def test_a_check_that_raises_has_failed_with_its_error() -> None:
         assert check.payload["error"] == "RuntimeError: cannot judge rows"
 
 
+def test_a_check_result_that_cannot_be_read_fails_the_check_not_the_run() -> None:
+    """``passed`` that is not a truth value (a pandas Series), ``metadata`` that is not a
+    mapping: the check failed, saying so; the asset materialized."""
+    import pandas as pd
+
+    src = hw.source("src")
+
+    @hw.asset
+    def rows(src: Any) -> Any:
+        return src
+
+    @hw.check(rows, name="ambiguous")
+    def ambiguous(value: Any) -> hw.CheckResult:
+        return hw.CheckResult(pd.Series([True, False]))  # type: ignore[arg-type]
+
+    @hw.check(rows, name="listed")
+    def listed(value: Any) -> hw.CheckResult:
+        return hw.CheckResult(True, metadata=[1, 2, 3])  # type: ignore[arg-type]
+
+    with Harness(hw.Definitions([src, rows], checks=[ambiguous, listed])) as h:
+        h.observe("src", value=[1])
+        tick = h.tick()
+        assert tick.materialized == [("rows", None)] and tick.failed == {}
+        errors = {c.payload["check"]: c.payload["error"] for c in h.events(kind="check")}
+        assert {c.payload["passed"] for c in h.events(kind="check")} == {False}
+        assert errors["ambiguous"].startswith(
+            "returned a CheckResult that cannot be read: ValueError: The truth value of a Series"
+        )
+        assert errors["listed"].startswith("returned a CheckResult that cannot be read: TypeError")
+
+
 def test_checks_judge_the_stored_value() -> None:
     """The check receives the value as it was stored (a DataFrame read back from Parquet)."""
     import pandas as pd

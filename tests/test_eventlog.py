@@ -18,7 +18,7 @@ from headwater.eventlog import EventLogReader, open_event_log
 from headwater.eventlog._schema import MIGRATIONS
 from headwater.eventlog._writer import CHECKPOINT_PAGES, ON_LOOP_ROWS
 from headwater.planning import CheckRecord, Failure, Memo, NodeRecord
-from headwater.planning._state import replace
+from headwater.planning._state import record_class, replace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -253,3 +253,23 @@ def test_a_record_copied_with_changes_is_what_dataclasses_replace_gives(
     assert replace(record, **changes) == dataclasses.replace(record, **changes)
     with pytest.raises(TypeError):
         replace(record, **{"no_such_field": 1})
+
+
+def test_a_record_class_copies_fields_named_like_anything() -> None:
+    """Fields named as the copier's own names might be, and one outside ``__init__``."""
+
+    @record_class
+    class Odd:
+        keep: int = 0
+        record: int = 0
+        cls: int = 0
+
+    @record_class
+    class Derived:
+        base: int = 0
+        derived: int = dataclasses.field(default=5, init=False)
+
+    odd = Odd(1, 2, 3)
+    for change in ({"keep": 9}, {"record": 9}, {"cls": 9}, {}):
+        assert replace(odd, **change) == dataclasses.replace(odd, **change)
+    assert replace(Derived(1), base=2) == Derived(2)

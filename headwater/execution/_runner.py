@@ -105,9 +105,12 @@ def _run_check(check: CheckDef, value: Any, context: Context) -> CheckOutcome:
     except BaseException as exc:  # whatever a check raises fails it, as for a function
         return CheckOutcome(check.name, False, check.blocking, error=describe_error(exc))
     if isinstance(result, CheckResult):
-        return CheckOutcome(
-            check.name, bool(result.passed), check.blocking, dict(result.metadata or {})
-        )
+        try:  # a pandas Series for ``passed``, a list for ``metadata``: the check's fault
+            passed, metadata = bool(result.passed), dict(result.metadata or {})
+        except Exception as exc:
+            error = f"returned a CheckResult that cannot be read: {describe_error(exc)}"
+            return CheckOutcome(check.name, False, check.blocking, error=error)
+        return CheckOutcome(check.name, passed, check.blocking, metadata)
     if isinstance(result, bool):
         return CheckOutcome(check.name, result, check.blocking)
     return CheckOutcome(
