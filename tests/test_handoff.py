@@ -26,6 +26,14 @@ async def _handoff() -> AsyncIterator[Handoff]:
         handoff.close()
 
 
+async def _outcome(handoff: Handoff, fn: Any, outcomes: dict[str, object], name: str) -> None:
+    """The call's result, or the exception it raised, as ``outcomes[name]``."""
+    try:
+        outcomes[name] = await handoff.run(fn)
+    except Exception as exc:
+        outcomes[name] = exc
+
+
 @pytest.mark.asyncio
 async def test_calls_made_together_share_one_thread_and_keep_their_own_context() -> None:
     results: dict[int, tuple[int, str]] = {}
@@ -99,18 +107,12 @@ async def test_each_caller_gets_its_own_outcome() -> None:
             scope.cancel()
             outcomes["cancelled"] = await handoff.run(abandoned)
 
-    async def call(handoff: Handoff, name: str, fn: Any) -> None:
-        try:
-            outcomes[name] = await handoff.run(fn)
-        except ValueError as exc:
-            outcomes[name] = exc
-
     async with _handoff() as handoff:
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(call, handoff, "fails", fails)
+                tg.start_soon(_outcome, handoff, fails, outcomes, "fails")
                 tg.start_soon(cancelled, handoff)
-                tg.start_soon(call, handoff, "works", lambda: 2)
+                tg.start_soon(_outcome, handoff, lambda: 2, outcomes, "works")
         assert outcomes["works"] == 2
         assert "cancelled" not in outcomes
         assert isinstance(outcomes["fails"], ValueError)
@@ -136,18 +138,11 @@ async def test_a_call_that_raises_stop_iteration_fails_alone() -> None:
         raise StopIteration("done early")
 
     outcomes: dict[str, object] = {}
-
-    async def call(handoff: Handoff, name: str, fn: Any) -> None:
-        try:
-            outcomes[name] = await handoff.run(fn)
-        except RuntimeError as exc:
-            outcomes[name] = exc
-
     async with _handoff() as handoff:
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(call, handoff, "stops", stops)
-                tg.start_soon(call, handoff, "works", lambda: 2)
+                tg.start_soon(_outcome, handoff, stops, outcomes, "stops")
+                tg.start_soon(_outcome, handoff, lambda: 2, outcomes, "works")
     assert outcomes["works"] == 2
     error = outcomes["stops"]
     assert isinstance(error, RuntimeError)
