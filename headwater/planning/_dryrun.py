@@ -23,7 +23,7 @@ from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import NodeKey, NodeRecord, State, record_class, replace
 from headwater.planning._status import Evaluator, node_label
-from headwater.planning._wavefront import reacting_children
+from headwater.planning._wavefront import reacting_children, topological_key
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
 
@@ -98,13 +98,13 @@ def dry_run(
     seeds = set(current.steps)
     # One step at a time, in topological order: each is decided once everything upstream of
     # it is, as the engine's wavefront ensures for steps that run concurrently.
-    order = defs.graph.order
+    graph = defs.graph
     reached = set(seeds)
-    ready = [(order[a], p or "", (a, p)) for a, p in seeds]
+    ready = [(topological_key(graph, node), node) for node in seeds]
     heapq.heapify(ready)
     made = 0
     while ready:
-        node = heapq.heappop(ready)[2]
+        node = heapq.heappop(ready)[1]
         status, decision = decide_step(ev, node, None)
         reaches = decision.kind == "run" or decision.notable
         if decision.kind == "run":
@@ -136,7 +136,7 @@ def dry_run(
             for child in reacting_children(ev, node):
                 if child not in reached:
                     reached.add(child)
-                    heapq.heappush(ready, (order[child[0]], child[1] or "", child))
+                    heapq.heappush(ready, (topological_key(graph, child), child))
     out.risks = _risks(ev, out, touched)
     return out
 

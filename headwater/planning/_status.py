@@ -357,8 +357,7 @@ def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[
             if a != a_now or p != p_now:
                 break
             if v != v_now:
-                label = a if p is None else f"{a}[{p}]"
-                out.append(f"input {label} changed ({v[:12]} -> {v_now[:12]})")
+                out.append(f"input {node_label(a, p)} changed ({v[:12]} -> {v_now[:12]})")
         else:
             return out
     return _reshaped_inputs(recorded, current)
