@@ -7,13 +7,13 @@ reader and the writer turn into one message naming the log file.
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
+from headwater._collector import collector_paused
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater.planning import Memo, NodeKey, NodeRecord, Schedule, State
 
@@ -124,11 +124,7 @@ def state_from_rows(
     for name, key in dynamic:
         state.add_dynamic(name, [key])
     memo = Memo()
-    # Hundreds of thousands of records, none of them in a cycle: the cyclic collector would
-    # walk the growing state again and again while it loads (a fifth of the time at 100k).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # hundreds of thousands of records, none of them in a cycle
         for asset, partition, record in records:
             try:
                 node = (memo.text(asset), partition or None)
@@ -136,7 +132,4 @@ def state_from_rows(
             except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
                 where = f"current_state row of asset {asset!r}, partition {partition!r}"
                 raise MalformedRow(where, f"{type(exc).__name__}: {exc}") from None
-    finally:
-        if collecting:
-            gc.enable()
     return state
