@@ -189,3 +189,33 @@ def test_a_long_lived_engine_keeps_its_loaded_state_out_of_collections(tmp_path:
     assert seen["records"] > 300
     assert seen["frozen"] > seen["records"]
     assert seen["records still walked"] == 0
+
+
+def test_a_change_reaches_the_children_that_react_to_it_and_every_partition_of_one() -> None:
+    """What a new version of a node reaches: its eager and lazy children, not the manual or
+    cron ones (their dirty mark is enough), and each partition of a partitioned child. The
+    unpartitioned case is memoized per asset; both must give the same answer."""
+    from headwater.planning._wavefront import reacting_children
+
+    def defs(partitioned_child: bool) -> hw.Definitions:
+        src = hw.source("src")
+        nodes: list[Any] = [src]
+        for key, policy in [("eager", hw.eager()), ("manual", hw.manual()),
+                            ("lazy", hw.lazy()), ("cron", hw.on_cron("0 * * * *"))]:  # fmt: skip
+            nodes.append(hw.asset(key, ins={"x": "src"}, policy=policy)(_identity))
+        if partitioned_child:
+            parts = hw.StaticPartitions(["p", "q"])
+            nodes.append(hw.asset("parts", ins={"x": "src"}, partitions=parts)(_identity))
+        return hw.Definitions(nodes)
+
+    expected = [("eager", None), ("lazy", None)]
+    for partitioned in (False, True):
+        with Harness(defs(partitioned)) as h:
+            ev = h.engine.evaluator()
+            tail = [("parts", "p"), ("parts", "q")] if partitioned else []
+            for _ in range(2):  # the second answer comes from the memo, if there is one
+                assert list(reacting_children(ev, ("src", None))) == expected + tail
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -118,6 +118,7 @@ class Definitions:
                 )
             self.nodes[item.key] = item
         self._code_versions: dict[str, str] = {}
+        self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         self._validate_partitions()
@@ -155,6 +156,23 @@ class Definitions:
                 if version is None:
                     version = by_function[id(asset.fn)] = code_version(asset.fn)
                 self._code_versions[key] = version
+
+    def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:
+        """The children that a change of ``key``'s unpartitioned node reaches, when that does
+        not depend on the instant: every child unpartitioned (each is then reached as its one
+        node, whatever the edge), kept if its policy reacts to upstream changes. None when a
+        child is partitioned (which partitions exist may change with time or dynamic keys).
+        Memoized per key: planning asks once per step, 100k times in a dry run."""
+        if key in self._fixed_reach:
+            return self._fixed_reach[key]
+        reach: tuple[tuple[str, None], ...] | None = ()
+        kids = [self.assets[child] for child in self.graph.children[key]]
+        if any(child.partitions is not None for child in kids):
+            reach = None
+        else:
+            reach = tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
+        self._fixed_reach[key] = reach
+        return reach
 
     @functools.cached_property
     def assets(self) -> dict[str, AssetDef]:

@@ -16,14 +16,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
-from headwater.definitions import AssetDef, Definitions, SourceDef
+from headwater.definitions import Definitions, SourceDef
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import NodeKey, NodeRecord, State, record_class, replace
 from headwater.planning._status import Evaluator, node_label
-from headwater.planning._wavefront import reacting_children, topological_key
+from headwater.planning._wavefront import reacting_children
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
 
@@ -76,6 +77,17 @@ def dry_run(
 ) -> DryRun:
     """The tick that would run now (``changed=None``: every partition looked at, as a daemon
     starting now does), or right after the sources in ``changed`` got new versions."""
+    with collector_paused():  # a record, a step and a status per step, none in a cycle
+        return _dry_run(defs, state, now, changed, durations)
+
+
+def _dry_run(
+    defs: Definitions,
+    state: State,
+    now: datetime,
+    changed: Iterable[NodeKey] | None,
+    durations: Mapping[str, float] | None,
+) -> DryRun:
     sim = state.copy()
     out = DryRun()
     ev = Evaluator(defs, sim, now, durations)  # a view: it sees each change made to ``sim``
@@ -98,22 +110,22 @@ def dry_run(
     seeds = set(current.steps)
     # One step at a time, in topological order: each is decided once everything upstream of
     # it is, as the engine's wavefront ensures for steps that run concurrently.
-    graph = defs.graph
+    order = defs.graph.order
+    records = sim.records
+    tracked = bool(defs.lag_tracked)
     reached = set(seeds)
-    ready = [(topological_key(graph, node), node) for node in seeds]
+    ready = [(order[a], p or "", (a, p)) for a, p in seeds]  # as topological_key, flat
     heapq.heapify(ready)
     made = 0
     while ready:
-        node = heapq.heappop(ready)[1]
+        node = heapq.heappop(ready)[2]
         status, decision = decide_step(ev, node, None)
-        reaches = decision.kind == "run" or decision.notable
         if decision.kind == "run":
-            asset = defs.nodes[node[0]]
-            assert isinstance(asset, AssetDef)
             out.steps.append(PlannedStep(*node, decision.reason, node not in seeds))
-            old = sim.record(node) or NodeRecord()
+            old = records.get(node) or NodeRecord()
             made += 1
-            _carry(ev, node, old.pending_since or now, touched)
+            if tracked:
+                _carry(ev, node, old.pending_since or now, touched)
             sim.put(
                 node,
                 replace(
@@ -121,7 +133,7 @@ def dry_run(
                     version=f"(planned {made})",
                     changed_at=now,
                     materialized_at=now,
-                    code_version=ev.code_version(asset),
+                    code_version=defs.code_version(node[0]),
                     inputs=status.inputs,
                     failure=None,
                     checks=(),
@@ -132,11 +144,12 @@ def dry_run(
             )
         elif decision.notable:
             out.held[node] = decision.reason
-        if reaches:
-            for child in reacting_children(ev, node):
-                if child not in reached:
-                    reached.add(child)
-                    heapq.heappush(ready, (topological_key(graph, child), child))
+        else:
+            continue  # nothing its readers can see
+        for child in reacting_children(ev, node):
+            if child not in reached:
+                reached.add(child)
+                heapq.heappush(ready, (order[child[0]], child[1] or "", child))
     out.risks = _risks(ev, out, touched)
     return out
 

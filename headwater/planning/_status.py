@@ -170,7 +170,8 @@ class Evaluator:
 
     def status(self, asset_key: str, partition: str | None) -> Status:
         node = self.defs.nodes[asset_key]
-        record = self.state.record((asset_key, partition))
+        records = self.state.records
+        record = records.get((asset_key, partition))
         if not isinstance(node, AssetDef):
             if record is None or record.version is None:
                 return Status(MISSING, ("never observed",), (), ())
@@ -178,7 +179,6 @@ class Evaluator:
         present: list[tuple[str, str | None, str]] = []
         blockers: list[str] = []
         only_missing = True
-        records = self.state.records
         for parent, mapping in self.graph.in_edges[asset_key]:
             if mapping is _NONE or mapping is _FAN_OUT or mapping is _IDENTITY:
                 up = (parent, partition if mapping is _IDENTITY else None)
@@ -223,7 +223,7 @@ class Evaluator:
                 blockers.extend(absent)
         inputs = tuple(sorted(present))
         nothing_arrived = bool(blockers) and not present and only_missing
-        code = self.code_version(node)
+        code = self.defs.code_version(asset_key)
         failure = record.failure if record is not None else None
         if failure is not None and failure.code_version == code and failure.inputs == inputs:
             return Status(
@@ -286,12 +286,16 @@ class Evaluator:
         assert isinstance(asset, AssetDef)
         if status.state == FRESH and type(asset.policy) is EagerPolicy:
             return _FRESH_EAGER  # most of a full evaluation: what EagerPolicy.decide says
-        if status.state in (MISSING, STALE) and self.backfill_only(asset, partition):
+        if (
+            partition is not None
+            and status.state in (MISSING, STALE)
+            and self.backfill_only(asset, partition)
+        ):
             return Decision.idle(
                 f"{status.state}; history is a backfill: only the newest window fills itself",
                 notable=False,
             )
-        if (retry := self.retry(asset, partition, status)) is not None:
+        if status.state == FAILED and (retry := self.retry(asset, partition, status)) is not None:
             attempt, at = retry
             of = f"retry {attempt} of {asset.retries.max_attempts if asset.retries else attempt}"
             if status.blockers:

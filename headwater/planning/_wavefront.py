@@ -17,7 +17,7 @@ pending asset, so it looks only at the part of the graph the wavefront can still
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from headwater.definitions import AssetDef, AssetGraph, EdgeMapping
@@ -102,9 +102,11 @@ class Wavefront:
         return pending_upstream(self._graph, node, self._pending, lowest[0][0], self._clear)
 
 
-def reacting_children(ev: Evaluator, node: NodeKey) -> list[NodeKey]:
+def reacting_children(ev: Evaluator, node: NodeKey) -> Sequence[NodeKey]:
     """The children a change of ``node`` reaches: those whose policy reacts to upstream
     changes, except the history of time partitions (which only a backfill fills)."""
+    if node[1] is None and (fixed := ev.defs.fixed_reach(node[0])) is not None:
+        return fixed
     nodes = ev.defs.nodes
     out: list[NodeKey] = []
     for child in ev.children(node):
