@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -75,8 +74,7 @@ def _inputs_json(status: Status) -> list[list[str | None]]:
 class RunCycle:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.slots = anyio.CapacityLimiter(engine.slots)
-        self._solo = _Solo()
+        self._gate = _Gate(engine.slots)
         self.in_flight: dict[NodeKey, InFlight] = {}
         self.stopping = False
         self.last_plans = False
@@ -244,14 +242,15 @@ class RunCycle:
         try:
             record = engine.state.record(node)
             alone = engine.crash_guard and record is not None and record.crashes > 0
-            async with self._slot() as queued, self._solo.hold(alone=alone) as held:
+            waited = await self._gate.enter(alone=alone)
+            try:
                 if self.stopping:
                     result.skipped[node] = STOPPING
                     return "skipped"
                 if engine.degraded is not None:
                     result.skipped[node] = f"not started: {engine.degraded.reason}"
                     return "skipped"
-                if queued or held:
+                if waited:
                     # Inputs may have changed while it waited: decide on what the run reads.
                     status, decision = decide_step(engine.evaluator(), node, request)
                     if decision.kind != "run":
@@ -259,23 +258,10 @@ class RunCycle:
                         return "held" if decision.notable else "skipped"
                 retrying = request is None and status.state == "failed"
                 return await self._run(node, status, decision.reason, result, retrying=retrying)
+            finally:
+                self._gate.leave()
         finally:
             del self.in_flight[node]
-
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[bool]:
-        """Hold a worker slot; say whether it had to wait for one. A free slot is taken
-        without yielding to the loop, so nothing can have changed in between."""
-        try:
-            self.slots.acquire_nowait()
-            waited = False
-        except anyio.WouldBlock:
-            await self.slots.acquire()
-            waited = True
-        try:
-            yield waited
-        finally:
-            self.slots.release()
 
     async def _claim(self, node: NodeKey) -> anyio.Event:
         """Wait until no other tick holds this partition or one of its inputs, then hold it.
@@ -450,31 +436,44 @@ class RunCycle:
         return "skipped"
 
 
-class _Solo:
-    """A run during which the daemon died goes alone next time (threads): with nothing else
-    running, a crash can only be its own, so a bystander is never blamed twice."""
+class _Gate:
+    """What a run holds while it runs: one of the worker slots (``max_concurrency``), and,
+    for a run during which the daemon died (threads), the whole executor: with nothing else
+    running, a crash can only be its own, so a bystander is never blamed twice. Plain
+    methods, not a context manager: entered and left once per run."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int) -> None:
+        self._slots = anyio.Semaphore(slots)
         self._running = 0
         self._alone = False
         self._changed = anyio.Event()
 
-    @asynccontextmanager
-    async def hold(self, *, alone: bool) -> AsyncIterator[bool]:
-        """Yield whether it had to wait."""
+    async def enter(self, *, alone: bool) -> bool:
+        """Hold a slot (all of them if ``alone``); return whether it had to wait. A free slot
+        is taken without yielding to the loop, so nothing can have changed in between."""
         waited = False
-        while self._alone or (alone and self._running):
-            self._changed = anyio.Event() if self._changed.is_set() else self._changed
-            await self._changed.wait()
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._slots.acquire()
             waited = True
+        try:
+            while self._alone or (alone and self._running):
+                self._changed = anyio.Event() if self._changed.is_set() else self._changed
+                await self._changed.wait()
+                waited = True
+        except BaseException:
+            self._slots.release()
+            raise
         self._running += 1
         self._alone = alone
-        try:
-            yield waited
-        finally:
-            self._running -= 1
-            self._alone = False
-            self._changed.set()
+        return waited
+
+    def leave(self) -> None:
+        self._running -= 1
+        self._alone = False
+        self._changed.set()
+        self._slots.release()
 
 
 async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) -> Outcome:
