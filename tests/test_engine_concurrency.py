@@ -108,3 +108,55 @@ async def test_a_run_that_waited_for_a_slot_reads_what_changed_meanwhile(tmp_pat
             lambda: EventLogReader(tmp_path).events(kind="value_lost")
         )
         assert lost == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("partitioned", [False, True])
+async def test_a_tick_waits_for_an_input_another_tick_is_running(
+    tmp_path: Path, partitioned: bool
+) -> None:
+    """``joined`` reads ``slow`` and ``other``. While one tick runs ``slow``, ``other``
+    changes and a second tick finds ``joined`` stale: it must wait for ``slow`` rather than
+    run ``joined`` on the value ``slow`` is about to replace, so ``joined`` runs once, on
+    both new values (unpartitioned and partitioned nodes find their inputs differently)."""
+    parts = hw.StaticPartitions(["p"]) if partitioned else None
+    key = "p" if partitioned else None
+    release = threading.Event()
+    slow_started = anyio.Event()
+    read: list[Any] = []
+
+    @hw.asset(partitions=parts)
+    def slow(src: Any) -> Any:
+        loop.call_soon_threadsafe(slow_started.set)
+        release.wait(timeout=10)
+        return src
+
+    @hw.asset(partitions=parts)
+    def joined(slow: Any, other: Any) -> Any:
+        read.append((slow, other))
+        return (slow, other)
+
+    nodes = [hw.source("src", partitions=parts), hw.source("other", partitions=parts)]
+    defs = hw.Definitions([*nodes, slow, joined], max_concurrency=4)
+    loop = asyncio.get_running_loop()
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("src", partition=key, value=1)
+        await engine.observe("other", partition=key, value=1)
+        release.set()
+        await engine.tick()
+        assert read == [(1, 1)]
+        release.clear()
+        slow_started = anyio.Event()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("src", partition=key, value=2)
+                    tg.start_soon(engine.tick)
+                    await slow_started.wait()
+                    await engine.observe("other", partition=key, value=2)
+                    tg.start_soon(engine.tick)  # finds `joined` stale, `slow` running
+                    await anyio.wait_all_tasks_blocked()
+                    assert read == [(1, 1)]  # not run on the value `slow` is replacing
+                finally:
+                    release.set()
+        assert read == [(1, 1), (2, 2)]

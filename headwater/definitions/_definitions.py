@@ -119,6 +119,7 @@ class Definitions:
             self.nodes[item.key] = item
         self._code_versions: dict[str, str] = {}
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
+        self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         self._validate_partitions()
@@ -173,6 +174,20 @@ class Definitions:
             reach = tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
         self._fixed_reach[key] = reach
         return reach
+
+    def fixed_inputs(self, key: str) -> tuple[tuple[str, None], ...] | None:
+        """The input nodes of asset ``key``'s unpartitioned node, when they do not depend on
+        the instant: every edge but ALL reads one node of an input (ALL reads the partitions
+        present now). None for a partitioned asset or one with an ALL edge. Memoized."""
+        if key in self._fixed_inputs:
+            return self._fixed_inputs[key]
+        inputs: tuple[tuple[str, None], ...] | None = None
+        if self.assets[key].partitions is None:
+            edges = self.graph.in_edges[key]
+            if all(mapping is not EdgeMapping.ALL for _, mapping in edges):
+                inputs = tuple((parent, None) for parent, _ in edges)
+        self._fixed_inputs[key] = inputs
+        return inputs
 
     @functools.cached_property
     def assets(self) -> dict[str, AssetDef]:

@@ -10,8 +10,8 @@ is *queued*, which ``why`` and ``status`` show from the daemon's live state.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -272,14 +272,21 @@ class RunCycle:
         while True:
             busy = self._claims.get(node)
             if busy is None:
-                for _, inputs in self.engine.evaluator().input_nodes(*node):
-                    busy = next((self._claims[n] for n in inputs if n in self._claims), None)
-                    if busy is not None:
-                        break
+                busy = self._claimed_input(node)
             if busy is None:
                 claim = self._claims[node] = anyio.Event()  # no await since the check
                 return claim
             await busy.wait()
+
+    def _claimed_input(self, node: NodeKey) -> anyio.Event | None:
+        claims = self._claims
+        fixed = self.engine.defs.fixed_inputs(node[0]) if node[1] is None else None
+        if fixed is not None:  # most nodes: no evaluator, no lists built
+            return next((claims[n] for n in fixed if n in claims), None)
+        for _, inputs in self.engine.evaluator().input_nodes(*node):
+            if (busy := next((claims[n] for n in inputs if n in claims), None)) is not None:
+                return busy
+        return None
 
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
@@ -290,7 +297,7 @@ class RunCycle:
         assert isinstance(asset, AssetDef)
         ev = engine.evaluator()
         code = ev.code_version(asset)
-        run_id = uuid.uuid4().hex
+        run_id = os.urandom(16).hex()  # a random 128-bit id, as uuid4 gives, in 0.3 µs not 2
         record = engine.state.record(node) or NodeRecord()
         attempt = record.failure.attempts + 1 if retrying and record.failure else 1
         common: dict[str, Any] = {
