@@ -95,6 +95,48 @@ def test_partitioned_to_unpartitioned_passes_a_dict_of_existing_partitions() -> 
         assert h.value("total") == ["2026-01-01", "2026-01-04"]
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "gone"),
+    [
+        (hw.StaticPartitions(["a", "b", "c"]), hw.StaticPartitions(["a", "b"]), "c"),
+        (daily, hw.DailyPartitions(start="2026-01-02"), "2026-01-01"),
+    ],
+    ids=["static key removed", "time range starts later"],
+)
+def test_a_partition_dropped_from_the_definition_is_no_longer_read_by_a_roll_up(
+    tmp_path: Any, before: hw.PartitionsDefinition, after: hw.PartitionsDefinition, gone: str
+) -> None:
+    """Definitions change between runs of the daemon: a partition the new one does not have
+    no longer exists, and the roll-up of all partitions runs again without it (as without a
+    deleted one), saying why. Its data stays in the log."""
+
+    def pipeline(parts: hw.PartitionsDefinition) -> hw.Definitions:
+        @hw.asset(partitions=parts)
+        def clean(raw: Any, context: hw.Context) -> Any:
+            return context.partition
+
+        @hw.asset
+        def total(clean: dict[str, Any]) -> Any:
+            return sorted(clean)
+
+        return hw.Definitions([hw.source("raw", partitions=parts), clean, total])
+
+    keys = (
+        ["a", "b", "c"] if isinstance(before, hw.StaticPartitions) else ["2026-01-01", "2026-01-02"]
+    )
+    with Harness(pipeline(before), now="2026-01-10T00:00:00Z", state_dir=tmp_path) as h:
+        for key in keys:
+            h.observe("raw", value=key, partition=key)
+        h.tick()
+        assert h.value("total") == keys
+    with Harness(pipeline(after), now="2026-01-10T00:00:00Z", state_dir=tmp_path) as h:
+        assert h.state("total") == "stale"
+        assert f"input clean[{gone}] disappeared" in h.why("total")
+        assert h.tick().materialized == [("total", None)]
+        assert h.value("total") == [k for k in keys if k != gone]
+        assert h.tick().materialized == []
+
+
 def test_unpartitioned_upstream_fans_out_to_static_partitions() -> None:
     """Every partition of a statically partitioned asset depends on an unpartitioned input."""
     regions = hw.StaticPartitions(["eu", "us"])

@@ -97,6 +97,9 @@ class TimePartitions(PartitionsDefinition):
             raise DefinitionError(f"{name}: end {end!r} leaves no complete window after {start!r}")
         self._keys_cache: tuple[datetime | None, list[str]] = (None, [])
         self._starts: dict[str, datetime] = {}
+        self._ends: dict[datetime, datetime] = {}
+        """Window start -> end, for :meth:`has_key` (1.5 µs a key without it: a reader of
+        all partitions asks it of each of its input's keys)."""
 
     def _local_if_aware(self, value: T) -> T:
         """An aware datetime is an instant: its wall-clock time in ``tz``."""
@@ -260,7 +263,11 @@ class TimePartitions(PartitionsDefinition):
             start = self.window_start(key)
         except PartitionKeyError:
             return False
-        end = self._after(start)
+        end = self._ends.get(start)
+        if end is None:
+            if len(self._ends) >= _CACHE_LIMIT:
+                self._ends.clear()
+            end = self._ends[start] = self._after(start)
         return start >= self._first and end <= ctx.now and (self._end is None or end <= self._end)
 
     def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:

@@ -129,13 +129,24 @@ class Evaluator:
         if mapping is _IDENTITY:
             return parent, [(parent, partition)], None
         if mapping is _ALL:
-            return parent, [(parent, p) for p in self.state.present_partitions(parent)], None
+            return parent, self._present(parent), None
         if partition is None:
             return parent, [(parent, None)], None
         keys, problem, waived = self.graph.edge_map(parent, asset).upstream(partition, self.pctx)
         if keys or problem is not None or not waived:
             return parent, [(parent, k) for k in keys], problem
         return None  # the window lies outside the upstream's partitions: read as None
+
+    def _present(self, asset: str) -> list[NodeKey]:
+        """The partitions of ``asset`` that have a version and that its definition still has:
+        one dropped from it (a static key removed, a time range that starts later now) is
+        no longer read, as a deleted one is not."""
+        parts = self.defs.nodes[asset].partitions
+        return [
+            (asset, p)
+            for p in self.state.present_partitions(asset)
+            if parts is None or parts.has_key(p, self.pctx)
+        ]
 
     def children(self, node: NodeKey) -> list[NodeKey]:
         asset, partition = node
