@@ -219,3 +219,36 @@ def test_a_change_reaches_the_children_that_react_to_it_and_every_partition_of_o
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def test_a_dry_run_pauses_the_collector_and_leaves_it_as_it_found_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paused while it plans (no collection walks the steps it builds), running again after
+    it, even when it raises; and still off afterwards if it was off before."""
+    from headwater.planning import _dryrun
+
+    seen: list[bool] = []
+    real = _dryrun.decide_step
+
+    def watching(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(ev, node, request)
+
+    monkeypatch.setattr(_dryrun, "decide_step", watching)
+    defs = _layered(50)
+    with Harness(defs) as h:
+        _observe_sources(h, defs)
+        h.tick()
+        _dryrun.dry_run(defs, h.engine.state, h.now, changed=[("s0", None)])
+        assert seen and not any(seen)
+        assert gc.isenabled()
+        with pytest.raises(KeyError):
+            _dryrun.dry_run(defs, h.engine.state, h.now, changed=[("no-such-source", None)])
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            _dryrun.dry_run(defs, h.engine.state, h.now, changed=[("s0", None)])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
