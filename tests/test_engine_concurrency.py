@@ -160,3 +160,46 @@ async def test_a_tick_waits_for_an_input_another_tick_is_running(
                 finally:
                     release.set()
         assert read == [(1, 1), (2, 2)]
+
+
+@pytest.mark.asyncio
+async def test_a_change_back_to_the_old_version_while_the_reader_runs_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """``s`` goes A -> B -> A while ``r`` runs on B. The tick for the last change must not
+    decide ``r`` on its record of the run before (which read A: "fresh"): once the run on B
+    ends, ``r`` is stale, and it runs again on A."""
+    hold = threading.Event()
+    started = anyio.Event()
+    runs: list[Any] = []
+
+    @hw.asset
+    def r(s: Any) -> Any:
+        runs.append(s)
+        loop.call_soon_threadsafe(started.set)
+        hold.wait(timeout=10)
+        return s
+
+    loop = asyncio.get_running_loop()
+    async with Engine.open(hw.Definitions([hw.source("s"), r], max_concurrency=4),
+                           tmp_path, SystemClock()) as engine:  # fmt: skip
+        await engine.observe("s", value="A")
+        hold.set()
+        await engine.tick()
+        hold.clear()
+        started = anyio.Event()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("s", value="B")
+                    tg.start_soon(engine.tick)
+                    await started.wait()
+                    await engine.observe("s", value="A")  # back while r runs on B
+                    tg.start_soon(engine.tick)
+                    await anyio.wait_all_tasks_blocked()
+                    assert runs == ["A", "B"]
+                finally:
+                    hold.set()
+        assert runs == ["A", "B", "A"]
+        assert engine.evaluator().status("r", None).state == "fresh"
+        assert await anyio.to_thread.run_sync(engine.runner.load, "r", None) == "A"

@@ -141,7 +141,7 @@ class RunCycle:
             if not only_requested:
                 dirty, engine.dirty = engine.dirty, set()
             began = time.perf_counter()
-            current = plan(ev, dirty, pending)
+            current = plan(ev, dirty, pending, busy=self._claims)
             if engine.observers:
                 notify_planned(engine.observers, time.perf_counter() - began)
             result.decided += len(current.decisions)  # the seeds count as their steps decide

@@ -10,7 +10,7 @@ all (early cutoff).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from headwater.planning._state import NodeKey
@@ -41,11 +41,18 @@ class Plan:
 
 
 def plan(
-    ev: Evaluator, dirty: Iterable[NodeKey], requests: Mapping[NodeKey, Request] | None = None
+    ev: Evaluator,
+    dirty: Iterable[NodeKey],
+    requests: Mapping[NodeKey, Request] | None = None,
+    busy: Container[NodeKey] = (),
 ) -> Plan:
     """Seed the requests, then walk the dirty set in topological order: a partition with a
     seed upstream of it is seeded too (it is decided in its turn, after that seed), any other
-    is decided now and seeded if its policy wants to run."""
+    is decided now and seeded if its policy wants to run.
+
+    ``busy`` partitions (another tick is deciding or running them) are seeded too: their
+    record is about to change, and a decision on it now could drop a change for good (a
+    source that went A -> B -> A while its reader ran on B looks fresh until that run ends)."""
     requests = requests or {}
     result = Plan()
     seeded: dict[str, set[str | None]] = {}
@@ -56,7 +63,7 @@ def plan(
     for node in _in_order(ev, dirty):
         if node[1] in seeded.get(node[0], ()) or not ev.exists(*node):
             continue
-        if pending_upstream(ev.graph, node, seeded, floor, clear) is None:
+        if node not in busy and pending_upstream(ev.graph, node, seeded, floor, clear) is None:
             decision = ev.decide(*node, ev.status(*node))
             if decision.kind != "run":
                 result.decisions[node] = decision
