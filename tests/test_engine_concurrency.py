@@ -203,3 +203,59 @@ async def test_a_change_back_to_the_old_version_while_the_reader_runs_is_not_los
         assert runs == ["A", "B", "A"]
         assert engine.evaluator().status("r", None).state == "fresh"
         assert await anyio.to_thread.run_sync(engine.runner.load, "r", None) == "A"
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Both slots busy. ``joined`` is decided and queued (``other`` changed); then another
+    tick claims ``slow``, its input, and queues it too. When a slot frees, ``joined`` (first
+    in line) must not run on the value ``slow`` is about to replace: it lets the slot go
+    until ``slow`` has run, and runs once, on both new values."""
+    release = threading.Event()
+    read: list[Any] = []
+
+    def hog(h: Any) -> Any:
+        release.wait(timeout=10)
+        return h
+
+    @hw.asset
+    def slow(src: Any) -> Any:
+        return src
+
+    @hw.asset
+    def joined(slow: Any, other: Any) -> Any:
+        read.append((slow, other))
+        return (slow, other)
+
+    hogs = [hw.asset(f"hog{i}", ins={"h": f"h{i}"})(hog) for i in (1, 2)]
+    sources = [hw.source(k) for k in ("h1", "h2", "src", "other")]
+    defs = hw.Definitions([*sources, *hogs, slow, joined], max_concurrency=2)
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        flight = engine.cycle.in_flight
+        for key in ("h1", "h2", "src", "other"):
+            await engine.observe(key, value=1)
+        release.set()
+        await engine.tick()
+        assert read == [(1, 1)]
+        release.clear()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("h1", value=2)
+                    await engine.observe("h2", value=2)
+                    tg.start_soon(engine.tick)  # both hogs: both slots
+                    await anyio.wait_all_tasks_blocked()
+                    assert {flight[(h, None)].state for h in ("hog1", "hog2")} == {"running"}
+                    await engine.observe("other", value=2)
+                    tg.start_soon(engine.tick)
+                    await anyio.wait_all_tasks_blocked()
+                    assert flight[("joined", None)].state == "queued"
+                    await engine.observe("src", value=2)
+                    tg.start_soon(engine.tick)
+                    await anyio.wait_all_tasks_blocked()
+                    assert flight[("slow", None)].state == "queued"
+                finally:
+                    release.set()
+        assert read == [(1, 1), (2, 2)]

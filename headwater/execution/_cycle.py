@@ -242,7 +242,7 @@ class RunCycle:
         try:
             record = engine.state.record(node)
             alone = engine.crash_guard and record is not None and record.crashes > 0
-            waited = await self._gate.enter(alone=alone)
+            waited = await self._take_slot(node, alone)
             try:
                 if self.stopping:
                     result.skipped[node] = STOPPING
@@ -262,6 +262,17 @@ class RunCycle:
                 self._gate.leave()
         finally:
             del self.in_flight[node]
+
+    async def _take_slot(self, node: NodeKey, alone: bool) -> bool:
+        """Enter the gate; return whether it had to wait. One that waited lets go of its slot
+        while an input is claimed by another tick meanwhile (about to change, as in
+        :meth:`_claim`), then takes one again."""
+        waited = await self._gate.enter(alone=alone)
+        while waited and (busy := self._claimed_input(node)) is not None:
+            self._gate.leave()
+            await busy.wait()  # not holding the gate: cancelled here, there is none to leave
+            await self._gate.enter(alone=alone)
+        return waited
 
     async def _claim(self, node: NodeKey) -> anyio.Event:
         """Wait until no other tick holds this partition or one of its inputs, then hold it.
