@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,88 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
                 finally:
                     release.set()
         assert read == [(1, 1), (2, 2)]
+
+
+class _SlowToLoad:
+    """A user's store whose loads wait for the test (a big table): a reader is held while
+    it loads its inputs, before it reaches the one that changes."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+        self.loading = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def save(self, asset: str, partition: str | None, value: Any) -> None:
+        self.values[(asset, partition)] = value
+
+    def load(self, asset: str, partition: str | None) -> Any:
+        self.loading.set()
+        self.release.wait(timeout=10)
+        return self.values[(asset, partition)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("changed", ["a source observed", "an asset materialized"])
+async def test_an_input_replaced_while_a_reader_loads_it_is_not_declared_lost(
+    tmp_path: Path, changed: str
+) -> None:
+    """``reader`` loads ``slow`` (held), then ``s``, whose value file meanwhile holds a newer
+    version than the run was given: a source observed with a value, or an asset that another
+    tick re-materialized. That value was replaced, not lost (SPEC §2: only a value that
+    disappeared makes its partition missing): no ``value_lost``, ``s`` keeps its version,
+    the run is abandoned and ``reader`` runs again on the new one."""
+    store = _SlowToLoad()
+
+    @hw.asset(io=store)
+    def slow(x: Any) -> Any:
+        return x
+
+    def many(src: Any) -> Any:
+        return [src] * 10_000  # large: a file of the default store, not kept in the log
+
+    @hw.asset
+    def reader(slow: Any, s: Any, o: Any) -> Any:
+        return s
+
+    by_source = changed == "a source observed"
+    s_node = hw.source("s") if by_source else hw.asset("s")(many)
+    sources = [hw.source(k) for k in ("x", "o", "src")]
+    defs = hw.Definitions([*sources, s_node, slow, reader])
+    new = [2] * 10_000
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        for key in ("x", "o", "src"):
+            await engine.observe(key, value=1)
+        if by_source:
+            await engine.observe("s", value=[1] * 10_000)
+        await engine.tick()
+        store.loading.clear()
+        store.release.clear()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("o", value=2)
+                    tg.start_soon(engine.tick)  # reader runs, held loading `slow`
+                    await anyio.to_thread.run_sync(store.loading.wait, 10)
+                    if by_source:
+                        await engine.observe("s", value=new)
+                    else:
+                        stored = anyio.Event()
+
+                        def on_step(node: tuple[str, str | None], outcome: str) -> None:
+                            if node == ("s", None) and outcome == "materialized":
+                                stored.set()
+
+                        await engine.observe("src", value=2)
+                        tg.start_soon(functools.partial(engine.tick, on_step=on_step))
+                        await stored.wait()  # the new value is on disk and in the log
+                finally:
+                    store.release.set()
+        await engine.tick()
+        lost = await anyio.to_thread.run_sync(
+            lambda: EventLogReader(tmp_path).events(kind="value_lost")
+        )
+        assert lost == []
+        assert engine.state.version(("s", None)) is not None
+        assert engine.evaluator().status("reader", None).state == "fresh"
+        assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == new

@@ -38,6 +38,7 @@ from headwater.planning import (
     Wavefront,
     as_input,
     decide_step,
+    node_label,
     plan,
 )
 from headwater.planning._lazy import blend_duration
@@ -361,7 +362,7 @@ class RunCycle:
             raise
         assert outcome is not None
         if outcome.lost:
-            return await self._lost_inputs(node, start, outcome, result)
+            return await self._lost_inputs(node, start, outcome, result, job)
         if outcome.storage is not None:
             # Not the function's failure: no retry is spent; recovery abandons and re-runs it.
             engine.casualties[node] = outcome.error or str(outcome.storage)
@@ -433,24 +434,39 @@ class RunCycle:
         return "failed"
 
     async def _lost_inputs(
-        self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
+        self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult, job: Job
     ) -> str:
         """An input's stored value is gone: that input is missing again (its policy
-        re-materializes it), and this run is abandoned, not failed: it spends no retry."""
+        re-materializes it), and this run is abandoned, not failed: it spends no retry.
+
+        Unless it was replaced rather than lost: a reader holds back no writer of its inputs,
+        so one may store a newer version while the run reads (an observation, another tick's
+        run). Then nothing is missing: the run is abandoned and decided again, on the new
+        version."""
         engine = self.engine
-        reason = f"input {outcome.error}; it must be materialized again first"
-        events = [
-            engine.value_lost_event(n, "found gone when a reader loaded it") for n in outcome.lost
+        read = {(a, p): v for a, p, v in job.inputs}
+        lost = [
+            n
+            for n in outcome.lost
+            if engine.state.version(n) == read.get(n)
+            and n not in self._claims
+            and n not in engine.storing
         ]
+        if lost:
+            reason = f"input {outcome.error}; it must be materialized again first"
+        else:
+            inputs = ", ".join(node_label(*n) for n in outcome.lost)
+            reason = f"input {inputs} changed while it was read; it is decided again"
+        events = [engine.value_lost_event(n, "found gone when a reader loaded it") for n in lost]
         events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                    payload={"reason": reason}))  # fmt: skip
         await start.append_with(events)
-        for lost in outcome.lost:
-            _log.warning("value_lost", asset=lost[0], partition=lost[1], reader=node[0])
-            engine.dirty.add(lost)
-            engine.mark_children(lost)
+        for gone in lost:
+            _log.warning("value_lost", asset=gone[0], partition=gone[1], reader=node[0])
+            engine.dirty.add(gone)
+            engine.mark_children(gone)
         engine.dirty.add(node)
-        result.skipped[node] = f"waiting: {reason}"
+        result.skipped[node] = f"waiting: {reason}" if lost else reason
         return "skipped"
 
 

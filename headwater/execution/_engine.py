@@ -122,6 +122,9 @@ class Engine:
         self.crash_guard = False
         """Whether functions run in this process (threads): see :meth:`_abandon_open_runs`."""
         self.dirty: set[NodeKey] = set()
+        self.storing: dict[NodeKey, int] = {}
+        """Source partitions whose observed value is being stored, not yet in the log: a
+        reader that finds a new version there finds it replaced, not lost."""
         self.full_evaluation = True
         self.degraded: Degraded | None = None
         """Set while the state directory refuses writes: no run starts, nothing is recorded."""
@@ -677,13 +680,23 @@ class Engine:
             version = fingerprint(value)
         else:
             version = data_version
-        if value is not None and version != self.state.version((key, partition)):
+        observed = [Observed(key, partition, version, payload or {})]
+        node = (key, partition)
+        if value is None or version == self.state.version(node):
+            return bool(await self.observe_many(observed))
+        self.storing[node] = self.storing.get(node, 0) + 1
+        try:
             store = self.store
             if isinstance(store, FilesystemStore):  # the version goes into the file
                 await anyio.to_thread.run_sync(store.store, key, partition, value, version)
             else:
                 await anyio.to_thread.run_sync(store.save, key, partition, value)
-        return bool(await self.observe_many([Observed(key, partition, version, payload or {})]))
+            return bool(await self.observe_many(observed))
+        finally:
+            if self.storing[node] == 1:
+                del self.storing[node]
+            else:
+                self.storing[node] -= 1
 
     async def observe_many(self, items: Sequence[Observed]) -> int:
         """Record many observations (a sensor's batch) in one transaction; return how many
