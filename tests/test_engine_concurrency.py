@@ -345,3 +345,48 @@ async def test_an_input_replaced_while_a_reader_loads_it_is_not_declared_lost(
         assert engine.state.version(("s", None)) is not None
         assert engine.evaluator().status("reader", None).state == "fresh"
         assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == new
+
+
+@pytest.mark.asyncio
+async def test_a_reader_of_all_partitions_waits_for_one_being_materialized_for_the_first_time(
+    tmp_path: Path,
+) -> None:
+    """``x[q]`` runs for the first time (not present yet) when ``o`` changes and another
+    tick finds ``roll`` stale: ``roll`` must wait for it, and run once, on ``p`` and ``q``."""
+    hold = threading.Event()
+    started = anyio.Event()
+    read: list[Any] = []
+
+    @hw.asset(partitions=hw.StaticPartitions(["p", "q"]))
+    def x(s: Any, context: hw.Context) -> Any:
+        if context.partition == "q":
+            loop.call_soon_threadsafe(started.set)
+            hold.wait(timeout=10)
+        return s
+
+    @hw.asset
+    def roll(x: Any, o: Any) -> Any:
+        read.append((sorted(x), o))
+        return o
+
+    parts = hw.StaticPartitions(["p", "q"])
+    defs = hw.Definitions([hw.source("s", partitions=parts), hw.source("o"), x, roll])
+    loop = asyncio.get_running_loop()
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("s", partition="p", value=1)
+        await engine.observe("o", value=1)
+        await engine.tick()
+        assert read == [(["p"], 1)]
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("s", partition="q", value=1)
+                    tg.start_soon(engine.tick)
+                    await started.wait()
+                    await engine.observe("o", value=2)
+                    tg.start_soon(engine.tick)
+                    await anyio.wait_all_tasks_blocked()
+                    assert read == [(["p"], 1)]
+                finally:
+                    hold.set()
+        assert read == [(["p"], 1), (["p", "q"], 2)]

@@ -181,3 +181,14 @@ def test_stopping_never_waits_on_an_endpoint_that_hangs() -> None:
         assert time.monotonic() - started < 3
     emitter._thread.join(timeout=10)  # the endpoint gone, its send fails and the sender ends
     assert not emitter._thread.is_alive()
+
+
+def test_run_ids_are_random_version_4_uuids() -> None:
+    """OpenLineage sends a run's id as a UUID; consumers may check its version."""
+    from headwater.execution._cycle import new_run_id
+
+    ids = [new_run_id() for _ in range(200)]
+    assert len(set(ids)) == 200
+    for run_id in ids:
+        parsed = uuid.UUID(hex=run_id)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, run_id)

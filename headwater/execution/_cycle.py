@@ -22,7 +22,7 @@ import structlog
 
 from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
-from headwater.definitions import AssetDef
+from headwater.definitions import AssetDef, EdgeMapping
 from headwater.eventlog import SmallValue
 from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
@@ -52,6 +52,7 @@ __all__ = ["InFlight", "RunCycle"]
 _log = structlog.get_logger("headwater.engine")
 
 STOPPING = "not started: the daemon is stopping"
+_ALL = EdgeMapping.ALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,10 @@ class RunCycle:
         for _, inputs in self.engine.evaluator().input_nodes(*node):
             if (busy := next((claims[n] for n in inputs if n in claims), None)) is not None:
                 return busy
-        return None
+        # A reader of all partitions reads those present: one that another tick materializes
+        # for the first time is not among them yet, and about to be.
+        every = {p for p, mapping in self.engine.defs.graph.in_edges[node[0]] if mapping is _ALL}
+        return next((e for n, e in claims.items() if n[0] in every), None) if every else None
 
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
@@ -309,7 +313,7 @@ class RunCycle:
         assert isinstance(asset, AssetDef)
         ev = engine.evaluator()
         code = ev.code_version(asset)
-        run_id = os.urandom(16).hex()  # a random 128-bit id, as uuid4 gives, in 0.3 µs not 2
+        run_id = new_run_id()
         record = engine.state.record(node) or NodeRecord()
         attempt = record.failure.attempts + 1 if retrying and record.failure else 1
         common: dict[str, Any] = {
@@ -468,6 +472,15 @@ class RunCycle:
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}" if lost else reason
         return "skipped"
+
+
+def new_run_id() -> str:
+    """A random UUID (version 4, as OpenLineage expects a run's id to be) in 32 hex digits:
+    what ``uuid.uuid4().hex`` gives, without building a UUID (0.5 µs a run, not 1.4)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 class _Gate:
