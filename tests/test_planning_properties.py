@@ -130,7 +130,9 @@ def test_plan_runs_exactly_what_changed_data_makes_stale(
 def test_a_dry_run_plans_what_the_next_tick_runs(spec: Spec, edits: set[tuple[int, str]]) -> None:
     """``headwater plan --changed``: every step it does not mark as one early cutoff may stop
     runs in the next tick, nothing it does not list runs, and its order is topological; when
-    every asset echoes its inputs (no cutoff), the plan is exactly the tick."""
+    every asset echoes its inputs (no cutoff), the plan is exactly the tick. ``headwater
+    plan`` once the changes are in (every partition looked at, as by a daemon starting now)
+    marks and lists the same way."""
     defs = _build(spec)
     with Harness(defs) as h:
         _started(h, spec)
@@ -143,15 +145,39 @@ def test_a_dry_run_plans_what_the_next_tick_runs(spec: Spec, edits: set[tuple[in
         planned = dry_run(defs, h.engine.state, h.engine.clock.now(), changed=changed)
         for node in changed:
             h.observe(node[0], value=("edit", node), partition=node[1])
+        full = dry_run(defs, h.engine.state, h.engine.clock.now())
         ran = set(h.tick().materialized)
+        for made in (full, planned):
+            listed = {(s.asset, s.partition): s for s in made.steps}
+            assert ran <= set(listed)
+            assert {n for n, s in listed.items() if not s.may_stop} <= ran
+            if all(spec.echo):
+                assert ran == set(listed)
         steps = {(s.asset, s.partition): s for s in planned.steps}
-        assert ran <= set(steps)
-        assert {n for n, s in steps.items() if not s.may_stop} <= ran
-        if all(spec.echo):
-            assert ran == set(steps)
         order = [(s.asset, s.partition) for s in planned.steps]
         for n, (key, partition) in enumerate(order):
             for u in spec.parents[int(key[1:])]:
                 parent = (spec.name(u), partition)
                 if parent in steps:
                     assert order.index(parent) < n
+
+
+def test_a_plan_of_everything_marks_only_what_early_cutoff_may_stop() -> None:
+    """``headwater plan`` after ``s`` changed: ``a`` runs; ``b`` reads only ``a``, so it runs
+    only if ``a``'s data changes (may stop); ``c`` also reads ``s``, so it runs anyway."""
+    namespace: dict[str, Any] = {}
+    exec(
+        "def a(s):\n    return 'constant'\n"
+        "def b(a):\n    return a\n"
+        "def c(s, a):\n    return (s, a)\n",
+        namespace,
+    )
+    defs = hw.Definitions([hw.source("s"), *(hw.asset(namespace[k]) for k in "abc")])
+    with Harness(defs) as h:
+        h.observe("s", value=1)
+        h.tick()
+        h.observe("s", value=2)
+        planned = dry_run(defs, h.engine.state, h.engine.clock.now())
+        marks = {s.asset: s.may_stop for s in planned.steps}
+        assert marks == {"a": False, "b": True, "c": False}
+        assert sorted(h.tick().materialized) == [("a", None), ("c", None)]

@@ -35,8 +35,8 @@ class PlannedStep:
     partition: str | None
     reason: str
     may_stop: bool
-    """Reached only through other planned steps: early cutoff stops it if they produce the
-    data they had before."""
+    """It runs only because of other planned steps (reached through them, or a seed that is
+    fresh without them): early cutoff stops it if they produce the data they had before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,7 @@ def _dry_run(
         if decision.notable:
             out.held[node] = decision.reason
     seeds = set(current.steps)
+    before = Evaluator(defs, sim.copy(), now, durations) if current.deferred else None
     # One step at a time, in topological order: each is decided once everything upstream of
     # it is, as the engine's wavefront ensures for steps that run concurrently.
     order = defs.graph.order
@@ -121,7 +122,10 @@ def _dry_run(
         node = heapq.heappop(ready)[2]
         status, decision = decide_step(ev, node, None)
         if decision.kind == "run":
-            out.steps.append(PlannedStep(*node, decision.reason, node not in seeds))
+            may_stop = node not in seeds or (
+                before is not None and node in current.deferred and not _on_its_own(before, node)
+            )
+            out.steps.append(PlannedStep(*node, decision.reason, may_stop))
             old = records.get(node) or NodeRecord()
             made += 1
             if tracked:
@@ -152,6 +156,12 @@ def _dry_run(
                 heapq.heappush(ready, (order[child[0]], child[1] or "", child))
     out.risks = _risks(ev, out, touched)
     return out
+
+
+def _on_its_own(before: Evaluator, node: NodeKey) -> bool:
+    """Whether a seed that waited for the steps upstream of it runs whatever they produce:
+    it would run on the state before any of them (a changed source it reads, its code)."""
+    return decide_step(before, node, None)[1].kind == "run"
 
 
 def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:

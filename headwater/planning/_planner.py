@@ -35,6 +35,9 @@ class Plan:
     topological order."""
     decisions: dict[NodeKey, Decision] = field(default_factory=dict)
     """Dirty partitions evaluated but not seeded, with the policy's decision."""
+    deferred: set[NodeKey] = field(default_factory=set)
+    """Seeds not decided yet: something upstream of them is seeded (or another tick holds
+    them); they are decided in their turn."""
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -68,6 +71,8 @@ def plan(
             if decision.kind != "run":
                 result.decisions[node] = decision
                 continue
+        else:
+            result.deferred.add(node)
         order = ev.graph.order[node[0]]
         floor = min(floor, order) if seeded else order
         seeded.setdefault(node[0], set()).add(node[1])
