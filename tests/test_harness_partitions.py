@@ -137,6 +137,24 @@ def test_a_partition_dropped_from_the_definition_is_no_longer_read_by_a_roll_up(
         assert h.tick().materialized == []
 
 
+def test_a_roll_up_reads_a_source_partition_observed_before_its_window_closed() -> None:
+    """A file for today lands during the day: the source has today's data now, and a reader
+    of all its partitions reads it (only a key its definition cannot have is left out)."""
+    raw = hw.source("raw", partitions=daily)
+
+    @hw.asset
+    def roll(raw: dict[str, Any]) -> Any:
+        return sorted(raw.items())
+
+    with Harness(hw.Definitions([raw, roll]), now="2026-01-05T12:00:00Z") as h:
+        h.observe("raw", value=1, partition="2026-01-04")
+        h.observe("raw", value=2, partition="2026-01-05")
+        assert h.tick().materialized == [("roll", None)]
+        assert h.value("roll") == [("2026-01-04", 1), ("2026-01-05", 2)]
+        h.advance("13h")
+        assert h.state("roll") == "fresh"
+
+
 def test_unpartitioned_upstream_fans_out_to_static_partitions() -> None:
     """Every partition of a statically partitioned asset depends on an unpartitioned input."""
     regions = hw.StaticPartitions(["eu", "us"])

@@ -12,7 +12,13 @@ from datetime import datetime
 from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError
-from headwater.definitions import AssetDef, Definitions, EdgeMapping, PartitionContext
+from headwater.definitions import (
+    AssetDef,
+    Definitions,
+    EdgeMapping,
+    PartitionContext,
+    PartitionsDefinition,
+)
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
@@ -139,14 +145,14 @@ class Evaluator:
 
     def _present(self, asset: str) -> list[NodeKey]:
         """The partitions of ``asset`` that have a version and that its definition still has:
-        one dropped from it (a static key removed, a time range that starts later now) is
-        no longer read, as a deleted one is not."""
+        one dropped from it (a static key removed, a time range that starts later now) is no
+        longer read, as a deleted one is not. A source's window still open counts: it has its
+        data now (whether it exists *now* is :meth:`exists`, not the question here)."""
         parts = self.defs.nodes[asset].partitions
-        return [
-            (asset, p)
-            for p in self.state.present_partitions(asset)
-            if parts is None or parts.has_key(p, self.pctx)
-        ]
+        present = self.state.present_partitions(asset)
+        if parts is None:
+            return [(asset, p) for p in present]
+        return [(asset, p) for p in present if _defined(parts, p)]
 
     def children(self, node: NodeKey) -> list[NodeKey]:
         asset, partition = node
@@ -340,6 +346,15 @@ class Evaluator:
         from headwater.planning._lazy import pull  # it builds on freshness, which builds on this
 
         return pull(self, (asset.key, partition), status)
+
+
+def _defined(parts: PartitionsDefinition, key: str) -> bool:
+    """Whether ``key`` is one of the definition's, whenever it exists."""
+    try:
+        parts.check_key(key)
+    except PartitionKeyError:
+        return False
+    return True
 
 
 def as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:
