@@ -28,6 +28,7 @@ from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._run_start import RunStart
 from headwater.execution._runner import Job, Outcome
+from headwater.execution._store import FilesystemStore
 from headwater.execution.executors import Executor
 from headwater.planning import (
     NodeKey,
@@ -457,6 +458,8 @@ class RunCycle:
             and n not in engine.storing
         ]
         if lost:
+            lost = await self._still_gone(lost)
+        if lost:
             reason = f"input {outcome.error}; it must be materialized again first"
         else:
             inputs = ", ".join(node_label(*n) for n in outcome.lost)
@@ -472,6 +475,23 @@ class RunCycle:
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}" if lost else reason
         return "skipped"
+
+    async def _still_gone(self, nodes: list[NodeKey]) -> list[NodeKey]:
+        """Those whose stored file does not hold the version the log records now. One that
+        does went to another version and back while the run read it (A -> B -> A): the
+        reader saw B, the log says A again, and A is there."""
+        engine = self.engine
+        gone: list[NodeKey] = []
+        for node in nodes:
+            asset = node[0] in engine.defs.assets
+            store = engine.runner.io_for(node[0]) if asset else engine.runner.store
+            version = engine.state.version(node)
+            if isinstance(store, FilesystemStore) and version is not None:
+                check = [(node, version)]
+                if not await anyio.to_thread.run_sync(store.mismatched, check):
+                    continue
+            gone.append(node)
+        return gone
 
 
 def new_run_id() -> str:
