@@ -390,3 +390,47 @@ async def test_a_reader_of_all_partitions_waits_for_one_being_materialized_for_t
                 finally:
                     hold.set()
         assert read == [(["p"], 1), (["p", "q"], 2)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("only_requested", [False, True])
+async def test_a_requested_run_whose_input_was_replaced_while_it_read_runs_again(
+    tmp_path: Path, only_requested: bool
+) -> None:
+    """A manual asset runs only when asked, and it was: when its run is abandoned because an
+    input was replaced while it loaded (``s`` observed meanwhile), the request stands, and it
+    runs again on the new version, in the same request."""
+    store = _SlowToLoad()
+
+    @hw.asset(io=store)
+    def slow(x: Any) -> Any:
+        return x
+
+    @hw.asset(policy=hw.manual())
+    def reader(slow: Any, s: Any) -> Any:
+        return s
+
+    defs = hw.Definitions([hw.source("x"), hw.source("s"), slow, reader])
+    big = [2] * 10_000  # a file of the default store, not kept in the log
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("x", value=1)
+        await engine.observe("s", value=[1] * 10_000)
+        await engine.tick()
+        store.loading.clear()
+        store.release.clear()
+        results = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def ask() -> None:
+                    nodes = [("reader", None)]
+                    results.append(await engine.materialize(nodes, only_requested=only_requested))
+
+                try:
+                    tg.start_soon(ask)
+                    await anyio.to_thread.run_sync(store.loading.wait, 10)
+                    await engine.observe("s", value=big)
+                finally:
+                    store.release.set()
+        assert results[0].materialized == [("reader", None)]
+        assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == big

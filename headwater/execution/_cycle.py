@@ -152,9 +152,9 @@ class RunCycle:
                 await self._note_decision(node, decision, result)
             if not current:
                 break
-            await self._execute(current, pending, result, on_step)
-            pending = {}
-            if only_requested or not engine.dirty:
+            # Requests whose run read an input that was replaced meanwhile: asked for again.
+            pending = await self._execute(current, pending, result, on_step)
+            if not pending and (only_requested or not engine.dirty):
                 break
         await clockwork.handled_cron(due_cron)
 
@@ -177,10 +177,13 @@ class RunCycle:
         requests: Mapping[NodeKey, Request],
         result: TickResult,
         on_step: StepCallback | None,
-    ) -> None:
+    ) -> dict[NodeKey, Request]:
         """Decide (and run) the seeds, then whatever their outputs reach, each partition once
-        nothing upstream of it is pending. A task exists only for a partition being decided."""
+        nothing upstream of it is pending. A task exists only for a partition being decided.
+        Returns the requests to make again: their run was abandoned because an input was
+        replaced while it read it."""
         engine = self.engine
+        again: dict[NodeKey, Request] = {}
         front = Wavefront(engine.evaluator(), current.steps)
 
         async def step(node: NodeKey | None) -> None:
@@ -202,6 +205,10 @@ class RunCycle:
                     try:
                         engine.dirty.discard(node)
                         outcome = await self._step(node, requests.get(node), result)
+                        if outcome == "replaced":
+                            if node in requests:
+                                again[node] = requests[node]
+                            outcome = "skipped"
                     except StorageFailure as failure:  # siblings go on; recovery re-plans this
                         result.skipped[node] = f"not recorded: {failure}"
                         outcome = "skipped"
@@ -230,10 +237,13 @@ class RunCycle:
         async with anyio.create_task_group() as tg:
             for node in front.take_ready():
                 tg.start_soon(step, node)
+        return again
 
     async def _step(self, node: NodeKey, request: Request | None, result: TickResult) -> str:
         """Decide; if it runs, queue for a slot and run. "held" is a notable decision not to
-        run (waiting, manual, ...), which its children must hear of too."""
+        run (waiting, manual, ...), which its children must hear of too; "replaced": the run
+        was abandoned because an input was replaced while it read it (a request is made
+        again)."""
         engine = self.engine
         status, decision = decide_step(engine.evaluator(), node, request)
         if request is not None and status.state == "fresh" and await engine.value_gone(node):
@@ -308,7 +318,8 @@ class RunCycle:
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
     ) -> str:
-        """Materialize one partition in its slot; return "materialized", "failed" or "skipped"."""
+        """Materialize one partition in its slot; return "materialized", "failed", "skipped"
+        or "replaced" (see :meth:`_step`)."""
         engine = self.engine
         asset = engine.defs.nodes[node[0]]
         assert isinstance(asset, AssetDef)
@@ -474,7 +485,7 @@ class RunCycle:
             engine.mark_children(gone)
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}" if lost else reason
-        return "skipped"
+        return "skipped" if lost else "replaced"
 
     async def _still_gone(self, nodes: list[NodeKey]) -> list[NodeKey]:
         """Those whose stored file does not hold the version the log records now. One that
