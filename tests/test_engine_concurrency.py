@@ -213,8 +213,11 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
     """Both slots busy. ``joined`` is decided and queued (``other`` changed); then another
     tick claims ``slow``, its input, and queues it too. When a slot frees, ``joined`` (first
     in line) must not run on the value ``slow`` is about to replace: it lets the slot go
-    until ``slow`` has run, and runs once, on both new values."""
+    until ``slow`` has run (``why`` says so), and runs once, on both new values."""
     release = threading.Event()
+    slow_may_end = threading.Event()
+    slow_may_end.set()
+    slow_started = anyio.Event()
     read: list[Any] = []
 
     def hog(h: Any) -> Any:
@@ -223,6 +226,8 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
 
     @hw.asset
     def slow(src: Any) -> Any:
+        loop.call_soon_threadsafe(slow_started.set)
+        slow_may_end.wait(timeout=10)
         return src
 
     @hw.asset
@@ -233,6 +238,7 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
     hogs = [hw.asset(f"hog{i}", ins={"h": f"h{i}"})(hog) for i in (1, 2)]
     sources = [hw.source(k) for k in ("h1", "h2", "src", "other")]
     defs = hw.Definitions([*sources, *hogs, slow, joined], max_concurrency=2)
+    loop = asyncio.get_running_loop()
     async with Engine.open(defs, tmp_path, SystemClock()) as engine:
         flight = engine.cycle.in_flight
         for key in ("h1", "h2", "src", "other"):
@@ -241,6 +247,8 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
         await engine.tick()
         assert read == [(1, 1)]
         release.clear()
+        slow_may_end.clear()
+        slow_started = anyio.Event()
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 try:
@@ -257,8 +265,16 @@ async def test_a_run_that_waited_for_a_slot_waits_for_an_input_claimed_meanwhile
                     tg.start_soon(engine.tick)
                     await anyio.wait_all_tasks_blocked()
                     assert flight[("slow", None)].state == "queued"
+                    release.set()
+                    await slow_started.wait()
+                    await anyio.wait_all_tasks_blocked()
+                    assert flight[("joined", None)].waiting_for == ("slow", None)
+                    assert "waiting for slow, which another plan is running" in " ".join(
+                        engine.why("joined", None)
+                    )
                 finally:
                     release.set()
+                    slow_may_end.set()
         assert read == [(1, 1), (2, 2)]
 
 

@@ -10,6 +10,7 @@ is *queued*, which ``why`` and ``status`` show from the daemon's live state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -68,6 +69,8 @@ class InFlight:
     reason: str
     run_id: str | None = None
     timeout: timedelta | None = None
+    waiting_for: tuple[str, str | None] | None = None
+    """Queued with a slot given up: an input that another tick is running (about to change)."""
 
 
 def _inputs_json(status: Status) -> list[list[str | None]]:
@@ -281,9 +284,13 @@ class RunCycle:
         while an input is claimed by another tick meanwhile (about to change, as in
         :meth:`_claim`), then takes one again."""
         waited = await self._gate.enter(alone=alone)
-        while waited and (busy := self._claimed_input(node)) is not None:
+        while waited and (held := self._claimed_input(node)) is not None:
             self._gate.leave()
-            await busy.wait()  # not holding the gate: cancelled here, there is none to leave
+            flight = self.in_flight[node]
+            self.in_flight[node] = dataclasses.replace(flight, waiting_for=held)
+            # Not holding the gate: cancelled here, there is none to leave.
+            await self._claims[held].wait()
+            self.in_flight[node] = flight
             await self._gate.enter(alone=alone)
         return waited
 
@@ -294,26 +301,25 @@ class RunCycle:
         has would run this partition on data that is already outdated.
         """
         while True:
-            busy = self._claims.get(node)
-            if busy is None:
-                busy = self._claimed_input(node)
-            if busy is None:
+            held = node if node in self._claims else self._claimed_input(node)
+            if held is None:
                 claim = self._claims[node] = anyio.Event()  # no await since the check
                 return claim
-            await busy.wait()
+            await self._claims[held].wait()
 
-    def _claimed_input(self, node: NodeKey) -> anyio.Event | None:
+    def _claimed_input(self, node: NodeKey) -> NodeKey | None:
+        """An input of ``node`` that a tick holds (deciding or running it), if any."""
         claims = self._claims
         fixed = self.engine.defs.fixed_inputs(node[0]) if node[1] is None else None
         if fixed is not None:  # most nodes: no evaluator, no lists built
-            return next((claims[n] for n in fixed if n in claims), None)
+            return next((n for n in fixed if n in claims), None)
         for _, inputs in self.engine.evaluator().input_nodes(*node):
-            if (busy := next((claims[n] for n in inputs if n in claims), None)) is not None:
-                return busy
+            if (held := next((n for n in inputs if n in claims), None)) is not None:
+                return held
         # A reader of all partitions reads those present: one that another tick materializes
         # for the first time is not among them yet, and about to be.
         every = {p for p, mapping in self.engine.defs.graph.in_edges[node[0]] if mapping is _ALL}
-        return next((e for n, e in claims.items() if n[0] in every), None) if every else None
+        return next((n for n in claims if n[0] in every), None) if every else None
 
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool

@@ -869,5 +869,8 @@ def recent_durations(state_dir: Path) -> dict[str, float]:
 
 def describe_in_flight(flight: InFlight) -> str:
     if flight.state == "queued":
-        return f"queued since {flight.since.isoformat()}: waiting for a free worker slot ({flight.reason})"
+        why = "waiting for a free worker slot"
+        if flight.waiting_for is not None:
+            why = f"waiting for {node_label(*flight.waiting_for)}, which another plan is running"
+        return f"queued since {flight.since.isoformat()}: {why} ({flight.reason})"
     return f"running since {flight.since.isoformat()} (run {flight.run_id}): {flight.reason}"
