@@ -450,3 +450,64 @@ async def test_a_requested_run_whose_input_was_replaced_while_it_read_runs_again
                     store.release.set()
         assert results[0].materialized == [("reader", None)]
         assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == big
+
+
+@pytest.mark.asyncio
+async def test_a_reader_waits_once_for_its_claimed_inputs_not_for_a_stream_of_them(
+    tmp_path: Path,
+) -> None:
+    """``roll`` reads all partitions of ``x``. It waits for ``x[p]``, which a tick is
+    running when ``roll`` is decided; ``x[q]``, claimed by another tick while it waits, is a
+    later change: ``roll`` runs once ``x[p]`` is done, without waiting for ``x[q]`` (under a
+    stream of such changes it would never run), and again after ``x[q]``."""
+    gates = {"p": threading.Event(), "q": threading.Event()}
+    started = {"p": anyio.Event(), "q": anyio.Event()}
+    read: list[Any] = []
+
+    @hw.asset(partitions=hw.StaticPartitions(["p", "q"]))
+    def x(s: Any, context: hw.Context) -> Any:
+        loop.call_soon_threadsafe(started[context.partition].set)
+        gates[context.partition].wait(timeout=10)
+        return s
+
+    rolled = anyio.Event()
+
+    @hw.asset
+    def roll(x: Any, o: Any) -> Any:
+        read.append((dict(x), o))
+        loop.call_soon_threadsafe(rolled.set)
+        return o
+
+    parts = hw.StaticPartitions(["p", "q"])
+    defs = hw.Definitions([hw.source("s", partitions=parts), hw.source("o"), x, roll])
+    loop = asyncio.get_running_loop()
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        for key in ("p", "q"):
+            gates[key].set()
+            await engine.observe("s", partition=key, value=1)
+        await engine.observe("o", value=1)
+        await engine.tick()
+        assert read == [({"p": 1, "q": 1}, 1)]
+        for key in ("p", "q"):
+            gates[key].clear()
+            started[key] = anyio.Event()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("s", partition="p", value=2)
+                    tg.start_soon(engine.tick)
+                    await started["p"].wait()
+                    await engine.observe("o", value=2)
+                    tg.start_soon(engine.tick)  # roll: waits for x[p]
+                    await anyio.wait_all_tasks_blocked()
+                    await engine.observe("s", partition="q", value=2)
+                    tg.start_soon(engine.tick)
+                    await started["q"].wait()  # x[q] claimed, running
+                    rolled = anyio.Event()
+                    gates["p"].set()
+                    await rolled.wait()  # without waiting for x[q]
+                    assert read[1:] == [({"p": 2, "q": 1}, 2)]
+                finally:
+                    gates["p"].set()
+                    gates["q"].set()
+        assert read[1:] == [({"p": 2, "q": 1}, 2), ({"p": 2, "q": 2}, 2)]

@@ -281,45 +281,61 @@ class RunCycle:
 
     async def _take_slot(self, node: NodeKey, alone: bool) -> bool:
         """Enter the gate; return whether it had to wait. One that waited lets go of its slot
-        while an input is claimed by another tick meanwhile (about to change, as in
+        while inputs are claimed by other ticks meanwhile (about to change, as in
         :meth:`_claim`), then takes one again."""
         waited = await self._gate.enter(alone=alone)
-        while waited and (held := self._claimed_input(node)) is not None:
+        if waited and (held := self._claimed_inputs(node)):
             self._gate.leave()
             flight = self.in_flight[node]
-            self.in_flight[node] = dataclasses.replace(flight, waiting_for=held)
-            # Not holding the gate: cancelled here, there is none to leave.
-            await self._claims[held].wait()
+            self.in_flight[node] = dataclasses.replace(flight, waiting_for=held[0])
+            await self._wait_for(held)  # not holding the gate: cancelled here, none to leave
             self.in_flight[node] = flight
             await self._gate.enter(alone=alone)
         return waited
 
     async def _claim(self, node: NodeKey) -> anyio.Event:
-        """Wait until no other tick holds this partition or one of its inputs, then hold it.
+        """Wait until no other tick holds this partition, and until the ticks that hold its
+        inputs have let them go, then hold it.
 
         An input another tick is re-materializing is "about to change": deciding before it
-        has would run this partition on data that is already outdated.
+        has would run this partition on data that is already outdated. The inputs claimed
+        when it looks are waited for once: under a stream of changes (new partitions landing
+        for a reader of all of them) some input is always claimed, and waiting for none would
+        hold the reader back for as long as the stream lasts. One claimed after it looked is
+        another change, which makes it stale again.
         """
+        looked = False
         while True:
-            held = node if node in self._claims else self._claimed_input(node)
-            if held is None:
+            if (claim := self._claims.get(node)) is not None:
+                await claim.wait()
+                continue
+            held = [] if looked else self._claimed_inputs(node)
+            if not held:
                 claim = self._claims[node] = anyio.Event()  # no await since the check
                 return claim
-            await self._claims[held].wait()
+            await self._wait_for(held)
+            looked = True
 
-    def _claimed_input(self, node: NodeKey) -> NodeKey | None:
-        """An input of ``node`` that a tick holds (deciding or running it), if any."""
+    async def _wait_for(self, nodes: list[NodeKey]) -> None:
+        for node in nodes:
+            if (claim := self._claims.get(node)) is not None:
+                await claim.wait()
+
+    def _claimed_inputs(self, node: NodeKey) -> list[NodeKey]:
+        """The inputs of ``node`` that ticks hold (deciding or running them)."""
         claims = self._claims
         fixed = self.engine.defs.fixed_inputs(node[0]) if node[1] is None else None
         if fixed is not None:  # most nodes: no evaluator, no lists built
-            return next((n for n in fixed if n in claims), None)
-        for _, inputs in self.engine.evaluator().input_nodes(*node):
-            if (held := next((n for n in inputs if n in claims), None)) is not None:
-                return held
+            return [n for n in fixed if n in claims]
+        held = [n for _, inputs in self.engine.evaluator().input_nodes(*node) for n in inputs
+                if n in claims]  # fmt: skip
         # A reader of all partitions reads those present: one that another tick materializes
         # for the first time is not among them yet, and about to be.
         every = {p for p, mapping in self.engine.defs.graph.in_edges[node[0]] if mapping is _ALL}
-        return next((n for n in claims if n[0] in every), None) if every else None
+        if every:
+            seen = set(held)
+            held += [n for n in claims if n[0] in every and n not in seen]
+        return held
 
     async def _run(
         self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
