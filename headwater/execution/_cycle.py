@@ -207,6 +207,7 @@ class RunCycle:
                     before = as_input(engine.state.record(node))
                     try:
                         engine.dirty.discard(node)
+                        result.skipped.pop(node, None)  # what an earlier round said is past
                         outcome = await self._step(node, requests.get(node), result)
                         if outcome == "replaced":
                             if node in requests:
