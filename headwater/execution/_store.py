@@ -87,6 +87,11 @@ class StaleValue(NoValueError):
     """The stored value is not the version the log records, or was cut short: a power loss
     took back its rename or its end (values are not synced one by one). It counts as gone."""
 
+    def __init__(self, message: str, *, found: str | None = None) -> None:
+        super().__init__(message)
+        self.found = found
+        """The other version the file holds, when that is what is wrong (not damage)."""
+
 
 class UnsafePath(OSError):
     """A symbolic link where the store expects its own folder."""
@@ -322,7 +327,8 @@ def _check_version(stored: str, version: str | None, label: str) -> None:
     if version is not None and stored != version:
         raise StaleValue(
             f"the stored value of {label} is version {stored[:12]}, the log records "
-            f"{version[:12]} (taken back by a power loss?)"
+            f"{version[:12]} (taken back by a power loss?)",
+            found=stored,
         )
 
 
