@@ -144,13 +144,7 @@ def test_a_dry_run_decides_each_partition_of_the_closure_once(
     from headwater.planning import _dryrun
 
     decided: list[tuple[str, str | None]] = []
-    real = _dryrun.decide_step
-
-    def counting(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
-        decided.append(node)
-        return real(ev, node, request)
-
-    monkeypatch.setattr(_dryrun, "decide_step", counting)
+    _watch_dry_run_steps(monkeypatch, decided.append)
     defs = _layered(400)
     with Harness(defs) as h:
         _observe_sources(h, defs)
@@ -229,13 +223,7 @@ def test_a_dry_run_pauses_the_collector_and_leaves_it_as_it_found_it(
     from headwater.planning import _dryrun
 
     seen: list[bool] = []
-    real = _dryrun.decide_step
-
-    def watching(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
-        seen.append(gc.isenabled())
-        return real(ev, node, request)
-
-    monkeypatch.setattr(_dryrun, "decide_step", watching)
+    _watch_dry_run_steps(monkeypatch, lambda _: seen.append(gc.isenabled()))
     defs = _layered(50)
     with Harness(defs) as h:
         _observe_sources(h, defs)
@@ -252,3 +240,18 @@ def test_a_dry_run_pauses_the_collector_and_leaves_it_as_it_found_it(
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+def _watch_dry_run_steps(
+    monkeypatch: pytest.MonkeyPatch, seen: Callable[[tuple[str, str | None]], object]
+) -> None:
+    """Call ``seen(node)`` as a dry run decides each step (then decide it as before)."""
+    from headwater.planning import _dryrun
+
+    real = _dryrun.decide_step
+
+    def watching(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
+        seen(node)
+        return real(ev, node, request)
+
+    monkeypatch.setattr(_dryrun, "decide_step", watching)
