@@ -491,7 +491,7 @@ class RunCycle:
             and n not in self._claims
             and n not in engine.storing
         ]
-        if lost and outcome.lost_found is not None:  # another version, not damage
+        if lost and not outcome.lost_damaged:
             lost = await self._still_gone(lost)
         if lost:
             reason = f"input {outcome.error}; it must be materialized again first"
@@ -513,9 +513,9 @@ class RunCycle:
     async def _still_gone(self, nodes: list[NodeKey]) -> list[NodeKey]:
         """Those whose stored file does not hold the version the log records now. One that
         does went to another version and back while the run read it (A -> B -> A): the
-        reader saw B, the log says A again, and A is there. (Asked only when the reader found
-        another whole version: a file damaged under a good header says the right version,
-        and would be read again and again.)"""
+        reader saw B (or, between a format's file and the next, none), the log says A again,
+        and A is there. (Never asked of a damaged file: one damaged under a good header says
+        the right version, and would be read again and again.)"""
         engine = self.engine
         gone: list[NodeKey] = []
         for node in nodes:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 __all__ = ["StepCallback", "TickResult"]
 
 StepCallback = Callable[[tuple[str, str | None], str], None]
-"""Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``."""
+"""Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``.
+A requested run abandoned because an input was replaced while it read it is made again:
+its partition is reported once for each attempt ("skipped", then how the next one ended)."""
 
 
 @dataclass(slots=True)

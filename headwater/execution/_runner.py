@@ -84,9 +84,9 @@ class Outcome:
     checks: tuple[CheckOutcome, ...] = ()
     lost: tuple[tuple[str, str | None], ...] = ()
     """Asset inputs whose stored value was gone when the run loaded them."""
-    lost_found: str | None = None
-    """The other version a lost input's file held (whole: replaced, or taken back by a power
-    loss), as opposed to damage or no file at all."""
+    lost_damaged: bool = False
+    """A lost input's file was there, under the right name, but damaged (cut short, zeroed,
+    unreadable), as opposed to holding another version or not being there at all."""
     where: str | None = None
     """``file:line`` in the user's code where a failed run raised."""
     storage: StorageFailure | None = None
@@ -171,7 +171,7 @@ class _LostInput(Exception):
         why = f" ({gone})" if isinstance(gone, StaleValue) else ""
         super().__init__(f"{node_label(*node)}'s stored value is gone{why}")
         self.node = node
-        self.found = gone.found if isinstance(gone, StaleValue) else None
+        self.damaged = isinstance(gone, StaleValue) and gone.found is None
 
 
 def _load(io: IOManager, key: str, partition: str | None, version: str | None) -> Any:
@@ -335,7 +335,7 @@ class Runner:
                     duration_ms=(time.perf_counter() - started) * 1000,
                     error=str(lost),
                     lost=(lost.node,),
-                    lost_found=lost.found,
+                    lost_damaged=lost.damaged,
                 )
             except Superseded as exc:
                 return Outcome(
