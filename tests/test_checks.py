@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 import headwater as hw
 from headwater.testing import Harness
@@ -39,6 +42,29 @@ def test_failed_blocking_check_holds_downstream_with_a_reason_naming_it() -> Non
         assert check.payload["metadata"] == {"count": 0}
         assert check.data_version == h.events(kind="materialization", asset="rows")[0].data_version
         assert any("blocking check 'not_empty' FAILED" in line for line in h.why("rows"))
+
+
+@pytest.mark.parametrize("edit", ["removed", "made non-blocking", "renamed"])
+def test_a_failed_check_the_definitions_no_longer_block_on_holds_nothing_back(
+    tmp_path: Path, edit: str
+) -> None:
+    """The user edits the failed blocking check away (or makes it non-blocking, or renames
+    it) and restarts: what its old result holds back is decided by the definitions now."""
+    with Harness(_defs(blocking=True), state_dir=tmp_path) as h:
+        h.observe("src", value=[])
+        assert h.tick().skipped == {
+            ("total", None): "waiting: input rows is blocked by failed check 'not_empty'"
+        }
+    edited = _defs(blocking=edit != "made non-blocking")
+    checks = list(edited.checks.get("rows", []))
+    if edit == "removed":
+        checks = []
+    elif edit == "renamed":
+        checks = [hw.check("rows", blocking=True, name="has_rows")(c.fn) for c in checks]
+    nodes = list(edited.nodes.values())
+    with Harness(hw.Definitions(nodes, checks=checks), state_dir=tmp_path) as h:
+        assert h.tick().materialized == [("total", None)]
+        assert h.value("total") == 0
 
 
 def test_rematerializing_runs_the_check_again_and_releases_downstream() -> None:

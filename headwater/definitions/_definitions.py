@@ -189,6 +189,18 @@ class Definitions:
         self._fixed_inputs[key] = inputs
         return inputs
 
+    def blocking_checks(self, key: str) -> frozenset[str]:
+        """The names of the blocking checks declared on ``key`` (what a failed check result
+        in the log holds back is decided by these, not by how it was declared then)."""
+        return self._blocking.get(key, frozenset())
+
+    @functools.cached_property
+    def _blocking(self) -> dict[str, frozenset[str]]:
+        return {
+            key: frozenset(c.name for c in checks if c.blocking)
+            for key, checks in self.checks.items()
+        }
+
     @functools.cached_property
     def assets(self) -> dict[str, AssetDef]:
         return {k: n for k, n in self.nodes.items() if isinstance(n, AssetDef)}

@@ -204,7 +204,8 @@ class RunCycle:
                     outcome = "skipped"
                 else:
                     claim = await self._claim(node)
-                    before = as_input(engine.state.record(node))
+                    blocking = engine.defs.blocking_checks(node[0])
+                    before = as_input(engine.state.record(node), blocking)
                     try:
                         engine.dirty.discard(node)
                         result.skipped.pop(node, None)  # what an earlier round said is past
@@ -223,7 +224,7 @@ class RunCycle:
                     # what they see of it as an input: a partition that waited on it while it
                     # was failed must run once it recovers, even with the same version.
                     reaches = outcome in ("failed", "held") or (
-                        as_input(engine.state.record(node)) != before
+                        as_input(engine.state.record(node), blocking) != before
                     )
                 result.decided += 1
                 if on_step is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast, dataclass_transform
@@ -171,9 +172,12 @@ class NodeRecord:
     crashes: int = 0
     """Runs in a row during which the daemon died (threads executor): the crash-loop guard."""
 
-    def failed_blocking_check(self) -> CheckRecord | None:
+    def failed_blocking_check(self, blocking: AbstractSet[str]) -> CheckRecord | None:
+        """The first check among ``blocking`` (the names the definitions declare blocking
+        now: one removed or made non-blocking since holds nothing back) that failed on the
+        current data."""
         for c in self.checks:
-            if c.blocking and not c.passed and c.data_version == self.version:
+            if c.name in blocking and not c.passed and c.data_version == self.version:
                 return c
         return None
 

@@ -8,6 +8,7 @@ follows the size of the affected subgraph, not of the whole graph.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import cast
 
@@ -230,7 +231,9 @@ class Evaluator:
                 present.append((up[0], up[1], up_record.version))
                 if up_record.failure is not None:
                     blockers.append(f"input {node_label(*up)} failed: {up_record.failure.error}")
-                if up_record.checks and (check := up_record.failed_blocking_check()) is not None:
+                if up_record.checks and (
+                    check := up_record.failed_blocking_check(self.defs.blocking_checks(up[0]))
+                ):
                     blockers.append(
                         f"input {node_label(*up)} is blocked by failed check {check.name!r}"
                     )
@@ -357,13 +360,16 @@ def _defined(parts: PartitionsDefinition, key: str) -> bool:
     return True
 
 
-def as_input(record: NodeRecord | None) -> tuple[str | None, bool, bool] | None:
+def as_input(
+    record: NodeRecord | None, blocking: AbstractSet[str]
+) -> tuple[str | None, bool, bool] | None:
     """What a reader's :meth:`Evaluator.status` sees of a partition as an input: its version,
-    whether it is failed, and whether a failed blocking check holds it back. When this changes
-    its readers must be decided again (a recovery with the same version included)."""
+    whether it is failed, and whether a failed check among ``blocking`` holds it back. When
+    this changes its readers must be decided again (a recovery with the same version
+    included)."""
     if record is None:
         return None
-    blocked = bool(record.checks) and record.failed_blocking_check() is not None
+    blocked = bool(record.checks) and record.failed_blocking_check(blocking) is not None
     return record.version, record.failure is not None, blocked
 
 
