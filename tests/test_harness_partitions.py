@@ -137,6 +137,35 @@ def test_a_partition_dropped_from_the_definition_is_no_longer_read_by_a_roll_up(
         assert h.tick().materialized == []
 
 
+def test_a_renamed_dynamic_partition_set_is_a_new_set_for_a_roll_up(tmp_path: Any) -> None:
+    """``DynamicPartitions("inbox")`` renamed ``"inbox2"``: the keys of the old set are not
+    the new one's, so the roll-up of all partitions no longer reads them."""
+
+    def pipeline(name: str) -> hw.Definitions:
+        parts = hw.DynamicPartitions(name)
+
+        @hw.asset(partitions=parts)
+        def clean(raw: Any) -> Any:
+            return raw
+
+        @hw.asset
+        def total(clean: dict[str, Any]) -> Any:
+            return sorted(clean.items())
+
+        return hw.Definitions([hw.source("raw", partitions=parts), clean, total])
+
+    with Harness(pipeline("inbox"), state_dir=tmp_path) as h:
+        h.observe("raw", value=1, partition="x")
+        h.tick()
+        assert h.value("total") == [("x", 1)]
+    with Harness(pipeline("inbox2"), state_dir=tmp_path) as h:
+        assert h.state("total") == "stale"
+        assert "input clean[x] disappeared" in h.why("total")
+        h.observe("raw", value=5, partition="z")
+        assert h.tick().materialized == [("clean", "z"), ("total", None)]
+        assert h.value("total") == [("z", 5)]
+
+
 def test_a_roll_up_reads_a_source_partition_observed_before_its_window_closed() -> None:
     """A file for today lands during the day: the source has today's data now, and a reader
     of all its partitions reads it (only a key its definition cannot have is left out)."""

@@ -49,6 +49,15 @@ class PartitionsDefinition(ABC):
     def check_key(self, key: str) -> None:
         """Raise :class:`PartitionKeyError` if ``key`` can never be one of this definition's."""
 
+    def defines(self, key: str, ctx: PartitionContext) -> bool:
+        """Whether ``key`` is one of this definition's, now or once its time window closes
+        (what a partition the log holds must be to be read at all)."""
+        try:
+            self.check_key(key)
+        except PartitionKeyError:
+            return False
+        return True
+
     def newest_keys(self, ctx: PartitionContext) -> Sequence[str] | None:
         """The keys of the newest complete time window, or None when not time-based."""
         return None
@@ -159,6 +168,9 @@ class DynamicPartitions(PartitionsDefinition):
     def has_key(self, key: str, ctx: PartitionContext) -> bool:
         return key in ctx.dynamic_keys(self.name)
 
+    def defines(self, key: str, ctx: PartitionContext) -> bool:
+        return self.has_key(key, ctx)  # keys of another name's set are not this one's
+
     def check_key(self, key: str) -> None:
         if (problem := key_problem(key)) is not None:
             raise PartitionKeyError(
@@ -215,6 +227,14 @@ class MultiPartitions(PartitionsDefinition):
             dim.has_key(part, ctx)
             for dim, part in zip(self.dimensions.values(), parts, strict=True)
         )
+
+    def defines(self, key: str, ctx: PartitionContext) -> bool:
+        try:
+            parts = self.split(key)
+        except PartitionKeyError:
+            return False
+        dims = self.dimensions.values()
+        return all(dim.defines(part, ctx) for dim, part in zip(dims, parts, strict=True))
 
     def check_key(self, key: str) -> None:
         for (name, dim), part in zip(self.dimensions.items(), self.split(key), strict=True):

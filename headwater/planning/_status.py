@@ -18,7 +18,6 @@ from headwater.definitions import (
     Definitions,
     EdgeMapping,
     PartitionContext,
-    PartitionsDefinition,
 )
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
@@ -153,7 +152,7 @@ class Evaluator:
         present = self.state.present_partitions(asset)
         if parts is None:
             return [(asset, p) for p in present]
-        return [(asset, p) for p in present if _defined(parts, p)]
+        return [(asset, p) for p in present if parts.defines(p, self.pctx)]
 
     def children(self, node: NodeKey) -> list[NodeKey]:
         asset, partition = node
@@ -349,15 +348,6 @@ class Evaluator:
         from headwater.planning._lazy import pull  # it builds on freshness, which builds on this
 
         return pull(self, (asset.key, partition), status)
-
-
-def _defined(parts: PartitionsDefinition, key: str) -> bool:
-    """Whether ``key`` is one of the definition's, whenever it exists."""
-    try:
-        parts.check_key(key)
-    except PartitionKeyError:
-        return False
-    return True
 
 
 def as_input(
