@@ -176,3 +176,38 @@ def test_a_source_cannot_declare_max_lag_without_inputs_mattering() -> None:
         h.observe("src", "v1")
         h.advance("1d")
         assert not h.freshness("src").late
+
+
+def test_a_violation_no_sla_covers_any_more_is_closed_at_the_next_start(tmp_path: Any) -> None:
+    """The SLA is removed (or its asset) while late: nothing would ever recover it, and
+    retention keeps open violations for ever, so the next start closes it, saying why."""
+
+    def defs(with_sla: bool, with_asset: bool = True) -> hw.Definitions:
+        sla = hw.Freshness(max_age="1h") if with_sla else None
+
+        @hw.asset(policy=hw.manual(), freshness=sla)
+        def snapshot() -> int:
+            return 1
+
+        @hw.asset(policy=hw.manual())
+        def other() -> int:
+            return 2
+
+        return hw.Definitions([snapshot, other] if with_asset else [other])
+
+    for with_asset in (True, False):
+        state_dir = tmp_path / str(with_asset)
+        with Harness(defs(True), now="2026-01-05T00:00:00Z", state_dir=state_dir) as h:
+            h.materialize("snapshot")
+            h.advance(hours=2)
+            assert _kinds(h, "snapshot") == ["freshness_violated"]
+        edited = defs(False, with_asset)
+        with Harness(edited, now="2026-01-05T03:00:00Z", state_dir=state_dir) as h:
+            h.tick()
+            assert _kinds(h, "snapshot") == ["freshness_violated", "freshness_recovered"]
+            (closed,) = h.events(kind="freshness_recovered")
+            assert (
+                closed.payload["reason"] == "no freshness SLA of the definitions covers it any more"
+            )
+            h.tick()
+            assert _kinds(h, "snapshot") == ["freshness_violated", "freshness_recovered"]

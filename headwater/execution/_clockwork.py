@@ -115,6 +115,21 @@ class Clockwork:
     def sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
         return [(key, p) for key in self.sla_keys for p in ev.partitions(key)]
 
+    async def close_dropped_violations(self, sla_nodes: Iterable[NodeKey]) -> None:
+        """Close the violations no SLA of the definitions covers any more (the SLA removed,
+        its asset or partition gone): nothing would ever recover them, and retention keeps
+        open violations for ever."""
+        engine = self.engine
+        covered = set(sla_nodes)
+        why = {"reason": "no freshness SLA of the definitions covers it any more"}
+        events = [
+            engine.event(EventKind.FRESHNESS_RECOVERED, node, payload=why)
+            for node, record in engine.state.records.items()
+            if record.late and node not in covered
+        ]
+        if events:
+            await engine.append(events, check_freshness=False)
+
     async def check_freshness(self, nodes: Iterable[NodeKey]) -> None:
         """Record lateness changes once each, and schedule the next deadline."""
         engine = self.engine

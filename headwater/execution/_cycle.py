@@ -139,7 +139,9 @@ class RunCycle:
                 engine.full_evaluation = False
                 for key in engine.defs.assets:
                     engine.dirty.update((key, p) for p in ev.partitions(key))
-                await clockwork.check_freshness(clockwork.sla_nodes(ev))
+                held = clockwork.sla_nodes(ev)
+                await clockwork.check_freshness(held)
+                await clockwork.close_dropped_violations(held)
             due_cron = clockwork.due_cron(ev)
         while not self.stopping and not self.last_plans:
             ev = engine.evaluator()
