@@ -166,12 +166,12 @@ class Definitions:
         Memoized per key: planning asks once per step, 100k times in a dry run."""
         if key in self._fixed_reach:
             return self._fixed_reach[key]
-        reach: tuple[tuple[str, None], ...] | None = ()
         kids = [self.assets[child] for child in self.graph.children[key]]
-        if any(child.partitions is not None for child in kids):
-            reach = None
-        else:
-            reach = tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
+        reach = (
+            None
+            if any(child.partitions is not None for child in kids)
+            else tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
+        )
         self._fixed_reach[key] = reach
         return reach
 
