@@ -149,6 +149,8 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
                     "code_version": defs.code_version(key),
                     "inputs": [[parent, None, versions[parent]] for parent in inputs[key]],
                 }
+                if (binding := defs.binding(key)) is not None:  # as the engine records it
+                    payload["binding"] = binding
                 batch.append(
                     Event(
                         kind=EventKind.MATERIALIZATION, timestamp=NOW, asset=key, run_id="seed",

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import headwater as hw
+from headwater.planning._dryrun import dry_run
 from headwater.testing import Harness
 
 
@@ -247,6 +248,82 @@ def test_explicit_code_version_overrides_the_fingerprint(tmp_path: Path) -> None
         h.tick()
     with Harness(build(3), state_dir=tmp_path) as h:
         assert h.state("a") == "fresh"
+
+
+def _difference(swapped: bool, *, fails: bool = False, **options: Any) -> hw.Definitions:
+    """``high - low`` over two sources, with the parameters bound one way or the other."""
+    sources = [hw.source("high"), hw.source("low")]
+
+    def diff(x: int, y: int) -> int:
+        if fails:
+            raise ValueError("not yet")
+        return x - y
+
+    ins = {"x": "low", "y": "high"} if swapped else {"x": "high", "y": "low"}
+    return hw.Definitions([*sources, hw.asset("diff", ins=ins, **options)(diff)])
+
+
+@pytest.mark.parametrize("options", [{}, {"code_version": "1"}], ids=["fingerprint", "explicit"])
+def test_inputs_swapped_between_parameters_make_the_asset_stale(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """The same inputs, the same function, but each parameter now reads the other input: the
+    function gets other values, so the asset is stale (whatever its code version says)."""
+    with Harness(_difference(False, **options), state_dir=tmp_path) as h:
+        h.observe("high", value=10)
+        h.observe("low", value=3)
+        assert h.tick().materialized == [("diff", None)]
+        assert h.value("diff") == 7
+    with Harness(_difference(False, **options), state_dir=tmp_path) as h:
+        assert h.state("diff") == "fresh"  # bound as before: nothing to do
+    with Harness(_difference(True, **options), state_dir=tmp_path) as h:
+        assert h.state("diff") == "stale"
+        assert "its parameters read other inputs than in its last run (x=low y=high)" in (
+            " ".join(h.why("diff"))
+        )
+        planned = dry_run(h.engine.defs, h.engine.state, h.now)  # what `headwater plan` shows
+        assert [(s.asset, s.may_stop) for s in planned.steps] == [("diff", False)]
+        assert h.tick().materialized == [("diff", None)]
+        assert h.value("diff") == -7
+        assert h.state("diff") == "fresh"
+
+
+def test_an_input_and_a_dependency_trading_places_make_the_asset_stale(tmp_path: Path) -> None:
+    """``ins={"x": "a"}, deps=["b"]`` becomes ``ins={"x": "b"}, deps=["a"]``: the same
+    upstream keys, the same function, one input, but x now gets b's value."""
+
+    def build(traded: bool) -> hw.Definitions:
+        def pick(x: str) -> str:
+            return x
+
+        read, after = ("b", "a") if traded else ("a", "b")
+        picked = hw.asset("picked", ins={"x": read}, deps=[after])(pick)
+        return hw.Definitions([hw.source("a"), hw.source("b"), picked])
+
+    with Harness(build(False), state_dir=tmp_path) as h:
+        h.observe("a", value="from a")
+        h.observe("b", value="from b")
+        h.tick()
+        assert h.value("picked") == "from a"
+    with Harness(build(True), state_dir=tmp_path) as h:
+        assert h.state("picked") == "stale"
+        assert h.tick().materialized == [("picked", None)]
+        assert h.value("picked") == "from b"
+
+
+def test_a_failure_does_not_hold_once_the_inputs_are_bound_otherwise(tmp_path: Path) -> None:
+    """A failed run is "failed" until something it depends on changes: the binding is such a
+    thing, so the asset runs again instead of waiting for a retry that never comes."""
+    with Harness(_difference(False, fails=True), state_dir=tmp_path) as h:
+        h.observe("high", value=10)
+        h.observe("low", value=3)
+        assert list(h.tick().failed) == [("diff", None)]
+        assert h.state("diff") == "failed"
+    with Harness(_difference(False, fails=True), state_dir=tmp_path) as h:
+        assert h.state("diff") == "failed"
+    with Harness(_difference(True, fails=True), state_dir=tmp_path) as h:
+        assert h.state("diff") == "missing"  # never materialized: it runs again, and fails
+        assert list(h.tick().failed) == [("diff", None)]
 
 
 def test_reopening_a_state_dir_sees_everything(tmp_path: Path) -> None:

@@ -357,3 +357,45 @@ def test_a_huge_or_deeply_nested_journal_opens_quickly_and_is_emptied(tmp_path: 
     with Harness(defs, state_dir=tmp_path) as h:
         assert h.events(kind="run_started") == []
     assert path.stat().st_size == 0
+
+
+def test_the_crash_guards_failure_keeps_the_binding_so_a_swap_runs_it_again(
+    tmp_path: Path,
+) -> None:
+    """The third death of the owner in one asset's run fails it for good with what its start
+    recorded, the binding of its parameters included. Binding them otherwise is a change that
+    fault did not see: the asset runs again (as after a code change), not "failed" for ever."""
+
+    def build(swapped: bool) -> hw.Definitions:
+        def diff(x: int, y: int) -> int:
+            return x - y
+
+        ins = {"x": "low", "y": "high"} if swapped else {"x": "high", "y": "low"}
+        return hw.Definitions([hw.source("high"), hw.source("low"),
+                               hw.asset("diff", ins=ins)(diff)])  # fmt: skip
+
+    defs = build(False)
+    binding = defs.binding("diff")
+    assert binding == "0,1"  # x: high, y: low (the upstream keys in order)
+    with Harness(defs, state_dir=tmp_path) as h:
+        h.observe("high", value=10)
+        h.observe("low", value=3)
+        code = defs.code_version("diff")
+        inputs = [[e.asset, None, e.data_version] for e in h.events(kind="observation")]
+    for attempt in range(3):  # the owner dies in the run's first moments, three times
+        with Harness(defs, state_dir=tmp_path) as h:
+            start = _start(h, f"r{attempt}", asset="diff", code_version=code,
+                           inputs=sorted(inputs), binding=binding)  # fmt: skip
+        journal = StartJournal(tmp_path)
+        journal.read()
+        journal.write(start)
+        journal.close()
+    with Harness(defs, state_dir=tmp_path) as h:
+        (failed,) = h.events(kind="run_failed", asset="diff")
+        assert failed.payload["final"] and failed.payload["binding"] == binding
+        assert h.state("diff") == "failed"
+        assert h.tick().materialized == []  # no retry: it failed for good
+    with Harness(build(True), state_dir=tmp_path) as h:
+        assert h.state("diff") == "missing"
+        assert h.tick().materialized == [("diff", None)]
+        assert h.value("diff") == -7

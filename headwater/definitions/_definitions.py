@@ -189,6 +189,10 @@ class Definitions:
         self._fixed_inputs[key] = inputs
         return inputs
 
+    def binding(self, key: str) -> str | None:
+        """Which parameter of asset ``key`` receives which input (:attr:`AssetDef.binding`)."""
+        return self.assets[key].binding
+
     def blocking_checks(self, key: str) -> frozenset[str]:
         """The names of the blocking checks declared on ``key`` (what a failed check result
         in the log holds back is decided by these, not by how it was declared then)."""

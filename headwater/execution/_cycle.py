@@ -359,6 +359,8 @@ class RunCycle:
             "inputs": _inputs_json(status),
             "attempt": attempt,
         }
+        if (binding := engine.defs.binding(node[0])) is not None:
+            common["binding"] = binding
         if record.pending_since is not None:
             common["reflects_since"] = format_timestamp(record.pending_since)
         started = engine.event(

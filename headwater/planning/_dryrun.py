@@ -139,6 +139,7 @@ def _dry_run(
                     materialized_at=now,
                     code_version=defs.code_version(node[0]),
                     inputs=status.inputs,
+                    binding=defs.binding(node[0]),
                     failure=None,
                     checks=(),
                     lost_at=None,

@@ -9,6 +9,7 @@ takes the record.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -123,6 +124,8 @@ class Failure:
     """``file:line`` in the user's code where it raised."""
     final: bool = False
     """No retry: the daemon itself died running it, again and again (the crash-loop guard)."""
+    binding: str | None = None
+    """Which parameter received which input (``Definitions.binding``); None: not recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,9 @@ class NodeRecord:
     """When it last went from having no version to having one (its existence began)."""
     crashes: int = 0
     """Runs in a row during which the daemon died (threads executor): the crash-loop guard."""
+    binding: str | None = None
+    """Which parameter received which input in the materialization (``Definitions.binding``).
+    None: fewer than two inputs, or written before bindings were recorded (not compared)."""
 
     def failed_blocking_check(self, blocking: AbstractSet[str]) -> CheckRecord | None:
         """The first check among ``blocking`` (the names the definitions declare blocking
@@ -200,6 +206,7 @@ class NodeRecord:
             ("lost_at", _ts(self.lost_at)),
             ("appeared_at", _ts(self.appeared_at)),
             ("crashes", self.crashes),
+            ("binding", self.binding),
         ):  # fmt: skip
             if value:
                 out[name] = value
@@ -213,6 +220,7 @@ class NodeRecord:
                 "attempts": failure.attempts,
                 "where": failure.where,
                 "final": failure.final,
+                "binding": failure.binding,
             }
         return orjson.dumps(out).decode()
 
@@ -267,6 +275,7 @@ class NodeRecord:
                 attempts=int(f.get("attempts", 1)),
                 where=f.get("where"),
                 final=bool(f.get("final", False)),
+                binding=_binding(f.get("binding")),
             ),
             running,
             None if decision is None else (str(decision[0]), str(decision[1])),
@@ -278,7 +287,13 @@ class NodeRecord:
             when(get("lost_at")),
             when(get("appeared_at")),
             int(get("crashes", 0)),
+            _binding(get("binding")),
         )
+
+
+def _binding(value: object) -> str | None:
+    """A recorded binding, interned as :attr:`AssetDef.binding` is: equal ones are one string."""
+    return None if value is None else sys.intern(str(value))
 
 
 def _appeared(old: NodeRecord, event: Event) -> datetime | None:
@@ -370,6 +385,7 @@ class State:
                 run_id=event.run_id,
                 code_version=payload.get("code_version"),
                 inputs=inputs_from_json(payload.get("inputs", ())),
+                binding=_binding(payload.get("binding")),
                 failure=None,
                 running=None,
                 checks=(),
@@ -385,6 +401,7 @@ class State:
                 changed_at=event.timestamp,
                 materialized_at=None,
                 inputs=(),
+                binding=None,
                 checks=(),
                 lost_at=event.timestamp,
                 appeared_at=None,
@@ -393,10 +410,11 @@ class State:
             inputs = inputs_from_json(payload.get("inputs", ()))
             code = payload.get("code_version")
             previous = old.failure
-            same = previous is not None and (previous.inputs, previous.code_version) == (
-                inputs,
-                code,
-            )
+            binding = _binding(payload.get("binding"))
+            ran = (inputs, code, binding)
+            same = previous is not None and ran == (
+                previous.inputs, previous.code_version, previous.binding
+            )  # fmt: skip
             attempt = payload.get("attempt")
             if not isinstance(attempt, int):
                 attempt = previous.attempts + 1 if same and previous is not None else 1
@@ -409,6 +427,7 @@ class State:
                 attempts=attempt,
                 where=payload.get("where"),
                 final=bool(payload.get("final", False)),
+                binding=binding,
             )
             return replace(old, failure=failure, running=None, crashes=0)
         if kind == EventKind.RUN_ABANDONED:

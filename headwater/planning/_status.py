@@ -244,7 +244,12 @@ class Evaluator:
         nothing_arrived = bool(blockers) and not present and only_missing
         code = self.defs.code_version(asset_key)
         failure = record.failure if record is not None else None
-        if failure is not None and failure.code_version == code and failure.inputs == inputs:
+        if (
+            failure is not None
+            and failure.code_version == code
+            and failure.inputs == inputs
+            and (failure.binding is None or failure.binding == self.defs.binding(asset_key))
+        ):
             return Status(
                 FAILED,
                 (f"run {failure.run_id} failed at {failure.at.isoformat()}: {failure.error}",),
@@ -266,6 +271,13 @@ class Evaluator:
             )
         if record.inputs != inputs:  # the common case, equal, costs one comparison
             reasons.extend(_input_changes(record.inputs, inputs))
+        if record.binding is not None:
+            binding = self.defs.binding(asset_key)
+            # None now: fewer upstream keys, which the input changes above already tell.
+            if binding is not None and binding != record.binding:
+                asset = self.defs.assets[asset_key]
+                now = " ".join(f"{p}={k}" for p, k in sorted(asset.inputs.items()))
+                reasons.append(f"its parameters read other inputs than in its last run ({now})")
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
 
