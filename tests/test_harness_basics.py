@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,40 @@ def test_an_input_and_a_dependency_trading_places_make_the_asset_stale(tmp_path:
         assert h.state("picked") == "stale"
         assert h.tick().materialized == [("picked", None)]
         assert h.value("picked") == "from b"
+
+
+def test_a_new_loader_makes_the_readers_of_its_source_stale(tmp_path: Path) -> None:
+    """The file did not change, so neither did the source's version, but its readers get
+    other values: a new ``loader=`` makes them stale; the same loader, defined again (as at
+    every start), does not. A source given a loader for the first time counts too."""
+    from headwater.versions import bytes_version
+
+    data = tmp_path / "data.csv"
+    data.write_text("a;b\n1;2\n")
+
+    def build(sep: str | None) -> hw.Definitions:
+        loader = None if sep is None else functools.partial(pd.read_csv, sep=sep)
+        raw = hw.FileSource("raw", str(data), loader=loader)
+
+        @hw.asset
+        def columns(raw: pd.DataFrame) -> int:
+            return len(raw.columns)
+
+        return hw.Definitions([raw, columns])
+
+    state = tmp_path / "state"
+    with Harness(build(None), state_dir=state) as h:  # by extension: a comma-separated csv
+        h.observe("raw", bytes_version(data.read_bytes()))
+        assert h.tick().materialized == [("columns", None)]
+        assert h.value("columns") == 1
+    for sep, columns in ((",", 1), (";", 2)):
+        with Harness(build(sep), state_dir=state) as h:
+            assert h.state("columns") == "stale"
+            assert "input raw is loaded by another loader= than in its last run" in h.why("columns")
+            assert h.tick().materialized == [("columns", None)]
+            assert h.value("columns") == columns
+        with Harness(build(sep), state_dir=state) as h:
+            assert h.state("columns") == "fresh"
 
 
 def test_a_failure_does_not_hold_once_the_inputs_are_bound_otherwise(tmp_path: Path) -> None:

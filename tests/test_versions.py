@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -322,3 +324,92 @@ def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
             (event,) = h.events(kind="materialization", asset=key)
             assert event.data_version == hw.data_version(h.value(key))
         assert list(h.value("mixed")["v"]) == [1, "x", 2.5]
+
+
+LOADERS_MODULE = textwrap.dedent(
+    """
+    import functools
+    import json
+    import threading
+
+    import pandas as pd
+
+    class Reader:
+        def __init__(self, sep, columns):
+            self.sep, self.columns, self.lock = sep, columns, threading.Lock()
+
+        def __call__(self, path):
+            return pd.read_csv(path, sep=self.sep)
+
+        def read(self, path):
+            return pd.read_csv(path, sep=self.sep, usecols=sorted(self.columns))
+
+    def plain(path):
+        return pd.read_csv(path)
+
+    LOADERS = {
+        "function": plain,
+        "lambda": lambda path: pd.read_csv(path, sep=";"),
+        "partial": functools.partial(pd.read_csv, sep=";", na_values={"-", "n/a", "?"}),
+        "object": Reader(";", {"a", "b", "c"}),
+        "method": Reader(",", {"a", "b", "c"}).read,
+        "builtin": json.loads,
+        "partial of lambda": functools.partial(lambda path, n: path, n=lambda: 1),
+    }
+    """
+)
+LOADERS_SCRIPT = (
+    "import sys, loaders; from headwater.versions import callable_version;"
+    "print(sorted((k, callable_version(v)) for k, v in loaders.LOADERS.items()))"
+)
+
+
+def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """Readers record their sources' loader fingerprints: one that differed between two
+    starts (a memory address in a repr, a set's order under another hash seed) would make
+    every reader stale at every start. Each kind of callable differs from the others."""
+    (tmp_path / "loaders.py").write_text(LOADERS_MODULE)
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", LOADERS_SCRIPT], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        ).stdout.strip()
+        for seed in ("0", "1", "4242")
+    }  # fmt: skip
+    assert len(outputs) == 1
+    (printed,) = outputs
+    assert len(set(re.findall(r"'([0-9a-f]{32})'", printed))) == 7
+
+
+def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:
+    from headwater.versions import callable_version
+
+    def semicolons(path: Any) -> Any:
+        return pd.read_csv(path, sep=";")
+
+    def commas(path: Any) -> Any:
+        return pd.read_csv(path, sep=",")
+
+    assert callable_version(semicolons) == hw.code_version(semicolons)
+    assert callable_version(semicolons) != callable_version(commas)
+    partial = functools.partial(pd.read_csv, sep=";")
+    assert callable_version(partial) == callable_version(functools.partial(pd.read_csv, sep=";"))
+    assert callable_version(partial) != callable_version(functools.partial(pd.read_csv, sep=","))
+    assert callable_version(partial) != callable_version(functools.partial(pd.read_json, sep=";"))
+
+
+def test_a_loader_that_cannot_be_fingerprinted_breaks_nothing() -> None:
+    """Its changes go unseen (the README says what counts), but its readers load and run."""
+
+    def loader(path: Any) -> Any:
+        return path
+
+    loader.__wrapped__ = loader  # type: ignore[attr-defined]  # inspect.unwrap: a loop
+
+    @hw.asset
+    def size(raw: Any) -> int:
+        return len(raw)
+
+    defs = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=loader), size])
+    defs.compute_code_versions()
+    assert defs.binding("size") == "|?"

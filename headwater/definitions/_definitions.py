@@ -22,9 +22,9 @@ from headwater.definitions._mappings import (
     PartitionMap,
     resolve_mapping,
 )
-from headwater.definitions._sources import SourceDef
+from headwater.definitions._sources import FileSource, ObjectSource, SourceDef
 from headwater.policies import ClockPolicy
-from headwater.versions import code_version
+from headwater.versions import callable_version, code_version
 
 if TYPE_CHECKING:
     from headwater.execution._store import IOManager
@@ -120,6 +120,8 @@ class Definitions:
         self._code_versions: dict[str, str] = {}
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
+        self._bindings: dict[str, str] = {}
+        self._loaders: dict[str, str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         self._validate_partitions()
@@ -157,6 +159,8 @@ class Definitions:
                 if version is None:
                     version = by_function[id(asset.fn)] = code_version(asset.fn)
                 self._code_versions[key] = version
+        for key in self._file_readers:  # loaders' fingerprints read source files too
+            self.binding(key)
 
     def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:
         """The children that a change of ``key``'s unpartitioned node reaches, when that does
@@ -190,8 +194,46 @@ class Definitions:
         return inputs
 
     def binding(self, key: str) -> str | None:
-        """Which parameter of asset ``key`` receives which input (:attr:`AssetDef.binding`)."""
-        return self.assets[key].binding
+        """How asset ``key``'s parameters receive their inputs, recorded with each run and
+        compared by staleness: :attr:`AssetDef.binding`; for a reader of file or object
+        sources, then ``|`` and, per such input in parameter order, its ``loader=``'s
+        fingerprint (``-``: loaded by extension). A new loader gives the reader other
+        values from the same files, whose versions stay the same. Memoized."""
+        if key not in self._file_readers:
+            return self.assets[key].binding
+        binding = self._bindings.get(key)
+        if binding is None:
+            asset = self.assets[key]
+            loaders = []
+            for _, upstream in sorted(asset.inputs.items()):
+                node = self.nodes[upstream]
+                if isinstance(node, FileSource | ObjectSource):
+                    loaders.append(self._loader_version(node))
+            binding = sys.intern(f"{asset.binding or ''}|{','.join(loaders)}")
+            self._bindings[key] = binding
+        return binding
+
+    def _loader_version(self, source: FileSource | ObjectSource) -> str:
+        version = self._loaders.get(source.key)
+        if version is None:
+            loader = source.loader
+            try:
+                version = "-" if loader is None else callable_version(loader)[:16]
+            except Exception:  # an exotic callable: its changes go unseen, nothing breaks
+                version = "?"
+            self._loaders[source.key] = version
+        return version
+
+    @functools.cached_property
+    def _file_readers(self) -> frozenset[str]:
+        """The assets with an input from a file or object source (see :meth:`binding`)."""
+        return frozenset(
+            child
+            for key, source in self.sources.items()
+            if isinstance(source, FileSource | ObjectSource)
+            for child in self.graph.children[key]
+            if key in self.assets[child].inputs.values()
+        )
 
     def blocking_checks(self, key: str) -> frozenset[str]:
         """The names of the blocking checks declared on ``key`` (what a failed check result

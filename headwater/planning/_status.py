@@ -17,6 +17,8 @@ from headwater.definitions import (
     AssetDef,
     Definitions,
     EdgeMapping,
+    FileSource,
+    ObjectSource,
     PartitionContext,
 )
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
@@ -44,6 +46,22 @@ _BY_PARTITION = (_IDENTITY, _MAPPED)
 
 def node_label(asset: str, partition: str | None) -> str:
     return asset if partition is None else f"{asset}[{partition}]"
+
+
+def _binding_changes(defs: Definitions, key: str, old: str, new: str) -> list[str]:
+    """Why two bindings (:meth:`Definitions.binding`) differ, in words."""
+    asset = defs.assets[key]
+    (params, _, loaders), (was_params, _, was_loaders) = new.partition("|"), old.partition("|")
+    if params != was_params:
+        now = " ".join(f"{p}={k}" for p, k in sorted(asset.inputs.items()))
+        return [f"its parameters read other inputs than in its last run ({now})"]
+    loaded = [k for _, k in sorted(asset.inputs.items())
+              if isinstance(defs.nodes[k], FileSource | ObjectSource)]  # fmt: skip
+    pairs = zip(loaded, loaders.split(","), was_loaders.split(","), strict=False)
+    changed = [k for k, now, was in pairs if now != was]
+    return [f"input {k} is loaded by another loader= than in its last run" for k in changed] or [
+        "its inputs are loaded otherwise than in its last run"
+    ]
 
 
 def _short(version: str | None) -> str:
@@ -275,9 +293,7 @@ class Evaluator:
             binding = self.defs.binding(asset_key)
             # None now: fewer upstream keys, which the input changes above already tell.
             if binding is not None and binding != record.binding:
-                asset = self.defs.assets[asset_key]
-                now = " ".join(f"{p}={k}" for p, k in sorted(asset.inputs.items()))
-                reasons.append(f"its parameters read other inputs than in its last run ({now})")
+                reasons.extend(_binding_changes(self.defs, asset_key, record.binding, binding))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
 

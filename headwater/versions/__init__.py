@@ -1,6 +1,6 @@
 """Content fingerprints of data and code. Pure."""
 
-from headwater.versions._code import code_version
+from headwater.versions._code import callable_version, code_version
 from headwater.versions._data import (
     bytes_version,
     chunks_version,
@@ -11,6 +11,7 @@ from headwater.versions._data import (
 
 __all__ = [
     "bytes_version",
+    "callable_version",
     "chunks_version",
     "code_version",
     "data_version",
