@@ -5,7 +5,8 @@ keys, and explicit requests (``materialize``/``backfill``). Those are fed, at th
 instants, to the real engine on a virtual clock (the Harness), with each asset's function
 replaced by a stand-in that runs nothing: it gives the outcome the recorded history had for the
 same asset partition, code version and input versions (in order, when the same inputs ran more
-than once), and a new data version when the history never ran it so. Policies, mappings, SLAs,
+than once), given to the same parameters (its binding), and a new data version when the
+history never ran it so. Policies, mappings, SLAs,
 retries and early cutoff are the engine's own. The result compares, per asset, the runs and
 the SLA violations that did happen with those that would have.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from typing import Any
 from headwater._errors import HeadwaterError
 from headwater._events import Event, EventKind
 from headwater.definitions import AssetDef, Definitions, source
+from headwater.definitions._bindings import binding_changes
 from headwater.definitions._values import Output
 from headwater.execution._context import Context
 
@@ -30,6 +32,8 @@ __all__ = ["AssetReplay", "ReplayReport", "replay"]
 
 _Inputs = tuple[tuple[str, str | None, str], ...]
 _Key = tuple[str, str | None, str | None, _Inputs]
+_Outcome = tuple[str | None, str | None]
+"""(data version, None) for a materialization, (None, error) for a failure."""
 
 
 class ReplayedFailure(Exception):
@@ -68,36 +72,46 @@ def _inputs(payload: Mapping[str, Any]) -> _Inputs:
 
 
 class _Outcomes:
-    """What the recorded runs gave, by asset partition, code version and inputs, in order."""
+    """What the recorded runs gave, by asset partition, code version and inputs, in order,
+    each with the binding it ran with (a run whose parameters got other values is another)."""
 
     def __init__(self, events: Iterable[Event]) -> None:
-        self._queues: dict[_Key, deque[tuple[str | None, str | None]]] = defaultdict(deque)
+        self._queues: dict[_Key, list[tuple[str | None, _Outcome]]] = defaultdict(list)
         for event in events:
             if event.asset is None:
                 continue
             if event.kind == EventKind.MATERIALIZATION:
-                outcome: tuple[str | None, str | None] = (event.data_version, None)
+                outcome: _Outcome = (event.data_version, None)
             elif event.kind == EventKind.RUN_FAILED:
                 outcome = (None, str(event.payload.get("error", "failed")))
             else:
                 continue
             code = event.payload.get("code_version")
             key = (event.asset, event.partition, None if code is None else str(code))
-            self._queues[(*key, _inputs(event.payload))].append(outcome)
+            binding = event.payload.get("binding")
+            recorded = None if binding is None else str(binding)
+            self._queues[(*key, _inputs(event.payload))].append((recorded, outcome))
 
-    def take(self, key: _Key) -> tuple[str | None, str | None]:
-        queue = self._queues.get(key)
-        if queue:
-            return queue.popleft() if len(queue) > 1 else queue[0]
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+    def take(self, key: _Key, binding: str | None) -> _Outcome:
+        """The next recorded outcome (the last one again once they are used up) of a run
+        whose binding was ``binding``, or one not recorded then."""
+        queue = self._queues.get(key, [])
+        same = [i for i, (was, _) in enumerate(queue) if _same_binding(was, binding)]
+        if same:
+            return queue.pop(same[0])[1] if len(same) > 1 else queue[same[0]][1]
+        digest = hashlib.blake2b(repr((key, binding)).encode(), digest_size=16).hexdigest()
         return f"replayed-{digest}", None
 
 
-def _stand_in(asset: AssetDef, code: str, outcomes: _Outcomes) -> AssetDef:
+def _same_binding(recorded: str | None, now: str | None) -> bool:
+    return recorded is None or now is None or not binding_changes(recorded, now)
+
+
+def _stand_in(asset: AssetDef, code: str, binding: str | None, outcomes: _Outcomes) -> AssetDef:
     def run(**kwargs: Any) -> Output:
         context: Context = kwargs["context"]
         inputs = tuple(sorted((a, p, v) for (a, p), v in context.input_versions.items()))
-        version, error = outcomes.take((asset.key, context.partition, code, inputs))
+        version, error = outcomes.take((asset.key, context.partition, code, inputs), binding)
         if error is not None:
             raise ReplayedFailure(error)
         return Output(None, data_version=version)
@@ -109,7 +123,7 @@ def _stand_ins(defs: Definitions, outcomes: _Outcomes) -> Definitions:
     nodes: list[Any] = []
     for key, node in defs.nodes.items():
         if isinstance(node, AssetDef):
-            nodes.append(_stand_in(node, defs.code_version(key), outcomes))
+            nodes.append(_stand_in(node, defs.code_version(key), defs.binding(key), outcomes))
         else:
             nodes.append(source(key, partitions=node.partitions, freshness=node.freshness))
     return Definitions(nodes, executor="threads", max_concurrency=defs.max_concurrency)

@@ -178,3 +178,33 @@ def test_history_the_new_definitions_cannot_take_is_counted_not_lost() -> None:
     assert report.dropped == ["cleaned"]
     row = report.assets["cleaned"]
     assert (row.runs_did, row.runs_would) == (4, 0)
+
+
+def _difference(swapped: bool) -> hw.Definitions:
+    def diff(x: int, y: int) -> int:
+        return x - y
+
+    @hw.asset
+    def report(diff: int) -> str:
+        return f"{diff:+}"
+
+    ins = {"x": "low", "y": "high"} if swapped else {"x": "high", "y": "low"}
+    nodes = [hw.source("high"), hw.source("low"), hw.asset("diff", ins=ins)(diff), report]
+    return hw.Definitions(nodes)
+
+
+def test_a_recorded_outcome_is_not_lent_to_a_run_whose_parameters_get_other_values() -> None:
+    """History: 10 - 3, then 13 - 6: the same difference, so early cutoff spared the report.
+    Replayed with x and y swapped, the recorded differences are not those runs' outcomes:
+    each gets a new version, and the report would have run twice."""
+    with Harness(_difference(False), now="2026-01-05T00:00:00Z") as h:
+        for high, low in ((10, 3), (13, 6)):
+            h.observe("high", value=high)
+            h.observe("low", value=low)
+            h.tick()
+        recorded = h.events()
+    same = replay(recorded, _difference(False))
+    assert (same.assets["report"].runs_did, same.assets["report"].runs_would) == (1, 1)
+    swapped = replay(recorded, _difference(True))
+    assert swapped.assets["diff"].runs_would == 2
+    assert swapped.assets["report"].runs_would == 2

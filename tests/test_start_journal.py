@@ -376,7 +376,7 @@ def test_the_crash_guards_failure_keeps_the_binding_so_a_swap_runs_it_again(
 
     defs = build(False)
     binding = defs.binding("diff")
-    assert binding == "0,1"  # x: high, y: low (the upstream keys in order)
+    assert binding == "x=high y=low"
     with Harness(defs, state_dir=tmp_path) as h:
         h.observe("high", value=10)
         h.observe("low", value=3)

@@ -412,4 +412,4 @@ def test_a_loader_that_cannot_be_fingerprinted_breaks_nothing() -> None:
 
     defs = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=loader), size])
     defs.compute_code_versions()
-    assert defs.binding("size") == "|?"
+    assert defs.binding("size") == "raw=raw~?"

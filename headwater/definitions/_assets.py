@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -63,22 +62,6 @@ class AssetDef:
     """The same for ``deps``, by upstream key."""
     """How long a run may take before it is stopped (None: the project's default, if any)."""
     _code_version_cache: str | None = field(default=None, repr=False)
-    binding: str | None = field(init=False, default=None, repr=False)
-    """Which upstream key each parameter receives, recorded with each run: for every
-    parameter in name order, the index of its key among the asset's upstream keys (inputs
-    and ``deps``) in sorted order, as ``"1,0"``. None with fewer than two upstream keys.
-    With the same upstream keys and syntax, the function still gets other values when two
-    parameters swap their inputs, or an input and a ``deps`` key trade places: staleness
-    compares this. (The keys themselves need not be written: were they others, the inputs
-    read would differ, which staleness sees already.) Short and interned, so records with
-    the same binding share one string and comparing them is comparing two pointers.
-    """
-
-    def __post_init__(self) -> None:
-        upstream = sorted({*self.inputs.values(), *self.deps})
-        if self.inputs and len(upstream) > 1:
-            place = {key: str(i) for i, key in enumerate(upstream)}
-            self.binding = sys.intern(",".join([place[k] for _, k in sorted(self.inputs.items())]))
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from headwater._errors import DefinitionError, did_you_mean
 from headwater.definitions._assets import AssetDef
+from headwater.definitions._bindings import binding_of
 from headwater.definitions._checks import CheckDef
 from headwater.definitions._graph import AssetGraph, EdgeMapping
 from headwater.definitions._mappings import (
@@ -120,7 +121,7 @@ class Definitions:
         self._code_versions: dict[str, str] = {}
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
-        self._bindings: dict[str, str] = {}
+        self._bindings: dict[str, str | None] = {}
         self._loaders: dict[str, str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
@@ -159,8 +160,9 @@ class Definitions:
                 if version is None:
                     version = by_function[id(asset.fn)] = code_version(asset.fn)
                 self._code_versions[key] = version
-        for key in self._file_readers:  # loaders' fingerprints read source files too
-            self.binding(key)
+        for source in self.sources.values():  # loaders' fingerprints read source files too
+            if isinstance(source, FileSource | ObjectSource):
+                self._loader_version(source)
 
     def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:
         """The children that a change of ``key``'s unpartitioned node reaches, when that does
@@ -194,24 +196,16 @@ class Definitions:
         return inputs
 
     def binding(self, key: str) -> str | None:
-        """How asset ``key``'s parameters receive their inputs, recorded with each run and
-        compared by staleness: :attr:`AssetDef.binding`; for a reader of file or object
-        sources, then ``|`` and, per such input in parameter order, its ``loader=``'s
-        fingerprint (``-``: loaded by extension). A new loader gives the reader other
-        values from the same files, whose versions stay the same. Memoized."""
-        if key not in self._file_readers:
-            return self.assets[key].binding
-        binding = self._bindings.get(key)
-        if binding is None:
-            asset = self.assets[key]
-            loaders = []
-            for _, upstream in sorted(asset.inputs.items()):
-                node = self.nodes[upstream]
-                if isinstance(node, FileSource | ObjectSource):
-                    loaders.append(self._loader_version(node))
-            binding = sys.intern(f"{asset.binding or ''}|{','.join(loaders)}")
-            self._bindings[key] = binding
+        """How asset ``key``'s parameters receive their inputs (see ``_bindings``), recorded
+        with each run and compared by staleness. Memoized."""
+        if key in self._bindings:
+            return self._bindings[key]
+        binding = self._bindings[key] = binding_of(self.assets[key], self._loader_of)
         return binding
+
+    def _loader_of(self, key: str) -> str | None:
+        node = self.nodes[key]
+        return self._loader_version(node) if isinstance(node, FileSource | ObjectSource) else None
 
     def _loader_version(self, source: FileSource | ObjectSource) -> str:
         version = self._loaders.get(source.key)
@@ -223,17 +217,6 @@ class Definitions:
                 version = "?"
             self._loaders[source.key] = version
         return version
-
-    @functools.cached_property
-    def _file_readers(self) -> frozenset[str]:
-        """The assets with an input from a file or object source (see :meth:`binding`)."""
-        return frozenset(
-            child
-            for key, source in self.sources.items()
-            if isinstance(source, FileSource | ObjectSource)
-            for child in self.graph.children[key]
-            if key in self.assets[child].inputs.values()
-        )
 
     def blocking_checks(self, key: str) -> frozenset[str]:
         """The names of the blocking checks declared on ``key`` (what a failed check result

@@ -17,10 +17,9 @@ from headwater.definitions import (
     AssetDef,
     Definitions,
     EdgeMapping,
-    FileSource,
-    ObjectSource,
     PartitionContext,
 )
+from headwater.definitions._bindings import binding_changes
 from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
@@ -46,22 +45,6 @@ _BY_PARTITION = (_IDENTITY, _MAPPED)
 
 def node_label(asset: str, partition: str | None) -> str:
     return asset if partition is None else f"{asset}[{partition}]"
-
-
-def _binding_changes(defs: Definitions, key: str, old: str, new: str) -> list[str]:
-    """Why two bindings (:meth:`Definitions.binding`) differ, in words."""
-    asset = defs.assets[key]
-    (params, _, loaders), (was_params, _, was_loaders) = new.partition("|"), old.partition("|")
-    if params != was_params:
-        now = " ".join(f"{p}={k}" for p, k in sorted(asset.inputs.items()))
-        return [f"its parameters read other inputs than in its last run ({now})"]
-    loaded = [k for _, k in sorted(asset.inputs.items())
-              if isinstance(defs.nodes[k], FileSource | ObjectSource)]  # fmt: skip
-    pairs = zip(loaded, loaders.split(","), was_loaders.split(","), strict=False)
-    changed = [k for k, now, was in pairs if now != was]
-    return [f"input {k} is loaded by another loader= than in its last run" for k in changed] or [
-        "its inputs are loaded otherwise than in its last run"
-    ]
 
 
 def _short(version: str | None) -> str:
@@ -266,7 +249,7 @@ class Evaluator:
             failure is not None
             and failure.code_version == code
             and failure.inputs == inputs
-            and (failure.binding is None or failure.binding == self.defs.binding(asset_key))
+            and not self._rebound(asset_key, failure.binding)
         ):
             return Status(
                 FAILED,
@@ -289,13 +272,17 @@ class Evaluator:
             )
         if record.inputs != inputs:  # the common case, equal, costs one comparison
             reasons.extend(_input_changes(record.inputs, inputs))
-        if record.binding is not None:
-            binding = self.defs.binding(asset_key)
-            # None now: fewer upstream keys, which the input changes above already tell.
-            if binding is not None and binding != record.binding:
-                reasons.extend(_binding_changes(self.defs, asset_key, record.binding, binding))
+        if record.binding is not None and self._rebound(asset_key, record.binding):
+            reasons.extend(binding_changes(record.binding, self.defs.binding(asset_key) or ""))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
+
+    def _rebound(self, key: str, recorded: str | None) -> bool:
+        """Whether a run recorded with the binding ``recorded`` would get other values now."""
+        if recorded is None:  # recorded before bindings were, or nothing to swap then
+            return False
+        now = self.defs.binding(key)
+        return now is not None and now is not recorded and bool(binding_changes(recorded, now))
 
     def _waiting_for(self, parent: str, nodes: list[NodeKey]) -> str:
         """One line for many absent partitions of one input (the hours of a day)."""
