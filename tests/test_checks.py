@@ -44,12 +44,12 @@ def test_failed_blocking_check_holds_downstream_with_a_reason_naming_it() -> Non
         assert any("blocking check 'not_empty' FAILED" in line for line in h.why("rows"))
 
 
-@pytest.mark.parametrize("edit", ["removed", "made non-blocking", "renamed"])
+@pytest.mark.parametrize("edit", ["removed", "made non-blocking"])
 def test_a_failed_check_the_definitions_no_longer_block_on_holds_nothing_back(
     tmp_path: Path, edit: str
 ) -> None:
-    """The user edits the failed blocking check away (or makes it non-blocking, or renames
-    it) and restarts: what its old result holds back is decided by the definitions now."""
+    """The user edits the failed blocking check away (or makes it non-blocking) and
+    restarts: what its old result holds back is decided by the definitions now."""
     with Harness(_defs(blocking=True), state_dir=tmp_path) as h:
         h.observe("src", value=[])
         assert h.tick().skipped == {
@@ -59,12 +59,70 @@ def test_a_failed_check_the_definitions_no_longer_block_on_holds_nothing_back(
     checks = list(edited.checks.get("rows", []))
     if edit == "removed":
         checks = []
-    elif edit == "renamed":
-        checks = [hw.check("rows", blocking=True, name="has_rows")(c.fn) for c in checks]
     nodes = list(edited.nodes.values())
     with Harness(hw.Definitions(nodes, checks=checks), state_dir=tmp_path) as h:
         assert h.tick().materialized == [("total", None)]
         assert h.value("total") == 0
+
+
+def _edited_check(body: str, *, name: str = "not_empty") -> hw.Definitions:
+    """``_defs(blocking=True)`` with the check's body (an expression of ``rows``) replaced."""
+    namespace: dict[str, Any] = {"hw": hw}
+    exec(f"def {name}(rows):\n    return hw.CheckResult({body})\n", namespace)
+    defs = _defs(blocking=True)
+    check = hw.check("rows", blocking=True, name=name)(namespace[name])
+    return hw.Definitions(list(defs.nodes.values()), checks=[check])
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "verdict"),
+    [
+        ("True", "not_empty", True),  # too strict before: the data passes now
+        ("len(rows) > 0", "has_rows", False),  # renamed: a check that never judged this data
+    ],
+    ids=["edited", "renamed"],
+)
+def test_a_blocking_check_edited_or_added_judges_the_current_data(
+    tmp_path: Path, body: str, name: str, verdict: bool
+) -> None:
+    """The old verdict was given by other code, or by no check of that name: the asset is
+    stale and runs again, so that the check declared now judges the data that its readers
+    would get (an edited check that passes releases them; one that fails holds them)."""
+    with Harness(_edited_check("len(rows) > 0"), state_dir=tmp_path) as h:
+        h.observe("src", value=[])
+        assert h.tick().materialized == [("rows", None)]
+        assert h.state("total") == "missing"
+    with Harness(_edited_check("len(rows) > 0"), state_dir=tmp_path) as h:
+        assert h.state("rows") == "fresh"  # the same check, defined again: nothing to judge
+        assert h.tick().materialized == []
+    with Harness(_edited_check(body, name=name), state_dir=tmp_path) as h:
+        assert h.state("rows") == "stale"
+        judged = "changed since it judged its data" if name == "not_empty" else "has not judged"
+        assert any(judged in line for line in h.why("rows"))
+        tick = h.tick()
+        assert tick.materialized == ([("rows", None), ("total", None)] if verdict else
+                                     [("rows", None)])  # fmt: skip
+        assert h.events(kind="check")[-1].payload["passed"] is verdict
+        assert h.state("rows") == "fresh"
+        assert h.tick().materialized == []
+
+
+def test_a_non_blocking_check_edited_is_not_run_again_by_itself(tmp_path: Path) -> None:
+    """It holds nothing back: its next verdict waits for the next materialization."""
+
+    def build(threshold: int) -> hw.Definitions:
+        defs = _defs(blocking=False)
+        namespace: dict[str, Any] = {"hw": hw}
+        exec(f"def not_empty(rows):\n    return len(rows) > {threshold}\n", namespace)
+        edited = hw.check("rows", name="not_empty")(namespace["not_empty"])
+        return hw.Definitions(list(defs.nodes.values()), checks=[edited])
+
+    with Harness(build(0), state_dir=tmp_path) as h:
+        h.observe("src", value=[1])
+        assert h.tick().materialized == [("rows", None), ("total", None)]
+    with Harness(build(5), state_dir=tmp_path) as h:
+        assert h.state("rows") == "fresh"
+        assert h.tick().materialized == []
 
 
 def test_rematerializing_runs_the_check_again_and_releases_downstream() -> None:
@@ -171,3 +229,19 @@ def test_a_check_must_take_the_value() -> None:
         @hw.check("x")
         def no_value() -> bool:
             return True
+
+
+def test_a_declared_check_the_run_did_not_run_is_recorded_as_failed() -> None:
+    """A worker that loaded other definitions (edited on disk, not reloaded) ran no check of
+    that name: leaving its verdict out would leave the data unjudged, and the asset would run
+    again and again; it is recorded as failed, with the declared check's code version."""
+    from headwater.execution._runner import Outcome
+
+    with Harness(_defs(blocking=True)) as h:
+        outcome = Outcome(ok=True, duration_ms=1.0, data_version="v1", checks=())
+        (event,) = h.engine.cycle._check_events(("rows", None), "r1", outcome)
+        (check,) = h.engine.defs.checks["rows"]
+        assert (event.kind, event.data_version) == ("check", "v1")
+        assert event.payload["check"] == "not_empty" and event.payload["passed"] is False
+        assert event.payload["code_version"] == h.engine.defs.check_version(check)
+        assert "not run: the definitions the run loaded do not declare it" in event.payload["error"]

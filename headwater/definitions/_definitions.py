@@ -123,6 +123,7 @@ class Definitions:
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
         self._loaders: dict[str, str] = {}
+        self._check_versions: dict[tuple[str, str], str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         self._validate_partitions()
@@ -163,6 +164,18 @@ class Definitions:
         for source in self.sources.values():  # loaders' fingerprints read source files too
             if isinstance(source, FileSource | ObjectSource):
                 self._loader_version(source)
+        for checks in self.checks.values():  # and so do checks'
+            for item in checks:
+                self.check_version(item)
+
+    def check_version(self, check: CheckDef) -> str:
+        """The fingerprint of a check function's syntax tree (as an asset's), recorded with
+        its verdict: a blocking check edited since it judged the current data has not judged
+        it (see ``Evaluator.status``). Memoized."""
+        version = self._check_versions.get((check.asset, check.name))
+        if version is None:
+            version = self._check_versions[(check.asset, check.name)] = code_version(check.fn)
+        return version
 
     def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:
         """The children that a change of ``key``'s unpartitioned node reaches, when that does

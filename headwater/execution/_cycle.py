@@ -433,14 +433,7 @@ class RunCycle:
                     payload={**payload, "metadata": outcome.metadata},
                 )
             ]
-            events += [
-                engine.event(
-                    EventKind.CHECK, node, run_id=run_id, data_version=outcome.data_version,
-                    payload={"check": c.name, "passed": c.passed, "blocking": c.blocking,
-                             "metadata": c.metadata, "error": c.error},
-                )
-                for c in outcome.checks
-            ]  # fmt: skip
+            events += self._check_events(node, run_id, outcome)
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback, where=outcome.where)
             if outcome.stderr:
@@ -476,6 +469,30 @@ class RunCycle:
         )
         engine.dirty.add(node)  # looked at again: a retry may be due later
         return "failed"
+
+    def _check_events(self, node: NodeKey, run_id: str, outcome: Outcome) -> list[Event]:
+        """One verdict per check the definitions declare, with its code version. A worker
+        that loaded other definitions (edited on disk, not reloaded yet) may not have run one:
+        it is recorded as failed, not left out, or its asset would look unjudged, and run
+        again, for as long as the worker lacks it."""
+        engine = self.engine
+        declared = {c.name: c for c in engine.defs.checks.get(node[0], ())}
+        verdicts: list[dict[str, Any]] = []
+        for c in outcome.checks:
+            check = declared.pop(c.name, None)
+            verdicts.append({"check": c.name, "passed": c.passed, "blocking": c.blocking,
+                             "metadata": c.metadata, "error": c.error,
+                             "code_version": None if check is None else engine.defs.check_version(check)})  # fmt: skip
+        for check in declared.values():
+            error = "not run: the definitions the run loaded do not declare it (reload them)"
+            verdicts.append({"check": check.name, "passed": False, "blocking": check.blocking,
+                             "metadata": {}, "error": error,
+                             "code_version": engine.defs.check_version(check)})  # fmt: skip
+        version = outcome.data_version
+        return [
+            engine.event(EventKind.CHECK, node, run_id=run_id, data_version=version, payload=p)
+            for p in verdicts
+        ]
 
     async def _lost_inputs(
         self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult, job: Job

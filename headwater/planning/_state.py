@@ -136,6 +136,8 @@ class CheckRecord:
     data_version: str | None
     """The data version the check judged."""
     error: str | None = None
+    code_version: str | None = None
+    """The check function's code version when it judged (None: recorded before these were)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,7 @@ class NodeRecord:
             ("inputs", self.inputs),
             ("running", self.running),
             ("decision", self.decision),
-            ("checks", [[c.name, c.passed, c.blocking, c.data_version, c.error]
+            ("checks", [[c.name, c.passed, c.blocking, c.data_version, c.error, c.code_version]
                         for c in self.checks]),
             ("pending_since", _ts(self.pending_since)),
             ("late", self.late),
@@ -279,9 +281,7 @@ class NodeRecord:
             ),
             running,
             None if decision is None else (str(decision[0]), str(decision[1])),
-            ()
-            if checks is None
-            else tuple(CheckRecord(str(n), bool(p), bool(b), v, e) for n, p, b, v, e in checks),
+            () if checks is None else tuple(_check_from_json(c) for c in checks),
             when(get("pending_since")),
             bool(get("late", False)),
             when(get("lost_at")),
@@ -289,6 +289,11 @@ class NodeRecord:
             int(get("crashes", 0)),
             _binding(get("binding")),
         )
+
+
+def _check_from_json(raw: list[Any]) -> CheckRecord:
+    name, passed, blocking, version, error, *rest = raw  # a code version since 2026-12
+    return CheckRecord(str(name), bool(passed), bool(blocking), version, error, *rest[:1])
 
 
 def _binding(value: object) -> str | None:
@@ -442,6 +447,7 @@ class State:
                 blocking=bool(payload.get("blocking", False)),
                 data_version=event.data_version,
                 error=payload.get("error"),
+                code_version=payload.get("code_version"),
             )
             others = tuple(c for c in old.checks if c.name != result.name)
             return replace(old, checks=(*others, result))

@@ -274,8 +274,30 @@ class Evaluator:
             reasons.extend(_input_changes(record.inputs, inputs))
         if record.binding is not None and self._rebound(asset_key, record.binding):
             reasons.extend(binding_changes(record.binding, self.defs.binding(asset_key) or ""))
+        if self.defs.checks and (blocking := self.defs.blocking_checks(asset_key)):
+            reasons.extend(self._unjudged(asset_key, record, blocking))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
+
+    def _unjudged(self, key: str, record: NodeRecord, blocking: AbstractSet[str]) -> list[str]:
+        """The blocking checks that have not judged the current data: declared since it was
+        materialized, or edited since they judged it. (A verdict recorded before checks'
+        code versions were is taken as it is.) The asset must run again for them to judge:
+        what holds its readers back must be the verdict of the check declared now."""
+        out = []
+        for check in self.defs.checks[key]:
+            if check.name not in blocking:
+                continue
+            verdict = next(
+                (c for c in record.checks if c.name == check.name
+                 and c.data_version == record.version),
+                None,
+            )  # fmt: skip
+            if verdict is None:
+                out.append(f"blocking check {check.name!r} has not judged its current data")
+            elif verdict.code_version not in (None, self.defs.check_version(check)):
+                out.append(f"blocking check {check.name!r} changed since it judged its data")
+        return out
 
     def _rebound(self, key: str, recorded: str | None) -> bool:
         """Whether a run recorded with the binding ``recorded`` would get other values now."""
