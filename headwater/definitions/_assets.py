@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from headwater._durations import Duration, parse_duration
 from headwater._errors import DefinitionError
+from headwater.definitions._bindings import binding_of, no_loaders
 from headwater.definitions._keys import check_key
 from headwater.definitions._mappings import Input, MappingSpec, PartitionMapping
 from headwater.definitions._partitions import PartitionsDefinition
@@ -62,6 +63,12 @@ class AssetDef:
     """The same for ``deps``, by upstream key."""
     """How long a run may take before it is stopped (None: the project's default, if any)."""
     _code_version_cache: str | None = field(default=None, repr=False)
+    binding: str | None = field(init=False, default=None, repr=False)
+    """How its parameters receive their inputs, files' loaders aside (see ``_bindings``):
+    computed here, once, as the asset is declared, not at the first evaluation of 100k."""
+
+    def __post_init__(self) -> None:
+        self.binding = binding_of(self, no_loaders)
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -6,8 +6,8 @@ with a ``deps`` key, a file source gets another ``loader=``. Staleness compares 
 run recorded with the one the definitions give now, parameter by parameter, so a renamed
 parameter (reading what the old name read) or an added ``deps`` key is no such change.
 
-A binding is one line, ``param=key[mapping]~loader`` per parameter in name order, joined by
-spaces: ``[mapping]`` only for a declared mapping, ``~loader`` (a fingerprint, ``-`` for
+A binding is one line, ``param=key[mapping]~loader`` per parameter in the function's order,
+joined by spaces: ``[mapping]`` only for a declared mapping, ``~loader`` (a fingerprint, ``-`` for
 loading by extension) only for a file or object source. It is interned: records loaded with
 the binding the definitions give share its string, so most comparisons are of two pointers.
 """
@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from headwater.definitions._assets import AssetDef
 from headwater.definitions._mappings import MappingSpec, PartitionMapping
 
-__all__ = ["binding_changes", "binding_of"]
+if TYPE_CHECKING:
+    from headwater.definitions._assets import AssetDef
+
+__all__ = ["binding_changes", "binding_of", "no_loaders"]
 
 
 def _mapping_text(mapping: MappingSpec) -> str:
@@ -29,23 +32,38 @@ def _mapping_text(mapping: MappingSpec) -> str:
     return "{" + ",".join(f"{dim}:{m.describe()}" for dim, m in sorted(mapping.items())) + "}"
 
 
+def no_loaders(key: str) -> str | None:
+    """For :func:`binding_of` when no input is a file (what an asset alone can tell)."""
+    return None
+
+
 def binding_of(asset: AssetDef, loader_of: Callable[[str], str | None]) -> str | None:
     """The binding of ``asset``; ``loader_of(key)`` is the loader fingerprint of a file or
     object source, None for any other node. None when nothing could be swapped unseen: one
     input, no ``deps``, not read from a file (another key there changes the inputs read,
-    which staleness sees already)."""
+    which staleness sees already). In parameter order, not sorted (:func:`binding_changes`
+    compares parameter by parameter): each asset gets one when it is declared.
+    """
+    inputs = asset.inputs
+    if not inputs:
+        return None
+    mappings = asset.mappings
     entries = []
     loaded = False
-    for param, key in sorted(asset.inputs.items()):
+    for param, key in inputs.items():
+        loader = loader_of(key)
+        declared = mappings.get(param) if mappings else None
+        if loader is None and (declared is None or declared[0] is None):
+            entries.append(f"{param}={key}")
+            continue
         entry = f"{param}={key}"
-        declared = asset.mappings.get(param)
         if declared is not None and declared[0] is not None:
-            entry += f"[{_mapping_text(declared[0])}]"
-        if (loader := loader_of(key)) is not None:
+            entry += f"[{_mapping_text(declared[0])}]".replace(" ", "")
+        if loader is not None:
             entry += f"~{loader}"
             loaded = True
-        entries.append(entry.replace(" ", ""))
-    if not (len(entries) > 1 or (entries and asset.deps) or loaded):
+        entries.append(entry)
+    if len(entries) == 1 and not asset.deps and not loaded:
         return None
     return sys.intern(" ".join(entries))
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from headwater._errors import DefinitionError, did_you_mean
 from headwater.definitions._assets import AssetDef
@@ -210,15 +210,35 @@ class Definitions:
 
     def binding(self, key: str) -> str | None:
         """How asset ``key``'s parameters receive their inputs (see ``_bindings``), recorded
-        with each run and compared by staleness. Memoized."""
+        with each run and compared by staleness: :attr:`AssetDef.binding`, with the loaders
+        of the files it reads."""
+        if key not in self._file_readers:
+            return self.assets[key].binding
         if key in self._bindings:
             return self._bindings[key]
         binding = self._bindings[key] = binding_of(self.assets[key], self._loader_of)
         return binding
 
     def _loader_of(self, key: str) -> str | None:
-        node = self.nodes[key]
-        return self._loader_version(node) if isinstance(node, FileSource | ObjectSource) else None
+        if key not in self._loaded_sources:
+            return None
+        return self._loader_version(cast("FileSource | ObjectSource", self.nodes[key]))
+
+    @functools.cached_property
+    def _file_readers(self) -> frozenset[str]:
+        """The assets with an input from a file or object source."""
+        return frozenset(
+            child
+            for key in self._loaded_sources
+            for child in self.graph.children[key]
+            if key in self.assets[child].inputs.values()
+        )
+
+    @functools.cached_property
+    def _loaded_sources(self) -> frozenset[str]:
+        """File and object sources: their readers' bindings name their loaders."""
+        kinds = FileSource | ObjectSource
+        return frozenset(k for k, s in self.sources.items() if isinstance(s, kinds))
 
     def _loader_version(self, source: FileSource | ObjectSource) -> str:
         version = self._loaders.get(source.key)

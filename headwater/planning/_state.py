@@ -9,11 +9,11 @@ takes the record.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
+from sys import intern
 from typing import TYPE_CHECKING, Any, TypeVar, cast, dataclass_transform
 
 import orjson
@@ -287,7 +287,7 @@ class NodeRecord:
             when(get("lost_at")),
             when(get("appeared_at")),
             int(get("crashes", 0)),
-            _binding(get("binding")),
+            None if (binding := get("binding")) is None else intern(str(binding)),
         )
 
 
@@ -298,7 +298,7 @@ def _check_from_json(raw: list[Any]) -> CheckRecord:
 
 def _binding(value: object) -> str | None:
     """A recorded binding, interned as :attr:`AssetDef.binding` is: equal ones are one string."""
-    return None if value is None else sys.intern(str(value))
+    return None if value is None else intern(str(value))
 
 
 def _appeared(old: NodeRecord, event: Event) -> datetime | None:
