@@ -6,8 +6,8 @@ instants, to the real engine on a virtual clock (the Harness), with each asset's
 replaced by a stand-in that runs nothing: it gives the outcome the recorded history had for the
 same asset partition, code version and input versions (in order, when the same inputs ran more
 than once), given to the same parameters (its binding), and a new data version when the
-history never ran it so. Policies, mappings, SLAs,
-retries and early cutoff are the engine's own. The result compares, per asset, the runs and
+history never ran it so. Policies, mappings, SLAs, retries and early cutoff are the engine's
+own. The result compares, per asset, the runs and
 the SLA violations that did happen with those that would have.
 """
 

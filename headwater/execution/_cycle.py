@@ -475,22 +475,23 @@ class RunCycle:
         that loaded other definitions (edited on disk, not reloaded yet) may not have run one:
         it is recorded as failed, not left out, or its asset would look unjudged, and run
         again, for as long as the worker lacks it."""
-        engine = self.engine
-        declared = {c.name: c for c in engine.defs.checks.get(node[0], ())}
+        defs = self.engine.defs
+        declared = {c.name: c for c in defs.checks.get(node[0], ())}
         verdicts: list[dict[str, Any]] = []
         for c in outcome.checks:
             check = declared.pop(c.name, None)
+            code = None if check is None else defs.check_version(check)
             verdicts.append({"check": c.name, "passed": c.passed, "blocking": c.blocking,
                              "metadata": c.metadata, "error": c.error,
-                             "code_version": None if check is None else engine.defs.check_version(check)})  # fmt: skip
+                             "code_version": code})  # fmt: skip
         for check in declared.values():
             error = "not run: the definitions the run loaded do not declare it (reload them)"
             verdicts.append({"check": check.name, "passed": False, "blocking": check.blocking,
                              "metadata": {}, "error": error,
-                             "code_version": engine.defs.check_version(check)})  # fmt: skip
+                             "code_version": defs.check_version(check)})  # fmt: skip
         version = outcome.data_version
         return [
-            engine.event(EventKind.CHECK, node, run_id=run_id, data_version=version, payload=p)
+            self.engine.event(EventKind.CHECK, node, run_id=run_id, data_version=version, payload=p)
             for p in verdicts
         ]
 
