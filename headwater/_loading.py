@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import linecache
@@ -35,7 +36,10 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     The source is read once and kept: ``linecache`` holds it (so code versions and tracebacks
     come from the code that runs, not from a file edited since), and a worker process runs
     exactly this text rather than whatever the file holds when the worker starts."""
-    name = f"headwater_definitions_{abs(hash(str(path)))}"
+    # The same name in every process (not hash(), which the hash seed changes): pickled
+    # values of its classes load in workers and after a restart, and fingerprints that name
+    # them stay the same.
+    name = "headwater_definitions_" + hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"{path}: cannot be imported as a Python file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,32 @@ def test_a_declared_check_the_run_did_not_run_is_recorded_as_failed() -> None:
         assert event.payload["check"] == "not_empty" and event.payload["passed"] is False
         assert event.payload["code_version"] == h.engine.defs.check_version(check)
         assert "not run: the definitions the run loaded do not declare it" in event.payload["error"]
+
+
+def test_a_blocking_check_given_as_a_partial_is_the_same_check_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """``hw.check`` takes any callable: a partial (or a callable object) is fingerprinted by
+    its function and arguments, never by an address that changes at every start."""
+
+    alive: list[object] = []  # each start's objects at their own addresses, as in a new process
+
+    def build(n: int) -> hw.Definitions:
+        def at_least(n: int, rows: list[int]) -> bool:
+            return len(rows) >= n
+
+        alive.append(at_least)
+        defs = _defs(blocking=True)
+        check = hw.check("rows", blocking=True, name="enough")(functools.partial(at_least, n))
+        return hw.Definitions(list(defs.nodes.values()), checks=[check])
+
+    with Harness(build(1), state_dir=tmp_path) as h:
+        h.observe("src", value=[1])
+        assert h.tick().materialized == [("rows", None), ("total", None)]
+    with Harness(build(1), state_dir=tmp_path) as h:
+        assert h.state("rows") == "fresh"
+        assert h.tick().materialized == []
+    with Harness(build(2), state_dir=tmp_path) as h:  # its argument edited: judged again
+        assert h.state("rows") == "stale"
+        assert h.tick().materialized == [("rows", None)]
+        assert h.state("total") == "fresh"  # held: the old total, not read again

@@ -399,6 +399,20 @@ def test_mappings_swapped_on_one_key_make_the_asset_stale(
         assert h.value("change", partition="2026-01-02") == values[1]
 
 
+def test_writing_out_the_identity_mapping_is_no_binding_change(tmp_path: Path) -> None:
+    """``hw.Input("sales", mapping=hw.Identity())`` where the default was the same: the same
+    partitions, the same values, nothing to run again."""
+    before = {"today": hw.Input("sales"), "yesterday": _YESTERDAY}
+    after = {"today": hw.Input("sales", mapping=hw.Identity()), "yesterday": _YESTERDAY}
+    with Harness(_day_over_day(before, []), state_dir=tmp_path, now="2026-01-03T00:00:00Z") as h:
+        h.observe("sales", value=10, partition="2026-01-01")
+        h.observe("sales", value=25, partition="2026-01-02")
+        assert ("change", "2026-01-02") in h.tick().materialized
+    with Harness(_day_over_day(after, []), state_dir=tmp_path, now="2026-01-03T00:00:00Z") as h:
+        assert h.state("change", partition="2026-01-02") == "fresh"
+        assert h.tick().materialized == []
+
+
 def test_a_renamed_parameter_or_another_deps_key_is_not_a_binding_change(tmp_path: Path) -> None:
     """Each parameter that was there before reads what it read: with ``code_version=`` held,
     a parameter renamed is no change at all, and a ``deps`` key removed is only itself."""

@@ -303,6 +303,23 @@ def test_code_version_without_source_ignores_docstrings_and_layout() -> None:
     assert hw.code_version(plain) != hw.code_version(changed)
 
 
+def test_code_version_without_source_does_not_depend_on_the_hash_seed() -> None:
+    """A set literal is a frozenset constant, whose repr lists items in hash order."""
+    script = (
+        "import headwater as hw; ns = {}; "
+        "exec('def f(x):\\n    return x in {\\'NA\\', \\'null\\', \\'-\\', \\'?\\'}\\n', ns); "
+        "print(hw.code_version(ns['f']))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+        ).stdout.strip()
+        for seed in ("0", "1", "4242")
+    }  # fmt: skip
+    assert len(outputs) == 1
+
+
 def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
     """Parquet cannot hold a column of ints and strings: it is pickled, the run succeeds, and
     the version is that of what readers load."""
@@ -328,9 +345,13 @@ def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
 
 LOADERS_MODULE = textwrap.dedent(
     """
+    import enum
     import functools
     import json
+    import operator
     import threading
+    import types
+    from dataclasses import dataclass
 
     import pandas as pd
 
@@ -344,30 +365,75 @@ LOADERS_MODULE = textwrap.dedent(
         def read(self, path):
             return pd.read_csv(path, sep=self.sep, usecols=sorted(self.columns))
 
+    class Missing:
+        NA_VALUES = {"NA", "null", "-", "?", "n/a"}
+
+        @classmethod
+        def read(cls, path):
+            return pd.read_csv(path, na_values=cls.NA_VALUES)
+
+    class Sep(enum.Enum):
+        SEMICOLON = ";"
+        COMMA = ","
+
+    @dataclass(slots=True)
+    class Slotted:
+        sep: str
+
+        def __call__(self, path):
+            return pd.read_csv(path, sep=self.sep)
+
     def plain(path):
         return pd.read_csv(path)
+
+    def make_loader(sep):
+        def load(path):
+            return pd.read_csv(path, sep=sep)
+        return load
+
+    def wrapped(path):  # wrapped by a decorator that does not set __wrapped__
+        return pd.read_csv(path)
+
+    def decorate(fn):
+        def wrapper(path):
+            return fn(path)
+        return wrapper
 
     LOADERS = {
         "function": plain,
         "lambda": lambda path: pd.read_csv(path, sep=";"),
+        "lambdas on one line": [lambda p: p.read_text(), lambda p: p.read_bytes()],
+        "lambda with a set, in a call": functools.partial(
+            pd.read_csv, converters={"a": lambda v: v if v not in {"NA", "null", "-"} else None}),
         "partial": functools.partial(pd.read_csv, sep=";", na_values={"-", "n/a", "?"}),
+        "partial of an enum": functools.partial(pd.read_csv, sep=Sep.SEMICOLON),
         "object": Reader(";", {"a", "b", "c"}),
         "method": Reader(",", {"a", "b", "c"}).read,
+        "classmethod": Missing.read,
+        "class": Reader,
+        "slots": Slotted(";"),
+        "namespace": functools.partial(pd.read_csv, na_values=types.SimpleNamespace(
+            values={"x", "y", "z", "w"}).values),
+        "methodcaller": [operator.methodcaller("read_text"), operator.methodcaller("read_bytes")],
+        "method descriptors": [str.strip, str.upper],
         "builtin": json.loads,
-        "partial of lambda": functools.partial(lambda path, n: path, n=lambda: 1),
+        "closures": [make_loader(";"), make_loader(",")],
+        "decorated": decorate(wrapped),
     }
     """
 )
 LOADERS_SCRIPT = (
-    "import sys, loaders; from headwater.versions import callable_version;"
-    "print(sorted((k, callable_version(v)) for k, v in loaders.LOADERS.items()))"
+    "import loaders; from headwater.versions import callable_version as v\n"
+    "for k, f in sorted(loaders.LOADERS.items()):\n"
+    "    print(k, [v(x) for x in f] if isinstance(f, list) else v(f))"
 )
 
 
 def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> None:
     """Readers record their sources' loader fingerprints: one that differed between two
-    starts (a memory address in a repr, a set's order under another hash seed) would make
-    every reader stale at every start. Each kind of callable differs from the others."""
+    starts (a memory address in a repr, a set's order under another hash seed, a module's
+    name) would make every reader stale at every start. Every kind of loader here differs
+    from every other, and the two of each pair from each other."""
     (tmp_path / "loaders.py").write_text(LOADERS_MODULE)
     outputs = {
         subprocess.run(
@@ -378,7 +444,53 @@ def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> N
     }  # fmt: skip
     assert len(outputs) == 1
     (printed,) = outputs
-    assert len(set(re.findall(r"'([0-9a-f]{32})'", printed))) == 7
+    fingerprints = re.findall(r"\b([0-9a-f]{32})\b", printed)
+    assert len(fingerprints) == 21
+    assert len(set(fingerprints)) == 21
+
+
+DEFINITIONS_WITH_A_LOADER_OBJECT = textwrap.dedent(
+    """
+    import headwater as hw
+
+    class Lines:
+        def __init__(self, skip):
+            self.skip = skip
+
+        def __call__(self, path):
+            return path.read_text().splitlines()[self.skip:]
+
+    raw = hw.FileSource("raw", "raw.txt", loader=Lines(1))
+
+    @hw.asset
+    def count(raw):
+        return len(raw)
+
+    defs = hw.Definitions([raw, count])
+    """
+)
+
+
+def test_a_definitions_file_gives_its_loaders_one_fingerprint_in_every_process(
+    tmp_path: Path,
+) -> None:
+    """The file is imported as a module of a name that does not depend on the hash seed: a
+    loader object of a class defined there fingerprints (and pickles) alike at every start."""
+    (tmp_path / "defs.py").write_text(DEFINITIONS_WITH_A_LOADER_OBJECT)
+    script = (
+        "from headwater._loading import load_definitions; import sys; "
+        "defs = load_definitions(sys.argv[1]); defs.compute_code_versions(); "
+        "print(defs.binding('count'))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "defs.py")], capture_output=True,
+            text=True, check=True, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+        ).stdout.strip()
+        for seed in ("0", "1", "4242")
+    }  # fmt: skip
+    assert len(outputs) == 1
+    assert re.fullmatch(r"raw=raw~[0-9a-f]{16}", outputs.pop())
 
 
 def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:
@@ -390,7 +502,6 @@ def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:
     def commas(path: Any) -> Any:
         return pd.read_csv(path, sep=",")
 
-    assert callable_version(semicolons) == hw.code_version(semicolons)
     assert callable_version(semicolons) != callable_version(commas)
     partial = functools.partial(pd.read_csv, sep=";")
     assert callable_version(partial) == callable_version(functools.partial(pd.read_csv, sep=";"))
@@ -398,18 +509,25 @@ def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:
     assert callable_version(partial) != callable_version(functools.partial(pd.read_json, sep=";"))
 
 
-def test_a_loader_that_cannot_be_fingerprinted_breaks_nothing() -> None:
-    """Its changes go unseen (the README says what counts), but its readers load and run."""
+def test_a_loader_with_parts_that_cannot_be_encoded_counts_them_by_their_type() -> None:
+    """A ``__wrapped__`` loop, a lock: no error, and the same fingerprint every time."""
+    import threading
+
+    from headwater.versions import callable_version
 
     def loader(path: Any) -> Any:
         return path
 
     loader.__wrapped__ = loader  # type: ignore[attr-defined]  # inspect.unwrap: a loop
+    held = functools.partial(loader, lock=threading.Lock())
 
     @hw.asset
     def size(raw: Any) -> int:
         return len(raw)
 
-    defs = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=loader), size])
-    defs.compute_code_versions()
-    assert defs.binding("size") == "raw=raw~?"
+    first = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=held), size])
+    again = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=held), size])
+    first.compute_code_versions()
+    assert first.binding("size") == again.binding("size")
+    other = functools.partial(loader, lock=threading.Lock(), sep=";")
+    assert callable_version(other) != callable_version(held)

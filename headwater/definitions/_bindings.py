@@ -18,12 +18,17 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from headwater.definitions._mappings import MappingSpec, PartitionMapping
+from headwater.definitions._mappings import Identity, MappingSpec, PartitionMapping
 
 if TYPE_CHECKING:
     from headwater.definitions._assets import AssetDef
 
 __all__ = ["binding_changes", "binding_of", "no_loaders"]
+
+
+_IDENTITY = Identity()
+"""Written out, it reads what the default did where the default is Identity; elsewhere it
+reads other partitions, which the recorded inputs tell: never a binding of its own."""
 
 
 def _mapping_text(mapping: MappingSpec) -> str:
@@ -53,11 +58,11 @@ def binding_of(asset: AssetDef, loader_of: Callable[[str], str | None]) -> str |
     for param, key in inputs.items():
         loader = loader_of(key)
         declared = mappings.get(param) if mappings else None
-        if loader is None and (declared is None or declared[0] is None):
+        if loader is None and (declared is None or declared[0] in (None, _IDENTITY)):
             entries.append(f"{param}={key}")
             continue
         entry = f"{param}={key}"
-        if declared is not None and declared[0] is not None:
+        if declared is not None and declared[0] is not None and declared[0] != _IDENTITY:
             entry += f"[{_mapping_text(declared[0])}]".replace(" ", "")
         if loader is not None:
             entry += f"~{loader}"

@@ -169,12 +169,12 @@ class Definitions:
                 self.check_version(item)
 
     def check_version(self, check: CheckDef) -> str:
-        """The fingerprint of a check function's syntax tree (as an asset's), recorded with
-        its verdict: a blocking check edited since it judged the current data has not judged
-        it (see ``Evaluator.status``). Memoized."""
+        """The fingerprint of a check function (its syntax tree, and what it holds: see
+        ``callable_version``), recorded with its verdict: a blocking check edited since it
+        judged the current data has not judged it (see ``Evaluator.status``). Memoized."""
         version = self._check_versions.get((check.asset, check.name))
         if version is None:
-            version = self._check_versions[(check.asset, check.name)] = code_version(check.fn)
+            version = self._check_versions[(check.asset, check.name)] = callable_version(check.fn)
         return version
 
     def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:
@@ -243,11 +243,8 @@ class Definitions:
     def _loader_version(self, source: FileSource | ObjectSource) -> str:
         version = self._loaders.get(source.key)
         if version is None:
-            loader = source.loader
-            try:
-                version = "-" if loader is None else callable_version(loader)[:16]
-            except Exception:  # an exotic callable: its changes go unseen, nothing breaks
-                version = "?"
+            loader = source.loader  # what cannot be encoded counts by its type: no error
+            version = "-" if loader is None else callable_version(loader)[:16]
             self._loaders[source.key] = version
         return version
 

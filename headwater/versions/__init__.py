@@ -1,6 +1,7 @@
 """Content fingerprints of data and code. Pure."""
 
-from headwater.versions._code import callable_version, code_version
+from headwater.versions._callables import callable_version
+from headwater.versions._code import code_version
 from headwater.versions._data import (
     bytes_version,
     chunks_version,
