@@ -146,3 +146,46 @@ def test_whatever_a_function_raises_fails_its_run(tmp_path: Path, error: BaseExc
         assert tick.failed[("raises", None)].startswith(type(error).__name__)
         assert h.state("raises") == "failed"
         assert h.events(kind="run_abandoned") == []
+
+
+CLASSES = """
+from dataclasses import dataclass
+
+import headwater as hw
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@hw.asset
+def origin() -> Point:
+    return Point(0, 0)
+
+
+@hw.asset(policy=hw.manual())
+def moved(origin: Point) -> Point:
+    return Point(origin.x + 1, origin.y)
+
+
+defs = hw.Definitions([origin, moved])
+"""
+
+
+def test_a_value_of_a_class_the_definitions_file_defines_loads_in_every_process(
+    tmp_path: Path,
+) -> None:
+    """Pickled in one worker, it is read in another, started later under another hash seed:
+    the file is imported under the same module name there (a name from hash() was not), so
+    the class is found."""
+    (tmp_path / "classes.py").write_text(CLASSES)
+    defs = load_definitions(str(tmp_path / "classes.py"))
+    with Harness(defs, state_dir=tmp_path / "state", executor="processes") as h:
+        assert h.materialize("origin").materialized == [("origin", None)]
+    with Harness(defs, state_dir=tmp_path / "state", executor="processes") as h:  # new workers
+        tick = h.materialize("moved")
+        assert tick.failed == {}
+        assert tick.materialized == [("moved", None)]
+        assert (h.value("moved").x, h.value("moved").y) == (1, 0)
