@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import linecache
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -39,7 +40,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     # The same name in every process (not hash(), which the hash seed changes): pickled
     # values of its classes load in workers and after a restart, and fingerprints that name
     # them stay the same.
-    name = "headwater_definitions_" + hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
+    name = "headwater_definitions_" + hashlib.blake2b(os.fsencode(path), digest_size=8).hexdigest()
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"{path}: cannot be imported as a Python file")

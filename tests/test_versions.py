@@ -348,9 +348,11 @@ LOADERS_MODULE = textwrap.dedent(
     import enum
     import functools
     import json
+    import logging
     import operator
     import threading
     import types
+    from concurrent.futures import ThreadPoolExecutor
     from dataclasses import dataclass
 
     import pandas as pd
@@ -399,6 +401,29 @@ LOADERS_MODULE = textwrap.dedent(
             return fn(path)
         return wrapper
 
+    class Rule:
+        def __init__(self, words):
+            self.words = words
+
+    class Base:
+        delimiter = ";"
+
+        def __call__(self, path):
+            return pd.read_csv(path, sep=self.delimiter)
+
+    class Csv(Base):
+        pass
+
+    class Logged:  # holds process state: a logger, a pool that has run (their types count)
+        def __init__(self):
+            self.log = logging.getLogger(__name__)
+            self.pool = ThreadPoolExecutor()
+            self.pool.submit(len, "started").result()
+
+        def __call__(self, path):
+            self.log.info("reading %s", path)
+            return pd.read_csv(path)
+
     LOADERS = {
         "function": plain,
         "lambda": lambda path: pd.read_csv(path, sep=";"),
@@ -419,6 +444,10 @@ LOADERS_MODULE = textwrap.dedent(
         "builtin": json.loads,
         "closures": [make_loader(";"), make_loader(",")],
         "decorated": decorate(wrapped),
+        "objects in a series": functools.partial(
+            pd.read_csv, rules=pd.Series([Rule({"NA", "null", "-"}), Rule({"x", "y", "z"})])),
+        "inherited": Csv(),
+        "process state": Logged(),
     }
     """
 )
@@ -445,8 +474,8 @@ def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> N
     assert len(outputs) == 1
     (printed,) = outputs
     fingerprints = re.findall(r"\b([0-9a-f]{32})\b", printed)
-    assert len(fingerprints) == 21
-    assert len(set(fingerprints)) == 21
+    assert len(fingerprints) == 24
+    assert len(set(fingerprints)) == 24
 
 
 DEFINITIONS_WITH_A_LOADER_OBJECT = textwrap.dedent(
@@ -491,6 +520,71 @@ def test_a_definitions_file_gives_its_loaders_one_fingerprint_in_every_process(
     }  # fmt: skip
     assert len(outputs) == 1
     assert re.fullmatch(r"raw=raw~[0-9a-f]{16}", outputs.pop())
+
+
+def test_a_loaders_fingerprint_tells_apart_what_makes_it_load_otherwise() -> None:
+    """Its settings, wherever they live: an inherited class attribute or method, a property,
+    a slot beside a ``__dict__``, a compiled pattern, a struct format, a csv dialect."""
+    import collections
+    import csv
+    import struct
+
+    from headwater.versions import callable_version
+
+    def hierarchy(sep: str, body: str) -> Any:
+        namespace: dict[str, Any] = {"__name__": __name__}  # a module of the user's
+        exec(
+            f"class Base:\n    __slots__ = ()\n    delimiter = {sep!r}\n"
+            f"    def __call__(self, path):\n        return {body}\n"
+            "    @property\n    def quoted(self):\n        return '\"' + self.delimiter\n"
+            "class Csv(Base):\n    __slots__ = ('sep', '__dict__')\n"
+            "    def __init__(self, sep):\n        self.sep = sep\n",
+            namespace,
+        )
+        return namespace["Csv"]
+
+    def read(path: Any, *, how: Any) -> Any:
+        return path
+
+    same = hierarchy(";", "path")
+    assert callable_version(same(",")) == callable_version(hierarchy(";", "path")(","))
+    for other in (hierarchy(",", "path")(","), hierarchy(";", "path.strip()")(","), same(";")):
+        assert callable_version(other) != callable_version(same(","))
+    pairs = [
+        (re.compile(r"\d+"), re.compile(r"[a-z]+")),
+        (re.compile("a", re.I), re.compile("a")),
+        (struct.Struct("<iq"), struct.Struct(">qq")),
+        (csv.get_dialect("excel"), csv.get_dialect("excel-tab")),
+        (collections.deque([","]), collections.deque([";"])),
+    ]
+    for one, two in pairs:
+        assert callable_version(functools.partial(read, how=one)) != callable_version(
+            functools.partial(read, how=two)
+        ), (one, two)
+
+
+def test_a_loaders_fingerprint_costs_what_it_holds_not_its_paths() -> None:
+    """One list held six times at each of twenty levels is 21 objects, not 6**20 walks."""
+    from headwater.versions import callable_version
+
+    shared: list[Any] = []
+    for _ in range(20):
+        shared = [shared] * 6
+    assert callable_version(functools.partial(print, shared)) == callable_version(
+        functools.partial(print, shared)
+    )
+
+
+def test_a_definitions_file_under_a_folder_named_in_latin_1_loads(tmp_path: Path) -> None:
+    """Its module name comes from the path's bytes, whatever they encode."""
+    import os
+
+    from headwater._loading import load_definitions
+
+    folder = tmp_path / os.fsdecode(b"donn\xe9es")
+    folder.mkdir()
+    (folder / "defs.py").write_text(DEFINITIONS_WITH_A_LOADER_OBJECT)
+    assert sorted(load_definitions(str(folder / "defs.py")).assets) == ["count"]
 
 
 def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:

@@ -2,29 +2,46 @@
 
 Readers record their sources' loaders (and assets their checks) by these, so a fingerprint
 must be the same in every process and under any hash seed: one that changed from start to
-start would make every reader stale at every start. So nothing here goes through ``repr`` of
-an unknown object (memory addresses), ``pickle`` (sets in hash order, module names) or a
-module's name. What cannot be encoded for certain counts by its type's name alone: an edit
-there goes unseen, which is the lesser harm.
+start would make every reader stale at every start, which is worse than an edit unseen. So it
+reads *your* code and *your* values, never a library's internals: a logger, a filesystem
+client or a thread pool holds process state (caches, process ids, counters, tokens that
+depend on the hash seed), and counts by its type alone. Nothing goes through ``pickle`` or
+the ``repr`` of an unknown object (sets in hash order, memory addresses).
 
 What counts:
-- a function by its syntax tree (:func:`code_version`), a lambda by its own instructions and
-  constants (its source line may hold other code, or other lambdas), either with the values of
-  its defaults and of the variables it closes over (a factory's ``make_loader(";")``);
+- a function by its syntax tree (:func:`code_version`); a lambda by its own instructions and
+  constants (its source line may hold other code, or other lambdas); either with the values
+  of its defaults and of the variables it closes over (a factory's ``make_loader(";")``);
 - a ``functools.partial`` by its function and arguments; a bound method by its function and
-  its object; a class by its name and what its body defines;
-- an object by its class and its attributes (``__dict__``, or what ``__reduce_ex__`` gives for
-  ``__slots__`` and for ``operator.methodcaller`` and kin); a builtin by its qualified name;
-- plain values by ``repr``, containers by their items (sets and dicts in sorted order),
-  pandas, NumPy and Arrow data by :func:`data_version`.
+  its object; a property by its functions;
+- a class of your code (a module outside the standard library and site-packages) by its name
+  and what the bodies of it and its bases of your code define (methods, class attributes);
+  an object of such a class by its class and its attributes (``__dict__`` and slots);
+- values: plain ones by ``repr``; containers by their items (sets and dicts sorted); an enum
+  member by its name; a path, a compiled pattern, a date by their text;
+  ``operator.methodcaller`` and kin by what they call, with what; pandas, NumPy and Arrow data
+  by :func:`data_version` (objects inside them as it takes them: pickled);
+- anything else (a library's class or object, a builtin) by its qualified name.
+Each object is encoded once per fingerprint (shared ones are not walked again), and a parent
+holds a digest of each long child's encoding, so the cost is linear in what the callable holds.
 """
 
 from __future__ import annotations
 
-import copyreg
+import collections
+import datetime as dt
+import decimal
+import enum
 import functools
 import hashlib
+import operator
+import os
+import re
+import struct
+import sys
+import sysconfig
 import types
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +50,9 @@ from headwater.versions._data import data_version
 
 __all__ = ["callable_version"]
 
-_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+_TEXTUAL = (dt.date, dt.time, dt.timedelta, dt.timezone, decimal.Decimal, uuid.UUID)
+"""Values whose ``repr`` is their content."""
 _BUILTINS = (
     types.BuiltinFunctionType,
     types.BuiltinMethodType,
@@ -42,78 +61,160 @@ _BUILTINS = (
     types.MethodWrapperType,
     types.ClassMethodDescriptorType,
 )
+_GETTERS = frozenset({operator.methodcaller, operator.attrgetter, operator.itemgetter})
 _DATA = ("pandas", "numpy", "pyarrow")
 _DEPTH = 16
 """Levels of attributes and items followed; deeper counts by type."""
 
 
 def callable_version(fn: Callable[..., Any]) -> str:
-    """The fingerprint of ``fn`` and what it holds (see the module's docstring)."""
-    text = _Encoder().encode(fn, 0)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    """The fingerprint of ``fn`` and what it holds (see the module's docstring). Never
+    raises: what cannot be read counts by its type."""
+    try:
+        text = _Encoder().encode(fn, 0)
+    except Exception:  # a callable whose very type cannot be read
+        text = "?"
+    data = text.encode("utf-8", "backslashreplace")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@functools.cache
+def _yours(module: str) -> bool:
+    """Whether a module is the user's code: not headwater's, not installed, not standard."""
+    if module == "__main__":
+        return True
+    if module.partition(".")[0] == "headwater":
+        return False
+    found = sys.modules.get(module)
+    path = getattr(found, "__file__", None)
+    if not isinstance(path, str):
+        return False  # built in, or a namespace package
+    real = os.path.realpath(path)
+    return not any(real.startswith(os.path.realpath(p) + os.sep) for p in _INSTALLED)
+
+
+_INSTALLED = sorted(
+    {path for name, path in sysconfig.get_paths().items()
+     if name in ("stdlib", "platstdlib", "purelib", "platlib")}
+)  # fmt: skip
 
 
 def _name(kind: type) -> str:
-    return kind.__qualname__
+    return f"{kind.__qualname__}"
 
 
 class _Encoder:
     def __init__(self) -> None:
+        self._done: dict[int, tuple[object, str]] = {}
+        """Each object's encoding, once, with the object: held, it keeps its id to itself
+        (the tuples and dicts made here to encode would otherwise lend theirs to others)."""
         self._path: set[int] = set()
         """Objects being encoded, from the root to here: met again, they are a cycle."""
 
     def encode(self, value: object, depth: int) -> str:
-        if isinstance(value, _PLAIN):
-            return f"{_name(type(value))}:{value!r}"
-        if depth > _DEPTH:
-            return f"<{_name(type(value))}>"
-        if id(value) in self._path:
+        kind = type(value)  # not value.__class__, which a proxy or a mock may fake
+        if kind in _PLAIN:
+            return _short(self._plain(value, kind))
+        key = id(value)
+        if key in self._done:
+            return self._done[key][1]
+        if key in self._path:
             return "<cycle>"
-        self._path.add(id(value))
+        if depth > _DEPTH:
+            return f"<{_name(kind)}>"
+        self._path.add(key)
         try:
-            return self._compound(value, depth + 1)
-        except Exception:  # an attribute that raises, a reduce that refuses: its type
-            return f"<{_name(type(value))}>"
+            text = self._compound(value, kind, depth + 1)
+        except Exception:  # an attribute that raises, a repr that refuses: its type
+            text = f"<{_name(kind)}>"
         finally:
-            self._path.discard(id(value))
+            self._path.discard(key)
+        text = _short(text)
+        self._done[key] = (value, text)
+        return text
+
+    @staticmethod
+    def _plain(value: object, kind: type) -> str:
+        try:
+            return f"{kind.__name__}:{value!r}"
+        except ValueError:  # an int of more digits than repr will write
+            return f"{kind.__name__}:#{hash(value)}"
 
     def _items(self, values: Any, depth: int) -> list[str]:
         return [self.encode(v, depth) for v in values]
 
-    def _compound(self, value: object, depth: int) -> str:
-        kind = type(value)
-        if isinstance(value, list | tuple):
+    def _compound(self, value: Any, kind: type, depth: int) -> str:
+        if issubclass(kind, enum.Enum):
+            return f"enum {_name(kind)}.{value.name}"
+        for base in (str, bytes, int, float):  # a subclass: its value, by the base's repr
+            if issubclass(kind, base):
+                return f"{_name(kind)}:{base.__repr__(value)}"
+        if issubclass(kind, list | tuple | collections.deque):
             return f"{_name(kind)}[{','.join(self._items(value, depth))}]"
-        if isinstance(value, set | frozenset):
+        if issubclass(kind, set | frozenset):
             return f"{_name(kind)}{{{','.join(sorted(self._items(value, depth)))}}}"
-        if isinstance(value, dict):
+        if issubclass(kind, dict | types.MappingProxyType):
             pairs = sorted(f"{self.encode(k, depth)}:{self.encode(v, depth)}"
                            for k, v in value.items())  # fmt: skip
             return f"{_name(kind)}{{{','.join(pairs)}}}"
-        if isinstance(value, types.FunctionType):
+        if issubclass(kind, types.FunctionType):
             return self._function(value, depth)
-        if isinstance(value, functools.partial):
+        if issubclass(kind, functools.partial):
             parts = self._items((value.func, value.args, value.keywords), depth)
             return f"partial({','.join(parts)})"
-        if isinstance(value, types.MethodType):
+        if issubclass(kind, types.MethodType):
             return (
                 f"method({self.encode(value.__func__, depth)},{self.encode(value.__self__, depth)})"
             )
-        if isinstance(value, classmethod | staticmethod):
+        if issubclass(kind, classmethod | staticmethod):
             return f"{_name(kind)}({self.encode(value.__func__, depth)})"
-        if isinstance(value, _BUILTINS):
+        if issubclass(kind, property):
+            return f"property({','.join(self._items((value.fget, value.fset, value.fdel), depth))})"
+        if issubclass(kind, _BUILTINS):
             owner = getattr(value, "__self__", None)
             bound = "" if owner is None or isinstance(owner, types.ModuleType) else (
                 self.encode(owner, depth)
             )  # fmt: skip
             return f"builtin {value.__qualname__}({bound})"
-        if isinstance(value, type):
+        if issubclass(kind, type):
             return self._class(value, depth)
-        if isinstance(value, types.ModuleType):
+        if issubclass(kind, types.ModuleType):
             return f"module {value.__name__}"
+        if issubclass(kind, _TEXTUAL) or issubclass(kind, types.UnionType):
+            return f"{_name(kind)}:{value!r}"
+        if kind in _GETTERS:  # what they call, and with what: as they pickle
+            return f"{_name(kind)}:{self.encode(value.__reduce__(), depth)}"
+        if issubclass(kind, re.Pattern):
+            return f"pattern:{value.pattern!r}/{value.flags}"
+        if issubclass(kind, os.PathLike):
+            return f"{_name(kind)}:{os.fspath(value)!r}"
+        if issubclass(kind, struct.Struct):
+            return f"struct:{value.format!r}"
+        if kind.__module__ == "_csv" and kind.__name__ == "Dialect":
+            settings = {a: getattr(value, a) for a in _DIALECT}
+            return f"dialect:{self.encode(settings, depth)}"
         if kind.__module__.partition(".")[0] in _DATA:
+            return self._data(value, kind, depth)
+        if _yours(kind.__module__):
+            return f"{self._class(kind, depth)}:{self.encode(_attributes(value), depth)}"
+        return f"<{kind.__module__}.{_name(kind)}>"
+
+    def _data(self, value: Any, kind: type, depth: int) -> str:
+        """By :func:`data_version`, unless Python objects are inside (an ``object`` dtype):
+        it would pickle them, sets in hash order; they are encoded here instead."""
+        dtypes = getattr(value, "dtypes", None)
+        dtype = getattr(value, "dtype", None)
+        objects = any(_holds_objects(d) for d in ([dtype] if dtype is not None else dtypes or ()))
+        if not objects:
             return f"{_name(kind)}:{data_version(value)}"
-        return self._object(value, depth)
+        if hasattr(value, "columns"):  # a DataFrame
+            parts: object = (list(value.columns), list(value.index),
+                             [value[c].tolist() for c in value.columns])  # fmt: skip
+        elif hasattr(value, "index"):  # a Series
+            parts = (value.name, list(value.index), value.tolist())
+        else:
+            parts = (getattr(value, "shape", None), value.tolist())
+        return f"{_name(kind)}:{self.encode(parts, depth)}"
 
     def _function(self, fn: types.FunctionType, depth: int) -> str:
         code = fn.__code__
@@ -123,27 +224,52 @@ class _Encoder:
         return f"function({body},{','.join(held)})"
 
     def _class(self, kind: type, depth: int) -> str:
-        """Its name, and what its body defines (methods, class attributes)."""
-        own = {k: v for k, v in vars(kind).items() if not k.startswith("__") or k in _DUNDERS}
-        return f"class {_name(kind)}({self.encode(own, depth)})"
-
-    def _object(self, value: object, depth: int) -> str:
-        kind = type(value)
-        state: object
-        if hasattr(value, "__dict__") and not isinstance(value, type):
-            state = vars(value)
-        else:
-            reduced = value.__reduce_ex__(4)
-            if isinstance(reduced, str):  # a global's name: a singleton
-                return f"<{_name(kind)} {reduced}>"
-            maker, args, *rest = reduced
-            newobj = maker is getattr(copyreg, "__newobj__", None)  # object's own reduce
-            state = (args[1:] if newobj else (maker, args), rest[:1])
-        return f"{self._class(kind, depth)}:{self.encode(state, depth)}"
+        """Its name; for a class of your code, what its body and those of its bases of your
+        code define (a method a loader inherits is what it runs)."""
+        if not _yours(kind.__module__):
+            return f"class {kind.__module__}.{_name(kind)}"
+        bodies = [
+            {k: v for k, v in vars(base).items() if not k.startswith("__") or k in _DUNDERS}
+            for base in kind.__mro__
+            if _yours(base.__module__)
+        ]
+        return f"class {_name(kind)}({self.encode(bodies, depth)})"
 
 
-_DUNDERS = frozenset({"__init__", "__call__", "__new__"})
+_DIALECT = ("delimiter", "doublequote", "escapechar", "lineterminator", "quotechar", "quoting",
+            "skipinitialspace", "strict")  # fmt: skip
+
+
+def _holds_objects(dtype: object) -> bool:
+    """An ``object`` dtype (pandas' strings and categories report one too, and are typed)."""
+    return getattr(dtype, "kind", None) == "O" and type(dtype).__name__ not in _TYPED
+
+
+_TYPED = frozenset({"StringDtype", "CategoricalDtype"})
+
+
+def _short(text: str) -> str:
+    """Text past 64 characters as its digest: a parent holds its children's digests, so a
+    shared object met at every level (``[x] * 6``, twenty deep) costs its size, not 6**20."""
+    if len(text) <= 64:
+        return text
+    data = text.encode("utf-8", "backslashreplace")
+    return "#" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+_DUNDERS = frozenset({"__init__", "__call__", "__new__", "__post_init__"})
 """The special methods of a class body that say what calling it, or an instance, does."""
+
+
+def _attributes(value: object) -> dict[str, object]:
+    """An object's own attributes: its ``__dict__`` and every slot of its classes."""
+    found = dict(getattr(value, "__dict__", None) or {})
+    for base in type(value).__mro__:
+        slots = base.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__") and hasattr(value, slot):
+                found[slot] = getattr(value, slot)
+    return found
 
 
 def _filled(cell: types.CellType) -> bool:
