@@ -22,6 +22,22 @@ from hypothesis import strategies as st
 import headwater as hw
 from headwater.testing import Harness
 
+
+def _under_hash_seeds(
+    args: list[str], seeds: tuple[str, ...] = ("0", "1", "4242"), pythonpath: Path | None = None
+) -> set[str]:
+    """What ``python args`` prints in fresh interpreters, one per hash seed: one output when
+    nothing depends on the seed."""
+    env = {"PATH": "/usr/bin:/bin", **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
+    return {
+        subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": seed, **env},
+        ).stdout.strip()
+        for seed in seeds
+    }  # fmt: skip
+
+
 FRAME_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -37,16 +53,7 @@ FRAME_SCRIPT = textwrap.dedent(
 
 def test_dataframe_versions_are_equal_across_processes() -> None:
     """The same DataFrame built in two fresh interpreters has the same version."""
-    versions = {
-        subprocess.run(
-            [sys.executable, "-c", FRAME_SCRIPT],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-        ).stdout.strip()
-        for seed in ("1", "2")
-    }
+    versions = _under_hash_seeds(["-c", FRAME_SCRIPT], seeds=("1", "2"))
     assert len(versions) == 1
     assert len(versions.pop()) == 32
 
@@ -276,13 +283,7 @@ SEED_SCRIPT = textwrap.dedent(
 
 def test_versions_do_not_depend_on_the_hash_seed() -> None:
     """Sets and dicts of strings have one version in fresh interpreters with any hash seed."""
-    outputs = {
-        subprocess.run(
-            [sys.executable, "-c", SEED_SCRIPT], capture_output=True, text=True, check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-        ).stdout.strip()
-        for seed in ("0", "1", "4242")
-    }  # fmt: skip
+    outputs = _under_hash_seeds(["-c", SEED_SCRIPT])
     assert len(outputs) == 1
 
 
@@ -310,13 +311,7 @@ def test_code_version_without_source_does_not_depend_on_the_hash_seed() -> None:
         "exec('def f(x):\\n    return x in {\\'NA\\', \\'null\\', \\'-\\', \\'?\\'}\\n', ns); "
         "print(hw.code_version(ns['f']))"
     )
-    outputs = {
-        subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-        ).stdout.strip()
-        for seed in ("0", "1", "4242")
-    }  # fmt: skip
+    outputs = _under_hash_seeds(["-c", script])
     assert len(outputs) == 1
 
 
@@ -345,6 +340,8 @@ def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
 
 LOADERS_MODULE = textwrap.dedent(
     """
+    import dataclasses
+    import datetime
     import enum
     import functools
     import json
@@ -414,6 +411,30 @@ LOADERS_MODULE = textwrap.dedent(
     class Csv(Base):
         pass
 
+    class Registry:  # rules that point back at it: a cycle, entered through a set
+        def __init__(self):
+            self.rules = []
+
+    @dataclass(frozen=True)
+    class Linked:
+        word: str
+        registry: Registry = dataclasses.field(compare=False)
+
+    REGISTRY = Registry()
+    REGISTRY.rules.extend(Linked(w, REGISTRY) for w in ("NA", "null", "-", "?", "n/a"))
+
+    class Fixed(datetime.tzinfo):  # its repr holds an address
+        def utcoffset(self, moment):
+            return datetime.timedelta(hours=1)
+
+    @functools.singledispatch
+    def cell(value):
+        return value
+
+    @cell.register
+    def _(value: str):
+        return value.strip()
+
     class Logged:  # holds process state: a logger, a pool that has run (their types count)
         def __init__(self):
             self.log = logging.getLogger(__name__)
@@ -448,10 +469,17 @@ LOADERS_MODULE = textwrap.dedent(
             pd.read_csv, rules=pd.Series([Rule({"NA", "null", "-"}), Rule({"x", "y", "z"})])),
         "inherited": Csv(),
         "process state": Logged(),
+        "a cycle through a set": functools.partial(pd.read_csv, rules=set(REGISTRY.rules)),
+        "a custom time zone": functools.partial(
+            pd.read_csv, since=datetime.datetime(2024, 1, 1, tzinfo=Fixed())),
+        "singledispatch": functools.partial(pd.read_csv, converters={"a": cell}),
     }
     """
 )
 LOADERS_SCRIPT = (
+    "import os\n"
+    "if os.environ['PYTHONHASHSEED'] == '1':  # another import order: abc's counter moves\n"
+    "    import pyarrow, headwater.testing\n"
     "import loaders; from headwater.versions import callable_version as v\n"
     "for k, f in sorted(loaders.LOADERS.items()):\n"
     "    print(k, [v(x) for x in f] if isinstance(f, list) else v(f))"
@@ -464,18 +492,12 @@ def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> N
     name) would make every reader stale at every start. Every kind of loader here differs
     from every other, and the two of each pair from each other."""
     (tmp_path / "loaders.py").write_text(LOADERS_MODULE)
-    outputs = {
-        subprocess.run(
-            [sys.executable, "-c", LOADERS_SCRIPT], capture_output=True, text=True, check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
-        ).stdout.strip()
-        for seed in ("0", "1", "4242")
-    }  # fmt: skip
+    outputs = _under_hash_seeds(["-c", LOADERS_SCRIPT], pythonpath=tmp_path)
     assert len(outputs) == 1
     (printed,) = outputs
     fingerprints = re.findall(r"\b([0-9a-f]{32})\b", printed)
-    assert len(fingerprints) == 24
-    assert len(set(fingerprints)) == 24
+    assert len(fingerprints) == 27
+    assert len(set(fingerprints)) == 27
 
 
 DEFINITIONS_WITH_A_LOADER_OBJECT = textwrap.dedent(
@@ -508,16 +530,10 @@ def test_a_definitions_file_gives_its_loaders_one_fingerprint_in_every_process(
     (tmp_path / "defs.py").write_text(DEFINITIONS_WITH_A_LOADER_OBJECT)
     script = (
         "from headwater._loading import load_definitions; import sys; "
-        "defs = load_definitions(sys.argv[1]); defs.compute_code_versions(); "
+        "defs = load_definitions(sys.argv[1]); defs.compute_fingerprints(); "
         "print(defs.binding('count'))"
     )
-    outputs = {
-        subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "defs.py")], capture_output=True,
-            text=True, check=True, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-        ).stdout.strip()
-        for seed in ("0", "1", "4242")
-    }  # fmt: skip
+    outputs = _under_hash_seeds(["-c", script, str(tmp_path / "defs.py")])
     assert len(outputs) == 1
     assert re.fullmatch(r"raw=raw~[0-9a-f]{16}", outputs.pop())
 
@@ -551,6 +567,8 @@ def test_a_loaders_fingerprint_tells_apart_what_makes_it_load_otherwise() -> Non
     for other in (hierarchy(",", "path")(","), hierarchy(";", "path.strip()")(","), same(";")):
         assert callable_version(other) != callable_version(same(","))
     pairs = [
+        (pd.DataFrame({"code": [1, 2]}), pd.DataFrame({"code": [1, 3]})),
+        (pd.DataFrame({"code": ["a"]}), pd.DataFrame({"code": ["b"]})),
         (re.compile(r"\d+"), re.compile(r"[a-z]+")),
         (re.compile("a", re.I), re.compile("a")),
         (struct.Struct("<iq"), struct.Struct(">qq")),
@@ -587,6 +605,52 @@ def test_a_definitions_file_under_a_folder_named_in_latin_1_loads(tmp_path: Path
     assert sorted(load_definitions(str(folder / "defs.py")).assets) == ["count"]
 
 
+def test_a_project_moved_to_another_folder_keeps_its_loaders_fingerprints(
+    tmp_path: Path,
+) -> None:
+    """A deploy into a new folder per release: the definitions module's name changes with the
+    path, which no fingerprint may hold (an enum of the file among pandas categories did)."""
+    from headwater._loading import load_definitions
+
+    text = textwrap.dedent(
+        """
+        import enum, functools
+        import pandas as pd
+        import headwater as hw
+
+        class Region(enum.Enum):
+            EU = "eu"
+            US = "us"
+
+        raw = hw.FileSource("raw", "raw.csv", loader=functools.partial(
+            pd.read_csv, dtype={"region": pd.CategoricalDtype([Region.EU, Region.US])}))
+
+        @hw.asset
+        def count(raw):
+            return len(raw)
+
+        defs = hw.Definitions([raw, count])
+        """
+    )
+    bindings = set()
+    for release in ("1", "2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "defs.py").write_text(text)
+        defs = load_definitions(str(tmp_path / release / "defs.py"))
+        bindings.add(defs.binding("count"))
+    assert len(bindings) == 1
+
+
+def test_installed_code_is_not_yours_wherever_it_is_installed() -> None:
+    """A library's objects count by type: whether from site-packages, Debian's dist-packages
+    or the user site, it is a library."""
+    from headwater.versions._callables import _yours_at
+
+    assert not _yours_at("/usr/lib/python3/dist-packages/httplib2/__init__.py")
+    assert not _yours_at("/home/me/.local/lib/python3.11/site-packages/fsspec/spec.py")
+    assert _yours_at("/srv/project/pipelines/defs.py")
+
+
 def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:
     from headwater.versions import callable_version
 
@@ -621,7 +685,7 @@ def test_a_loader_with_parts_that_cannot_be_encoded_counts_them_by_their_type() 
 
     first = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=held), size])
     again = hw.Definitions([hw.FileSource("raw", "raw.csv", loader=held), size])
-    first.compute_code_versions()
+    first.compute_fingerprints()
     assert first.binding("size") == again.binding("size")
     other = functools.partial(loader, lock=threading.Lock(), sep=";")
     assert callable_version(other) != callable_version(held)

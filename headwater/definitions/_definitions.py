@@ -161,10 +161,15 @@ class Definitions:
                 if version is None:
                     version = by_function[id(asset.fn)] = code_version(asset.fn)
                 self._code_versions[key] = version
-        for source in self.sources.values():  # loaders' fingerprints read source files too
+
+    def compute_fingerprints(self) -> None:
+        """Fingerprint every loader and check now (what readers and verdicts record): it
+        reads source files and walks what they hold, which may be a big lookup table, so the
+        engine calls it in a worker thread when it opens. Workers need none of it."""
+        for source in self.sources.values():
             if isinstance(source, FileSource | ObjectSource):
                 self._loader_version(source)
-        for checks in self.checks.values():  # and so do checks'
+        for checks in self.checks.values():
             for item in checks:
                 self.check_version(item)
 

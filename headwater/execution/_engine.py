@@ -174,6 +174,7 @@ class Engine:
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
         await anyio.to_thread.run_sync(remove_snapshots, state_dir)  # a backup cut short
         await anyio.to_thread.run_sync(defs.compute_code_versions)
+        await anyio.to_thread.run_sync(defs.compute_fingerprints)
         async with open_event_log(state_dir) as log:
             # no source may read the state directory through a link
             private = (str(await anyio.Path(state_dir).resolve()),)

@@ -29,6 +29,7 @@ holds a digest of each long child's encoding, so the cost is linear in what the 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import decimal
 import enum
@@ -37,13 +38,15 @@ import hashlib
 import operator
 import os
 import re
+import site
 import struct
 import sys
 import sysconfig
 import types
 import uuid
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from headwater.versions._code import code_version, from_bytecode
 from headwater.versions._data import data_version
@@ -63,8 +66,11 @@ _BUILTINS = (
 )
 _GETTERS = frozenset({operator.methodcaller, operator.attrgetter, operator.itemgetter})
 _DATA = ("pandas", "numpy", "pyarrow")
-_DEPTH = 16
-"""Levels of attributes and items followed; deeper counts by type."""
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_DEPTH = 100
+"""Levels of attributes and items followed; deeper counts by type. Far beyond any loader's
+settings (so the cut, which depends on where the walk met an object, is never met), and
+within the interpreter's recursion limit."""
 
 
 def callable_version(fn: Callable[..., Any]) -> str:
@@ -78,10 +84,11 @@ def callable_version(fn: Callable[..., Any]) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-@functools.cache
-def _yours(module: str) -> bool:
-    """Whether a module is the user's code: not headwater's, not installed, not standard."""
-    if module == "__main__":
+def _yours(module: str | None) -> bool:
+    """Whether a module is the user's code: not headwater's, not installed (site-packages,
+    dist-packages, the user site), not the standard library. Code of no module (``exec``
+    without a ``__name__``) and the ``__main__`` script are."""
+    if module is None or module == "__main__":
         return True
     if module.partition(".")[0] == "headwater":
         return False
@@ -89,14 +96,26 @@ def _yours(module: str) -> bool:
     path = getattr(found, "__file__", None)
     if not isinstance(path, str):
         return False  # built in, or a namespace package
+    return _yours_at(path)
+
+
+@functools.cache
+def _yours_at(path: str) -> bool:
     real = os.path.realpath(path)
-    return not any(real.startswith(os.path.realpath(p) + os.sep) for p in _INSTALLED)
+    parts = Path(real).parts
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return not any(real.startswith(folder + os.sep) for folder in _installed())
 
 
-_INSTALLED = sorted(
-    {path for name, path in sysconfig.get_paths().items()
-     if name in ("stdlib", "platstdlib", "purelib", "platlib")}
-)  # fmt: skip
+@functools.cache
+def _installed() -> tuple[str, ...]:
+    paths = {p for k, p in sysconfig.get_paths().items()
+             if k in ("stdlib", "platstdlib", "purelib", "platlib")}  # fmt: skip
+    with contextlib.suppress(Exception):  # a site module without them (embedded Pythons)
+        paths.update(site.getsitepackages())
+        paths.add(site.getusersitepackages())
+    return tuple(sorted(os.path.realpath(p) for p in paths))
 
 
 def _name(kind: type) -> str:
@@ -108,8 +127,11 @@ class _Encoder:
         self._done: dict[int, tuple[object, str]] = {}
         """Each object's encoding, once, with the object: held, it keeps its id to itself
         (the tuples and dicts made here to encode would otherwise lend theirs to others)."""
-        self._path: set[int] = set()
-        """Objects being encoded, from the root to here: met again, they are a cycle."""
+        self._path: dict[int, None] = {}
+        """Objects being encoded, from the root to here, in order: met again, a cycle."""
+        self._cyclic: set[int] = set()
+        """Objects on a cycle: each counts by its type alone, wherever the walk entered the
+        cycle (through a set, that is hash order), so that no text depends on the entry."""
 
     def encode(self, value: object, depth: int) -> str:
         kind = type(value)  # not value.__class__, which a proxy or a mock may fake
@@ -119,16 +141,20 @@ class _Encoder:
         if key in self._done:
             return self._done[key][1]
         if key in self._path:
-            return "<cycle>"
+            on_cycle = list(self._path)
+            self._cyclic.update(on_cycle[on_cycle.index(key) :])
+            return f"<{_name(kind)}>"
         if depth > _DEPTH:
             return f"<{_name(kind)}>"
-        self._path.add(key)
+        self._path[key] = None
         try:
             text = self._compound(value, kind, depth + 1)
         except Exception:  # an attribute that raises, a repr that refuses: its type
             text = f"<{_name(kind)}>"
         finally:
-            self._path.discard(key)
+            del self._path[key]
+        if key in self._cyclic:
+            text = f"<{_name(kind)}>"
         text = _short(text)
         self._done[key] = (value, text)
         return text
@@ -141,7 +167,7 @@ class _Encoder:
             return f"{kind.__name__}:#{hash(value)}"
 
     def _items(self, values: Any, depth: int) -> list[str]:
-        return [self.encode(v, depth) for v in values]
+        return [self.encode(v, depth) if (t := _flat(v)) is None else t for v in values]
 
     def _compound(self, value: Any, kind: type, depth: int) -> str:
         if issubclass(kind, enum.Enum):
@@ -154,8 +180,8 @@ class _Encoder:
         if issubclass(kind, set | frozenset):
             return f"{_name(kind)}{{{','.join(sorted(self._items(value, depth)))}}}"
         if issubclass(kind, dict | types.MappingProxyType):
-            pairs = sorted(f"{self.encode(k, depth)}:{self.encode(v, depth)}"
-                           for k, v in value.items())  # fmt: skip
+            keys, values = self._items(value.keys(), depth), self._items(value.values(), depth)
+            pairs = sorted(f"{k}:{v}" for k, v in zip(keys, values, strict=True))
             return f"{_name(kind)}{{{','.join(pairs)}}}"
         if issubclass(kind, types.FunctionType):
             return self._function(value, depth)
@@ -181,7 +207,7 @@ class _Encoder:
         if issubclass(kind, types.ModuleType):
             return f"module {value.__name__}"
         if issubclass(kind, _TEXTUAL) or issubclass(kind, types.UnionType):
-            return f"{_name(kind)}:{value!r}"
+            return f"{_name(kind)}:{_ADDRESS.sub('', repr(value))}"  # a custom tzinfo's repr
         if kind in _GETTERS:  # what they call, and with what: as they pickle
             return f"{_name(kind)}:{self.encode(value.__reduce__(), depth)}"
         if issubclass(kind, re.Pattern):
@@ -202,9 +228,16 @@ class _Encoder:
     def _data(self, value: Any, kind: type, depth: int) -> str:
         """By :func:`data_version`, unless Python objects are inside (an ``object`` dtype):
         it would pickle them, sets in hash order; they are encoded here instead."""
+        if kind.__name__ == "CategoricalDtype":  # its categories may be objects of yours
+            return f"categories:{self.encode((list(value.categories), value.ordered), depth)}"
+        if kind.__name__ == "vectorize":  # numpy's: the function of yours it vectorizes
+            return f"vectorize:{self.encode(value.pyfunc, depth)}"
         dtypes = getattr(value, "dtypes", None)
         dtype = getattr(value, "dtype", None)
-        objects = any(_holds_objects(d) for d in ([dtype] if dtype is not None else dtypes or ()))
+        if dtype is not None:
+            objects = _holds_objects(dtype)
+        else:
+            objects = dtypes is not None and any(_holds_objects(d) for d in dtypes)
         if not objects:
             return f"{_name(kind)}:{data_version(value)}"
         if hasattr(value, "columns"):  # a DataFrame
@@ -217,6 +250,13 @@ class _Encoder:
         return f"{_name(kind)}:{self.encode(parts, depth)}"
 
     def _function(self, fn: types.FunctionType, depth: int) -> str:
+        """Yours: its syntax, defaults and closed-over values. A library's: its name (what it
+        holds is library state: ``singledispatch`` closes over a process-wide counter), and
+        the function it wraps, if it says (``functools.wraps``)."""
+        if not _yours(fn.__module__):
+            wrapped = getattr(fn, "__wrapped__", None)
+            inner = "" if wrapped is None else self.encode(wrapped, depth)
+            return f"function {fn.__module__}.{fn.__qualname__}({inner})"
         code = fn.__code__
         body = from_bytecode(code) if fn.__name__ == "<lambda>" else code_version(fn)
         cells = [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
@@ -240,12 +280,23 @@ _DIALECT = ("delimiter", "doublequote", "escapechar", "lineterminator", "quotech
             "skipinitialspace", "strict")  # fmt: skip
 
 
+def _flat(value: object) -> str | None:
+    """A plain value, or a tuple of them (a lookup table's rows), encoded without a walk:
+    what a million of them cost is their text. None for anything else."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return _short(_Encoder._plain(value, kind))
+    if kind is tuple:
+        row = cast("tuple[object, ...]", value)
+        if all(type(v) in _PLAIN for v in row):
+            return _short("tuple[" + ",".join([_Encoder._plain(v, type(v)) for v in row]) + "]")
+    return None
+
+
 def _holds_objects(dtype: object) -> bool:
-    """An ``object`` dtype (pandas' strings and categories report one too, and are typed)."""
-    return getattr(dtype, "kind", None) == "O" and type(dtype).__name__ not in _TYPED
-
-
-_TYPED = frozenset({"StringDtype", "CategoricalDtype"})
+    """An ``object`` dtype, or categories that may hold objects (pandas' string dtype reports
+    kind "O" too, and is typed)."""
+    return getattr(dtype, "kind", None) == "O" and type(dtype).__name__ != "StringDtype"
 
 
 def _short(text: str) -> str:
