@@ -566,6 +566,13 @@ def test_a_loaders_fingerprint_tells_apart_what_makes_it_load_otherwise() -> Non
     assert callable_version(same(",")) == callable_version(hierarchy(";", "path")(","))
     for other in (hierarchy(",", "path")(","), hierarchy(";", "path.strip()")(","), same(";")):
         assert callable_version(other) != callable_version(same(","))
+    cached = [functools.lru_cache(maxsize=None)(eval(f"lambda p: p.split({sep!r})"))
+              for sep in (",", ";")]  # fmt: skip
+    assert callable_version(cached[0]) != callable_version(cached[1])
+    cached[0]("a,b")  # its cache fills: not a setting
+    assert callable_version(cached[0]) == callable_version(
+        functools.lru_cache(maxsize=None)(eval("lambda p: p.split(',')"))
+    )
     pairs = [
         (pd.DataFrame({"code": [1, 2]}), pd.DataFrame({"code": [1, 3]})),
         (pd.DataFrame({"code": ["a"]}), pd.DataFrame({"code": ["b"]})),

@@ -223,7 +223,10 @@ class _Encoder:
             return self._data(value, kind, depth)
         if _yours(kind.__module__):
             return f"{self._class(kind, depth)}:{self.encode(_attributes(value), depth)}"
-        return f"<{kind.__module__}.{_name(kind)}>"
+        own = getattr(value, "__dict__", None)  # not getattr: a library's __getattr__ may act
+        wrapped = own.get("__wrapped__") if isinstance(own, dict) else None
+        inner = "" if wrapped is None else self.encode(wrapped, depth)  # lru_cache's function
+        return f"<{kind.__module__}.{_name(kind)}>({inner})"
 
     def _data(self, value: Any, kind: type, depth: int) -> str:
         """By :func:`data_version`, unless Python objects are inside (an ``object`` dtype):
