@@ -70,9 +70,12 @@ def _edited_check(body: str, *, name: str = "not_empty") -> hw.Definitions:
     """``_defs(blocking=True)`` with the check's body (an expression of ``rows``) replaced."""
     namespace: dict[str, Any] = {"hw": hw}
     exec(f"def {name}(rows):\n    return hw.CheckResult({body})\n", namespace)
-    defs = _defs(blocking=True)
-    check = hw.check("rows", blocking=True, name=name)(namespace[name])
-    return hw.Definitions(list(defs.nodes.values()), checks=[check])
+    return _checked_by(hw.check("rows", blocking=True, name=name)(namespace[name]))
+
+
+def _checked_by(check: hw.CheckDef) -> hw.Definitions:
+    """``_defs``' assets with ``check`` as their only check."""
+    return hw.Definitions(list(_defs(blocking=check.blocking).nodes.values()), checks=[check])
 
 
 @pytest.mark.parametrize(
@@ -112,11 +115,9 @@ def test_a_non_blocking_check_edited_is_not_run_again_by_itself(tmp_path: Path) 
     """It holds nothing back: its next verdict waits for the next materialization."""
 
     def build(threshold: int) -> hw.Definitions:
-        defs = _defs(blocking=False)
         namespace: dict[str, Any] = {"hw": hw}
         exec(f"def not_empty(rows):\n    return len(rows) > {threshold}\n", namespace)
-        edited = hw.check("rows", name="not_empty")(namespace["not_empty"])
-        return hw.Definitions(list(defs.nodes.values()), checks=[edited])
+        return _checked_by(hw.check("rows", name="not_empty")(namespace["not_empty"]))
 
     with Harness(build(0), state_dir=tmp_path) as h:
         h.observe("src", value=[1])
@@ -261,9 +262,9 @@ def test_a_blocking_check_given_as_a_partial_is_the_same_check_at_the_next_start
             return len(rows) >= n
 
         alive.append(at_least)
-        defs = _defs(blocking=True)
-        check = hw.check("rows", blocking=True, name="enough")(functools.partial(at_least, n))
-        return hw.Definitions(list(defs.nodes.values()), checks=[check])
+        return _checked_by(
+            hw.check("rows", blocking=True, name="enough")(functools.partial(at_least, n))
+        )
 
     with Harness(build(1), state_dir=tmp_path) as h:
         h.observe("src", value=[1])
