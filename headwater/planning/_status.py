@@ -272,8 +272,10 @@ class Evaluator:
             )
         if record.inputs != inputs:  # the common case, equal, costs one comparison
             reasons.extend(_input_changes(record.inputs, inputs))
-        if record.binding is not None and self._rebound(asset_key, record.binding):
-            reasons.extend(binding_changes(record.binding, self.defs.binding(asset_key) or ""))
+        if (recorded := record.binding) is not None:  # most multi-input assets: one compare
+            now = self.defs.binding(asset_key)
+            if now is not recorded and now is not None:  # None now: the inputs above tell
+                reasons.extend(binding_changes(recorded, now))
         if self.defs.checks and (blocking := self.defs.blocking_checks(asset_key)):
             reasons.extend(self._unjudged(asset_key, record, blocking))
         state = STALE if reasons else FRESH
