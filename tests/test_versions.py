@@ -423,6 +423,15 @@ LOADERS_MODULE = textwrap.dedent(
     REGISTRY = Registry()
     REGISTRY.rules.extend(Linked(w, REGISTRY) for w in ("NA", "null", "-", "?", "n/a"))
 
+    class Node:  # hashed by address: a set of them iterates in another order each time
+        def __init__(self, name):
+            self.name, self.edges = name, []
+
+    R, M, N = Node("r"), Node("m"), Node("n")  # r -> m -> r, r -> n -> m: one group
+    R.edges += [M, N]
+    M.edges.append(R)
+    N.edges.append(M)
+
     class Fixed(datetime.tzinfo):  # its repr holds an address
         def utcoffset(self, moment):
             return datetime.timedelta(hours=1)
@@ -473,6 +482,7 @@ LOADERS_MODULE = textwrap.dedent(
         "a custom time zone": functools.partial(
             pd.read_csv, since=datetime.datetime(2024, 1, 1, tzinfo=Fixed())),
         "singledispatch": functools.partial(pd.read_csv, converters={"a": cell}),
+        "a group reached through a set": functools.partial(pd.read_csv, nodes={R, N, M}),
     }
     """
 )
@@ -496,8 +506,8 @@ def test_a_loaders_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> N
     assert len(outputs) == 1
     (printed,) = outputs
     fingerprints = re.findall(r"\b([0-9a-f]{32})\b", printed)
-    assert len(fingerprints) == 27
-    assert len(set(fingerprints)) == 27
+    assert len(fingerprints) == 28
+    assert len(set(fingerprints)) == 28
 
 
 DEFINITIONS_WITH_A_LOADER_OBJECT = textwrap.dedent(

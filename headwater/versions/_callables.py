@@ -123,41 +123,68 @@ def _name(kind: type) -> str:
 
 
 class _Encoder:
+    """A depth-first walk that gives each object one text. An object on a cycle (in a
+    strongly connected group of objects that reach each other, found as Tarjan's algorithm
+    does, as the walk goes) counts by its type alone: its text would otherwise depend on
+    where the walk entered the group, and through a set that is hash order."""
+
     def __init__(self) -> None:
         self._done: dict[int, tuple[object, str]] = {}
-        """Each object's encoding, once, with the object: held, it keeps its id to itself
-        (the tuples and dicts made here to encode would otherwise lend theirs to others)."""
-        self._path: dict[int, None] = {}
-        """Objects being encoded, from the root to here, in order: met again, a cycle."""
-        self._cyclic: set[int] = set()
-        """Objects on a cycle: each counts by its type alone, wherever the walk entered the
-        cycle (through a set, that is hash order), so that no text depends on the entry."""
+        """Each object's text, with the object: held, it keeps its id to itself (the tuples
+        and dicts made here to encode would otherwise lend theirs to others)."""
+        self._path: list[int] = []
+        """Objects being encoded, from the root to here."""
+        self._order: dict[int, int] = {}
+        self._low: dict[int, int] = {}
+        """The earliest object (in walk order) each reaches among those still open."""
+        self._open: list[int] = []
+        self._opened: dict[int, int] = {}
+        """Objects walked whose group is not complete yet (Tarjan's stack), and where."""
+        self._looped: set[int] = set()
 
     def encode(self, value: object, depth: int) -> str:
         kind = type(value)  # not value.__class__, which a proxy or a mock may fake
         if kind in _PLAIN:
             return _short(self._plain(value, kind))
         key = id(value)
+        if key in self._opened:  # back to an object whose group is still open: a cycle
+            self._reach(self._order[key], key)
+            return f"<{_name(kind)}>"
         if key in self._done:
             return self._done[key][1]
-        if key in self._path:
-            on_cycle = list(self._path)
-            self._cyclic.update(on_cycle[on_cycle.index(key) :])
-            return f"<{_name(kind)}>"
         if depth > _DEPTH:
             return f"<{_name(kind)}>"
-        self._path[key] = None
+        self._order[key] = self._low[key] = len(self._order)
+        self._opened[key] = len(self._open)
+        self._open.append(key)
+        self._path.append(key)
         try:
-            text = self._compound(value, kind, depth + 1)
+            text = _short(self._compound(value, kind, depth + 1))
         except Exception:  # an attribute that raises, a repr that refuses: its type
             text = f"<{_name(kind)}>"
         finally:
-            del self._path[key]
-        if key in self._cyclic:
-            text = f"<{_name(kind)}>"
-        text = _short(text)
+            self._path.pop()
         self._done[key] = (value, text)
+        if self._path:
+            parent = self._path[-1]
+            self._low[parent] = min(self._low[parent], self._low[key])
+        if self._low[key] == self._order[key]:  # the first of its group: the group is whole
+            group = self._open[self._opened[key] :]
+            del self._open[self._opened[key] :]
+            for member in group:
+                del self._opened[member]
+            if len(group) > 1 or key in self._looped:
+                for member in group:
+                    held = self._done[member][0]
+                    self._done[member] = (held, f"<{_name(type(held))}>")
+                text = self._done[key][1]
         return text
+
+    def _reach(self, order: int, key: int) -> None:
+        parent = self._path[-1]
+        self._low[parent] = min(self._low[parent], order)
+        if parent == key:
+            self._looped.add(key)
 
     @staticmethod
     def _plain(value: object, kind: type) -> str:
