@@ -137,7 +137,8 @@ class CheckRecord:
     """The data version the check judged."""
     error: str | None = None
     code_version: str | None = None
-    """The check function's code version when it judged (None: recorded before these were)."""
+    """The check's fingerprint when it judged (``Definitions.check_version``; None: recorded
+    before these were)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +178,9 @@ class NodeRecord:
     crashes: int = 0
     """Runs in a row during which the daemon died (threads executor): the crash-loop guard."""
     binding: str | None = None
-    """Which parameter received which input in the materialization (``Definitions.binding``).
-    None: fewer than two inputs, or written before bindings were recorded (not compared)."""
+    """How the materialization's parameters received their inputs (``Definitions.binding``).
+    None: nothing could be swapped unseen then, or written before bindings were recorded
+    (either way, not compared)."""
 
     def failed_blocking_check(self, blocking: AbstractSet[str]) -> CheckRecord | None:
         """The first check among ``blocking`` (the names the definitions declare blocking
