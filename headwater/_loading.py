@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from headwater._errors import DefinitionError, HeadwaterError
+from headwater._usercode import users_module
 from headwater.definitions import Definitions
 
 __all__ = ["LoadError", "absolute_target", "importable_target", "load_definitions"]
@@ -20,6 +21,14 @@ __all__ = ["LoadError", "absolute_target", "importable_target", "load_definition
 
 class LoadError(HeadwaterError):
     """The definitions could not be loaded; the message names the file and the cause."""
+
+
+_HELPERS: dict[Path, list[str]] = {}
+"""Per definitions file, the modules of the user's own code its last import brought in (a
+helper beside it). Loading it again (a reload) imports them afresh: kept in ``sys.modules``,
+the daemon would go on running their old code, with the old code versions, while workers
+started since import the new, and fail every run asking for the reload that had just been
+done."""
 
 
 def _user_frame(exc: BaseException, filename: str) -> str:
@@ -51,6 +60,12 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     lines = data.decode("utf-8", "replace").splitlines(keepends=True)
     linecache.cache[str(path)] = (len(data), None, lines, str(path))  # never re-read
     module = importlib.util.module_from_spec(spec)
+    for helper in _HELPERS.pop(path, ()):
+        gone = sys.modules.pop(helper, None)
+        if isinstance(file := getattr(gone, "__file__", None), str):
+            linecache.checkcache(file)  # fingerprints read the new source, not the cached
+    importlib.invalidate_caches()
+    before = set(sys.modules)
     sys.modules[name] = module
     folder = str(path.parent)
     added = folder not in sys.path
@@ -72,6 +87,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     finally:
         if added:
             sys.path.remove(folder)
+    _HELPERS[path] = [n for n in set(sys.modules) - before if n != name and users_module(n)]
     return module, data
 
 

@@ -493,3 +493,37 @@ def test_the_executor_setting_is_checked_before_anything_starts(tmp_path: Path) 
     assert run.returncode == 2 and "executor 'fibers'" in run.stderr
     assert "processes, threads" in run.stderr
     assert not (tmp_path / "state").exists()
+
+
+HELPER_DEFS = """
+import helper_mod
+import headwater as hw
+
+answer = hw.asset(helper_mod.answer, policy=hw.manual())
+defs = hw.Definitions([answer])
+"""
+
+
+def test_reload_runs_the_new_code_of_a_helper_module_the_definitions_import(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """The asset's function lives in a module beside the definitions. Edited, then reloaded:
+    the daemon imports the helper afresh too, so its code version is the workers' and the
+    run runs the new code (it kept the old one, and every run failed asking for a reload)."""
+    from headwater.versions import data_version
+
+    (tmp_path / "helper_mod.py").write_text("def answer() -> int:\n    return 1\n")
+    (tmp_path / "defs.py").write_text(HELPER_DEFS)
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state")
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+    first = hw_project(tmp_path, "materialize", "answer")
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "helper_mod.py").write_text("def answer() -> int:\n    return 2\n")
+    reload = hw_project(tmp_path, "reload")
+    assert reload.returncode == 0, reload.stderr
+    again = hw_project(tmp_path, "materialize", "answer")
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
+    assert [e.data_version for e in runs] == [data_version(1), data_version(2)]
+    assert daemon.terminate() == 0

@@ -661,11 +661,11 @@ def test_a_project_moved_to_another_folder_keeps_its_loaders_fingerprints(
 def test_installed_code_is_not_yours_wherever_it_is_installed() -> None:
     """A library's objects count by type: whether from site-packages, Debian's dist-packages
     or the user site, it is a library."""
-    from headwater.versions._callables import _yours_at
+    from headwater._usercode import users_file
 
-    assert not _yours_at("/usr/lib/python3/dist-packages/httplib2/__init__.py")
-    assert not _yours_at("/home/me/.local/lib/python3.11/site-packages/fsspec/spec.py")
-    assert _yours_at("/srv/project/pipelines/defs.py")
+    assert not users_file("/usr/lib/python3/dist-packages/httplib2/__init__.py")
+    assert not users_file("/home/me/.local/lib/python3.11/site-packages/fsspec/spec.py")
+    assert users_file("/srv/project/pipelines/defs.py")
 
 
 def test_a_loaders_fingerprint_follows_its_code_and_settings() -> None:

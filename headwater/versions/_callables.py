@@ -29,7 +29,6 @@ holds a digest of each long child's encoding, so the cost is linear in what the 
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
 import decimal
 import enum
@@ -38,16 +37,13 @@ import hashlib
 import operator
 import os
 import re
-import site
 import struct
-import sys
-import sysconfig
 import types
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
+from headwater._usercode import users_module
 from headwater.versions._code import code_version, from_bytecode
 from headwater.versions._data import data_version
 
@@ -82,40 +78,6 @@ def callable_version(fn: Callable[..., Any]) -> str:
         text = "?"
     data = text.encode("utf-8", "backslashreplace")
     return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _yours(module: str | None) -> bool:
-    """Whether a module is the user's code: not headwater's, not installed (site-packages,
-    dist-packages, the user site), not the standard library. Code of no module (``exec``
-    without a ``__name__``) and the ``__main__`` script are."""
-    if module is None or module == "__main__":
-        return True
-    if module.partition(".")[0] == "headwater":
-        return False
-    found = sys.modules.get(module)
-    path = getattr(found, "__file__", None)
-    if not isinstance(path, str):
-        return False  # built in, or a namespace package
-    return _yours_at(path)
-
-
-@functools.cache
-def _yours_at(path: str) -> bool:
-    real = os.path.realpath(path)
-    parts = Path(real).parts
-    if "site-packages" in parts or "dist-packages" in parts:
-        return False
-    return not any(real.startswith(folder + os.sep) for folder in _installed())
-
-
-@functools.cache
-def _installed() -> tuple[str, ...]:
-    paths = {p for k, p in sysconfig.get_paths().items()
-             if k in ("stdlib", "platstdlib", "purelib", "platlib")}  # fmt: skip
-    with contextlib.suppress(Exception):  # a site module without them (embedded Pythons)
-        paths.update(site.getsitepackages())
-        paths.add(site.getusersitepackages())
-    return tuple(sorted(os.path.realpath(p) for p in paths))
 
 
 def _name(kind: type) -> str:
@@ -248,7 +210,7 @@ class _Encoder:
             return f"dialect:{self.encode(settings, depth)}"
         if kind.__module__.partition(".")[0] in _DATA:
             return self._data(value, kind, depth)
-        if _yours(kind.__module__):
+        if users_module(kind.__module__):
             return f"{self._class(kind, depth)}:{self.encode(_attributes(value), depth)}"
         own = getattr(value, "__dict__", None)  # not getattr: a library's __getattr__ may act
         wrapped = own.get("__wrapped__") if isinstance(own, dict) else None
@@ -283,7 +245,7 @@ class _Encoder:
         """Yours: its syntax, defaults and closed-over values. A library's: its name (what it
         holds is library state: ``singledispatch`` closes over a process-wide counter), and
         the function it wraps, if it says (``functools.wraps``)."""
-        if not _yours(fn.__module__):
+        if not users_module(fn.__module__):
             wrapped = getattr(fn, "__wrapped__", None)
             inner = "" if wrapped is None else self.encode(wrapped, depth)
             return f"function {fn.__module__}.{fn.__qualname__}({inner})"
@@ -296,12 +258,12 @@ class _Encoder:
     def _class(self, kind: type, depth: int) -> str:
         """Its name; for a class of your code, what its body and those of its bases of your
         code define (a method a loader inherits is what it runs)."""
-        if not _yours(kind.__module__):
+        if not users_module(kind.__module__):
             return f"class {kind.__module__}.{_name(kind)}"
         bodies = [
             {k: v for k, v in vars(base).items() if not k.startswith("__") or k in _DUNDERS}
             for base in kind.__mro__
-            if _yours(base.__module__)
+            if users_module(base.__module__)
         ]
         return f"class {_name(kind)}({self.encode(bodies, depth)})"
 
