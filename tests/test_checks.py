@@ -276,3 +276,67 @@ def test_a_blocking_check_given_as_a_partial_is_the_same_check_at_the_next_start
         assert h.state("rows") == "stale"
         assert h.tick().materialized == [("rows", None)]
         assert h.state("total") == "fresh"  # held: the old total, not read again
+
+
+def test_a_renamed_blocking_check_holds_readers_until_it_has_judged(tmp_path: Path) -> None:
+    """``rows`` (manual) failed its blocking check; the check is renamed, same body. Its old
+    verdict no longer counts, and no verdict of the new name exists: readers wait for one
+    rather than read what no check declared now has passed."""
+
+    def build(name: str, at_least: int = 1) -> hw.Definitions:
+        @hw.asset(policy=hw.manual())
+        def rows(src: Any) -> list[int]:
+            return list(src)
+
+        @hw.asset
+        def mean(rows: list[int]) -> float:
+            return sum(rows) / max(len(rows), 1)
+
+        check = hw.check("rows", blocking=True, name=name)(lambda rows: len(rows) >= at_least)
+        return hw.Definitions([hw.source("src"), rows, mean], checks=[check])
+
+    with Harness(build("not_empty"), state_dir=tmp_path) as h:
+        h.observe("src", value=[])
+        assert h.materialize("rows").materialized == [("rows", None)]
+        assert h.tick().materialized == []  # mean waits: the check failed
+    with Harness(build("rows_not_empty"), state_dir=tmp_path) as h:
+        tick = h.tick()
+        assert tick.materialized == [] and tick.failed == {}
+        assert tick.skipped[("mean", None)] == (
+            "waiting: input rows waits for blocking check 'rows_not_empty' to judge its "
+            "current data"
+        )
+        assert h.materialize("rows").materialized == [("rows", None)]  # judged now: failed
+        assert "input rows is blocked by failed check 'rows_not_empty'" in " ".join(h.why("mean"))
+    with Harness(build("any_rows", at_least=0), state_dir=tmp_path) as h:
+        assert h.tick().materialized == []  # mean waits for the new check's verdict
+        # The same data, judged again and passed: mean, which waited, hears of it at once.
+        assert h.materialize("rows").materialized == [("rows", None), ("mean", None)]
+
+
+def test_a_blocking_check_added_holds_readers_until_it_has_judged(tmp_path: Path) -> None:
+    """``rows`` was materialized before it had any check; a blocking one is added: a reader
+    asked for waits for its verdict on that data (there is none yet)."""
+
+    def build(checked: bool) -> hw.Definitions:
+        @hw.asset(policy=hw.manual())
+        def rows(src: Any) -> list[int]:
+            return list(src)
+
+        @hw.asset(policy=hw.manual())
+        def total(rows: list[int]) -> int:
+            return sum(rows)
+
+        checks = [hw.check("rows", blocking=True, name="small")(lambda rows: len(rows) < 3)]
+        return hw.Definitions([hw.source("src"), rows, total], checks=checks if checked else [])
+
+    with Harness(build(False), state_dir=tmp_path) as h:
+        h.observe("src", value=[1, 2, 3])
+        assert h.materialize("rows").materialized == [("rows", None)]
+    with Harness(build(True), state_dir=tmp_path) as h:
+        asked = h.materialize("total")
+        assert asked.materialized == []
+        assert asked.skipped[("total", None)] == (
+            "requested, but waiting: input rows waits for blocking check 'small' to judge its "
+            "current data"
+        )

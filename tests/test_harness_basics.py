@@ -437,6 +437,37 @@ def test_a_renamed_parameter_or_another_deps_key_is_not_a_binding_change(tmp_pat
         assert not [line for line in why if line.startswith("parameter")]
 
 
+def test_a_failure_an_edit_caused_holds_no_reader_once_the_edit_is_reverted(
+    tmp_path: Path,
+) -> None:
+    """x and y swapped: the run fails. Swapped back: the asset is fresh (its last good
+    materialization matches the definitions again), so its readers read it, as the asset's
+    own status says, instead of waiting on a failure that no longer stands."""
+
+    def build(swapped: bool) -> hw.Definitions:
+        def rows(x: list[int], y: int) -> list[int]:
+            return [v * y for v in x]  # a TypeError when swapped
+
+        @hw.asset(policy=hw.manual())
+        def report(rows: list[int]) -> int:
+            return sum(rows)
+
+        ins = {"x": "b", "y": "a"} if swapped else {"x": "a", "y": "b"}
+        nodes = [hw.source("a"), hw.source("b"), hw.asset("rows", ins=ins)(rows), report]
+        return hw.Definitions(nodes)
+
+    with Harness(build(False), state_dir=tmp_path) as h:
+        h.observe("a", value=[1, 2])
+        h.observe("b", value=3)
+        assert h.tick().materialized == [("rows", None)]
+    with Harness(build(True), state_dir=tmp_path) as h:
+        assert list(h.tick().failed) == [("rows", None)]
+    with Harness(build(False), state_dir=tmp_path) as h:
+        assert h.state("rows") == "fresh"
+        assert h.materialize("report").materialized == [("report", None)]
+        assert h.value("report") == 9
+
+
 def test_a_failure_does_not_hold_once_the_inputs_are_bound_otherwise(tmp_path: Path) -> None:
     """A failed run is "failed" until something it depends on changes: the binding is such a
     thing, so the asset runs again instead of waiting for a retry that never comes."""

@@ -259,6 +259,11 @@ class Definitions:
         return self._blocking.get(key, frozenset())
 
     @functools.cached_property
+    def guarded(self) -> frozenset[str]:
+        """The assets with a blocking check: their readers may have to wait for a verdict."""
+        return frozenset(key for key, names in self._blocking.items() if names)
+
+    @functools.cached_property
     def _blocking(self) -> dict[str, frozenset[str]]:
         return {
             key: frozenset(c.name for c in checks if c.blocking)

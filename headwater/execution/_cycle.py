@@ -206,8 +206,7 @@ class RunCycle:
                     outcome = "skipped"
                 else:
                     claim = await self._claim(node)
-                    blocking = engine.defs.blocking_checks(node[0])
-                    before = as_input(engine.state.record(node), blocking)
+                    before = as_input(engine.state.record(node), engine.defs, node[0])
                     try:
                         engine.dirty.discard(node)
                         result.skipped.pop(node, None)  # what an earlier round said is past
@@ -226,7 +225,7 @@ class RunCycle:
                     # what they see of it as an input: a partition that waited on it while it
                     # was failed must run once it recovers, even with the same version.
                     reaches = outcome in ("failed", "held") or (
-                        as_input(engine.state.record(node), blocking) != before
+                        as_input(engine.state.record(node), engine.defs, node[0]) != before
                     )
                 result.decided += 1
                 if on_step is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from sys import intern
@@ -181,15 +180,6 @@ class NodeRecord:
     """How the materialization's parameters received their inputs (``Definitions.binding``).
     None: nothing could be swapped unseen then, or written before bindings were recorded
     (either way, not compared)."""
-
-    def failed_blocking_check(self, blocking: AbstractSet[str]) -> CheckRecord | None:
-        """The first check among ``blocking`` (the names the definitions declare blocking
-        now: one removed or made non-blocking since holds nothing back) that failed on the
-        current data."""
-        for c in self.checks:
-            if c.name in blocking and not c.passed and c.data_version == self.version:
-                return c
-        return None
 
     def to_json(self) -> str:
         """Compact: fields at their default are left out (``from_json`` restores them)."""

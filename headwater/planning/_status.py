@@ -7,24 +7,31 @@ follows the size of the affected subgraph, not of the whole graph.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater.definitions import (
     AssetDef,
+    CheckDef,
     Definitions,
     EdgeMapping,
     PartitionContext,
 )
 from headwater.definitions._bindings import binding_changes
-from headwater.planning._state import InputVersions, NodeKey, NodeRecord, State, record_class
+from headwater.planning._state import (
+    Failure,
+    InputVersions,
+    NodeKey,
+    NodeRecord,
+    State,
+    record_class,
+)
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
 
-__all__ = ["Evaluator", "Status", "as_input", "node_label"]
+__all__ = ["Evaluator", "Status", "as_input", "check_hold", "node_label"]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
 _FRESH_EAGER = EagerPolicy().decide(
@@ -80,6 +87,7 @@ class Evaluator:
         self.state = state
         self.now = now
         self.pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
+        self._guarded = defs.guarded
 
     def code_version(self, asset: AssetDef) -> str:
         return self.defs.code_version(asset.key)
@@ -206,6 +214,7 @@ class Evaluator:
                     and up_record.version is not None
                     and up_record.failure is None
                     and not up_record.checks
+                    and parent not in self._guarded
                 ):  # most inputs of a full evaluation: present, and nothing to say about it
                     present.append((parent, up[1], up_record.version))
                     continue
@@ -229,14 +238,12 @@ class Evaluator:
                     only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
-                if up_record.failure is not None:
+                if up_record.failure is not None and self._holds(up[0], up_record.failure):
                     blockers.append(f"input {node_label(*up)} failed: {up_record.failure.error}")
-                if up_record.checks and (
-                    check := up_record.failed_blocking_check(self.defs.blocking_checks(up[0]))
+                if (up_record.checks or up[0] in self._guarded) and (
+                    hold := check_hold(self.defs, up[0], up_record)
                 ):
-                    blockers.append(
-                        f"input {node_label(*up)} is blocked by failed check {check.name!r}"
-                    )
+                    blockers.append(f"input {node_label(*up)} {hold}")
             if absent and len(nodes) > 1:
                 blockers.append(self._waiting_for(parent, nodes))
             else:
@@ -276,30 +283,27 @@ class Evaluator:
             now = self.defs.binding(asset_key)
             if now is not recorded and now is not None:  # None now: the inputs above tell
                 reasons.extend(binding_changes(recorded, now))
-        if self.defs.checks and (blocking := self.defs.blocking_checks(asset_key)):
-            reasons.extend(self._unjudged(asset_key, record, blocking))
+        if asset_key in self._guarded:
+            reasons.extend(self._unjudged(asset_key, record))
         state = STALE if reasons else FRESH
         return Status(state, tuple(reasons), inputs, tuple(blockers), nothing_arrived)
 
-    def _unjudged(self, key: str, record: NodeRecord, blocking: AbstractSet[str]) -> list[str]:
+    def _unjudged(self, key: str, record: NodeRecord) -> list[str]:
         """The blocking checks that have not judged the current data: declared since it was
-        materialized, or edited since they judged it. (A verdict recorded before checks'
-        code versions were is taken as it is.) The asset must run again for them to judge:
-        what holds its readers back must be the verdict of the check declared now."""
-        out = []
-        for check in self.defs.checks[key]:
-            if check.name not in blocking:
-                continue
-            verdict = next(
-                (c for c in record.checks if c.name == check.name
-                 and c.data_version == record.version),
-                None,
-            )  # fmt: skip
-            if verdict is None:
-                out.append(f"blocking check {check.name!r} has not judged its current data")
-            elif verdict.code_version not in (None, self.defs.check_version(check)):
-                out.append(f"blocking check {check.name!r} changed since it judged its data")
-        return out
+        materialized, or edited since they judged it. The asset must run again for them to
+        judge: what holds its readers back must be the verdict of the check declared now."""
+        return [
+            f"blocking check {check.name!r} {_VERDICTS[verdict]}"
+            for check, verdict in _verdicts(self.defs, key, record)
+            if verdict in ("unjudged", "changed")
+        ]
+
+    def _holds(self, key: str, failure: Failure) -> bool:
+        """Whether an input's failure still stands, as its own status decides: the code and
+        the binding it failed with are the definitions' now (one reverted since is moot)."""
+        return failure.code_version == self.defs.code_version(key) and not self._rebound(
+            key, failure.binding
+        )
 
     def _rebound(self, key: str, recorded: str | None) -> bool:
         """Whether a run recorded with the binding ``recorded`` would get other values now."""
@@ -390,16 +394,54 @@ class Evaluator:
 
 
 def as_input(
-    record: NodeRecord | None, blocking: AbstractSet[str]
-) -> tuple[str | None, bool, bool] | None:
+    record: NodeRecord | None, defs: Definitions, key: str
+) -> tuple[str | None, bool, str | None] | None:
     """What a reader's :meth:`Evaluator.status` sees of a partition as an input: its version,
-    whether it is failed, and whether a failed check among ``blocking`` holds it back. When
-    this changes its readers must be decided again (a recovery with the same version
-    included)."""
+    whether it is failed, and what of its checks holds it back. When this changes its
+    readers must be decided again (a recovery with the same version included)."""
     if record is None:
         return None
-    blocked = bool(record.checks) and record.failed_blocking_check(blocking) is not None
-    return record.version, record.failure is not None, blocked
+    return record.version, record.failure is not None, check_hold(defs, key, record)
+
+
+_VERDICTS = {
+    "unjudged": "has not judged its current data",
+    "changed": "changed since it judged its data",
+    "failed": "failed",
+}
+
+
+def _verdicts(defs: Definitions, key: str, record: NodeRecord) -> Iterator[tuple[CheckDef, str]]:
+    """Each blocking check declared now on ``key``, with where it stands on the partition's
+    current data: "passed", "failed", "unjudged" (declared since it was materialized, or
+    renamed) or "changed" (edited since it judged). A verdict recorded before checks'
+    fingerprints were is taken as it is."""
+    blocking = defs.blocking_checks(key)
+    for check in defs.checks.get(key, ()):
+        if check.name not in blocking:
+            continue
+        verdict = next(
+            (c for c in record.checks if c.name == check.name and c.data_version == record.version),
+            None,
+        )
+        if verdict is None:
+            yield check, "unjudged"
+        elif verdict.code_version not in (None, defs.check_version(check)):
+            yield check, "changed"
+        else:
+            yield check, "passed" if verdict.passed else "failed"
+
+
+def check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
+    """Why the readers of a partition must wait for its checks, or None: a blocking check
+    declared now failed on its current data, or has not judged it yet (the partition runs
+    again for it to: readers wait for its verdict, not read what no check has passed)."""
+    for check, verdict in _verdicts(defs, key, record):
+        if verdict == "failed":
+            return f"is blocked by failed check {check.name!r}"
+        if verdict != "passed":
+            return f"waits for blocking check {check.name!r} to judge its current data"
+    return None
 
 
 def _absence(record: NodeRecord | None) -> str:
