@@ -31,7 +31,7 @@ from headwater.planning._state import (
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
 
-__all__ = ["Evaluator", "Status", "as_input", "check_hold", "node_label"]
+__all__ = ["Evaluator", "Status", "as_input", "node_label"]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
 _FRESH_EAGER = EagerPolicy().decide(
@@ -213,8 +213,7 @@ class Evaluator:
                     up_record is not None
                     and up_record.version is not None
                     and up_record.failure is None
-                    and not up_record.checks
-                    and parent not in self._guarded
+                    and parent not in self._guarded  # no blocking check: no verdict to wait for
                 ):  # most inputs of a full evaluation: present, and nothing to say about it
                     present.append((parent, up[1], up_record.version))
                     continue
@@ -240,9 +239,7 @@ class Evaluator:
                 present.append((up[0], up[1], up_record.version))
                 if up_record.failure is not None and self._holds(up[0], up_record.failure):
                     blockers.append(f"input {node_label(*up)} failed: {up_record.failure.error}")
-                if (up_record.checks or up[0] in self._guarded) and (
-                    hold := check_hold(self.defs, up[0], up_record)
-                ):
+                if up[0] in self._guarded and (hold := _check_hold(self.defs, up[0], up_record)):
                     blockers.append(f"input {node_label(*up)} {hold}")
             if absent and len(nodes) > 1:
                 blockers.append(self._waiting_for(parent, nodes))
@@ -401,7 +398,7 @@ def as_input(
     readers must be decided again (a recovery with the same version included)."""
     if record is None:
         return None
-    return record.version, record.failure is not None, check_hold(defs, key, record)
+    return record.version, record.failure is not None, _check_hold(defs, key, record)
 
 
 _VERDICTS = {
@@ -432,7 +429,7 @@ def _verdicts(defs: Definitions, key: str, record: NodeRecord) -> Iterator[tuple
             yield check, "passed" if verdict.passed else "failed"
 
 
-def check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
+def _check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
     """Why the readers of a partition must wait for its checks, or None: a blocking check
     declared now failed on its current data, or has not judged it yet (the partition runs
     again for it to: readers wait for its verdict, not read what no check has passed)."""
