@@ -56,15 +56,11 @@ def binding_of(asset: AssetDef, loader_of: Callable[[str], str | None]) -> str |
     entries = []
     loaded = False
     for param, key in inputs.items():
-        loader = loader_of(key)
-        declared = mappings.get(param) if mappings else None
-        if loader is None and (declared is None or declared[0] in (None, _IDENTITY)):
-            entries.append(f"{param}={key}")
-            continue
         entry = f"{param}={key}"
-        if declared is not None and declared[0] is not None and declared[0] != _IDENTITY:
+        declared = mappings.get(param) if mappings else None
+        if declared is not None and declared[0] not in (None, _IDENTITY):
             entry += f"[{_mapping_text(declared[0])}]".replace(" ", "")
-        if loader is not None:
+        if (loader := loader_of(key)) is not None:
             entry += f"~{loader}"
             loaded = True
         entries.append(entry)

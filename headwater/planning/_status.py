@@ -249,12 +249,7 @@ class Evaluator:
         nothing_arrived = bool(blockers) and not present and only_missing
         code = self.defs.code_version(asset_key)
         failure = record.failure if record is not None else None
-        if (
-            failure is not None
-            and failure.code_version == code
-            and failure.inputs == inputs
-            and not self._rebound(asset_key, failure.binding)
-        ):
+        if failure is not None and failure.inputs == inputs and self._holds(asset_key, failure):
             return Status(
                 FAILED,
                 (f"run {failure.run_id} failed at {failure.at.isoformat()}: {failure.error}",),
@@ -296,8 +291,9 @@ class Evaluator:
         ]
 
     def _holds(self, key: str, failure: Failure) -> bool:
-        """Whether an input's failure still stands, as its own status decides: the code and
-        the binding it failed with are the definitions' now (one reverted since is moot)."""
+        """Whether a failure still stands, for its asset's status and its readers alike (with
+        the same inputs): the code and the binding it failed with are the definitions' now
+        (one edited since, or edited back, makes it moot)."""
         return failure.code_version == self.defs.code_version(key) and not self._rebound(
             key, failure.binding
         )
@@ -404,7 +400,6 @@ def as_input(
 _VERDICTS = {
     "unjudged": "has not judged its current data",
     "changed": "changed since it judged its data",
-    "failed": "failed",
 }
 
 
