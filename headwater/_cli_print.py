@@ -112,7 +112,7 @@ def print_status_table(
             ""
             if row.last_materialized_at is None
             else format_timestamp(row.last_materialized_at)[:19],
-            row.reason if row.state != "fresh" or row.late else "",
+            row.reason if row.state != "fresh" or row.late or row.failed_checks else "",
         )
         table.add_row(*(Text(printable(c)) for c in cells))
     for asset, count in missing.items():
@@ -126,18 +126,29 @@ def print_status_table(
 
 
 def _print_summary(rows: list[StatusRow]) -> None:
-    """One line each for what is late and what failed: what `status --check` fails on."""
-    late = [r for r in rows if r.late]
-    failed = [r for r in rows if r.state == "failed"]
-    for what, found in (("late", late), ("failed", failed)):
+    """One line each for what is late, what failed and what a failed blocking check holds
+    back: what `status --check` fails on."""
+    held = [r for r in rows if r.held_by_check]
+    for what, found, said in (
+        ("late", [r for r in rows if r.late], _reason),
+        ("failed", [r for r in rows if r.state == "failed"], _reason),
+        ("failed a blocking check", held, _blocking_failures),
+    ):
         if not found:
             continue
         first = found[0]
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
         echo(
-            f"{len(found)} {what}: {node_label(first.asset, first.partition)}"
-            f" ({first.reason}){more}"
+            f"{len(found)} {what}: {node_label(first.asset, first.partition)} ({said(first)}){more}"
         )
+
+
+def _reason(row: StatusRow) -> str:
+    return row.reason
+
+
+def _blocking_failures(row: StatusRow) -> str:
+    return "; ".join(c.describe() for c in row.failed_checks if c.blocking)
 
 
 def print_why(

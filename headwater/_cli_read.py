@@ -145,7 +145,7 @@ def status(
         echo(str(health["unresponsive"]), err=True)
     elif degraded and not as_json:
         echo(f"the daemon is degraded: {health and health.get('degraded_reason')}", err=True)
-    if check and (degraded or any(r.late or r.state == "failed" for r in rows)):
+    if check and (degraded or any(r.late or r.state == "failed" or r.held_by_check for r in rows)):
         sys.exit(EXIT_LATE_OR_FAILED)
 
 

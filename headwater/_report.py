@@ -9,7 +9,7 @@ from typing import Any
 
 from headwater._events import format_timestamp, parse_timestamp
 from headwater.definitions import Definitions
-from headwater.planning import Evaluator, State, freshness_status
+from headwater.planning import Evaluator, FailedCheck, State, failed_checks, freshness_status
 
 __all__ = ["StatusRow", "status_rows"]
 
@@ -24,6 +24,14 @@ class StatusRow:
     data_version: str | None
     last_materialized_at: datetime | None
     reason: str
+    failed_checks: tuple[FailedCheck, ...] = ()
+    """Checks declared now that failed on the current data, blocking or not."""
+
+    @property
+    def held_by_check(self) -> bool:
+        """A blocking check failed on the current data: every reader waits, whatever the
+        partition's own state says (``status --check`` fails on it)."""
+        return any(c.blocking for c in self.failed_checks)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +45,10 @@ class StatusRow:
             if self.last_materialized_at is None
             else format_timestamp(self.last_materialized_at),
             "reason": self.reason,
+            "failed_checks": [
+                {"check": c.name, "blocking": c.blocking, "error": c.error}
+                for c in self.failed_checks
+            ],
         }
 
     @classmethod
@@ -51,6 +63,10 @@ class StatusRow:
             data_version=raw.get("data_version"),
             last_materialized_at=None if at is None else parse_timestamp(str(at)),
             reason=str(raw.get("reason", "")),
+            failed_checks=tuple(
+                FailedCheck(str(c["check"]), bool(c["blocking"]), c.get("error"))
+                for c in raw.get("failed_checks", ())
+            ),
         )
 
 
@@ -69,7 +85,12 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
             record = state.record((key, partition))
             fs = freshness_status(ev, key, partition)
             late = fs is not None and fs.late
-            reasons = status.reasons + tuple(f"waiting: {b}" for b in status.blockers)
+            checks = tuple(failed_checks(defs, key, record))
+            reasons = (
+                status.reasons
+                + tuple(f"waiting: {b}" for b in status.blockers)
+                + tuple(c.describe() for c in checks)
+            )
             if fs is not None and fs.late:
                 reasons += tuple(f"late: {r}" for r in fs.reasons)
             yield StatusRow(
@@ -83,4 +104,5 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
                 if record
                 else None,
                 reason="; ".join(reasons),
+                failed_checks=checks,
             )

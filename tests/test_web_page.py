@@ -99,6 +99,28 @@ def test_the_page_shows_states_updates_live_and_explains(
     page.screenshot(path=str(tmp_path / "page.png"))
 
 
+def test_a_failed_blocking_check_shows_on_its_asset(
+    tmp_path: Path, daemons: list[object], browser: Any
+) -> None:
+    """The checked asset is fresh, but its readers wait: the page draws it as failed, says
+    "check failed", and clears it when a new value passes."""
+    shutil.copy(Path(__file__).parent / "resources" / "checked_project.py", tmp_path / "defs.py")
+    (tmp_path / "raw.json").write_text("[]")
+    daemon, url = _serve(tmp_path, daemons)
+    daemon.wait_event("check_failed", check="not_empty")
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
+    page.goto(url)
+    page.wait_for_selector('.node[data-key="rows"]', timeout=10_000)
+    assert _state(page, "rows") == "failed"
+    assert "1 check failed" in str(page.text_content('.node[data-key="rows"] text.sub'))
+    assert _state(page, "total") == "missing"
+    (tmp_path / "raw.json").write_text("[1]")
+    page.wait_for_function(
+        """() => document.querySelector('.node[data-key="rows"]')?.dataset.state === 'fresh'""",
+        timeout=15_000,
+    )
+
+
 def test_a_graph_of_1000_assets_draws_within_3_seconds(
     tmp_path: Path, daemons: list[object], browser: Any
 ) -> None:

@@ -172,6 +172,15 @@ class _StateCollector(Collector):
             for key, count in summary.late.items():
                 late.add_metric([key], float(count))
             yield late
+            held = GaugeMetricFamily(
+                "headwater_check_failed_partitions",
+                "Partitions whose current data a blocking check failed (their readers wait), "
+                "by asset with a blocking check.",
+                labels=["asset"],
+            )
+            for key, count in summary.held.items():
+                held.add_metric([key], float(count))
+            yield held
         size = GaugeMetricFamily(
             "headwater_event_log_bytes", "Size of the event log's files (with its WAL)."
         )

@@ -27,6 +27,7 @@ from headwater._durations import format_duration
 from headwater._events import Event
 from headwater.daemon._summary import StateSummary
 from headwater.definitions import AssetDef, EdgeMapping
+from headwater.planning import failed_checks
 
 if TYPE_CHECKING:
     from headwater.daemon._api import Controlled
@@ -109,6 +110,9 @@ class Page:
                     "partition": partition,
                     "state": ev.status(asset, partition).state,
                     "late": bool(record and record.late),
+                    "check_failed": any(
+                        c.blocking for c in failed_checks(engine.defs, asset, record)
+                    ),
                 }
             )
         return JSONResponse({"asset": asset, "total": len(keys), "partitions": rows})
@@ -169,6 +173,7 @@ def graph_json(engine: Engine, summary: StateSummary) -> dict[str, Any]:
                 "partitions": node.partitions.describe() if node.partitions else None,
                 "states": counts.states.get(key, {}),
                 "late": counts.late.get(key, 0),
+                "check_failed": counts.held.get(key, 0),
                 "sla": _sla_text(sla.max_lag, sla.max_age) if sla else None,
                 "layer": layer[key],
             }

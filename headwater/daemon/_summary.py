@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from headwater._events import Event
+from headwater.planning import failed_checks
 
 if TYPE_CHECKING:
     from headwater.execution import Engine
@@ -28,6 +29,9 @@ class Summary:
     """asset or source -> state -> partitions in it (states no partition is in are absent)"""
     late: dict[str, int]
     """asset or source with a freshness SLA -> partitions late by it"""
+    held: dict[str, int]
+    """asset with a blocking check -> partitions whose current data a blocking check failed
+    (their readers wait)"""
 
 
 class StateSummary:
@@ -57,8 +61,9 @@ class StateSummary:
 def _summarize(engine: Engine) -> Summary:
     ev = engine.evaluator()
     status = ev.status
+    records = engine.state.records
     late_by: dict[str, int] = {}
-    for (key, _), record in engine.state.records.items():
+    for (key, _), record in records.items():
         if record.late:
             late_by[key] = late_by.get(key, 0) + 1
     states: dict[str, dict[str, int]] = {}
@@ -71,4 +76,11 @@ def _summarize(engine: Engine) -> Summary:
         states[key] = counts
         if node.freshness is not None:
             late[key] = late_by.get(key, 0)
-    return Summary(states, late)
+    held = {
+        key: sum(
+            any(c.blocking for c in failed_checks(engine.defs, key, records.get((key, p))))
+            for p in ev.partitions(key)
+        )
+        for key in engine.defs.guarded
+    }
+    return Summary(states, late, held)

@@ -24,12 +24,20 @@ from headwater.planning._state import (
     Schedule,
     State,
 )
-from headwater.planning._status import Evaluator, Status, as_input, node_label
+from headwater.planning._status import (
+    Evaluator,
+    FailedCheck,
+    Status,
+    as_input,
+    failed_checks,
+    node_label,
+)
 from headwater.planning._wavefront import Wavefront
 
 __all__ = [
     "CheckRecord",
     "Evaluator",
+    "FailedCheck",
     "Failure",
     "FreshnessStatus",
     "InputVersions",
@@ -48,6 +56,7 @@ __all__ = [
     "decide_step",
     "expand_selection",
     "explain",
+    "failed_checks",
     "freshness_status",
     "node_label",
     "partition_range",

@@ -8,6 +8,7 @@ follows the size of the affected subgraph, not of the whole graph.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -21,6 +22,7 @@ from headwater.definitions import (
 )
 from headwater.definitions._bindings import binding_changes
 from headwater.planning._state import (
+    CheckRecord,
     Failure,
     InputVersions,
     NodeKey,
@@ -31,7 +33,7 @@ from headwater.planning._state import (
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
 
-__all__ = ["Evaluator", "Status", "as_input", "node_label"]
+__all__ = ["Evaluator", "FailedCheck", "Status", "as_input", "failed_checks", "node_label"]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
 _FRESH_EAGER = EagerPolicy().decide(
@@ -286,7 +288,7 @@ class Evaluator:
         judge: what holds its readers back must be the verdict of the check declared now."""
         return [
             f"blocking check {check.name!r} {_VERDICTS[verdict]}"
-            for check, verdict in _verdicts(self.defs, key, record)
+            for check, verdict, _ in _verdicts(self.defs, key, record)
             if verdict in ("unjudged", "changed")
         ]
 
@@ -403,32 +405,63 @@ _VERDICTS = {
 }
 
 
-def _verdicts(defs: Definitions, key: str, record: NodeRecord) -> Iterator[tuple[CheckDef, str]]:
-    """Each blocking check declared now on ``key``, with where it stands on the partition's
-    current data: "passed", "failed", "unjudged" (declared since it was materialized, or
-    renamed) or "changed" (edited since it judged). A verdict recorded before checks'
-    fingerprints were is taken as it is."""
+def _verdicts(
+    defs: Definitions, key: str, record: NodeRecord, *, every: bool = False
+) -> Iterator[tuple[CheckDef, str, CheckRecord | None]]:
+    """Each blocking check declared now on ``key`` (``every``: each check), with where it
+    stands on the partition's current data: "passed", "failed", "unjudged" (declared since it
+    was materialized, or renamed) or "changed" (edited since it judged), and its verdict. A
+    verdict recorded before checks' fingerprints were is taken as it is."""
     blocking = defs.blocking_checks(key)
     for check in defs.checks.get(key, ()):
-        if check.name not in blocking:
+        if not every and check.name not in blocking:
             continue
         verdict = next(
             (c for c in record.checks if c.name == check.name and c.data_version == record.version),
             None,
         )
         if verdict is None:
-            yield check, "unjudged"
+            yield check, "unjudged", None
         elif verdict.code_version not in (None, defs.check_version(check)):
-            yield check, "changed"
+            yield check, "changed", verdict
         else:
-            yield check, "passed" if verdict.passed else "failed"
+            yield check, "passed" if verdict.passed else "failed", verdict
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCheck:
+    """A check declared now that failed on a partition's current data."""
+
+    name: str
+    blocking: bool
+    """Declared blocking now: the partition's readers wait until it passes."""
+    error: str | None
+    """What it raised, if it raised (a check that returned False has none)."""
+
+    def describe(self) -> str:
+        said = f": {self.error}" if self.error else ""
+        held = "; its readers wait until it passes" if self.blocking else ""
+        return f"{'blocking ' if self.blocking else ''}check {self.name!r} failed{said}{held}"
+
+
+def failed_checks(defs: Definitions, key: str, record: NodeRecord | None) -> list[FailedCheck]:
+    """The checks declared now that failed on the partition's current data (with the code they
+    have now): what ``status`` shows of a partition whose value is there, whatever its state."""
+    if record is None or record.version is None or key not in defs.checks:
+        return []
+    blocking = defs.blocking_checks(key)
+    return [
+        FailedCheck(check.name, check.name in blocking, verdict.error if verdict else None)
+        for check, judged, verdict in _verdicts(defs, key, record, every=True)
+        if judged == "failed"
+    ]
 
 
 def _check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
     """Why the readers of a partition must wait for its checks, or None: a blocking check
     declared now failed on its current data, or has not judged it yet (the partition runs
     again for it to: readers wait for its verdict, not read what no check has passed)."""
-    for check, verdict in _verdicts(defs, key, record):
+    for check, verdict, _ in _verdicts(defs, key, record):
         if verdict == "failed":
             return f"is blocked by failed check {check.name!r}"
         if verdict != "passed":
