@@ -413,6 +413,47 @@ def test_writing_out_the_identity_mapping_is_no_binding_change(tmp_path: Path) -
         assert h.tick().materialized == []
 
 
+def _rollups(declare: bool) -> hw.Definitions:
+    """An unpartitioned roll-up of a region-partitioned source, and days over an hourly one,
+    each with a second input (so each has a binding), the mapping declared or left out."""
+    regions = hw.StaticPartitions(["eu", "us"])
+    hours = hw.HourlyPartitions(start="2026-01-01")
+    whole = {"src": hw.Input("src", mapping=hw.AllPartitions())} if declare else {}
+    windows = {"h": hw.Input("h", mapping=hw.TimeWindow())} if declare else {}
+
+    @hw.asset(ins=whole)
+    def roll(src: dict[str, int], cfg: int) -> int:
+        return sum(src.values()) + cfg
+
+    @hw.asset(partitions=_DAYS, ins=windows)
+    def day(h: dict[str, int], cfg: int) -> int:
+        return sum(h.values()) + cfg
+
+    sources = [hw.source("src", partitions=regions), hw.source("cfg")]
+    return hw.Definitions([*sources, hw.source("h", partitions=hours), roll, day])
+
+
+@pytest.mark.parametrize("declared_first", [False, True], ids=["declared", "dropped"])
+def test_declaring_the_mapping_an_input_has_by_default_is_no_binding_change(
+    tmp_path: Path, declared_first: bool
+) -> None:
+    """``AllPartitions()`` into an unpartitioned reader and ``TimeWindow()`` from hours to
+    days read what no mapping reads: declared or dropped, nothing runs again."""
+    now = "2026-01-02T00:00:00Z"
+    with Harness(_rollups(declared_first), state_dir=tmp_path, now=now) as h:
+        h.observe("cfg", value=1)
+        for region in ("eu", "us"):
+            h.observe("src", value=2, partition=region)
+        for hour in range(24):
+            h.observe("h", value=hour, partition=f"2026-01-01T{hour:02d}:00")
+        ran = set(h.tick().materialized)
+        assert {("roll", None), ("day", "2026-01-01")} <= ran
+    with Harness(_rollups(not declared_first), state_dir=tmp_path, now=now) as h:
+        assert h.state("roll") == "fresh", h.why("roll")
+        assert h.state("day", partition="2026-01-01") == "fresh"
+        assert h.tick().materialized == []
+
+
 def test_a_renamed_parameter_or_another_deps_key_is_not_a_binding_change(tmp_path: Path) -> None:
     """Each parameter that was there before reads what it read: with ``code_version=`` held,
     a parameter renamed is no change at all, and a ``deps`` key removed is only itself."""

@@ -15,7 +15,7 @@ the binding the definitions give share its string, so most comparisons are of tw
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from headwater.definitions._mappings import Identity, MappingSpec, PartitionMapping
@@ -42,9 +42,12 @@ def no_loaders(key: str) -> str | None:
     return None
 
 
-def binding_of(asset: AssetDef, loader_of: Callable[[str], str | None]) -> str | None:
+def binding_of(
+    asset: AssetDef, loader_of: Callable[[str], str | None], by_default: Collection[str] = ()
+) -> str | None:
     """The binding of ``asset``; ``loader_of(key)`` is the loader fingerprint of a file or
-    object source, None for any other node. None when nothing could be swapped unseen: one
+    object source, None for any other node; ``by_default``: the parameters whose declared
+    mapping reads what the default does (only the graph can tell). None when nothing could be swapped unseen: one
     input, no ``deps``, not read from a file (another key there changes the inputs read,
     which staleness sees already). In parameter order, not sorted (:func:`binding_changes`
     compares parameter by parameter): each asset gets one when it is declared.
@@ -58,7 +61,11 @@ def binding_of(asset: AssetDef, loader_of: Callable[[str], str | None]) -> str |
     for param, key in inputs.items():
         entry = f"{param}={key}"
         declared = mappings.get(param) if mappings else None
-        if declared is not None and declared[0] not in (None, _IDENTITY):
+        if (
+            declared is not None
+            and declared[0] not in (None, _IDENTITY)
+            and param not in by_default
+        ):
             entry += f"[{_mapping_text(declared[0])}]".replace(" ", "")
         if (loader := loader_of(key)) is not None:
             entry += f"~{loader}"

@@ -122,6 +122,8 @@ class Definitions:
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
+        self._default_mapped: dict[str, set[str]] = {}
+        """Per asset, the parameters whose declared mapping reads what the default does."""
         self._loaders: dict[str, str] = {}
         self._check_versions: dict[tuple[str, str], str] = {}
         self.checks = self._validate_checks(checks)
@@ -216,13 +218,20 @@ class Definitions:
     def binding(self, key: str) -> str | None:
         """How asset ``key``'s parameters receive their inputs (see ``_bindings``), recorded
         with each run and compared by staleness: :attr:`AssetDef.binding`, with the loaders
-        of the files it reads."""
-        if key not in self._file_readers:
+        of the files it reads, without the mappings that read what the default does."""
+        if key not in self._own_bindings:
             return self.assets[key].binding
         if key in self._bindings:
             return self._bindings[key]
-        binding = self._bindings[key] = binding_of(self.assets[key], self._loader_of)
+        binding = self._bindings[key] = binding_of(
+            self.assets[key], self._loader_of, self._default_mapped.get(key, ())
+        )
         return binding
+
+    @functools.cached_property
+    def _own_bindings(self) -> frozenset[str]:
+        """The assets whose binding the definitions tell, not the asset alone."""
+        return self._file_readers | self._default_mapped.keys()
 
     def _loader_of(self, key: str) -> str | None:
         if key not in self._loaded_sources:
@@ -380,6 +389,8 @@ class Definitions:
                 read = self._resolve_read(node, upstream, declared, optional)
                 if param is not None:
                     self.read_maps[(key, param)] = read
+                    if declared is not None and self._reads_by_default(node, upstream, read):
+                        self._default_mapped.setdefault(key, set()).add(param)
                 per_edge.setdefault(upstream, []).append(read)
             for upstream, edge_reads in per_edge.items():
                 kinds = {r.kind for r in edge_reads}
@@ -396,6 +407,20 @@ class Definitions:
                 ]
                 self.edge_kinds[(upstream, key)] = EdgeMapping.MAPPED
                 self.edge_maps[(upstream, key)] = EdgeMap(parts)
+
+    def _reads_by_default(self, node: AssetDef, upstream: str, read: ReadMap) -> bool:
+        """Whether a declared mapping reads what no mapping would (``AllPartitions()`` into
+        an unpartitioned reader, ``TimeWindow()`` from hours to days): its binding names no
+        mapping then, so declaring or dropping it is no change."""
+        try:
+            default = self._resolve_read(node, upstream, None, read.optional)
+        except DefinitionError:  # no default between these partitionings
+            return False
+        if default.kind is not read.kind:
+            return False
+        if default.mapping is None or read.mapping is None:
+            return default.mapping is read.mapping
+        return default.mapping.shape == read.mapping.shape
 
     def _identity(self, node: AssetDef, upstream: str) -> PartitionMap:
         parent = self.nodes[upstream].partitions

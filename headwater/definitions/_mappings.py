@@ -252,6 +252,11 @@ class PartitionMap:
         self._pairs = dict(pairs)
         self._by_upstream = {u: (r, m) for r, (u, m) in self._pairs.items()}
         self.label = label
+        self.shape = tuple(
+            sorted((r, u, type(m).__name__, getattr(m, "offset", 0)) for r, (u, m) in pairs.items())
+        )
+        """What it reads, comparable between two maps of one edge: a mapping declared that
+        reads what the default does has the default's shape."""
         self.many = any(m.many for _, m in self._pairs.values()) or len(self._by_upstream) < len(
             self._upstream
         )
