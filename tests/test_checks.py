@@ -111,6 +111,49 @@ def test_a_blocking_check_edited_or_added_judges_the_current_data(
         assert h.tick().materialized == []
 
 
+def test_a_failure_an_edited_check_caused_stands_no_more_once_the_edit_is_reverted(
+    tmp_path: Path,
+) -> None:
+    """The edit re-runs the asset and that run fails (here: a flaky function). Reverted, the
+    last good value is judged by the check that judged it: the asset is fresh and its readers
+    read it, as after a reverted code edit, not "failed" until its input changes."""
+    flaky = {"on": False}
+
+    def build(body: str) -> hw.Definitions:
+        src = hw.source("src")
+
+        @hw.asset
+        def rows(src: list[int]) -> list[int]:
+            if flaky["on"]:
+                raise RuntimeError("flaky")
+            return src
+
+        @hw.asset(policy=hw.manual())
+        def total(rows: list[int]) -> int:
+            return sum(rows)
+
+        namespace: dict[str, Any] = {"hw": hw}
+        exec(f"def ok(rows):\n    return {body}\n", namespace)
+        check = hw.check(rows, blocking=True, name="ok")(namespace["ok"])
+        return hw.Definitions([src, rows, total], checks=[check])
+
+    with Harness(build("True"), state_dir=tmp_path) as h:
+        h.observe("src", value=[1, 2])
+        assert h.tick().materialized == [("rows", None)]
+    flaky["on"] = True
+    with Harness(build("len(rows) >= 0"), state_dir=tmp_path) as h:
+        assert list(h.tick().failed) == [("rows", None)]
+        assert h.state("rows") == "failed"
+    flaky["on"] = False
+    with Harness(build("True"), state_dir=tmp_path) as h:
+        assert h.state("rows") == "fresh", h.why("rows")
+        assert h.tick().materialized == []
+        assert h.materialize("total").materialized == [("total", None)]
+        assert h.value("total") == 3
+    with Harness(build("len(rows) >= 0"), state_dir=tmp_path) as h:
+        assert h.state("rows") == "failed"  # the same checks as the failed run: it stands
+
+
 def test_a_non_blocking_check_edited_is_not_run_again_by_itself(tmp_path: Path) -> None:
     """It holds nothing back: its next verdict waits for the next materialization."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import graphlib
+import hashlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ class Definitions:
         """Per asset, the parameters whose declared mapping reads what the default does."""
         self._loaders: dict[str, str] = {}
         self._check_versions: dict[tuple[str, str], str] = {}
+        self._blocking_versions: dict[str, str] = {}
         self.checks = self._validate_checks(checks)
         self._validate_dependencies()
         self._validate_partitions()
@@ -182,6 +184,24 @@ class Definitions:
         version = self._check_versions.get((check.asset, check.name))
         if version is None:
             version = self._check_versions[(check.asset, check.name)] = callable_version(check.fn)
+        return version
+
+    def blocking_checks_version(self, key: str) -> str | None:
+        """One fingerprint of the blocking checks declared on ``key`` (names and code), or
+        None without any: recorded with a run, so that a failure under other checks than the
+        definitions' now no longer stands (an edit re-ran the asset and the run failed; the
+        edit reverted, its last value is judged again by what judged it). Memoized."""
+        if key not in self.guarded:
+            return None
+        version = self._blocking_versions.get(key)
+        if version is None:
+            named = sorted(
+                f"{c.name}={self.check_version(c)}"
+                for c in self.checks[key]
+                if c.name in self._blocking[key]
+            )
+            digest = hashlib.blake2b("\n".join(named).encode(), digest_size=8).hexdigest()
+            version = self._blocking_versions[key] = digest
         return version
 
     def fixed_reach(self, key: str) -> tuple[tuple[str, None], ...] | None:

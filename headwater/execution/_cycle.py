@@ -360,6 +360,8 @@ class RunCycle:
         }
         if (binding := engine.defs.binding(node[0])) is not None:
             common["binding"] = binding
+        if (checks := engine.defs.blocking_checks_version(node[0])) is not None:
+            common["checks"] = checks
         if record.pending_since is not None:
             common["reflects_since"] = format_timestamp(record.pending_since)
         started = engine.event(

@@ -465,8 +465,9 @@ class Engine:
                 error = f"the daemon died while running it {CRASH_LIMIT} times"
                 payload = {"code_version": run.get("code_version"), "inputs": run.get("inputs", []),
                            "attempt": run.get("attempt", 1), "error": error, "final": True}  # fmt: skip
-                if "binding" in run:
-                    payload["binding"] = run["binding"]
+                for kept in ("binding", "checks"):
+                    if kept in run:
+                        payload[kept] = run[kept]
                 events.append(
                     self.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)
                 )

@@ -125,6 +125,9 @@ class Failure:
     """No retry: the daemon itself died running it, again and again (the crash-loop guard)."""
     binding: str | None = None
     """Which parameter received which input (``Definitions.binding``); None: not recorded."""
+    checks: str | None = None
+    """The blocking checks the run had (``Definitions.blocking_checks_version``); None: none,
+    or recorded before these were."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,7 @@ class NodeRecord:
                 "where": failure.where,
                 "final": failure.final,
                 "binding": failure.binding,
+                "checks": failure.checks,
             }
         return orjson.dumps(out).decode()
 
@@ -270,6 +274,7 @@ class NodeRecord:
                 where=f.get("where"),
                 final=bool(f.get("final", False)),
                 binding=_binding(f.get("binding")),
+                checks=f.get("checks"),
             ),
             running,
             None if decision is None else (str(decision[0]), str(decision[1])),
@@ -408,9 +413,10 @@ class State:
             code = payload.get("code_version")
             previous = old.failure
             binding = _binding(payload.get("binding"))
-            ran = (inputs, code, binding)
+            checks = payload.get("checks")
+            ran = (inputs, code, binding, checks)
             same = previous is not None and ran == (
-                previous.inputs, previous.code_version, previous.binding
+                previous.inputs, previous.code_version, previous.binding, previous.checks
             )  # fmt: skip
             attempt = payload.get("attempt")
             if not isinstance(attempt, int):
@@ -425,6 +431,7 @@ class State:
                 where=payload.get("where"),
                 final=bool(payload.get("final", False)),
                 binding=binding,
+                checks=checks,
             )
             return replace(old, failure=failure, running=None, crashes=0)
         if kind == EventKind.RUN_ABANDONED:

@@ -294,10 +294,13 @@ class Evaluator:
 
     def _holds(self, key: str, failure: Failure) -> bool:
         """Whether a failure still stands, for its asset's status and its readers alike (with
-        the same inputs): the code and the binding it failed with are the definitions' now
-        (one edited since, or edited back, makes it moot)."""
-        return failure.code_version == self.defs.code_version(key) and not self._rebound(
-            key, failure.binding
+        the same inputs): the code, the binding and the blocking checks it failed with are the
+        definitions' now (one edited since, or edited back, makes it moot)."""
+        defs = self.defs
+        return (
+            failure.code_version == defs.code_version(key)
+            and not self._rebound(key, failure.binding)
+            and (failure.checks is None or failure.checks == defs.blocking_checks_version(key))
         )
 
     def _rebound(self, key: str, recorded: str | None) -> bool:
