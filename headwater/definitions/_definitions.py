@@ -332,6 +332,11 @@ class Definitions:
         )
 
     @functools.cached_property
+    def sla_holders(self) -> frozenset[str]:
+        """Assets and sources with a freshness SLA."""
+        return frozenset(k for k, n in self.nodes.items() if n.freshness is not None)
+
+    @functools.cached_property
     def sla_pulled(self) -> frozenset[str]:
         """Assets with a freshness SLA and every asset upstream of one: where a lazy asset
         looks for what pulls it."""

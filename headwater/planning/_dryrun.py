@@ -18,11 +18,12 @@ from datetime import datetime
 
 from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
+from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import NodeKey, NodeRecord, State, record_class, replace
+from headwater.planning._state import NodeKey, NodeRecord, State
 from headwater.planning._status import Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
 
@@ -130,21 +131,19 @@ def _dry_run(
             made += 1
             if tracked:
                 _carry(ev, node, old.pending_since or now, touched)
-            sim.put(
+            sim.put(  # what a materialization leaves (State.reduce), built in one call
                 node,
-                replace(
-                    old,
+                NodeRecord(
                     version=f"(planned {made})",
                     changed_at=now,
                     materialized_at=now,
+                    run_id=old.run_id,
                     code_version=defs.code_version(node[0]),
                     inputs=status.inputs,
-                    binding=defs.binding(node[0]),
-                    failure=None,
-                    checks=(),
-                    lost_at=None,
-                    pending_since=None,
+                    decision=old.decision,
+                    late=old.late,
                     appeared_at=old.appeared_at if old.version is not None else now,
+                    binding=defs.binding(node[0]),
                 ),
             )
         elif decision.notable:
@@ -184,10 +183,9 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
                 f"{node_label(*node)} holds back reaches it"
             )
             out.append(SlaRisk(*need.node, late, need.deadline, why))
-    for node in dict.fromkeys(nodes):
-        if node in seen:
-            continue
-        if node[0] not in ev.defs.nodes or not ev.exists(*node):
+    holders = ev.defs.sla_holders
+    for node in dict.fromkeys(n for n in nodes if n[0] in holders):
+        if node in seen or not ev.exists(*node):
             continue
         fs = freshness_status(ev, *node)
         if fs is None or (not fs.late and fs.deadline is None):

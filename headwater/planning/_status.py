@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError
+from headwater._records import record_class
 from headwater.definitions import (
     AssetDef,
     CheckDef,
@@ -28,7 +29,6 @@ from headwater.planning._state import (
     NodeKey,
     NodeRecord,
     State,
-    record_class,
 )
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
@@ -492,7 +492,8 @@ def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[
             if a != a_now or p != p_now:
                 break
             if v != v_now:
-                out.append(f"input {node_label(a, p)} changed ({v[:12]} -> {v_now[:12]})")
+                label = a if p is None else f"{a}[{p}]"  # node_label, inline: once per step
+                out.append(f"input {label} changed ({v[:12]} -> {v_now[:12]})")
         else:
             return out
     return _reshaped_inputs(recorded, current)

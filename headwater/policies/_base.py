@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from headwater._records import record_class
+
 __all__ = [
     "ClockPolicy",
     "Decision",
@@ -22,7 +24,7 @@ __all__ = [
 DecisionKind = Literal["run", "wait", "idle"]
 
 
-@dataclass(frozen=True, slots=True)
+@record_class  # frozen; one per partition decided, so built through plain slot stores
 class Decision:
     """``run`` now; ``wait`` for something (an input); ``idle``: the policy does not act."""
 
