@@ -111,7 +111,10 @@ def _runs(health: dict[str, Any] | None) -> dict[NodeKey, str]:
     "--json", "as_json", is_flag=True, help="A JSON array, one object per asset partition."
 )
 @click.option(
-    "--check", is_flag=True, help="Exit 1 when anything is late or failed, or the daemon degraded."
+    "--check",
+    is_flag=True,
+    help="Exit 1 when anything is late or failed, a blocking check failed (its readers wait), "
+    "or the daemon is degraded.",
 )
 @click.option(
     "--all", "show_all", is_flag=True, help="List missing partitions one by one in the table."

@@ -92,26 +92,30 @@ class _Outcomes:
             recorded = None if binding is None else str(binding)
             self._queues[(*key, _inputs(event.payload))].append((recorded, outcome))
 
-    def take(self, key: _Key, binding: str | None) -> _Outcome:
+    def take(self, key: _Key, binding: str | None, plain: frozenset[str]) -> _Outcome:
         """The next recorded outcome (the last one again once they are used up) of a run
-        whose binding was ``binding``, or one not recorded then."""
+        whose binding was ``binding``, or one not recorded then (``plain``: see
+        ``Definitions.plain_reads``)."""
         queue = self._queues.get(key, [])
-        same = [i for i, (was, _) in enumerate(queue) if _same_binding(was, binding)]
+        same = [i for i, (was, _) in enumerate(queue) if _same_binding(was, binding, plain)]
         if same:
             return queue.pop(same[0])[1] if len(same) > 1 else queue[same[0]][1]
         digest = hashlib.blake2b(repr((key, binding)).encode(), digest_size=16).hexdigest()
         return f"replayed-{digest}", None
 
 
-def _same_binding(recorded: str | None, now: str | None) -> bool:
-    return recorded is None or now is None or not binding_changes(recorded, now)
+def _same_binding(recorded: str | None, now: str | None, plain: frozenset[str]) -> bool:
+    return recorded is None or now is None or not binding_changes(recorded, now, plain)
 
 
-def _stand_in(asset: AssetDef, code: str, binding: str | None, outcomes: _Outcomes) -> AssetDef:
+def _stand_in(asset: AssetDef, defs: Definitions, outcomes: _Outcomes) -> AssetDef:
+    key = asset.key
+    code, binding, plain = defs.code_version(key), defs.binding(key), defs.plain_reads(key)
+
     def run(**kwargs: Any) -> Output:
         context: Context = kwargs["context"]
         inputs = tuple(sorted((a, p, v) for (a, p), v in context.input_versions.items()))
-        version, error = outcomes.take((asset.key, context.partition, code, inputs), binding)
+        version, error = outcomes.take((key, context.partition, code, inputs), binding, plain)
         if error is not None:
             raise ReplayedFailure(error)
         return Output(None, data_version=version)
@@ -123,7 +127,7 @@ def _stand_ins(defs: Definitions, outcomes: _Outcomes) -> Definitions:
     nodes: list[Any] = []
     for key, node in defs.nodes.items():
         if isinstance(node, AssetDef):
-            nodes.append(_stand_in(node, defs.code_version(key), defs.binding(key), outcomes))
+            nodes.append(_stand_in(node, defs, outcomes))
         else:
             nodes.append(source(key, partitions=node.partitions, freshness=node.freshness))
     return Definitions(nodes, executor="threads", max_concurrency=defs.max_concurrency)

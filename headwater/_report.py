@@ -76,16 +76,18 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
     for key in sorted(defs.graph.order, key=defs.graph.order.__getitem__):
         node = defs.nodes[key]
         partitions: list[str | None] = ev.partitions(key)
+        existing = len(partitions)  # then the ones only the log knows of (a key removed)
         if node.partitions is not None:
             known = set(partitions)
             partitions += [p for p in state.present_partitions(key) if p not in known]
         kind = "asset" if key in defs.assets else f"{getattr(node, 'kind', 'source')} source"
-        for partition in partitions:
+        for index, partition in enumerate(partitions):
             status = ev.status(key, partition)
             record = state.record((key, partition))
             fs = freshness_status(ev, key, partition)
             late = fs is not None and fs.late
-            checks = tuple(failed_checks(defs, key, record))
+            # a partition that no longer exists has no reader for a check to hold back
+            checks = tuple(failed_checks(defs, key, record)) if index < existing else ()
             reasons = (
                 status.reasons
                 + tuple(f"waiting: {b}" for b in status.blockers)

@@ -129,3 +129,40 @@ def test_the_daemon_shows_a_failed_blocking_check_on_status_metrics_and_page(
     assert _metric(base, "headwater_check_failed_partitions", asset="rows") == 0.0
     raw = httpx.get(f"{base}/status", timeout=10).json()
     assert all(r["failed_checks"] == [] for r in raw)
+
+
+PARTITIONED = """
+import headwater as hw
+
+keys = hw.StaticPartitions({keys})
+raw = hw.FileSource("raw", "raw/{{partition}}.json", partitions=keys)
+
+@hw.asset(partitions=keys)
+def rows(raw: list) -> list:
+    return raw
+
+@hw.check(rows, blocking=True)
+def not_empty(rows: list) -> bool:
+    return len(rows) > 0
+
+defs = hw.Definitions([raw, rows], checks=[not_empty])
+"""
+
+
+def test_a_partition_removed_from_the_definitions_fails_no_check(tmp_path: Path) -> None:
+    """Its failed blocking check holds no reader back any more: ``status`` still lists the
+    partition the log knows of, but ``--check`` does not fail on it (as ``/metrics`` counts
+    only partitions that exist)."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.json").write_text("[1]")
+    (tmp_path / "raw" / "b.json").write_text("[]")
+    (tmp_path / "defs.py").write_text(PARTITIONED.format(keys=["a", "b"]))
+    hw_project(tmp_path, "materialize", "rows")
+    check = hw_project(tmp_path, "status", "--check")
+    assert check.returncode == 1 and "rows[b] (blocking check 'not_empty' failed" in check.stdout
+    (tmp_path / "defs.py").write_text(PARTITIONED.format(keys=["a"]))
+    result = hw_project(tmp_path, "status", "--check", "--json")
+    assert result.returncode == 0, result.stdout
+    rows = json.loads(result.stdout)
+    (gone,) = [r for r in rows if (r["asset"], r["partition"]) == ("rows", "b")]
+    assert gone["failed_checks"] == []

@@ -119,7 +119,7 @@ def test_a_failure_an_edited_check_caused_stands_no_more_once_the_edit_is_revert
     read it, as after a reverted code edit, not "failed" until its input changes."""
     flaky = {"on": False}
 
-    def build(body: str) -> hw.Definitions:
+    def build(body: str | None) -> hw.Definitions:
         src = hw.source("src")
 
         @hw.asset
@@ -132,6 +132,8 @@ def test_a_failure_an_edited_check_caused_stands_no_more_once_the_edit_is_revert
         def total(rows: list[int]) -> int:
             return sum(rows)
 
+        if body is None:
+            return hw.Definitions([src, rows, total])
         namespace: dict[str, Any] = {"hw": hw}
         exec(f"def ok(rows):\n    return {body}\n", namespace)
         check = hw.check(rows, blocking=True, name="ok")(namespace["ok"])
@@ -152,6 +154,20 @@ def test_a_failure_an_edited_check_caused_stands_no_more_once_the_edit_is_revert
         assert h.value("total") == 3
     with Harness(build("len(rows) >= 0"), state_dir=tmp_path) as h:
         assert h.state("rows") == "failed"  # the same checks as the failed run: it stands
+
+    # failed with no blocking check at all, then one added: the failure is moot as well
+    added = tmp_path / "added"
+    with Harness(build(None), state_dir=added) as h:
+        h.observe("src", value=[3])
+        assert h.tick().materialized == [("rows", None)]
+        flaky["on"] = True
+        assert list(h.materialize("rows", force=True).failed) == [("rows", None)]
+        assert h.state("rows") == "failed"
+    flaky["on"] = False
+    with Harness(build("True"), state_dir=added) as h:
+        assert h.state("rows") == "stale", h.why("rows")  # the new check must judge [3]
+        assert "blocking check 'ok' has not judged its current data" in h.why("rows")
+        assert h.tick().materialized == [("rows", None)]
 
 
 def test_a_non_blocking_check_edited_is_not_run_again_by_itself(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -414,12 +415,14 @@ def test_writing_out_the_identity_mapping_is_no_binding_change(tmp_path: Path) -
 
 
 def _rollups(declare: bool) -> hw.Definitions:
-    """An unpartitioned roll-up of a region-partitioned source, and days over an hourly one,
-    each with a second input (so each has a binding), the mapping declared or left out."""
+    """An unpartitioned roll-up of a region-partitioned source, days over an hourly source,
+    and days over a daily one, each with a second input (so each has a binding), the mapping
+    declared or left out."""
     regions = hw.StaticPartitions(["eu", "us"])
     hours = hw.HourlyPartitions(start="2026-01-01")
     whole = {"src": hw.Input("src", mapping=hw.AllPartitions())} if declare else {}
     windows = {"h": hw.Input("h", mapping=hw.TimeWindow())} if declare else {}
+    same_day = {"d": hw.Input("d", mapping=hw.TimeWindow())} if declare else {}
 
     @hw.asset(ins=whole)
     def roll(src: dict[str, int], cfg: int) -> int:
@@ -429,29 +432,75 @@ def _rollups(declare: bool) -> hw.Definitions:
     def day(h: dict[str, int], cfg: int) -> int:
         return sum(h.values()) + cfg
 
+    @hw.asset(partitions=_DAYS, ins=same_day)
+    def daily(d: int, cfg: int) -> int:
+        return d + cfg
+
     sources = [hw.source("src", partitions=regions), hw.source("cfg")]
-    return hw.Definitions([*sources, hw.source("h", partitions=hours), roll, day])
+    sources += [hw.source("h", partitions=hours), hw.source("d", partitions=_DAYS)]
+    return hw.Definitions([*sources, roll, day, daily])
+
+
+def _observe_rollup_sources(h: Harness) -> None:
+    h.observe("cfg", value=1)
+    h.observe("d", value=5, partition="2026-01-01")
+    for region in ("eu", "us"):
+        h.observe("src", value=2, partition=region)
+    for hour in range(24):
+        h.observe("h", value=hour, partition=f"2026-01-01T{hour:02d}:00")
+
+
+_ROLLUPS = {("roll", None), ("day", "2026-01-01"), ("daily", "2026-01-01")}
 
 
 @pytest.mark.parametrize("declared_first", [False, True], ids=["declared", "dropped"])
 def test_declaring_the_mapping_an_input_has_by_default_is_no_binding_change(
     tmp_path: Path, declared_first: bool
 ) -> None:
-    """``AllPartitions()`` into an unpartitioned reader and ``TimeWindow()`` from hours to
-    days read what no mapping reads: declared or dropped, nothing runs again."""
+    """``AllPartitions()`` into an unpartitioned reader, ``TimeWindow()`` from hours to
+    days and from days to days read what no mapping reads: declared or dropped, nothing runs
+    again."""
     now = "2026-01-02T00:00:00Z"
     with Harness(_rollups(declared_first), state_dir=tmp_path, now=now) as h:
-        h.observe("cfg", value=1)
-        for region in ("eu", "us"):
-            h.observe("src", value=2, partition=region)
-        for hour in range(24):
-            h.observe("h", value=hour, partition=f"2026-01-01T{hour:02d}:00")
-        ran = set(h.tick().materialized)
-        assert {("roll", None), ("day", "2026-01-01")} <= ran
+        _observe_rollup_sources(h)
+        assert set(h.tick().materialized) >= _ROLLUPS
     with Harness(_rollups(not declared_first), state_dir=tmp_path, now=now) as h:
-        assert h.state("roll") == "fresh", h.why("roll")
-        assert h.state("day", partition="2026-01-01") == "fresh"
+        for asset, partition in _ROLLUPS:
+            assert h.state(asset, partition=partition) == "fresh", h.why(asset, partition)
         assert h.tick().materialized == []
+
+
+def test_runs_recorded_naming_a_mapping_that_reads_as_the_default_are_not_stale(
+    tmp_path: Path,
+) -> None:
+    """Before such mappings were left out of bindings, a run recorded them
+    (``src=src[AllPartitions()]``): opened by this version with the same definitions, nothing
+    is stale, so an upgrade re-runs no history. A mapping that reads otherwise still counts."""
+    now = "2026-01-02T00:00:00Z"
+    with Harness(_rollups(True), state_dir=tmp_path, now=now) as h:
+        _observe_rollup_sources(h)
+        assert set(h.tick().materialized) >= _ROLLUPS
+    with sqlite3.connect(tmp_path / "events.db") as db:  # as the version before wrote them
+        for bare, named in (
+            ("src=src ", "src=src[AllPartitions()] "),
+            ("h=h ", "h=h[TimeWindow()] "),
+            ("d=d ", "d=d[TimeWindow()] "),
+        ):
+            for table, column in (("current_state", "record"), ("events", "payload")):
+                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (bare, named))
+        changed = db.execute("SELECT count(*) FROM current_state WHERE record LIKE '%()]%'")
+        assert changed.fetchone()[0] == len(_ROLLUPS)
+    with Harness(_rollups(True), state_dir=tmp_path, now=now) as h:
+        for asset, partition in _ROLLUPS:
+            assert h.state(asset, partition=partition) == "fresh", h.why(asset, partition)
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        db.execute("UPDATE current_state SET record = replace(record, 'd=d[TimeWindow()]', ?)",
+                   ("d=d[TimeWindow(offset=-1)]",))  # fmt: skip
+    with Harness(_rollups(True), state_dir=tmp_path, now=now) as h:
+        assert h.state("daily", partition="2026-01-01") == "stale"
+        assert "parameter d reads d (was d[TimeWindow(offset=-1)])" in h.why(
+            "daily", partition="2026-01-01"
+        )
 
 
 def test_a_renamed_parameter_or_another_deps_key_is_not_a_binding_change(tmp_path: Path) -> None:

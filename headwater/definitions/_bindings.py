@@ -86,9 +86,11 @@ def _parse(binding: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def binding_changes(recorded: str, now: str) -> list[str]:
+def binding_changes(recorded: str, now: str, plain: Collection[str] = ()) -> list[str]:
     """Why a run with the ``recorded`` binding would get other values now, one line per
     parameter that both have (one renamed or added is the function's own change), or [].
+    ``plain``: recorded entries that read what their bare key reads now
+    (``Definitions.plain_reads``).
     """
     if recorded == now:
         return []
@@ -97,7 +99,7 @@ def binding_changes(recorded: str, now: str) -> list[str]:
     for param, (read, loader) in current.items():
         if (before := was.get(param)) is None:
             continue
-        if read != before[0]:
+        if read != before[0] and not (before[0] in plain and read == before[0].partition("[")[0]):
             out.append(f"parameter {param} reads {read} (was {before[0]})")
         elif loader != before[1]:
             key = read.partition("[")[0]

@@ -22,6 +22,7 @@ from headwater.definitions._mappings import (
     Identity,
     MappingSpec,
     PartitionMap,
+    TimeWindow,
     resolve_mapping,
 )
 from headwater.definitions._sources import FileSource, ObjectSource, SourceDef
@@ -124,6 +125,7 @@ class Definitions:
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
         self._default_mapped: dict[str, set[str]] = {}
+        self._plain_reads: dict[str, frozenset[str]] = {}
         """Per asset, the parameters whose declared mapping reads what the default does."""
         self._loaders: dict[str, str] = {}
         self._check_versions: dict[tuple[str, str], str] = {}
@@ -435,17 +437,40 @@ class Definitions:
 
     def _reads_by_default(self, node: AssetDef, upstream: str, read: ReadMap) -> bool:
         """Whether a declared mapping reads what no mapping would (``AllPartitions()`` into
-        an unpartitioned reader, ``TimeWindow()`` from hours to days): its binding names no
-        mapping then, so declaring or dropping it is no change."""
+        an unpartitioned reader, ``TimeWindow()`` from hours to days or from days to days):
+        its binding names no mapping then, so declaring or dropping it is no change."""
         try:
             default = self._resolve_read(node, upstream, None, read.optional)
         except DefinitionError:  # no default between these partitionings
             return False
+        if default.kind is EdgeMapping.IDENTITY and read.mapping is not None:
+            return read.mapping.same_keys
         if default.kind is not read.kind:
             return False
         if default.mapping is None or read.mapping is None:
             return default.mapping is read.mapping
         return default.mapping.shape == read.mapping.shape
+
+    def plain_reads(self, key: str) -> frozenset[str]:
+        """The binding entries ``upstream[mapping]`` of asset ``key`` that read what the bare
+        ``upstream`` reads now: how a run recorded before such mappings were left out of
+        bindings names them (compared as the bare key, so an upgrade re-runs nothing).
+        Memoized."""
+        found = self._plain_reads.get(key)
+        if found is None:
+            node = self.assets[key]
+            texts = set()
+            for param, upstream in node.inputs.items():
+                optional = node.mappings.get(param, (None, False))[1]
+                for mapping in (AllPartitions(), TimeWindow()):
+                    try:
+                        read = self._resolve_read(node, upstream, mapping, optional)
+                    except DefinitionError:
+                        continue
+                    if self._reads_by_default(node, upstream, read):
+                        texts.add(f"{upstream}[{mapping.describe()}]")
+            found = self._plain_reads[key] = frozenset(texts)
+        return found
 
     def _identity(self, node: AssetDef, upstream: str) -> PartitionMap:
         parent = self.nodes[upstream].partitions

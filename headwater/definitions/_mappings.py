@@ -257,6 +257,11 @@ class PartitionMap:
         )
         """What it reads, comparable between two maps of one edge: a mapping declared that
         reads what the default does has the default's shape."""
+        self.same_keys = len(self._pairs) == len(self._reader) == len(self._upstream) and all(
+            r == u and getattr(m, "offset", 0) == 0 for r, (u, m) in self._pairs.items()
+        )
+        """Each dimension reads its own, unshifted: between equal partitionings, what the
+        identity reads (``TimeWindow()`` from days to days)."""
         self.many = any(m.many for _, m in self._pairs.values()) or len(self._by_upstream) < len(
             self._upstream
         )

@@ -437,6 +437,7 @@ class RunCycle:
             events += self._check_events(node, run_id, outcome)
         else:
             payload.update(error=outcome.error, traceback=outcome.traceback, where=outcome.where)
+            payload.setdefault("checks", "")  # none: a blocking check added since moots it
             if outcome.stderr:
                 payload["stderr"] = outcome.stderr
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]

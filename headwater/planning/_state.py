@@ -84,8 +84,8 @@ class Failure:
     binding: str | None = None
     """Which parameter received which input (``Definitions.binding``); None: not recorded."""
     checks: str | None = None
-    """The blocking checks the run had (``Definitions.blocking_checks_version``); None: none,
-    or recorded before these were."""
+    """The blocking checks the run had (``Definitions.blocking_checks_version``, "" for
+    none); None: recorded before these were (not compared)."""
 
 
 @dataclass(frozen=True, slots=True)

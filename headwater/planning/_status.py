@@ -276,7 +276,7 @@ class Evaluator:
         if (recorded := record.binding) is not None:  # most multi-input assets: one compare
             now = self.defs.binding(asset_key)
             if now is not recorded and now is not None:  # None now: the inputs above tell
-                reasons.extend(binding_changes(recorded, now))
+                reasons.extend(binding_changes(recorded, now, self.defs.plain_reads(asset_key)))
         if asset_key in self._guarded:
             reasons.extend(self._unjudged(asset_key, record))
         state = STALE if reasons else FRESH
@@ -300,7 +300,10 @@ class Evaluator:
         return (
             failure.code_version == defs.code_version(key)
             and not self._rebound(key, failure.binding)
-            and (failure.checks is None or failure.checks == defs.blocking_checks_version(key))
+            and (
+                failure.checks is None
+                or failure.checks == (defs.blocking_checks_version(key) or "")
+            )
         )
 
     def _rebound(self, key: str, recorded: str | None) -> bool:
@@ -308,7 +311,9 @@ class Evaluator:
         if recorded is None:  # recorded before bindings were, or nothing to swap then
             return False
         now = self.defs.binding(key)
-        return now is not None and now is not recorded and bool(binding_changes(recorded, now))
+        if now is None or now is recorded:
+            return False
+        return bool(binding_changes(recorded, now, self.defs.plain_reads(key)))
 
     def _waiting_for(self, parent: str, nodes: list[NodeKey]) -> str:
         """One line for many absent partitions of one input (the hours of a day)."""
