@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +512,38 @@ async def test_a_reader_waits_once_for_its_claimed_inputs_not_for_a_stream_of_th
                     gates["p"].set()
                     gates["q"].set()
         assert read[1:] == [({"p": 2, "q": 1}, 2), ({"p": 2, "q": 2}, 2)]
+
+
+@pytest.mark.asyncio
+async def test_writes_of_one_partition_in_flight_together_both_count(tmp_path: Path) -> None:
+    """A large transaction goes to the writer's thread; a write of the same partition made
+    meanwhile (a deadline's ``freshness_violated``, a correction of its ``pending_since``,
+    while a new version commits) must be reduced from the record the first one leads to, not
+    from the one before it: else the later one, applied last, puts the old version back (in
+    memory and in ``current_state``)."""
+    from headwater._events import EventKind
+    from headwater.eventlog._writer import ON_LOOP_ROWS
+
+    keys = [f"p{i}" for i in range(ON_LOOP_ROWS + 1)]
+    defs = hw.Definitions(
+        [hw.source("many", partitions=hw.StaticPartitions(keys)), hw.source("one")]
+    )
+    node = ("one", None)
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        big = [engine.event(EventKind.OBSERVATION, ("many", p), data_version="v1") for p in keys]
+        big.append(engine.event(EventKind.OBSERVATION, node, data_version="new"))
+        late = engine.event(EventKind.FRESHNESS_VIOLATED, node, payload={"reason": "test"})
+        behind = datetime(2026, 1, 1, tzinfo=UTC)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.append, big)  # goes to the writer's thread: it yields
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(engine.append, [late])
+            tg.start_soon(functools.partial(engine.put, {}, pending_since={node: behind}))
+        expected = ("new", True, behind)
+        record = engine.state.record(node)
+        assert record is not None
+        assert (record.version, record.late, record.pending_since) == expected
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        record = engine.state.record(node)
+        assert record is not None
+        assert (record.version, record.late, record.pending_since) == expected

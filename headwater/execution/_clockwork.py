@@ -56,7 +56,7 @@ class Clockwork:
         keys = {*self.cron, *self.sla_keys}
         new = {k: Schedule(now, now) for k in sorted(keys) if k not in engine.state.schedules}
         if new:
-            await engine.put({}, new)
+            await engine.put(new)
         self._cron_pending.update(self.cron)
         for key, policy in self.cron.items():
             handled = engine.state.schedules[key].handled_through
@@ -110,7 +110,7 @@ class Clockwork:
         for key, tick in due.items():
             schedules[key] = replace(self.engine.state.schedules[key], handled_through=tick)
             self.timers.schedule(self.cron[key].next_tick(tick), "cron", key)
-        await self.engine.put({}, schedules)
+        await self.engine.put(schedules)
 
     def sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
         return [(key, p) for key in self.sla_keys for p in ev.partitions(key)]
@@ -135,7 +135,7 @@ class Clockwork:
         engine = self.engine
         ev = engine.evaluator()
         events: list[Event] = []
-        corrections: dict[NodeKey, NodeRecord] = {}
+        corrections: dict[NodeKey, datetime | None] = {}
         for node in nodes:
             fs = freshness_status(ev, *node)
             if fs is None:
@@ -151,9 +151,9 @@ class Clockwork:
             if fs.deadline is not None:
                 self.timers.schedule(fs.deadline, "freshness", node)
             if record.pending_since is not None and ev.status(*node).state == "fresh":
-                corrections[node] = replace(record, pending_since=None)  # up to date again
+                corrections[node] = None  # up to date again
         if corrections:
-            await engine.put(corrections, {})
+            await engine.put({}, pending_since=corrections)
         if events:
             await engine.append(events, check_freshness=False)
             for e in events:

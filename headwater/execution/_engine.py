@@ -12,10 +12,11 @@ marks runs that never ended as abandoned and removes temp files a crash left beh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -132,6 +133,10 @@ class Engine:
         self.observers: list[EngineObserver] = []
         """Told of every committed batch of events and every plan (metrics, the web page,
         OpenLineage)."""
+        self._writing: dict[NodeKey, list[asyncio.Future[None]] | None] = {}
+        """Partitions whose new records are being written (a commit in the writer's thread
+        yields), with the writes waiting to reduce from those records instead of the ones
+        before them (see :meth:`_written_first`)."""
         self.casualties: dict[NodeKey, str] = {}
         """Runs that could not record their end while degraded, and why."""
         self.starts = StartJournal(log.path.parent)
@@ -211,19 +216,18 @@ class Engine:
     ) -> None:
         """Write events (and the records they lead to, and small values) to the log, then
         take the records."""
-        records: dict[NodeKey, NodeRecord] = {}
-        for event in events:
-            node = (event.asset or "", event.partition)
-            record = self.state.reduce(event, records.get(node))
-            if record is not None:
-                records[node] = record
+        while True:
+            records: dict[NodeKey, NodeRecord] = {}
+            for event in events:
+                node = (event.asset or "", event.partition)
+                record = self.state.reduce(event, records.get(node))
+                if record is not None:
+                    records[node] = record
+            readers = self._carry_pending_since(events, records)
+            if not await self._written_first(records):
+                break
         self._refuse_if_degraded()
-        readers = self._carry_pending_since(events, records)
-        try:
-            await self.log.write(events, records, dynamic, values=values)
-        except StorageFailure as failure:
-            self.storage_failed(failure)
-            raise
+        await self._write(records, self.log.write(events, records, dynamic, values=values))
         for name, key in dynamic:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():
@@ -239,18 +243,57 @@ class Engine:
             )
 
     async def put(
-        self, records: Mapping[NodeKey, NodeRecord], schedules: Mapping[str, Schedule]
+        self,
+        schedules: Mapping[str, Schedule],
+        pending_since: Mapping[NodeKey, datetime | None] | None = None,
     ) -> None:
-        """Bookkeeping that is not an event: clock state and corrections of derived fields."""
+        """Bookkeeping that is not an event: clock state, and corrections of the derived
+        ``pending_since``, made to each partition's record as it is when written."""
+        while True:
+            records = {
+                node: replace(self.state.record(node) or NodeRecord(), pending_since=since)
+                for node, since in (pending_since or {}).items()
+            }
+            if not await self._written_first(records):
+                break
         self._refuse_if_degraded()
-        try:
-            await self.log.write([], records, schedules=schedules)
-        except StorageFailure as failure:
-            self.storage_failed(failure)
-            raise
+        await self._write(records, self.log.write([], records, schedules=schedules))
         for node, record in records.items():
             self.state.put(node, record)
         self.state.schedules.update(schedules)
+
+    async def _written_first(self, records: Mapping[NodeKey, NodeRecord]) -> bool:
+        """Wait for a write under way of one of these partitions, if any: True when it did
+        (reduce again, from the record that write leads to). Two writes of one partition
+        reduced from the same record would otherwise each drop what the other changed (the
+        one applied last wins), in memory and in ``current_state``."""
+        writing = self._writing
+        for node in records:
+            if node in writing:
+                waiter = asyncio.get_running_loop().create_future()
+                waiting = writing[node]
+                if waiting is None:
+                    waiting = writing[node] = []
+                waiting.append(waiter)
+                await waiter
+                return True
+        return False
+
+    async def _write(self, records: Mapping[NodeKey, NodeRecord], write: Awaitable[None]) -> None:
+        """Await ``write`` of ``records`` (marked as being written meanwhile)."""
+        writing = self._writing
+        for node in records:
+            writing[node] = None  # no one waits yet: no list for each write
+        try:
+            await write
+        except StorageFailure as failure:
+            self.storage_failed(failure)
+            raise
+        finally:
+            for node in records:
+                for waiter in writing.pop(node, None) or ():
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     # -- a state directory that refuses writes ------------------------------------------
 
@@ -396,7 +439,7 @@ class Engine:
             and r.changed_at is not None
         ]
         if changed:
-            await self.put({node: replace(record, pending_since=min(changed))}, {})
+            await self.put({}, pending_since={node: min(changed)})
 
     async def _journaled_starts(self) -> dict[str, Event]:
         """Starts the previous owner journaled that the log does not hold: it died before
