@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -547,3 +547,190 @@ async def test_writes_of_one_partition_in_flight_together_both_count(tmp_path: P
         record = engine.state.record(node)
         assert record is not None
         assert (record.version, record.late, record.pending_since) == expected
+
+
+async def _commit_in_thread(engine: Engine, events: list[Any]) -> None:
+    """Append ``events`` with more than ON_LOOP_ROWS others: the commit goes to the writer's
+    thread, so the append yields with its records in flight (as on a slow disk)."""
+    from headwater._events import EventKind
+    from headwater.eventlog._writer import ON_LOOP_ROWS
+
+    filler = [
+        engine.event(EventKind.OBSERVATION, ("many", f"p{i}"), data_version="v")
+        for i in range(ON_LOOP_ROWS + 1)
+    ]
+    await engine.append([*filler, *events])
+
+
+_MANY = hw.source("many", partitions=hw.StaticPartitions([f"p{i}" for i in range(65)]))
+
+
+@pytest.mark.asyncio
+async def test_a_lateness_decided_while_a_new_version_commits_is_decided_again(
+    tmp_path: Path,
+) -> None:
+    """``one`` is past its max_age; its new version is committing when the deadline is
+    checked. Decided on the old record, ``freshness_violated`` would land after the new
+    version and leave a fresh partition late for good (no recovery would follow)."""
+    from headwater._clock import VirtualClock
+    from headwater._events import EventKind
+
+    one = hw.source("one", freshness=hw.Freshness(max_age="1m"))
+    defs = hw.Definitions([_MANY, one])
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("one", None)
+    async with Engine.open(defs, tmp_path, clock) as engine:
+        await engine.observe("one", "v1")
+        clock.advance(timedelta(minutes=2))  # late by max_age; nothing has checked yet
+        new = engine.event(EventKind.OBSERVATION, node, data_version="v2")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [new])
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(engine.clockwork.check_freshness, [node])
+        record = engine.state.record(node)
+        assert record is not None and (record.version, record.late) == ("v2", False)
+        assert engine.freshness("one").late is False  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_correction_decided_while_an_input_commits_keeps_the_lag(
+    tmp_path: Path,
+) -> None:
+    """``a`` (max_lag) is up to date, with a pending_since left over; its deadline is
+    checked while ``u``'s new version, an input, is committing. Judged on the old ``u``,
+    ``a`` looked up to date and its pending_since was cleared: stale once ``u`` landed, it
+    was never late."""
+    from headwater._clock import VirtualClock
+    from headwater._events import EventKind
+
+    @hw.asset
+    def u(q: int) -> int:
+        return q
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="1m"))
+    def a(u: int) -> int:
+        return u
+
+    defs = hw.Definitions([_MANY, hw.source("q"), u, a])
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("a", None)
+    async with Engine.open(defs, tmp_path, clock) as engine:
+        await engine.observe("q", value=1)
+        await engine.tick()
+        await engine.materialize([node])
+        behind = clock.now()
+        await engine.put({}, pending_since={node: behind})  # left over from a change undone
+        clock.advance(timedelta(seconds=1))
+        u_new = engine.event(
+            EventKind.MATERIALIZATION,
+            ("u", None),
+            run_id="r",
+            data_version="u2",
+            payload={"code_version": defs.code_version("u"), "inputs": []},
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [u_new])
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(engine.clockwork.check_freshness, [node])
+        assert engine.status("a").state == "stale"  # u changed
+        record = engine.state.record(node)
+        assert record is not None and record.pending_since == behind
+        clock.advance(timedelta(hours=1))
+        fs = engine.freshness("a")
+        assert fs is not None and fs.late
+
+
+@pytest.mark.asyncio
+async def test_a_listing_older_than_an_observation_does_not_undo_it(tmp_path: Path) -> None:
+    """A rescan lists a source while the watcher observes a rewritten file and a new one:
+    the listing (read before them) must not put the old version back, nor delete the new
+    file's partition."""
+    inbox = hw.DynamicPartitions("inbox")
+    defs = hw.Definitions([hw.source("files", partitions=inbox)])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("files", "v1", partition="p")
+        since = engine.observation_mark()  # the listing begins, and reads p at v1
+        await engine.observe("files", "v2", partition="p")  # the watcher, meanwhile
+        await engine.observe("files", "q1", partition="q")
+        assert await engine.reconcile("files", {"p": "v1"}, since) == 0
+        assert engine.state.version(("files", "p")) == "v2"
+        assert engine.state.version(("files", "q")) == "q1"
+        later = engine.observation_mark()
+        assert await engine.reconcile("files", {"p": "v3"}, later) == 2  # q deleted, p v3
+        assert engine.state.version(("files", "q")) is None
+
+
+class _Written:
+    """An engine observer: an event set once the log holds an event of ``kind``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.seen = anyio.Event()
+
+    def written(self, events: Any) -> None:
+        if any(e.kind == self.kind for e in events):
+            self.seen.set()
+
+    def planned(self, seconds: float) -> None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_an_outage_that_ends_while_a_run_goes_on_does_not_abandon_it(
+    tmp_path: Path,
+) -> None:
+    """Recovery abandons the runs the outage cut off, not one still running: that one records
+    its own end (the log must not say abandoned, then materialized, for one run)."""
+    from headwater._storage import StorageFailure
+
+    gate, started = threading.Event(), threading.Event()
+
+    @hw.asset
+    def slow(s: int) -> int:
+        started.set()
+        gate.wait(20)
+        return s
+
+    defs = hw.Definitions([hw.source("s"), slow])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        begun = _Written("run_started")
+        engine.observers.append(begun)
+        await engine.observe("s", value=1)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(engine.tick)
+                await begun.seen.wait()  # its start committed on its own, while it runs
+                engine.storage_failed(StorageFailure(tmp_path / "events.db", "test: disk full"))
+                await engine.probe_storage()
+                await engine.recover()
+                gate.set()
+        assert engine.state.version(("slow", None)) is not None
+    reader = EventLogReader(tmp_path)
+    events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="slow"))
+    assert [e.kind for e in events] == ["run_started", "materialization"]
+
+
+@pytest.mark.asyncio
+async def test_an_event_decided_on_a_record_that_changed_meanwhile_is_not_written(
+    tmp_path: Path,
+) -> None:
+    """A value found gone by a listing that began before a run stored a new one (the
+    start-up check, a reader's): once that run's materialization lands first, the
+    ``value_lost`` decided on the record before it is dropped, not applied to the new one."""
+    from headwater._events import EventKind
+
+    one = ("one", None)
+    defs = hw.Definitions([_MANY, hw.source("one")])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("one", "v1")
+        before = engine.state.record(one)
+        lost = engine.value_lost_event(one, "found gone at start")
+        new = engine.event(EventKind.OBSERVATION, one, data_version="v2")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [new])
+            await anyio.lowlevel.checkpoint()
+            written = await engine.append([lost], decided_on={one: before})
+        assert written == []
+        assert engine.state.version(one) == "v2"
+        assert await engine.append([lost], decided_on={one: engine.state.record(one)}) == [lost]
+        assert engine.state.version(one) is None

@@ -122,25 +122,36 @@ class Clockwork:
         engine = self.engine
         covered = set(sla_nodes)
         why = {"reason": "no freshness SLA of the definitions covers it any more"}
-        events = [
-            engine.event(EventKind.FRESHNESS_RECOVERED, node, payload=why)
-            for node, record in engine.state.records.items()
-            if record.late and node not in covered
-        ]
+        seen = {n: r for n, r in engine.state.records.items() if r.late and n not in covered}
+        events = [engine.event(EventKind.FRESHNESS_RECOVERED, n, payload=why) for n in seen]
         if events:
-            await engine.append(events, check_freshness=False)
+            await engine.append(events, check_freshness=False, decided_on=seen)
 
     async def check_freshness(self, nodes: Iterable[NodeKey]) -> None:
         """Record lateness changes once each, and schedule the next deadline."""
+        todo = list(nodes)
+        while todo:
+            todo = await self._check_freshness(todo)
+
+    async def _check_freshness(self, nodes: list[NodeKey]) -> list[NodeKey]:
+        """One round of :meth:`check_freshness`; returns the partitions to decide again: a
+        write of theirs landed first (a run's, committing in the writer's thread), so what
+        was decided on the record before it is dropped, not applied to the new one."""
         engine = self.engine
         ev = engine.evaluator()
+        # Decided on what the writes under way lead to: a partition's lateness depends on its
+        # inputs' records too (a run of one, committing, makes it stale again).
+        inputs = [up for n in nodes if ev.exists(*n) for _, ups in ev.input_nodes(*n) for up in ups]
+        await engine.settled([*nodes, *inputs])
         events: list[Event] = []
         corrections: dict[NodeKey, datetime | None] = {}
+        seen: dict[NodeKey, NodeRecord | None] = {}
         for node in nodes:
             fs = freshness_status(ev, *node)
             if fs is None:
                 continue
-            record = engine.state.record(node) or NodeRecord()
+            seen[node] = engine.state.record(node)
+            record = seen[node] or NodeRecord()
             payload: dict[str, Any] = {"reason": "; ".join(fs.reasons)}
             if fs.lag is not None:
                 payload["lag_s"] = fs.lag.total_seconds()
@@ -152,11 +163,17 @@ class Clockwork:
                 self.timers.schedule(fs.deadline, "freshness", node)
             if record.pending_since is not None and ev.status(*node).state == "fresh":
                 corrections[node] = None  # up to date again
+        again: list[NodeKey] = []
         if corrections:
-            await engine.put({}, pending_since=corrections)
+            corrected = await engine.put({}, pending_since=corrections, decided_on=seen)
+            seen.update(corrected)
+            again += [n for n in corrections if n not in corrected]
         if events:
-            await engine.append(events, check_freshness=False)
-            for e in events:
+            written = await engine.append(events, check_freshness=False, decided_on=seen)
+            for e in written:
                 _log.warning(
                     str(e.kind), asset=e.asset, partition=e.partition, reason=e.payload["reason"]
                 )
+            kept = {id(e) for e in written}
+            again += [(str(e.asset), e.partition) for e in events if id(e) not in kept]
+        return list(dict.fromkeys(again))

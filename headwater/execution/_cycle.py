@@ -509,6 +509,8 @@ class RunCycle:
         version."""
         engine = self.engine
         read = {(a, p): v for a, p, v in job.inputs}
+        await engine.settled(outcome.lost)  # a write under way of one may say it was replaced
+        seen = {n: engine.state.record(n) for n in outcome.lost}
         lost = [
             n
             for n in outcome.lost
@@ -518,6 +520,7 @@ class RunCycle:
         ]
         if lost and not outcome.lost_damaged:
             lost = await self._still_gone(lost)
+        lost = [n for n in lost if engine.state.record(n) is seen[n]]  # none written meanwhile
         if lost:
             reason = f"input {outcome.error}; it must be materialized again first"
         else:
@@ -526,7 +529,9 @@ class RunCycle:
         events = [engine.value_lost_event(n, "found gone when a reader loaded it") for n in lost]
         events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                    payload={"reason": reason}))  # fmt: skip
-        await start.append_with(events)
+        written = await start.append_with(events, decided_on=seen)
+        lost = [n for n in lost if any(e.kind == EventKind.VALUE_LOST and (e.asset, e.partition) == n
+                                       for e in written)]  # fmt: skip
         for gone in lost:
             _log.warning("value_lost", asset=gone[0], partition=gone[1], reader=node[0])
             engine.dirty.add(gone)

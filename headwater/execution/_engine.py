@@ -148,6 +148,10 @@ class Engine:
         self._small: dict[NodeKey, SmallValue] = {}
         """Small values recently written (see :meth:`_remember_small`)."""
         self._observe_lock = anyio.Lock()
+        self._observations = 0
+        """Calls of :meth:`observe_many` so far: a listing's mark."""
+        self._observed: dict[NodeKey, int] = {}
+        """Per source partition, the call that last observed it."""
         self.clockwork = Clockwork(self)
         self.cycle = RunCycle(self)
 
@@ -213,10 +217,20 @@ class Engine:
         *,
         check_freshness: bool = True,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
-    ) -> None:
+        decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+    ) -> Sequence[Event]:
         """Write events (and the records they lead to, and small values) to the log, then
-        take the records."""
+        take the records; return the events written.
+
+        ``decided_on``: the records that events of those partitions were decided on (a
+        lateness, a lost value). Such an event is dropped once its partition's record is
+        another: the write that changed it decided again on what it led to, and the event
+        would otherwise apply a decision to a record it was not made for."""
         while True:
+            if decided_on is not None:
+                events = [e for e in events if self._still_as_decided(e, decided_on)]
+                if not events and not dynamic and not values:
+                    return events
             records: dict[NodeKey, NodeRecord] = {}
             for event in events:
                 node = (event.asset or "", event.partition)
@@ -241,28 +255,50 @@ class Engine:
             await self.clockwork.check_freshness(
                 [n for n in dict.fromkeys([*records, *readers]) if self.defs.nodes[n[0]].freshness]
             )
+        return events
 
     async def put(
         self,
         schedules: Mapping[str, Schedule],
         pending_since: Mapping[NodeKey, datetime | None] | None = None,
-    ) -> None:
+        decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+    ) -> dict[NodeKey, NodeRecord]:
         """Bookkeeping that is not an event: clock state, and corrections of the derived
-        ``pending_since``, made to each partition's record as it is when written."""
+        ``pending_since`` (dropped, as :meth:`append`'s events, for a partition whose record
+        is no longer the one in ``decided_on``). Returns the records it wrote."""
+        state = self.state
         while True:
             records = {
-                node: replace(self.state.record(node) or NodeRecord(), pending_since=since)
+                node: replace(state.record(node) or NodeRecord(), pending_since=since)
                 for node, since in (pending_since or {}).items()
-            }
+                if decided_on is None or node not in decided_on
+                or state.record(node) is decided_on[node]
+            }  # fmt: skip
             if not await self._written_first(records):
                 break
+        if not records and not schedules:
+            return records
         self._refuse_if_degraded()
         await self._write(records, self.log.write([], records, schedules=schedules))
         for node, record in records.items():
-            self.state.put(node, record)
-        self.state.schedules.update(schedules)
+            state.put(node, record)
+        state.schedules.update(schedules)
+        return records
 
-    async def _written_first(self, records: Mapping[NodeKey, NodeRecord]) -> bool:
+    def _still_as_decided(
+        self, event: Event, decided_on: Mapping[NodeKey, NodeRecord | None]
+    ) -> bool:
+        node = (event.asset or "", event.partition)
+        return node not in decided_on or self.state.record(node) is decided_on[node]
+
+    async def settled(self, nodes: Iterable[NodeKey]) -> None:
+        """Return once no write of these partitions is under way: what is decided next on
+        their records is decided on what those writes led to."""
+        wanted = dict.fromkeys(nodes)
+        while await self._written_first(wanted):
+            pass
+
+    async def _written_first(self, records: Mapping[NodeKey, object]) -> bool:
         """Wait for a write under way of one of these partitions, if any: True when it did
         (reduce again, from the record that write leads to). Two writes of one partition
         reduced from the same record would otherwise each drop what the other changed (the
@@ -487,7 +523,13 @@ class Engine:
             await self.append(list(self.stranded.values()), check_freshness=False)
             self.starts.settle(self.stranded)
             self.stranded = {}
-        open_runs = [(n, r) for n, r in self.state.records.items() if r.running]
+        going = set() if owner_died else {f.run_id for f in self.in_flight()}
+        # after an outage, a run still going in this process was not cut off: it records its end
+        open_runs = [
+            (n, r)
+            for n, r in self.state.records.items()
+            if r.running and (r.running not in going or n in self.casualties)
+        ]
         events: list[Event] = []
         for node, record in open_runs:
             run_id = record.running
@@ -557,7 +599,11 @@ class Engine:
             except OSError as exc:  # a full disk: the next start checks again
                 _log.warning("values_check_not_recorded", error=f"{type(exc).__name__}: {exc}")
         if gone:
-            await self.append([self.value_lost_event(n, how) for n in gone])
+            await self.append(
+                [self.value_lost_event(n, how) for n in gone],
+                decided_on={n: stored[n] for n in gone},  # not a value a run stored since
+            )
+            gone = [n for n in gone if self.state.version(n) is None]
             for node in gone:
                 _log.warning("value_lost", asset=node[0], partition=node[1])
                 self.dirty.add(node)
@@ -745,16 +791,24 @@ class Engine:
             else:
                 self.storing[node] -= 1
 
-    async def observe_many(self, items: Sequence[Observed]) -> int:
+    async def observe_many(self, items: Sequence[Observed], *, listed_since: int = -1) -> int:
         """Record many observations (a sensor's batch) in one transaction; return how many
         changed a version. Unchanged ones write nothing; new dynamic partitions are added in
-        the same transaction."""
+        the same transaction. ``listed_since`` (a listing's: see :meth:`observation_mark`):
+        a partition observed since the listing began keeps that newer observation."""
         for item in items:
             self._check_observed(item.key, item.partition)
         async with self._observe_lock:  # two sensors seeing one change record it once
+            self._observations += 1
             latest: dict[NodeKey, Observed] = {}
+            seen = self._observed
             for item in items:
-                latest[(item.key, item.partition)] = item
+                node = (item.key, item.partition)
+                if seen.get(node, 0) > listed_since >= 0:
+                    continue
+                latest[node] = item
+            for node in latest:
+                seen[node] = self._observations
             changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
             if not changed:
                 return 0
@@ -782,17 +836,25 @@ class Engine:
             self.mark_children((item.key, item.partition))
         return len(changed)
 
-    async def reconcile(self, key: str, found: Mapping[str | None, str]) -> int:
+    def observation_mark(self) -> int:
+        """Taken before a listing begins, and given to :meth:`reconcile` with it."""
+        return self._observations
+
+    async def reconcile(self, key: str, found: Mapping[str | None, str], since: int) -> int:
         """Observe a *complete* listing of a source (``{partition: version}``): every version in
         it, and a deletion for each partition the log has that the listing lacks. Return how
-        many versions changed. Only a complete listing may do this, or deletions are false."""
+        many versions changed. Only a complete listing may do this, or deletions are false.
+
+        ``since``: :meth:`observation_mark` as the listing began. A partition a watcher
+        observed since then keeps that observation: the listing may have read it before it
+        changed (or not found it yet), and a change after the watcher's is an event of its."""
         items = [Observed(key, p, v) for p, v in found.items()]
         source = self._source(key)
         known = [None] if source.partitions is None else self.state.present_partitions(key)
         for partition in known:
             if partition not in found and self.state.version((key, partition)) is not None:
                 items.append(Observed(key, partition, None))
-        return await self.observe_many(items)
+        return await self.observe_many(items, listed_since=since)
 
     def mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))

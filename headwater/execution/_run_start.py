@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from headwater._events import Event
 from headwater._storage import StorageFailure
 from headwater.eventlog import SmallValue
-from headwater.planning import NodeKey
+from headwater.planning import NodeKey, NodeRecord
 
 if TYPE_CHECKING:
     from headwater.execution._engine import Engine
@@ -40,32 +40,41 @@ class RunStart:
         self.event = event
         self.run_id = event.run_id
         self.recorded = False
-        self._alone: asyncio.Task[None] | None = None
+        self._alone: asyncio.Task[Sequence[Event]] | None = None
         self._timer = asyncio.get_running_loop().call_later(ALONE_AFTER_S, self._commit_alone)
 
     def _commit_alone(self) -> None:
         self._alone = asyncio.ensure_future(self._append([]))
 
     async def _append(
-        self, events: Sequence[Event], values: Mapping[NodeKey, SmallValue | None] | None = None
-    ) -> None:
-        await self.engine.append([self.event, *events], values=values)
+        self,
+        events: Sequence[Event],
+        values: Mapping[NodeKey, SmallValue | None] | None = None,
+        decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+    ) -> Sequence[Event]:
+        written = await self.engine.append(
+            [self.event, *events], values=values, decided_on=decided_on
+        )
         self.recorded = True
         self.engine.starts.settle([self.run_id])
+        return written
 
     async def append_with(
-        self, events: Sequence[Event], values: Mapping[NodeKey, SmallValue | None] | None = None
-    ) -> None:
-        """Append the run's ``events``, with its start if the log does not hold it yet."""
+        self,
+        events: Sequence[Event],
+        values: Mapping[NodeKey, SmallValue | None] | None = None,
+        decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+    ) -> Sequence[Event]:
+        """Append the run's ``events``, with its start if the log does not hold it yet;
+        return those written (see :meth:`Engine.append` for ``decided_on``)."""
         self._timer.cancel()
         if self._alone is not None:
             # shielded: a cancelled run must not cancel its start's commit under way. Its
             # StorageFailure is this append's too (the engine is degraded now).
             await asyncio.shield(self._alone)
         if self.recorded:
-            await self.engine.append(events, values=values)
-        else:
-            await self._append(events, values)
+            return await self.engine.append(events, values=values, decided_on=decided_on)
+        return await self._append(events, values, decided_on)
 
     def close(self) -> None:
         """The run is over. A start the log could not take stays with the engine, which

@@ -493,7 +493,8 @@ async def sync_file_sources(
     for key, node in engine.defs.sources.items():
         if not isinstance(node, FileSource):
             continue
+        since = engine.observation_mark()
         listing = await anyio.to_thread.run_sync(scan_file_source, node, base_dir, cache, private)
         ignored += listing.ignored
-        changed += await engine.reconcile(key, listing.found)
+        changed += await engine.reconcile(key, listing.found, since)
     return changed, ignored

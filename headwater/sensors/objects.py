@@ -71,6 +71,7 @@ class ObjectSensor:
 
     async def poll(self, source: ObjectSource) -> bool:
         """One listing and diff; raises when the store cannot be listed."""
+        since = self.engine.observation_mark()
         listing = await anyio.to_thread.run_sync(_s3.list_objects, source)
         ignored: list[tuple[str, str]] = []
         found = versions_from_listing(source, listing, ignored)
@@ -78,7 +79,7 @@ class ObjectSensor:
             if (key, why) not in self._warned:  # once per key, not once per poll
                 self._warned.add((key, why))
                 _log.warning("object_ignored", source=source.key, key=key, reason=why)
-        changed = await self.engine.reconcile(source.key, found)
+        changed = await self.engine.reconcile(source.key, found, since)
         self._listed_at[source.key] = time.monotonic()
         if changed:
             self.on_change()
