@@ -49,6 +49,21 @@ def test_max_lag_on_an_unpartitioned_asset() -> None:
         assert _kinds(h, "report") == ["freshness_violated", "freshness_recovered"]
 
 
+def test_a_sub_second_sla_reads_in_milliseconds() -> None:
+    """A 500 ms max_lag's reason says so, not "more than max_lag 0s"."""
+    src = hw.source("src")
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="500ms"))
+    def report(src: Any) -> Any:
+        return src
+
+    with Harness(hw.Definitions([src, report]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        h.advance(seconds=1)
+        assert h.freshness("report").late is True
+        assert "missing for 1s, more than max_lag 500ms" in h.freshness("report").reasons
+
+
 def test_max_lag_counts_from_the_original_upstream_change() -> None:
     """Below an eager middle asset, the lag counts from the source change, not the middle run."""
     src = hw.source("src")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from headwater._durations import format_duration
 from headwater.definitions import AssetDef, Node, PartitionsDefinition
 from headwater.planning._state import NodeKey, NodeRecord, replace
 from headwater.planning._status import FRESH, Evaluator
@@ -43,8 +44,14 @@ class FreshnessStatus:
     reasons: tuple[str, ...]
 
 
+_SECOND = timedelta(seconds=1)
+
+
 def span(delta: timedelta) -> str:
-    """A duration the way an SLA is written: ``"1d"``, ``"2h"``, ``"15m"``, ``"90s"``."""
+    """A duration the way an SLA is written: ``"1d"``, ``"2h"``, ``"15m"``, ``"90s"``
+    (``"500ms"`` under a second: a sub-second SLA does not read "0s")."""
+    if timedelta(0) < delta < _SECOND:
+        return format_duration(delta)
     seconds = int(delta.total_seconds())
     if seconds % 86400 == 0 and seconds:
         return f"{seconds // 86400}d"
