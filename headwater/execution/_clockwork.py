@@ -139,10 +139,11 @@ class Clockwork:
         was decided on the record before it is dropped, not applied to the new one."""
         engine = self.engine
         ev = engine.evaluator()
-        # Decided on what the writes under way lead to: a partition's lateness depends on its
-        # inputs' records too (a run of one, committing, makes it stale again).
-        inputs = [up for n in nodes if ev.exists(*n) for _, ups in ev.input_nodes(*n) for up in ups]
-        await engine.settled([*nodes, *inputs])
+        if engine.writing:
+            # Decided on what the writes under way lead to: a partition's lateness depends on
+            # its inputs' records too (a run of one, committing, makes it stale again).
+            ups = [u for n in nodes if ev.exists(*n) for _, us in ev.input_nodes(*n) for u in us]
+            await engine.settled([*nodes, *ups])
         events: list[Event] = []
         corrections: dict[NodeKey, datetime | None] = {}
         seen: dict[NodeKey, NodeRecord | None] = {}

@@ -530,8 +530,7 @@ class RunCycle:
         events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                    payload={"reason": reason}))  # fmt: skip
         written = await start.append_with(events, decided_on=seen)
-        lost = [n for n in lost if any(e.kind == EventKind.VALUE_LOST and (e.asset, e.partition) == n
-                                       for e in written)]  # fmt: skip
+        lost = [(str(e.asset), e.partition) for e in written if e.kind == EventKind.VALUE_LOST]
         for gone in lost:
             _log.warning("value_lost", asset=gone[0], partition=gone[1], reader=node[0])
             engine.dirty.add(gone)

@@ -291,6 +291,11 @@ class Engine:
         node = (event.asset or "", event.partition)
         return node not in decided_on or self.state.record(node) is decided_on[node]
 
+    @property
+    def writing(self) -> bool:
+        """Whether any write is under way (see :meth:`settled`)."""
+        return bool(self._writing)
+
     async def settled(self, nodes: Iterable[NodeKey]) -> None:
         """Return once no write of these partitions is under way: what is decided next on
         their records is decided on what those writes led to."""
@@ -599,11 +604,11 @@ class Engine:
             except OSError as exc:  # a full disk: the next start checks again
                 _log.warning("values_check_not_recorded", error=f"{type(exc).__name__}: {exc}")
         if gone:
-            await self.append(
+            written = await self.append(
                 [self.value_lost_event(n, how) for n in gone],
                 decided_on={n: stored[n] for n in gone},  # not a value a run stored since
             )
-            gone = [n for n in gone if self.state.version(n) is None]
+            gone = [(str(e.asset), e.partition) for e in written]
             for node in gone:
                 _log.warning("value_lost", asset=node[0], partition=node[1])
                 self.dirty.add(node)
