@@ -27,7 +27,7 @@ from headwater._durations import format_duration
 from headwater._events import Event
 from headwater.daemon._summary import StateSummary
 from headwater.definitions import AssetDef, EdgeMapping
-from headwater.planning import failed_checks
+from headwater.planning import failed_blocking
 
 if TYPE_CHECKING:
     from headwater.daemon._api import Controlled
@@ -110,9 +110,7 @@ class Page:
                     "partition": partition,
                     "state": ev.status(asset, partition).state,
                     "late": bool(record and record.late),
-                    "check_failed": any(
-                        c.blocking for c in failed_checks(engine.defs, asset, record)
-                    ),
+                    "check_failed": failed_blocking(engine.defs, asset, record),
                 }
             )
         return JSONResponse({"asset": asset, "total": len(keys), "partitions": rows})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from headwater._events import Event
-from headwater.planning import failed_checks
+from headwater.planning import failed_blocking
 
 if TYPE_CHECKING:
     from headwater.execution import Engine
@@ -76,11 +76,9 @@ def _summarize(engine: Engine) -> Summary:
         states[key] = counts
         if node.freshness is not None:
             late[key] = late_by.get(key, 0)
+    defs = engine.defs
     held = {
-        key: sum(
-            any(c.blocking for c in failed_checks(engine.defs, key, records.get((key, p))))
-            for p in ev.partitions(key)
-        )
-        for key in engine.defs.guarded
+        key: sum(failed_blocking(defs, key, records.get((key, p))) for p in ev.partitions(key))
+        for key in defs.guarded
     }
     return Summary(states, late, held)

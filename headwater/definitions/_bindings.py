@@ -47,9 +47,9 @@ def binding_of(
 ) -> str | None:
     """The binding of ``asset``; ``loader_of(key)`` is the loader fingerprint of a file or
     object source, None for any other node; ``by_default``: the parameters whose declared
-    mapping reads what the default does (only the graph can tell). None when nothing could be swapped unseen: one
-    input, no ``deps``, not read from a file (another key there changes the inputs read,
-    which staleness sees already). In parameter order, not sorted (:func:`binding_changes`
+    mapping reads what the default does (only the graph can tell). None when nothing could
+    be swapped unseen: one input, no ``deps``, not read from a file (another key there
+    changes the inputs read, which staleness sees already). In parameter order, not sorted (:func:`binding_changes`
     compares parameter by parameter): each asset gets one when it is declared.
     """
     inputs = asset.inputs

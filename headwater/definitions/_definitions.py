@@ -125,8 +125,8 @@ class Definitions:
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
         self._default_mapped: dict[str, set[str]] = {}
-        self._plain_reads: dict[str, frozenset[str]] = {}
         """Per asset, the parameters whose declared mapping reads what the default does."""
+        self._plain_reads: dict[str, frozenset[str]] = {}
         self._loaders: dict[str, str] = {}
         self._check_versions: dict[tuple[str, str], str] = {}
         self._blocking_versions: dict[str, str] = {}

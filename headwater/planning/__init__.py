@@ -29,6 +29,7 @@ from headwater.planning._status import (
     FailedCheck,
     Status,
     as_input,
+    failed_blocking,
     failed_checks,
     node_label,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "decide_step",
     "expand_selection",
     "explain",
+    "failed_blocking",
     "failed_checks",
     "freshness_status",
     "node_label",

@@ -33,7 +33,15 @@ from headwater.planning._state import (
 from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext, Pull
 from headwater.policies._eager import decide_eagerly
 
-__all__ = ["Evaluator", "FailedCheck", "Status", "as_input", "failed_checks", "node_label"]
+__all__ = [
+    "Evaluator",
+    "FailedCheck",
+    "Status",
+    "as_input",
+    "failed_blocking",
+    "failed_checks",
+    "node_label",
+]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
 _FRESH_EAGER = EagerPolicy().decide(
@@ -450,6 +458,12 @@ class FailedCheck:
         said = f": {self.error}" if self.error else ""
         held = "; its readers wait until it passes" if self.blocking else ""
         return f"{'blocking ' if self.blocking else ''}check {self.name!r} failed{said}{held}"
+
+
+def failed_blocking(defs: Definitions, key: str, record: NodeRecord | None) -> bool:
+    """Whether a blocking check failed on the partition's current data (its readers wait):
+    what ``/metrics`` and the web page count."""
+    return any(c.blocking for c in failed_checks(defs, key, record))
 
 
 def failed_checks(defs: Definitions, key: str, record: NodeRecord | None) -> list[FailedCheck]:
