@@ -734,3 +734,61 @@ async def test_an_event_decided_on_a_record_that_changed_meanwhile_is_not_writte
         assert engine.state.version(one) == "v2"
         assert await engine.append([lost], decided_on={one: engine.state.record(one)}) == [lost]
         assert engine.state.version(one) is None
+
+
+@pytest.mark.asyncio
+async def test_a_lost_value_is_recorded_though_its_lateness_changed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The start-up check lists the value folders; meanwhile a deadline marks the partition
+    late. Only a new value makes "lost" moot: a change of its lateness must not drop the
+    ``value_lost`` (nothing would decide it again, and the log would claim a value that is
+    gone)."""
+    from headwater._clock import VirtualClock
+
+    @hw.asset(freshness=hw.Freshness(max_age="1m"))
+    def a(s: int) -> list[int]:
+        return list(range(20_000))  # a file of its own, not a small value in the log
+
+    defs = hw.Definitions([hw.source("s"), a])
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("a", None)
+    async with Engine.open(defs, tmp_path, clock) as engine:
+        await engine.observe("s", value=1)
+        await engine.tick()
+        files = await anyio.to_thread.run_sync(lambda: list((tmp_path / "values" / "a").rglob("*")))
+        for path in files:
+            if path.is_file():
+                await anyio.to_thread.run_sync(path.unlink)  # the value is deleted by hand
+        clock.advance(timedelta(minutes=2))
+        found: list[int] = []
+
+        async def forget() -> None:
+            found.append(await engine.forget_lost_values())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forget)
+            await anyio.lowlevel.checkpoint()  # it has taken the records and lists the folders
+            await engine.clockwork.check_freshness([node])  # the deadline, meanwhile
+            record = engine.state.record(node)
+            assert record is not None and record.late
+        assert found == [1]
+        assert engine.state.version(node) is None
+
+
+@pytest.mark.asyncio
+async def test_of_two_listings_the_later_begun_stands(tmp_path: Path) -> None:
+    """Two rescans of one source overlap (the periodic one, one after a recovery): the one
+    begun first may reconcile first; the later one, which saw a deletion, must still count."""
+    inbox = hw.DynamicPartitions("inbox")
+    defs = hw.Definitions([hw.source("files", partitions=inbox)])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("files", "v1", partition="p")
+        await engine.observe("files", "q1", partition="q")
+        first = engine.observation_mark()
+        second = engine.observation_mark()  # begun after q was deleted
+        assert await engine.reconcile("files", {"p": "v1", "q": "q1"}, first) == 0
+        assert await engine.reconcile("files", {"p": "v1"}, second) == 1
+        assert engine.state.version(("files", "q")) is None
+        assert await engine.reconcile("files", {"p": "v1", "q": "q1"}, first) == 0  # older
+        assert engine.state.version(("files", "q")) is None

@@ -25,6 +25,7 @@ from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef, EdgeMapping
 from headwater.eventlog import SmallValue
+from headwater.execution._decided import held_value
 from headwater.execution._observers import notify_planned
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._run_start import RunStart
@@ -520,7 +521,7 @@ class RunCycle:
         ]
         if lost and not outcome.lost_damaged:
             lost = await self._still_gone(lost)
-        lost = [n for n in lost if engine.state.record(n) is seen[n]]  # none written meanwhile
+        lost = [n for n in lost if held_value(engine.state.record(n)) == held_value(seen[n])]
         if lost:
             reason = f"input {outcome.error}; it must be materialized again first"
         else:
@@ -529,7 +530,7 @@ class RunCycle:
         events = [engine.value_lost_event(n, "found gone when a reader loaded it") for n in lost]
         events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                    payload={"reason": reason}))  # fmt: skip
-        written = await start.append_with(events, decided_on=seen)
+        written = await start.append_with(events, decided_on=seen, basis=held_value)
         lost = [(str(e.asset), e.partition) for e in written if e.kind == EventKind.VALUE_LOST]
         for gone in lost:
             _log.warning("value_lost", asset=gone[0], partition=gone[1], reader=node[0])

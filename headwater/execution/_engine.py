@@ -37,6 +37,7 @@ from headwater.eventlog._starts import StartJournal
 from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
+from headwater.execution._decided import Basis, held_value
 from headwater.execution._observers import EngineObserver, notify_written
 from headwater.execution._results import StepCallback, TickResult
 from headwater.execution._runner import Runner
@@ -149,9 +150,10 @@ class Engine:
         """Small values recently written (see :meth:`_remember_small`)."""
         self._observe_lock = anyio.Lock()
         self._observations = 0
-        """Calls of :meth:`observe_many` so far: a listing's mark."""
+        """A counter that orders observations and the beginnings of listings."""
         self._observed: dict[NodeKey, int] = {}
-        """Per source partition, the call that last observed it."""
+        """Per source partition, when what was last recorded of it was read (see
+        :meth:`observation_mark`): an older listing does not undo it."""
         self.clockwork = Clockwork(self)
         self.cycle = RunCycle(self)
 
@@ -218,17 +220,19 @@ class Engine:
         check_freshness: bool = True,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+        basis: Basis | None = None,
     ) -> Sequence[Event]:
         """Write events (and the records they lead to, and small values) to the log, then
         take the records; return the events written.
 
         ``decided_on``: the records that events of those partitions were decided on (a
         lateness, a lost value). Such an event is dropped once its partition's record is
-        another: the write that changed it decided again on what it led to, and the event
-        would otherwise apply a decision to a record it was not made for."""
+        another (``basis``: once what the decision rests on differs, see :func:`held_value`):
+        the write that changed it decided again on what it led to, and the event would
+        otherwise apply a decision to a record it was not made for."""
         while True:
             if decided_on is not None:
-                events = [e for e in events if self._still_as_decided(e, decided_on)]
+                events = [e for e in events if self._still_as_decided(e, decided_on, basis)]
                 if not events and not dynamic and not values:
                     return events
             records: dict[NodeKey, NodeRecord] = {}
@@ -286,10 +290,13 @@ class Engine:
         return records
 
     def _still_as_decided(
-        self, event: Event, decided_on: Mapping[NodeKey, NodeRecord | None]
+        self, event: Event, decided_on: Mapping[NodeKey, NodeRecord | None], basis: Basis | None
     ) -> bool:
         node = (event.asset or "", event.partition)
-        return node not in decided_on or self.state.record(node) is decided_on[node]
+        if node not in decided_on:
+            return True
+        now, then = self.state.record(node), decided_on[node]
+        return now is then if basis is None else basis(now) == basis(then)
 
     @property
     def writing(self) -> bool:
@@ -607,6 +614,7 @@ class Engine:
             written = await self.append(
                 [self.value_lost_event(n, how) for n in gone],
                 decided_on={n: stored[n] for n in gone},  # not a value a run stored since
+                basis=held_value,
             )
             gone = [(str(e.asset), e.partition) for e in written]
             for node in gone:
@@ -804,16 +812,19 @@ class Engine:
         for item in items:
             self._check_observed(item.key, item.partition)
         async with self._observe_lock:  # two sensors seeing one change record it once
-            self._observations += 1
+            # what a listing read counts from when it began; any other observation from now
+            if listed_since < 0:
+                self._observations += 1
+            read_at = listed_since if listed_since >= 0 else self._observations
             latest: dict[NodeKey, Observed] = {}
             seen = self._observed
             for item in items:
                 node = (item.key, item.partition)
-                if seen.get(node, 0) > listed_since >= 0:
-                    continue
+                if seen.get(node, 0) > read_at:
+                    continue  # observed after this listing began: the newer word stands
                 latest[node] = item
             for node in latest:
-                seen[node] = self._observations
+                seen[node] = read_at
             changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
             if not changed:
                 return 0
@@ -842,7 +853,9 @@ class Engine:
         return len(changed)
 
     def observation_mark(self) -> int:
-        """Taken before a listing begins, and given to :meth:`reconcile` with it."""
+        """Taken before a listing begins, and given to :meth:`reconcile` with it: later than
+        every observation and listing begun before, earlier than every one begun after."""
+        self._observations += 1
         return self._observations
 
     async def reconcile(self, key: str, found: Mapping[str | None, str], since: int) -> int:

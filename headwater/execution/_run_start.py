@@ -17,6 +17,7 @@ from headwater.eventlog import SmallValue
 from headwater.planning import NodeKey, NodeRecord
 
 if TYPE_CHECKING:
+    from headwater.execution._decided import Basis
     from headwater.execution._engine import Engine
 
 __all__ = ["ALONE_AFTER_S", "RunStart"]
@@ -51,9 +52,10 @@ class RunStart:
         events: Sequence[Event],
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+        basis: Basis | None = None,
     ) -> Sequence[Event]:
         written = await self.engine.append(
-            [self.event, *events], values=values, decided_on=decided_on
+            [self.event, *events], values=values, decided_on=decided_on, basis=basis
         )
         self.recorded = True
         self.engine.starts.settle([self.run_id])
@@ -64,6 +66,7 @@ class RunStart:
         events: Sequence[Event],
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
+        basis: Basis | None = None,
     ) -> Sequence[Event]:
         """Append the run's ``events``, with its start if the log does not hold it yet;
         return those written (see :meth:`Engine.append` for ``decided_on``)."""
@@ -73,8 +76,10 @@ class RunStart:
             # StorageFailure is this append's too (the engine is degraded now).
             await asyncio.shield(self._alone)
         if self.recorded:
-            return await self.engine.append(events, values=values, decided_on=decided_on)
-        return await self._append(events, values, decided_on)
+            return await self.engine.append(
+                events, values=values, decided_on=decided_on, basis=basis
+            )
+        return await self._append(events, values, decided_on, basis)
 
     def close(self) -> None:
         """The run is over. A start the log could not take stays with the engine, which
