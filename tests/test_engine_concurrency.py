@@ -792,3 +792,97 @@ async def test_of_two_listings_the_later_begun_stands(tmp_path: Path) -> None:
         assert engine.state.version(("files", "q")) is None
         assert await engine.reconcile("files", {"p": "v1", "q": "q1"}, first) == 0  # older
         assert engine.state.version(("files", "q")) is None
+
+
+@pytest.mark.asyncio
+async def test_a_partition_due_twice_in_one_check_is_late_once(tmp_path: Path) -> None:
+    """A window timer and the partition's own deadline, both due when the loop comes late:
+    one lateness, one ``freshness_violated``."""
+    from headwater._clock import VirtualClock
+
+    defs = hw.Definitions([hw.source("one", freshness=hw.Freshness(max_age="1m"))])
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("one", None)
+    async with Engine.open(defs, tmp_path, clock) as engine:
+        await engine.observe("one", "v1")
+        clock.advance(timedelta(minutes=2))
+        await engine.clockwork.check_freshness([node, node])
+    reader = EventLogReader(tmp_path)
+    events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
+    assert [e.kind for e in events].count("freshness_violated") == 1
+
+
+@pytest.mark.asyncio
+async def test_closing_a_violation_no_sla_covers_waits_out_a_write_of_it(
+    tmp_path: Path,
+) -> None:
+    """The SLA was removed; its open violation is closed while a new version of the partition
+    commits. The close rests on the violation being open, not on the version: it is
+    written, not dropped (nothing else would close it)."""
+    from headwater._clock import VirtualClock
+    from headwater._events import EventKind
+
+    sla = hw.Freshness(max_age="1m")
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("one", None)
+    with_sla = hw.Definitions([_MANY, hw.source("one", freshness=sla)])
+    async with Engine.open(with_sla, tmp_path, clock) as engine:
+        await engine.observe("one", "v1")
+        clock.advance(timedelta(minutes=2))
+        await engine.clockwork.check_freshness([node])
+        assert engine.state.record(node).late  # type: ignore[union-attr]
+    without = hw.Definitions([_MANY, hw.source("one")])
+    async with Engine.open(without, tmp_path, clock) as engine:
+        new = engine.event(EventKind.OBSERVATION, node, data_version="v2")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [new])
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(engine.clockwork.close_dropped_violations, [])
+        record = engine.state.record(node)
+        assert record is not None and (record.version, record.late) == ("v2", False)
+
+
+@pytest.mark.asyncio
+async def test_events_of_an_asset_the_definitions_dropped_are_written(tmp_path: Path) -> None:
+    """A run of ``gone`` left open by a dead owner is abandoned at the next start, whose
+    definitions no longer hold it: with an SLA elsewhere, the append looked ``gone`` up."""
+    from headwater._events import EventKind
+
+    sla = hw.Freshness(max_age="1h")
+    defs = hw.Definitions([hw.source("s", freshness=sla)])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        ended = engine.event(EventKind.RUN_ABANDONED, ("gone", None), run_id="r")
+        assert await engine.append([ended]) == [ended]
+
+
+@pytest.mark.asyncio
+async def test_a_write_whose_caller_was_cancelled_is_still_taken_into_memory(
+    tmp_path: Path,
+) -> None:
+    """Queued behind a commit in the writer's thread, an append is cancelled: its batch is
+    committed all the same, so the state must hold it (else an observation of the old
+    version again looks unchanged and writes nothing)."""
+    from headwater._events import EventKind
+
+    node = ("one", None)
+    defs = hw.Definitions([_MANY, hw.source("one")])
+    scopes: list[anyio.CancelScope] = []
+
+    async def append_cancelled(engine: Engine, event: Any) -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await engine.append([event])
+
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("one", "v0")
+        new = engine.event(EventKind.OBSERVATION, node, data_version="v1")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [])  # the leader, in the writer's thread
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(append_cancelled, engine, new)
+            await anyio.lowlevel.checkpoint()  # queued behind the leader
+            scopes[0].cancel()
+        assert engine.state.version(node) == "v1"
+    reader = EventLogReader(tmp_path)
+    events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
+    assert [e.data_version for e in events] == ["v0", "v1"]  # committed

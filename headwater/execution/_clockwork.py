@@ -124,12 +124,12 @@ class Clockwork:
         why = {"reason": "no freshness SLA of the definitions covers it any more"}
         seen = {n: r for n, r in engine.state.records.items() if r.late and n not in covered}
         events = [engine.event(EventKind.FRESHNESS_RECOVERED, n, payload=why) for n in seen]
-        if events:
-            await engine.append(events, check_freshness=False, decided_on=seen)
+        if events:  # it rests on the violation being open, nothing else (no SLA covers it)
+            await engine.append(events, check_freshness=False, decided_on=seen, basis=_late)
 
     async def check_freshness(self, nodes: Iterable[NodeKey]) -> None:
         """Record lateness changes once each, and schedule the next deadline."""
-        todo = list(nodes)
+        todo = list(dict.fromkeys(nodes))  # one partition due twice (a window and a deadline)
         while todo:
             todo = await self._check_freshness(todo)
 
@@ -178,3 +178,7 @@ class Clockwork:
             kept = {id(e) for e in written}
             again += [(str(e.asset), e.partition) for e in events if id(e) not in kept]
         return list(dict.fromkeys(again))
+
+
+def _late(record: NodeRecord | None) -> bool:
+    return record is not None and record.late

@@ -256,8 +256,13 @@ class Engine:
             notify_written(self.observers, events)
         if check_freshness and self.clockwork.sla_keys:
             # its own record, or an input's, may move a partition's deadline
+            nodes = self.defs.nodes  # a partition of an asset the definitions dropped: none
             await self.clockwork.check_freshness(
-                [n for n in dict.fromkeys([*records, *readers]) if self.defs.nodes[n[0]].freshness]
+                [
+                    n
+                    for n in dict.fromkeys([*records, *readers])
+                    if getattr(nodes.get(n[0]), "freshness", None)
+                ]
             )
         return events
 
@@ -333,7 +338,10 @@ class Engine:
         for node in records:
             writing[node] = None  # no one waits yet: no list for each write
         try:
-            await write
+            # shielded: a caller cancelled while the commit is under way (queued behind a
+            # leader's) must still take what was committed, or memory and disk disagree
+            with anyio.CancelScope(shield=True):
+                await write
         except StorageFailure as failure:
             self.storage_failed(failure)
             raise

@@ -73,8 +73,13 @@ class RunStart:
         self._timer.cancel()
         if self._alone is not None:
             # shielded: a cancelled run must not cancel its start's commit under way. Its
-            # StorageFailure is this append's too (the engine is degraded now).
-            await asyncio.shield(self._alone)
+            # StorageFailure is this append's too while the engine is degraded; once the
+            # outage is over (the run went on), the start is written with the end instead.
+            try:
+                await asyncio.shield(self._alone)
+            except StorageFailure:
+                if self.engine.degraded is not None:
+                    raise
         if self.recorded:
             return await self.engine.append(
                 events, values=values, decided_on=decided_on, basis=basis
