@@ -886,3 +886,34 @@ async def test_a_write_whose_caller_was_cancelled_is_still_taken_into_memory(
     reader = EventLogReader(tmp_path)
     events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
     assert [e.data_version for e in events] == ["v0", "v1"]  # committed
+
+
+@pytest.mark.asyncio
+async def test_a_start_refused_alone_by_an_outage_is_written_with_the_end_after_it(
+    tmp_path: Path,
+) -> None:
+    """A run's start, committed alone once the run has gone on for a while, is refused by an
+    outage that ends before the run does: its end then writes start and end together, not
+    the old failure again (the finished run would be thrown away and run again)."""
+    from headwater._events import EventKind
+    from headwater._storage import StorageFailure
+    from headwater.execution._run_start import RunStart
+
+    node = ("one", None)
+    defs = hw.Definitions([hw.source("one")])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        began = engine.event(EventKind.RUN_STARTED, node, run_id="r", payload={})
+        start = RunStart(engine, began)
+        engine.storage_failed(StorageFailure(tmp_path / "events.db", "test: disk full"))
+        start._commit_alone()  # what its timer does, while the disk refuses writes
+        with pytest.raises(StorageFailure):
+            await start._alone  # type: ignore[misc]
+        await engine.probe_storage()
+        await engine.recover()
+        ended = engine.event(EventKind.RUN_ABANDONED, node, run_id="r")
+        await start.append_with([ended])
+        start.close()
+        assert engine.stranded == {}
+    reader = EventLogReader(tmp_path)
+    events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
+    assert [(e.kind, e.run_id) for e in events] == [("run_started", "r"), ("run_abandoned", "r")]
