@@ -917,3 +917,50 @@ async def test_a_start_refused_alone_by_an_outage_is_written_with_the_end_after_
     reader = EventLogReader(tmp_path)
     events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
     assert [(e.kind, e.run_id) for e in events] == [("run_started", "r"), ("run_abandoned", "r")]
+
+
+@pytest.mark.asyncio
+async def test_a_lateness_check_does_not_wait_out_a_stream_of_writes(tmp_path: Path) -> None:
+    """Its reader's inputs keep being written (commits in the writer's thread, overlapping):
+    an observation of the reader's other input, whose lateness check waits for the writes
+    under way, returns once those have landed, not once writing stops (it never would, and
+    every sensor waits behind an observation)."""
+    from headwater._events import EventKind
+
+    parts = hw.StaticPartitions([f"m{i}" for i in range(2)])
+
+    @hw.asset(partitions=parts, code_version="1")
+    def ups() -> int:
+        return 1
+
+    @hw.asset(policy=hw.manual(), freshness=hw.Freshness(max_lag="1h"))
+    def agg(src: int, ups: dict[str, int]) -> int:
+        return src
+
+    defs = hw.Definitions([_MANY, ups, hw.source("src"), agg])
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.append([
+            engine.event(EventKind.MATERIALIZATION, ("ups", f"m{i}"), run_id=f"r{i}",
+                         data_version="v", payload={"code_version": "1", "inputs": []})
+            for i in range(2)
+        ])  # fmt: skip
+        writing = True
+
+        async def writer(index: int) -> None:
+            round_ = 0
+            while writing:
+                round_ += 1
+                run = f"r{index}-{round_}"
+                started = engine.event(EventKind.RUN_STARTED, ("ups", f"m{index}"), run_id=run)
+                await _commit_in_thread(engine, [started])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, 0)
+            tg.start_soon(writer, 1)
+            await anyio.lowlevel.checkpoint()
+            try:
+                with anyio.fail_after(10):
+                    await engine.observe("src", "s1")
+            finally:
+                writing = False
+        assert engine.state.version(("src", None)) == "s1"

@@ -309,28 +309,33 @@ class Engine:
         return bool(self._writing)
 
     async def settled(self, nodes: Iterable[NodeKey]) -> None:
-        """Return once no write of these partitions is under way: what is decided next on
-        their records is decided on what those writes led to."""
-        wanted = dict.fromkeys(nodes)
-        while await self._written_first(wanted):
-            pass
+        """Return once the writes of these partitions under way now have landed: what is
+        decided next on their records is decided on what those writes led to. Writes begun
+        meanwhile are not waited for (under steady writes that would never end); each decides
+        again for what it changes."""
+        waiters = [self._landed(n) for n in dict.fromkeys(nodes) if n in self._writing]
+        for waiter in waiters:
+            await waiter
 
     async def _written_first(self, records: Mapping[NodeKey, object]) -> bool:
         """Wait for a write under way of one of these partitions, if any: True when it did
         (reduce again, from the record that write leads to). Two writes of one partition
         reduced from the same record would otherwise each drop what the other changed (the
         one applied last wins), in memory and in ``current_state``."""
-        writing = self._writing
         for node in records:
-            if node in writing:
-                waiter = asyncio.get_running_loop().create_future()
-                waiting = writing[node]
-                if waiting is None:
-                    waiting = writing[node] = []
-                waiting.append(waiter)
-                await waiter
+            if node in self._writing:
+                await self._landed(node)
                 return True
         return False
+
+    def _landed(self, node: NodeKey) -> asyncio.Future[None]:
+        """Done once the write of ``node`` under way has landed (or failed)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._writing[node]
+        if waiting is None:
+            waiting = self._writing[node] = []
+        waiting.append(waiter)
+        return waiter
 
     async def _write(self, records: Mapping[NodeKey, NodeRecord], write: Awaitable[None]) -> None:
         """Await ``write`` of ``records`` (marked as being written meanwhile)."""
