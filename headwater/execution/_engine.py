@@ -892,6 +892,10 @@ class Engine:
 
     # -- the clock and the cycle ---------------------------------------------------------
 
+    def on_earlier_timer(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a timer is set before every other one."""
+        self.clockwork.timers.on_earlier = callback
+
     def next_wakeup(self) -> datetime | None:
         """The next instant at which the clock alone makes something to do."""
         return self.clockwork.next_wakeup()

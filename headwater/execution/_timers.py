@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Literal
 
@@ -20,6 +20,9 @@ class Timers:
         self._heap: list[tuple[datetime, int, TimerKind, Hashable]] = []
         self._pending: dict[tuple[TimerKind, Hashable], datetime] = {}
         self._seq = itertools.count()
+        self.on_earlier: Callable[[], None] | None = None
+        """Called when a timer is set before every other one (the clock sensor sleeps until
+        the earliest: a deadline set during a long tick must wake it, not the next look)."""
 
     def schedule(self, when: datetime, kind: TimerKind, subject: Hashable) -> None:
         """Set the (kind, subject) timer to ``when``; an earlier pending instant wins."""
@@ -27,8 +30,11 @@ class Timers:
         current = self._pending.get(key)
         if current is not None and current <= when:
             return
+        earliest = self.next() if self.on_earlier is not None else None
         self._pending[key] = when
         heapq.heappush(self._heap, (when, next(self._seq), kind, subject))
+        if self.on_earlier is not None and (earliest is None or when < earliest):
+            self.on_earlier()
 
     def due(self, now: datetime) -> list[tuple[TimerKind, Hashable]]:
         """Remove and return every timer at or before ``now``."""

@@ -1,8 +1,8 @@
 """The clock sensor: wake the daemon at the exact instant of the engine's next timer.
 
 Cron ticks, retry delays, SLA deadlines and new time windows live in the engine's timer heap;
-this task sleeps until the earliest one and is re-armed after each tick, since a tick can add
-earlier timers. The wall clock is read again at least every ``WALL_CHECK`` seconds, so that
+this task sleeps until the earliest one and is re-armed after each tick and whenever a timer
+is set before the earliest (a deadline an observation sets during a long tick). The wall clock is read again at least every ``WALL_CHECK`` seconds, so that
 after a suspend/resume or a clock step due cron ticks, retries and SLA deadlines fire within
 seconds (a tick skipped over is caught up once; one already handled never repeats).
 """
@@ -35,6 +35,7 @@ class ClockSensor:
         self._rearm.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self.engine.on_earlier_timer(self.rearm)
         task_status.started()
         while True:
             self._rearm = anyio.Event()
