@@ -964,3 +964,27 @@ async def test_a_lateness_check_does_not_wait_out_a_stream_of_writes(tmp_path: P
             finally:
                 writing = False
         assert engine.state.version(("src", None)) == "s1"
+
+
+@pytest.mark.asyncio
+async def test_two_lateness_checks_overlapping_a_commit_record_it_once(tmp_path: Path) -> None:
+    """The first check's ``freshness_violated`` waits behind a commit in the writer's
+    thread; a second check of the partition meanwhile must see it, not decide again on the
+    record before it (two violations for one breach)."""
+    from headwater._clock import VirtualClock
+
+    defs = hw.Definitions([_MANY, hw.source("one", freshness=hw.Freshness(max_age="1m"))])
+    clock = VirtualClock(datetime(2026, 1, 5, tzinfo=UTC))
+    node = ("one", None)
+    async with Engine.open(defs, tmp_path, clock) as engine:
+        await engine.observe("one", "v1")
+        clock.advance(timedelta(minutes=2))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_commit_in_thread, engine, [])  # the writer's thread is busy
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(engine.clockwork.check_freshness, [node])
+            await anyio.lowlevel.checkpoint()  # its violation waits behind that commit
+            tg.start_soon(engine.clockwork.check_freshness, [node])
+    reader = EventLogReader(tmp_path)
+    events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
+    assert [e.kind for e in events].count("freshness_violated") == 1
