@@ -280,7 +280,10 @@ class EventLog:
         elif self._leading:
             self._pending.append(batch)
             batch.done = anyio.Event()
-            await batch.done.wait()
+            # shielded: the leader commits this batch whatever happens to its caller, who
+            # must then take what was committed (or memory and disk disagree)
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
         else:
             self._pending.append(batch)
             self._leading = True

@@ -343,10 +343,7 @@ class Engine:
         for node in records:
             writing[node] = None  # no one waits yet: no list for each write
         try:
-            # shielded: a caller cancelled while the commit is under way (queued behind a
-            # leader's) must still take what was committed, or memory and disk disagree
-            with anyio.CancelScope(shield=True):
-                await write
+            await write  # never cancelled half-way: see EventLog.write
         except StorageFailure as failure:
             self.storage_failed(failure)
             raise
