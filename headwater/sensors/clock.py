@@ -2,9 +2,10 @@
 
 Cron ticks, retry delays, SLA deadlines and new time windows live in the engine's timer heap;
 this task sleeps until the earliest one and is re-armed after each tick and whenever a timer
-is set before the earliest (a deadline an observation sets during a long tick). The wall clock is read again at least every ``WALL_CHECK`` seconds, so that
-after a suspend/resume or a clock step due cron ticks, retries and SLA deadlines fire within
-seconds (a tick skipped over is caught up once; one already handled never repeats).
+is set before the earliest (a deadline an observation sets during a long tick). The wall
+clock is read again at least every ``WALL_CHECK`` seconds, so that after a suspend/resume or
+a clock step due cron ticks, retries and SLA deadlines fire within seconds (a tick skipped
+over is caught up once; one already handled never repeats).
 """
 
 from __future__ import annotations
