@@ -67,7 +67,43 @@ async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "events.db")
     assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (len(MIGRATIONS),)
     assert conn.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "events_by_node" not in indexes  # migration 5: each event updates one index less
+    assert "events_by_node_kind" in indexes
     conn.close()
+
+
+@pytest.mark.asyncio
+async def test_the_newest_events_of_a_partition_come_in_order_among_many(tmp_path: Path) -> None:
+    """What ``why`` and the web page show: the newest events of one asset partition, of any
+    kind, in id order, picked out of events of other partitions, assets and kinds."""
+    kinds = [EventKind.RUN_STARTED, EventKind.MATERIALIZATION, EventKind.OBSERVATION]
+    written: list[tuple[str, str | None, str]] = []
+    events: list[Event] = []
+    for i in range(300):
+        asset, partition = ("a", f"p{i % 3}") if i % 2 else ("b", None)
+        kind = kinds[i % 7 % 3]
+        events.append(Event(kind=kind, timestamp=T0 + timedelta(seconds=i), asset=asset,
+                            partition=partition, data_version=f"v{i}"))  # fmt: skip
+        written.append((asset, partition or "", f"v{i}"))
+    async with open_event_log(tmp_path) as log:
+        await log.write(events)
+    reader = EventLogReader(tmp_path)
+
+    def versions(**query: Any) -> list[str | None]:
+        return [e.data_version for e in reader.events(**query)]
+
+    def check() -> None:
+        of_p1 = [v for a, p, v in written if (a, p) == ("a", "p1")]
+        assert versions(asset="a", partition="p1", newest_first=True, limit=5) == of_p1[::-1][:5]
+        assert versions(asset="a", partition="p1", limit=4) == of_p1[:4]
+        assert versions(asset="a", partition="p1") == of_p1
+        of_b = [v for a, _, v in written if a == "b"]
+        assert versions(asset="b", newest_first=True, limit=7) == of_b[::-1][:7]
+        runs = [e.data_version for e in events if e.asset == "a" and e.kind == kinds[0]]
+        assert versions(kind=kinds[0], asset="a", newest_first=True, limit=3) == runs[::-1][:3]
+
+    await anyio.to_thread.run_sync(check)
 
 
 @pytest.mark.asyncio

@@ -7,6 +7,7 @@ a lineage endpoint that is down never slows or fails a run.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -192,3 +193,22 @@ def test_run_ids_are_random_version_4_uuids() -> None:
     for run_id in ids:
         parsed = uuid.UUID(hex=run_id)
         assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, run_id)
+
+
+def test_a_forked_child_makes_other_run_ids_than_its_parent() -> None:
+    """Run ids come from a generator seeded once: a child forked from the daemon (a worker)
+    must not repeat the ids its parent makes next."""
+    from headwater.execution._cycle import new_run_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running the parent's cleanup
+        os.write(write, " ".join(new_run_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode().split()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(child) == 3
+    assert not set(child) & {new_run_id() for _ in range(3)}

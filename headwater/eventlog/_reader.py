@@ -117,12 +117,17 @@ class EventLogReader:
         if after_id is not None:
             clauses.append("id > ?")
             params.append(after_id)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        order = " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is None:
+            sql = f"SELECT {EVENT_COLUMNS} FROM events{where}{order}"
+        else:
+            # The newest events of one asset are found in an index of it by kind and sorted
+            # by id: picking the ids first reads only that index, not each event's row.
+            sql = (
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN"
+                f" (SELECT id FROM events{where}{order} LIMIT ?){order}"
+            )
             params.append(limit)
         with self._connect() as conn:
             if conn is None:

@@ -559,7 +559,7 @@ def _write_transaction(
     conn.execute("COMMIT")
     if checkpoint:
         _restart_wal(conn)
-    # An event touches the table and its five indexes, a record its table: a few pages each,
+    # An event touches the table and its four indexes, a record its table: a few pages each,
     # shared within a transaction.
     return 6 + (len(events) + len(records) + len(dynamic) + len(schedules) + len(values)) // 8
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -560,13 +561,18 @@ class RunCycle:
         return gone
 
 
+_run_ids = random.Random()  # seeded from os.urandom, as again in a forked child
+os.register_at_fork(after_in_child=_run_ids.seed)
+_V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_V4_SET = (0x4 << 76) | (0x2 << 62)  # version 4; the RFC 4122 variant
+
+
 def new_run_id() -> str:
-    """A random UUID (version 4, as OpenLineage expects a run's id to be) in 32 hex digits:
-    what ``uuid.uuid4().hex`` gives, without building a UUID (0.5 µs a run, not 1.4)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    return raw.hex()
+    """A random UUID (version 4, as OpenLineage expects a run's id to be) in 32 hex digits.
+    Run ids need to be unique, not secret: a generator seeded from the system's randomness
+    makes them without a system call on the event loop per run (one released the GIL to the
+    worker threads, and the loop waited to get it back: 2.5% of a trivial run)."""
+    return f"{_run_ids.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
 
 
 class _Gate:
