@@ -32,7 +32,7 @@ from headwater._config import (
 )
 from headwater._durations import DurationError, parse_duration
 from headwater._errors import HeadwaterError, StateDirError, did_you_mean
-from headwater._events import Event, EventKind
+from headwater._events import Event, EventKind, format_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import StatusRow, status_rows
 from headwater.eventlog import EventLogReader
@@ -250,10 +250,10 @@ def logs(
             params = {
                 "kind": kind,
                 "asset": asset,
+                "since": None if start is None else format_timestamp(start),
                 "after_id": None if after is None else str(after),
             }
-            events = [Event.from_json(e) for e in client.get("/events", params)]
-            return [e for e in events if start is None or e.timestamp >= start]
+            return [Event.from_json(e) for e in client.get("/events", params)]
 
         _print_events(ask, follow, as_json)
 

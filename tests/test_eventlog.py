@@ -309,3 +309,52 @@ def test_a_record_class_copies_fields_named_like_anything() -> None:
     for change in ({"keep": 9}, {"record": 9}, {"cls": 9}, {}):
         assert replace(odd, **change) == dataclasses.replace(odd, **change)
     assert replace(Derived(1), base=2) == Derived(2)
+
+
+@pytest.mark.asyncio
+async def test_a_partitions_newest_events_cost_the_same_however_long_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``why`` asks for the newest five events of a partition, a ``--follow`` poll for those
+    after an id: the work (SQLite's steps, counted) must not grow with the partition's
+    history (a month of it, under retention), only with what is asked for."""
+    kinds = [EventKind.OBSERVATION, EventKind.RUN_STARTED, EventKind.MATERIALIZATION]
+    n = 30_000
+    events = [
+        Event(kind=kinds[i % 3], timestamp=T0 + timedelta(milliseconds=i), asset="a",
+              partition="quiet" if i % 50 == 0 else "busy", data_version=f"v{i}")
+        for i in range(n)
+    ]  # fmt: skip
+    async with open_event_log(tmp_path) as log:
+        await log.write(events)
+    steps = [0]
+    connect = sqlite3.connect
+
+    def counted(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1) or 0, 100)
+        return conn
+
+    reader = EventLogReader(tmp_path)
+
+    def cost(**query: Any) -> tuple[int, list[str | None]]:
+        steps[0] = 0
+        got = [e.data_version for e in reader.events(asset="a", **query)]
+        return steps[0], got
+
+    def check() -> None:
+        monkeypatch.setattr(sqlite3, "connect", counted)
+        for part in ("quiet", "busy"):
+            mine = [f"v{i}" for i in range(n) if (i % 50 == 0) == (part == "quiet")]
+            newest = cost(partition=part, newest_first=True, limit=5)
+            assert newest[1] == mine[::-1][:5]
+            sixth = int(mine[-6][1:]) + 1  # its id: ids count from 1
+            after = cost(partition=part, after_id=sixth)  # the five after it
+            assert after[1] == mine[-5:]
+            costs[part] = (newest[0], after[0])
+        # 49 times the history costs no more than twice the work (a few steps of noise)
+        assert costs["busy"][0] <= 2 * costs["quiet"][0] + 5, costs
+        assert costs["busy"][1] <= 2 * costs["quiet"][1] + 5, costs
+
+    costs: dict[str, tuple[int, int]] = {}
+    await anyio.to_thread.run_sync(check)

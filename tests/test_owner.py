@@ -16,16 +16,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from cli_process import cli_env, hw_project, hw_start
 from daemon_process import DaemonProcess
 
 import headwater as hw_api
+from headwater._events import Event, EventKind
 from headwater._statedir import Ownership, StateDirBusy
-from headwater.eventlog import EventLogReader
+from headwater.eventlog import EventLogReader, open_event_log
 from headwater.testing import Harness
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -389,6 +392,15 @@ def test_a_value_gone_when_a_reader_loads_it_is_materialized_first(tmp_path: Pat
         assert h.state("base") == "fresh" and h.state("reader") == "fresh"
 
 
+async def _old_history(state: Path, n: int) -> None:
+    """``n`` observations of an asset the definitions no longer have, three hours ago."""
+    then = datetime.now(UTC) - timedelta(hours=3)
+    events = [Event(kind=EventKind.OBSERVATION, timestamp=then + timedelta(seconds=i),
+                    asset="archived", data_version=f"v{i}") for i in range(n)]  # fmt: skip
+    async with open_event_log(state) as log:
+        await log.write(events)
+
+
 def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
     project: Path, daemons: list[object], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -397,12 +409,15 @@ def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to drop the capability that reads any file")
     runtime = tmp_path_factory.mktemp("run")
+    anyio.run(_old_history, project / "state", 1_500)  # more than a page of /events
     daemon = _daemon(project, daemons, env={"RUNTIME_DIRECTORY": str(runtime)}).start()
     daemon.wait_notify("READY=1")
     _land(project, "seen")
     daemon.wait_event("materialized", asset="parsed", partition="seen")
     assert (runtime / "headwater.sock").stat().st_mode & 0o777 == 0o660
     direct = hw_project(project, "status", "--json")
+    recent = hw_project(project, "logs", "--since", "1h")
+    assert "parsed[seen]" in recent.stdout and "archived" not in recent.stdout
     state = project / "state"
     os.chown(state, 12345, -1)  # another user's private directory, from here on
     state.chmod(0o700)
@@ -423,6 +438,10 @@ def test_reading_commands_ask_the_daemon_when_the_state_dir_is_unreadable(
     assert why.stdout.startswith("parsed[seen] is fresh") and "materialization" in why.stdout
     logs = as_other_user("logs", "--kind", "materialization")
     assert logs.returncode == 0 and "parsed[seen]" in logs.stdout
+    # pages of the daemon's answer older than --since are passed over, not taken for the end
+    since = as_other_user("logs", "--since", "1h")
+    assert since.returncode == 0, since.stderr
+    assert since.stdout == recent.stdout
     unreachable = subprocess.run(
         ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable,
          "-m", "headwater", "status", "--state-dir", "state"],

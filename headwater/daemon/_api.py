@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from headwater._errors import HeadwaterError, StateDirError
-from headwater._events import format_timestamp
+from headwater._events import format_timestamp, parse_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import status_rows
 from headwater._statedir import short_socket_path
@@ -277,18 +277,29 @@ async def _why(daemon: Controlled, request: Request) -> Response:
 
 
 async def _events(daemon: Controlled, request: Request) -> Response:
+    """A page of events in id order, after ``after_id``, at most ``limit`` (1,000) of them;
+    ``since`` (ISO-8601) filters here: filtered by the client, a page older than it came back
+    empty, and the client took that for the end of the log."""
     q = request.query_params
     reader = EventLogReader(daemon.state_dir)
-    after = q.get("after_id")
-    limit = q.get("limit")
+    try:
+        after = int(q["after_id"]) if q.get("after_id") else None
+        limit = min(max(int(q["limit"]), 1), MAX_EVENTS) if q.get("limit") else 1000
+        since = parse_timestamp(q["since"]) if q.get("since") else None
+        if since is not None and since.tzinfo is None:
+            raise ValueError("since has no timezone")
+    except ValueError as exc:
+        return _error(f"/events: after_id and limit are whole numbers, since an ISO-8601 time "
+                      f"with a timezone: {exc}")  # fmt: skip
 
     def read() -> list[dict[str, Any]]:
         events = reader.events(
             kind=q.get("kind"),
             asset=q.get("asset"),
             partition=q.get("partition"),
-            after_id=int(after) if after else None,
-            limit=min(max(int(limit), 1), MAX_EVENTS) if limit else 1000,
+            since=since,
+            after_id=after,
+            limit=limit,
         )
         return [e.as_json() for e in events]
 

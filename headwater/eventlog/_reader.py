@@ -117,22 +117,24 @@ class EventLogReader:
         if after_id is not None:
             clauses.append("id > ?")
             params.append(after_id)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         order = " ORDER BY id DESC" if newest_first else " ORDER BY id"
-        if limit is None:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events{where}{order}"
-        else:
-            # The newest events of one asset are found in an index of it by kind and sorted
-            # by id: picking the ids first reads only that index, not each event's row.
-            sql = (
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN"
-                f" (SELECT id FROM events{where}{order} LIMIT ?){order}"
-            )
-            params.append(limit)
+        cap = "" if limit is None else " LIMIT ?"
+        capped: list[object] = [] if limit is None else [limit]
         with self._connect() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(sql, params).fetchall()
+            if asset is not None and partition is not None and kind is None:
+                rows = _node_rows(conn, (asset, partition), clauses, params, order, cap, capped)
+            else:
+                where = " WHERE " + " AND ".join(clauses) if clauses else ""
+                # With a limit, the ids are picked first: from an index only, where one serves.
+                sql = (
+                    f"SELECT {EVENT_COLUMNS} FROM events{where}{order}"
+                    if limit is None
+                    else f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN"
+                    f" (SELECT id FROM events{where}{order}{cap}){order}"
+                )
+                rows = conn.execute(sql, params + capped).fetchall()
         try:
             return [event_from_row(tuple(r)) for r in rows]
         except MalformedRow as exc:
@@ -145,3 +147,47 @@ class EventLogReader:
             kind="run_failed", asset=asset, partition=partition, newest_first=True, limit=1
         )
         return dict(failed[0].payload) if failed else None
+
+
+_NODE_KINDS = """
+WITH RECURSIVE k(kind) AS (
+    SELECT MIN(kind) FROM events WHERE asset = :asset AND partition = :partition
+    UNION ALL
+    SELECT (SELECT MIN(kind) FROM events
+            WHERE asset = :asset AND partition = :partition AND kind > k.kind)
+    FROM k WHERE k.kind IS NOT NULL
+)
+SELECT kind FROM k WHERE kind IS NOT NULL
+"""
+"""The kinds of one partition's events: one seek in events_by_node_kind per kind."""
+
+
+def _node_rows(
+    conn: sqlite3.Connection,
+    node: tuple[str, str],
+    clauses: list[str],
+    params: list[object],
+    order: str,
+    cap: str,
+    capped: list[object],
+) -> list[Any]:
+    """The events of one asset partition (``clauses`` name it, first), in id order: one
+    ordered walk of events_by_node_kind per kind the partition has, merged. The index has
+    the kind before the id, so one query over all kinds would sort every event the partition
+    ever had (``why``, asking for the newest five, would read months of history), and a
+    ``--follow`` poll for the events after an id would scan them all each time."""
+    conn.execute("BEGIN")  # the kinds and their events from one snapshot
+    try:
+        kinds = [r[0] for r in conn.execute(_NODE_KINDS, {"asset": node[0], "partition": node[1]})]
+        if not kinds:
+            return []
+        where = " WHERE " + " AND ".join([*clauses, "kind = ?"])
+        arm = f"SELECT id FROM (SELECT id FROM events{where}{order}{cap})"
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN"
+            f" ({' UNION ALL '.join([arm] * len(kinds))}){order}{cap}"
+        )
+        arguments = [a for k in kinds for a in (*params, k, *capped)] + capped
+        return conn.execute(sql, arguments).fetchall()
+    finally:
+        conn.rollback()
