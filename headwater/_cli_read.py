@@ -175,7 +175,7 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
     for run in health["runs"] if health else ():
         if (run["asset"], run["partition"]) == (asset, partition):
             lines.insert(1, f"{run['state']} since {run['since']} in the daemon")
-    recent = reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
+    recent = reader.newest(asset, partition, 5)
     failure = None
     if ev.status(asset, partition).state == "failed":
         failure = reader.last_failure(asset, partition)

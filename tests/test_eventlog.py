@@ -100,6 +100,11 @@ async def test_the_newest_events_of_a_partition_come_in_order_among_many(tmp_pat
         assert versions(asset="a", partition="p1") == of_p1
         of_b = [v for a, _, v in written if a == "b"]
         assert versions(asset="b", newest_first=True, limit=7) == of_b[::-1][:7]
+        assert [e.data_version for e in reader.newest("b", None, 7)] == of_b[::-1][:7]
+        assert [e.data_version for e in reader.newest("a", "p2", 3)] == [
+            v for a, p, v in written[::-1] if (a, p) == ("a", "p2")
+        ][:3]
+        assert reader.newest("a", None, 5) == []  # no event of "a" without a partition
         runs = [e.data_version for e in events if e.asset == "a" and e.kind == kinds[0]]
         assert versions(kind=kinds[0], asset="a", newest_first=True, limit=3) == runs[::-1][:3]
 
@@ -325,6 +330,11 @@ async def test_a_partitions_newest_events_cost_the_same_however_long_its_history
               partition="quiet" if i % 50 == 0 else "busy", data_version=f"v{i}")
         for i in range(n)
     ]  # fmt: skip
+    events += [
+        Event(kind=kinds[i % 3], timestamp=T0 + timedelta(milliseconds=i),
+              asset="short" if i % 50 == 0 else "long", data_version=f"u{i}")
+        for i in range(n)
+    ]  # fmt: skip
     async with open_event_log(tmp_path) as log:
         await log.write(events)
     steps = [0]
@@ -355,6 +365,14 @@ async def test_a_partitions_newest_events_cost_the_same_however_long_its_history
         # 49 times the history costs no more than twice the work (a few steps of noise)
         assert costs["busy"][0] <= 2 * costs["quiet"][0] + 5, costs
         assert costs["busy"][1] <= 2 * costs["quiet"][1] + 5, costs
+        # ``why`` of an unpartitioned asset: its events have no partition
+        for asset in ("long", "short"):
+            steps[0] = 0
+            assert [e.data_version for e in reader.newest(asset, None, 5)] == [
+                e.data_version for e in events[::-1] if e.asset == asset
+            ][:5]
+            costs[asset] = (steps[0], 0)
+        assert costs["long"][0] <= 2 * costs["short"][0] + 5, costs
 
     costs: dict[str, tuple[int, int]] = {}
     await anyio.to_thread.run_sync(check)

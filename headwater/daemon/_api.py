@@ -266,9 +266,7 @@ async def _why(daemon: Controlled, request: Request) -> Response:
     partition = request.query_params.get("partition")
     lines = engine.why(asset, partition)
     reader = EventLogReader(daemon.state_dir)
-    recent = await anyio.to_thread.run_sync(
-        lambda: reader.events(asset=asset, partition=partition, newest_first=True, limit=5)
-    )
+    recent = await anyio.to_thread.run_sync(lambda: reader.newest(asset, partition, 5))
     failure = None
     if engine.status(asset, partition).state == "failed":
         failure = await anyio.to_thread.run_sync(reader.last_failure, asset, partition)
