@@ -376,3 +376,18 @@ async def test_a_partitions_newest_events_cost_the_same_however_long_its_history
 
     costs: dict[str, tuple[int, int]] = {}
     await anyio.to_thread.run_sync(check)
+
+
+@pytest.mark.asyncio
+async def test_the_oldest_event_is_the_earliest_in_time_not_the_first_written(
+    tmp_path: Path,
+) -> None:
+    """What ``health`` reports as the log's oldest event: after the wall clock stepped back,
+    an event written later tells of an earlier moment."""
+    assert await anyio.to_thread.run_sync(EventLogReader(tmp_path).oldest) is None  # no log
+    async with open_event_log(tmp_path) as log:
+        await log.write([_observation(60)])
+        await log.write([_observation(5)])  # the clock stepped back 55 s
+        await log.write([_observation(90)])
+    oldest = await anyio.to_thread.run_sync(EventLogReader(tmp_path).oldest)
+    assert oldest == T0 + timedelta(seconds=5)

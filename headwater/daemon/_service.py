@@ -219,8 +219,8 @@ class Daemon:
                 for suffix in ("", "-wal")
                 if (self.state_dir / f"{DB_NAME}{suffix}").exists()
             )
-            oldest = log.events(limit=1)
-            return size, format_timestamp(oldest[0].timestamp) if oldest else None
+            oldest = log.oldest()
+            return size, None if oldest is None else format_timestamp(oldest)
 
         log_error: str | None = None
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater._errors import HeadwaterError
-from headwater._events import Event, format_timestamp
+from headwater._events import Event, format_timestamp, parse_timestamp
 from headwater._statedir import PRIVATE_FILES, linked
 from headwater.eventlog._rows import EVENT_COLUMNS, MalformedRow, event_from_row, state_from_rows
 from headwater.eventlog._writer import DB_NAME, malformed, unreadable
@@ -139,6 +139,14 @@ class EventLogReader:
             return [event_from_row(tuple(r)) for r in rows]
         except MalformedRow as exc:
             raise malformed(self.path, exc) from None
+
+    def oldest(self) -> datetime | None:
+        """When the oldest event the log keeps happened (by its time, not its id: after the
+        wall clock stepped back, a later event may tell of an earlier moment)."""
+        with self._connect() as conn:
+            row = None if conn is None else conn.execute("SELECT MIN(timestamp) FROM events")
+            found = None if row is None else row.fetchone()[0]
+        return None if found is None else parse_timestamp(found)
 
     def newest(self, asset: str, partition: str | None, limit: int) -> list[Event]:
         """The newest events of one asset partition (None: the unpartitioned asset), newest
