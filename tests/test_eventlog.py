@@ -373,6 +373,15 @@ async def test_a_partitions_newest_events_cost_the_same_however_long_its_history
             ][:5]
             costs[asset] = (steps[0], 0)
         assert costs["long"][0] <= 2 * costs["short"][0] + 5, costs
+        # ``logs --asset A --follow`` polls for what came after the last event it printed
+        for asset in ("long", "short"):
+            mine = [e for e in events if e.asset == asset]
+            last = events.index(mine[-3]) + 1  # its id
+            steps[0] = 0
+            got = [e.data_version for e in reader.events(asset=asset, after_id=last)]
+            assert got == [e.data_version for e in mine[-2:]]
+            costs[asset] = (steps[0], 0)
+        assert costs["long"][0] <= 2 * costs["short"][0] + 5, costs
 
     costs: dict[str, tuple[int, int]] = {}
     await anyio.to_thread.run_sync(check)
