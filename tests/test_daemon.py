@@ -207,6 +207,33 @@ def test_sighup_with_broken_definitions_keeps_serving(project: Path, daemons: li
     assert len(reloaded) == 1 and reloaded[0].payload["assets"] == 3  # type: ignore[attr-defined]
 
 
+def test_a_sighup_while_a_reload_waits_for_running_functions_is_not_lost(
+    project: Path, daemons: list[object]
+) -> None:
+    """The definitions edited after a reload began, and signalled again while it waits for
+    a running function, are the ones that serve in the end (hostile26 bug2)."""
+    hold = project / "hold-long"
+    hold.touch()
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, "long")
+    daemon.wait_event("run_started", asset="parsed", partition="long")
+    daemon.signal(signal.SIGHUP)  # the file as it is: waits for "long"
+    daemon.wait_event("reload_waiting")
+    good = (project / "defs.py").read_text()
+    extra = "\n\n@hw.asset(partitions=inbox)\ndef shout(parsed: pd.DataFrame) -> int:\n    return len(parsed)\n"
+    (project / "defs.py").write_text(
+        good.replace("defs = hw.Definitions([files, dropped, parsed, drop_rows])", "")
+        + extra
+        + "\ndefs = hw.Definitions([files, dropped, parsed, drop_rows, shout])\n"
+    )
+    daemon.signal(signal.SIGHUP)  # no definitions serve at this moment
+    hold.unlink()
+    daemon.wait_event("materialized", asset="shout", partition="long")
+    reloaded = _events(project, "reloaded")
+    assert [r.payload["assets"] for r in reloaded] == [2, 3]  # type: ignore[attr-defined]
+
+
 def test_watchdog_pings_when_watchdog_usec_is_set(project: Path, daemons: list[object]) -> None:
     daemon = _daemon(project, daemons).start(watchdog_usec=200_000)
     daemon.wait_notify("READY=1")

@@ -26,8 +26,9 @@ from cli_process import cli_env, hw_project, hw_start
 from daemon_process import DaemonProcess
 
 import headwater as hw_api
+from headwater._client import RequestRefused, connect_to_owner
 from headwater._events import Event, EventKind
-from headwater._statedir import Ownership, StateDirBusy
+from headwater._statedir import Ownership, StateDirBusy, read_owner
 from headwater.eventlog import EventLogReader, open_event_log
 from headwater.testing import Harness
 
@@ -257,6 +258,18 @@ def test_stop_reload_and_health_talk_to_the_daemon(project: Path, daemons: list[
     health = hw_project(project, "health")
     assert health.returncode == 0, health.stderr
     assert f"daemon PID {daemon.pid}" in health.stdout and "serving" in health.stdout
+    owner = read_owner(project / "state")
+    assert owner is not None
+    client = connect_to_owner(project / "state", owner)
+    try:  # bad parameters of /events: a 400 that names them, never a traceback
+        for bad in ({"since": "0001-01-01T00:00:00+05:00"}, {"since": "2026-01-01T00:00"},
+                    {"after_id": "9" * 25}, {"limit": "many"}):  # fmt: skip
+            with pytest.raises(RequestRefused, match="after_id and limit are whole numbers"):
+                client.get("/events", bad)
+        since = client.get("/events", {"since": "9999-12-31T00:00:00Z"})
+        assert since == []
+    finally:
+        client.close()
     reload = hw_project(project, "reload")
     assert reload.returncode == 0, reload.stderr
     daemon.wait_notify("RELOADING=1")

@@ -282,11 +282,15 @@ async def _events(daemon: Controlled, request: Request) -> Response:
     reader = EventLogReader(daemon.state_dir)
     try:
         after = int(q["after_id"]) if q.get("after_id") else None
+        if after is not None and not -(2**63) <= after < 2**63:
+            raise ValueError(f"after_id {after} is past what an event id can be")
         limit = min(max(int(q["limit"]), 1), MAX_EVENTS) if q.get("limit") else 1000
         since = parse_timestamp(q["since"]) if q.get("since") else None
-        if since is not None and since.tzinfo is None:
-            raise ValueError("since has no timezone")
-    except ValueError as exc:
+        if since is not None:
+            if since.tzinfo is None:
+                raise ValueError("since has no timezone")
+            format_timestamp(since)  # in UTC: a time at the calendar's edge may not be
+    except (ValueError, OverflowError) as exc:
         return _error(f"/events: after_id and limit are whole numbers, since an ISO-8601 time "
                       f"with a timezone: {exc}")  # fmt: skip
 

@@ -116,6 +116,8 @@ class Daemon:
         self._stopping = False
         self._stop_now = anyio.Event()
         self._next_defs: Definitions | None = None
+        self._reload_asked = False
+        """A SIGHUP came while no engine served (starting, or a reload under way)."""
         self._reloaded = anyio.Event()
         self._engine: Engine | None = None
         self._engine_changed = anyio.Event()
@@ -463,6 +465,11 @@ class Daemon:
                 self._serving = f"serving {len(defs.assets)} assets, watching {watching} sources"
                 self.notifier.ready(self._status_line(engine))
                 self._reloaded.set()
+                if self._reload_asked and self._root is not None:
+                    # a SIGHUP while no definitions served: the file may have changed since
+                    # the definitions that serve now were loaded
+                    self._reload_asked = False
+                    self._root.start_soon(self.reload)
                 _log.info(
                     "ready",
                     assets=len(defs.assets),
@@ -659,6 +666,8 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     if self._engine is not None and self._root is not None:
                         self._root.start_soon(self.reload)
+                    else:  # starting, or a reload waits for running functions: once served
+                        self._reload_asked = True
                 else:
                     self.stop(f"signal {signal.Signals(signum).name}")
 
