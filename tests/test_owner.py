@@ -268,6 +268,12 @@ def test_stop_reload_and_health_talk_to_the_daemon(project: Path, daemons: list[
                 client.get("/events", bad)
         since = client.get("/events", {"since": "9999-12-31T00:00:00Z"})
         assert since == []
+        # a typo is not an empty log (hostile26 bug3)
+        with pytest.raises(RequestRefused, match=r"no such asset or source 'parse'.*'parsed'"):
+            client.get("/events", {"asset": "parse"})
+        with pytest.raises(RequestRefused, match="'materialised' is not an event kind"):
+            client.get("/events", {"kind": "materialised"})
+        assert client.get("/events", {"asset": "parsed", "kind": "materialization"}) == []
     finally:
         client.close()
     reload = hw_project(project, "reload")
