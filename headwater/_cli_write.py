@@ -199,7 +199,7 @@ def materialize(
     )
     result, nodes = _submit(ask, definitions, state_dir, lambda nodes: None, lambda n, o: None)
     print_result(result, len(nodes))
-    if result.failed:
+    if result.failed or result.refused:
         sys.exit(EXIT_LATE_OR_FAILED)
 
 
@@ -249,7 +249,7 @@ def backfill(
 
         result, nodes = _submit(ask, definitions, state_dir, accepted, step)
     print_backfill(asset, first, last, result, nodes)
-    if result.failed:
+    if result.failed or result.refused:
         sys.exit(EXIT_LATE_OR_FAILED)
 
 

@@ -251,6 +251,35 @@ def test_nothing_new_starts_after_stopping(project: Path, daemons: list[object])
     assert [e.partition for e in _events(project, "materialization")] == ["first"]
 
 
+def test_a_requested_run_the_stopping_daemon_does_not_start_fails_materialize(
+    project: Path, daemons: list[object]
+) -> None:
+    """``materialize X && publish`` must not publish: a requested partition that the daemon,
+    stopping, never started is a request not carried out (exit 1), not a success."""
+    daemon = _daemon(project, daemons, "--grace", "10", env={"HW_MAX_CONCURRENCY": "1"})
+    daemon.start().wait_notify("READY=1")
+    _land(project, "second")
+    daemon.wait_event("materialized", asset="parsed", partition="second")
+    hold = project / "hold-first"
+    hold.touch()
+    _land(project, "first")
+    daemon.wait_event("run_started", asset="parsed", partition="first")  # the only slot
+    asked = hw_start("materialize", "parsed", "--partition", "second", "--force",
+                     "--state-dir", "state", "--definitions", "defs.py", cwd=project)  # fmt: skip
+    status = hw_project(project, "why", "parsed", "--partition", "second")
+    deadline = time.monotonic() + 10
+    while "queued since" not in status.stdout and time.monotonic() < deadline:
+        status = hw_project(project, "why", "parsed", "--partition", "second")
+    assert "queued since" in status.stdout, status.stdout
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_notify("STOPPING=1")
+    hold.unlink()
+    out, err = asked.communicate(timeout=30)
+    assert "the daemon is stopping" in out + err
+    assert asked.returncode == 1, out + err
+    assert daemon.proc is not None and daemon.proc.wait(timeout=15) == 0
+
+
 def test_stop_reload_and_health_talk_to_the_daemon(project: Path, daemons: list[object]) -> None:
     assert hw_project(project, "health").returncode == 1
     daemon = _daemon(project, daemons).start()

@@ -29,7 +29,7 @@ from headwater.definitions import AssetDef, EdgeMapping
 from headwater.eventlog import SmallValue
 from headwater.execution._decided import held_value
 from headwater.execution._observers import notify_planned
-from headwater.execution._results import StepCallback, TickResult
+from headwater.execution._results import NOT_RECORDED, NOT_STARTED, StepCallback, TickResult
 from headwater.execution._run_start import RunStart
 from headwater.execution._runner import Job, Outcome
 from headwater.execution._store import FilesystemStore
@@ -56,7 +56,7 @@ __all__ = ["InFlight", "RunCycle"]
 
 _log = structlog.get_logger("headwater.engine")
 
-STOPPING = "not started: the daemon is stopping"
+STOPPING = NOT_STARTED + "the daemon is stopping"
 _ALL = EdgeMapping.ALL
 
 
@@ -219,7 +219,7 @@ class RunCycle:
                                 again[node] = requests[node]
                             outcome = "skipped"
                     except StorageFailure as failure:  # siblings go on; recovery re-plans this
-                        result.skipped[node] = f"not recorded: {failure}"
+                        result.skipped[node] = NOT_RECORDED + str(failure)
                         outcome = "skipped"
                     finally:
                         del self._claims[node]
@@ -270,7 +270,7 @@ class RunCycle:
                     result.skipped[node] = STOPPING
                     return "skipped"
                 if engine.degraded is not None:
-                    result.skipped[node] = f"not started: {engine.degraded.reason}"
+                    result.skipped[node] = NOT_STARTED + engine.degraded.reason
                     return "skipped"
                 if waited:
                     # Inputs may have changed while it waited: decide on what the run reads.

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["StepCallback", "TickResult"]
+__all__ = ["NOT_RECORDED", "NOT_STARTED", "StepCallback", "TickResult"]
+
+NOT_STARTED = "not started: "
+NOT_RECORDED = "not recorded: "
+"""Reasons of skipped partitions that the daemon or its disk kept from running (stopping,
+degraded), not a policy: the partition was not carried out."""
 
 StepCallback = Callable[[tuple[str, str | None], str], None]
 """Called as each planned partition finishes: ``(node, "materialized" | "failed" | "skipped")``.
@@ -26,6 +31,12 @@ class TickResult:
     decided: int = 0
     """Partitions the tick decided (ran or not): the work a change reached. A change that
     early cutoff stops reaches nothing below the partition that produced the same version."""
+
+    @property
+    def refused(self) -> list[tuple[str, str | None]]:
+        """Skipped partitions whose run the daemon or the disk refused (stopping, degraded):
+        asked for, they count as not carried out, as failures do."""
+        return [n for n, why in self.skipped.items() if why.startswith((NOT_STARTED, NOT_RECORDED))]
 
     @property
     def assets(self) -> set[str]:
