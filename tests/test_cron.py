@@ -130,3 +130,49 @@ def test_bad_cron_expressions_and_zones_are_definition_errors() -> None:
         hw.on_cron("61 * * * *")
     with pytest.raises(hw.DefinitionError, match="unknown timezone"):
         hw.on_cron("0 6 * * *", tz="Mars/Olympus")
+
+
+def test_a_tick_missed_while_down_is_caught_up_in_the_repeated_hour(tmp_path: Path) -> None:
+    """Down over 01:30 EDT on the fall-back day, back at 01:10 EST (the hour's second pass,
+    40 minutes after the tick): the tick is caught up once (hostile27 bug1: it was lost)."""
+    defs = _root_cron("30 1 * * *", tz="America/New_York")
+    with Harness(defs, now="2026-10-31T12:00:00Z", state_dir=tmp_path) as h:
+        h.tick()
+    with Harness(defs, now="2026-11-01T06:10:00Z", state_dir=tmp_path) as h:
+        assert h.tick().materialized == [("snapshot", None)]
+        assert h.tick().materialized == []  # once
+        h.advance(hours=24)
+        assert len(h.events(kind="materialization", asset="snapshot")) == 1  # next: 11-02 06:30Z
+        h.advance(minutes=20)
+        assert len(h.events(kind="materialization", asset="snapshot")) == 2
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("expr", ["30 1 * * *", "15 2 * * *", "*/20 * * * *"])
+def test_the_last_and_next_ticks_agree_with_the_ticks_one_after_another(tz: str, expr: str) -> None:
+    """Every minute of the days around both DST changes of 2026: the last tick at or before a
+    moment is the last of the ticks walked forward, and the next one the first after it."""
+    import bisect
+    from datetime import UTC, timedelta
+
+    zone = ZoneInfo(tz)
+    hour = datetime(2026, 1, 1, tzinfo=UTC)
+    changes = []
+    while hour.year < 2027:
+        if (hour + timedelta(hours=1)).astimezone(zone).utcoffset() != hour.astimezone(
+            zone
+        ).utcoffset():
+            changes.append(hour)
+        hour += timedelta(hours=1)
+    assert len(changes) == 2
+    policy = hw.on_cron(expr, tz=tz)
+    for change in changes:
+        at = change - timedelta(hours=20)
+        ticks = [policy.last_tick(at)]
+        while ticks[-1] is not None and ticks[-1] < change + timedelta(hours=30):
+            ticks.append(policy.next_tick(ticks[-1]))
+        for _ in range(40 * 60):
+            last = ticks[bisect.bisect_right(ticks, at) - 1]
+            assert policy.last_tick(at) == last, at
+            assert policy.next_tick(at) == ticks[bisect.bisect_right(ticks, at)], at
+            at += timedelta(minutes=1)

@@ -39,17 +39,28 @@ class CronPolicy:
         return f"on_cron({self.expr!r}{'' if self.tz == 'UTC' else f', tz={self.tz!r}'})"
 
     def next_tick(self, after: datetime) -> datetime:
-        """The first tick strictly after ``after``."""
-        tick: datetime = next(CronSim(self.expr, after.astimezone(self._zone)))
-        return tick.astimezone(UTC)
+        """The first tick strictly after ``after``.
+
+        cronsim walks wall-clock time: started in the second pass of a repeated hour (fall
+        back), it yields that hour's tick of the first pass, which is already past."""
+        for tick in CronSim(self.expr, after.astimezone(self._zone)):
+            if tick > after:
+                return tick.astimezone(UTC)
+        raise AssertionError("unreachable: cronsim stops after 50 years without a match")
 
     def last_tick(self, at: datetime) -> datetime | None:
-        """The latest tick at or before ``at``."""
+        """The latest tick at or before ``at``.
+
+        cronsim's reverse walk, started in the second pass of a repeated hour, passes over
+        the tick of that hour's first pass (already past: 01:30 EDT when it is 01:10 EST) to
+        the day before; the ticks forward of what it found up to ``at`` are the truth."""
         ticks = CronSim(self.expr, (at + timedelta(minutes=1)).astimezone(self._zone), reverse=True)
-        for tick in ticks:
-            if tick <= at:
-                return tick.astimezone(UTC)
-        return None  # pragma: no cover - cronsim stops after 50 years without a match
+        last = next((tick for tick in ticks if tick <= at), None)
+        if last is None:
+            return None  # pragma: no cover - cronsim stops after 50 years without a match
+        while (later := self.next_tick(last)) <= at:
+            last = later
+        return last.astimezone(UTC)
 
     def decide(self, ctx: PolicyContext) -> Decision:
         if ctx.due_tick is None:
