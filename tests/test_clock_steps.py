@@ -100,6 +100,22 @@ DEFS = textwrap.dedent(
 
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="Debian's faketime (libfaketime) is needed")
+def test_every_window_that_closed_during_a_forward_step_is_recorded_late() -> None:
+    """A laptop asleep for four hours: each hourly window that closed meanwhile and got no
+    data is late by max_age, and recorded so (hostile27 bug2: only the newest window was)."""
+    hours = hw.HourlyPartitions(start="2026-01-05", tz="Europe/Berlin")
+    readings = hw.source("readings", partitions=hours, freshness=hw.Freshness(max_age="30m"))
+    with Harness(hw.Definitions([readings]), now="2026-01-05T12:00:00Z") as h:
+        h.tick()
+        h.step_clock("2026-01-05T16:10:00Z")
+        h.advance(minutes=30)
+        closed = ["2026-01-05T13:00", "2026-01-05T14:00", "2026-01-05T15:00", "2026-01-05T16:00"]
+        assert all(h.freshness("readings", k).late for k in closed)
+        recorded = [e.partition for e in h.events(kind="freshness_violated", asset="readings")]
+        assert sorted(set(recorded)) == sorted(set(recorded) | set(closed))
+        assert len(recorded) == len(set(recorded))  # each once
+
+
 def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
     tmp_path: Path, daemons: list[object]
 ) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from headwater._events import Event, EventKind
-from headwater.definitions import AssetDef
+from headwater.definitions import AssetDef, PartitionsDefinition
 from headwater.execution._timers import Timers
 from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
 from headwater.policies import ClockPolicy
@@ -68,16 +68,18 @@ class Clockwork:
         now = engine.clock.now()
         freshness: list[NodeKey] = []
         ev = engine.evaluator()
-        for kind, subject in self.timers.due(now):
+        for kind, subject, when in self.timers.due(now):
             if kind == "window":
                 key = str(subject)
                 parts = engine.defs.nodes[key].partitions
                 assert parts is not None
                 newest = [(key, p) for p in parts.newest_keys(ev.pctx) or ()]
                 if isinstance(engine.defs.nodes[key], AssetDef):
-                    engine.dirty.update(newest)
+                    engine.dirty.update(newest)  # the newest window fills itself, no other
                 if engine.defs.nodes[key].freshness is not None:
-                    freshness.extend(newest)  # its max_age deadline starts with the window
+                    # its max_age deadline starts with the window: with each window that
+                    # ended since the timer's instant (a suspend, a clock stepped forward)
+                    freshness.extend(newest + _ended_since(key, parts, when, ev))
                 if (end := parts.next_window_end(now)) is not None:
                     self.timers.schedule(end, "window", key)
             elif kind == "cron":
@@ -182,3 +184,18 @@ class Clockwork:
 
 def _late(record: NodeRecord | None) -> bool:
     return record is not None and record.late
+
+
+def _ended_since(
+    key: str, parts: PartitionsDefinition, when: datetime, ev: Evaluator
+) -> list[NodeKey]:
+    """The partitions whose window ended in ``[when, now)``, when more than the newest did:
+    none when the timer fires on time (a scan of every key only after the clock jumped)."""
+    following = parts.next_window_end(when)
+    if following is None or following > ev.now:
+        return []
+    return [
+        (key, p)
+        for p in parts.keys(ev.pctx)
+        if (end := parts.window_end(p)) is not None and when <= end < ev.now
+    ]

@@ -36,14 +36,15 @@ class Timers:
         if self.on_earlier is not None and (earliest is None or when < earliest):
             self.on_earlier()
 
-    def due(self, now: datetime) -> list[tuple[TimerKind, Hashable]]:
-        """Remove and return every timer at or before ``now``."""
-        out: list[tuple[TimerKind, Hashable]] = []
+    def due(self, now: datetime) -> list[tuple[TimerKind, Hashable, datetime]]:
+        """Remove and return every timer at or before ``now``, with the instant it was set to
+        (long before ``now`` after a suspend or a step of the clock)."""
+        out: list[tuple[TimerKind, Hashable, datetime]] = []
         while self._heap and self._heap[0][0] <= now:
             when, _, kind, subject = heapq.heappop(self._heap)
             if self._pending.get((kind, subject)) == when:
                 del self._pending[(kind, subject)]
-                out.append((kind, subject))
+                out.append((kind, subject, when))
         return out
 
     def next(self) -> datetime | None:
