@@ -116,6 +116,22 @@ def test_every_window_that_closed_during_a_forward_step_is_recorded_late() -> No
         assert len(recorded) == len(set(recorded))  # each once
 
 
+def test_windows_of_a_multi_partitioned_source_closed_over_weeks_are_each_recorded_once() -> None:
+    """Three weeks asleep over a day-by-region source: every (day, region) window that closed
+    meanwhile is recorded late once, and none is recorded twice as time goes on."""
+    parts = hw.MultiPartitions(
+        {"day": hw.DailyPartitions(start="2026-01-01"), "region": hw.StaticPartitions(["eu", "us"])}
+    )
+    sales = hw.source("sales", partitions=parts, freshness=hw.Freshness(max_age="1h"))
+    with Harness(hw.Definitions([sales]), now="2026-01-03T00:30:00Z") as h:
+        h.tick()
+        h.step_clock("2026-01-24T00:30:00Z")
+        h.advance(hours=3)
+        recorded = [e.partition for e in h.events(kind="freshness_violated", asset="sales")]
+        days = [f"2026-01-{d:02d}" for d in range(3, 24)]  # closed before first seen: not late
+        assert sorted(recorded) == sorted(f"{d}|{r}" for d in days for r in ("eu", "us"))
+
+
 def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
     tmp_path: Path, daemons: list[object]
 ) -> None:

@@ -105,3 +105,36 @@ def test_durations_parse_and_reject() -> None:
     assert hw.parse_duration("1d") == timedelta(days=1)
     with pytest.raises(ValueError, match="not a duration"):
         hw.parse_duration("soon")
+
+
+def test_the_windows_that_ended_between_two_instants() -> None:
+    """What a clock that jumped forward passed over: each window whose end lies in the span,
+    once, in the zone's own hours (the fall-back day has 25), and none outside the range."""
+    hours = hw.HourlyPartitions(start="2026-10-24", end="2026-10-26", tz="Europe/Berlin")
+    now = ctx("2026-12-01T00:00:00+00:00")
+    ended = hours.ended_between(
+        datetime(2026, 10, 24, 22, tzinfo=UTC), datetime(2026, 10, 26, tzinfo=UTC), now
+    )
+    # the ends at 22:00 and 23:00 UTC on the 24th, and 24 on the 25th: 26 windows, once each
+    assert ended is not None and len(ended) == len(set(ended)) == 26
+    assert ended[0] == "2026-10-24T23:00" and ended[-1] == "2026-10-25T23:00"  # the range's end
+    assert "2026-10-25T02:00" in ended and "2026-10-25T02:00+01:00" in ended  # the hour twice
+    before_start = hours.ended_between(
+        datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 23, 23, tzinfo=UTC), now
+    )
+    assert before_start == []
+    not_yet = hours.ended_between(
+        datetime(2026, 10, 24, 22, tzinfo=UTC),
+        datetime(2026, 10, 26, tzinfo=UTC),
+        ctx("2026-10-24T23:30:00+00:00"),
+    )
+    assert not_yet == ["2026-10-24T23:00", "2026-10-25T00:00"]  # only what exists at ctx.now
+    multi = hw.MultiPartitions(
+        {"day": hw.DailyPartitions(start="2026-01-01"), "region": hw.StaticPartitions(["eu", "us"])}
+    )
+    spanned = multi.ended_between(
+        datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 4, tzinfo=UTC), now
+    )
+    assert spanned == ["2026-01-01|eu", "2026-01-01|us", "2026-01-02|eu", "2026-01-02|us"]
+    assert hw.StaticPartitions(["a"]).ended_between(datetime(2026, 1, 1, tzinfo=UTC),
+                                                    datetime(2026, 1, 2, tzinfo=UTC), now) is None  # fmt: skip

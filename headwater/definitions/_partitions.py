@@ -66,6 +66,13 @@ class PartitionsDefinition(ABC):
         """The next instant after ``now`` at which a new key comes into existence by time."""
         return None
 
+    def ended_between(
+        self, begin: datetime, end: datetime, ctx: PartitionContext
+    ) -> Sequence[str] | None:
+        """The keys whose time window closed in ``[begin, end)`` (and exist at ``ctx.now``),
+        or None when not time-based: the windows a clock that jumped forward passed over."""
+        return None
+
     def window_end(self, key: str) -> datetime | None:
         """When the time window named by ``key`` closes; None for keys that are not times."""
         return None
@@ -257,6 +264,19 @@ class MultiPartitions(PartitionsDefinition):
     def next_window_end(self, now: datetime) -> datetime | None:
         ends = [e for d in self.dimensions.values() if (e := d.next_window_end(now)) is not None]
         return min(ends, default=None)
+
+    def ended_between(
+        self, begin: datetime, end: datetime, ctx: PartitionContext
+    ) -> Sequence[str] | None:
+        per_dim: list[Sequence[str]] = []
+        time_based = False
+        for dim in self.dimensions.values():
+            ended = dim.ended_between(begin, end, ctx)
+            time_based = time_based or ended is not None
+            per_dim.append(dim.keys(ctx) if ended is None else ended)
+        if not time_based:
+            return None
+        return [MULTI_SEPARATOR.join(combo) for combo in itertools.product(*per_dim)]
 
     def window_end(self, key: str) -> datetime | None:
         for dim, part in zip(self.dimensions.values(), self.split(key), strict=True):

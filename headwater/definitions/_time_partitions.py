@@ -276,6 +276,19 @@ class TimePartitions(PartitionsDefinition):
         newest = self._newest_start(ctx.now)
         return [] if newest is None else [self._label(newest)]
 
+    def ended_between(self, begin: datetime, end: datetime, ctx: PartitionContext) -> list[str]:
+        out: list[str] = []
+        for start in self.starts_within(self.preceding(self._floor(begin)), end):
+            stop = self.following(start)
+            if (
+                begin <= stop < end
+                and start >= self._first
+                and stop <= ctx.now
+                and (self._end is None or stop <= self._end)
+            ):
+                out.append(self._label(start))
+        return out
+
     def next_window_end(self, now: datetime) -> datetime | None:
         boundary = self._after(self._floor(now))
         if self._end is not None and boundary > self._end:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Clockwork"]
 
+_TICK = timedelta(microseconds=1)
 _log = structlog.get_logger("headwater.engine")
 
 
@@ -189,13 +190,6 @@ def _late(record: NodeRecord | None) -> bool:
 def _ended_since(
     key: str, parts: PartitionsDefinition, when: datetime, ev: Evaluator
 ) -> list[NodeKey]:
-    """The partitions whose window ended in ``[when, now)``, when more than the newest did:
-    none when the timer fires on time (a scan of every key only after the clock jumped)."""
-    following = parts.next_window_end(when)
-    if following is None or following > ev.now:
-        return []
-    return [
-        (key, p)
-        for p in parts.keys(ev.pctx)
-        if (end := parts.window_end(p)) is not None and when <= end < ev.now
-    ]
+    """The partitions whose window ended in ``[when, now]``: more than the newest after a
+    suspend or a forward step of the clock (the timer fires late)."""
+    return [(key, p) for p in parts.ended_between(when, ev.now + _TICK, ev.pctx) or ()]
