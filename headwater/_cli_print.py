@@ -75,6 +75,7 @@ def print_backfill(
     done = [n for n in result.materialized if n[0] == asset]
     failed = {n: e for n, e in result.failed.items() if n[0] == asset}
     skipped = {n: r for n, r in result.skipped.items() if n[0] == asset}
+    refused = [n for n in result.refused if n[0] == asset]
     fresh = len(nodes) - len(done) - len(failed) - len(skipped)
     for node, error in failed.items():
         echo(f"failed {node_label(*node)}: {error}")
@@ -83,7 +84,8 @@ def print_backfill(
     downstream = len(result.materialized) - len(done)
     echo(
         f"backfill {asset} {first}..{last}: {len(done)} materialized, {len(failed)} failed, "
-        f"{len(skipped)} waiting, {fresh} already fresh"
+        + (f"{len(refused)} not started, " if refused else "")
+        + f"{len(skipped) - len(refused)} waiting, {fresh} already fresh"
         + (f"; {downstream} downstream partitions materialized" if downstream else "")
     )
 

@@ -110,3 +110,25 @@ def test_a_long_legal_file_name_is_a_partition_that_can_be_stored(project: Path)
     code, out, _ = _hw(project, "status", "--json")
     states = {r["partition"]: r["state"] for r in json.loads(out) if r["asset"] == "note_length"}
     assert states == {long_name: "fresh", cjk: "fresh"}
+
+
+def test_a_backfill_summary_tells_refused_partitions_from_waiting_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Partitions the stopping daemon did not start make the command exit 1; its summary must
+    not call them "waiting", the word for partitions that wait for an input (exit 0)."""
+    from headwater._cli_print import print_backfill
+    from headwater.execution import TickResult
+    from headwater.execution._cycle import STOPPING
+
+    result = TickResult(
+        materialized=[("daily", "2026-11-01")],
+        skipped={("daily", "2026-11-02"): STOPPING, ("daily", "2026-11-03"): "waiting: input"},
+    )
+    nodes = [("daily", f"2026-11-0{d}") for d in range(1, 5)]
+    print_backfill("daily", "2026-11-01", "2026-11-04", result, nodes)
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary == (
+        "backfill daily 2026-11-01..2026-11-04: 1 materialized, 0 failed, 1 not started, "
+        "1 waiting, 1 already fresh"
+    )

@@ -234,6 +234,67 @@ def test_a_sighup_while_a_reload_waits_for_running_functions_is_not_lost(
     assert [r.payload["assets"] for r in reloaded] == [2, 3]  # type: ignore[attr-defined]
 
 
+_BLOCKING_DEFS = """
+import pathlib, time
+import headwater as hw
+
+here = pathlib.Path(__file__).parent
+(here / "importing").touch()
+while not (here / "release").exists():  # the daemon's first import, held by the test
+    time.sleep(0.01)
+
+
+@hw.asset
+def a_v1() -> int:
+    return 1
+
+
+defs = hw.Definitions([a_v1])
+"""
+_EDITED_DEFS = """
+import headwater as hw
+
+
+@hw.asset
+def a_v2() -> int:
+    return 2
+
+
+defs = hw.Definitions([a_v2])
+"""
+
+
+def _until(condition: object, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_reload_asked_while_the_daemon_starts_serves_the_edited_definitions(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """`headwater reload` while the first import of the definitions is still under way: the
+    file edited before it is what serves once the start is over (hostile28 bug3: the start's
+    own definitions served, and the reload said it was done)."""
+    from cli_process import hw_start
+
+    (tmp_path / "defs.py").write_text(_BLOCKING_DEFS)
+    daemon = _daemon(tmp_path, daemons).start()
+    _until(lambda: (tmp_path / "importing").exists())
+    (tmp_path / "defs.py").write_text(_EDITED_DEFS)
+    reload = hw_start("reload", "--state-dir", "state", "--definitions", "defs.py", cwd=tmp_path)
+    daemon.wait_event("reloading")
+    (tmp_path / "release").touch()
+    daemon.wait_event("materialized", asset="a_v2")
+    out, err = reload.communicate(timeout=60)
+    assert reload.returncode == 0, out + err
+    reloaded = _events(tmp_path, "reloaded")
+    assert [r.payload["assets"] for r in reloaded] == [1]  # type: ignore[attr-defined]
+
+
 def test_watchdog_pings_when_watchdog_usec_is_set(project: Path, daemons: list[object]) -> None:
     daemon = _daemon(project, daemons).start(watchdog_usec=200_000)
     daemon.wait_notify("READY=1")

@@ -117,6 +117,8 @@ class Daemon:
         self._stop_now = anyio.Event()
         self._next_defs: Definitions | None = None
         self._reload_asked = False
+        self._hup_queued = False
+        """A SIGHUP's reload waits for the one under way: later ones need no other."""
         """A SIGHUP came while no engine served (starting, or a reload under way)."""
         self._reloaded = anyio.Event()
         self._engine: Engine | None = None
@@ -158,6 +160,11 @@ class Daemon:
     def poke(self) -> None:
         """Something changed: run a tick soon."""
         self._wake.set()
+
+    async def _reload_for_signal(self) -> None:
+        async with self._reload_lock:
+            self._hup_queued = False  # a SIGHUP from now on may see a newer file
+            await self._reload()
 
     async def reload(self) -> tuple[str | None, bool]:
         """Load the definitions again; keep the old ones if the new ones do not load. Returns
@@ -405,7 +412,7 @@ class Daemon:
             await api_done.wait()
 
     async def _serve(self, defs: Definitions, *, first: bool) -> None:
-        if not self._stopping:
+        if not self._stopping and self._next_defs is None:  # else a reload asked to end it
             self._end = anyio.Event()
         settings = self.settings
         if not first:  # the previous definitions' cycles, kept out of collections till now
@@ -464,7 +471,8 @@ class Daemon:
                 )
                 self._serving = f"serving {len(defs.assets)} assets, watching {watching} sources"
                 self.notifier.ready(self._status_line(engine))
-                self._reloaded.set()
+                if self._next_defs is None:  # newer definitions wait to take over
+                    self._reloaded.set()
                 if self._reload_asked and self._root is not None:
                     # a SIGHUP while no definitions served: the file may have changed since
                     # the definitions that serve now were loaded
@@ -665,7 +673,9 @@ class Daemon:
             async for signum in received:
                 if signum == signal.SIGHUP:
                     if self._engine is not None and self._root is not None:
-                        self._root.start_soon(self.reload)
+                        if not self._hup_queued:  # one queued reload loads what all asked
+                            self._hup_queued = True
+                            self._root.start_soon(self._reload_for_signal)
                     else:  # starting, or a reload waits for running functions: once served
                         self._reload_asked = True
                 else:
