@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, Line
 
 from headwater.eventlog import EventLogReader
 
@@ -43,6 +43,20 @@ def _landed(daemon: DaemonProcess, project: Path, name: str, text: str = "a,b\n1
 
 def _events(project: Path, kind: str, partition: str | None = None) -> list[object]:
     return EventLogReader(project / "state").events(kind=kind, partition=partition)
+
+
+def _held_run(
+    project: Path, daemons: list[object], partition: str
+) -> tuple[DaemonProcess, Path, Line]:
+    """A started daemon running ``parsed[partition]``, held until the returned file goes;
+    with that run's ``run_started`` line."""
+    hold = project / f"hold-{partition}"
+    hold.touch()
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _land(project, partition)
+    started = daemon.wait_event("run_started", asset="parsed", partition=partition)
+    return daemon, hold, started
 
 
 def test_ready_only_after_the_startup_scan(project: Path, daemons: list[object]) -> None:
@@ -114,12 +128,7 @@ def test_sigterm_exits_0_after_stopping(project: Path, daemons: list[object]) ->
 def test_sigterm_lets_a_running_materialization_finish(
     project: Path, daemons: list[object]
 ) -> None:
-    hold = project / "hold-slow"
-    hold.touch()
-    daemon = _daemon(project, daemons).start()
-    daemon.wait_notify("READY=1")
-    _land(project, "slow")
-    daemon.wait_event("run_started", asset="parsed", partition="slow")
+    daemon, hold, _ = _held_run(project, daemons, "slow")
     daemon.signal(signal.SIGTERM)
     daemon.wait_notify("STOPPING=1")
     hold.unlink()  # the run can finish now, inside the grace period
@@ -131,12 +140,7 @@ def test_sigterm_lets_a_running_materialization_finish(
 def test_kill_9_mid_run_is_abandoned_then_materialized_once(
     project: Path, daemons: list[object]
 ) -> None:
-    hold = project / "hold-crash"
-    hold.touch()
-    first = _daemon(project, daemons).start()
-    first.wait_notify("READY=1")
-    _land(project, "crash")
-    started = first.wait_event("run_started", asset="parsed", partition="crash")
+    first, hold, started = _held_run(project, daemons, "crash")
     first.kill9()
     hold.unlink()
     second = _daemon(project, daemons).start()
@@ -212,12 +216,7 @@ def test_a_sighup_while_a_reload_waits_for_running_functions_is_not_lost(
 ) -> None:
     """The definitions edited after a reload began, and signalled again while it waits for
     a running function, are the ones that serve in the end (hostile26 bug2)."""
-    hold = project / "hold-long"
-    hold.touch()
-    daemon = _daemon(project, daemons).start()
-    daemon.wait_notify("READY=1")
-    _land(project, "long")
-    daemon.wait_event("run_started", asset="parsed", partition="long")
+    daemon, hold, _ = _held_run(project, daemons, "long")
     daemon.signal(signal.SIGHUP)  # the file as it is: waits for "long"
     daemon.wait_event("reload_waiting")
     good = (project / "defs.py").read_text()
@@ -329,12 +328,7 @@ def test_a_notify_reader_that_stops_reading_never_blocks_the_daemon(
 def test_a_long_run_does_not_hold_back_an_unrelated_file(
     project: Path, daemons: list[object]
 ) -> None:
-    hold = project / "hold-long"
-    hold.touch()
-    daemon = _daemon(project, daemons).start()
-    daemon.wait_notify("READY=1")
-    _land(project, "long")
-    daemon.wait_event("run_started", asset="parsed", partition="long")
+    daemon, hold, _ = _held_run(project, daemons, "long")
     _landed(daemon, project, "quick")  # materialized while "long" is still running
     assert _events(project, "materialization", "long") == []
     hold.unlink()
