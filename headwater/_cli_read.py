@@ -32,7 +32,7 @@ from headwater._config import (
 )
 from headwater._durations import DurationError, parse_duration
 from headwater._errors import HeadwaterError, StateDirError, did_you_mean
-from headwater._events import Event, EventKind, format_timestamp
+from headwater._events import EVENT_KINDS, Event, format_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import StatusRow, status_rows
 from headwater.eventlog import EventLogReader
@@ -229,9 +229,9 @@ def logs(
         else resolve_state_dir(state_dir)
     )
     start = _since(since)
-    if kind is not None and kind not in _KINDS:
-        raise UserError(f"--kind {kind!r} is not an event kind{did_you_mean(kind, _KINDS)}; "
-                        f"kinds: {', '.join(_KINDS)}")  # fmt: skip
+    if kind is not None and kind not in EVENT_KINDS:
+        raise UserError(f"--kind {kind!r} is not an event kind{did_you_mean(kind, EVENT_KINDS)}; "
+                        f"kinds: {', '.join(EVENT_KINDS)}")  # fmt: skip
     if _readable(directory):
         reader = EventLogReader(directory)
         if not follow:
@@ -256,9 +256,6 @@ def logs(
             return [Event.from_json(e) for e in client.get("/events", params)]
 
         _print_events(ask, follow, as_json)
-
-
-_KINDS = [str(k) for k in EventKind]
 
 
 def _check_asset(

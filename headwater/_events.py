@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventKind", "format_timestamp", "parse_timestamp"]
+__all__ = ["EVENT_KINDS", "Event", "EventKind", "format_timestamp", "parse_timestamp"]
 
 
 class EventKind(StrEnum):
@@ -28,6 +28,10 @@ class EventKind(StrEnum):
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload_failed"
     STORAGE_RECOVERED = "storage_recovered"
+
+
+EVENT_KINDS = [str(k) for k in EventKind]
+"""What ``--kind`` and ``/events?kind=`` accept."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

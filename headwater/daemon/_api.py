@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from headwater._errors import HeadwaterError, StateDirError, did_you_mean
-from headwater._events import EventKind, format_timestamp, parse_timestamp
+from headwater._events import EVENT_KINDS, format_timestamp, parse_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import status_rows
 from headwater._statedir import short_socket_path
@@ -274,9 +274,6 @@ async def _why(daemon: Controlled, request: Request) -> Response:
     return JSONResponse({"lines": lines, "events": events, "failure": failure})
 
 
-_KINDS = [str(k) for k in EventKind]
-
-
 async def _events(daemon: Controlled, request: Request) -> Response:
     """A page of events in id order, after ``after_id``, at most ``limit`` (1,000) of them;
     ``since`` (ISO-8601) filters here: filtered by the client, a page older than it came back
@@ -297,8 +294,10 @@ async def _events(daemon: Controlled, request: Request) -> Response:
         return _error(f"/events: after_id and limit are whole numbers, since an ISO-8601 time "
                       f"with a timezone: {exc}")  # fmt: skip
     kind, asset = q.get("kind"), q.get("asset")
-    if kind is not None and kind not in _KINDS:
-        return _error(f"/events: kind {kind!r} is not an event kind{did_you_mean(kind, _KINDS)}")
+    if kind is not None and kind not in EVENT_KINDS:
+        return _error(
+            f"/events: kind {kind!r} is not an event kind{did_you_mean(kind, EVENT_KINDS)}"
+        )
     if asset is not None:  # a typo must not read as an empty log
         engine = await daemon.current_engine()
         known = set(engine.defs.nodes) | await anyio.to_thread.run_sync(reader.assets)

@@ -139,10 +139,7 @@ class EventLogReader:
                     f" (SELECT id FROM events{where}{order}{cap}){order}"
                 )
                 rows = conn.execute(sql, params + capped).fetchall()
-        try:
-            return [event_from_row(tuple(r)) for r in rows]
-        except MalformedRow as exc:
-            raise malformed(self.path, exc) from None
+        return self._decoded(rows)
 
     def oldest(self) -> datetime | None:
         """When the oldest event the log keeps happened (by its time, not its id: after the
@@ -162,10 +159,7 @@ class EventLogReader:
                 conn, (asset, partition), ["asset = ?", "partition IS ?"], [asset, partition],
                 " ORDER BY id DESC", " LIMIT ?", [limit],
             )  # fmt: skip
-        try:
-            return [event_from_row(tuple(r)) for r in rows]
-        except MalformedRow as exc:
-            raise malformed(self.path, exc) from None
+        return self._decoded(rows)
 
     def last_failure(self, asset: str, partition: str | None) -> dict[str, Any] | None:
         """The payload of the asset partition's latest ``run_failed`` (its error, traceback,
@@ -178,8 +172,11 @@ class EventLogReader:
                 " AND kind = 'run_failed' ORDER BY id DESC LIMIT 1",
                 (asset, partition),
             ).fetchone()
+        return None if row is None else dict(self._decoded([row])[0].payload)
+
+    def _decoded(self, rows: list[Any]) -> list[Event]:
         try:
-            return None if row is None else dict(event_from_row(tuple(row)).payload)
+            return [event_from_row(tuple(r)) for r in rows]
         except MalformedRow as exc:
             raise malformed(self.path, exc) from None
 
