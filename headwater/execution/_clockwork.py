@@ -79,8 +79,9 @@ class Clockwork:
                     engine.dirty.update(newest)  # the newest window fills itself, no other
                 if engine.defs.nodes[key].freshness is not None:
                     # its max_age deadline starts with the window: with each window that
-                    # ended since the timer's instant (a suspend, a clock stepped forward)
-                    freshness.extend(newest + _ended_since(key, parts, when, ev))
+                    # ended since the timer's instant, the newest among them (more than one
+                    # after a suspend or a clock stepped forward)
+                    freshness.extend(_ended_since(key, parts, when, ev))
                 if (end := parts.next_window_end(now)) is not None:
                     self.timers.schedule(end, "window", key)
             elif kind == "cron":
