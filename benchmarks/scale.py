@@ -15,7 +15,9 @@ do).
 Printed per size, as medians over repeats: open (rebuild the state from the log), the first
 full evaluation (nothing to run), the cut-off tick and how many partitions it decided, the
 all-changed tick (sizes up to --all-changed-max) and its cost per run, the pure planner's cost
-per step over the whole closure (a dry run, as `headwater plan --changed s0`), and peak RSS.
+per step over the whole closure (a dry run, as `headwater plan --changed s0`), next to it the
+floor (``minimal_plan``: the least any planner must do per step on the same records), and peak
+RSS.
 Then trivial materializations for a chain of 500 and for 500 independent assets (threads, the
 default store), committed event-log appends per second for one writer, and issue 9's table:
 each measure against its target.
@@ -26,6 +28,7 @@ each measure against its target.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
 import math
@@ -199,6 +202,13 @@ async def measure(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
                 plans.append(time.perf_counter() - t)
             assert len(planned.steps) == closure(defs, "l0/a0"), len(planned.steps)
             out["plan_step"] = statistics.median(plans) / len(planned.steps)
+            floors = []
+            for _ in range(max(1, repeats // 2)):
+                t = time.perf_counter()
+                steps = minimal_plan(defs, engine.state.records, ("s0", None))
+                floors.append(time.perf_counter() - t)
+            assert steps == len(planned.steps), (steps, len(planned.steps))
+            out["floor_step"] = statistics.median(floors) / steps
             if all_changed:
                 runs = closure(defs, "l0/a0")
                 times = []
@@ -212,6 +222,41 @@ async def measure(n: int, repeats: int, all_changed: bool) -> dict[str, Any]:
                 out["all_runs"] = runs
     out["closure"] = closure(defs, "l0/a0")
     return out
+
+
+def minimal_plan(
+    defs: hw.Definitions, records: dict[tuple[str, str | None], Any], changed: tuple[str, None]
+) -> int:
+    """The least a planner over these records can do per step, as a floor for the real one:
+    the closure of ``changed`` (unpartitioned, every policy eager) in topological order, each
+    step reading its inputs' versions, comparing them with the recorded ones (naming the
+    changed inputs), recording a new version and reaching its children. No policies, checks,
+    partitions, failures or SLAs. Same records, graph and definitions as the real planner, so
+    what it costs at 100k that it does not at 1k is the memory of the data, not the logic."""
+    from headwater.planning._state import NodeRecord
+
+    records = dict(records)
+    order, in_edges, children = defs.graph.order, defs.graph.in_edges, defs.graph.children
+    records[changed] = NodeRecord(version="(new)")
+    ready = [(order[child], child) for child in children[changed[0]]]
+    heapq.heapify(ready)
+    reached = {key for _, key in ready}
+    steps = 0
+    while ready:
+        key = heapq.heappop(ready)[1]
+        old = records[(key, None)]
+        inputs = tuple(sorted((up, None, records[(up, None)].version) for up, _ in in_edges[key]))
+        why = [up for (up, _, v), (_, _, was) in zip(inputs, old.inputs, strict=True) if v != was]
+        assert why, key
+        steps += 1
+        records[(key, None)] = NodeRecord(
+            version=f"(planned {steps})", inputs=inputs, code_version=defs.code_version(key)
+        )
+        for child in children[key]:
+            if child not in reached:
+                reached.add(child)
+                heapq.heappush(ready, (order[child], child))
+    return steps
 
 
 async def throughput(n: int, serial: bool) -> float:
@@ -282,7 +327,8 @@ def main(sizes: list[int], repeats: int, all_changed_max: int) -> None:
     print("Dagster-shaped DAG (width √N, 1-3 parents from the layer before, Random(42))")
     print(
         f"{'assets':>8} {'closure':>8} {'open':>8} {'full eval':>10} {'cut-off tick':>13} "
-        f"{'decided':>8} {'all-changed':>12} {'per run':>9} {'plan/step':>10} {'peak RSS':>9}"
+        f"{'decided':>8} {'all-changed':>12} {'per run':>9} {'plan/step':>10} {'floor':>8} "
+        f"{'peak RSS':>9}"
     )
     results = {}
     for n in sizes:
@@ -293,7 +339,7 @@ def main(sizes: list[int], repeats: int, all_changed_max: int) -> None:
         print(
             f"{n:>8} {r['closure']:>8} {r['open']:>7.2f}s {r['full']:>9.2f}s "
             f"{r['cut'] * 1e3:>11.2f}ms {r['cut_decided']:>8} {every} "
-            f"{r['plan_step'] * 1e6:>8.2f}µs {r['rss_mb']:>7.0f}MB"
+            f"{r['plan_step'] * 1e6:>8.2f}µs {r['floor_step'] * 1e6:>6.2f}µs {r['rss_mb']:>7.0f}MB"
         )
     chain = _rate_in_child("chain")
     independent = _rate_in_child("independent")
@@ -334,6 +380,11 @@ def _targets(
         goal = f"{target:,.0f}{unit}" if target >= 100 else f"{target:g}{unit}"
         print(f"{name:<44} {shown:>12} {goal:>10} {ratio:>6.2f}{'' if ratio <= 1 else ' *'}")
     print("ratio: measured against the target, <= 1 meets it (* does not)")
+    floor = big["floor_step"]
+    print(
+        f"plan per step, the least a planner can do on the same records (minimal_plan), "
+        f"{large:,}: {floor * 1e6:.2f}µs; the real planner costs {big['plan_step'] / floor:.2f}x that"
+    )
 
 
 if __name__ == "__main__":
