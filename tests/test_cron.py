@@ -176,3 +176,137 @@ def test_the_last_and_next_ticks_agree_with_the_ticks_one_after_another(tz: str,
             assert policy.last_tick(at) == last, at
             assert policy.next_tick(at) == ticks[bisect.bisect_right(ticks, at)], at
             at += timedelta(minutes=1)
+
+
+def _ticks_by_definition(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
+    """The ticks in [start, end), by the rule of CronPolicy's docstring read minute by minute
+    in UTC, independently of its walks (5-field expressions, offsets changing on a minute)."""
+    from datetime import UTC, timedelta
+
+    from cronsim import CronSim
+
+    def matches(wall: datetime) -> bool:
+        return next(CronSim(expr, wall - timedelta(seconds=1))) == wall
+
+    zone, minute = ZoneInfo(tz), timedelta(minutes=1)
+    minute_field, hour_field = expr.split()[:2]
+    fixed_time = not minute_field.startswith("*") and not hour_field.startswith("*")
+    ticks, at = [], start
+    while at < end:
+        offset, before = at.astimezone(zone).utcoffset(), (at - minute).astimezone(zone).utcoffset()
+        assert offset is not None and before is not None
+        wall = (at + offset).replace(tzinfo=None)
+        if fixed_time:
+            first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC) == at
+            skipped = wall - (offset - before)  # the clock jumped forward from it to ``wall``
+            jumped = any(matches(skipped + k * minute) for k in range((offset - before) // minute))
+            tick = (matches(wall) and first) or jumped
+        else:
+            tick = matches(wall)
+        if tick:
+            ticks.append(at)
+        at += minute
+    return ticks
+
+
+def _local(ticks: list[datetime], tz: str) -> list[str]:
+    return [t.astimezone(ZoneInfo(tz)).strftime("%m-%d %H:%M%z") for t in ticks]
+
+
+def test_a_half_hour_dst_change_ticks_every_wall_time_of_the_hour() -> None:
+    """Lord Howe falls back half an hour (02:00 +11:00 becomes 01:30 +10:30, 01:30-01:59 are
+    read twice) and springs forward half an hour (02:00-02:29 skipped): */5 2 * * * ticks at
+    each 02:xx the clock reads, 12 on the fall-back day (cronsim's walk skipped 02:00-02:25)
+    and 6 on the spring-forward day."""
+    from datetime import UTC, timedelta
+
+    policy = hw.on_cron("*/5 2 * * *", tz="Australia/Lord_Howe")
+    days = {
+        "04-05": datetime(2026, 4, 4, 12, tzinfo=UTC),  # first Sunday of April: fall back
+        "10-04": datetime(2026, 10, 3, 12, tzinfo=UTC),  # first Sunday of October: forward
+    }
+    for day, start in days.items():
+        ticks = [policy.next_tick(start)]
+        while ticks[-1] < start + timedelta(days=1):
+            ticks.append(policy.next_tick(ticks[-1]))
+        on_day = [t for t in _local(ticks, "Australia/Lord_Howe") if t.startswith(day)]
+        offset = "+1030" if day == "04-05" else "+1100"
+        minutes = range(0, 60, 5) if day == "04-05" else range(30, 60, 5)
+        assert on_day == [f"{day} 02:{m:02}{offset}" for m in minutes]
+        assert len(set(on_day)) == len(on_day)
+        assert [policy.last_tick(t) for t in ticks] == ticks
+
+
+@pytest.mark.parametrize(
+    ("expr", "local_ticks"),
+    [
+        ("45 23 * * *", ["08-14 23:45+0900"]),  # a fixed time: once, at its first reading
+        ("45 * * * *", ["08-14 23:45+0900", "08-14 23:45+0830"]),  # hourly: on, each hour
+        (  # every 10 minutes goes on across the change: 23:30-23:50 at both offsets
+            "*/10 * * * *",
+            [
+                *("08-14 23:30+0900", "08-14 23:40+0900", "08-14 23:50+0900"),
+                *("08-14 23:30+0830", "08-14 23:40+0830", "08-14 23:50+0830", "08-15 00:00+0830"),
+            ],
+        ),
+    ],
+)
+def test_a_permanent_offset_change_ticks_once_per_tick(expr: str, local_ticks: list[str]) -> None:
+    """Pyongyang went from +09:00 to +08:30 at 2015-08-15 00:00 +09:00 for good: 23:30-23:59
+    of 08-14 were read twice. Every minute around it, the last and the next tick are the
+    ticks of the definition, each once (45 * * * *: next_tick jumped from 23:45 +09:00 to
+    00:45 +08:30 over 23:45 +08:30, which last_tick gave, so a restart ran it and a daemon
+    up throughout did not)."""
+    import bisect
+    from datetime import UTC, timedelta
+
+    tz = "Asia/Pyongyang"
+    change = datetime(2015, 8, 14, 15, tzinfo=UTC)
+    start, end = change - timedelta(hours=26), change + timedelta(hours=26)
+    ticks = _ticks_by_definition(expr, tz, start, end)
+    around = [t for t in ticks if abs(t - change) <= timedelta(minutes=30)]
+    assert _local(around, tz) == local_ticks
+    policy = hw.on_cron(expr, tz=tz)
+    at = change - timedelta(hours=3)
+    while at < change + timedelta(hours=3):
+        i = bisect.bisect_right(ticks, at)
+        assert (policy.last_tick(at), policy.next_tick(at)) == (ticks[i - 1], ticks[i]), at
+        at += timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "change"),
+    [
+        ("*/5 2 * * *", "Australia/Lord_Howe", "2026-04-04T15:00:00Z"),  # back half an hour
+        ("*/5 2 * * *", "Australia/Lord_Howe", "2026-10-03T15:30:00Z"),  # forward half an hour
+        ("45 23 * * *", "Asia/Pyongyang", "2015-08-14T15:00:00Z"),  # back for good
+        ("45 * * * *", "Asia/Pyongyang", "2015-08-14T15:00:00Z"),
+        ("0 * * * *", "Asia/Pyongyang", "2018-05-04T14:30:00Z"),  # forward for good
+    ],
+)
+def test_a_restart_runs_no_tick_twice_and_loses_none(expr: str, tz: str, change: str) -> None:
+    """A daemon that handled the last tick at m1, restarted at m2 (m1 every minute of the 12
+    hours around an offset change, down 1 minute to 5 hours): it runs the last tick at m2 if
+    that is after the one it handled (the ticks between are caught up once), then each next
+    tick in turn; together, the ticks of the definition, each once, none skipped."""
+    from datetime import timedelta
+
+    moment = datetime.fromisoformat(change)
+    start, end = moment - timedelta(hours=30), moment + timedelta(hours=60)
+    ticks = _ticks_by_definition(expr, tz, start, end)
+    policy = hw.on_cron(expr, tz=tz)
+    m1 = moment - timedelta(hours=6)
+    while m1 < moment + timedelta(hours=6):
+        handled = policy.last_tick(m1)
+        assert handled == max(t for t in ticks if t <= m1), m1
+        for down in (timedelta(minutes=1), timedelta(minutes=47), timedelta(hours=5)):
+            m2 = m1 + down
+            missed = [t for t in ticks if handled < t <= m2]
+            due = policy.last_tick(m2)
+            assert due is not None
+            run = [due] if due > handled else []
+            assert run == missed[-1:], (m1, m2)  # once, the latest, if any was missed
+            after = [policy.next_tick(m2)]
+            after.append(policy.next_tick(after[-1]))
+            assert after == [t for t in ticks if t > m2][:2], (m1, m2)
+        m1 += timedelta(minutes=1)
