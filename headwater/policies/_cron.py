@@ -52,6 +52,7 @@ class CronPolicy:
     reacts_to_upstream: bool = False
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
     _fixed_time: bool = field(init=False, repr=False, compare=False)
+    _fixed_offset: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -66,6 +67,9 @@ class CronPolicy:
         fields = self.expr.split()  # the class docstring's test (cronsim's own)
         fixed = len(fields) == 5 and not fields[0].startswith("*") and not fields[1].startswith("*")
         object.__setattr__(self, "_fixed_time", fixed)
+        # UTC (the default) and Etc/GMT+N never change offset: no probes for changes, which
+        # cost most for ticks far apart (a yearly one: 0.2 ms a call, against 30 µs)
+        object.__setattr__(self, "_fixed_offset", self.tz == "UTC" or self.tz.startswith("Etc/"))
 
     @property
     def name(self) -> str:
@@ -137,6 +141,8 @@ class CronPolicy:
         """None if the zone keeps ``offset`` from ``at`` to ``tick``. Otherwise, for a later
         ``tick``, the first instant after ``at`` in another offset; for an earlier one, the
         first instant of the run of ``offset`` that holds ``at``."""
+        if self._fixed_offset:
+            return None
         step = _PROBE if tick > at else -_PROBE
         near = at
         while near != tick:
