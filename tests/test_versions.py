@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,9 @@ DIFFERENT_ONLY_IN_TYPE = [
     ),
     (_frame(a=[1, 2]), _frame(a=[1.0, 2.0])),
     (pd.Series([1], name=1), pd.Series([1], name="1")),
+    (np.float64(1.0), 1.0),
+    (np.float64(1.0), np.float32(1.0)),
+    ({"m": np.float64(2.0)}, {"m": 2.0}),
 ]
 
 
@@ -195,12 +199,51 @@ EQUAL_CONTENT = [
     ),
     (_frame(a=[1.0, float("nan")]), _frame(a=[1.0, float("nan")]).copy()),
     (np.arange(6).reshape(2, 3), np.asfortranarray(np.arange(6).reshape(2, 3))),
+    (np.float64(-0.0), np.float64(0.0)),
+    (np.float32("nan"), -np.float32("nan")),
+    (
+        {"m": np.float64(1.5), "c": np.complex128(-0.0)},
+        {"c": np.complex128(0.0), "m": np.float64(1.5)},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("left", "right"), EQUAL_CONTENT)
 def test_equal_content_has_one_version(left: Any, right: Any) -> None:
     assert hw.data_version(left) == hw.data_version(right)
+
+
+def test_an_ordered_dicts_order_is_content_and_a_plain_dicts_is_not() -> None:
+    ab, ba = OrderedDict(a=1, b=2), OrderedDict(b=2, a=1)
+    assert ab != ba  # OrderedDict's own equality says so
+    assert hw.data_version(ab) != hw.data_version(ba)
+    assert hw.data_version(ab) == hw.data_version(OrderedDict(ab))
+    assert hw.data_version(dict(ab)) == hw.data_version(dict(ba)) != hw.data_version(ab)
+
+
+def test_an_asset_returning_numpy_scalars_materializes_and_cuts_off_on_equal_content() -> None:
+    """`df["x"].mean()` is a numpy scalar, alone or inside a dict."""
+    src = hw.source("src")
+
+    @hw.asset
+    def stats(src: list[float]) -> dict[str, Any]:
+        x = pd.Series(src, dtype="float64")
+        return {"mean": x.mean(), "max": x.max()}
+
+    @hw.asset
+    def mean(src: list[float]) -> Any:
+        return pd.Series(src, dtype="float64").mean()
+
+    @hw.asset
+    def report(stats: dict[str, Any], mean: Any) -> str:
+        return f"{stats['max']}/{mean}"
+
+    with Harness(hw.Definitions([src, stats, mean, report])) as h:
+        h.observe("src", value=[1.0, 2.0])
+        assert h.tick().assets == {"stats", "mean", "report"}
+        assert h.value("mean") == 1.5 and type(h.value("mean")) is np.float64
+        h.observe("src", value=[2.0, 1.0])  # same mean and max: nothing below them runs again
+        assert h.tick().assets == {"stats", "mean"}
 
 
 def _typed_equal(a: Any, b: Any) -> bool:

@@ -22,6 +22,7 @@ import math
 import pickle
 import struct
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
 from typing import Any
@@ -144,8 +145,13 @@ def _encode(h: Hasher, value: Any) -> None:
         return
     if _encode_stdlib(h, value):
         return
+    if isinstance(value, OrderedDict):
+        # its order is content: two OrderedDicts with the same items in another order differ
+        _tag(h, _type_name(value))
+        _sequence(h, "ordered", value.items(), len(value))
+        return
     if isinstance(value, _BUILTINS):
-        # a subclass (a namedtuple, an OrderedDict...): its own type, then the same rules
+        # a subclass (a namedtuple, a defaultdict...): its own type, then the same rules
         _tag(h, _type_name(value))
         base: Any = next(b for b in cls.__mro__ if b in _BUILTINS)
         plain = dict(value.items()) if isinstance(value, dict) else base(value)

@@ -30,7 +30,8 @@ def _numeric_bytes(arr: np.ndarray[Any, Any]) -> bytes:
     if arr.dtype.kind in "mM":
         arr = arr.view("i8")
     elif arr.dtype.kind in "fc":
-        arr = arr + 0  # -0.0 -> 0.0 (a copy)
+        arr = np.array(arr, copy=True)  # an array even for a scalar (`arr + 0` would not be)
+        arr += 0  # -0.0 -> 0.0
         arr[np.isnan(arr)] = np.nan  # one NaN payload
     return np.ascontiguousarray(arr).tobytes()
 
