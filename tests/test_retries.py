@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import headwater as hw
 from headwater.testing import Harness
+from headwater.versions import file_version
 
 
 def _flaky(fail_times: int, retries: hw.Retry) -> tuple[hw.Definitions, list[int]]:
@@ -74,3 +76,53 @@ def test_a_request_runs_an_exhausted_partition_again() -> None:
         h.advance("1d")
         assert len(calls) == 1
         assert h.materialize("fetch").materialized == [("fetch", None), ("below", None)]
+
+
+def _reads_file(folder: Path, loader: Any = None) -> hw.Definitions:
+    src = hw.FileSource("f", str(folder / "a.csv"), loader=loader)
+
+    @hw.asset(retries=hw.Retry(max_attempts=2, delay="30s"))
+    def rows(f: Any) -> int:
+        return len(f)
+
+    return hw.Definitions([src, rows])
+
+
+def test_a_source_file_deleted_before_the_run_reads_it_spends_no_retry(tmp_path: Path) -> None:
+    """Not the function's failure: the run is abandoned, the deletion recorded (as a sensor
+    would record it), and the asset waits for the file, then runs on it as a first attempt."""
+    path = tmp_path / "a.csv"
+    path.write_text("x\n1\n")
+    with Harness(_reads_file(tmp_path), state_dir=tmp_path / "state") as h:
+        h.observe("f", file_version(path))
+        path.unlink()  # after the observation, before the tick's run reads it
+        result = h.tick()
+        assert result.failed == {} and result.materialized == []
+        assert "deleted" in result.skipped[("rows", None)]
+        assert h.events(kind="run_failed") == []
+        (abandoned,) = h.events(kind="run_abandoned", asset="rows")
+        assert "deleted before the run read it" in abandoned.payload["reason"]
+        assert h.events(kind="observation", asset="f")[-1].data_version is None
+        assert h.tick().materialized == []  # waiting for its input: it does not run again
+        path.write_text("x\n1\n2\n")
+        h.observe("f", file_version(path))
+        assert h.tick().assets == {"rows"} and h.value("rows") == 2
+        (started, *_) = h.events(kind="run_started", asset="rows")[-1:]
+        assert started.payload["attempt"] == 1
+
+
+def test_a_loader_missing_a_file_of_its_own_fails_its_run(tmp_path: Path) -> None:
+    """Only the source's own file being gone is "not the function's failure": a loader that
+    looks for another file fails the run as any function does (and is not run in a loop)."""
+    path = tmp_path / "a.csv"
+    path.write_text("x\n1\n")
+
+    def loader(p: Path) -> Any:
+        return (p.parent / "sidecar.json").read_text()
+
+    with Harness(_reads_file(tmp_path, loader), state_dir=tmp_path / "state") as h:
+        h.observe("f", file_version(path))
+        result = h.tick()
+        assert "sidecar.json" in result.failed[("rows", None)]
+        assert h.events(kind="run_abandoned") == []
+        assert len(h.events(kind="run_started", asset="rows")) == 1

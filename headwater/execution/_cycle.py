@@ -411,6 +411,8 @@ class RunCycle:
         assert outcome is not None
         if outcome.lost:
             return await self._lost_inputs(node, start, outcome, result, job)
+        if outcome.gone:
+            return await self._gone_sources(node, start, outcome, result)
         if outcome.storage is not None:
             # Not the function's failure: no retry is spent; recovery abandons and re-runs it.
             engine.casualties[node] = outcome.error or str(outcome.storage)
@@ -541,6 +543,37 @@ class RunCycle:
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}" if lost else reason
         return "skipped" if lost else "replaced"
+
+    async def _gone_sources(
+        self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
+    ) -> str:
+        """A file source's file was not there when the run read it (deleted after it was
+        observed): not the function's failure, so the run is abandoned and spends no retry.
+        The deletion is recorded as a sensor would record it, unless the file is back or was
+        observed meanwhile; the run is then decided again on what the log says (its input
+        missing: it waits; the file back: it runs on it). Without that record, a tick with no
+        sensor (the harness, `materialize` before the sensor's event) would run it again and
+        again on a file that is not there."""
+        engine = self.engine
+        since = engine.observation_mark()  # a sensor's word after this look stands
+        now = await anyio.to_thread.run_sync(engine.runner.file_versions, outcome.gone)
+        gone = [n for n in outcome.gone if n in now and now[n] is None]
+        if gone:
+            await engine.observe_deleted(gone, listed_since=since)
+        files = ", ".join(node_label(*n) for n in outcome.gone)
+        reason = (
+            f"input {files}: its file was deleted before the run read it"
+            if gone
+            else f"input {files}: its file was replaced while the run read it; it is decided again"
+        )
+        _log.warning("input_file_gone", asset=node[0], partition=node[1], run_id=start.run_id,
+                     error=outcome.error, back=not gone)  # fmt: skip
+        abandoned = engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
+                                 payload={"reason": reason})  # fmt: skip
+        await start.append_with([abandoned])
+        engine.dirty.add(node)
+        result.skipped[node] = f"waiting: {reason}" if gone else reason
+        return "skipped" if gone else "replaced"
 
     async def _still_gone(self, nodes: list[NodeKey]) -> list[NodeKey]:
         """Those whose stored file does not hold the version the log records now. One that

@@ -862,6 +862,12 @@ class Engine:
             self.mark_children((item.key, item.partition))
         return len(changed)
 
+    async def observe_deleted(self, nodes: Sequence[NodeKey], *, listed_since: int) -> int:
+        """Record that these source partitions are gone, as a listing begun at
+        ``listed_since`` found them (see :meth:`observe_many`)."""
+        gone = [Observed(key, partition, None) for key, partition in nodes]
+        return await self.observe_many(gone, listed_since=listed_since)
+
     def observation_mark(self) -> int:
         """Taken before a listing begins, and given to :meth:`reconcile` with it: later than
         every observation and listing begun before, earlier than every one begun after."""

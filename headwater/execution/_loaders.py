@@ -20,9 +20,20 @@ from headwater.definitions import FileSource, ObjectSource
 from headwater.sensors._scan import scan_file_source
 from headwater.versions import bytes_version
 
-__all__ = ["load_bytes", "load_file_source", "load_object_source", "matching_keys"]
+__all__ = [
+    "SourceFileGone",
+    "file_source_version",
+    "load_bytes",
+    "load_file_source",
+    "load_object_source",
+    "matching_keys",
+]
 
 _ATTEMPTS = 3
+
+
+class SourceFileGone(FileNotFoundError):
+    """The source's own file is not there (as opposed to a file a user's loader looks for)."""
 
 
 def load_bytes(name: str, data: bytes) -> Any:
@@ -55,7 +66,7 @@ def load_file_source(
     if source.is_glob:
         listing = scan_file_source(source, base_dir, cache, private)
         if None not in listing.found:
-            raise FileNotFoundError(f"source {source.key!r}: no file matches {source.template!r}")
+            raise SourceFileGone(f"source {source.key!r}: no file matches {source.template!r}")
         paths = [Path(p) for p in sorted(str(k) for k in listing.files)]
         value = source.loader(paths) if source.loader is not None else paths
         return value, listing.found[None]
@@ -66,9 +77,14 @@ def load_file_source(
         try:
             found = examine(str(path), policy=policy, root=root, private=private)
             if found is None:
-                raise FileNotFoundError(f"source {source.key!r}: file {path} does not exist")
+                raise SourceFileGone(f"source {source.key!r}: file {path} does not exist")
             if source.loader is None:
-                data = read_bytes(found)
+                try:
+                    data = read_bytes(found)
+                except FileNotFoundError:  # deleted between the look and the read
+                    raise SourceFileGone(
+                        f"source {source.key!r}: file {path} does not exist"
+                    ) from None
                 return load_bytes(path.name, data), bytes_version(data)
             before = cache.version(found)
             value = source.loader(path)
@@ -78,6 +94,24 @@ def load_file_source(
         except Skipped as skipped:
             raise ValueError(f"source {source.key!r}: {path} is not read: {skipped}") from None
     raise RuntimeError(f"source {source.key!r}: {path} kept changing while it was read")
+
+
+def file_source_version(
+    source: FileSource,
+    base_dir: Path,
+    partition: str | None,
+    cache: FileCache,
+    private: tuple[str, ...] = (),
+) -> str | None:
+    """The version of one partition of a file source as it is on disk now (None: no file).
+    Raises :class:`Skipped` for a file no sensor would observe (a FIFO, a link not followed)."""
+    if source.is_glob:
+        return scan_file_source(source, base_dir, cache, private).found.get(None)
+    policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
+    root = str(source.root(base_dir).resolve())
+    path = str(source.resolve(base_dir, partition))
+    found = examine(path, policy=policy, root=root, private=private)
+    return None if found is None else cache.version(found)
 
 
 def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sysconfig
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from headwater._files import FileCache
+from headwater._files import FileCache, Skipped
 from headwater._storage import StorageFailure
 from headwater.definitions import (
     AssetDef,
@@ -29,7 +30,12 @@ from headwater.definitions import (
 )
 from headwater.eventlog import SmallValue
 from headwater.execution._context import Context
-from headwater.execution._loaders import load_file_source, load_object_source
+from headwater.execution._loaders import (
+    SourceFileGone,
+    file_source_version,
+    load_file_source,
+    load_object_source,
+)
 from headwater.execution._object_store import ObjectStore
 from headwater.execution._publishing import Superseded, guarded
 from headwater.execution._store import (
@@ -84,6 +90,9 @@ class Outcome:
     checks: tuple[CheckOutcome, ...] = ()
     lost: tuple[tuple[str, str | None], ...] = ()
     """Asset inputs whose stored value was gone when the run loaded them."""
+    gone: tuple[tuple[str, str | None], ...] = ()
+    """File source partitions whose file was not there when the run read them (deleted
+    after they were observed, before the run got to them)."""
     lost_damaged: bool = False
     """A lost input's file was there, under the right name, but damaged (cut short, zeroed,
     unreadable), as opposed to holding another version or not being there at all."""
@@ -164,6 +173,14 @@ class _InputError(Exception):
     """Loading an input failed; the message names the input."""
 
 
+class _GoneSource(Exception):
+    """A file source's file is not there: not the function's failure, and no value to read."""
+
+    def __init__(self, node: tuple[str, str | None], gone: SourceFileGone) -> None:
+        super().__init__(str(gone))
+        self.node = node
+
+
 class _LostInput(Exception):
     """An input's stored value is gone (deleted, or lost with its disk)."""
 
@@ -229,6 +246,21 @@ class Runner:
                 return None, None  # a plain source observed with a version only has no value
         return _load(self.io_for(key), key, partition, version), None
 
+    def file_versions(
+        self, nodes: Sequence[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], str | None]:
+        """The version on disk now of each file source partition (None: no file); one whose
+        file no sensor would observe (a FIFO, a link not followed) is left out."""
+        found: dict[tuple[str, str | None], str | None] = {}
+        for key, partition in nodes:
+            node = self.defs.nodes[key]
+            assert isinstance(node, FileSource)
+            with contextlib.suppress(Skipped):
+                found[(key, partition)] = file_source_version(
+                    node, self.defs.base_dir, partition, self.files, self.private
+                )
+        return found
+
     def _load_input(self, key: str, partition: str | None, reads: _Reads) -> Any:
         expected = reads.expected.get((key, partition))
         kept = reads.small.get((key, partition))
@@ -236,6 +268,8 @@ class Runner:
             return pickle.loads(kept.data)
         try:
             value, version = self.read(key, partition, expected)
+        except SourceFileGone as gone:
+            raise _GoneSource((key, partition), gone) from None
         except NoValueError as gone:
             if isinstance(self.defs.nodes[key], AssetDef | SourceDef):
                 raise _LostInput((key, partition), gone) from None
@@ -270,7 +304,7 @@ class Runner:
         for param, upstream in job.asset.inputs.items():
             try:
                 kwargs[param] = self._input_value(job, param, upstream, read)
-            except _LostInput:
+            except (_LostInput, _GoneSource):
                 raise
             except Exception as exc:
                 label = node_label(upstream, job.partition)
@@ -336,6 +370,13 @@ class Runner:
                     error=str(lost),
                     lost=(lost.node,),
                     lost_damaged=lost.damaged,
+                )
+            except _GoneSource as gone:
+                return Outcome(
+                    ok=False,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=str(gone),
+                    gone=(gone.node,),
                 )
             except Superseded as exc:
                 return Outcome(
