@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -88,3 +90,49 @@ def test_paths_map_to_sources_and_partitions(tmp_path: Path) -> None:
     assert watch_roots([raw], tmp_path) == [(tmp_path / "data").resolve()]
     assert watch_roots([raw, single], tmp_path) == [tmp_path.resolve()]  # nested roots fold
     assert watch_roots([every], tmp_path) == [tmp_path.resolve()]  # logs/ absent: nearest parent
+
+
+class _Changes:
+    """What the sensor reports as changed, waited on until a condition holds."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            await self._event.wait()
+            self._event = anyio.Event()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("recreate", ["at_once", "after_the_deletion_is_seen"])
+async def test_an_inbox_removed_and_made_again_is_watched_again(
+    tmp_path: Path, recreate: str
+) -> None:
+    """``rm -rf inbox && mkdir inbox`` ends inotify's watch on it for good; the sensor must
+    watch the new folder, not wait for a rescan an hour away."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "old.csv").write_text("a\n1\n")
+    async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
+        await FileSensor(engine, lambda: None).scan()
+        state = engine.state
+        changes = _Changes()
+        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                shutil.rmtree(inbox)
+                if recreate == "after_the_deletion_is_seen":
+                    await changes.until(lambda: state.version(("files", "old")) is None)
+                inbox.mkdir()
+                (inbox / "new.csv").write_text("a\n2\n")
+                await changes.until(lambda: state.version(("files", "new")) is not None)
+                # and it stays watched: a later file is seen as well
+                (inbox / "later.csv").write_text("a\n3\n")
+                await changes.until(lambda: state.version(("files", "later")) is not None)
+                tg.cancel_scope.cancel()
+        assert state.version(("files", "old")) is None

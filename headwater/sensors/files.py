@@ -45,6 +45,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
 from headwater._errors import PartitionKeyError
@@ -138,6 +139,14 @@ def _appears_complete(path: str) -> bool:
     return os.path.islink(path) or st.st_nlink > 1
 
 
+def _identity(folder: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _files_under(folder: str) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
 
@@ -170,10 +179,75 @@ class FileSensor:
         self._targets: dict[str, set[str]] = {}
         """A link's resolved target -> the links that point at it."""
         self._watched: set[str] = set()
-        self._watch: Callable[[str], None] = lambda folder: None
+        """Folders watched for links' targets, beside the roots."""
+        self._root_watches: dict[str, tuple[ObservedWatch, tuple[int, int] | None]] = {}
+        """Each watched root -> its watch and the (device, inode) of the folder it was armed on."""
+        self._observer: InotifyObserver | None = None
+        self._source_roots: list[str] = []
+        """Where each source's files live (resolved), to tell which folder events move a root."""
+        self._handler = _Forward(lambda item: None)
 
     def roots(self) -> list[Path]:
         return watch_roots(self.sources, self.base)
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _schedule(self, folder: str, *, recursive: bool) -> ObservedWatch | None:
+        if self._observer is None:
+            return None
+        with contextlib.suppress(OSError):  # a folder that vanished meanwhile
+            return self._observer.schedule(
+                self._handler, folder, recursive=recursive, event_filter=_EVENTS
+            )
+        return None
+
+    def _watch_link_folder(self, folder: str) -> None:
+        self._schedule(folder, recursive=False)
+
+    def _unschedule(self, watch: ObservedWatch) -> None:
+        if self._observer is not None:
+            with contextlib.suppress(KeyError, ValueError):  # already gone with its folder
+                self._observer.unschedule(watch)
+
+    def _arm(self, dead: Iterable[str] = ()) -> None:
+        """In a worker thread: watch every root as it is now.
+
+        A root folder removed (``rm -rf inbox && mkdir inbox``) ends its watch for good: watchdog
+        stops that emitter, and scheduling the same path again would reuse the dead one. So the
+        dead watch is dropped and the root, or its nearest existing parent while it is absent,
+        is watched afresh; a folder moved away, or replaced by another (a new inode), is noticed
+        here too. New watches are armed before old ones are dropped, so no moment is unwatched.
+        """
+        for folder in dead:
+            held = self._root_watches.pop(folder, None)
+            if held is not None:
+                self._unschedule(held[0])
+        for _ in range(3):  # a root that appears while arming is looked at once more
+            self._source_roots = [str(s.root(self.base).resolve()) for s in self.sources]
+            wanted = [str(root) for root in self.roots()]
+            armed: list[str] = []
+            for folder in wanted:
+                identity = _identity(folder)
+                held = self._root_watches.get(folder)
+                if held is not None and held[1] == identity:
+                    continue
+                if held is not None:
+                    self._unschedule(held[0])  # same path, other folder: the old watch is blind
+                watch = self._schedule(folder, recursive=True)
+                if watch is not None:
+                    self._root_watches[folder] = (watch, identity)
+                    armed.append(folder)
+            for folder in [f for f in self._root_watches if f not in wanted]:
+                self._unschedule(self._root_watches.pop(folder)[0])
+            if not armed:
+                break
+        self._roots.clear()  # a source folder that is a link may point elsewhere now
+
+    def _moves_a_root(self, path: str) -> bool:
+        """Is ``path`` a watched root, or a folder at or above where a source's files live?"""
+        return path in self._root_watches or any(
+            root == path or root.startswith(path + os.sep) for root in self._source_roots
+        )
 
     # -- observing -----------------------------------------------------------------------
 
@@ -291,11 +365,12 @@ class FileSensor:
         for link, target in links.items():
             self._targets.setdefault(target, set()).add(link)
             folder = os.path.dirname(target)
-            if folder not in self._watched and not any(
-                folder == r or folder.startswith(r + os.sep) for r in self._watched
+            if not any(
+                folder == r or folder.startswith(r + os.sep)
+                for r in (*self._watched, *self._root_watches)
             ):
                 self._watched.add(folder)
-                await anyio.to_thread.run_sync(self._watch, folder)
+                await anyio.to_thread.run_sync(self._watch_link_folder, folder)
 
     def _settle_later(self, path: str, signature: Signature | None) -> None:
         self._settling[path] = (signature, time.monotonic() + self.settle)
@@ -339,7 +414,8 @@ class FileSensor:
     async def _process(self, items: list[object]) -> None:
         ready: list[str] = []
         created: list[str] = []
-        rescan = False
+        dead: list[str] = []
+        rescan = rearm = False
         for item in items:
             if item == _RESCAN:
                 rescan = True
@@ -360,6 +436,9 @@ class FileSensor:
                         self._ready(path, ready)
                 if kind == "deleted" or (kind == "moved" and src):
                     rescan = True  # what was below it is gone
+                if kind == "deleted" and src in self._root_watches:
+                    dead.append(src)  # watchdog ended that watch with its folder
+                rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
             if kind == "closed":
                 self._settling.pop(src, None)
@@ -385,6 +464,8 @@ class FileSensor:
             )
             for path in complete:
                 self._ready(path, ready)
+        if rearm or dead:
+            await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
             _log.warning("rescan", reason="inotify queue overflow or a folder removed")
             await self.scan()
@@ -424,6 +505,7 @@ class FileSensor:
     async def _rescan_forever(self) -> None:
         while True:
             await anyio.sleep(self.rescan_interval)
+            await anyio.to_thread.run_sync(self._arm)  # a root moved away sends no event
             await self.scan()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -443,20 +525,14 @@ class FileSensor:
                 loop.call_soon_threadsafe(deliver, item)
 
         # full events: a file moved in from an unwatched folder is a move, not a creation
-        observer = InotifyObserver(generate_full_events=True)
-        handler = _Forward(push)
-
-        def watch(folder: str, *, recursive: bool = False) -> None:
-            with contextlib.suppress(OSError):  # a folder that vanished meanwhile
-                observer.schedule(handler, folder, recursive=recursive, event_filter=_EVENTS)
+        self._observer = InotifyObserver(generate_full_events=True)
+        self._handler = _Forward(push)
 
         def arm() -> None:  # stats folders and adds inotify watches: off the loop
-            for root in self.roots():
-                self._watched.add(str(root))
-                watch(str(root), recursive=True)
-            observer.start()
+            self._arm()
+            assert self._observer is not None
+            self._observer.start()
 
-        self._watch = watch
         alarm = _OverflowAlarm(lambda: push(_RESCAN))
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(alarm)
@@ -470,7 +546,7 @@ class FileSensor:
             for name in _WATCHDOG_LOGGERS:
                 logging.getLogger(name).removeHandler(alarm)
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_stop, observer)
+                await anyio.to_thread.run_sync(_stop, self._observer)
                 send.close()
                 receive.close()
 
