@@ -185,6 +185,28 @@ def test_a_link_anywhere_is_followed_with_symlinks_follow_and_its_target_watched
     )
 
 
+@pytest.mark.parametrize(
+    ("folder", "target", "asset"),
+    [
+        ("inbox", "inbox/pending/early.data", "parsed"),
+        ("linked", "elsewhere/early.csv", "linked_rows"),
+    ],
+)
+def test_a_dangling_link_is_named_and_counts_once_its_target_appears(
+    site: tuple[Path, DaemonProcess], folder: str, target: str, asset: str
+) -> None:
+    root, daemon = site
+    (root / target).parent.mkdir(exist_ok=True)
+    link = root / folder / "early.csv"
+    since = daemon.mark()
+    link.symlink_to(root / target)
+    line = daemon.wait_event("file_ignored", path=str(link), since=since)
+    assert "does not exist" in line["reason"]
+    since = daemon.mark()
+    (root / target).write_text(CSV)  # no event on the link itself: its target's is enough
+    _materialized(daemon, asset, "early", since)
+
+
 def test_a_fifo_is_skipped_and_never_blocks_the_daemon(site: tuple[Path, DaemonProcess]) -> None:
     root, daemon = site
     fifo = root / "staging" / "pipe.csv"

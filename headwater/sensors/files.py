@@ -323,6 +323,14 @@ class FileSensor:
             return
         if found is not None and found.link:
             batch.links[path] = found.target
+        elif found is None and os.path.islink(path):
+            # A dangling link: remember where it points, so the target landing counts for it.
+            target = os.path.realpath(path)
+            batch.links[path] = target
+            batch.ignored.append(
+                (path, f"it is a symbolic link to {target}, which does not exist; "
+                       "it counts once that file appears")
+            )  # fmt: skip
         payload = {"path": path} if version is not None else {}
         batch.observed.append(Observed(source.key, partition, version, payload))
 
