@@ -185,6 +185,39 @@ def test_a_link_anywhere_is_followed_with_symlinks_follow_and_its_target_watched
     )
 
 
+def test_a_hard_link_published_then_its_temporary_name_removed_counts(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    """``os.link(tmp, dst); os.unlink(tmp)``: dst shows only a creation, and by the time the
+    sensor looks it has one link. No process holds it open, so no close will ever come."""
+    root, daemon = site
+    temporary = root / "staging" / ".published.tmp"
+    temporary.write_text(CSV)
+    since = daemon.mark()
+    os.link(temporary, root / "inbox" / "published.csv")
+    temporary.unlink()
+    _materialized(daemon, "parsed", "published", since)
+
+
+def test_a_file_held_open_without_a_close_is_counted_at_its_close_only(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    """A writer pausing for longer than --settle: the sensor asks /proc, sees it held for
+    writing, and waits for the close, so the half-written content is never read."""
+    root, daemon = site
+    since = daemon.mark()
+    with open(root / "inbox" / "slow.csv", "w") as writer:
+        writer.write("a,b\n1,2\n")
+        writer.flush()
+        # well past --settle (0.3 s): the sensor looks while the file is held open
+        time.sleep(1.0)
+        writer.write("3,4\n")
+    _materialized(daemon, "parsed", "slow", since)
+    (observed,) = _events(root, "observation", "files", "slow")
+    assert _events(root, "materialization", "parsed", "slow")[-1].payload["metadata"]["rows"] == 2
+    assert observed.payload.get("path", "").endswith("slow.csv")
+
+
 @pytest.mark.parametrize(
     ("folder", "target", "asset"),
     [

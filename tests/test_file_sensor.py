@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 import headwater as hw
 from headwater._clock import SystemClock
+from headwater._files import FileCache, examine
+from headwater.eventlog import EventLogReader
 from headwater.execution import Engine
 from headwater.sensors._scan import match_path
 from headwater.sensors.files import FileSensor, watch_roots
@@ -136,3 +139,43 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
                 await changes.until(lambda: state.version(("files", "later")) is not None)
                 tg.cancel_scope.cancel()
         assert state.version(("files", "old")) is None
+
+
+def _write_pausing(path: Path, cache: FileCache) -> str | None:
+    """Make ``path``'s folder, write half the file, pause five times ``settle``, write the rest;
+    return the version of what was written."""
+    path.parent.mkdir()
+    with open(path, "w") as writer:
+        writer.write("a\n1\n")
+        writer.flush()
+        time.sleep(1.0)  # the writer's pause, not a wait on the sensor
+        writer.write("2\n")
+    found = examine(str(path), policy="inside", root=str(path.parent.parent.resolve()))
+    return cache.version(found) if found else None
+
+
+@pytest.mark.asyncio
+async def test_a_file_held_open_in_a_new_folder_is_read_at_its_close_only(tmp_path: Path) -> None:
+    """In a folder made a moment ago a file may show no close event, so it counts once it
+    stands still; but while a writer holds it open (here pausing well past ``settle``), /proc
+    says so, and the sensor waits for the close instead of reading half of it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    nested = hw.FileSource(
+        "nested", str(inbox / "{partition}" / "data.csv"), partitions=hw.DynamicPartitions("n")
+    )
+    async with Engine.open(hw.Definitions([nested]), tmp_path / "state", SystemClock()) as engine:
+        changes = _Changes()
+        sensor = FileSensor(engine, changes.set, settle=0.2, rescan_interval=3600)
+        path = inbox / "p1" / "data.csv"
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                final = await anyio.to_thread.run_sync(_write_pausing, path, sensor.cache)
+                await changes.until(lambda: engine.state.version(("nested", "p1")) == final)
+                tg.cancel_scope.cancel()
+    reader = EventLogReader(tmp_path / "state")
+    observed = await anyio.to_thread.run_sync(
+        lambda: reader.events(kind="observation", asset="nested", partition="p1")
+    )
+    assert [e.data_version for e in observed] == [final]

@@ -54,6 +54,7 @@ from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
 from headwater.sensors._scan import match_path, scan_file_source
+from headwater.sensors._writers import held_for_writing
 
 __all__ = ["FileSensor", "sync_file_sources", "watch_roots"]
 
@@ -171,6 +172,8 @@ class FileSensor:
         self._roots: dict[str, str] = {}
         self._warned: set[tuple[str, str]] = set()
         self._settling: dict[str, tuple[Signature | None, float]] = {}
+        self._unclosed: dict[str, float] = {}
+        """Files created in a watched folder with no close event yet -> when to look at them."""
         self._behind_since: float | None = None
         """When the oldest file event not yet recorded arrived (monotonic; None: caught up)."""
         self._quiet: dict[str, float] = {}
@@ -268,17 +271,30 @@ class FileSensor:
             self.on_change()
 
     def _examine(
-        self, paths: Iterable[str], checks: Iterable[tuple[str, Signature | None]]
+        self,
+        paths: Iterable[str],
+        checks: Iterable[tuple[str, Signature | None]],
+        unclosed: Iterable[str] = (),
     ) -> _Batch:
         """In a worker thread: every path's source, partition and version (None if gone)."""
         batch = _Batch()
         paths = list(paths)
+        still: list[str] = []
         for path, before in checks:  # files in new folders: count them once they stand still
             after = _signature(path)
             if after is not None and after != before:
                 batch.unsettled.append((path, after))
             else:
-                paths.append(path)
+                still.append(path)
+        unclosed = list(unclosed)
+        writers = held_for_writing({*still, *unclosed})
+        # A writer that still holds the file will close it, and its close event counts it.
+        paths += [p for p in still if p not in writers.held]
+        # A file created with no close event and held by nobody is complete (a hard link
+        # published by os.link then unlinking the temporary name). If /proc cannot see every
+        # process, the close may still come: the rescan catches what it never brings.
+        if writers.complete:
+            paths += [p for p in unclosed if p not in writers.held]
         globs: dict[str, FileSource] = {}
         for path in dict.fromkeys(paths):
             for source in self.sources:
@@ -335,15 +351,18 @@ class FileSensor:
         batch.observed.append(Observed(source.key, partition, version, payload))
 
     async def _observe(
-        self, paths: Iterable[str], checks: Iterable[tuple[str, Signature | None]] = ()
+        self,
+        paths: Iterable[str],
+        checks: Iterable[tuple[str, Signature | None]] = (),
+        unclosed: Iterable[str] = (),
     ) -> None:
-        paths, checks = list(paths), list(checks)
-        if not paths and not checks:
+        paths, checks, unclosed = list(paths), list(checks), list(unclosed)
+        if not paths and not checks and not unclosed:
             return
         for target, links in self._targets.items():  # a link's target changed: the link did
             if target in paths:
                 paths.extend(links)
-        batch = await anyio.to_thread.run_sync(self._examine, paths, checks)
+        batch = await anyio.to_thread.run_sync(self._examine, paths, checks, unclosed)
         for path, signature in batch.unsettled:
             self._settle_later(path, signature)
         self._warn_ignored(batch.ignored)
@@ -405,10 +424,14 @@ class FileSensor:
         quiet = [p for p, at in self._quiet.items() if at <= now]
         for path in quiet:
             del self._quiet[path]
-        await self._observe(quiet, checks)
+        unclosed = [p for p, at in self._unclosed.items() if at <= now]
+        for path in unclosed:
+            del self._unclosed[path]
+        await self._observe(quiet, checks, unclosed)
 
     def _next_due(self) -> float:
-        times = [at for _, at in self._settling.values()] + list(self._quiet.values())
+        times = [at for _, at in self._settling.values()]
+        times += [*self._quiet.values(), *self._unclosed.values()]
         return max(0.0, min(times) - time.monotonic()) if times else math.inf
 
     def _ready(self, path: str, ready: list[str]) -> None:
@@ -448,6 +471,7 @@ class FileSensor:
                     dead.append(src)  # watchdog ended that watch with its folder
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
+            self._unclosed.pop(src, None)
             if kind == "closed":
                 self._settling.pop(src, None)
                 self._ready(src, ready)
@@ -456,6 +480,7 @@ class FileSensor:
                     ready.append(src)  # gone from here
                 if dest:
                     self._settling.pop(dest, None)
+                    self._unclosed.pop(dest, None)
                     self._ready(dest, ready)
             elif kind == "deleted":
                 self._settling.pop(src, None)
@@ -468,10 +493,13 @@ class FileSensor:
                     created.append(src)
         if created:  # links and hard links see no close event: they are complete at once
             complete = await anyio.to_thread.run_sync(
-                lambda: [p for p in created if _appears_complete(p)]
+                lambda: {p for p in created if _appears_complete(p)}
             )
-            for path in complete:
-                self._ready(path, ready)
+            for path in created:
+                if path in complete:
+                    self._ready(path, ready)
+                else:  # its close is awaited; if none comes, /proc is asked who writes it
+                    self._unclosed[path] = time.monotonic() + self.settle
         if rearm or dead:
             await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
@@ -507,7 +535,7 @@ class FileSensor:
                     self._behind_since = time.monotonic()
                 await self._process(items)
             await self._due()
-            if not self._settling and not self._quiet:
+            if not self._settling and not self._quiet and not self._unclosed:
                 self._behind_since = None
 
     async def _rescan_forever(self) -> None:
