@@ -14,7 +14,10 @@ from typing import Any
 
 from headwater.definitions import ObjectSource
 
-__all__ = ["ObjectEntry", "client_for", "client_kwargs", "get_object", "list_objects"]
+__all__ = [
+    "ObjectEntry", "client_for", "client_kwargs", "get_object", "head_etag", "is_missing",
+    "list_objects",
+]  # fmt: skip
 
 ObjectEntry = tuple[str, int]
 """(ETag without quotes, size)"""
@@ -72,3 +75,23 @@ def get_object(source: ObjectSource, key: str) -> tuple[bytes, str]:
     finally:
         body.close()
     return data, str(response["ETag"]).strip('"')
+
+
+def is_missing(exc: BaseException) -> bool:
+    """Did the store answer that the object is not there (as opposed to any other failure)?"""
+    response = getattr(exc, "response", None)  # botocore's ClientError carries the answer
+    if not isinstance(response, Mapping):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def head_etag(source: ObjectSource, key: str) -> str | None:
+    """The object's ETag now, None if it is not there (raises on any other error)."""
+    try:
+        response = client_for(source).head_object(Bucket=source.bucket, Key=key)
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+    return str(response["ETag"]).strip('"')

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from servers import moto_bucket
+
 import headwater as hw
 from headwater.testing import Harness
 from headwater.versions import file_version
@@ -126,3 +128,33 @@ def test_a_loader_missing_a_file_of_its_own_fails_its_run(tmp_path: Path) -> Non
         assert "sidecar.json" in result.failed[("rows", None)]
         assert h.events(kind="run_abandoned") == []
         assert len(h.events(kind="run_started", asset="rows")) == 1
+
+
+def test_an_object_deleted_before_the_run_reads_it_spends_no_retry(tmp_path: Path) -> None:
+    """The same for an object source, on a real S3-compatible server: the store's NoSuchKey
+    abandons the run, and the asset waits for the object to come back."""
+    with moto_bucket("lake") as (endpoint, client):
+        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+                   "region_name": "us-east-1"}  # fmt: skip
+        src = hw.ObjectSource("o", "s3://lake/a.csv", storage_options=options)
+
+        @hw.asset(retries=hw.Retry(max_attempts=2, delay="30s"))
+        def rows(o: Any) -> int:
+            return len(o)
+
+        client.put_object(Bucket="lake", Key="a.csv", Body=b"x\n1\n")
+        etag = client.head_object(Bucket="lake", Key="a.csv")["ETag"].strip('"')
+        with Harness(hw.Definitions([src, rows]), state_dir=tmp_path / "state") as h:
+            h.observe("o", etag)
+            client.delete_object(Bucket="lake", Key="a.csv")  # after the listing saw it
+            result = h.tick()
+            assert result.failed == {} and result.materialized == []
+            assert h.events(kind="run_failed") == []
+            (abandoned,) = h.events(kind="run_abandoned", asset="rows")
+            assert "object was deleted before the run read it" in abandoned.payload["reason"]
+            assert h.events(kind="observation", asset="o")[-1].data_version is None
+            assert h.tick().materialized == []  # waiting for its input
+            client.put_object(Bucket="lake", Key="a.csv", Body=b"x\n1\n2\n")
+            h.observe("o", client.head_object(Bucket="lake", Key="a.csv")["ETag"].strip('"'))
+            assert h.tick().assets == {"rows"} and h.value("rows") == 2
+            assert h.events(kind="run_started", asset="rows")[-1].payload["attempt"] == 1

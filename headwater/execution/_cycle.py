@@ -25,7 +25,7 @@ import structlog
 
 from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
-from headwater.definitions import AssetDef, EdgeMapping
+from headwater.definitions import AssetDef, EdgeMapping, ObjectSource
 from headwater.eventlog import SmallValue
 from headwater.execution._decided import held_value
 from headwater.execution._observers import notify_planned
@@ -547,8 +547,8 @@ class RunCycle:
     async def _gone_sources(
         self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
     ) -> str:
-        """A file source's file was not there when the run read it (deleted after it was
-        observed): not the function's failure, so the run is abandoned and spends no retry.
+        """A file source's file (an object source's object) was not there when the run read
+        it (deleted after it was observed): not the function's failure, so the run is abandoned and spends no retry.
         The deletion is recorded as a sensor would record it, unless the file is back or was
         observed meanwhile; the run is then decided again on what the log says (its input
         missing: it waits; the file back: it runs on it). Without that record, a tick with no
@@ -556,13 +556,18 @@ class RunCycle:
         again on a file that is not there."""
         engine = self.engine
         since = engine.observation_mark()  # a sensor's word after this look stands
-        now = await anyio.to_thread.run_sync(engine.runner.file_versions, outcome.gone)
+        now = await anyio.to_thread.run_sync(engine.runner.source_versions, outcome.gone)
         gone = [n for n in outcome.gone if n in now and now[n] is None]
         if gone:
             await engine.observe_deleted(gone, listed_since=since)
         files = ", ".join(node_label(*n) for n in outcome.gone)
+        what = (
+            "object"
+            if any(isinstance(engine.defs.nodes[k], ObjectSource) for k, _ in gone)
+            else "file"
+        )
         reason = (
-            f"input {files}: its file was deleted before the run read it"
+            f"input {files}: its {what} was deleted before the run read it"
             if gone
             else f"input {files}: its file was replaced while the run read it; it is decided again"
         )

@@ -33,7 +33,8 @@ _ATTEMPTS = 3
 
 
 class SourceFileGone(FileNotFoundError):
-    """The source's own file is not there (as opposed to a file a user's loader looks for)."""
+    """The source's own file or object is not there (as opposed to a file a user's loader
+    looks for)."""
 
 
 def load_bytes(name: str, data: bytes) -> Any:
@@ -127,5 +128,12 @@ def load_object_source(source: ObjectSource, partition: str | None) -> tuple[Any
         urls = [f"s3://{source.bucket}/{k}" for k in keys]
         return (source.loader(urls) if source.loader is not None else urls), None
     key = source.render(partition)
-    data, etag = _s3.get_object(source, key)
+    try:
+        data, etag = _s3.get_object(source, key)
+    except Exception as exc:
+        if _s3.is_missing(exc):
+            raise SourceFileGone(
+                f"source {source.key!r}: object s3://{source.bucket}/{key} does not exist"
+            ) from None
+        raise
     return (source.loader(data) if source.loader is not None else load_bytes(key, data)), etag

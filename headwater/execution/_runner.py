@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from headwater import _s3
 from headwater._files import FileCache, Skipped
 from headwater._storage import StorageFailure
 from headwater.definitions import (
@@ -148,6 +149,13 @@ _LIBRARIES = tuple(
 )
 
 
+def _failed(started: float, error: str, **details: Any) -> Outcome:
+    """A failed run's outcome, timed from ``started`` (``time.perf_counter()``)."""
+    return Outcome(
+        ok=False, duration_ms=(time.perf_counter() - started) * 1000, error=error, **details
+    )
+
+
 def _where(exc: BaseException, user_dir: Path) -> str | None:
     """``file:line`` of the deepest frame in the user's code: under the definitions' folder if
     any is, else outside headwater and the installed libraries."""
@@ -246,14 +254,22 @@ class Runner:
                 return None, None  # a plain source observed with a version only has no value
         return _load(self.io_for(key), key, partition, version), None
 
-    def file_versions(
+    def source_versions(
         self, nodes: Sequence[tuple[str, str | None]]
     ) -> dict[tuple[str, str | None], str | None]:
-        """The version on disk now of each file source partition (None: no file); one whose
-        file no sensor would observe (a FIFO, a link not followed) is left out."""
+        """The version now of each file or object source partition (None: not there). A file
+        no sensor would observe (a FIFO, a link not followed) is left out; an object whose
+        store does not answer counts as not there (the next listing observes it if it is),
+        so a store that keeps failing cannot have the run decided again and again."""
         found: dict[tuple[str, str | None], str | None] = {}
         for key, partition in nodes:
             node = self.defs.nodes[key]
+            if isinstance(node, ObjectSource):
+                try:
+                    found[(key, partition)] = _s3.head_etag(node, node.render(partition))
+                except Exception:
+                    found[(key, partition)] = None
+                continue
             assert isinstance(node, FileSource)
             with contextlib.suppress(Skipped):
                 found[(key, partition)] = file_source_version(
@@ -357,40 +373,21 @@ class Runner:
                     )
                 version, small = self._store(job, value, version)
             except StorageFailure as failure:  # the state directory's disk, not the function
-                return Outcome(
-                    ok=False,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    error=f"could not store its value: {failure}",
-                    storage=failure,
-                )
+                return _failed(started, f"could not store its value: {failure}", storage=failure)
             except _LostInput as lost:
-                return Outcome(
-                    ok=False,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    error=str(lost),
-                    lost=(lost.node,),
-                    lost_damaged=lost.damaged,
-                )
+                return _failed(started, str(lost), lost=(lost.node,), lost_damaged=lost.damaged)
             except _GoneSource as gone:
-                return Outcome(
-                    ok=False,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    error=str(gone),
-                    gone=(gone.node,),
-                )
+                return _failed(started, str(gone), gone=(gone.node,))
             except Superseded as exc:
-                return Outcome(
-                    ok=False, duration_ms=(time.perf_counter() - started) * 1000, error=str(exc)
-                )
+                return _failed(started, str(exc))
             except BaseException as exc:
                 # Whatever a function raises fails its run: SystemExit, KeyboardInterrupt,
                 # GeneratorExit, asyncio's CancelledError or a BaseException of its own would
                 # otherwise end the daemon (threads) or pass for a cancellation of the run.
                 message = str(exc) if isinstance(exc, _InputError) else describe_error(exc)
-                return Outcome(
-                    ok=False,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    error=message,
+                return _failed(
+                    started,
+                    message,
                     traceback="".join(traceback.format_exception(exc)).rstrip(),
                     where=_where(exc, self.defs.base_dir),
                 )
