@@ -66,6 +66,23 @@ def test_cp_counts_once(site: tuple[Path, DaemonProcess]) -> None:
     assert len(_events(root, "observation", "files", "copied")) == 1
 
 
+def test_a_copied_file_is_looked_at_once(site: tuple[Path, DaemonProcess]) -> None:
+    """cp's creation and close arrive together: the creation must not leave the file waiting
+    for a close that already came (it would be examined, and logged, again after --settle)."""
+    root, daemon = site
+    (root / "staging" / "once.csv").write_text(CSV)
+    since = daemon.mark()
+    subprocess.run(["cp", str(root / "staging" / "once.csv"), str(root / "inbox")], check=True)
+    _materialized(daemon, "parsed", "once", since)
+    # A file of the source with settle="400ms" is observed 0.4 s after it lands: later than
+    # the copied file's second look (--settle, 0.3 s, after it landed) would have been.
+    (root / "appends" / "after_once.log").write_text("one\n")
+    daemon.wait_event("file_observed", source="appends", partition="after_once", since=since)
+    looks = [ln for ln in daemon.lines[since:]
+             if ln.get("event") == "file_observed" and ln.get("partition") == "once"]  # fmt: skip
+    assert len(looks) == 1, looks
+
+
 def test_mv_from_a_sibling_folder_is_seen_at_once(site: tuple[Path, DaemonProcess]) -> None:
     """watchdog reports a move in from an unwatched folder as a creation; it still counts."""
     root, daemon = site

@@ -444,7 +444,7 @@ class FileSensor:
 
     async def _process(self, items: list[object]) -> None:
         ready: list[str] = []
-        created: list[str] = []
+        created: dict[str, None] = {}  # in order; one closed later in the batch is left out
         dead: list[str] = []
         rescan = rearm = False
         for item in items:
@@ -471,7 +471,9 @@ class FileSensor:
                     dead.append(src)  # watchdog ended that watch with its folder
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
-            self._unclosed.pop(src, None)
+            if kind != "created":  # what became of a file created earlier, in this batch or not
+                self._unclosed.pop(src, None)
+                created.pop(src, None)
             if kind == "closed":
                 self._settling.pop(src, None)
                 self._ready(src, ready)
@@ -481,6 +483,7 @@ class FileSensor:
                 if dest:
                     self._settling.pop(dest, None)
                     self._unclosed.pop(dest, None)
+                    created.pop(dest, None)
                     self._ready(dest, ready)
             elif kind == "deleted":
                 self._settling.pop(src, None)
@@ -490,7 +493,7 @@ class FileSensor:
                 if self._in_new_dir(src):
                     self._settle_later(src, None)
                 else:
-                    created.append(src)
+                    created[src] = None
         if created:  # links and hard links see no close event: they are complete at once
             complete = await anyio.to_thread.run_sync(
                 lambda: {p for p in created if _appears_complete(p)}
