@@ -270,6 +270,19 @@ def test_a_fifo_is_skipped_and_never_blocks_the_daemon(site: tuple[Path, DaemonP
     assert _events(root, "observation", "files", "pipe") == []
 
 
+def test_a_fifo_made_in_the_inbox_is_named_without_waiting_for_a_rescan(
+    site: tuple[Path, DaemonProcess],
+) -> None:
+    """mkfifo shows only a creation; no writer holds it, so it is looked at after --settle."""
+    root, daemon = site
+    since = daemon.mark()
+    os.mkfifo(root / "inbox" / "made_here.csv")
+    line = daemon.wait_event(
+        "file_ignored", path=str(root / "inbox" / "made_here.csv"), since=since, timeout=10
+    )
+    assert "FIFO" in line["reason"]
+
+
 def test_a_non_canonical_key_is_not_a_partition_and_is_named_once(
     site: tuple[Path, DaemonProcess],
 ) -> None:
