@@ -111,12 +111,13 @@ class _Changes:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("recreate", ["at_once", "after_the_deletion_is_seen"])
+@pytest.mark.parametrize("recreate", ["at_once", "after_the_deletion_is_seen", "moved_away"])
 async def test_an_inbox_removed_and_made_again_is_watched_again(
     tmp_path: Path, recreate: str
 ) -> None:
-    """``rm -rf inbox && mkdir inbox`` ends inotify's watch on it for good; the sensor must
-    watch the new folder, not wait for a rescan an hour away."""
+    """``rm -rf inbox && mkdir inbox`` ends inotify's watch on it for good, and after
+    ``mv inbox inbox.old && mkdir inbox`` it follows the old folder; the sensor must watch the
+    new folder, not wait for a rescan an hour away, and never take the old one's files."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "old.csv").write_text("a\n1\n")
@@ -128,7 +129,10 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
         with anyio.fail_after(15):
             async with anyio.create_task_group() as tg:
                 await tg.start(sensor.run)
-                shutil.rmtree(inbox)
+                if recreate == "moved_away":
+                    inbox.rename(tmp_path / "inbox.old")
+                else:
+                    shutil.rmtree(inbox)
                 if recreate == "after_the_deletion_is_seen":
                     await changes.until(lambda: state.version(("files", "old")) is None)
                 inbox.mkdir()
@@ -137,8 +141,13 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
                 # and it stays watched: a later file is seen as well
                 (inbox / "later.csv").write_text("a\n3\n")
                 await changes.until(lambda: state.version(("files", "later")) is not None)
+                if recreate == "moved_away":  # a file beside the old one is not the inbox's
+                    (tmp_path / "inbox.old" / "stray.csv").write_text("a\n4\n")
+                (inbox / "last.csv").write_text("a\n5\n")
+                await changes.until(lambda: state.version(("files", "last")) is not None)
                 tg.cancel_scope.cancel()
         assert state.version(("files", "old")) is None
+        assert state.version(("files", "stray")) is None
 
 
 def _write_pausing(path: Path, cache: FileCache) -> str | None:

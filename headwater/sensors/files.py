@@ -185,6 +185,8 @@ class FileSensor:
         """Folders watched for links' targets, beside the roots."""
         self._root_watches: dict[str, tuple[ObservedWatch, tuple[int, int] | None]] = {}
         """Each watched root -> its watch and the (device, inode) of the folder it was armed on."""
+        self._parent_watches: dict[str, ObservedWatch] = {}
+        """Each root's parent, watched alone, to see the root moved away or into place."""
         self._observer: InotifyObserver | None = None
         self._source_roots: list[str] = []
         """Where each source's files live (resolved), to tell which folder events move a root."""
@@ -244,6 +246,20 @@ class FileSensor:
                 self._unschedule(self._root_watches.pop(folder)[0])
             if not armed:
                 break
+        # watchdog drops a watched folder's IN_MOVE_SELF and goes on watching it under its new
+        # name, reporting paths under the old one: only the parent's watch sees it move away.
+        roots = self._root_watches
+        parents = {
+            parent
+            for parent in map(os.path.dirname, roots)
+            if not any(parent == r or parent.startswith(r + os.sep) for r in roots)
+        }
+        for parent in parents - self._parent_watches.keys():
+            watch = self._schedule(parent, recursive=False)
+            if watch is not None:
+                self._parent_watches[parent] = watch
+        for parent in [p for p in self._parent_watches if p not in parents]:
+            self._unschedule(self._parent_watches.pop(parent))
         self._roots.clear()  # a source folder that is a link may point elsewhere now
 
     def _moves_a_root(self, path: str) -> bool:
@@ -469,6 +485,8 @@ class FileSensor:
                     rescan = True  # what was below it is gone
                 if kind == "deleted" and src in self._root_watches:
                     dead.append(src)  # watchdog ended that watch with its folder
+                if kind == "moved" and src in self._root_watches:
+                    dead.append(src)  # that watch follows the folder to its new name
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
             if kind != "created":  # what became of a file created earlier, in this batch or not
