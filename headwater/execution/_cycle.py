@@ -548,9 +548,9 @@ class RunCycle:
         self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
     ) -> str:
         """A file source's file (an object source's object) was not there when the run read
-        it (deleted after it was observed): not the function's failure, so the run is abandoned and spends no retry.
-        The deletion is recorded as a sensor would record it, unless the file is back or was
-        observed meanwhile; the run is then decided again on what the log says (its input
+        it (deleted after it was observed): not the function's failure, so the run is
+        abandoned and spends no retry. The deletion is recorded as a sensor would record it,
+        unless the file is back or was observed meanwhile; the run is then decided again on what the log says (its input
         missing: it waits; the file back: it runs on it). Without that record, a tick with no
         sensor (the harness, `materialize` before the sensor's event) would run it again and
         again on a file that is not there."""
@@ -563,13 +563,13 @@ class RunCycle:
         files = ", ".join(node_label(*n) for n in outcome.gone)
         what = (
             "object"
-            if any(isinstance(engine.defs.nodes[k], ObjectSource) for k, _ in gone)
+            if any(isinstance(engine.defs.nodes[k], ObjectSource) for k, _ in outcome.gone)
             else "file"
         )
         reason = (
             f"input {files}: its {what} was deleted before the run read it"
             if gone
-            else f"input {files}: its file was replaced while the run read it; it is decided again"
+            else f"input {files}: its {what} was replaced while the run read it; it is decided again"
         )
         _log.warning("input_file_gone", asset=node[0], partition=node[1], run_id=start.run_id,
                      error=outcome.error, back=not gone)  # fmt: skip

@@ -92,8 +92,8 @@ class Outcome:
     lost: tuple[tuple[str, str | None], ...] = ()
     """Asset inputs whose stored value was gone when the run loaded them."""
     gone: tuple[tuple[str, str | None], ...] = ()
-    """File source partitions whose file was not there when the run read them (deleted
-    after they were observed, before the run got to them)."""
+    """File (object) source partitions whose file (object) was not there when the run read
+    them (deleted after they were observed, before the run got to them)."""
     lost_damaged: bool = False
     """A lost input's file was there, under the right name, but damaged (cut short, zeroed,
     unreadable), as opposed to holding another version or not being there at all."""
@@ -182,7 +182,8 @@ class _InputError(Exception):
 
 
 class _GoneSource(Exception):
-    """A file source's file is not there: not the function's failure, and no value to read."""
+    """A source's own file or object is not there: not the function's failure, and no value
+    to read."""
 
     def __init__(self, node: tuple[str, str | None], gone: SourceFileGone) -> None:
         super().__init__(str(gone))
