@@ -34,6 +34,7 @@ __all__ = [
     "SymlinkPolicy",
     "examine",
     "read_bytes",
+    "under",
 ]
 
 SymlinkPolicy = Literal["inside", "follow", "ignore"]
@@ -59,7 +60,8 @@ class Found:
     link: bool = False
 
 
-def _under(path: str, root: str) -> bool:
+def under(path: str, root: str) -> bool:
+    """Is ``path`` the folder ``root`` or below it (compared as strings, no filesystem)?"""
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
@@ -99,10 +101,10 @@ def examine(
     if policy == "ignore":
         raise Skipped('it is a symbolic link and the source has symlinks="ignore"')
     target = os.path.realpath(path)
-    forbidden = next((r for r in (*FORBIDDEN_ROOTS, *private) if _under(target, r)), None)
+    forbidden = next((r for r in (*FORBIDDEN_ROOTS, *private) if under(target, r)), None)
     if forbidden is not None:
         raise Skipped(f"it is a symbolic link to {target}, under {forbidden}, which is never read")
-    if policy == "inside" and not _under(target, root):
+    if policy == "inside" and not under(target, root):
         raise Skipped(
             f"it is a symbolic link to {target}, outside the source's folder {root}; "
             'to follow links anywhere, declare the source with symlinks="follow"'

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from headwater import _s3
-from headwater._files import FileCache, Skipped, SymlinkPolicy, examine, read_bytes
+from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine, read_bytes
 from headwater.definitions import FileSource, ObjectSource
 from headwater.sensors._scan import scan_file_source
 from headwater.versions import bytes_version
@@ -72,24 +72,21 @@ def load_file_source(
         value = source.loader(paths) if source.loader is not None else paths
         return value, listing.found[None]
     path = source.resolve(base_dir, partition)
-    policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
-    root = str(source.root(base_dir).resolve())
+    gone = SourceFileGone(f"source {source.key!r}: file {path} does not exist")
     for _ in range(_ATTEMPTS):
         try:
-            found = examine(str(path), policy=policy, root=root, private=private)
+            found = _examine_partition(source, base_dir, path, private)
             if found is None:
-                raise SourceFileGone(f"source {source.key!r}: file {path} does not exist")
+                raise gone
             if source.loader is None:
                 try:
                     data = read_bytes(found)
                 except FileNotFoundError:  # deleted between the look and the read
-                    raise SourceFileGone(
-                        f"source {source.key!r}: file {path} does not exist"
-                    ) from None
+                    raise gone from None
                 return load_bytes(path.name, data), bytes_version(data)
             before = cache.version(found)
             value = source.loader(path)
-            after = examine(str(path), policy=policy, root=root, private=private)
+            after = _examine_partition(source, base_dir, path, private)
             if after is not None and cache.version(after) == before:
                 return value, before
         except Skipped as skipped:
@@ -108,11 +105,17 @@ def file_source_version(
     Raises :class:`Skipped` for a file no sensor would observe (a FIFO, a link not followed)."""
     if source.is_glob:
         return scan_file_source(source, base_dir, cache, private).found.get(None)
+    found = _examine_partition(source, base_dir, source.resolve(base_dir, partition), private)
+    return None if found is None else cache.version(found)
+
+
+def _examine_partition(
+    source: FileSource, base_dir: Path, path: Path, private: tuple[str, ...]
+) -> Found | None:
+    """:func:`examine` one partition's file under the source's symlink policy."""
     policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
     root = str(source.root(base_dir).resolve())
-    path = str(source.resolve(base_dir, partition))
-    found = examine(path, policy=policy, root=root, private=private)
-    return None if found is None else cache.version(found)
+    return examine(str(path), policy=policy, root=root, private=private)
 
 
 def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:

@@ -49,7 +49,7 @@ from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
 from headwater._errors import PartitionKeyError
-from headwater._files import FileCache, Skipped, SymlinkPolicy, examine
+from headwater._files import FileCache, Skipped, SymlinkPolicy, examine, under
 from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
@@ -227,8 +227,8 @@ class FileSensor:
             held = self._root_watches.pop(folder, None)
             if held is not None:
                 self._unschedule(held[0])
+        self._source_roots = [str(s.root(self.base).resolve()) for s in self.sources]
         for _ in range(3):  # a root that appears while arming is looked at once more
-            self._source_roots = [str(s.root(self.base).resolve()) for s in self.sources]
             wanted = [str(root) for root in self.roots()]
             armed: list[str] = []
             for folder in wanted:
@@ -252,7 +252,7 @@ class FileSensor:
         parents = {
             parent
             for parent in map(os.path.dirname, roots)
-            if not any(parent == r or parent.startswith(r + os.sep) for r in roots)
+            if not any(under(parent, r) for r in roots)
         }
         for parent in parents - self._parent_watches.keys():
             watch = self._schedule(parent, recursive=False)
@@ -264,9 +264,7 @@ class FileSensor:
 
     def _moves_a_root(self, path: str) -> bool:
         """Is ``path`` a watched root, or a folder at or above where a source's files live?"""
-        return path in self._root_watches or any(
-            root == path or root.startswith(path + os.sep) for root in self._source_roots
-        )
+        return path in self._root_watches or any(under(root, path) for root in self._source_roots)
 
     # -- observing -----------------------------------------------------------------------
 
@@ -408,10 +406,7 @@ class FileSensor:
         for link, target in links.items():
             self._targets.setdefault(target, set()).add(link)
             folder = os.path.dirname(target)
-            if not any(
-                folder == r or folder.startswith(r + os.sep)
-                for r in (*self._watched, *self._root_watches)
-            ):
+            if not any(under(folder, r) for r in (*self._watched, *self._root_watches)):
                 self._watched.add(folder)
                 await anyio.to_thread.run_sync(self._watch_link_folder, folder)
 
@@ -483,10 +478,8 @@ class FileSensor:
                         self._ready(path, ready)
                 if kind == "deleted" or (kind == "moved" and src):
                     rescan = True  # what was below it is gone
-                if kind == "deleted" and src in self._root_watches:
-                    dead.append(src)  # watchdog ended that watch with its folder
-                if kind == "moved" and src in self._root_watches:
-                    dead.append(src)  # that watch follows the folder to its new name
+                    if src in self._root_watches:  # its watch ended, or follows it elsewhere
+                        dead.append(src)
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
             if kind != "created":  # what became of a file created earlier, in this batch or not
@@ -539,7 +532,7 @@ class FileSensor:
             if now - at > _NEW_DIR_WINDOW:
                 del self._new_dirs[folder]
         parent = os.path.dirname(path)
-        return any(parent == f or parent.startswith(f + os.sep) for f in self._new_dirs)
+        return any(under(parent, f) for f in self._new_dirs)
 
     async def _consume(self, receive: Any) -> None:
         while True:
