@@ -84,6 +84,15 @@ def main() -> None:
     help="Serve commands that change something (materialize, backfill, reload, stop...) on "
     "the TCP address too; by default they stay on the unix socket.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="HEADWATER_LOG_LEVEL",
+    help="The least level of the log lines written ($HEADWATER_LOG_LEVEL); debug adds files "
+    "seen again unchanged and worker starts.",
+)
 @common
 def run(
     grace: float,
@@ -92,6 +101,7 @@ def run(
     retention: str | None,
     http: str | None,
     http_write: bool,
+    log_level: str,
     definitions: str | None,
     state_dir: str | None,
 ) -> None:
@@ -103,7 +113,7 @@ def run(
     """
     from headwater.daemon import DaemonSettings, run_daemon  # the server stack, for `run` only
 
-    configure_logging()
+    configure_logging(level=logging.getLevelNamesMapping()[log_level.upper()])
     settings = settings_for(definitions, state_dir)
     run_daemon(
         DaemonSettings(

@@ -35,7 +35,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Daemo
         (root / folder).mkdir()
     daemon = DaemonProcess(
         root, root / "defs.py", root / "state",
-        args=("--settle", "0.3", "--grace", "5", "--rescan-interval", "3600"),
+        args=("--settle", "0.3", "--grace", "5", "--rescan-interval", "3600",
+              "--log-level", "debug"),  # every look at a file is a line
     )  # fmt: skip
     daemon.start().wait_notify("READY=1")
     yield root, daemon
@@ -78,9 +79,31 @@ def test_a_copied_file_is_looked_at_once(site: tuple[Path, DaemonProcess]) -> No
     # the copied file's second look (--settle, 0.3 s, after it landed) would have been.
     (root / "appends" / "after_once.log").write_text("one\n")
     daemon.wait_event("file_observed", source="appends", partition="after_once", since=since)
-    looks = [ln for ln in daemon.lines[since:]
-             if ln.get("event") == "file_observed" and ln.get("partition") == "once"]  # fmt: skip
+    looks = [ln for ln in daemon.lines[since:] if ln.get("partition") == "once"
+             and ln.get("event") in ("file_observed", "file_unchanged")]  # fmt: skip
     assert len(looks) == 1, looks
+
+
+def test_a_file_seen_again_unchanged_is_not_news(site: tuple[Path, DaemonProcess]) -> None:
+    """Rewriting the same bytes changes no version: at info level the log says nothing of
+    it (a glob source is looked at again on every batch); at debug level it says it saw it."""
+    root, daemon = site
+
+    def land(text: str) -> None:  # by rename, so that no look can see it half-written
+        (root / "staging" / "same.csv").write_text(text)
+        (root / "staging" / "same.csv").replace(root / "inbox" / "same.csv")
+
+    since = daemon.mark()
+    land(CSV)
+    _materialized(daemon, "parsed", "same", since)
+    again = daemon.mark()
+    land(CSV)
+    daemon.wait_event("file_unchanged", source="files", partition="same", since=again)
+    land(CSV + "3,4\n")
+    daemon.wait_event("file_observed", source="files", partition="same", since=again)
+    seen = [(ln["event"], ln["level"]) for ln in daemon.lines[again:]
+            if ln.get("partition") == "same" and ln.get("event", "").startswith("file_")]  # fmt: skip
+    assert seen == [("file_unchanged", "debug"), ("file_observed", "info")], seen
 
 
 def test_mv_from_a_sibling_folder_is_seen_at_once(site: tuple[Path, DaemonProcess]) -> None:

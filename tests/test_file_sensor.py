@@ -150,6 +150,50 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
         assert state.version(("files", "stray")) is None
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("below", ["", "inbox"], ids=["link_is_the_folder", "link_above_it"])
+async def test_a_source_folder_link_pointed_elsewhere_is_watched_there_at_once(
+    tmp_path: Path, below: str
+) -> None:
+    """The source's folder is (or lies under) ``current``, a link to a release folder: files
+    landed there count as they land (inotify names them where they are, not through the
+    link). ``ln -sfn`` points it at the next release (the usual atomic switch): the source's
+    files are the new folder's from then on, seen at once, not at a rescan an hour away; the
+    old folder's files are gone from it and what is written there afterwards never counts."""
+    folders = {release: tmp_path / release / below for release in ("r1", "r2")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["r1"] / "old.csv").write_text("a\n1\n")
+    (folders["r2"] / "kept.csv").write_text("a\n2\n")
+    (tmp_path / "current").symlink_to("r1")
+    pattern = str(tmp_path / "current" / below / "{partition}.csv")
+    files = hw.FileSource("files", pattern, partitions=hw.DynamicPartitions("inbox"))
+    async with Engine.open(hw.Definitions([files]), tmp_path / "state", SystemClock()) as engine:
+        await FileSensor(engine, lambda: None).scan()
+        state = engine.state
+        assert state.version(("files", "old")) is not None
+        changes = _Changes()
+        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                (folders["r1"] / "first.csv").write_text("a\n0\n")  # through the link
+                await changes.until(lambda: state.version(("files", "first")) is not None)
+                await anyio.run_process(["ln", "-sfn", "r2", str(tmp_path / "current")])
+                await changes.until(
+                    lambda: (
+                        state.version(("files", "kept")) is not None
+                        and state.version(("files", "old")) is None
+                        and state.version(("files", "first")) is None
+                    )
+                )
+                (folders["r1"] / "stray.csv").write_text("a\n3\n")
+                (folders["r2"] / "new.csv").write_text("a\n4\n")
+                await changes.until(lambda: state.version(("files", "new")) is not None)
+                tg.cancel_scope.cancel()
+        assert state.version(("files", "stray")) is None
+
+
 def _write_pausing(path: Path, cache: FileCache) -> str | None:
     """Make ``path``'s folder, write half the file, pause five times ``settle``, write the rest;
     return the version of what was written."""

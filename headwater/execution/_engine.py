@@ -814,9 +814,11 @@ class Engine:
             else:
                 self.storing[node] -= 1
 
-    async def observe_many(self, items: Sequence[Observed], *, listed_since: int = -1) -> int:
-        """Record many observations (a sensor's batch) in one transaction; return how many
-        changed a version. Unchanged ones write nothing; new dynamic partitions are added in
+    async def observe_many(
+        self, items: Sequence[Observed], *, listed_since: int = -1
+    ) -> list[Observed]:
+        """Record many observations (a sensor's batch) in one transaction; return those that
+        changed a version (the latest of each partition). Unchanged ones write nothing; new dynamic partitions are added in
         the same transaction. ``listed_since`` (a listing's: see :meth:`observation_mark`):
         a partition observed since the listing began keeps that newer observation."""
         for item in items:
@@ -837,7 +839,7 @@ class Engine:
                 seen[node] = read_at
             changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
             if not changed:
-                return 0
+                return []
             candidates: dict[str, list[str]] = {}
             for item in changed:
                 parts = self.defs.nodes[item.key].partitions
@@ -860,13 +862,13 @@ class Engine:
         self._dirty_new_partitions(added)
         for item in changed:
             self.mark_children((item.key, item.partition))
-        return len(changed)
+        return changed
 
     async def observe_deleted(self, nodes: Sequence[NodeKey], *, listed_since: int) -> int:
         """Record that these source partitions are gone, as a listing begun at
         ``listed_since`` found them (see :meth:`observe_many`)."""
         gone = [Observed(key, partition, None) for key, partition in nodes]
-        return await self.observe_many(gone, listed_since=listed_since)
+        return len(await self.observe_many(gone, listed_since=listed_since))
 
     def observation_mark(self) -> int:
         """Taken before a listing begins, and given to :meth:`reconcile` with it: later than
@@ -888,7 +890,7 @@ class Engine:
         for partition in known:
             if partition not in found and self.state.version((key, partition)) is not None:
                 items.append(Observed(key, partition, None))
-        return await self.observe_many(items, listed_since=since)
+        return len(await self.observe_many(items, listed_since=since))
 
     def mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))

@@ -190,6 +190,12 @@ class FileSensor:
         self._observer: InotifyObserver | None = None
         self._source_roots: list[str] = []
         """Where each source's files live (resolved), to tell which folder events move a root."""
+        self._aliases: list[tuple[str, str]] = []
+        """(where it points, the link) for each source folder reached through a link: inotify
+        names paths where they are, the source's pattern names them through the link."""
+        self._named_roots: set[str] = set()
+        """Each source's folder as its pattern names it, and every folder above: a link among
+        them pointed elsewhere (``ln -sfn``) is a file event, and moves a root."""
         self._handler = _Forward(lambda item: None)
 
     def roots(self) -> list[Path]:
@@ -227,7 +233,13 @@ class FileSensor:
             held = self._root_watches.pop(folder, None)
             if held is not None:
                 self._unschedule(held[0])
-        self._source_roots = [str(s.root(self.base).resolve()) for s in self.sources]
+        named = [s.root(self.base).absolute() for s in self.sources]
+        self._source_roots = [str(folder.resolve()) for folder in named]
+        self._aliases = sorted(
+            {(real, str(folder)) for folder, real in zip(named, self._source_roots, strict=True)}
+            - {(str(folder), str(folder)) for folder in named}
+        )
+        self._named_roots = {str(p) for folder in named for p in (folder, *folder.parents)}
         for _ in range(3):  # a root that appears while arming is looked at once more
             wanted = [str(root) for root in self.roots()]
             armed: list[str] = []
@@ -248,10 +260,20 @@ class FileSensor:
                 break
         # watchdog drops a watched folder's IN_MOVE_SELF and goes on watching it under its new
         # name, reporting paths under the old one: only the parent's watch sees it move away.
+        # A source folder reached through a link is watched where it points; the link's own
+        # folder is watched alone too, to see it pointed elsewhere (links above the project's
+        # folder are the machine's layout, not something that moves under us).
         roots = self._root_watches
+        home = self.base.absolute()
+        links = {
+            str(p)
+            for folder in named
+            for p in (folder, *folder.parents)
+            if p.is_symlink() and not home.is_relative_to(p)
+        }
         parents = {
             parent
-            for parent in map(os.path.dirname, roots)
+            for parent in map(os.path.dirname, [*roots, *links])
             if not any(under(parent, r) for r in roots)
         }
         for parent in parents - self._parent_watches.keys():
@@ -264,7 +286,11 @@ class FileSensor:
 
     def _moves_a_root(self, path: str) -> bool:
         """Is ``path`` a watched root, or a folder at or above where a source's files live?"""
-        return path in self._root_watches or any(under(root, path) for root in self._source_roots)
+        return (
+            path in self._root_watches
+            or path in self._named_roots
+            or any(under(root, path) for root in self._source_roots)
+        )
 
     # -- observing -----------------------------------------------------------------------
 
@@ -301,14 +327,15 @@ class FileSensor:
             else:
                 still.append(path)
         unclosed = list(unclosed)
-        writers = held_for_writing({*still, *unclosed})
+        real = {p: os.path.realpath(p) for p in (*still, *unclosed)}  # as /proc names them
+        writers = held_for_writing(set(real.values()))
         # A writer that still holds the file will close it, and its close event counts it.
-        paths += [p for p in still if p not in writers.held]
+        paths += [p for p in still if real[p] not in writers.held]
         # A file created with no close event and held by nobody is complete (a hard link
         # published by os.link then unlinking the temporary name). If /proc cannot see every
         # process, the close may still come: the rescan catches what it never brings.
         if writers.complete:
-            paths += [p for p in unclosed if p not in writers.held]
+            paths += [p for p in unclosed if real[p] not in writers.held]
         globs: dict[str, FileSource] = {}
         for path in dict.fromkeys(paths):
             for source in self.sources:
@@ -392,8 +419,15 @@ class FileSensor:
             changed = await engine.observe_many(items)
         except StorageFailure:
             return  # not recorded: the rescan after recovery notices it again
+        # Only what changed a version is news to someone tailing the log: a glob source is
+        # looked at again on every batch, and a file rewritten with the same bytes changes
+        # nothing (debug says it was seen).
+        news = {id(o) for o in changed}
         for o in items:
-            if o.version is None:
+            if id(o) not in news:
+                _log.debug("file_unchanged", source=o.key, partition=o.partition,
+                           data_version=o.version, path=o.payload.get("path"))  # fmt: skip
+            elif o.version is None:
                 _log.info("file_deleted", source=o.key, partition=o.partition)
             else:
                 _log.info("file_observed", source=o.key, partition=o.partition,
@@ -457,10 +491,11 @@ class FileSensor:
         ready: list[str] = []
         created: dict[str, None] = {}  # in order; one closed later in the batch is left out
         dead: list[str] = []
-        rescan = rearm = False
+        rescan: str | None = None  # why the folders are looked at again now
+        rearm = False
         for item in items:
             if item == _RESCAN:
-                rescan = True
+                rescan = "inotify queue overflow"
                 continue
             assert isinstance(item, FileSystemEvent)
             src = os.fsdecode(item.src_path)
@@ -470,41 +505,25 @@ class FileSensor:
                 if kind == "created":
                     # The watch on a new folder arrives late: files written into it meanwhile
                     # show at most a `created` event, so they are counted once they stand still.
-                    self._new_dirs[src] = time.monotonic()
+                    for (folder,) in self._names(src):
+                        self._new_dirs[folder] = time.monotonic()
                     for path in await anyio.to_thread.run_sync(_files_under, src):
-                        self._settle_later(path, None)
+                        for (named,) in self._names(path):
+                            self._settle_later(named, None)
                 elif kind == "moved" and dest:  # a folder moved into place holds complete files
                     for path in await anyio.to_thread.run_sync(_files_under, dest):
-                        self._ready(path, ready)
+                        for (named,) in self._names(path):
+                            self._ready(named, ready)
                 if kind == "deleted" or (kind == "moved" and src):
-                    rescan = True  # what was below it is gone
+                    rescan = "a folder was removed or moved away"  # what was below it is gone
                     if src in self._root_watches:  # its watch ended, or follows it elsewhere
                         dead.append(src)
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
                 continue
-            if kind != "created":  # what became of a file created earlier, in this batch or not
-                self._unclosed.pop(src, None)
-                created.pop(src, None)
-            if kind == "closed":
-                self._settling.pop(src, None)
-                self._ready(src, ready)
-            elif kind == "moved":
-                if src:
-                    ready.append(src)  # gone from here
-                if dest:
-                    self._settling.pop(dest, None)
-                    self._unclosed.pop(dest, None)
-                    created.pop(dest, None)
-                    self._ready(dest, ready)
-            elif kind == "deleted":
-                self._settling.pop(src, None)
-                self._quiet.pop(src, None)
-                ready.append(src)
-            elif kind == "created":
-                if self._in_new_dir(src):
-                    self._settle_later(src, None)
-                else:
-                    created[src] = None
+            if (root := next((p for p in (dest, src) if p in self._named_roots), None)) is not None:
+                rescan, rearm = f"{root} was pointed elsewhere or replaced", True  # a link
+            for named_src, named_dest in self._names(src, dest):
+                self._file_event(kind, named_src, named_dest, ready, created)
         if created:  # links and hard links see no close event: they are complete at once
             complete = await anyio.to_thread.run_sync(
                 lambda: {p for p in created if _appears_complete(p)}
@@ -517,9 +536,45 @@ class FileSensor:
         if rearm or dead:
             await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
-            _log.warning("rescan", reason="inotify queue overflow or a folder removed")
+            _log.warning("rescan", reason=rescan)
             await self.scan()
         await self._observe(ready)
+
+    def _file_event(
+        self, kind: str, src: str, dest: str, ready: list[str], created: dict[str, None]
+    ) -> None:
+        if kind != "created":  # what became of a file created earlier, in this batch or not
+            self._unclosed.pop(src, None)
+            created.pop(src, None)
+        if kind == "closed":
+            self._settling.pop(src, None)
+            self._ready(src, ready)
+        elif kind == "moved":
+            if src:
+                ready.append(src)  # gone from here
+            if dest:
+                self._settling.pop(dest, None)
+                self._unclosed.pop(dest, None)
+                created.pop(dest, None)
+                self._ready(dest, ready)
+        elif kind == "deleted":
+            self._settling.pop(src, None)
+            self._quiet.pop(src, None)
+            ready.append(src)
+        elif kind == "created":
+            if self._in_new_dir(src):
+                self._settle_later(src, None)
+            else:
+                created[src] = None
+
+    def _names(self, *paths: str) -> list[tuple[str, ...]]:
+        """``paths`` as inotify named them, and as each source folder reached through a link
+        names them (the same paths, through the link), for each such link they lie under."""
+        out = [paths]
+        for real, link in self._aliases:
+            if any(p and under(p, real) for p in paths):
+                out.append(tuple(link + p[len(real) :] if under(p, real) else p for p in paths))
+        return out
 
     def lag(self) -> float:
         """Seconds since the oldest file event not yet recorded arrived (0 when caught up)."""
