@@ -259,25 +259,30 @@ def test_a_file_held_open_without_a_close_is_counted_at_its_close_only(
 
 
 @pytest.mark.parametrize(
-    ("folder", "target", "asset"),
+    ("folder", "target", "asset", "made"),
     [
-        ("inbox", "inbox/pending/early.data", "parsed"),
-        ("linked", "elsewhere/early.csv", "linked_rows"),
+        ("inbox", "inbox/pending/early.data", "parsed", "before"),
+        ("linked", "elsewhere/early.csv", "linked_rows", "before"),
+        # the target's folder is made after the link, and after the sensor looked at it
+        ("linked", "elsewhere/later/deeper/late.csv", "linked_rows", "after"),
     ],
 )
 def test_a_dangling_link_is_named_and_counts_once_its_target_appears(
-    site: tuple[Path, DaemonProcess], folder: str, target: str, asset: str
+    site: tuple[Path, DaemonProcess], folder: str, target: str, asset: str, made: str
 ) -> None:
     root, daemon = site
-    (root / target).parent.mkdir(exist_ok=True)
-    link = root / folder / "early.csv"
+    if made == "before":
+        (root / target).parent.mkdir(exist_ok=True)
+    name = Path(target).stem
+    link = root / folder / f"{name}.csv"
     since = daemon.mark()
     link.symlink_to(root / target)
     line = daemon.wait_event("file_ignored", path=str(link), since=since)
     assert "does not exist" in line["reason"]
     since = daemon.mark()
+    (root / target).parent.mkdir(parents=True, exist_ok=True)
     (root / target).write_text(CSV)  # no event on the link itself: its target's is enough
-    _materialized(daemon, asset, "early", since)
+    _materialized(daemon, asset, name, since)
 
 
 def test_a_fifo_is_skipped_and_never_blocks_the_daemon(site: tuple[Path, DaemonProcess]) -> None:

@@ -121,6 +121,8 @@ class _Batch:
     unsettled: list[tuple[str, Signature | None]] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)
     """link path -> resolved target, for links seen in this batch"""
+    dangling: list[str] = field(default_factory=list)
+    """Links among ``links`` whose target does not exist."""
 
 
 def _signature(path: str) -> Signature | None:
@@ -182,7 +184,9 @@ class FileSensor:
         self._targets: dict[str, set[str]] = {}
         """A link's resolved target -> the links that point at it."""
         self._watched: set[str] = set()
-        """Folders watched for links' targets, beside the roots."""
+        """Folders watched (alone, not below) for links' targets, beside the roots."""
+        self._awaited: set[str] = set()
+        """Folders of links' targets that do not exist yet (a parent is watched meanwhile)."""
         self._root_watches: dict[str, tuple[ObservedWatch, tuple[int, int] | None]] = {}
         """Each watched root -> its watch and the (device, inode) of the folder it was armed on."""
         self._parent_watches: dict[str, ObservedWatch] = {}
@@ -212,8 +216,11 @@ class FileSensor:
             )
         return None
 
-    def _watch_link_folder(self, folder: str) -> None:
-        self._schedule(folder, recursive=False)
+    def _watch_link_folder(self, folder: str) -> str | None:
+        """Watch ``folder``, or its nearest existing parent; return the folder watched."""
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        return folder if self._schedule(folder, recursive=False) is not None else None
 
     def _unschedule(self, watch: ObservedWatch) -> None:
         if self._observer is not None:
@@ -384,6 +391,7 @@ class FileSensor:
             # A dangling link: remember where it points, so the target landing counts for it.
             target = os.path.realpath(path)
             batch.links[path] = target
+            batch.dangling.append(path)
             batch.ignored.append(
                 (path, f"it is a symbolic link to {target}, which does not exist; "
                        "it counts once that file appears")
@@ -396,21 +404,38 @@ class FileSensor:
         paths: Iterable[str],
         checks: Iterable[tuple[str, Signature | None]] = (),
         unclosed: Iterable[str] = (),
+        *,
+        again: bool = True,
     ) -> None:
         paths, checks, unclosed = list(paths), list(checks), list(unclosed)
         if not paths and not checks and not unclosed:
             return
-        for target, links in self._targets.items():  # a link's target changed: the link did
-            if target in paths:
-                paths.extend(links)
+        if self._targets:
+            present = set(paths)
+            for target, links in self._targets.items():  # a link's target changed: the link did
+                if target in present:
+                    paths.extend(links)
         batch = await anyio.to_thread.run_sync(self._examine, paths, checks, unclosed)
         for path, signature in batch.unsettled:
             self._settle_later(path, signature)
-        self._warn_ignored(batch.ignored)
+        # Targets are watched before a dangling link is named: whoever reads that line and
+        # then writes the target must be seen doing it. A target written before its folder's
+        # watch came is looked at once more here.
         await self._follow_links(batch.links)
+        self._warn_ignored(batch.ignored)
+        await self._record(batch.observed)
+        if batch.dangling and again:  # after the batch's word on them is recorded
+            targets = batch.links
+            there = await anyio.to_thread.run_sync(
+                lambda: [link for link in batch.dangling if os.path.exists(targets[link])]
+            )
+            if there:
+                await self._observe(there, again=False)
+
+    async def _record(self, observed: list[Observed]) -> None:
         engine = self.engine
         items = [
-            o for o in batch.observed
+            o for o in observed
             if o.version is not None or engine.state.version((o.key, o.partition)) is not None
         ]  # fmt: skip
         if not items:
@@ -436,13 +461,39 @@ class FileSensor:
             self.on_change()
 
     async def _follow_links(self, links: dict[str, str]) -> None:
-        """Remember which links point where, and watch targets no source watches."""
+        """Remember which links point where, and watch targets' folders no source watches: the
+        nearest one that exists while a target's folder does not (see :meth:`_awaited_made`)."""
         for link, target in links.items():
             self._targets.setdefault(target, set()).add(link)
             folder = os.path.dirname(target)
-            if not any(under(folder, r) for r in (*self._watched, *self._root_watches)):
-                self._watched.add(folder)
-                await anyio.to_thread.run_sync(self._watch_link_folder, folder)
+            if folder in self._watched or any(under(folder, r) for r in self._root_watches):
+                continue
+            watched = await anyio.to_thread.run_sync(self._watch_link_folder, folder)
+            if watched is not None:
+                self._watched.add(watched)
+            if watched == folder:
+                self._awaited.discard(folder)
+            else:
+                self._awaited.add(folder)
+
+    async def _awaited_made(self, made: list[str], ready: list[str]) -> None:
+        """Folders were made: the links whose target lies in a folder awaited below one of
+        them are followed again (a level deeper, or there), and count if the target is
+        there now (it may have been written before the folder's watch was)."""
+        awaited = [f for f in self._awaited if any(under(f, m) for m in made)]
+        if not awaited:
+            return
+        links = {
+            link: target
+            for target, linked in self._targets.items()
+            if os.path.dirname(target) in awaited
+            for link in linked
+        }
+        await self._follow_links(links)
+        there = await anyio.to_thread.run_sync(
+            lambda: [link for link, target in links.items() if os.path.lexists(target)]
+        )
+        ready.extend(there)
 
     def _settle_later(self, path: str, signature: Signature | None) -> None:
         self._settling[path] = (signature, time.monotonic() + self.settle)
@@ -493,6 +544,7 @@ class FileSensor:
         dead: list[str] = []
         rescan: str | None = None  # why the folders are looked at again now
         rearm = False
+        made: list[str] = []  # folders created or moved into place
         for item in items:
             if item == _RESCAN:
                 rescan = "inotify queue overflow"
@@ -502,6 +554,8 @@ class FileSensor:
             dest = os.fsdecode(item.dest_path) if item.dest_path else ""
             kind = item.event_type
             if item.is_directory:
+                if kind == "created" or (kind == "moved" and dest):
+                    made.append(dest or src)
                 if kind == "created":
                     # The watch on a new folder arrives late: files written into it meanwhile
                     # show at most a `created` event, so they are counted once they stand still.
@@ -533,6 +587,8 @@ class FileSensor:
                     self._ready(path, ready)
                 else:  # its close is awaited; if none comes, /proc is asked who writes it
                     self._unclosed[path] = time.monotonic() + self.settle
+        if made and self._awaited:
+            await self._awaited_made(made, ready)
         if rearm or dead:
             await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
