@@ -56,8 +56,9 @@ class _Batch:
 
 
 class Handoff:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, steal_after: float = STEAL_AFTER_S) -> None:
         self._name = name
+        self._steal_after = steal_after
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -104,7 +105,7 @@ class Handoff:
             _settle([(future, None, error) for _, future, _ in batch.calls])
             return
         if len(batch.calls) > 1:
-            batch.timer = batch.loop.call_later(STEAL_AFTER_S, self._steal, batch)
+            batch.timer = batch.loop.call_later(self._steal_after, self._steal, batch)
         self._batches.put(batch)
 
     def _steal(self, batch: _Batch) -> None:
