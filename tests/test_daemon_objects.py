@@ -83,12 +83,17 @@ def test_objects_added_modified_and_rewritten_unchanged(
     daemon.wait_event("materialized", asset="order_rows", partition="sentinel", since=since)
     assert len(_events(tmp_path, "observation", "a")) == 2
     assert len(_events(tmp_path, "materialization", "a")) == 2
+    # the log says what changed, once: not the object rewritten with the same bytes
+    told = [(ln["event"], ln.get("partition")) for ln in daemon.lines[since:]
+            if ln.get("event", "").startswith("object_")]  # fmt: skip
+    assert told == [("object_observed", "sentinel")], told
 
     client.delete_object(Bucket="lake", Key="orders/a.csv")
     since = daemon.mark()
     client.put_object(Bucket="lake", Key="orders/sentinel2.csv", Body=b"id\n8\n")
     daemon.wait_event("materialized", asset="order_rows", partition="sentinel2", since=since)
     assert _events(tmp_path, "observation", "a")[-1].data_version is None  # the deletion
+    daemon.wait_event("object_deleted", source="orders", partition="a")
 
 
 def test_an_unreachable_store_backs_off_and_reports_no_deletions(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
+import structlog.testing
 
 import headwater as hw
 from headwater._clock import SystemClock
@@ -179,14 +181,19 @@ async def test_a_source_folder_link_pointed_elsewhere_is_watched_there_at_once(
                 await tg.start(sensor.run)
                 (folders["r1"] / "first.csv").write_text("a\n0\n")  # through the link
                 await changes.until(lambda: state.version(("files", "first")) is not None)
-                await anyio.run_process(["ln", "-sfn", "r2", str(tmp_path / "current")])
-                await changes.until(
-                    lambda: (
-                        state.version(("files", "kept")) is not None
-                        and state.version(("files", "old")) is None
-                        and state.version(("files", "first")) is None
+                with structlog.testing.capture_logs() as logs:
+                    await anyio.run_process(["ln", "-sfn", "r2", str(tmp_path / "current")])
+                    await changes.until(
+                        lambda: (
+                            state.version(("files", "kept")) is not None
+                            and state.version(("files", "old")) is None
+                            and state.version(("files", "first")) is None
+                        )
                     )
-                )
+                # what the switch changed is in the log, as any other change
+                told = {(e["event"], e.get("partition")) for e in logs}
+                assert {("file_observed", "kept"), ("file_deleted", "old")} <= told, logs
+                assert ("file_deleted", "first") in told, logs
                 (folders["r1"] / "stray.csv").write_text("a\n3\n")
                 (folders["r2"] / "new.csv").write_text("a\n4\n")
                 await changes.until(lambda: state.version(("files", "new")) is not None)

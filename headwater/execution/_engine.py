@@ -876,10 +876,12 @@ class Engine:
         self._observations += 1
         return self._observations
 
-    async def reconcile(self, key: str, found: Mapping[str | None, str], since: int) -> int:
+    async def reconcile(
+        self, key: str, found: Mapping[str | None, str], since: int
+    ) -> list[Observed]:
         """Observe a *complete* listing of a source (``{partition: version}``): every version in
-        it, and a deletion for each partition the log has that the listing lacks. Return how
-        many versions changed. Only a complete listing may do this, or deletions are false.
+        it, and a deletion for each partition the log has that the listing lacks. Return the
+        observations that changed a version. Only a complete listing may do this, or deletions are false.
 
         ``since``: :meth:`observation_mark` as the listing began. A partition a watcher
         observed since then keeps that observation: the listing may have read it before it
@@ -890,7 +892,7 @@ class Engine:
         for partition in known:
             if partition not in found and self.state.version((key, partition)) is not None:
                 items.append(Observed(key, partition, None))
-        return len(await self.observe_many(items, listed_since=since))
+        return await self.observe_many(items, listed_since=since)
 
     def mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))

@@ -26,8 +26,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ _EVENTS: list[type[FileSystemEvent]] = [
 """The inotify mask: no IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE/IN_MODIFY. Readers of a watched
 folder (the runs themselves) and every chunk of a write would otherwise flood the kernel's
 queue until it overflows."""
+_OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
 _BATCH = 5_000
@@ -314,6 +315,7 @@ class FileSensor:
         except StorageFailure:
             return  # the state directory refuses writes: the rescan after recovery catches up
         self._warn_ignored(ignored)
+        _log_changes(changed, changed)
         if changed:
             self.on_change()
 
@@ -444,19 +446,7 @@ class FileSensor:
             changed = await engine.observe_many(items)
         except StorageFailure:
             return  # not recorded: the rescan after recovery notices it again
-        # Only what changed a version is news to someone tailing the log: a glob source is
-        # looked at again on every batch, and a file rewritten with the same bytes changes
-        # nothing (debug says it was seen).
-        news = {id(o) for o in changed}
-        for o in items:
-            if id(o) not in news:
-                _log.debug("file_unchanged", source=o.key, partition=o.partition,
-                           data_version=o.version, path=o.payload.get("path"))  # fmt: skip
-            elif o.version is None:
-                _log.info("file_deleted", source=o.key, partition=o.partition)
-            else:
-                _log.info("file_observed", source=o.key, partition=o.partition,
-                           data_version=o.version, path=o.payload.get("path"))  # fmt: skip
+        _log_changes(items, changed)
         if changed:
             self.on_change()
 
@@ -547,7 +537,7 @@ class FileSensor:
         made: list[str] = []  # folders created or moved into place
         for item in items:
             if item == _RESCAN:
-                rescan = "inotify queue overflow"
+                rescan = _OVERFLOW
                 continue
             assert isinstance(item, FileSystemEvent)
             src = os.fsdecode(item.src_path)
@@ -592,7 +582,8 @@ class FileSensor:
         if rearm or dead:
             await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
-            _log.warning("rescan", reason=rescan)
+            # Lost events are worth a warning; a folder moved or a link switched is routine.
+            (_log.warning if rescan == _OVERFLOW else _log.info)("rescan", reason=rescan)
             await self.scan()
         await self._observe(ready)
 
@@ -717,15 +708,33 @@ def _stop(observer: Any) -> None:
     observer.join(timeout=10)
 
 
+def _log_changes(seen: Iterable[Observed], changed: Sequence[Observed]) -> None:
+    """A line per observation that changed a version. Only those are news to someone tailing
+    the log: a glob source is looked at again on every batch, and a file rewritten with the
+    same bytes changes nothing (debug says it was seen)."""
+    news = {id(o) for o in changed}
+    for o in seen:
+        path = o.payload.get("path")
+        if id(o) not in news:
+            _log.debug("file_unchanged", source=o.key, partition=o.partition,
+                       data_version=o.version, path=path)  # fmt: skip
+        elif o.version is None:
+            _log.info("file_deleted", source=o.key, partition=o.partition)
+        else:
+            _log.info("file_observed", source=o.key, partition=o.partition,
+                      data_version=o.version, path=path)  # fmt: skip
+
+
 async def sync_file_sources(
     engine: Engine, cache: FileCache | None = None
-) -> tuple[int, list[tuple[str, str]]]:
-    """Observe every FileSource as it is on disk, deletions included: return how many versions
-    changed, and the files that match a pattern but are not observed (with why)."""
+) -> tuple[list[Observed], list[tuple[str, str]]]:
+    """Observe every FileSource as it is on disk, deletions included: return the observations
+    that changed a version (each with the file's path), and the files that match a pattern
+    but are not observed (with why)."""
     cache = cache or engine.runner.files
     private = engine.runner.private
     base_dir = engine.defs.base_dir
-    changed = 0
+    changed: list[Observed] = []
     ignored: list[tuple[str, str]] = []
     for key, node in engine.defs.sources.items():
         if not isinstance(node, FileSource):
@@ -733,5 +742,7 @@ async def sync_file_sources(
         since = engine.observation_mark()
         listing = await anyio.to_thread.run_sync(scan_file_source, node, base_dir, cache, private)
         ignored += listing.ignored
-        changed += await engine.reconcile(key, listing.found, since)
+        for o in await engine.reconcile(key, listing.found, since):
+            found = listing.files.get(o.partition) if o.version is not None else None
+            changed.append(o if found is None else replace(o, payload={"path": found.path}))
     return changed, ignored

@@ -81,6 +81,12 @@ class ObjectSensor:
                 _log.warning("object_ignored", source=source.key, key=key, reason=why)
         changed = await self.engine.reconcile(source.key, found, since)
         self._listed_at[source.key] = time.monotonic()
+        for o in changed:  # what changed a version: news to someone tailing the log
+            if o.version is None:
+                _log.info("object_deleted", source=o.key, partition=o.partition)
+            else:
+                _log.info("object_observed", source=o.key, partition=o.partition,
+                          data_version=o.version)  # fmt: skip
         if changed:
             self.on_change()
         return bool(changed)
