@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from cli_process import hw
+
+import headwater as hw_
 
 RESOURCES = Path(__file__).parent / "resources"
 
@@ -195,6 +198,42 @@ def test_lineage_formats(project: Path, fmt: str, expected: str) -> None:
     result = hw("lineage", "--format", fmt, "-d", "pipeline.py", cwd=project)
     assert result.returncode == 0
     assert expected in result.stdout
+
+
+_QUOTED = r'"(?:[^"\\\n]|\\.)*"'
+_DOT_LINE = re.compile(
+    rf"^\s*(digraph headwater {{|rankdir=LR;|}}|{_QUOTED} \[shape=\w+\];"
+    rf"|{_QUOTED} -> {_QUOTED}( \[label={_QUOTED}\])?;)$"
+)
+_MERMAID_LINE = re.compile(r'^\s*(graph LR|n\d+\["[^"\n]*"\]|n\d+ (-->|-- "[^"\n]*" -->) n\d+)$')
+
+
+def test_lineage_labels_cannot_break_out_of_their_quotes() -> None:
+    """A partition dimension's name is free text, and an edge's label shows it: a quote, a
+    backslash or a line break in it must not end the label and start a statement of its own
+    (dot would draw a node named by whoever wrote the definitions' labels)."""
+    from headwater._lineage import render_lineage
+
+    evil = 're\\gion"];\n  evil [label="pwn'
+    multi = hw_.MultiPartitions(
+        {'da"te': hw_.DailyPartitions(start="2026-01-01"), evil: hw_.StaticPartitions(["eu"])}
+    )
+    src = hw_.source("src", partitions=multi)
+    mapping = {'da"te': hw_.TimeWindow(offset=-1), evil: hw_.Identity()}
+
+    @hw_.asset(partitions=multi, ins={"prev": hw_.Input("src", mapping=mapping, optional=True)})
+    def shifted(prev: object) -> object:
+        return prev
+
+    defs = hw_.Definitions([src, shifted])
+    dot = render_lineage(defs, "dot").splitlines()
+    assert [line for line in dot if not _DOT_LINE.match(line)] == []
+    assert any("label=" in line for line in dot)  # the label is there, escaped
+    mermaid = render_lineage(defs, "mermaid").splitlines()
+    assert [line for line in mermaid if not _MERMAID_LINE.match(line)] == []
+    text = render_lineage(defs, "text").splitlines()
+    assert len(text) == 2 and text[1].startswith("shifted (asset"), text
+    assert text[0] == "src (source)"
 
 
 def test_module_attribute_target(project: Path) -> None:
