@@ -153,22 +153,29 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("below", ["", "inbox"], ids=["link_is_the_folder", "link_above_it"])
+@pytest.mark.parametrize(
+    ("below", "through"),
+    [("", "current"), ("inbox", "current/inbox"), ("inbox", "inbox")],
+    ids=["link_is_the_folder", "link_above_it", "link_to_a_link"],
+)
 async def test_a_source_folder_link_pointed_elsewhere_is_watched_there_at_once(
-    tmp_path: Path, below: str
+    tmp_path: Path, below: str, through: str
 ) -> None:
-    """The source's folder is (or lies under) ``current``, a link to a release folder: files
-    landed there count as they land (inotify names them where they are, not through the
-    link). ``ln -sfn`` points it at the next release (the usual atomic switch): the source's
-    files are the new folder's from then on, seen at once, not at a rescan an hour away; the
-    old folder's files are gone from it and what is written there afterwards never counts."""
+    """The source's folder is (or lies under, or is a link to a path through) ``current``, a
+    link to a release folder: files landed there count as they land (inotify names them where
+    they are, not through the link). ``ln -sfn`` points it at the next release (the usual
+    atomic switch): the source's files are the new folder's from then on, seen at once, not
+    at a rescan an hour away; the old folder's files are gone from it and what is written
+    there afterwards never counts."""
     folders = {release: tmp_path / release / below for release in ("r1", "r2")}
     for folder in folders.values():
         folder.mkdir(parents=True)
     (folders["r1"] / "old.csv").write_text("a\n1\n")
     (folders["r2"] / "kept.csv").write_text("a\n2\n")
     (tmp_path / "current").symlink_to("r1")
-    pattern = str(tmp_path / "current" / below / "{partition}.csv")
+    if through == "inbox":  # inbox -> current/inbox, current -> r1
+        (tmp_path / "inbox").symlink_to("current/inbox")
+    pattern = str(tmp_path / through / "{partition}.csv")
     files = hw.FileSource("files", pattern, partitions=hw.DynamicPartitions("inbox"))
     async with Engine.open(hw.Definitions([files]), tmp_path / "state", SystemClock()) as engine:
         await FileSensor(engine, lambda: None).scan()
@@ -199,6 +206,60 @@ async def test_a_source_folder_link_pointed_elsewhere_is_watched_there_at_once(
                 await changes.until(lambda: state.version(("files", "new")) is not None)
                 tg.cancel_scope.cancel()
         assert state.version(("files", "stray")) is None
+
+
+@pytest.mark.asyncio
+async def test_a_source_folder_link_that_loops_stops_nothing(tmp_path: Path) -> None:
+    """``ln -sfn inbox inbox`` (a slip of the fingers) makes the source's folder a link to
+    itself: it names no folder, so nothing is there, and the sensor goes on; once the link is
+    fixed, files count again, at once."""
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "inbox").symlink_to("r1")
+    async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
+        state = engine.state
+        changes = _Changes()
+        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                (tmp_path / "r1" / "a.csv").write_text("a\n1\n")
+                await changes.until(lambda: state.version(("files", "a")) is not None)
+                await anyio.run_process(["ln", "-sfn", "inbox", str(tmp_path / "inbox")])
+                await changes.until(lambda: state.version(("files", "a")) is None)
+                await anyio.run_process(["ln", "-sfn", "r1", str(tmp_path / "inbox")])
+                (tmp_path / "r1" / "b.csv").write_text("a\n2\n")
+                await changes.until(lambda: state.version(("files", "b")) is not None)
+                tg.cancel_scope.cancel()
+        # a sensor started on the loop starts, and sees nothing there
+        await anyio.run_process(["ln", "-sfn", "inbox", str(tmp_path / "inbox")])
+        await FileSensor(engine, lambda: None).scan()
+        assert state.version(("files", "b")) is None
+
+
+@pytest.mark.asyncio
+async def test_a_source_folder_link_to_a_folder_not_made_yet_counts_once_it_is(
+    tmp_path: Path,
+) -> None:
+    """``inbox`` points into another tree at a folder that does not exist yet: that folder's
+    nearest existing parent is watched (not the link's), so once it is made, files landed
+    through the link count as they land."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "project" / "inbox").symlink_to(tmp_path / "elsewhere" / "r3")
+    inbox = hw.DynamicPartitions("inbox")
+    pattern = str(tmp_path / "project" / "inbox" / "{partition}.csv")
+    defs = hw.Definitions([hw.FileSource("files", pattern, partitions=inbox)])
+    async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
+        state = engine.state
+        changes = _Changes()
+        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                await tg.start(sensor.run)
+                (tmp_path / "elsewhere" / "r3").mkdir()
+                (tmp_path / "project" / "inbox" / "b.csv").write_text("a\n1\n")
+                await changes.until(lambda: state.version(("files", "b")) is not None)
+                tg.cancel_scope.cancel()
 
 
 def _write_pausing(path: Path, cache: FileCache) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -114,7 +115,7 @@ def _examine_partition(
 ) -> Found | None:
     """:func:`examine` one partition's file under the source's symlink policy."""
     policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
-    root = str(source.root(base_dir).resolve())
+    root = os.path.realpath(source.root(base_dir))  # a link loop names no folder: no error
     return examine(str(path), policy=policy, root=root, private=private)
 
 

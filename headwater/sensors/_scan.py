@@ -112,7 +112,7 @@ def scan_file_source(
 ) -> Listing:
     """Every partition of ``source`` on disk now, with its content version."""
     listing = Listing()
-    root = str(source.root(base_dir).resolve())
+    root = os.path.realpath(source.root(base_dir))  # a link loop names no folder: no error
     policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
     glob_files: list[tuple[str, str]] = []
     for path in source_files(source, base_dir):

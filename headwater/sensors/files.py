@@ -102,14 +102,39 @@ class _OverflowAlarm(logging.Handler):
             self._alarm()
 
 
+def links_on_the_way(path: str, limit: int = 40) -> set[str]:
+    """The symbolic links met in resolving ``path``: among its folders, then among those of
+    where each link points (a loop, or more than ``limit``, ends the walk)."""
+    found: set[str] = set()
+    todo = [os.path.abspath(path)]
+    while todo and len(found) < limit:
+        path = todo.pop()
+        prefix = ""
+        for part in path.split("/")[1:]:
+            prefix = f"{prefix}/{part}"
+            if prefix in found or not os.path.islink(prefix):
+                continue
+            found.add(prefix)
+            try:
+                target = os.path.join(os.path.dirname(prefix), os.readlink(prefix))
+            except OSError:  # replaced meanwhile: its event re-arms
+                break
+            todo.append(os.path.normpath(target) + path[len(prefix) :])
+            break
+    return found
+
+
 def watch_roots(sources: list[FileSource], base: Path) -> list[Path]:
     """The folders to watch: each pattern's fixed folder, or its nearest existing parent."""
     found: set[Path] = set()
     for source in sources:
-        folder = source.root(base)
+        # where it points, if it is (or lies under) a link: a link to a folder not made yet is
+        # watched from that folder's parent, not from the link's. realpath: a link loop is
+        # not an error here (it names no folder, so its parent is watched).
+        folder = Path(os.path.realpath(source.root(base)))
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
-        found.add(folder.resolve())
+        found.add(folder)
     return sorted(r for r in found if not any(r != o and r.is_relative_to(o) for o in found))
 
 
@@ -242,12 +267,22 @@ class FileSensor:
             if held is not None:
                 self._unschedule(held[0])
         named = [s.root(self.base).absolute() for s in self.sources]
-        self._source_roots = [str(folder.resolve()) for folder in named]
+        self._source_roots = [os.path.realpath(folder) for folder in named]
         self._aliases = sorted(
             {(real, str(folder)) for folder, real in zip(named, self._source_roots, strict=True)}
             - {(str(folder), str(folder)) for folder in named}
         )
+        # A link on the way to a source folder (a link's target may hold links too) pointed
+        # elsewhere moves it: each one is a path whose events re-arm, in a folder watched.
+        home = self.base.absolute()
+        links = {
+            link
+            for folder in named
+            for link in links_on_the_way(str(folder))
+            if not home.is_relative_to(link)  # the machine's layout, not something that moves
+        }
         self._named_roots = {str(p) for folder in named for p in (folder, *folder.parents)}
+        self._named_roots |= links
         for _ in range(3):  # a root that appears while arming is looked at once more
             wanted = [str(root) for root in self.roots()]
             armed: list[str] = []
@@ -268,17 +303,9 @@ class FileSensor:
                 break
         # watchdog drops a watched folder's IN_MOVE_SELF and goes on watching it under its new
         # name, reporting paths under the old one: only the parent's watch sees it move away.
-        # A source folder reached through a link is watched where it points; the link's own
-        # folder is watched alone too, to see it pointed elsewhere (links above the project's
-        # folder are the machine's layout, not something that moves under us).
+        # A source folder reached through links is watched where they lead; each link's own
+        # folder is watched alone too, to see it pointed elsewhere.
         roots = self._root_watches
-        home = self.base.absolute()
-        links = {
-            str(p)
-            for folder in named
-            for p in (folder, *folder.parents)
-            if p.is_symlink() and not home.is_relative_to(p)
-        }
         parents = {
             parent
             for parent in map(os.path.dirname, [*roots, *links])
@@ -375,7 +402,7 @@ class FileSensor:
         try:
             root = self._roots.get(source.key)
             if root is None:  # resolved in the worker thread: it touches the filesystem
-                root = self._roots[source.key] = str(source.root(self.base).resolve())
+                root = self._roots[source.key] = os.path.realpath(source.root(self.base))
             found = examine(path, policy=policy, root=root, private=self.private)
             version = None if found is None else self.cache.version(found)
         except Skipped as skipped:
