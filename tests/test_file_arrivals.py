@@ -285,6 +285,24 @@ def test_a_dangling_link_is_named_and_counts_once_its_target_appears(
     _materialized(daemon, asset, name, since)
 
 
+@pytest.mark.parametrize("folder", ["inbox", "burst"], ids=["partition_key", "glob"])
+def test_a_file_name_that_is_not_utf8_is_named_and_stops_nothing(
+    site: tuple[Path, DaemonProcess], folder: str
+) -> None:
+    """A name's bytes that are not UTF-8 (a file from another system's encoding) would reach
+    the log as a partition key or in a glob's version: the file is named as ignored, with
+    what to do, and the daemon goes on (it died at once, and again at every start)."""
+    root, daemon = site
+    name = os.fsdecode(b"caf\xe9-" + folder.encode() + b".csv")  # Latin-1 bytes
+    since = daemon.mark()
+    (root / folder / name).write_text(CSV)
+    line = daemon.wait_event("file_ignored", path=str(root / folder / name), since=since)
+    assert "valid UTF-8" in line["reason"] and "rename" in line["reason"]
+    (root / "inbox" / f"after_{folder}.csv").write_text(CSV)
+    _materialized(daemon, "parsed", f"after_{folder}", since)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
 def test_a_fifo_is_skipped_and_never_blocks_the_daemon(site: tuple[Path, DaemonProcess]) -> None:
     root, daemon = site
     fifo = root / "staging" / "pipe.csv"

@@ -86,7 +86,11 @@ def match_path(source: FileSource, base_dir: Path, path: str) -> tuple[bool, str
         regex = source.__dict__.get("_glob")
         if regex is None:
             regex = source.__dict__["_glob"] = glob_regex(source.template)
-        return regex.fullmatch(name) is not None, None
+        matched = regex.fullmatch(name) is not None
+        if matched and any("\ud800" <= c <= "\udfff" for c in name):
+            # its bytes would go into the source's version and the log as text
+            raise PartitionKeyError(f"the name of {path!r} is not valid UTF-8; rename it")
+        return matched, None
     return str(source.resolve(base_dir, None)) == path, None
 
 
