@@ -103,7 +103,7 @@ def key_problem(key: object) -> str | None:
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key):
         return "must not contain control characters"
     if any("\ud800" <= c <= "\udfff" for c in key):  # a file name's bytes that are not UTF-8
-        return "must be valid UTF-8 text (rename the file)"
+        return "must be valid UTF-8 text (a file name in another encoding: rename the file)"
     if len(key.encode("utf-8", "surrogatepass")) > KEY_MAX_BYTES:
         return f"must be at most {KEY_MAX_BYTES} bytes of UTF-8"
     return None
