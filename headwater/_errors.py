@@ -40,6 +40,9 @@ class StateDirError(HeadwaterError):
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a known name is close to ``name``, else nothing."""
+    """`` (did you mean 'x'?)`` when a known name is close to ``name``, else nothing (nothing
+    either for a name far longer than any could be: matching it would cost its length squared)."""
+    if len(name) > 256:
+        return ""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

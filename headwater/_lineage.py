@@ -26,12 +26,7 @@ def _mapping(defs: Definitions, parent: str, child: str) -> str | None:
 def _quoted(text: str) -> str:
     """A label as one quoted string of dot: no quote, backslash or line break in it
     may end the string or start a statement (a partition dimension's name may hold any)."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-    )
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _mermaid_label(text: str) -> str:

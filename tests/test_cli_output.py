@@ -89,6 +89,7 @@ def test_a_failure_says_where_and_nothing_reaches_the_terminal_raw(project: Path
         (["materialize", "cleand"], "did you mean 'cleaned'"),
         (["materialize", "cleaned", "--partition", "2026-1-4"], "did you mean '2026-01-04'"),
         (["why", "cleaned", "--partition", "2026-1-4"], "did you mean '2026-01-04'"),
+        (["why", "cleand"], "did you mean 'cleaned'"),
     ],
 )
 def test_typos_are_exit_2_with_did_you_mean(project: Path, args: list[str], message: str) -> None:

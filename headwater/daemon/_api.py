@@ -20,11 +20,10 @@ from typing import Any, Protocol
 
 import anyio
 import structlog
-import uvicorn
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -34,9 +33,10 @@ from headwater._lineage import FORMATS, render_lineage
 from headwater._report import status_rows
 from headwater._statedir import short_socket_path
 from headwater._storage import StorageFailure
+from headwater.daemon._uvicorn import embedded_server
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
-from headwater.execution._backup import remove_snapshots
+from headwater.execution._backup import is_snapshot, remove_snapshots
 from headwater.planning import NodeKey
 
 __all__ = ["ControlServer", "Controlled", "result_json"]
@@ -47,6 +47,11 @@ SOCKET_MODE = 0o660
 """The service's user and group may talk to the daemon; nobody else."""
 MAX_EVENTS = 100_000
 """The most events one ``/events`` request returns (page with ``after_id``)."""
+MAX_BODY = 1 << 20
+"""The largest request body taken (a command names assets and partitions: 1 MiB is thousands
+of them); a larger one is refused before it is read."""
+BODY_S = 10.0
+"""Seconds a request body may take to arrive: one sent a byte at a time holds no slot longer."""
 HEARTBEAT = 10.0
 """Seconds between lines of a streamed request while nothing finishes: a client that hears
 nothing for much longer knows the daemon hangs."""
@@ -95,6 +100,8 @@ def result_json(result: TickResult, requested: int) -> dict[str, Any]:
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
+    if len(message) > 2000:  # a name a client sent may be long: it is not echoed back whole
+        message = message[:1000] + " ... " + message[-200:]
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -122,17 +129,83 @@ def _handler(
                 return await fn(request.app.state.daemon, request)
         except _Refused as refused:
             return refused.response
-        except (ValueError, KeyError, TypeError) as exc:  # a malformed request body
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # a malformed body
             return _error(f"bad request: {exc}")
+        except ClientDisconnect:  # gone, or its body was malformed on the wire (uvicorn's 400)
+            return _error("the request ended before its body did")
 
     return endpoint
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    body = await request.json()
+    """The request's JSON object: refused with 413 past ``MAX_BODY``, 408 past ``BODY_S``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _Refused(_error(f"the body is larger than {MAX_BODY} bytes", 413))
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(BODY_S) as late:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _Refused(_error(f"the body is larger than {MAX_BODY} bytes", 413))
+            chunks.append(chunk)
+    if late.cancelled_caught:
+        raise _Refused(_error(f"the body took longer than {BODY_S:.0f} s to arrive", 408))
+    try:
+        body = json.loads(b"".join(chunks) or b"{}")  # no body: no fields
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8") from None
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     return body
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """A true/false field (absent: false): "false", 0 or [] are not taken for an answer."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {_shown(value)}")
+    return value
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {_shown(value)}")
+    return value
+
+
+def _texts(body: dict[str, Any], name: str, *, required: bool) -> list[str] | None:
+    """A list of strings (absent, null or empty: None, unless required)."""
+    value = body.get(name)
+    if not value and not required and (value is None or isinstance(value, list)):
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a non-empty list of strings, not {_shown(value)}")
+    return value
+
+
+def _seconds(body: dict[str, Any], name: str) -> float | None:
+    """A duration in seconds (absent or null: None): finite, not negative, at most 1,000 years."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= 1000 * 365.25 * 86400
+    ):
+        raise ValueError(f"{name} must be a number of seconds from 0 to 1,000 years, not "
+                         f"{_shown(value)}")  # fmt: skip
+    return float(value)
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _stream(
@@ -180,22 +253,26 @@ def _stream(
 
 async def _materialize(daemon: Controlled, request: Request) -> Response:
     body = await _body(request)
-    selection = [str(s) for s in body["selection"]]
-    partitions = body.get("partitions") or None
+    selection = _texts(body, "selection", required=True)
+    assert selection is not None
+    partitions = _texts(body, "partitions", required=False)
+    force = _flag(body, "force")
     engine = await daemon.current_engine()
-    nodes = engine.resolve(selection, [str(p) for p in partitions] if partitions else None)
-    return _stream(daemon, engine, nodes, bool(body.get("force", False)))
+    nodes = engine.resolve(selection, partitions)
+    return _stream(daemon, engine, nodes, force)
 
 
 async def _backfill(daemon: Controlled, request: Request) -> Response:
     body = await _body(request)
-    asset = str(body["asset"])
+    asset, first, last = _text(body, "asset"), _text(body, "from"), _text(body, "to")
+    force = _flag(body, "force")
     engine = await daemon.current_engine()
-    nodes = engine.backfill(asset, str(body["from"]), str(body["to"]))
-    return _stream(daemon, engine, nodes, bool(body.get("force", False)))
+    nodes = engine.backfill(asset, first, last)
+    return _stream(daemon, engine, nodes, force)
 
 
 async def _reload(daemon: Controlled, request: Request) -> Response:
+    await _body(request)  # whole and well-formed: a request refused on the wire does nothing
     error, done = await daemon.reload()
     if error is not None:
         return _error(error)
@@ -203,29 +280,35 @@ async def _reload(daemon: Controlled, request: Request) -> Response:
 
 
 async def _stop(daemon: Controlled, request: Request) -> Response:
+    await _body(request)  # whole and well-formed: a request refused on the wire does nothing
     daemon.stop("requested over the control socket")
     return JSONResponse({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
 
 
 async def _prune(daemon: Controlled, request: Request) -> Response:
     body = await _body(request)
-    engine = await daemon.current_engine()
-    older = body.get("older_than_s")
-    cutoff = None if older is None else engine.clock.now() - timedelta(seconds=float(older))
-    done = await engine.maintain(
-        cutoff, values=bool(body.get("values")), vacuum=bool(body.get("vacuum"))
+    older, values, vacuum = (
+        _seconds(body, "older_than_s"),
+        _flag(body, "values"),
+        _flag(body, "vacuum"),
     )
+    engine = await daemon.current_engine()
+    cutoff = None if older is None else engine.clock.now() - timedelta(seconds=older)
+    done = await engine.maintain(cutoff, values=values, vacuum=vacuum)
     return JSONResponse(done)
 
 
 async def _backup(daemon: Controlled, request: Request) -> Response:
+    await _body(request)  # whole and well-formed: a request refused on the wire does nothing
     engine = await daemon.current_engine()
     staging = await engine.snapshot(daemon.state_dir)
     return JSONResponse({"staging": str(staging)})
 
 
 async def _backup_done(daemon: Controlled, request: Request) -> Response:
-    staging = Path(str((await _body(request))["staging"]))
+    staging = Path(_text(await _body(request), "staging"))
+    if not is_snapshot(daemon.state_dir, staging):
+        return _error(f"{str(staging)[:200]!r} is not a snapshot of this state directory")
     await anyio.to_thread.run_sync(lambda: remove_snapshots(daemon.state_dir, staging))
     return JSONResponse({"removed": str(staging)})
 
@@ -344,12 +427,6 @@ ROUTES = [
 ]
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the daemon owns SIGTERM/SIGINT/SIGHUP; uvicorn must not take them
-
-
 def bind_socket(path: Path) -> tuple[socket.socket, int]:
     """Listen on ``path`` with mode 0660, atomically replacing a socket a crash left behind.
 
@@ -405,16 +482,7 @@ class ControlServer:
         self.path = path
         app = Starlette(routes=ROUTES)
         app.state.daemon = daemon
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,  # never reconfigure the daemon's logging
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _Server(config)
+        self._server = embedded_server(app)
         self._inode: int | None = None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -8,14 +8,12 @@ says who may send them, unless ``--http-write`` opens them on TCP too.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,6 +27,7 @@ from headwater.daemon._api import ROUTES, Controlled
 from headwater.daemon._metrics import Metrics, SensorLag
 from headwater.daemon._page import Page
 from headwater.daemon._summary import StateSummary
+from headwater.daemon._uvicorn import embedded_server
 from headwater.execution import Engine
 
 __all__ = ["HttpAddress", "HttpServer", "parse_http_address"]
@@ -73,12 +72,6 @@ def parse_http_address(text: str, where: str) -> HttpAddress | None:
     return HttpAddress(host, port)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the daemon owns SIGTERM/SIGINT/SIGHUP
-
-
 class HttpServer:
     """One task of the daemon's root task group, like the control socket's server."""
 
@@ -98,17 +91,7 @@ class HttpServer:
         app = Starlette(routes=routes, middleware=[Middleware(_SameSite, address=address)])
         app.state.daemon = daemon
         self.metrics = metrics
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            limit_concurrency=MAX_CONNECTIONS,
-        )
-        self._server = _Server(config)
+        self._server = embedded_server(app, limit_concurrency=MAX_CONNECTIONS)
         self.bound = address
         """Where it listens (the port chosen, when asked for port 0)."""
 

@@ -77,8 +77,13 @@ def copy_snapshot(staging: Path, dest: Path) -> int:
     return copied
 
 
+def is_snapshot(state_dir: Path, path: Path) -> bool:
+    """Whether ``path`` names a snapshot of ``state_dir`` (by name: nothing else is removed)."""
+    return path.parent == state_dir and path.name.startswith(SNAPSHOT_PREFIX)
+
+
 def remove_snapshots(state_dir: Path, only: Path | None = None) -> None:
     """Remove one snapshot, or all that a crash left behind (the owner does it at start)."""
     for path in [only] if only is not None else state_dir.glob(f"{SNAPSHOT_PREFIX}*"):
-        if path.parent == state_dir and path.name.startswith(SNAPSHOT_PREFIX):
+        if is_snapshot(state_dir, path):
             shutil.rmtree(path, ignore_errors=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from headwater._errors import PartitionKeyError, SelectionError
+from headwater._errors import PartitionKeyError, SelectionError, did_you_mean
 from headwater._records import record_class
 from headwater.definitions import (
     AssetDef,
@@ -106,7 +106,7 @@ class Evaluator:
         """Raise an error naming the asset or partition if ``(asset, partition)`` does not exist."""
         node = self.defs.nodes.get(asset)
         if node is None:
-            raise SelectionError(f"unknown asset {asset!r}")
+            raise SelectionError(f"unknown asset {asset!r}{did_you_mean(asset, self.defs.nodes)}")
         parts = node.partitions
         if parts is None:
             if partition is not None:
