@@ -5,6 +5,7 @@ consistently, and bad settings are usage errors naming the option."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -103,6 +104,24 @@ def test_the_harness_prunes_only_when_given_retention() -> None:
             kinds = Counter(e.kind for e in h.events(asset="copy"))
             assert (kinds["materialization"] == 1) is expect_pruned, kinds
             assert h.state("copy") == "fresh" and h.value("copy") == 4
+
+
+def test_a_snapshot_left_behind_is_removed_when_a_later_backup_begins(tmp_path: Path) -> None:
+    """A backup killed while it copied out (or a client that never says it is done) leaves
+    its snapshot, a full copy of the log, in the state directory: the next backup a day on
+    removes it, and leaves a recent one (another backup under way) alone."""
+    from headwater.execution._backup import STALE_AFTER_S, take_snapshot
+    from headwater.execution._store import FilesystemStore
+
+    with Harness(hw_api.Definitions([hw_api.source("src")]), state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+    store = FilesystemStore(tmp_path / "values")
+    left = take_snapshot(tmp_path, store)
+    recent = take_snapshot(tmp_path, store)
+    day_ago = time.time() - STALE_AFTER_S - 60
+    os.utime(left, (day_ago, day_ago))
+    new = take_snapshot(tmp_path, store)
+    assert sorted(tmp_path.glob(".backup-*")) == sorted([recent, new])
 
 
 def test_backup_while_runs_land_is_a_usable_state_directory(

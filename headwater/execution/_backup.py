@@ -10,9 +10,11 @@ then copied out to its destination at leisure, and removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -25,8 +27,15 @@ __all__ = ["SNAPSHOT_PREFIX", "copy_snapshot", "remove_snapshots", "take_snapsho
 SNAPSHOT_PREFIX = ".backup-"
 
 
+STALE_AFTER_S = 24 * 3600.0
+"""A snapshot older than this when another is taken was left behind (a backup killed while it
+copied out, or a client that never said it was done): it is removed then, not only when the
+daemon next starts."""
+
+
 def take_snapshot(state_dir: Path, store: FilesystemStore) -> Path:
     """Snapshot the log and the values into a new folder inside ``state_dir``."""
+    _remove_stale(state_dir)
     staging = state_dir / f"{SNAPSHOT_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(mode=0o700)
     try:
@@ -46,6 +55,14 @@ def take_snapshot(state_dir: Path, store: FilesystemStore) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return staging
+
+
+def _remove_stale(state_dir: Path) -> None:
+    now = time.time()
+    for path in state_dir.glob(f"{SNAPSHOT_PREFIX}*"):
+        with contextlib.suppress(OSError):  # removed meanwhile by its own client
+            if now - path.stat().st_mtime > STALE_AFTER_S:
+                remove_snapshots(state_dir, path)
 
 
 def _link_values(values: Path, into: Path) -> None:
