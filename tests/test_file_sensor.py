@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -97,6 +98,19 @@ def test_paths_map_to_sources_and_partitions(tmp_path: Path) -> None:
     assert watch_roots([every], tmp_path) == [tmp_path.resolve()]  # logs/ absent: nearest parent
 
 
+@asynccontextmanager
+async def _sensing(engine: Engine) -> AsyncIterator[_Changes]:
+    """A sensor (rescans an hour apart: what it sees, events showed) running while the block
+    runs, which has 15 s; what it reports as changed."""
+    changes = _Changes()
+    sensor = FileSensor(engine, changes.set, rescan_interval=3600)
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            await tg.start(sensor.run)
+            yield changes
+            tg.cancel_scope.cancel()
+
+
 class _Changes:
     """What the sensor reports as changed, waited on until a condition holds."""
 
@@ -126,28 +140,23 @@ async def test_an_inbox_removed_and_made_again_is_watched_again(
     async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
         await FileSensor(engine, lambda: None).scan()
         state = engine.state
-        changes = _Changes()
-        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                await tg.start(sensor.run)
-                if recreate == "moved_away":
-                    inbox.rename(tmp_path / "inbox.old")
-                else:
-                    shutil.rmtree(inbox)
-                if recreate == "after_the_deletion_is_seen":
-                    await changes.until(lambda: state.version(("files", "old")) is None)
-                inbox.mkdir()
-                (inbox / "new.csv").write_text("a\n2\n")
-                await changes.until(lambda: state.version(("files", "new")) is not None)
-                # and it stays watched: a later file is seen as well
-                (inbox / "later.csv").write_text("a\n3\n")
-                await changes.until(lambda: state.version(("files", "later")) is not None)
-                if recreate == "moved_away":  # a file beside the old one is not the inbox's
-                    (tmp_path / "inbox.old" / "stray.csv").write_text("a\n4\n")
-                (inbox / "last.csv").write_text("a\n5\n")
-                await changes.until(lambda: state.version(("files", "last")) is not None)
-                tg.cancel_scope.cancel()
+        async with _sensing(engine) as changes:
+            if recreate == "moved_away":
+                inbox.rename(tmp_path / "inbox.old")
+            else:
+                shutil.rmtree(inbox)
+            if recreate == "after_the_deletion_is_seen":
+                await changes.until(lambda: state.version(("files", "old")) is None)
+            inbox.mkdir()
+            (inbox / "new.csv").write_text("a\n2\n")
+            await changes.until(lambda: state.version(("files", "new")) is not None)
+            # and it stays watched: a later file is seen as well
+            (inbox / "later.csv").write_text("a\n3\n")
+            await changes.until(lambda: state.version(("files", "later")) is not None)
+            if recreate == "moved_away":  # a file beside the old one is not the inbox's
+                (tmp_path / "inbox.old" / "stray.csv").write_text("a\n4\n")
+            (inbox / "last.csv").write_text("a\n5\n")
+            await changes.until(lambda: state.version(("files", "last")) is not None)
         assert state.version(("files", "old")) is None
         assert state.version(("files", "stray")) is None
 
@@ -181,30 +190,25 @@ async def test_a_source_folder_link_pointed_elsewhere_is_watched_there_at_once(
         await FileSensor(engine, lambda: None).scan()
         state = engine.state
         assert state.version(("files", "old")) is not None
-        changes = _Changes()
-        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                await tg.start(sensor.run)
-                (folders["r1"] / "first.csv").write_text("a\n0\n")  # through the link
-                await changes.until(lambda: state.version(("files", "first")) is not None)
-                with structlog.testing.capture_logs() as logs:
-                    await anyio.run_process(["ln", "-sfn", "r2", str(tmp_path / "current")])
-                    await changes.until(
-                        lambda: (
-                            state.version(("files", "kept")) is not None
-                            and state.version(("files", "old")) is None
-                            and state.version(("files", "first")) is None
-                        )
+        async with _sensing(engine) as changes:
+            (folders["r1"] / "first.csv").write_text("a\n0\n")  # through the link
+            await changes.until(lambda: state.version(("files", "first")) is not None)
+            with structlog.testing.capture_logs() as logs:
+                await anyio.run_process(["ln", "-sfn", "r2", str(tmp_path / "current")])
+                await changes.until(
+                    lambda: (
+                        state.version(("files", "kept")) is not None
+                        and state.version(("files", "old")) is None
+                        and state.version(("files", "first")) is None
                     )
-                # what the switch changed is in the log, as any other change
-                told = {(e["event"], e.get("partition")) for e in logs}
-                assert {("file_observed", "kept"), ("file_deleted", "old")} <= told, logs
-                assert ("file_deleted", "first") in told, logs
-                (folders["r1"] / "stray.csv").write_text("a\n3\n")
-                (folders["r2"] / "new.csv").write_text("a\n4\n")
-                await changes.until(lambda: state.version(("files", "new")) is not None)
-                tg.cancel_scope.cancel()
+                )
+            # what the switch changed is in the log, as any other change
+            told = {(e["event"], e.get("partition")) for e in logs}
+            assert {("file_observed", "kept"), ("file_deleted", "old")} <= told, logs
+            assert ("file_deleted", "first") in told, logs
+            (folders["r1"] / "stray.csv").write_text("a\n3\n")
+            (folders["r2"] / "new.csv").write_text("a\n4\n")
+            await changes.until(lambda: state.version(("files", "new")) is not None)
         assert state.version(("files", "stray")) is None
 
 
@@ -217,19 +221,14 @@ async def test_a_source_folder_link_that_loops_stops_nothing(tmp_path: Path) -> 
     (tmp_path / "inbox").symlink_to("r1")
     async with Engine.open(_defs(tmp_path), tmp_path / "state", SystemClock()) as engine:
         state = engine.state
-        changes = _Changes()
-        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                await tg.start(sensor.run)
-                (tmp_path / "r1" / "a.csv").write_text("a\n1\n")
-                await changes.until(lambda: state.version(("files", "a")) is not None)
-                await anyio.run_process(["ln", "-sfn", "inbox", str(tmp_path / "inbox")])
-                await changes.until(lambda: state.version(("files", "a")) is None)
-                await anyio.run_process(["ln", "-sfn", "r1", str(tmp_path / "inbox")])
-                (tmp_path / "r1" / "b.csv").write_text("a\n2\n")
-                await changes.until(lambda: state.version(("files", "b")) is not None)
-                tg.cancel_scope.cancel()
+        async with _sensing(engine) as changes:
+            (tmp_path / "r1" / "a.csv").write_text("a\n1\n")
+            await changes.until(lambda: state.version(("files", "a")) is not None)
+            await anyio.run_process(["ln", "-sfn", "inbox", str(tmp_path / "inbox")])
+            await changes.until(lambda: state.version(("files", "a")) is None)
+            await anyio.run_process(["ln", "-sfn", "r1", str(tmp_path / "inbox")])
+            (tmp_path / "r1" / "b.csv").write_text("a\n2\n")
+            await changes.until(lambda: state.version(("files", "b")) is not None)
         # a sensor started on the loop starts, and sees nothing there
         await anyio.run_process(["ln", "-sfn", "inbox", str(tmp_path / "inbox")])
         await FileSensor(engine, lambda: None).scan()
@@ -251,15 +250,10 @@ async def test_a_source_folder_link_to_a_folder_not_made_yet_counts_once_it_is(
     defs = hw.Definitions([hw.FileSource("files", pattern, partitions=inbox)])
     async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
         state = engine.state
-        changes = _Changes()
-        sensor = FileSensor(engine, changes.set, rescan_interval=3600)
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                await tg.start(sensor.run)
-                (tmp_path / "elsewhere" / "r3").mkdir()
-                (tmp_path / "project" / "inbox" / "b.csv").write_text("a\n1\n")
-                await changes.until(lambda: state.version(("files", "b")) is not None)
-                tg.cancel_scope.cancel()
+        async with _sensing(engine) as changes:
+            (tmp_path / "elsewhere" / "r3").mkdir()
+            (tmp_path / "project" / "inbox" / "b.csv").write_text("a\n1\n")
+            await changes.until(lambda: state.version(("files", "b")) is not None)
 
 
 def _write_pausing(path: Path, cache: FileCache) -> str | None:
