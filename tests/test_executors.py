@@ -31,6 +31,8 @@ from daemon_process import DaemonProcess
 from headwater.eventlog import EventLogReader
 
 RESOURCES = Path(__file__).parent / "resources"
+# One daemon (the bad_day fixture) for the module, and the last test reads what the others
+# left in its log: the module runs in one worker, in order (pytest-xdist's --dist loadfile).
 pytestmark = pytest.mark.timeout(300)
 
 
