@@ -92,10 +92,35 @@ def test_paths_map_to_sources_and_partitions(tmp_path: Path) -> None:
     assert match_path(single, tmp_path, str(tmp_path / "config.json")) == (True, None)
     for source in (raw, every, single):
         assert match_path(source, tmp_path, str(tmp_path / "elsewhere.csv"))[0] is False
+
     (tmp_path / "data").mkdir()
     assert watch_roots([raw], tmp_path) == [(tmp_path / "data").resolve()]
     assert watch_roots([raw, single], tmp_path) == [tmp_path.resolve()]  # nested roots fold
     assert watch_roots([every], tmp_path) == [tmp_path.resolve()]  # logs/ absent: nearest parent
+
+
+def test_hidden_names_are_staging_not_data(tmp_path: Path) -> None:
+    """A name starting with a dot where the pattern has a placeholder or wildcard is a
+    staging folder or a temporary file (``mkdir inbox/.t; ...; mv inbox/.t inbox/k2``), as
+    a shell's ``*`` leaves it out: no partition ``.t`` is made, no glob reads it half-written.
+    A pattern that names dot files itself takes them."""
+    folders = hw.FileSource("folders", "inbox/{partition}/data.csv",
+                            partitions=hw.DynamicPartitions("k"))  # fmt: skip
+    every = hw.FileSource("every", "logs/**/*.log")
+    marked = hw.FileSource("marked", "done/{partition}/.ready",
+                           partitions=hw.DynamicPartitions("m"))  # fmt: skip
+    cases = [
+        (folders, "inbox/.t/data.csv", (False, None)),
+        (folders, "inbox/k2/data.csv", (True, "k2")),
+        (folders, "inbox/k.v2/data.csv", (True, "k.v2")),
+        (every, "logs/a/.b/c.log", (False, None)),
+        (every, "logs/a/.c.log", (False, None)),
+        (every, "logs/a/b/c.log", (True, None)),
+        (marked, "done/d1/.ready", (True, "d1")),
+        (marked, "done/.d1/.ready", (False, None)),
+    ]
+    for source, path, expected in cases:
+        assert match_path(source, tmp_path, str(tmp_path / path)) == expected, path
 
 
 @asynccontextmanager

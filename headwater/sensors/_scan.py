@@ -77,7 +77,7 @@ def match_path(source: FileSource, base_dir: Path, path: str) -> tuple[bool, str
     Raises :class:`PartitionKeyError` for a path that matches the pattern but names no key.
     """
     name = _name(source, base_dir, path)
-    if name is None:
+    if name is None or _hidden(source, name):
         return False, None
     if source.partitions is not None:
         partition = source.partition_of(name)
@@ -92,6 +92,24 @@ def match_path(source: FileSource, base_dir: Path, path: str) -> tuple[bool, str
             raise PartitionKeyError(f"the name of {path!r} is not valid UTF-8; rename it")
         return matched, None
     return str(source.resolve(base_dir, None)) == path, None
+
+
+def _hidden(source: FileSource, name: str) -> bool:
+    """Whether ``name`` (as the pattern spells it) has a folder or file name that starts with a
+    dot where the pattern has a placeholder or wildcard: a staging folder (``inbox/.tmp/``), an
+    editor's or a copy's temporary file, as a shell's ``*`` leaves them out. A pattern that
+    names dot files itself (``inbox/{partition}/.done``) takes them."""
+    prefix = source.static_prefix
+    folder = prefix[: prefix.rfind("/") + 1]
+    rest = name[len(folder) :]
+    if "." not in rest:
+        return False
+    names, spelled = rest.split("/"), source.template[len(folder) :].split("/")
+    if "**" not in spelled and len(names) == len(spelled):  # name by name
+        return any(n[0] == "." != s[0] for n, s in zip(names, spelled, strict=True) if n)
+    if any(s.startswith(".") for s in spelled):  # ** spans folders: any dot name may be meant
+        return False
+    return any(n.startswith(".") for n in names)
 
 
 def source_files(source: FileSource, base_dir: Path) -> Iterator[str]:
