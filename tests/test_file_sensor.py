@@ -281,6 +281,39 @@ async def test_a_source_folder_link_to_a_folder_not_made_yet_counts_once_it_is(
             await changes.until(lambda: state.version(("files", "b")) is not None)
 
 
+@pytest.mark.asyncio
+async def test_a_staging_folder_renamed_into_place_counts_without_a_rescan(
+    tmp_path: Path,
+) -> None:
+    """``mkdir inbox/.t``, write, ``mv inbox/.t inbox/k2`` (the usual publish): k2 counts at
+    once and ``.t`` never does; nothing counted was under ``.t``, so no folder is rescanned.
+    Renaming a counted folder (k2 -> k3) moves its partition: that needs the rescan."""
+    folders = hw.FileSource("folders", str(tmp_path / "inbox" / "{partition}" / "data.csv"),
+                            partitions=hw.DynamicPartitions("k"))  # fmt: skip
+    (tmp_path / "inbox").mkdir()
+    async with Engine.open(hw.Definitions([folders]), tmp_path / "state", SystemClock()) as engine:
+        state = engine.state
+        with structlog.testing.capture_logs() as logs:
+            async with _sensing(engine) as changes:
+                staging = tmp_path / "inbox" / ".t"
+                staging.mkdir()
+                (staging / "data.csv").write_text("a\n1\n")
+                staging.rename(tmp_path / "inbox" / "k2")
+                await changes.until(lambda: state.version(("folders", "k2")) is not None)
+                assert [e for e in logs if e["event"] == "rescan"] == []
+                (tmp_path / "inbox" / "k2").rename(tmp_path / "inbox" / "k3")
+                await changes.until(
+                    lambda: (
+                        state.version(("folders", "k3")) is not None
+                        and state.version(("folders", "k2")) is None
+                    )
+                )
+        assert state.version(("folders", ".t")) is None
+        assert [e["reason"] for e in logs if e["event"] == "rescan"] == [
+            f"folder {tmp_path / 'inbox' / 'k2'} was moved to {tmp_path / 'inbox' / 'k3'}"
+        ]
+
+
 def _write_pausing(path: Path, cache: FileCache) -> str | None:
     """Make ``path``'s folder, write half the file, pause five times ``settle``, write the rest;
     return the version of what was written."""

@@ -16,11 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwater._errors import PartitionKeyError
-from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine
+from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine, under
 from headwater.definitions import FileSource
 from headwater.versions import files_version
 
-__all__ = ["Listing", "glob_regex", "match_path", "scan_file_source", "source_files"]
+__all__ = [
+    "Listing",
+    "glob_regex",
+    "hidden_folder",
+    "match_path",
+    "scan_file_source",
+    "source_files",
+]
 
 
 @dataclass(slots=True)
@@ -110,6 +117,16 @@ def _hidden(source: FileSource, name: str) -> bool:
     if any(s.startswith(".") for s in spelled):  # ** spans folders: any dot name may be meant
         return False
     return any(n.startswith(".") for n in names)
+
+
+def hidden_folder(source: FileSource, base_dir: Path, folder: str) -> bool:
+    """Whether nothing under ``folder`` can be ``source``'s: it lies elsewhere, or below a
+    hidden name (a staging folder renamed into place held nothing counted)."""
+    root = str(source.root(base_dir))
+    if not under(folder, root):
+        return not under(root, folder)
+    name = _name(source, base_dir, folder + "/x")
+    return name is not None and _hidden(source, name)
 
 
 def source_files(source: FileSource, base_dir: Path) -> Iterator[str]:

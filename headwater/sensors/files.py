@@ -53,7 +53,7 @@ from headwater._files import FileCache, Skipped, SymlinkPolicy, examine, under
 from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
-from headwater.sensors._scan import match_path, scan_file_source
+from headwater.sensors._scan import hidden_folder, match_path, scan_file_source
 from headwater.sensors._writers import held_for_writing
 
 __all__ = ["FileSensor", "sync_file_sources", "watch_roots"]
@@ -585,8 +585,12 @@ class FileSensor:
                     for path in await anyio.to_thread.run_sync(_files_under, dest):
                         for (named,) in self._names(path):
                             self._ready(named, ready)
-                if kind == "deleted" or (kind == "moved" and src):
-                    rescan = "a folder was removed or moved away"  # what was below it is gone
+                if (kind == "deleted" or (kind == "moved" and src)) and not all(
+                    hidden_folder(s, self.base, name)
+                    for s in self.sources
+                    for (name,) in self._names(src)
+                ):  # what was counted below it is gone from there
+                    rescan = f"folder {src} was " + (f"moved to {dest}" if dest else "removed")
                     if src in self._root_watches:  # its watch ended, or follows it elsewhere
                         dead.append(src)
                 rearm = rearm or any(self._moves_a_root(p) for p in (src, dest) if p)
