@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -79,14 +80,17 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise LoadError(f"{path}: syntax error on line {exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:
+    except BaseException as exc:
+        # sys.exit(), an interrupt or any BaseException raised by the file itself is its
+        # failure to load, not a request to stop whoever loads it (a reload keeps the old).
         sys.modules.pop(name, None)
         raise LoadError(
             f"{path}: importing it raised {type(exc).__name__}: {exc}{_user_frame(exc, str(path))}"
         ) from exc
     finally:
         if added:
-            sys.path.remove(folder)
+            with contextlib.suppress(ValueError):  # the file may have emptied sys.path
+                sys.path.remove(folder)
     _HELPERS[path] = [n for n in set(sys.modules) - before if n != name and users_module(n)]
     return module, data
 
@@ -126,7 +130,12 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
     if path_text.endswith(".py") or Path(path_text).exists():
         path = Path(path_text).resolve()
         if not path.is_file():
-            raise LoadError(f"definitions file {path_text!r} does not exist")
+            what = (
+                "is not a regular file"
+                if path.exists()  # a folder, a FIFO (reading it would block)
+                else "does not exist"
+            )
+            raise LoadError(f"definitions file {path_text!r} {what}")
         module, data = _import_file(path, source)
         defs = _find(module, attribute or None, str(path))
         defs.base_dir = path.parent
@@ -139,7 +148,7 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
         raise LoadError(f"module {path_text!r}: invalid definitions: {exc}") from exc
     except ImportError as exc:
         raise LoadError(f"cannot import module {path_text!r}: {exc}") from exc
-    except Exception as exc:
+    except BaseException as exc:  # as for a file: see _import_file
         raise LoadError(
             f"module {path_text!r}: importing it raised {type(exc).__name__}: {exc}"
         ) from exc

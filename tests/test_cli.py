@@ -37,6 +37,10 @@ def test_validate_reports_counts(project: Path) -> None:
         ("broken_cycle.py", "cycle in the asset graph"),
         ("broken_import.py", "NameError: name 'undefined_name' is not defined (line 6)"),
         ("missing.py", "definitions file 'missing.py' does not exist"),
+        ("exits.py", "importing it raised SystemExit: 0"),  # not a silent exit 0
+        ("stops.py", "importing it raised SystemExit: 3"),  # not 'state directory unusable'
+        ("odd.py", "importing it raised Odd: x"),
+        ("folder", "definitions file 'folder' is not a regular file"),
     ],
 )
 def test_bad_definitions_exit_2_with_one_paragraph(
@@ -45,6 +49,10 @@ def test_bad_definitions_exit_2_with_one_paragraph(
     """A user's mistake: exit 2, a message naming the file, no traceback."""
     for name in ("broken_cycle.py", "broken_import.py"):
         shutil.copy(RESOURCES / name, tmp_path / name)
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "stops.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "odd.py").write_text("class Odd(BaseException): ...\nraise Odd('x')\n")
+    (tmp_path / "folder").mkdir()
     result = hw("validate", "--definitions", target, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr

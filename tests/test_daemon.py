@@ -185,16 +185,29 @@ def test_a_csv_that_fails_to_parse_is_a_failed_run_and_the_daemon_goes_on(
     _landed(daemon, project, "fine")
 
 
-def test_sighup_with_broken_definitions_keeps_serving(project: Path, daemons: list[object]) -> None:
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        ("\ndef broken(:\n", "syntax error"),
+        # the file's own sys.exit() or interrupt is its failure, not the daemon's stop
+        ("\nimport sys\nsys.exit(0)\n", "raised SystemExit"),
+        ("\nraise KeyboardInterrupt\n", "raised KeyboardInterrupt"),
+        ("\nclass Odd(BaseException): ...\nraise Odd('x')\n", "raised Odd"),
+    ],
+    ids=["syntax", "sys_exit", "interrupt", "base_exception"],
+)
+def test_sighup_with_broken_definitions_keeps_serving(
+    project: Path, daemons: list[object], breakage: str, reason: str
+) -> None:
     daemon = _daemon(project, daemons).start()
     daemon.wait_notify("READY=1")
     good = (project / "defs.py").read_text()
-    (project / "defs.py").write_text(good + "\ndef broken(:\n")
+    (project / "defs.py").write_text(good + breakage)
     daemon.signal(signal.SIGHUP)
     reloading = daemon.wait_notify("RELOADING=1")
     assert "MONOTONIC_USEC=" in reloading
     failed = daemon.wait_event("reload_failed")
-    assert "syntax error" in failed["reason"] and "defs.py" in failed["reason"]
+    assert reason in failed["reason"] and "defs.py" in failed["reason"]
     daemon.wait_notify("READY=1")
     _landed(daemon, project, "after_broken_reload")
     extra = "\n\n@hw.asset(partitions=inbox)\ndef shout(parsed: pd.DataFrame) -> int:\n    return len(parsed)\n"
@@ -207,7 +220,7 @@ def test_sighup_with_broken_definitions_keeps_serving(project: Path, daemons: li
     daemon.wait_notify("READY=1")
     daemon.wait_event("materialized", asset="shout", partition="after_broken_reload")
     failed, reloaded = _events(project, "reload_failed"), _events(project, "reloaded")
-    assert len(failed) == 1 and "syntax error" in failed[0].payload["reason"]  # type: ignore[attr-defined]
+    assert len(failed) == 1 and reason in failed[0].payload["reason"]  # type: ignore[attr-defined]
     assert len(reloaded) == 1 and reloaded[0].payload["assets"] == 3  # type: ignore[attr-defined]
 
 
