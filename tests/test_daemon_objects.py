@@ -115,3 +115,26 @@ def test_an_unreachable_store_backs_off_and_reports_no_deletions(
     observations = _events(tmp_path, "observation", "kept")
     assert len(observations) == 1 and observations[0].data_version is not None
     assert daemon.terminate() == 0
+
+
+def test_a_store_that_cannot_be_listed_at_start_is_reported_and_found_later(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """The bucket does not exist yet (or the store is down) when the daemon starts: it gets
+    ready, says the listing failed, and once the bucket is there it says so and counts its
+    objects. The start-up scan raised, and the daemon died with a traceback."""
+    with moto_server() as endpoint:
+        daemon = _start(tmp_path, endpoint, daemons)
+        daemon.wait_notify("READY=1")
+        failure = daemon.wait_event("object_listing_failed", source="orders")
+        assert "NoSuchBucket" in failure["error"]
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        client.create_bucket(Bucket="lake")
+        client.put_object(Bucket="lake", Key="orders/late.csv", Body=b"id\n1\n")
+        daemon.wait_event("object_listing_recovered", source="orders", timeout=60)
+        daemon.wait_event("materialized", asset="order_rows", partition="late")
+        assert daemon.terminate() == 0
+    assert daemon.bad_lines == []

@@ -8,7 +8,6 @@ next poll backs off.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -63,16 +62,38 @@ class ObjectSensor:
         self._warned: set[tuple[str, str]] = set()
         self._started = time.monotonic()
         self._listed_at: dict[str, float] = {}
+        self._failing: set[str] = set()
+        """Sources whose last listing failed: the next one that works says so."""
 
     async def scan(self) -> None:
+        """Poll every source once (at start, on reload, after a disk outage): a store that
+        cannot be listed now is reported, and its own polling goes on trying."""
         for source in self.sources:
-            with contextlib.suppress(StorageFailure):  # recovery scans again
+            try:
                 await self.poll(source)
+            except StorageFailure:
+                continue  # our own disk: recovery scans again
+            except Exception as exc:  # the store is down, refuses, or has no such bucket
+                self._failed(source, exc, retry_in_s=source.poll.total_seconds())
+
+    def _failed(self, source: ObjectSource, exc: Exception, *, retry_in_s: float) -> None:
+        self._failing.add(source.key)
+        _log.warning(
+            "object_listing_failed",
+            source=source.key,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_s=retry_in_s,
+        )
 
     async def poll(self, source: ObjectSource) -> bool:
         """One listing and diff; raises when the store cannot be listed."""
         since = self.engine.observation_mark()
-        listing = await anyio.to_thread.run_sync(_s3.list_objects, source)
+        # Abandoned if the daemon stops meanwhile: a store that hangs must not hold the stop
+        # for boto3's timeouts and retries (minutes); the thread ends with them, unheard.
+        listing = await anyio.to_thread.run_sync(_s3.list_objects, source, abandon_on_cancel=True)
+        if source.key in self._failing:
+            self._failing.discard(source.key)
+            _log.info("object_listing_recovered", source=source.key)
         ignored: list[tuple[str, str]] = []
         found = versions_from_listing(source, listing, ignored)
         for key, why in ignored:
@@ -114,11 +135,6 @@ class ObjectSensor:
                 continue  # our own disk, not the store: the daemon rides it out
             except Exception as exc:  # the store is down or refuses: report, back off, go on
                 failures += 1
-                _log.warning(
-                    "object_listing_failed",
-                    source=source.key,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=interval * min(2**failures, _MAX_BACKOFF),
-                )
+                self._failed(source, exc, retry_in_s=interval * min(2**failures, _MAX_BACKOFF))
             else:
                 failures = 0
