@@ -7,9 +7,12 @@ import shutil
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 from daemon_process import DaemonProcess, Line
 
+from headwater._loading import LoadError
+from headwater.daemon._reload import import_in_child
 from headwater.eventlog import EventLogReader
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -193,8 +196,10 @@ def test_a_csv_that_fails_to_parse_is_a_failed_run_and_the_daemon_goes_on(
         ("\nimport sys\nsys.exit(0)\n", "raised SystemExit"),
         ("\nraise KeyboardInterrupt\n", "raised KeyboardInterrupt"),
         ("\nclass Odd(BaseException): ...\nraise Odd('x')\n", "raised Odd"),
+        # it would end the daemon itself (status 0: systemd would not restart it)
+        ("\nimport os\nos._exit(0)\n", "ended the process (exit status 0)"),
     ],
-    ids=["syntax", "sys_exit", "interrupt", "base_exception"],
+    ids=["syntax", "sys_exit", "interrupt", "base_exception", "os_exit"],
 )
 def test_sighup_with_broken_definitions_keeps_serving(
     project: Path, daemons: list[object], breakage: str, reason: str
@@ -346,3 +351,13 @@ def test_a_long_run_does_not_hold_back_an_unrelated_file(
     assert _events(project, "materialization", "long") == []
     hold.unlink()
     daemon.wait_event("materialized", asset="parsed", partition="long")
+
+
+@pytest.mark.asyncio
+async def test_an_import_that_never_ends_fails_the_reload_in_time(tmp_path: Path) -> None:
+    """The reload's child import is killed at its deadline, and the reload fails saying why
+    (the daemon said "reloading" for ever, and SIGTERM could not stop it)."""
+    defs = tmp_path / "defs.py"
+    await anyio.Path(defs).write_text("while True:\n    pass\n")
+    with anyio.fail_after(30), pytest.raises(LoadError, match="did not finish within 1 s"):
+        await import_in_child(str(defs), within=1)

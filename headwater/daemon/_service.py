@@ -42,6 +42,7 @@ from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._notify import Notifier
+from headwater.daemon._reload import import_in_child
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
@@ -178,6 +179,7 @@ class Daemon:
         self._phase = "reloading"
         _log.info("reloading", definitions=self.settings.definitions)
         try:
+            await import_in_child(self.settings.definitions)
             defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
         except LoadError as exc:
             _log.error("reload_failed", reason=str(exc))
