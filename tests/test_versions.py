@@ -358,6 +358,43 @@ def test_code_version_without_source_does_not_depend_on_the_hash_seed() -> None:
     assert len(outputs) == 1
 
 
+CALLABLES_MODULE = textwrap.dedent(
+    """
+    import functools
+
+    class Scale:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, src):
+            return src * self.factor
+
+    def add(src, n):
+        return src + n
+
+    by_two, by_three = Scale(2), Scale(3)
+    plus_one, plus_two = functools.partial(add, n=1), functools.partial(add, n=2)
+    """
+)
+
+
+def test_an_asset_function_that_is_a_callable_object_or_a_partial_has_one_code_version(
+    tmp_path: Path,
+) -> None:
+    """A class with ``__call__`` or a ``functools.partial`` as an asset's function: its code
+    version was the hash of its repr, with a memory address in it, so it differed in every
+    process (each run in a worker process failed as 'the definitions have changed'). Now it
+    is the same in every process, and follows the object's attributes and arguments."""
+    (tmp_path / "callables.py").write_text(CALLABLES_MODULE)
+    script = (
+        "import callables as c, headwater as hw; "
+        "print(*(hw.code_version(f) for f in (c.by_two, c.by_three, c.plus_one, c.plus_two)))"
+    )
+    (printed,) = _under_hash_seeds(["-c", script], pythonpath=tmp_path)
+    versions = printed.split()
+    assert len(set(versions)) == 4, versions  # what each holds counts
+
+
 def test_a_mixed_type_object_column_is_stored_and_versioned_as_stored() -> None:
     """Parquet cannot hold a column of ints and strings: it is pickled, the run succeeds, and
     the version is that of what readers load."""

@@ -84,11 +84,12 @@ def code_version(fn: Callable[..., Any]) -> str:
     key = None if code is None else (code.co_filename, code)
     if key is not None and key in _cache:
         return _cache[key]
-    version = _from_source(target) or (
-        from_bytecode(code)
-        if code is not None
-        else hashlib.blake2b(repr(target).encode(), digest_size=16).hexdigest()
-    )
+    if code is None:  # an object with __call__, a functools.partial: not its repr (an
+        # address that differs in every process would make each run's check of the code fail)
+        from headwater.versions._callables import callable_version  # it builds on this
+
+        return callable_version(target)
+    version = _from_source(target) or from_bytecode(code)
     if key is not None:
         _cache[key] = version
     return version
