@@ -163,6 +163,35 @@ def test_bad_keys_are_rejected(key: str) -> None:
         hw.source(key)
 
 
+def test_a_key_segment_too_long_for_a_folder_name_is_rejected() -> None:
+    """Each segment names a folder of the value store: one past 255 bytes passed validate and
+    failed every run that stored a file ('File name too long')."""
+    hw.source("s/" + "a" * 200)
+    with pytest.raises(hw.DefinitionError, match="at most 200"):
+        hw.source("s/" + "a" * 300)
+
+    with pytest.raises(hw.DefinitionError, match="at most 200"):
+
+        @hw.asset("b" * 201)
+        def long_name() -> int:
+            return 1
+
+
+def test_async_and_generator_functions_are_not_assets() -> None:
+    """Their runs all failed ('cannot pickle coroutine'); the definitions say so instead."""
+    with pytest.raises(hw.DefinitionError, match="asset 'fetch': fetch is async"):
+
+        @hw.asset
+        async def fetch() -> int:
+            return 1
+
+    with pytest.raises(hw.DefinitionError, match="asset 'rows': rows is a generator"):
+
+        @hw.asset
+        def rows() -> Any:
+            yield 1
+
+
 def test_var_args_are_rejected() -> None:
     with pytest.raises(hw.DefinitionError, match=r"asset 'f': parameter 'rest' is \*args"):
 

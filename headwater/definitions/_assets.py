@@ -183,6 +183,16 @@ def asset(
         if not callable(fn):
             raise DefinitionError(f"@asset decorates a function, not {fn!r}")
         name = check_key(key if key is not None else getattr(fn, "__name__", ""))
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise DefinitionError(
+                f"asset {name!r}: {fn.__name__} is async; an asset's function is a plain "
+                "function (it runs in a worker, which awaits nothing: use asyncio.run inside)"
+            )
+        if inspect.isgeneratorfunction(fn):
+            raise DefinitionError(
+                f"asset {name!r}: {fn.__name__} is a generator (it yields); an asset's "
+                "function returns its value (return list(...) for a list)"
+            )
         if partitions is not None and not isinstance(partitions, PartitionsDefinition):
             raise DefinitionError(
                 f"asset {name!r}: partitions={partitions!r} is not a partitions definition"

@@ -9,6 +9,8 @@ from headwater._errors import DefinitionError
 __all__ = ["check_key"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+SEGMENT_MAX = 200
+"""The longest segment: a folder's name, with room for what the value store adds to it."""
 
 
 def check_key(key: object, what: str = "asset") -> str:
@@ -16,5 +18,10 @@ def check_key(key: object, what: str = "asset") -> str:
         raise DefinitionError(
             f"{what} key {key!r} is not valid: use names of letters, digits, '_', '-' and '.', "
             "optionally with '/' prefixes such as 'sales/clean'"
+        )
+    if longest := max((s for s in key.split("/") if len(s) > SEGMENT_MAX), key=len, default=""):
+        raise DefinitionError(  # each segment names a folder of the value store
+            f"{what} key {key!r}: {longest[:40]!r}... is {len(longest)} characters; a segment "
+            f"may have at most {SEGMENT_MAX} (it names a folder, and file names stop at 255 bytes)"
         )
     return key
