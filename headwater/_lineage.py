@@ -13,7 +13,7 @@ def _kind(defs: Definitions, key: str) -> str:
     node = defs.nodes[key]
     if isinstance(node, AssetDef):
         return f"asset, {node.policy.name}"
-    return "source" if node.kind == "source" else f"{node.kind} source"
+    return node.kind_label
 
 
 def _mapping(defs: Definitions, parent: str, child: str) -> str | None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from headwater._events import format_timestamp, parse_timestamp
-from headwater.definitions import Definitions
+from headwater.definitions import Definitions, SourceDef
 from headwater.planning import Evaluator, FailedCheck, State, failed_checks, freshness_status
 
 __all__ = ["StatusRow", "status_rows"]
@@ -80,7 +80,7 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
         if node.partitions is not None:
             known = set(partitions)
             partitions += [p for p in state.present_partitions(key) if p not in known]
-        kind = "asset" if key in defs.assets else f"{getattr(node, 'kind', 'source')} source"
+        kind = node.kind_label if isinstance(node, SourceDef) else "asset"
         for index, partition in enumerate(partitions):
             status = ev.status(key, partition)
             record = state.record((key, partition))

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from headwater._durations import format_duration
 from headwater._events import Event
 from headwater.daemon._summary import StateSummary
-from headwater.definitions import AssetDef, EdgeMapping
+from headwater.definitions import AssetDef, EdgeMapping, SourceDef
 from headwater.planning import failed_blocking
 
 if TYPE_CHECKING:
@@ -187,8 +187,7 @@ def graph_json(engine: Engine, summary: StateSummary) -> dict[str, Any]:
 
 
 def _source_kind(node: object) -> str:
-    kind = str(getattr(node, "kind", "source"))
-    return kind if kind.endswith("source") else f"{kind} source"
+    return node.kind_label if isinstance(node, SourceDef) else "source"
 
 
 def _sla_text(max_lag: timedelta | None, max_age: timedelta | None) -> str:

@@ -30,6 +30,11 @@ class SourceDef:
     freshness: Freshness | None = None
     kind: SourceKind = field(default="source", init=False)
 
+    @property
+    def kind_label(self) -> str:
+        """How status, lineage and the page name its kind: "source", "file source"..."""
+        return "source" if self.kind == "source" else f"{self.kind} source"
+
     def __post_init__(self) -> None:
         check_key(self.key, "source")
         if self.partitions is not None and not isinstance(self.partitions, PartitionsDefinition):
