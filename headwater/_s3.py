@@ -16,7 +16,7 @@ from headwater.definitions import ObjectSource
 
 __all__ = [
     "ObjectEntry", "client_for", "client_kwargs", "get_object", "head_etag", "is_missing",
-    "list_objects",
+    "is_store_failure", "list_objects",
 ]  # fmt: skip
 
 ObjectEntry = tuple[str, int]
@@ -84,6 +84,15 @@ def is_missing(exc: BaseException) -> bool:
         return False
     code = str(response.get("Error", {}).get("Code", ""))
     return code in ("NoSuchKey", "404", "NotFound")
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Did talking to the store fail (down, refusing, timing out, an error it answered), as
+    opposed to what was read being wrong? botocore's own errors, by module: boto3 is imported
+    only when an object source is used."""
+    return any(
+        c.__module__.split(".")[0] in ("botocore", "urllib3") for c in type(exc).__mro__[:-2]
+    ) and not is_missing(exc)
 
 
 def head_etag(source: ObjectSource, key: str) -> str | None:

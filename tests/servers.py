@@ -28,9 +28,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server(timeout: float = 30) -> Iterator[str]:
+def moto_server(timeout: float = 30, port: int | None = None) -> Iterator[str]:
     """An S3-compatible server (moto's server mode); yields its plain-http endpoint."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,

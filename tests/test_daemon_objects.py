@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
+import pandas as pd
 import pytest
 from daemon_process import DaemonProcess
-from servers import moto_bucket, moto_server
+from servers import free_port, moto_bucket, moto_server
 
+import headwater as hw
+from headwater._clock import SystemClock
 from headwater.eventlog import EventLogReader
+from headwater.execution import Engine
+from headwater.sensors.objects import ObjectSensor
 
 DEFS = textwrap.dedent(
     """
@@ -138,3 +145,57 @@ def test_a_store_that_cannot_be_listed_at_start_is_reported_and_found_later(
         daemon.wait_event("materialized", asset="order_rows", partition="late")
         assert daemon.terminate() == 0
     assert daemon.bad_lines == []
+
+
+@pytest.mark.asyncio
+async def test_a_run_whose_store_does_not_answer_waits_for_it_and_spends_nothing(
+    tmp_path: Path,
+) -> None:
+    """The store is down when a run reads its object: not the function's failure. The run is
+    abandoned (no run_failed, no retry spent, no failed state for ever) and runs again once a
+    listing of the source works, though the object did not change meanwhile."""
+    body = b"id\n1\n2\n"
+    port = free_port()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing",
+               "secret": "testing", "region_name": "us-east-1"}  # fmt: skip
+    keys = hw.DynamicPartitions("orders")
+    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv", partitions=keys,
+                             storage_options=options)  # fmt: skip
+
+    @hw.asset(partitions=keys)
+    def rows(orders: pd.DataFrame) -> int:
+        return len(orders)
+
+    defs = hw.Definitions([orders, rows], executor="threads")
+    async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
+        # as a listing made while the store answered would have recorded it
+        await engine.observe("orders", hashlib.md5(body).hexdigest(), partition="a")
+        with anyio.fail_after(60):
+            first = await engine.tick()
+        assert first.materialized == [] and first.failed == {}
+        assert "its store did not answer" in first.skipped[("rows", "a")]
+        assert engine.status("rows", "a").state != "failed"
+        with moto_server(port=port) as endpoint:
+            client = await anyio.to_thread.run_sync(_client, endpoint)
+            await anyio.to_thread.run_sync(
+                lambda: client.put_object(Bucket="lake", Key="orders/a.csv", Body=body)
+            )
+            changed = anyio.Event()
+            with anyio.fail_after(60):
+                assert await ObjectSensor(engine, changed.set).poll(orders) is False  # same
+                await changed.wait()  # the store answered: what it did not answer goes again
+                again = await engine.tick()
+        assert again.materialized == [("rows", "a")]
+    reader = EventLogReader(tmp_path / "state")
+    events = await anyio.to_thread.run_sync(lambda: reader.events(asset="rows"))
+    assert [e.kind for e in events] == ["run_started", "run_abandoned", "run_started",
+                                        "materialization"]  # fmt: skip
+
+
+def _client(endpoint: str) -> Any:
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    client.create_bucket(Bucket="lake")
+    return client

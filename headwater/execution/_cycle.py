@@ -413,6 +413,8 @@ class RunCycle:
             return await self._lost_inputs(node, start, outcome, result, job)
         if outcome.gone:
             return await self._gone_sources(node, start, outcome, result)
+        if outcome.unreadable:
+            return await self._unreadable_sources(node, start, outcome, result)
         if outcome.storage is not None:
             # Not the function's failure: no retry is spent; recovery abandons and re-runs it.
             engine.casualties[node] = outcome.error or str(outcome.storage)
@@ -579,6 +581,25 @@ class RunCycle:
         engine.dirty.add(node)
         result.skipped[node] = f"waiting: {reason}" if gone else reason
         return "skipped" if gone else "replaced"
+
+    async def _unreadable_sources(
+        self, node: NodeKey, start: RunStart, outcome: Outcome, result: TickResult
+    ) -> str:
+        """An object source's store did not answer the run's read (down, refusing, timing
+        out): not the function's failure, so the run is abandoned and spends no retry. It is
+        decided again once a listing of that source works (the object sensor tells the
+        engine), not at once: a store that is down would be asked again and again."""
+        engine = self.engine
+        reason = f"{outcome.error}; it runs again once the store answers"
+        _log.warning("input_store_unavailable", asset=node[0], partition=node[1],
+                     run_id=start.run_id, error=outcome.error)  # fmt: skip
+        abandoned = engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
+                                 payload={"reason": reason})  # fmt: skip
+        await start.append_with([abandoned])
+        for source, _ in outcome.unreadable:
+            engine.awaiting_store.setdefault(source, set()).add(node)
+        result.skipped[node] = f"waiting: {reason}"
+        return "skipped"
 
     async def _still_gone(self, nodes: list[NodeKey]) -> list[NodeKey]:
         """Those whose stored file does not hold the version the log records now. One that

@@ -124,6 +124,9 @@ class Engine:
         self.crash_guard = False
         """Whether functions run in this process (threads): see :meth:`_abandon_open_runs`."""
         self.dirty: set[NodeKey] = set()
+        self.awaiting_store: dict[str, set[NodeKey]] = {}
+        """Object source -> partitions whose run its store did not answer (see
+        :meth:`store_answered`)."""
         self.storing: dict[NodeKey, int] = {}
         """Source partitions whose observed value is being stored, not yet in the log: a
         reader that finds a new version there finds it replaced, not lost."""
@@ -893,6 +896,14 @@ class Engine:
             if partition not in found and self.state.version((key, partition)) is not None:
                 items.append(Observed(key, partition, None))
         return await self.observe_many(items, listed_since=since)
+
+    def store_answered(self, source: str) -> bool:
+        """A listing of the object source ``source`` worked: the runs abandoned because its
+        store did not answer them are decided again. Returns whether there were any."""
+        waiting = self.awaiting_store.pop(source, None)
+        if waiting:
+            self.dirty.update(waiting)
+        return bool(waiting)
 
     def mark_children(self, node: NodeKey) -> None:
         self.dirty.update(self.evaluator().children(node))

@@ -94,6 +94,9 @@ class Outcome:
     gone: tuple[tuple[str, str | None], ...] = ()
     """File (object) source partitions whose file (object) was not there when the run read
     them (deleted after they were observed, before the run got to them)."""
+    unreadable: tuple[tuple[str, str | None], ...] = ()
+    """Object source partitions whose store did not answer when the run read them (down,
+    refusing, timing out): not the function's failure; they are read again once it does."""
     lost_damaged: bool = False
     """A lost input's file was there, under the right name, but damaged (cut short, zeroed,
     unreadable), as opposed to holding another version or not being there at all."""
@@ -187,6 +190,16 @@ class _GoneSource(Exception):
 
     def __init__(self, node: tuple[str, str | None], gone: SourceFileGone) -> None:
         super().__init__(str(gone))
+        self.node = node
+
+
+class _UnreadableSource(Exception):
+    """An object source's store did not answer the read (down, refusing, timing out)."""
+
+    def __init__(self, node: tuple[str, str | None], error: BaseException) -> None:
+        super().__init__(
+            f"input {node_label(*node)}: its store did not answer: {describe_error(error)}"
+        )
         self.node = node
 
 
@@ -291,6 +304,10 @@ class Runner:
             if isinstance(self.defs.nodes[key], AssetDef | SourceDef):
                 raise _LostInput((key, partition), gone) from None
             raise
+        except Exception as exc:
+            if isinstance(self.defs.nodes[key], ObjectSource) and _s3.is_store_failure(exc):
+                raise _UnreadableSource((key, partition), exc) from exc
+            raise
         if version is not None:
             reads.read[(key, partition)] = version
         return value
@@ -321,7 +338,7 @@ class Runner:
         for param, upstream in job.asset.inputs.items():
             try:
                 kwargs[param] = self._input_value(job, param, upstream, read)
-            except (_LostInput, _GoneSource):
+            except (_LostInput, _GoneSource, _UnreadableSource):
                 raise
             except Exception as exc:
                 label = node_label(upstream, job.partition)
@@ -379,6 +396,8 @@ class Runner:
                 return _failed(started, str(lost), lost=(lost.node,), lost_damaged=lost.damaged)
             except _GoneSource as gone:
                 return _failed(started, str(gone), gone=(gone.node,))
+            except _UnreadableSource as unread:
+                return _failed(started, str(unread), unreadable=(unread.node,))
             except Superseded as exc:
                 return _failed(started, str(exc))
             except BaseException as exc:

@@ -94,6 +94,8 @@ class ObjectSensor:
         if source.key in self._failing:
             self._failing.discard(source.key)
             _log.info("object_listing_recovered", source=source.key)
+        if self.engine.store_answered(source.key):  # runs it did not answer go again
+            self.on_change()
         ignored: list[tuple[str, str]] = []
         found = versions_from_listing(source, listing, ignored)
         for key, why in ignored:
