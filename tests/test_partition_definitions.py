@@ -138,3 +138,23 @@ def test_the_windows_that_ended_between_two_instants() -> None:
     assert spanned == ["2026-01-01|eu", "2026-01-01|us", "2026-01-02|eu", "2026-01-02|us"]
     assert hw.StaticPartitions(["a"]).ended_between(datetime(2026, 1, 1, tzinfo=UTC),
                                                     datetime(2026, 1, 2, tzinfo=UTC), now) is None  # fmt: skip
+
+
+def test_two_placeholders_in_one_name_are_split_where_the_keys_are() -> None:
+    """``{region}-{date}``: the regex split ``eu-2026-01-02`` as eu-2026-01 and 02, and the
+    file (an object of an ObjectSource alike) was ignored as naming no key. Every split is
+    tried; the one the partitions have is the partition, and two are named as ambiguous."""
+    daily = hw.DailyPartitions(start="2026-01-01")
+    regions = hw.StaticPartitions(["eu", "us", "us-east"])
+    both = hw.MultiPartitions({"region": regions, "date": daily})
+    source = hw.FileSource("s", "in/{region}-{date}.csv", partitions=both)
+    for region in ("eu", "us-east"):
+        key = f"{region}|2026-01-02"
+        assert source.partition_of(source.render(key)) == key
+    objects = hw.ObjectSource("o", "s3://b/in/{date}-{region}.csv", partitions=both)
+    assert objects.partition_of("in/2026-01-02-us-east.csv") == "us-east|2026-01-02"
+    halves = hw.StaticPartitions(["x", "x_y", "y", "y_z", "z"])
+    pairs = hw.MultiPartitions({"a": halves, "b": halves})
+    ambiguous = hw.FileSource("p", "in/{a}_{b}.csv", partitions=pairs)
+    with pytest.raises(hw.PartitionKeyError, match="more than one partition"):
+        ambiguous.partition_of("in/x_y_z.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import re
 import string
@@ -114,12 +115,60 @@ class _TemplatedSource(SourceDef):
         match = self._regex().fullmatch(path)
         if match is None:
             return None
+        # Two placeholders in one name (``{region}-{date}``) may be split anywhere the text
+        # between them occurs: ``eu-2026-01-02`` is eu and 2026-01-02, where the regex alone
+        # says eu-2026-01 and 02. Every split is tried; the partitions say which is a key.
+        keys = self._splits(path, dims) if self._shares_a_name() else []
+        if len(keys) == 1:
+            return keys[0]
+        if keys:
+            raise PartitionKeyError(
+                f"{path!r} matches source {self.key!r} as more than one partition: "
+                + ", ".join(map(repr, keys[:5]))
+            )
         key = MULTI_SEPARATOR.join(match.group(d) for d in dims)
         try:
             self.partitions.check_key(key)
         except PartitionKeyError as exc:
             raise PartitionKeyError(f"{path!r} matches source {self.key!r}, but {exc}") from None
         return key
+
+    def _shares_a_name(self) -> bool:
+        """Whether two placeholders stand in one folder or file name of the template."""
+        shared = self.__dict__.get("_shared")
+        if shared is None:
+            shared = self.__dict__["_shared"] = any(
+                segment.count("{") > 1 for segment in self.template.split("/")
+            )
+        return bool(shared)
+
+    def _splits(self, path: str, dims: list[str]) -> list[str]:
+        """Every way of reading ``path`` with the template whose key the partitions have."""
+        parts = list(string.Formatter().parse(self.template))
+        found: list[str] = []
+
+        def walk(index: int, at: int, values: dict[str, str]) -> None:
+            if index == len(parts):
+                if at == len(path):
+                    key = MULTI_SEPARATOR.join(values[d] for d in dims)
+                    with contextlib.suppress(PartitionKeyError):
+                        assert self.partitions is not None
+                        self.partitions.check_key(key)
+                        found.append(key)
+                return
+            literal, name, _, _ = parts[index]
+            if not path.startswith(literal, at):
+                return
+            at += len(literal)
+            if name is None:
+                walk(index + 1, at, values)
+                return
+            end = path.find("/", at)
+            for stop in range(at + 1, len(path) + 1 if end == -1 else end + 1):
+                walk(index + 1, stop, {**values, name: path[at:stop]})
+
+        walk(0, 0, {})
+        return sorted(set(found))
 
     def _regex(self) -> re.Pattern[str]:
         compiled = self.__dict__.get("_compiled")
