@@ -59,7 +59,8 @@ def _running(state_dir: str | None, *, wait: bool) -> DaemonClient | None:
 def health(as_json: bool, definitions: str | None, state_dir: str | None) -> None:
     """The running daemon's own state: PID, uptime, degraded or not, event log, runs.
 
-    Exits 1 when no daemon runs, or when it is degraded.
+    Exits 1 when no daemon runs, when it is degraded, or when an object store it watches
+    cannot be listed.
     """
     client = _running(state_dir, wait=False)
     if client is None:
@@ -83,7 +84,10 @@ def health(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
             where = run["asset"] + (f"[{run['partition']}]" if run["partition"] else "")
             overdue = f" ({run['overdue']})" if run.get("overdue") else ""
             echo(f"  {run['state']}: {where} since {run['since']}{overdue}")
-    if info["degraded"]:
+        for blind in info.get("unreadable_sources", ()):
+            echo(f"  CANNOT LIST object source {blind['source']} for {blind['for_s']:.0f} s: "
+                 f"{blind['error']}")  # fmt: skip
+    if info["degraded"] or info.get("unreadable_sources"):
         sys.exit(EXIT_LATE_OR_FAILED)
 
 

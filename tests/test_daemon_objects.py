@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import anyio
 import boto3
 import pandas as pd
 import pytest
+from cli_process import hw_project
 from daemon_process import DaemonProcess
 from servers import free_port, moto_bucket, moto_server
 
@@ -135,6 +137,11 @@ def test_a_store_that_cannot_be_listed_at_start_is_reported_and_found_later(
         daemon.wait_notify("READY=1")
         failure = daemon.wait_event("object_listing_failed", source="orders")
         assert "NoSuchBucket" in failure["error"]
+        health = hw_project(tmp_path, "health")  # what the daemon cannot see, it says
+        assert health.returncode == 1, health.stdout
+        assert (
+            "CANNOT LIST object source orders" in health.stdout and "NoSuchBucket" in health.stdout
+        )
         client = boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
             aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -143,6 +150,8 @@ def test_a_store_that_cannot_be_listed_at_start_is_reported_and_found_later(
         client.put_object(Bucket="lake", Key="orders/late.csv", Body=b"id\n1\n")
         daemon.wait_event("object_listing_recovered", source="orders", timeout=60)
         daemon.wait_event("materialized", asset="order_rows", partition="late")
+        health = hw_project(tmp_path, "health", "--json")
+        assert health.returncode == 0 and json.loads(health.stdout)["unreadable_sources"] == []
         assert daemon.terminate() == 0
     assert daemon.bad_lines == []
 

@@ -123,6 +123,8 @@ class Daemon:
         """A SIGHUP came while no engine served (starting, or a reload under way)."""
         self._reloaded = anyio.Event()
         self._engine: Engine | None = None
+        self._objects: ObjectSensor | None = None
+        """The object sensor serving now (what it cannot list, ``health`` says)."""
         self._engine_changed = anyio.Event()
         self._work: TaskGroup | None = None
         self._root: TaskGroup | None = None
@@ -258,6 +260,7 @@ class Daemon:
                 "oldest_event": oldest,
                 "error": log_error,
             },
+            "unreadable_sources": [] if self._objects is None else self._objects.unreadable(),
             "executor": None if engine is None else engine.executor.health(),
             "max_concurrency": None if engine is None else engine.slots,
             "runs": [
@@ -440,7 +443,7 @@ class Daemon:
             files = FileSensor(
                 engine, self.poke, settle=settings.settle, rescan_interval=settings.rescan_interval
             )
-            objects = ObjectSensor(engine, self.poke)
+            objects = self._objects = ObjectSensor(engine, self.poke)
             # watchers first: what the first scans observe counts and shows too
             if self._lineage is not None:
                 self._lineage.defs = engine.defs

@@ -62,8 +62,9 @@ class ObjectSensor:
         self._warned: set[tuple[str, str]] = set()
         self._started = time.monotonic()
         self._listed_at: dict[str, float] = {}
-        self._failing: set[str] = set()
-        """Sources whose last listing failed: the next one that works says so."""
+        self.failing: dict[str, tuple[float, str]] = {}
+        """Sources whose last listing failed -> since when (monotonic) and the last error; the
+        next listing that works says so."""
 
     async def scan(self) -> None:
         """Poll every source once (at start, on reload, after a disk outage): a store that
@@ -77,7 +78,8 @@ class ObjectSensor:
                 self._failed(source, exc, retry_in_s=source.poll.total_seconds())
 
     def _failed(self, source: ObjectSource, exc: Exception, *, retry_in_s: float) -> None:
-        self._failing.add(source.key)
+        since = self.failing.get(source.key, (time.monotonic(), ""))[0]
+        self.failing[source.key] = (since, f"{type(exc).__name__}: {exc}")
         _log.warning(
             "object_listing_failed",
             source=source.key,
@@ -91,8 +93,7 @@ class ObjectSensor:
         # Abandoned if the daemon stops meanwhile: a store that hangs must not hold the stop
         # for boto3's timeouts and retries (minutes); the thread ends with them, unheard.
         listing = await anyio.to_thread.run_sync(_s3.list_objects, source, abandon_on_cancel=True)
-        if source.key in self._failing:
-            self._failing.discard(source.key)
+        if self.failing.pop(source.key, None) is not None:
             _log.info("object_listing_recovered", source=source.key)
         if self.engine.store_answered(source.key):  # runs it did not answer go again
             self.on_change()
@@ -113,6 +114,14 @@ class ObjectSensor:
         if changed:
             self.on_change()
         return bool(changed)
+
+    def unreadable(self) -> list[dict[str, object]]:
+        """The sources whose store cannot be listed now: for ``health``."""
+        now = time.monotonic()
+        return [
+            {"source": key, "for_s": round(now - since, 3), "error": error}
+            for key, (since, error) in sorted(self.failing.items())
+        ]
 
     def lags(self) -> list[tuple[str, float]]:
         """Per source, seconds since its last successful listing (since the sensor started
