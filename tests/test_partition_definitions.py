@@ -158,3 +158,14 @@ def test_two_placeholders_in_one_name_are_split_where_the_keys_are() -> None:
     ambiguous = hw.FileSource("p", "in/{a}_{b}.csv", partitions=pairs)
     with pytest.raises(hw.PartitionKeyError, match="more than one partition"):
         ambiguous.partition_of("in/x_y_z.csv")
+
+
+def test_a_static_set_of_many_keys_is_named_in_a_line_not_listed() -> None:
+    """100k keys: an unknown key's error and the set's description (which `why` prints)
+    listed every key, a megabyte of text; a typo still gets its suggestion."""
+    many = hw.StaticPartitions([f"k{i:06d}" for i in range(100_000)])
+    with pytest.raises(hw.PartitionKeyError) as raised:
+        many.check_key("k00001x")
+    assert len(str(raised.value)) < 300 and "did you mean" in str(raised.value)
+    assert many.describe().startswith("StaticPartitions of 100000 keys")
+    assert len(many.describe()) < 200

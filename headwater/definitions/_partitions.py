@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from headwater._errors import DefinitionError, PartitionKeyError
+from headwater._errors import DefinitionError, PartitionKeyError, did_you_mean
 
 __all__ = [
     "DynamicPartitions",
@@ -142,7 +142,10 @@ class StaticPartitions(PartitionsDefinition):
         return f"StaticPartitions({list(self._keys)!r})"
 
     def describe(self) -> str:
-        return repr(self)
+        if len(self._keys) <= 20:
+            return repr(self)
+        shown = ", ".join(map(repr, self._keys[:5]))
+        return f"StaticPartitions of {len(self._keys)} keys ({shown}, ...)"
 
     def keys(self, ctx: PartitionContext) -> Sequence[str]:
         return self._keys
@@ -152,7 +155,13 @@ class StaticPartitions(PartitionsDefinition):
 
     def check_key(self, key: str) -> None:
         if key not in self._set:
-            raise PartitionKeyError(f"partition {key!r} is not one of {list(self._keys)}")
+            if len(self._keys) <= 20:
+                raise PartitionKeyError(f"partition {key!r} is not one of {list(self._keys)}")
+            raise PartitionKeyError(  # not 100k keys in one message
+                f"partition {key!r} is not one of the {len(self._keys)} keys "
+                f"({', '.join(map(repr, self._keys[:5]))}, ...)"
+                f"{did_you_mean(key, self._keys)}"
+            )
 
 
 class DynamicPartitions(PartitionsDefinition):
