@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import textwrap
@@ -20,7 +21,7 @@ from servers import free_port, moto_bucket, moto_server
 import headwater as hw
 from headwater._clock import SystemClock
 from headwater.eventlog import EventLogReader
-from headwater.execution import Engine
+from headwater.execution import Engine, TickResult
 from headwater.sensors.objects import ObjectSensor
 
 DEFS = textwrap.dedent(
@@ -208,3 +209,36 @@ def _client(endpoint: str) -> Any:
     )  # fmt: skip
     client.create_bucket(Bucket="lake")
     return client
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_reads_an_object_newer_than_the_listing_observes_it(
+    s3: tuple[str, Any], tmp_path: Path
+) -> None:
+    """The object changed after the last listing, before the run read it: the run records the
+    version it read, and the source is observed at that version too, as the next listing
+    would (until then status said the run's input changed from what it read back to the
+    older version, and the source's other readers waited for the listing)."""
+    endpoint, client = s3
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+               "region_name": "us-east-1"}  # fmt: skip
+    keys = hw.DynamicPartitions("orders")
+    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv", partitions=keys,
+                             storage_options=options)  # fmt: skip
+
+    @hw.asset(partitions=keys)
+    def rows(orders: pd.DataFrame) -> int:
+        return len(orders)
+
+    old, new = b"id\n1\n", b"id\n1\n2\n"
+    put = functools.partial(client.put_object, Bucket="lake", Key="orders/b.csv")
+    defs = hw.Definitions([orders, rows], executor="threads")
+    async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
+        await anyio.to_thread.run_sync(lambda: put(Body=old))
+        await ObjectSensor(engine, lambda: None).poll(orders)
+        await anyio.to_thread.run_sync(lambda: put(Body=new))  # no listing sees it
+        with anyio.fail_after(60):
+            await engine.tick()
+        assert engine.state.version(("orders", "b")) == hashlib.md5(new).hexdigest()
+        assert engine.status("rows", "b").state == "fresh"
+        assert await engine.tick() == TickResult()  # nothing left to do

@@ -29,7 +29,13 @@ from headwater.definitions import AssetDef, EdgeMapping, ObjectSource
 from headwater.eventlog import SmallValue
 from headwater.execution._decided import held_value
 from headwater.execution._observers import notify_planned
-from headwater.execution._results import NOT_RECORDED, NOT_STARTED, StepCallback, TickResult
+from headwater.execution._results import (
+    NOT_RECORDED,
+    NOT_STARTED,
+    Observed,
+    StepCallback,
+    TickResult,
+)
 from headwater.execution._run_start import RunStart
 from headwater.execution._runner import Job, Outcome
 from headwater.execution._store import FilesystemStore
@@ -397,6 +403,7 @@ class RunCycle:
         _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id,
                   reason=flight.reason)  # fmt: skip
         outcome: Outcome | None = None
+        since = engine.observation_mark()  # a sensor's word after this is newer than the read
         try:
             outcome = await _run_guarded(engine.executor, job, flight.timeout)
         except anyio.get_cancelled_exc_class():
@@ -449,6 +456,7 @@ class RunCycle:
                 payload["stderr"] = outcome.stderr
             events = [engine.event(EventKind.RUN_FAILED, node, run_id=run_id, payload=payload)]
         await start.append_with(events, values=values)
+        await self._read_newer_objects(outcome, since)
         fields = {"asset": node[0], "partition": node[1], "run_id": run_id,
                   "duration_ms": payload["duration_ms"]}  # fmt: skip
         if outcome.ok:
@@ -478,6 +486,22 @@ class RunCycle:
         )
         engine.dirty.add(node)  # looked at again: a retry may be due later
         return "failed"
+
+    async def _read_newer_objects(self, outcome: Outcome, since: int) -> None:
+        """The run read an object newer than the last listing saw (written since it listed):
+        that version is observed now, as the next listing would, so the source and its other
+        readers do not wait for that listing (status showed the run's input as changed from
+        the version it read back to the older one)."""
+        engine = self.engine
+        newer = [
+            Observed(a, p, v)
+            for a, p, v in outcome.inputs or ()
+            if isinstance(engine.defs.nodes.get(a), ObjectSource)
+            and engine.state.version((a, p)) not in (v, None)
+        ]
+        if newer:
+            with contextlib.suppress(StorageFailure):  # the next listing records it then
+                await engine.observe_many(newer, listed_since=since)
 
     def _check_events(self, node: NodeKey, run_id: str, outcome: Outcome) -> list[Event]:
         """One verdict per check the definitions declare, with its code version. A worker

@@ -18,7 +18,7 @@ import gc
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import InFlight, RunCycle
 from headwater.execution._decided import Basis, held_value
 from headwater.execution._observers import EngineObserver, notify_written
-from headwater.execution._results import StepCallback, TickResult
+from headwater.execution._results import Observed, StepCallback, TickResult
 from headwater.execution._runner import Runner
 from headwater.execution._store import FilesystemStore, IOManager
 from headwater.execution.executors import Executor, ExecutorSettings, open_executor
@@ -86,16 +86,6 @@ class Degraded:
     reason: str
     path: str
     since: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What a source holds now: a version, or None when the partition is gone."""
-
-    key: str
-    partition: str | None
-    version: str | None
-    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Engine:

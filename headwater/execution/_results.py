@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["NOT_RECORDED", "NOT_STARTED", "StepCallback", "TickResult"]
+__all__ = ["NOT_RECORDED", "NOT_STARTED", "Observed", "StepCallback", "TickResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What a source holds now: a version, or None when the partition is gone."""
+
+    key: str
+    partition: str | None
+    version: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
 
 NOT_STARTED = "not started: "
 NOT_RECORDED = "not recorded: "
