@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import re
 import subprocess
@@ -786,3 +787,21 @@ def test_a_loader_with_parts_that_cannot_be_encoded_counts_them_by_their_type() 
     assert first.binding("size") == again.binding("size")
     other = functools.partial(loader, lock=threading.Lock(), sep=";")
     assert callable_version(other) != callable_version(held)
+
+
+def test_a_lambdas_code_version_is_its_own_code_not_its_line(tmp_path: Path) -> None:
+    """A lambda's source is its whole line: a decorator argument added, or another lambda on
+    that line edited, changed its version (and reran it); a change to it still counts."""
+    (tmp_path / "lambdas.py").write_text(
+        "f = lambda x: x + 1\n"
+        "g = (lambda x: x + 1), 'policy=manual() beside it'\n"
+        "h, other = (lambda x: x + 1), (lambda y: y * 2)\n"
+        "k = lambda x: x + 2\n"
+    )
+    spec = importlib.util.spec_from_file_location("lambdas_for_versions", tmp_path / "lambdas.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    versions = {hw.code_version(fn) for fn in (module.f, module.g[0], module.h)}
+    assert len(versions) == 1
+    assert hw.code_version(module.k) not in versions

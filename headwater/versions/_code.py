@@ -89,7 +89,10 @@ def code_version(fn: Callable[..., Any]) -> str:
         from headwater.versions._callables import callable_version  # it builds on this
 
         return callable_version(target)
-    version = _from_source(target) or from_bytecode(code)
+    # A lambda's source is its whole line: the decorator's arguments, or another lambda
+    # beside it, would count as its code. Its own instructions and constants are the code.
+    lambda_ = getattr(target, "__name__", "") == "<lambda>"
+    version = (None if lambda_ else _from_source(target)) or from_bytecode(code)
     if key is not None:
         _cache[key] = version
     return version
