@@ -242,3 +242,25 @@ async def test_a_run_that_reads_an_object_newer_than_the_listing_observes_it(
         assert engine.state.version(("orders", "b")) == hashlib.md5(new).hexdigest()
         assert engine.status("rows", "b").state == "fresh"
         assert await engine.tick() == TickResult()  # nothing left to do
+
+
+def test_a_glob_source_covers_objects_not_folder_markers() -> None:
+    """``s3://bkt/in/*``: the empty ``in/`` and ``in/sub/`` objects consoles make for folders
+    entered the source's version and its list of URLs (a loader reading each choked on
+    them); a template with ``[`` that is itself a key covers that key."""
+    from headwater.sensors.objects import versions_from_listing
+
+    every = hw.ObjectSource("every", "s3://bkt/in/*")
+    listing = {
+        "in/": ("m0", 0),
+        "in/a.csv": ("e1", 9),
+        "in/sub/": ("m1", 0),
+        "in/sub/b.csv": ("e2", 9),
+    }
+    with_markers = versions_from_listing(every, listing, [])
+    without = versions_from_listing(
+        every, {k: v for k, v in listing.items() if not k.endswith("/")}, []
+    )
+    assert with_markers == without != {}
+    literal = hw.ObjectSource("literal", "s3://bkt/reports[2026]/latest.json")
+    assert versions_from_listing(literal, {"reports[2026]/latest.json": ("e3", 9)}, []) != {}

@@ -120,8 +120,15 @@ def _examine_partition(
 
 
 def matching_keys(source: ObjectSource, keys: list[str]) -> list[str]:
-    """The keys an unpartitioned glob source covers (``*`` also crosses ``/``), sorted."""
-    return sorted(k for k in keys if fnmatch.fnmatchcase(k, source.template))
+    """The keys an unpartitioned glob source covers (``*`` also crosses ``/``), sorted: not a
+    folder's marker (``in/sub/``, an empty object consoles make), and the template itself
+    where it is a key (``reports[2026]/latest.json`` names one object, not a class of them)."""
+    template = source.template
+    return sorted(
+        k
+        for k in keys
+        if not k.endswith("/") and (k == template or fnmatch.fnmatchcase(k, template))
+    )
 
 
 def load_object_source(source: ObjectSource, partition: str | None) -> tuple[Any, str | None]:
