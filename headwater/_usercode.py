@@ -14,7 +14,22 @@ import sys
 import sysconfig
 from pathlib import Path
 
-__all__ = ["users_file", "users_module"]
+__all__ = ["in_a_worker", "mark_worker", "users_file", "users_module"]
+
+_IN_WORKER = False
+
+
+def mark_worker() -> None:
+    """This process runs functions for an engine elsewhere (a worker, a Dask task): it must
+    open no engine of its own (see :func:`in_a_worker`)."""
+    global _IN_WORKER
+    _IN_WORKER = True
+
+
+def in_a_worker() -> bool:
+    """Whether this process is a worker: a definitions file that opens a ``Harness`` at its top
+    level, imported in one, would start workers that import it again, without end."""
+    return _IN_WORKER
 
 
 def users_module(module: str | None) -> bool:

@@ -4,6 +4,8 @@ superseded attempt (timed out) never publishes its value, under either executor.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -189,3 +191,36 @@ def test_a_value_of_a_class_the_definitions_file_defines_loads_in_every_process(
         assert tick.failed == {}
         assert tick.materialized == [("moved", None)]
         assert (h.value("moved").x, h.value("moved").y) == (1, 0)
+
+
+UNGUARDED = """
+import headwater as hw
+from headwater.testing import Harness
+
+src = hw.source("src")
+
+
+@hw.asset
+def a(src):
+    return src + 1
+
+
+defs = hw.Definitions([src, a])
+with Harness(defs, now="2026-01-05T00:00:00Z", executor="processes") as h:
+    h.observe("src", value=1)
+    print("FAILED", h.tick().failed)
+"""
+
+
+def test_a_script_that_opens_a_harness_unguarded_fails_its_runs_saying_why(tmp_path: Path) -> None:
+    """Workers import the file that builds the definitions: a script that also opens a
+    Harness at its top level opened one in each worker, which started workers of its own,
+    without end. The worker refuses to, and the run fails naming the fix."""
+    (tmp_path / "script.py").write_text(UNGUARDED)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FAILED {('a', None):" in done.stdout
+    assert "if __name__ == '__main__':" in done.stdout

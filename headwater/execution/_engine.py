@@ -31,6 +31,7 @@ from headwater._durations import format_duration
 from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
+from headwater._usercode import in_a_worker
 from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, open_event_log
 from headwater.eventlog._starts import StartJournal
@@ -172,6 +173,12 @@ class Engine:
         million new objects (~0.13 s of the open), and each full one later stopped the whole
         daemon for ~0.3 s. A process that opens engines again and again (tests) must not:
         the cycles that were alive then would never be collected."""
+        if in_a_worker():
+            raise RuntimeError(
+                "an engine (a Harness?) was opened while a worker process imported the "
+                "definitions: the file that builds them opens it at its top level; put that "
+                "under `if __name__ == '__main__':` (each worker imports the file again)"
+            )
         settings = executor or ExecutorSettings()
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):

@@ -92,7 +92,9 @@ def _runner(task: DaskTask) -> Runner:
     runner = _RUNNERS.get(key)
     if runner is None:
         from headwater._loading import load_definitions
+        from headwater._usercode import mark_worker
 
+        mark_worker()
         defs = load_definitions(task.definitions, task.source)
         defs.compute_code_versions()
         store = task.store or FilesystemStore(Path(task.values_root))

@@ -150,6 +150,9 @@ def worker_main(
     _hold_workers_lock(spec.workers_lock)
     _configure_logging(results_fd)
     from headwater._loading import LoadError, load_definitions
+    from headwater._usercode import mark_worker
+
+    mark_worker()
 
     try:
         _limit_memory(spec.memory)
