@@ -369,6 +369,7 @@ def test_plan_lists_the_steps_a_change_would_run_and_writes_nothing(project: Pat
         (["-c", "totals"], "'totals' is an asset; --changed names sources"),
         (["-c", "order:2026-01-01"], "did you mean 'orders'"),
         (["-c", "orders:2026-02-30"], "partition '2026-02-30'"),
+        (["-c", "orders:"], "no partition after ':'"),
     ):
         bad = hw("plan", *args, "-d", "pipeline.py", cwd=project)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

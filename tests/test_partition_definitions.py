@@ -169,3 +169,9 @@ def test_a_static_set_of_many_keys_is_named_in_a_line_not_listed() -> None:
     assert len(str(raised.value)) < 300 and "did you mean" in str(raised.value)
     assert many.describe().startswith("StaticPartitions of 100000 keys")
     assert len(many.describe()) < 200
+
+
+def test_a_string_is_not_a_list_of_static_keys() -> None:
+    """StaticPartitions("eu") made the keys 'e' and 'u'."""
+    with pytest.raises(hw.DefinitionError, match=r"a list of keys, not the string 'eu'"):
+        hw.StaticPartitions("eu")

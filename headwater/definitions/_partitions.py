@@ -121,6 +121,11 @@ class StaticPartitions(PartitionsDefinition):
     """A fixed list of keys."""
 
     def __init__(self, keys: Iterable[str]) -> None:
+        if isinstance(keys, str):  # iterating it would make each character a key
+            raise DefinitionError(
+                f"StaticPartitions takes a list of keys, not the string {keys[:40]!r}: "
+                f"write StaticPartitions([{keys[:40]!r}])"
+            )
         self._keys = tuple(_check_plain_key(k, "StaticPartitions") for k in keys)
         if not self._keys:
             raise DefinitionError("StaticPartitions needs at least one key")

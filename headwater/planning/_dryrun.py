@@ -201,7 +201,9 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
 
 def changed_node(defs: Definitions, spec: str) -> NodeKey:
     """``SOURCE`` or ``SOURCE:PARTITION`` as a node; ValueError naming what is wrong."""
-    key, _, partition = spec.partition(":")
+    key, colon, partition = spec.partition(":")
+    if colon and not partition:
+        raise ValueError(f"--changed {spec!r}: no partition after ':' (SOURCE or SOURCE:PARTITION)")
     node = defs.nodes.get(key)
     if not isinstance(node, SourceDef):
         what = (
