@@ -76,3 +76,9 @@ def owner_project(tmp_path: Path) -> Path:
     shutil.copy(Path(__file__).parent / "resources" / "owner_project.py", tmp_path / "defs.py")
     (tmp_path / "inbox").mkdir()
     return tmp_path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long fault-injection runs (``slow``) first: the suite is spread over workers file by
+    file in this order, and one such file taken last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
