@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import anyio
 import pytest
+from cli_process import hw_project
 from daemon_process import DaemonProcess, Line
 
 from headwater._loading import LoadError
@@ -351,6 +353,29 @@ def test_a_long_run_does_not_hold_back_an_unrelated_file(
     assert _events(project, "materialization", "long") == []
     hold.unlink()
     daemon.wait_event("materialized", asset="parsed", partition="long")
+
+
+def test_a_reload_gives_up_a_hanging_import_for_a_newer_reload(
+    project: Path, daemons: list[object]
+) -> None:
+    """The file hung at import when SIGHUP came; once it is fixed, `headwater reload` takes the
+    file as it is now at once, instead of waiting behind the first child's 60 s."""
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    good = (project / "defs.py").read_text()
+    (project / "defs.py").write_text("while True:\n    pass\n" + good)
+    since = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("reloading", since=since)
+    (project / "defs.py").write_text(good)
+    started = time.monotonic()
+    done = hw_project(project, "reload")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30  # not behind the hanging child's 60 s
+    superseded = daemon.wait_event("reload_superseded", since=since)
+    daemon.wait_event("ready", since=daemon.lines.index(superseded))
+    assert len(_events(project, "reloaded")) == 1
+    _landed(daemon, project, "after_the_superseded_reload")
 
 
 @pytest.mark.asyncio

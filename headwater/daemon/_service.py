@@ -119,6 +119,8 @@ class Daemon:
         self._next_defs: Definitions | None = None
         self._reload_asked = False
         self._hup_queued = False
+        self._checking: anyio.CancelScope | None = None
+        """The reload's child import under way (a newer reload gives it up)."""
         """A SIGHUP's reload waits for the one under way: later ones need no other."""
         """A SIGHUP came while no engine served (starting, or a reload under way)."""
         self._reloaded = anyio.Event()
@@ -165,6 +167,7 @@ class Daemon:
         self._wake.set()
 
     async def _reload_for_signal(self) -> None:
+        self._supersede_check()
         async with self._reload_lock:
             self._hup_queued = False  # a SIGHUP from now on may see a newer file
             await self._reload()
@@ -173,15 +176,30 @@ class Daemon:
         """Load the definitions again; keep the old ones if the new ones do not load. Returns
         the error, if any, and whether the new definitions serve already (they take over once
         what is running has finished)."""
+        self._supersede_check()
         async with self._reload_lock:
             return await self._reload()
+
+    def _supersede_check(self) -> None:
+        """A newer reload asks for the file as it is now: the child still importing an older
+        one (which may never end) is given up, so the newer one does not wait behind it."""
+        if self._checking is not None:
+            self._checking.cancel()
 
     async def _reload(self) -> tuple[str | None, bool]:
         self.notifier.reloading()
         self._phase = "reloading"
         _log.info("reloading", definitions=self.settings.definitions)
         try:
-            await import_in_child(self.settings.definitions)
+            check = self._checking = anyio.CancelScope()
+            try:
+                with check:
+                    await import_in_child(self.settings.definitions)
+            finally:
+                self._checking = None
+            if check.cancelled_caught:
+                _log.info("reload_superseded", reason="a newer reload asked meanwhile")
+                return "superseded by a newer reload", False
             defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
         except LoadError as exc:
             _log.error("reload_failed", reason=str(exc))
