@@ -110,11 +110,7 @@ def test_an_unreachable_store_backs_off_and_reports_no_deletions(
     tmp_path: Path, daemons: list[object]
 ) -> None:
     with moto_server() as endpoint:
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        client.create_bucket(Bucket="lake")
+        client = _client(endpoint)
         client.put_object(Bucket="lake", Key="orders/kept.csv", Body=b"id\n1\n")
         daemon = _start(tmp_path, endpoint, daemons)
         daemon.wait_notify("READY=1")
@@ -143,11 +139,7 @@ def test_a_store_that_cannot_be_listed_at_start_is_reported_and_found_later(
         assert (
             "CANNOT LIST object source orders" in health.stdout and "NoSuchBucket" in health.stdout
         )
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        client.create_bucket(Bucket="lake")
+        client = _client(endpoint)
         client.put_object(Bucket="lake", Key="orders/late.csv", Body=b"id\n1\n")
         daemon.wait_event("object_listing_recovered", source="orders", timeout=60)
         daemon.wait_event("materialized", asset="order_rows", partition="late")
@@ -166,17 +158,7 @@ async def test_a_run_whose_store_does_not_answer_waits_for_it_and_spends_nothing
     listing of the source works, though the object did not change meanwhile."""
     body = b"id\n1\n2\n"
     port = free_port()
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing",
-               "secret": "testing", "region_name": "us-east-1"}  # fmt: skip
-    keys = hw.DynamicPartitions("orders")
-    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv", partitions=keys,
-                             storage_options=options)  # fmt: skip
-
-    @hw.asset(partitions=keys)
-    def rows(orders: pd.DataFrame) -> int:
-        return len(orders)
-
-    defs = hw.Definitions([orders, rows], executor="threads")
+    defs, orders = _row_counts(f"http://127.0.0.1:{port}")
     async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
         # as a listing made while the store answered would have recorded it
         await engine.observe("orders", hashlib.md5(body).hexdigest(), partition="a")
@@ -202,7 +184,24 @@ async def test_a_run_whose_store_does_not_answer_waits_for_it_and_spends_nothing
                                         "materialization"]  # fmt: skip
 
 
+def _row_counts(endpoint: str) -> tuple[hw.Definitions, hw.ObjectSource]:
+    """An object source of partitions under s3://lake/orders/ at ``endpoint``, and an asset
+    counting each one's rows, run in threads (the engine in the test's own process)."""
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+               "region_name": "us-east-1"}  # fmt: skip
+    keys = hw.DynamicPartitions("orders")
+    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv", partitions=keys,
+                             storage_options=options)  # fmt: skip
+
+    @hw.asset(partitions=keys)
+    def rows(orders: pd.DataFrame) -> int:
+        return len(orders)
+
+    return hw.Definitions([orders, rows], executor="threads"), orders
+
+
 def _client(endpoint: str) -> Any:
+    """A client of the moto server at ``endpoint``, its bucket "lake" made."""
     client = boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -220,19 +219,9 @@ async def test_a_run_that_reads_an_object_newer_than_the_listing_observes_it(
     would (until then status said the run's input changed from what it read back to the
     older version, and the source's other readers waited for the listing)."""
     endpoint, client = s3
-    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
-               "region_name": "us-east-1"}  # fmt: skip
-    keys = hw.DynamicPartitions("orders")
-    orders = hw.ObjectSource("orders", "s3://lake/orders/{partition}.csv", partitions=keys,
-                             storage_options=options)  # fmt: skip
-
-    @hw.asset(partitions=keys)
-    def rows(orders: pd.DataFrame) -> int:
-        return len(orders)
-
+    defs, orders = _row_counts(endpoint)
     old, new = b"id\n1\n", b"id\n1\n2\n"
     put = functools.partial(client.put_object, Bucket="lake", Key="orders/b.csv")
-    defs = hw.Definitions([orders, rows], executor="threads")
     async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
         await anyio.to_thread.run_sync(lambda: put(Body=old))
         await ObjectSensor(engine, lambda: None).poll(orders)
