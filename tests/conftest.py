@@ -79,6 +79,14 @@ def owner_project(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long fault-injection runs (``slow``) first: the suite is spread over workers file by
-    file in this order, and one such file taken last would run alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Files in the order workers take them (``--no-loadscope-reorder``): those with a long
+    fault-injection run (``slow``) first, then by how many tests they hold, as xdist would.
+    xdist's own order put the kill -9 file, one test of two minutes, last: it ran alone."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ordered = sorted(
+        files.values(),
+        key=lambda tests: (all(t.get_closest_marker("slow") is None for t in tests), -len(tests)),
+    )
+    items[:] = [item for tests in ordered for item in tests]
