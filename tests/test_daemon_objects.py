@@ -56,7 +56,7 @@ def s3() -> Iterator[tuple[str, Any]]:
 
 def _start(tmp_path: Path, endpoint: str, daemons: list[object]) -> DaemonProcess:
     (tmp_path / "defs.py").write_text(DEFS)
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "HEADWATER_LOG_LEVEL": "debug"}
     daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state", env=env)
     daemons.append(daemon)
     return daemon.start()
@@ -118,6 +118,12 @@ def test_an_unreachable_store_backs_off_and_reports_no_deletions(
     since = daemon.mark()  # the server is gone now
     failure = daemon.wait_event("object_listing_failed", since=since)
     assert failure["source"] == "orders" and failure["retry_in_s"] > 0.2
+    # the same error again and again: one warning, then debug lines (not a warning a poll)
+    since = daemon.lines.index(failure) + 1
+    for _ in range(2):
+        since = daemon.lines.index(daemon.wait_event("object_listing_failed", since=since)) + 1
+    levels = [ln["level"] for ln in daemon.lines if ln.get("event") == "object_listing_failed"]
+    assert levels[0] == "warning" and set(levels[1:]) == {"debug"}, levels
     observations = _events(tmp_path, "observation", "kept")
     assert len(observations) == 1 and observations[0].data_version is not None
     assert daemon.terminate() == 0

@@ -27,6 +27,8 @@ __all__ = ["ObjectSensor", "versions_from_listing"]
 
 _log = structlog.get_logger("headwater.sensors.objects")
 _MAX_BACKOFF = 8
+_REPEAT_S = 300.0
+"""Seconds between two warnings that a source still cannot be listed (the same error)."""
 
 
 def versions_from_listing(
@@ -62,6 +64,8 @@ class ObjectSensor:
         self._warned: set[tuple[str, str]] = set()
         self._started = time.monotonic()
         self._listed_at: dict[str, float] = {}
+        self._warned_at: dict[str, float] = {}
+        """When the last warning of each failing source was logged (monotonic)."""
         self.failing: dict[str, tuple[float, str]] = {}
         """Sources whose last listing failed -> since when (monotonic) and the last error; the
         next listing that works says so."""
@@ -78,12 +82,21 @@ class ObjectSensor:
                 self._failed(source, exc, retry_in_s=source.poll.total_seconds())
 
     def _failed(self, source: ObjectSource, exc: Exception, *, retry_in_s: float) -> None:
-        since = self.failing.get(source.key, (time.monotonic(), ""))[0]
-        self.failing[source.key] = (since, f"{type(exc).__name__}: {exc}")
-        _log.warning(
+        """Record a failed listing. A warning for the first one, for another error, and every
+        ``_REPEAT_S`` while it lasts; the polls between are debug lines: a store down for a
+        night is not a line every few seconds in the journal."""
+        now = time.monotonic()
+        error = f"{type(exc).__name__}: {exc}"
+        since, before = self.failing.get(source.key, (now, ""))
+        self.failing[source.key] = (since, error)
+        warn = error != before or now - self._warned_at.get(source.key, -_REPEAT_S) >= _REPEAT_S
+        if warn:
+            self._warned_at[source.key] = now
+        (_log.warning if warn else _log.debug)(
             "object_listing_failed",
             source=source.key,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
+            failing_for_s=round(now - since, 3),
             retry_in_s=retry_in_s,
         )
 
@@ -93,8 +106,10 @@ class ObjectSensor:
         # Abandoned if the daemon stops meanwhile: a store that hangs must not hold the stop
         # for boto3's timeouts and retries (minutes); the thread ends with them, unheard.
         listing = await anyio.to_thread.run_sync(_s3.list_objects, source, abandon_on_cancel=True)
-        if self.failing.pop(source.key, None) is not None:
-            _log.info("object_listing_recovered", source=source.key)
+        if (failed := self.failing.pop(source.key, None)) is not None:
+            self._warned_at.pop(source.key, None)
+            _log.info("object_listing_recovered", source=source.key,
+                      failed_for_s=round(time.monotonic() - failed[0], 3))  # fmt: skip
         if self.engine.store_answered(source.key):  # runs it did not answer go again
             self.on_change()
         ignored: list[tuple[str, str]] = []
