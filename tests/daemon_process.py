@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +42,7 @@ class DaemonProcess:
         self.extra_env = env or {}
         self.args = args
         self.abstract_socket = abstract_socket
+        self._sock_dir: Path | None = None
         self.new_session = new_session
         """Its own session and process group, as a shell's foreground job has."""
         self.proc: subprocess.Popen[str] | None = None
@@ -58,9 +61,10 @@ class DaemonProcess:
             name = f"headwater-test-{os.getpid()}-{id(self)}"
             self._sock.bind("\0" + name)
             address = "@" + name
-        else:
-            path = self.workdir / f"notify-{id(self)}.sock"
-            path.unlink(missing_ok=True)
+        else:  # in a short folder of its own: a socket's path has at most 107 bytes, and
+            # pytest's (under xdist, popen-gwN/) long test folders pass that
+            self._sock_dir = Path(tempfile.mkdtemp(prefix="hw-notify-"))
+            path = self._sock_dir / "notify.sock"
             self._sock.bind(str(path))
             address = str(path)
         env = {
@@ -104,6 +108,9 @@ class DaemonProcess:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
 
     @property
     def pid(self) -> int:
