@@ -818,9 +818,10 @@ class Engine:
         self, items: Sequence[Observed], *, listed_since: int = -1
     ) -> list[Observed]:
         """Record many observations (a sensor's batch) in one transaction; return those that
-        changed a version (the latest of each partition). Unchanged ones write nothing; new dynamic partitions are added in
-        the same transaction. ``listed_since`` (a listing's: see :meth:`observation_mark`):
-        a partition observed since the listing began keeps that newer observation."""
+        changed a version (the latest of each partition). Unchanged ones write nothing; new
+        dynamic partitions are added in the same transaction. ``listed_since`` (a listing's:
+        see :meth:`observation_mark`): a partition observed since the listing began keeps that
+        newer observation."""
         for item in items:
             self._check_observed(item.key, item.partition)
         async with self._observe_lock:  # two sensors seeing one change record it once
@@ -881,7 +882,8 @@ class Engine:
     ) -> list[Observed]:
         """Observe a *complete* listing of a source (``{partition: version}``): every version in
         it, and a deletion for each partition the log has that the listing lacks. Return the
-        observations that changed a version. Only a complete listing may do this, or deletions are false.
+        observations that changed a version. Only a complete listing may do this, or deletions
+        are false.
 
         ``since``: :meth:`observation_mark` as the listing began. A partition a watcher
         observed since then keeps that observation: the listing may have read it before it

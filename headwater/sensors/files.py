@@ -269,8 +269,11 @@ class FileSensor:
         named = [s.root(self.base).absolute() for s in self.sources]
         self._source_roots = [os.path.realpath(folder) for folder in named]
         self._aliases = sorted(
-            {(real, str(folder)) for folder, real in zip(named, self._source_roots, strict=True)}
-            - {(str(folder), str(folder)) for folder in named}
+            {
+                (real, str(folder))
+                for folder, real in zip(named, self._source_roots, strict=True)
+                if real != str(folder)
+            }
         )
         # A link on the way to a source folder (a link's target may hold links too) pointed
         # elsewhere moves it: each one is a path whose events re-arm, in a folder watched.
@@ -454,10 +457,7 @@ class FileSensor:
         self._warn_ignored(batch.ignored)
         await self._record(batch.observed)
         if batch.dangling and again:  # after the batch's word on them is recorded
-            targets = batch.links
-            there = await anyio.to_thread.run_sync(
-                lambda: [link for link in batch.dangling if os.path.exists(targets[link])]
-            )
+            there = await _links_to_what_exists({k: batch.links[k] for k in batch.dangling})
             if there:
                 await self._observe(there, again=False)
 
@@ -507,10 +507,7 @@ class FileSensor:
             for link in linked
         }
         await self._follow_links(links)
-        there = await anyio.to_thread.run_sync(
-            lambda: [link for link, target in links.items() if os.path.lexists(target)]
-        )
-        ready.extend(there)
+        ready.extend(await _links_to_what_exists(links))
 
     def _settle_later(self, path: str, signature: Signature | None) -> None:
         self._settling[path] = (signature, time.monotonic() + self.settle)
@@ -737,6 +734,14 @@ class FileSensor:
 def _stop(observer: Any) -> None:
     observer.stop()
     observer.join(timeout=10)
+
+
+async def _links_to_what_exists(links: dict[str, str]) -> list[str]:
+    """The links (of ``{link: target}``) whose target is there now: one written before its
+    folder was watched showed no event, and is looked at once more."""
+    return await anyio.to_thread.run_sync(
+        lambda: [link for link, target in links.items() if os.path.exists(target)]
+    )
 
 
 def _log_changes(seen: Iterable[Observed], changed: Sequence[Observed]) -> None:
