@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,25 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
     assert len(events) == 200 * big
     assert [e.id for e in events] == sorted(e.id for e in events if e.id is not None)
     assert {e.data_version for e in events} == {f"v{i}" for i in range(200 * big)}
+
+
+@pytest.mark.asyncio
+async def test_gathered_writes_of_one_turn_share_a_commit(tmp_path: Path) -> None:
+    """Small writes started in one turn of the event loop (runs that ended together) with
+    ``gather`` commit once, together; without it each commits on its own at once."""
+    async with open_event_log(tmp_path) as log:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(partial(log.write, [_observation(i)], gather=True))
+        assert log.commits == 1
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(3, 6):
+                    tg.start_soon(log.write, [_observation(i)])
+        assert log.commits == 4
+    events = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
+    assert [e.data_version for e in events] == [f"v{i}" for i in range(6)]
 
 
 @pytest.mark.asyncio

@@ -271,23 +271,33 @@ class EventLog:
         dynamic: Sequence[tuple[str, str]] = (),
         schedules: Mapping[str, Schedule] | None = None,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
+        *,
+        gather: bool = False,
     ) -> None:
         """Return once ``events``, ``records``, ``dynamic`` keys, ``schedules`` and small
-        ``values`` (None: the partition's value is no longer small) are committed together."""
+        ``values`` (None: the partition's value is no longer small) are committed together.
+
+        ``gather``: other writes are likely in this turn of the event loop (runs that ended
+        together): wait for them, to commit them all in one transaction."""
         batch = _Batch(events, records or {}, dynamic, schedules or {}, values or {})
-        if not self._leading and not self._txn.locked() and self._small([batch]):
-            self._commit_here([batch])  # nothing else is writing: no await at all
-        elif self._leading:
+        if self._leading:
             self._pending.append(batch)
             batch.done = anyio.Event()
             # shielded: the leader commits this batch whatever happens to its caller, who
             # must then take what was committed (or memory and disk disagree)
             with anyio.CancelScope(shield=True):
                 await batch.done.wait()
+        elif not gather and not self._txn.locked() and self._small([batch]):
+            self._commit_here([batch])  # nothing else is writing: no await at all
         else:
             self._pending.append(batch)
             self._leading = True
             try:
+                if gather:
+                    # The callers woken with this one run before it resumes: their writes
+                    # join this batch. Two trivial runs ending together commit once, not
+                    # twice (~80 µs of a ~0.4 ms run).
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 while self._pending:
                     batches, self._pending = self._pending, []
                     # A cancelled caller must not leave a transaction half-written: a commit

@@ -221,9 +221,10 @@ class Engine:
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
         basis: Basis | None = None,
+        gather: bool = False,
     ) -> Sequence[Event]:
         """Write events (and the records they lead to, and small values) to the log, then
-        take the records; return the events written.
+        take the records; return the events written (``gather``: see :meth:`EventLog.write`).
 
         ``decided_on``: the records that events of those partitions were decided on (a
         lateness, a lost value). Such an event is dropped once its partition's record is
@@ -245,7 +246,9 @@ class Engine:
             if not await self._written_first(records):
                 break
         self._refuse_if_degraded()
-        await self._write(records, self.log.write(events, records, dynamic, values=values))
+        await self._write(
+            records, self.log.write(events, records, dynamic, values=values, gather=gather)
+        )
         for name, key in dynamic:
             self.state.add_dynamic(name, [key])
         for node, record in records.items():

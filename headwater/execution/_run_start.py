@@ -53,10 +53,12 @@ class RunStart:
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         decided_on: Mapping[NodeKey, NodeRecord | None] | None = None,
         basis: Basis | None = None,
+        gather: bool = False,
     ) -> Sequence[Event]:
         written = await self.engine.append(
-            [self.event, *events], values=values, decided_on=decided_on, basis=basis
-        )
+            [self.event, *events], values=values, decided_on=decided_on, basis=basis,
+            gather=gather,
+        )  # fmt: skip
         self.recorded = True
         self.engine.starts.settle([self.run_id])
         return written
@@ -69,8 +71,12 @@ class RunStart:
         basis: Basis | None = None,
     ) -> Sequence[Event]:
         """Append the run's ``events``, with its start if the log does not hold it yet;
-        return those written (see :meth:`Engine.append` for ``decided_on``)."""
+        return those written (see :meth:`Engine.append` for ``decided_on``).
+
+        With other runs under way, one may have ended in this same turn of the event loop
+        (the threads hand results back together): the ends are gathered into one commit."""
         self._timer.cancel()
+        gather = len(self.engine.cycle.in_flight) > 1
         if self._alone is not None:
             # shielded: a cancelled run must not cancel its start's commit under way. Its
             # StorageFailure is this append's too while the engine is degraded; once the
@@ -82,9 +88,9 @@ class RunStart:
                     raise
         if self.recorded:
             return await self.engine.append(
-                events, values=values, decided_on=decided_on, basis=basis
+                events, values=values, decided_on=decided_on, basis=basis, gather=gather
             )
-        return await self._append(events, values, decided_on, basis)
+        return await self._append(events, values, decided_on, basis, gather)
 
     def close(self) -> None:
         """The run is over. A start the log could not take stays with the engine, which
