@@ -988,3 +988,76 @@ async def test_two_lateness_checks_overlapping_a_commit_record_it_once(tmp_path:
     reader = EventLogReader(tmp_path)
     events = await anyio.to_thread.run_sync(functools.partial(reader.events, asset="one"))
     assert [e.kind for e in events].count("freshness_violated") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_slot_is_free_for_the_next_function_while_an_end_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """One slot, two independent assets: the second function starts once the first has
+    returned, while the first run's end is still waiting to be committed (here: for the
+    writer, held by the test). Both ends are then recorded."""
+    started: list[str] = []
+    both = anyio.Event()
+
+    def note(name: str) -> int:
+        started.append(name)
+        if len(started) == 2:
+            loop.call_soon_threadsafe(both.set)
+        return 1
+
+    @hw.asset
+    def first(src: Any) -> int:
+        return note("first")
+
+    @hw.asset
+    def second(src: Any) -> int:
+        return note("second")
+
+    defs = hw.Definitions([hw.source("src"), first, second], max_concurrency=1)
+    loop = asyncio.get_running_loop()
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("src", value=1)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                async with engine.log._txn:  # no commit until both functions have run
+                    tg.start_soon(engine.tick)
+                    await both.wait()
+                    assert engine.state.version(("first", None)) is None
+                    assert engine.state.version(("second", None)) is None
+        assert sorted(started) == ["first", "second"]
+        reader = EventLogReader(tmp_path)
+        ends = await anyio.to_thread.run_sync(
+            functools.partial(reader.events, kind="materialization")
+        )
+        assert sorted(e.asset or "" for e in ends) == ["first", "second"]
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_goes_alone_waits_for_every_end_to_be_recorded() -> None:
+    """A run the daemon died during (threads) starts only once no other run is open: one
+    whose function has returned but whose end is not recorded yet still counts (a crash now
+    would find it open and blame it too). Its slot is free for others meanwhile."""
+    from headwater.execution._cycle import _Gate
+
+    gate = _Gate(2)
+    bystander = await gate.enter(alone=False)
+    bystander.function_done()
+    entered = anyio.Event()
+
+    async def go_alone() -> None:
+        slot = await gate.enter(alone=True)
+        entered.set()
+        slot.leave()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go_alone)
+            await anyio.wait_all_tasks_blocked()
+            assert not entered.is_set()
+            other = await gate.enter(alone=False)  # the bystander's slot is free
+            other.leave()
+            await anyio.wait_all_tasks_blocked()
+            assert not entered.is_set()
+            bystander.leave()
+            await entered.wait()

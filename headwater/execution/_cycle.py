@@ -270,7 +270,7 @@ class RunCycle:
         try:
             record = engine.state.record(node)
             alone = engine.crash_guard and record is not None and record.crashes > 0
-            waited = await self._take_slot(node, alone)
+            slot = await self._take_slot(node, alone)
             try:
                 if self.stopping:
                     result.skipped[node] = STOPPING
@@ -278,32 +278,35 @@ class RunCycle:
                 if engine.degraded is not None:
                     result.skipped[node] = NOT_STARTED + engine.degraded.reason
                     return "skipped"
-                if waited:
+                if slot.waited:
                     # Inputs may have changed while it waited: decide on what the run reads.
                     status, decision = decide_step(engine.evaluator(), node, request)
                     if decision.kind != "run":
                         await self._note_decision(node, decision, result)
                         return "held" if decision.notable else "skipped"
                 retrying = request is None and status.state == "failed"
-                return await self._run(node, status, decision.reason, result, retrying=retrying)
+                return await self._run(
+                    node, status, decision.reason, result, slot, retrying=retrying
+                )
             finally:
-                self._gate.leave()
+                slot.leave()
         finally:
             del self.in_flight[node]
 
-    async def _take_slot(self, node: NodeKey, alone: bool) -> bool:
-        """Enter the gate; return whether it had to wait. One that waited lets go of its slot
+    async def _take_slot(self, node: NodeKey, alone: bool) -> _Slot:
+        """Enter the gate (the slot says whether it had to wait). One that waited lets go of its slot
         while inputs are claimed by other ticks meanwhile (about to change, as in
         :meth:`_claim`), then takes one again."""
-        waited = await self._gate.enter(alone=alone)
-        if waited and (held := self._claimed_inputs(node)):
-            self._gate.leave()
+        slot = await self._gate.enter(alone=alone)
+        if slot.waited and (held := self._claimed_inputs(node)):
+            slot.leave()
             flight = self.in_flight[node]
             self.in_flight[node] = dataclasses.replace(flight, waiting_for=held[0])
             await self._wait_for(held)  # not holding the gate: cancelled here, none to leave
             self.in_flight[node] = flight
-            await self._gate.enter(alone=alone)
-        return waited
+            slot = await self._gate.enter(alone=alone)
+            slot.waited = True
+        return slot
 
     async def _claim(self, node: NodeKey) -> asyncio.Event:
         """Wait until no other tick holds this partition, and until the ticks that hold its
@@ -350,7 +353,14 @@ class RunCycle:
         return held
 
     async def _run(
-        self, node: NodeKey, status: Status, reason: str, result: TickResult, *, retrying: bool
+        self,
+        node: NodeKey,
+        status: Status,
+        reason: str,
+        result: TickResult,
+        slot: _Slot,
+        *,
+        retrying: bool,
     ) -> str:
         """Materialize one partition in its slot; return "materialized", "failed", "skipped"
         or "replaced" (see :meth:`_step`)."""
@@ -390,12 +400,18 @@ class RunCycle:
         # finds its run open at the next start (the crash-loop guard).
         start = RunStart(engine, started)
         try:
-            return await self._started(node, start, job, common, result)
+            return await self._started(node, start, job, common, result, slot)
         finally:
             start.close()
 
     async def _started(
-        self, node: NodeKey, start: RunStart, job: Job, common: dict[str, Any], result: TickResult
+        self,
+        node: NodeKey,
+        start: RunStart,
+        job: Job,
+        common: dict[str, Any],
+        result: TickResult,
+        slot: _Slot,
     ) -> str:
         engine = self.engine
         run_id = job.run_id
@@ -406,6 +422,9 @@ class RunCycle:
         since = engine.observation_mark()  # a sensor's word after this is newer than the read
         try:
             outcome = await _run_guarded(engine.executor, job, flight.timeout)
+            # Its function is over: another may start while this end is recorded (with two
+            # slots, the loop would otherwise record two ends while the threads sit idle).
+            slot.function_done()
         except anyio.get_cancelled_exc_class():
             # Stopped past the grace period (the executor has stopped the function): say so,
             # so that a run still open at the next start means the owner died mid-run.
@@ -660,41 +679,63 @@ def new_run_id() -> str:
 
 
 class _Gate:
-    """What a run holds while it runs: one of the worker slots (``max_concurrency``), and,
-    for a run during which the daemon died (threads), the whole executor: with nothing else
-    running, a crash can only be its own, so a bystander is never blamed twice. Plain
-    methods, not a context manager: entered and left once per run."""
+    """What a run holds: one of the worker slots (``max_concurrency``) while its function
+    runs, and, for a run during which the daemon died (threads), the whole executor until
+    its end is recorded: with no other run open, a crash can only be its own, so a bystander
+    is never blamed twice. Plain methods, not a context manager: entered and left once per
+    run."""
 
     def __init__(self, slots: int) -> None:
         self._slots = asyncio.Semaphore(slots)
-        self._running = 0
+        self._open = 0
+        """Runs entered and not left: running, or recording their end."""
         self._alone = False
         self._changed = anyio.Event()
 
-    async def enter(self, *, alone: bool) -> bool:
-        """Hold a slot (all of them if ``alone``); return whether it had to wait. A free slot
-        is taken without yielding to the loop, so nothing can have changed in between."""
+    async def enter(self, *, alone: bool) -> _Slot:
+        """Hold a slot (and every other run out, if ``alone``). A free slot is taken without
+        yielding to the loop, so nothing can have changed in between."""
         # asyncio's own primitives here and for claims: anyio's cost a run ~3% (their
         # backend is looked up at each creation and acquire), and the engine runs on asyncio.
         waited = self._slots.locked()
         await self._slots.acquire()  # no yield when a slot is free
         try:
-            while self._alone or (alone and self._running):
+            while self._alone or (alone and self._open):
                 self._changed = anyio.Event() if self._changed.is_set() else self._changed
                 await self._changed.wait()
                 waited = True
         except BaseException:
             self._slots.release()
             raise
-        self._running += 1
+        self._open += 1
         self._alone = alone
-        return waited
+        return _Slot(self, waited)
+
+
+class _Slot:
+    """One run's hold on the gate."""
+
+    __slots__ = ("gate", "running", "waited")
+
+    def __init__(self, gate: _Gate, waited: bool) -> None:
+        self.gate = gate
+        self.waited = waited
+        """It had to wait for the slot (its inputs may have changed meanwhile)."""
+        self.running = True
+
+    def function_done(self) -> None:
+        """The function returned: its slot may run another function."""
+        if self.running:
+            self.running = False
+            self.gate._slots.release()
 
     def leave(self) -> None:
-        self._running -= 1
-        self._alone = False
-        self._changed.set()
-        self._slots.release()
+        """The run is over (its end recorded, or it never started)."""
+        self.function_done()
+        gate = self.gate
+        gate._open -= 1
+        gate._alone = False
+        gate._changed.set()
 
 
 async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) -> Outcome:
