@@ -1019,12 +1019,12 @@ async def test_a_slot_is_free_for_the_next_function_while_an_end_is_recorded(
     async with Engine.open(defs, tmp_path, SystemClock()) as engine:
         await engine.observe("src", value=1)
         with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                async with engine.log._txn:  # no commit until both functions have run
-                    tg.start_soon(engine.tick)
-                    await both.wait()
-                    assert engine.state.version(("first", None)) is None
-                    assert engine.state.version(("second", None)) is None
+            # the writer is held: no commit until both functions have run
+            async with anyio.create_task_group() as tg, engine.log._txn:
+                tg.start_soon(engine.tick)
+                await both.wait()
+                assert engine.state.version(("first", None)) is None
+                assert engine.state.version(("second", None)) is None
         assert sorted(started) == ["first", "second"]
         reader = EventLogReader(tmp_path)
         ends = await anyio.to_thread.run_sync(
