@@ -10,8 +10,10 @@ import linecache
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater._usercode import users_module
@@ -30,6 +32,42 @@ helper beside it). Loading it again (a reload) imports them afresh: kept in ``sy
 the daemon would go on running their old code, with the old code versions, while workers
 started since import the new, and fail every run asking for the reload that had just been
 done."""
+
+
+class _ExitAtImport(BaseException):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"called os._exit({self.status})"
+
+
+@contextlib.contextmanager
+def _no_exit() -> Iterator[None]:
+    """While the definitions import, ``os._exit`` in this process raises instead: it cannot
+    be caught, and would end whoever imports them with the status it was given (0: `validate`
+    passes a CI gate saying nothing, the daemon stops "successfully" and systemd does not
+    restart it). A child forked meanwhile (multiprocessing) still exits for real."""
+    real, pid = os._exit, os.getpid()
+
+    def refuse(status: int) -> NoReturn:
+        if os.getpid() != pid:
+            real(status)
+        raise _ExitAtImport(status)
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
+
+
+def _raised(exc: BaseException) -> str:
+    """What an import that failed did, in words."""
+    if isinstance(exc, _ExitAtImport):
+        return str(exc)
+    return f"raised {type(exc).__name__}: {exc}"
 
 
 def _user_frame(exc: BaseException, filename: str) -> str:
@@ -73,7 +111,8 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     if added:
         sys.path.insert(0, folder)  # so the definitions file can import its neighbours
     try:
-        exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
+        with _no_exit():
+            exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
     except DefinitionError as exc:
         sys.modules.pop(name, None)
         raise LoadError(f"{path}: invalid definitions: {exc}") from exc
@@ -85,7 +124,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
         # failure to load, not a request to stop whoever loads it (a reload keeps the old).
         sys.modules.pop(name, None)
         raise LoadError(
-            f"{path}: importing it raised {type(exc).__name__}: {exc}{_user_frame(exc, str(path))}"
+            f"{path}: importing it {_raised(exc)}{_user_frame(exc, str(path))}"
         ) from exc
     finally:
         if added:
@@ -143,15 +182,14 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
         defs.origin = f"{path}:{attribute}" if attribute else str(path)
         return defs
     try:
-        module = importlib.import_module(path_text)
+        with _no_exit():
+            module = importlib.import_module(path_text)
     except DefinitionError as exc:
         raise LoadError(f"module {path_text!r}: invalid definitions: {exc}") from exc
     except ImportError as exc:
         raise LoadError(f"cannot import module {path_text!r}: {exc}") from exc
     except BaseException as exc:  # as for a file: see _import_file
-        raise LoadError(
-            f"module {path_text!r}: importing it raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise LoadError(f"module {path_text!r}: importing it {_raised(exc)}") from exc
     defs = _find(module, attribute or None, f"module {path_text!r}")
     defs.origin = target
     return defs

@@ -39,6 +39,7 @@ def test_validate_reports_counts(project: Path) -> None:
         ("missing.py", "definitions file 'missing.py' does not exist"),
         ("exits.py", "importing it raised SystemExit: 0"),  # not a silent exit 0
         ("stops.py", "importing it raised SystemExit: 3"),  # not 'state directory unusable'
+        ("ends.py", "importing it called os._exit(0) (line 2)"),  # cannot be caught
         ("odd.py", "importing it raised Odd: x"),
         ("folder", "definitions file 'folder' is not a regular file"),
     ],
@@ -51,6 +52,7 @@ def test_bad_definitions_exit_2_with_one_paragraph(
         shutil.copy(RESOURCES / name, tmp_path / name)
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "stops.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "ends.py").write_text("import os\nos._exit(0)\n")
     (tmp_path / "odd.py").write_text("class Odd(BaseException): ...\nraise Odd('x')\n")
     (tmp_path / "folder").mkdir()
     result = hw("validate", "--definitions", target, cwd=tmp_path)
@@ -58,6 +60,25 @@ def test_bad_definitions_exit_2_with_one_paragraph(
     assert message in result.stderr
     assert target in result.stderr
     assert "Traceback" not in result.stderr
+
+
+FORKS = """
+import os
+pid = os.fork()
+if pid == 0:
+    os._exit(0)  # a child of the import: it must end, not go on as the validator
+os.waitpid(pid, 0)
+import headwater as hw
+defs = hw.Definitions([hw.source("src")])
+"""
+
+
+def test_a_child_forked_by_the_import_can_still_exit(tmp_path: Path) -> None:
+    (tmp_path / "forks.py").write_text(FORKS)
+    result = hw("validate", "--definitions", "forks.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok:") == 1
+    assert result.stderr == ""
 
 
 def test_no_definitions_anywhere_is_explained(tmp_path: Path) -> None:
