@@ -199,9 +199,10 @@ def test_a_csv_that_fails_to_parse_is_a_failed_run_and_the_daemon_goes_on(
         ("\nraise KeyboardInterrupt\n", "raised KeyboardInterrupt"),
         ("\nclass Odd(BaseException): ...\nraise Odd('x')\n", "raised Odd"),
         # it would end the daemon itself (status 0: systemd would not restart it)
-        ("\nimport os\nos._exit(0)\n", "ended the process (exit status 0)"),
+        ("\nimport os\nos._exit(0)\n", "called os._exit(0)"),
+        ("\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", "ended the process"),
     ],
-    ids=["syntax", "sys_exit", "interrupt", "base_exception", "os_exit"],
+    ids=["syntax", "sys_exit", "interrupt", "base_exception", "os_exit", "signal"],
 )
 def test_sighup_with_broken_definitions_keeps_serving(
     project: Path, daemons: list[object], breakage: str, reason: str
