@@ -123,6 +123,37 @@ def test_hidden_names_are_staging_not_data(tmp_path: Path) -> None:
         assert match_path(source, tmp_path, str(tmp_path / path)) == expected, path
 
 
+def test_a_glob_pattern_names_a_file_with_brackets_in_its_name(tmp_path: Path) -> None:
+    """``[2026]`` in a pattern is a set of characters, so no file named as the pattern itself
+    matched it: ``reports[2026].csv`` was never observed, with nothing said. The pattern
+    itself counts (as an object source takes such a key), and the set still works."""
+    reports = hw.FileSource("reports", "data/reports[2026].csv")
+    assert reports.is_glob
+    for name, expected in [("reports[2026].csv", True), ("reports2.csv", True),
+                           ("reports[2027].csv", False), ("reports7.csv", False)]:  # fmt: skip
+        assert match_path(reports, tmp_path, str(tmp_path / "data" / name)) == (expected, None)
+    (tmp_path / "data").mkdir()
+    anyio.run(_a_bracketed_name_lands, reports, tmp_path, backend="asyncio")
+
+
+async def _a_bracketed_name_lands(reports: hw.FileSource, tmp_path: Path) -> None:
+    @hw.asset
+    def names(reports: list[Path]) -> list[str]:
+        return [p.name for p in reports]
+
+    defs = hw.Definitions([reports, names])
+    defs.base_dir = tmp_path
+    async with Engine.open(defs, tmp_path / "state", SystemClock()) as engine:
+        async with _sensing(engine) as changes:
+            landed = tmp_path / "data" / "reports[2026].csv"
+            await anyio.to_thread.run_sync(landed.write_text, "a\n1\n")
+            await changes.until(lambda: engine.state.version(("reports", None)) is not None)
+        result = await engine.tick()
+        assert result.materialized == [("names", None)]
+        value = await anyio.to_thread.run_sync(engine.runner.load, "names", None)
+        assert value == ["reports[2026].csv"]
+
+
 @asynccontextmanager
 async def _sensing(engine: Engine) -> AsyncIterator[_Changes]:
     """A sensor (rescans an hour apart: what it sees, events showed) running while the block

@@ -93,7 +93,9 @@ def match_path(source: FileSource, base_dir: Path, path: str) -> tuple[bool, str
         regex = source.__dict__.get("_glob")
         if regex is None:
             regex = source.__dict__["_glob"] = glob_regex(source.template)
-        matched = regex.fullmatch(name) is not None
+        # the pattern itself where a file has that name: ``reports[2026].csv`` names one
+        # file, not one of 2, 0 and 6 (as an object source takes a key)
+        matched = name == source.template or regex.fullmatch(name) is not None
         if matched and any("\ud800" <= c <= "\udfff" for c in name):
             # its bytes would go into the source's version and the log as text
             raise PartitionKeyError(f"the name of {path!r} is not valid UTF-8; rename it")
