@@ -383,3 +383,63 @@ async def test_a_file_held_open_in_a_new_folder_is_read_at_its_close_only(tmp_pa
         lambda: reader.events(kind="observation", asset="nested", partition="p1")
     )
     assert [e.data_version for e in observed] == [final]
+
+
+UNREADABLE_LANDS = """
+import os, sys, time
+import anyio, structlog
+import headwater as hw
+from pathlib import Path
+from headwater._clock import SystemClock
+from headwater.execution import Engine
+from headwater.sensors.files import FileSensor
+
+async def main(tmp: Path) -> None:
+    inbox = hw.DynamicPartitions("inbox")
+    files = hw.FileSource("files", str(tmp / "inbox" / "{partition}.csv"), partitions=inbox)
+    async with Engine.open(hw.Definitions([files]), tmp / "state", SystemClock()) as engine:
+        warned = anyio.Event()
+        with structlog.testing.capture_logs(processors=[
+            lambda _l, _m, e: (warned.set() if e.get("event") == "file_ignored" else None) or e
+        ]):
+            changed = [anyio.Event()]
+            sensor = FileSensor(engine, lambda: changed[0].set(), rescan_interval=3600)
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(sensor.run)
+                    path = tmp / "inbox" / "a.csv"
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o000)  # as sftp may leave it
+                    os.write(fd, b"x\\n1\\n")
+                    os.close(fd)
+                    await warned.wait()
+                    assert engine.state.version(("files", "a")) is None
+                    os.chmod(path, 0o644)
+                    while engine.state.version(("files", "a")) is None:
+                        await changed[0].wait()
+                        changed[0] = anyio.Event()
+                    tg.cancel_scope.cancel()
+    print("counted")
+
+anyio.run(main, Path(sys.argv[1]), backend="asyncio")
+"""
+
+
+def test_a_file_that_could_not_be_read_counts_once_chmod_makes_it_readable(
+    tmp_path: Path,
+) -> None:
+    """Landed with mode 000 (an upload that sets the mode last): it cannot be read, and is
+    named once; ``chmod 644`` then makes it count at once, not at the next rescan an hour
+    away. Root reads anything, so root runs the sensor without the capability to."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "child.py").write_text(UNREADABLE_LANDS)
+    command = [sys.executable, str(tmp_path / "child.py"), str(tmp_path)]
+    if os.geteuid() == 0:
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "counted"

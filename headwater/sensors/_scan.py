@@ -21,7 +21,9 @@ from headwater.definitions import FileSource
 from headwater.versions import files_version
 
 __all__ = [
+    "UNREADABLE",
     "Listing",
+    "cannot_read",
     "glob_regex",
     "hidden_folder",
     "match_path",
@@ -37,6 +39,14 @@ class Listing:
     files: dict[str | None, Found] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)
     """``(path, why)`` for files that match the pattern but are not observed."""
+
+
+UNREADABLE = "it cannot be read: "
+
+
+def cannot_read(exc: OSError) -> str:
+    """Why a file that matches is not observed: it cannot be opened or read (permissions)."""
+    return UNREADABLE + str(exc.strerror or exc)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -173,7 +183,7 @@ def scan_file_source(
             listing.ignored.append((path, str(skipped)))
             continue
         except OSError as exc:  # unreadable (permissions, I/O): say so, do not stop the scan
-            listing.ignored.append((path, f"it cannot be read: {exc.strerror or exc}"))
+            listing.ignored.append((path, cannot_read(exc)))
             continue
         if source.is_glob:
             glob_files.append((_name(source, base_dir, path) or path, version))

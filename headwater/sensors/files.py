@@ -38,6 +38,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -47,13 +48,20 @@ from watchdog.events import (
 )
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.inotify_c import InotifyConstants
 
 from headwater._errors import PartitionKeyError
 from headwater._files import FileCache, Skipped, SymlinkPolicy, examine, under
 from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
-from headwater.sensors._scan import hidden_folder, match_path, scan_file_source
+from headwater.sensors._scan import (
+    UNREADABLE,
+    cannot_read,
+    hidden_folder,
+    match_path,
+    scan_file_source,
+)
 from headwater.sensors._writers import held_for_writing
 
 __all__ = ["FileSensor", "sync_file_sources", "watch_roots"]
@@ -61,14 +69,15 @@ __all__ = ["FileSensor", "sync_file_sources", "watch_roots"]
 _log = structlog.get_logger("headwater.sensors.files")
 _RESCAN = "rescan"
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
-_INTERESTING = {"created", "closed", "moved", "deleted"}
+_INTERESTING = {"created", "closed", "moved", "deleted", "attrib"}
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
-    FileDeletedEvent, DirDeletedEvent,
+    FileDeletedEvent, DirDeletedEvent, FileAttribEvent,
 ]  # fmt: skip
 """The inotify mask: no IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE/IN_MODIFY. Readers of a watched
 folder (the runs themselves) and every chunk of a write would otherwise flood the kernel's
-queue until it overflows."""
+queue until it overflows. IN_ATTRIB (see :class:`_Observer`): a file that could not be read
+counts once ``chmod`` makes it readable."""
 _OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
@@ -88,6 +97,23 @@ class _Forward(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in _INTERESTING:
             self._push(event)
+
+
+class _Observer(InotifyObserver):
+    """watchdog's observer, with IN_ATTRIB in its mask: watchdog adds it only along with
+    IN_MODIFY (asking for modified events), which would bring every chunk of every write."""
+
+    def __init__(self) -> None:
+        super().__init__(generate_full_events=True)
+        emitter: Any = self._emitter_class
+        if hasattr(emitter, "get_event_mask_from_filter"):  # else: counted at the rescan
+
+            def mask(self: Any) -> Any:
+                return emitter.get_event_mask_from_filter(self) | InotifyConstants.IN_ATTRIB
+
+            self._emitter_class = type(
+                "_AttribEmitter", (emitter,), {"get_event_mask_from_filter": mask}
+            )
 
 
 class _OverflowAlarm(logging.Handler):
@@ -199,6 +225,9 @@ class FileSensor:
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, FileSource)]
         self._roots: dict[str, str] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._unreadable: set[str] = set()
+        """Matching files that could not be read: a change of their mode (``chmod``) makes
+        them looked at again. Other files' IN_ATTRIB (``touch``, ``cp -p``) is ignored."""
         self._settling: dict[str, tuple[Signature | None, float]] = {}
         self._unclosed: dict[str, float] = {}
         """Files created in a watched folder with no close event yet -> when to look at them."""
@@ -334,6 +363,8 @@ class FileSensor:
 
     def _warn_ignored(self, ignored: Iterable[tuple[str, str]]) -> None:
         for path, why in ignored:
+            if why.startswith(UNREADABLE):
+                self._unreadable.add(path)  # looked at again when its mode changes
             if (path, why) not in self._warned:  # once per path and reason, not per event
                 self._warned.add((path, why))
                 _log.warning("file_ignored", path=path, reason=why)
@@ -415,7 +446,7 @@ class FileSensor:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # ours, and passing
                 batch.unsettled.append((path, None))  # looked at again once settled
                 return
-            batch.ignored.append((path, f"it cannot be read: {exc.strerror or exc}"))
+            batch.ignored.append((path, cannot_read(exc)))
             return
         if found is not None and found.link:
             batch.links[path] = found.target
@@ -618,6 +649,12 @@ class FileSensor:
     def _file_event(
         self, kind: str, src: str, dest: str, ready: list[str], created: dict[str, None]
     ) -> None:
+        if kind == "attrib":  # a file being written keeps waiting for its close
+            if src in self._unreadable:
+                self._unreadable.discard(src)
+                self._warned = {w for w in self._warned if w[0] != src}  # said again if still
+                self._ready(src, ready)
+            return
         if kind != "created":  # what became of a file created earlier, in this batch or not
             self._unclosed.pop(src, None)
             created.pop(src, None)
@@ -635,6 +672,7 @@ class FileSensor:
         elif kind == "deleted":
             self._settling.pop(src, None)
             self._quiet.pop(src, None)
+            self._unreadable.discard(src)
             ready.append(src)
         elif kind == "created":
             if self._in_new_dir(src):
@@ -705,7 +743,7 @@ class FileSensor:
                 loop.call_soon_threadsafe(deliver, item)
 
         # full events: a file moved in from an unwatched folder is a move, not a creation
-        self._observer = InotifyObserver(generate_full_events=True)
+        self._observer = _Observer()
         self._handler = _Forward(push)
 
         def arm() -> None:  # stats folders and adds inotify watches: off the loop
