@@ -9,6 +9,7 @@ import importlib.util
 import linecache
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,14 +46,15 @@ class _ExitAtImport(BaseException):
 
 @contextlib.contextmanager
 def _no_exit() -> Iterator[None]:
-    """While the definitions import, ``os._exit`` in this process raises instead: it cannot
-    be caught, and would end whoever imports them with the status it was given (0: `validate`
-    passes a CI gate saying nothing, the daemon stops "successfully" and systemd does not
-    restart it). A child forked meanwhile (multiprocessing) still exits for real."""
-    real, pid = os._exit, os.getpid()
+    """While the definitions import, ``os._exit`` called by the import raises instead: it
+    cannot be caught, and would end whoever imports them with the status it was given (0:
+    `validate` passes a CI gate saying nothing, the daemon stops "successfully" and systemd
+    does not restart it). Any other thread's call (the daemon told to stop while it loads),
+    and a child forked meanwhile (multiprocessing), still exit for real."""
+    real, pid, thread = os._exit, os.getpid(), threading.get_ident()
 
     def refuse(status: int) -> NoReturn:
-        if os.getpid() != pid:
+        if os.getpid() != pid or threading.get_ident() != thread:
             real(status)
         raise _ExitAtImport(status)
 
