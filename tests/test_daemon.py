@@ -387,3 +387,34 @@ async def test_an_import_that_never_ends_fails_the_reload_in_time(tmp_path: Path
     await anyio.Path(defs).write_text("while True:\n    pass\n")
     with anyio.fail_after(30), pytest.raises(LoadError, match="did not finish within 1 s"):
         await import_in_child(str(defs), within=1)
+
+
+PRINTS = """
+import sys
+print("loading the definitions")
+for i in range(300):
+    print(f"line {i}", file=sys.stderr)
+print("no end", end="")
+import headwater as hw
+defs = hw.Definitions([hw.source("src")])
+"""
+
+
+def test_what_the_definitions_print_at_import_becomes_log_lines(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """A print at module level reached the daemon's stdout and stderr as raw lines among the
+    JSON ones (where jq stops). Each is a ``definitions_printed`` line now, up to 200 an
+    import; the rest are counted (a file printing megabytes cannot flood the journal)."""
+    (tmp_path / "defs.py").write_text(PRINTS)
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state")
+    daemons.append(daemon)  # the fixture fails the test on any line that is not JSON
+    daemon.start().wait_notify("READY=1")
+    first = daemon.wait_event("definitions_printed")
+    assert (first["stream"], first["line"]) == ("stdout", "loading the definitions")
+    dropped = daemon.wait_event("definitions_output_dropped")
+    assert dropped["lines"] == 302 - 200  # 300 on stderr, and a last line with no end
+    printed = [ln for ln in daemon.lines if ln.get("event") == "definitions_printed"]
+    assert len(printed) == 200
+    assert (printed[1]["stream"], printed[-1]["line"]) == ("stderr", "line 198")
+    assert daemon.terminate() == 0

@@ -37,11 +37,12 @@ from headwater import __version__
 from headwater._clock import SystemClock
 from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import EventKind, format_timestamp
-from headwater._loading import LoadError, absolute_target, load_definitions
+from headwater._loading import LoadError, absolute_target
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._notify import Notifier
+from headwater.daemon._printed import load_logged
 from headwater.daemon._reload import import_in_child
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
@@ -200,7 +201,7 @@ class Daemon:
             if check.cancelled_caught:
                 _log.info("reload_superseded", reason="a newer reload asked meanwhile")
                 return "superseded by a newer reload", False
-            defs = await anyio.to_thread.run_sync(load_definitions, self.settings.definitions)
+            defs = await anyio.to_thread.run_sync(load_logged, self.settings.definitions)
         except LoadError as exc:
             _log.error("reload_failed", reason=str(exc))
             self._phase = "serving"
@@ -417,7 +418,7 @@ class Daemon:
             self._loading.cancel()
         with self._loading:  # a stop does not wait for an import that may take long
             defs = await anyio.to_thread.run_sync(
-                load_definitions, self.settings.definitions, abandon_on_cancel=True
+                load_logged, self.settings.definitions, abandon_on_cancel=True
             )
         first = True
         while not self._stopping and defs is not None:
