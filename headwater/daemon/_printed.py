@@ -33,6 +33,8 @@ _log = structlog.get_logger("headwater.definitions")
 class _Lines(io.TextIOBase):
     """A text stream that logs each complete line it is given."""
 
+    encoding = "utf-8"  # read by libraries that print (io's None would fail some)
+
     def __init__(self, stream: str, emit: Callable[[str, str], None]) -> None:
         super().__init__()
         self._stream = stream
@@ -42,6 +44,7 @@ class _Lines(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
 
     def write(self, text: str) -> int:
         with self._lock:
