@@ -654,6 +654,42 @@ def test_output_sets_data_version_and_metadata() -> None:
         assert h.value("a") == [1, 2]
 
 
+def test_metadata_json_cannot_hold_is_written_as_text_and_fails_nothing() -> None:
+    """Metadata with a key that is not text (a groupby's tuple), a loop, or NaN: its run's end
+    could not be written, the commit raised, and with it the ends of the runs committed
+    together, and the daemon stopped (at every start again). Now such keys and values are
+    written as text (NaN as null), and every run ends."""
+    src = hw.source("src")
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+
+    def odd(src: Any) -> hw.Output:
+        return hw.Output(1, metadata={(1, 2): 3, "loop": loop, "nan": float("nan")})
+
+    def plain(src: Any) -> int:
+        return 2
+
+    assets = [hw.asset(f"plain{i}", ins={"src": "src"})(plain) for i in range(5)]
+    assets.append(hw.asset("odd", ins={"src": "src"})(odd))
+
+    def judged(value: Any) -> hw.CheckResult:
+        return hw.CheckResult(True, metadata={frozenset({1}): "x"})
+
+    check = hw.check("odd", name="judged")(judged)
+    with Harness(hw.Definitions([src, *assets], checks=[check])) as h:
+        h.observe("src", "v1")
+        result = h.tick()
+        assert sorted(a for a, _ in result.materialized) == ["odd"] + [
+            f"plain{i}" for i in range(5)
+        ]
+        (event,) = h.events(kind="materialization", asset="odd")
+        assert event.payload["metadata"] == {
+            "(1, 2)": 3, "loop": {"self": "<circular>"}, "nan": None
+        }  # fmt: skip
+        (verdict,) = h.events(kind="check", asset="odd")
+        assert verdict.payload["metadata"] == {"frozenset({1})": "x"}
+
+
 def test_dataframes_are_stored_as_parquet_with_row_count_and_schema() -> None:
     """A DataFrame value lands as Parquet; its event carries rows and schema."""
     src = hw.source("src")

@@ -54,13 +54,46 @@ _ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def _payload_json(payload: Mapping[str, Any]) -> str:
-    """Compact JSON; what JSON cannot hold (a user's metadata) as its ``str``."""
+    """Compact JSON; what JSON cannot hold (a user's metadata) as its ``str``. Never raises:
+    a payload that cannot be written would fail its transaction, and with it the ends of
+    the other runs committed together, and take the daemon down (at every start, for the
+    run planned again)."""
     if not payload:  # most observations
         return "{}"
     try:
         return orjson.dumps(payload, default=str, option=_ORJSON).decode()
-    except (orjson.JSONEncodeError, TypeError):  # an int beyond 64 bits, a circular value
-        return json.dumps(dict(payload), separators=(",", ":"), default=str)
+    except (orjson.JSONEncodeError, TypeError, ValueError):  # a key orjson cannot write, an
+        # int beyond 64 bits, a circular value, nesting past orjson's limit
+        return json.dumps(_plain(payload, 0, set()), separators=(",", ":"), allow_nan=False)
+
+
+_DEEPEST = 64
+
+
+def _plain(value: Any, depth: int, path: set[int]) -> Any:
+    """``value`` as what JSON holds: keys as text, a container met again on its own path as
+    "<circular>", one nested past ``_DEEPEST`` levels, and anything else, as its ``str``,
+    numbers that are not finite as null (as orjson writes them)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if not isinstance(value, (dict, list, tuple)):
+        return str(value)
+    if id(value) in path:
+        return "<circular>"
+    if depth >= _DEEPEST:
+        return str(value)[:1000]
+    path.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return {
+                k if isinstance(k, str) else str(k): _plain(v, depth + 1, path)
+                for k, v in value.items()
+            }
+        return [_plain(v, depth + 1, path) for v in value]
+    finally:
+        path.discard(id(value))
 
 
 class MalformedRow(Exception):
