@@ -36,12 +36,13 @@ done."""
 
 
 class _ExitAtImport(BaseException):
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, where: str = "") -> None:
         super().__init__(status)
         self.status = status
+        self.where = where
 
     def __str__(self) -> str:
-        return f"called os._exit({self.status})"
+        return f"called os._exit({self.status}){self.where}"
 
 
 @contextlib.contextmanager
@@ -49,20 +50,33 @@ def _no_exit() -> Iterator[None]:
     """While the definitions import, ``os._exit`` called by the import raises instead: it
     cannot be caught, and would end whoever imports them with the status it was given (0:
     `validate` passes a CI gate saying nothing, the daemon stops "successfully" and systemd
-    does not restart it). Any other thread's call (the daemon told to stop while it loads),
-    and a child forked meanwhile (multiprocessing), still exit for real."""
+    does not restart it). A call from a thread the import started fails the import too once
+    it returns, as does a refusal the file caught. A thread that was there before (the
+    daemon told to stop while it loads), a child forked meanwhile (multiprocessing), and any
+    call after the import (through a name bound to ``os._exit`` meanwhile) exit for real."""
     real, pid, thread = os._exit, os.getpid(), threading.get_ident()
+    before = {t.ident for t in threading.enumerate()} - {thread}
+    refused: list[_ExitAtImport] = []
+    importing = True
 
     def refuse(status: int) -> NoReturn:
-        if os.getpid() != pid or threading.get_ident() != thread:
+        caller = threading.get_ident()
+        if not importing or os.getpid() != pid or caller in before:
             real(status)
-        raise _ExitAtImport(status)
+        refusal = _ExitAtImport(status, "" if caller == thread else " in a thread it started")
+        refused.append(refusal)
+        if caller != thread:
+            raise SystemExit(status)  # ends that thread, quietly; the import fails once done
+        raise refusal
 
     os._exit = refuse
     try:
         yield
     finally:
         os._exit = real
+        importing = False
+    if refused:
+        raise refused[0]
 
 
 def _raised(exc: BaseException) -> str:
@@ -151,11 +165,23 @@ def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
     return found[0]
 
 
+def _split(target: str) -> tuple[str, str | None, bool]:
+    """``(file or module, attribute, whether it names a file)``. A target that exists as a
+    path is one (a file's name may hold ':'); before ``:attribute``, a ``.py`` name or a file
+    is one, and so is a folder named alone (to be refused as not a file); ``pkg:attr`` whose
+    ``pkg`` is a folder (a package in the working directory) is a module."""
+    if Path(target).exists():
+        return target, None, True
+    path, _, attribute = target.partition(":")
+    named = path.endswith(".py") or Path(path).is_file() or (Path(path).exists() and not attribute)
+    return path, attribute or None, named
+
+
 def absolute_target(target: str) -> str:
     """``target`` with a file path made absolute (resolved once at start: a function that
     changes the working directory cannot move the definitions under the daemon)."""
-    path, _, attribute = target.partition(":") if not Path(target).exists() else (target, "", "")
-    if path.endswith(".py") or Path(path).exists():
+    path, attribute, named = _split(target)
+    if named:
         return str(Path(path).absolute()) + (f":{attribute}" if attribute else "")
     return target
 
@@ -165,10 +191,8 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
 
     ``source``: the file's text as an earlier load read it (``Definitions.source``), so that
     a worker process runs what the daemon loaded even if the file has changed since."""
-    path_text, _, attribute = (
-        target.partition(":") if not Path(target).exists() else (target, "", "")
-    )
-    if path_text.endswith(".py") or Path(path_text).exists():
+    path_text, attribute, named = _split(target)
+    if named:
         path = Path(path_text).resolve()
         if not path.is_file():
             what = (
@@ -189,7 +213,13 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
     except DefinitionError as exc:
         raise LoadError(f"module {path_text!r}: invalid definitions: {exc}") from exc
     except ImportError as exc:
-        raise LoadError(f"cannot import module {path_text!r}: {exc}") from exc
+        top = path_text.split(".")[0]
+        hint = (
+            f"; the folder {top}/ here is not on the import path: set PYTHONPATH=. or install it"
+            if isinstance(exc, ModuleNotFoundError) and exc.name == top and Path(top).is_dir()
+            else ""
+        )
+        raise LoadError(f"cannot import module {path_text!r}: {exc}{hint}") from exc
     except BaseException as exc:  # as for a file: see _import_file
         raise LoadError(f"module {path_text!r}: importing it {_raised(exc)}") from exc
     defs = _find(module, attribute or None, f"module {path_text!r}")

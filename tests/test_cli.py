@@ -40,6 +40,8 @@ def test_validate_reports_counts(project: Path) -> None:
         ("exits.py", "importing it raised SystemExit: 0"),  # not a silent exit 0
         ("stops.py", "importing it raised SystemExit: 3"),  # not 'state directory unusable'
         ("ends.py", "importing it called os._exit(0) (line 2)"),  # cannot be caught
+        ("thread_ends.py", "importing it called os._exit(0) in a thread it started"),
+        ("catches.py", "importing it called os._exit(3)"),  # the file caught the refusal
         ("odd.py", "importing it raised Odd: x"),
         ("folder", "definitions file 'folder' is not a regular file"),
     ],
@@ -53,6 +55,13 @@ def test_bad_definitions_exit_2_with_one_paragraph(
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "stops.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "ends.py").write_text("import os\nos._exit(0)\n")
+    (tmp_path / "thread_ends.py").write_text(
+        "import os, threading\nt = threading.Thread(target=os._exit, args=(0,))\n"
+        "t.start()\nt.join()\n"
+    )
+    (tmp_path / "catches.py").write_text(
+        "import os\ntry:\n    os._exit(3)\nexcept BaseException:\n    pass\n"
+    )
     (tmp_path / "odd.py").write_text("class Odd(BaseException): ...\nraise Odd('x')\n")
     (tmp_path / "folder").mkdir()
     result = hw("validate", "--definitions", target, cwd=tmp_path)
@@ -79,6 +88,31 @@ def test_a_child_forked_by_the_import_can_still_exit(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ok:") == 1
     assert result.stderr == ""
+
+
+def test_an_exit_saved_at_import_exits_for_real_after_it(tmp_path: Path) -> None:
+    """``atexit.register(os._exit, 0)`` (or ``from os import _exit``) keeps the function it
+    found while the definitions imported: after the import it must exit, not raise (a
+    traceback as validate ended; a worker that could not exit)."""
+    (tmp_path / "saves.py").write_text(
+        "import atexit, os\natexit.register(os._exit, 0)\n"
+        "import headwater as hw\ndefs = hw.Definitions([hw.source('src')])\n"
+    )
+    result = hw("validate", "--definitions", "saves.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok:") and result.stderr == ""
+
+
+def test_a_module_target_names_a_package_folder_beside_it(tmp_path: Path) -> None:
+    """``mypkg:defs`` from the folder that holds the package ``mypkg/``: the module, not a
+    definitions file named ``mypkg`` ("not a regular file")."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text(
+        "import headwater as hw\ndefs = hw.Definitions([hw.source('src')])\n"
+    )
+    result = hw("validate", "--definitions", "mypkg:defs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: mypkg:defs: 0 assets, 1 sources")
 
 
 def test_no_definitions_anywhere_is_explained(tmp_path: Path) -> None:

@@ -45,7 +45,6 @@ class _Lines(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
-
     def write(self, text: str) -> int:
         with self._lock:
             self._partial += text
