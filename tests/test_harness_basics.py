@@ -662,9 +662,20 @@ def test_metadata_json_cannot_hold_is_written_as_text_and_fails_nothing() -> Non
     src = hw.source("src")
     loop: dict[str, Any] = {}
     loop["self"] = loop
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(900):
+        inner.append([])
+        inner = inner[0]
+
+    class Gone:
+        def __str__(self) -> str:
+            raise RuntimeError("detached")
 
     def odd(src: Any) -> hw.Output:
-        return hw.Output(1, metadata={(1, 2): 3, "loop": loop, "nan": float("nan")})
+        metadata = {(1, 2): 3, "loop": loop, "nan": float("nan"), "big": 2**20_000,
+                    "gone": Gone(), "deep": deep}  # fmt: skip
+        return hw.Output(1, metadata=metadata)
 
     def plain(src: Any) -> int:
         return 2
@@ -683,9 +694,15 @@ def test_metadata_json_cannot_hold_is_written_as_text_and_fails_nothing() -> Non
             f"plain{i}" for i in range(5)
         ]
         (event,) = h.events(kind="materialization", asset="odd")
-        assert event.payload["metadata"] == {
-            "(1, 2)": 3, "loop": {"self": "<circular>"}, "nan": None
+        shown = event.payload["metadata"]
+        assert {k: shown[k] for k in ("(1, 2)", "loop", "nan", "big", "gone")} == {
+            "(1, 2)": 3, "loop": {"self": "<circular>"}, "nan": None,
+            "big": "<int of 20001 bits>", "gone": "<Gone that cannot be shown: RuntimeError>",
         }  # fmt: skip
+        level = shown["deep"]
+        for _ in range(62):  # the payload, its metadata, then the list's first 62 levels
+            (level,) = level
+        assert level == "<list nested past 64 levels>"
         (verdict,) = h.events(kind="check", asset="odd")
         assert verdict.payload["metadata"] == {"frozenset({1})": "x"}
 
