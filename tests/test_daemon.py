@@ -390,7 +390,9 @@ async def test_an_import_that_never_ends_fails_the_reload_in_time(tmp_path: Path
 
 
 PRINTS = """
-import sys
+import faulthandler, os, sys
+faulthandler.enable()  # asks the stream for its descriptor
+os.isatty(sys.stdout.fileno())
 print("loading the definitions")
 for i in range(300):
     print(f"line {i}", file=sys.stderr)
@@ -417,4 +419,13 @@ def test_what_the_definitions_print_at_import_becomes_log_lines(
     printed = [ln for ln in daemon.lines if ln.get("event") == "definitions_printed"]
     assert len(printed) == 200
     assert (printed[1]["stream"], printed[-1]["line"]) == ("stderr", "line 198")
+    # A reload's child (validate) prints it all before its "ok:": the reload goes through.
+    since = daemon.mark()
+    (tmp_path / "defs.py").write_text(PRINTS.replace('[hw.source("src")]', '[hw.source("s2")]'))
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_log(lambda ln: ln.get("event") in ("ready", "reload_failed"),
+                               since=since)  # fmt: skip
+    assert reloaded["event"] == "ready", reloaded
+    again = daemon.wait_event("definitions_printed", since=since)
+    assert again["line"] == "loading the definitions"
     assert daemon.terminate() == 0

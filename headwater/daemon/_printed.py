@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -31,19 +33,35 @@ _log = structlog.get_logger("headwater.definitions")
 
 
 class _Lines(io.TextIOBase):
-    """A text stream that logs each complete line it is given."""
+    """A text stream that logs each complete line it is given. What asks for the stream
+    underneath (``fileno()`` for ``faulthandler.enable()``, ``buffer``, ``isatty()``) gets the
+    daemon's own: what it writes there is not caught, and the import goes on."""
 
     encoding = "utf-8"  # read by libraries that print (io's None would fail some)
 
-    def __init__(self, stream: str, emit: Callable[[str, str], None]) -> None:
+    def __init__(self, stream: str, emit: Callable[[str, str], None], real: Any) -> None:
         super().__init__()
         self._stream = stream
         self._emit = emit
+        self._real = real
         self._partial = ""
         self._lock = threading.Lock()  # the file may print from threads of its own
 
     def writable(self) -> bool:
         return True
+
+    def fileno(self) -> int:
+        return int(self._real.fileno())
+
+    def isatty(self) -> bool:
+        return bool(self._real.isatty())
+
+    @property
+    def buffer(self) -> Any:
+        return self._real.buffer
+
+    def reconfigure(self, **_: Any) -> None:
+        """Nothing to change: lines are logged as text."""
 
     def write(self, text: str) -> int:
         with self._lock:
@@ -78,7 +96,7 @@ def load_logged(target: str) -> Definitions:
             logged += 1
         _log.info("definitions_printed", stream=stream, line=printable(line)[:LINE_MAX])
 
-    out, err = _Lines("stdout", emit), _Lines("stderr", emit)
+    out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             return load_definitions(target)

@@ -35,8 +35,9 @@ async def import_in_child(target: str, *, within: float = CHILD_IMPORT_S) -> Non
             f"{target}: importing it did not finish within {within:.0f} s "
             "(an import or a loop at module level that never ends?)"
         )
-    out = done.stdout.decode(errors="replace")
-    if done.returncode == 0 and out.startswith("ok:"):
+    # after what the file printed, which may not end its last line
+    said_last = (done.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
+    if done.returncode == 0 and f"ok: {target}: " in said_last:
         return
     said = [ln for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
     if said:
