@@ -123,6 +123,18 @@ def test_hidden_names_are_staging_not_data(tmp_path: Path) -> None:
         assert match_path(source, tmp_path, str(tmp_path / path)) == expected, path
 
 
+def test_a_pattern_written_with_dot_segments_matches_its_files(tmp_path: Path) -> None:
+    """``./inbox/{partition}.csv`` is ``inbox/{partition}.csv``: paths are compared with the
+    pattern as written, so it matched no file, at start or from events, with nothing said."""
+    keyed = hw.FileSource("keyed", "./inbox/{partition}.csv", partitions=hw.DynamicPartitions("k"))
+    glob_ = hw.FileSource("glob", "./data//*.csv")
+    exact = hw.FileSource("exact", "./data/reports[2026].csv")
+    assert (keyed.template, glob_.template) == ("inbox/{partition}.csv", "data/*.csv")
+    assert match_path(keyed, tmp_path, str(tmp_path / "inbox" / "k1.csv")) == (True, "k1")
+    assert match_path(glob_, tmp_path, str(tmp_path / "data" / "a.csv")) == (True, None)
+    assert match_path(exact, tmp_path, str(tmp_path / "data" / "reports[2026].csv")) == (True, None)
+
+
 def test_a_glob_pattern_names_a_file_with_brackets_in_its_name(tmp_path: Path) -> None:
     """``[2026]`` in a pattern is a set of characters, so no file named as the pattern itself
     matched it: ``reports[2026].csv`` was never observed, with nothing said. The pattern

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import posixpath
 import re
 import string
 from collections.abc import Callable, Mapping
@@ -231,7 +232,9 @@ class FileSource(_TemplatedSource):
     ) -> None:
         super().__init__(key, partitions, freshness)
         self.kind = "file"
-        self.template = str(pattern)
+        # as paths are compared with it: ``./inbox/{partition}.csv`` (or ``data//x.csv``)
+        # matched no file, with nothing said
+        self.template = posixpath.normpath(str(pattern)) if str(pattern) else str(pattern)
         self.loader = loader
         if loader is not None and not callable(loader):
             raise DefinitionError(f"source {key!r}: loader= must be callable")
