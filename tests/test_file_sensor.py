@@ -398,38 +398,61 @@ async def test_a_file_held_open_in_a_new_folder_is_read_at_its_close_only(tmp_pa
 
 
 UNREADABLE_LANDS = """
-import os, sys, time
+import os, sys
 import anyio, structlog
 import headwater as hw
 from pathlib import Path
 from headwater._clock import SystemClock
+from headwater.eventlog import EventLogReader
 from headwater.execution import Engine
 from headwater.sensors.files import FileSensor
 
 async def main(tmp: Path) -> None:
     inbox = hw.DynamicPartitions("inbox")
     files = hw.FileSource("files", str(tmp / "inbox" / "{partition}.csv"), partitions=inbox)
+    path = tmp / "inbox" / "a.csv"
+    warnings = []
+    warned = anyio.Event()
+
+    def seen(_logger, _method, event):
+        if event.get("event") == "file_ignored" and event.get("path") == str(path):
+            warnings.append(event)
+            warned.set()
+        return event
+
     async with Engine.open(hw.Definitions([files]), tmp / "state", SystemClock()) as engine:
-        warned = anyio.Event()
-        with structlog.testing.capture_logs(processors=[
-            lambda _l, _m, e: (warned.set() if e.get("event") == "file_ignored" else None) or e
-        ]):
-            changed = [anyio.Event()]
+        changed = [anyio.Event()]
+
+        async def counted(node):
+            while engine.state.version(node) is None:
+                await changed[0].wait()
+                changed[0] = anyio.Event()
+
+        with structlog.testing.capture_logs(processors=[seen]):
             sensor = FileSensor(engine, lambda: changed[0].set(), rescan_interval=3600)
             with anyio.fail_after(20):
                 async with anyio.create_task_group() as tg:
                     await tg.start(sensor.run)
-                    path = tmp / "inbox" / "a.csv"
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o000)  # as sftp may leave it
                     os.write(fd, b"x\\n1\\n")
                     os.close(fd)
                     await warned.wait()
-                    assert engine.state.version(("files", "a")) is None
-                    os.chmod(path, 0o644)
-                    while engine.state.version(("files", "a")) is None:
-                        await changed[0].wait()
-                        changed[0] = anyio.Event()
+                    for _ in range(20):  # touches of a file that stays unreadable
+                        os.utime(path)
+                    os.chmod(path, 0o200)  # still unreadable: the upload goes on
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                    os.write(fd, b"2\\n")
+                    os.chmod(path, 0o644)  # readable while still being written
+                    (tmp / "inbox" / "marker.csv").write_text("x\\n0\\n")
+                    await counted(("files", "marker"))  # the events before it are handled
+                    assert engine.state.version(("files", "a")) is None, "counted mid-write"
+                    os.write(fd, b"3\\n")
+                    os.close(fd)
+                    await counted(("files", "a"))
                     tg.cancel_scope.cancel()
+    assert len(warnings) == 1, warnings
+    seen_a = EventLogReader(tmp / "state").events(kind="observation", asset="files", partition="a")
+    assert len(seen_a) == 1, seen_a
     print("counted")
 
 anyio.run(main, Path(sys.argv[1]), backend="asyncio")
@@ -440,8 +463,10 @@ def test_a_file_that_could_not_be_read_counts_once_chmod_makes_it_readable(
     tmp_path: Path,
 ) -> None:
     """Landed with mode 000 (an upload that sets the mode last): it cannot be read, and is
-    named once; ``chmod 644`` then makes it count at once, not at the next rescan an hour
-    away. Root reads anything, so root runs the sensor without the capability to."""
+    named once, however often it is touched; ``chmod 644`` then makes it count at once, not
+    at the next rescan an hour away, but not while a writer still holds it (then at its
+    close, once, whole). Root reads anything, so root runs the sensor without the capability
+    to."""
     import os
     import subprocess
     import sys

@@ -649,11 +649,13 @@ class FileSensor:
     def _file_event(
         self, kind: str, src: str, dest: str, ready: list[str], created: dict[str, None]
     ) -> None:
-        if kind == "attrib":  # a file being written keeps waiting for its close
+        if kind == "attrib":
             if src in self._unreadable:
+                # Readable now, perhaps: looked at at once unless a writer still holds it
+                # (its close counts it then), as a file created with no close event is. If
+                # still unreadable, it is named again only with another reason.
                 self._unreadable.discard(src)
-                self._warned = {w for w in self._warned if w[0] != src}  # said again if still
-                self._ready(src, ready)
+                self._unclosed[src] = time.monotonic()
             return
         if kind != "created":  # what became of a file created earlier, in this batch or not
             self._unclosed.pop(src, None)
