@@ -67,6 +67,10 @@ def load_file_source(
     """The value of one partition of a file source, and the version of what was read."""
     if source.is_glob:
         listing = scan_file_source(source, base_dir, cache, private)
+        if not listing.complete:  # not a part of its files, as if they were all
+            raise ValueError(
+                f"source {source.key!r}: folder {listing.unlisted[0]} cannot be listed"
+            )
         if None not in listing.found:
             raise SourceFileGone(f"source {source.key!r}: no file matches {source.template!r}")
         paths = [Path(p) for p in sorted(str(k) for k in listing.files)]

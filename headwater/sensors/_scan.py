@@ -39,6 +39,13 @@ class Listing:
     files: dict[str | None, Found] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)
     """``(path, why)`` for files that match the pattern but are not observed."""
+    unlisted: list[str] = field(default_factory=list)
+    """Folders that could not be listed: the listing is not complete (no deletion may be
+    inferred from it, and a glob's version would cover only part of its files)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.unlisted
 
 
 UNREADABLE = "it cannot be read: "
@@ -141,16 +148,24 @@ def hidden_folder(source: FileSource, base_dir: Path, folder: str) -> bool:
     return name is not None and _hidden(source, name)
 
 
-def source_files(source: FileSource, base_dir: Path) -> Iterator[str]:
+def source_files(
+    source: FileSource, base_dir: Path, unlisted: list[str] | None = None
+) -> Iterator[str]:
     """Every path under the source's fixed folder that its pattern could match (files, links
-    and anything else that is not a folder), without following links to folders."""
+    and anything else that is not a folder), without following links to folders. Folders
+    that exist but cannot be listed (permissions) go to ``unlisted``."""
     if not source.partitions and not source.is_glob:
         path = source.resolve(base_dir, None)
         if os.path.lexists(path):
             yield str(path)
         return
     root = source.root(base_dir)
-    for folder, _, names in os.walk(root):
+
+    def failed(exc: OSError) -> None:
+        if unlisted is not None and not isinstance(exc, FileNotFoundError):
+            unlisted.append(str(exc.filename or root))  # a folder gone is not a folder unread
+
+    for folder, _, names in os.walk(root, onerror=failed):
         for name in names:
             yield os.path.join(folder, name)
 
@@ -166,7 +181,7 @@ def scan_file_source(
     root = os.path.realpath(source.root(base_dir))  # a link loop names no folder: no error
     policy: SymlinkPolicy = source.symlinks  # type: ignore[assignment]
     glob_files: list[tuple[str, str]] = []
-    for path in source_files(source, base_dir):
+    for path in source_files(source, base_dir, listing.unlisted):
         try:
             matched, partition = match_path(source, base_dir, path)
         except PartitionKeyError as exc:
@@ -191,6 +206,11 @@ def scan_file_source(
         else:
             listing.found[partition] = version
             listing.files[partition] = found
+    if listing.unlisted:
+        listing.ignored += [
+            (folder, "the folder cannot be listed; what it holds is kept as it was until it can")
+            for folder in listing.unlisted
+        ]
     if source.is_glob and glob_files:
         listing.found[None] = files_version(glob_files)
     return listing

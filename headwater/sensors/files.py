@@ -423,6 +423,8 @@ class FileSensor:
         for source in globs.values():
             listing = scan_file_source(source, self.base, self.cache, self.private)
             batch.ignored.extend(listing.ignored)
+            if not listing.complete:
+                continue  # its version would cover only part of its files
             batch.observed.append(Observed(source.key, None, listing.found.get(None)))
             for found in listing.files.values():
                 if found.link:
@@ -818,7 +820,14 @@ async def sync_file_sources(
         since = engine.observation_mark()
         listing = await anyio.to_thread.run_sync(scan_file_source, node, base_dir, cache, private)
         ignored += listing.ignored
-        for o in await engine.reconcile(key, listing.found, since):
+        if not listing.complete:  # no deletion from it, and a glob's version would be partial
+            if node.is_glob:
+                continue
+            items = [Observed(key, p, v) for p, v in listing.found.items()]
+            observed = await engine.observe_many(items, listed_since=since)
+        else:
+            observed = await engine.reconcile(key, listing.found, since)
+        for o in observed:
             found = listing.files.get(o.partition) if o.version is not None else None
             changed.append(o if found is None else replace(o, payload={"path": found.path}))
     return changed, ignored
