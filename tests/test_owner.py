@@ -516,3 +516,36 @@ def test_plan_reads_the_log_while_the_daemon_runs_and_changes_nothing(
     assert "stamp: missing; manual policy" in now.stdout
     assert len(_events(project)) == count  # nothing written, nothing run
     assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+UNDECODABLE = """
+import os
+import headwater as hw
+@hw.asset
+def named() -> hw.Output:
+    # a name that is not UTF-8, as os.listdir gives it: a lone surrogate in the metadata
+    return hw.Output(1, metadata={"seen": [os.fsdecode(b"caf\\xe9.csv"), "ok.csv"]})
+defs = hw.Definitions([named])
+"""
+
+
+def test_the_api_answers_with_an_event_that_holds_a_lone_surrogate(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """Starlette's JSON rendering encodes UTF-8, which a lone surrogate refuses: every page of
+    /events holding that event answered 400 for good (``headwater logs`` through the socket
+    was stuck there). The API escapes what is not ASCII."""
+    (tmp_path / "defs.py").write_text(UNDECODABLE)
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state")
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+    daemon.wait_event("materialized", asset="named")
+    owner = read_owner(tmp_path / "state")
+    assert owner is not None
+    client = connect_to_owner(tmp_path / "state", owner)
+    try:
+        (event,) = client.get("/events", {"asset": "named", "kind": "materialization"})
+        assert event["payload"]["metadata"]["seen"] == ["caf\udce9.csv", "ok.csv"]
+    finally:
+        client.close()
+    assert daemon.terminate() == 0

@@ -33,6 +33,7 @@ from headwater._lineage import FORMATS, render_lineage
 from headwater._report import status_rows
 from headwater._statedir import short_socket_path
 from headwater._storage import StorageFailure
+from headwater.daemon._responses import JSON
 from headwater.daemon._uvicorn import embedded_server
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine, TickResult
@@ -100,7 +101,7 @@ def result_json(result: TickResult, requested: int) -> dict[str, Any]:
 def _error(message: str, status: int = 400) -> JSONResponse:
     if len(message) > 2000:  # a name a client sent may be long: it is not echoed back whole
         message = message[:1000] + " ... " + message[-200:]
-    return JSONResponse({"error": message}, status_code=status)
+    return JSON({"error": message}, status_code=status)
 
 
 @contextlib.contextmanager
@@ -272,13 +273,13 @@ async def _reload(daemon: Controlled, request: Request) -> Response:
     error, done = await daemon.reload()
     if error is not None:
         return _error(error)
-    return JSONResponse({"reloaded": done, "pending": not done})
+    return JSON({"reloaded": done, "pending": not done})
 
 
 async def _stop(daemon: Controlled, request: Request) -> Response:
     await _body(request)  # whole and well-formed: a request refused on the wire does nothing
     daemon.stop("requested over the control socket")
-    return JSONResponse({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
+    return JSON({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
 
 
 async def _prune(daemon: Controlled, request: Request) -> Response:
@@ -291,14 +292,14 @@ async def _prune(daemon: Controlled, request: Request) -> Response:
     engine = await daemon.current_engine()
     cutoff = None if older is None else engine.clock.now() - timedelta(seconds=older)
     done = await engine.maintain(cutoff, values=values, vacuum=vacuum)
-    return JSONResponse(done)
+    return JSON(done)
 
 
 async def _backup(daemon: Controlled, request: Request) -> Response:
     await _body(request)  # whole and well-formed: a request refused on the wire does nothing
     engine = await daemon.current_engine()
     staging = await engine.snapshot(daemon.state_dir)
-    return JSONResponse({"staging": str(staging)})
+    return JSON({"staging": str(staging)})
 
 
 async def _backup_done(daemon: Controlled, request: Request) -> Response:
@@ -306,11 +307,11 @@ async def _backup_done(daemon: Controlled, request: Request) -> Response:
     if not is_snapshot(daemon.state_dir, staging):
         return _error(f"{str(staging)[:200]!r} is not a snapshot of this state directory")
     await anyio.to_thread.run_sync(lambda: remove_snapshots(daemon.state_dir, staging))
-    return JSONResponse({"removed": str(staging)})
+    return JSON({"removed": str(staging)})
 
 
 async def _health(daemon: Controlled, request: Request) -> Response:
-    return JSONResponse(await daemon.health())
+    return JSON(await daemon.health())
 
 
 async def _status(daemon: Controlled, request: Request) -> Response:
@@ -319,12 +320,12 @@ async def _status(daemon: Controlled, request: Request) -> Response:
     rows = []
     for row in status_rows(engine.defs, engine.state, engine.clock.now()):
         rows.append({**row.as_json(), "run": flights.get((row.asset, row.partition))})
-    return JSONResponse(rows)
+    return JSON(rows)
 
 
 async def _runs(daemon: Controlled, request: Request) -> Response:
     engine = await daemon.current_engine()
-    return JSONResponse(
+    return JSON(
         [
             {
                 "asset": f.asset,
@@ -350,7 +351,7 @@ async def _why(daemon: Controlled, request: Request) -> Response:
     if engine.status(asset, partition).state == "failed":
         failure = await anyio.to_thread.run_sync(reader.last_failure, asset, partition)
     events = [e.as_json() for e in reversed(recent)]
-    return JSONResponse({"lines": lines, "events": events, "failure": failure})
+    return JSON({"lines": lines, "events": events, "failure": failure})
 
 
 async def _events(daemon: Controlled, request: Request) -> Response:
@@ -395,7 +396,7 @@ async def _events(daemon: Controlled, request: Request) -> Response:
         )
         return [e.as_json() for e in events]
 
-    return JSONResponse(await anyio.to_thread.run_sync(read))
+    return JSON(await anyio.to_thread.run_sync(read))
 
 
 async def _lineage(daemon: Controlled, request: Request) -> Response:
@@ -403,7 +404,7 @@ async def _lineage(daemon: Controlled, request: Request) -> Response:
     if fmt not in FORMATS:
         return _error(f"unknown lineage format {fmt!r}; use one of {', '.join(FORMATS)}")
     engine = await daemon.current_engine()
-    return JSONResponse({"text": render_lineage(engine.defs, fmt)})
+    return JSON({"text": render_lineage(engine.defs, fmt)})
 
 
 ROUTES = [

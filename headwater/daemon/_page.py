@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from headwater._durations import format_duration
 from headwater._events import Event
+from headwater.daemon._responses import JSON
 from headwater.daemon._summary import StateSummary
 from headwater.definitions import AssetDef, EdgeMapping, SourceDef
 from headwater.planning import failed_blocking
@@ -92,13 +93,13 @@ class Page:
 
     async def _graph(self, request: Request) -> Response:
         engine = await self.daemon.current_engine()
-        return JSONResponse(graph_json(engine, self.summary))
+        return JSON(graph_json(engine, self.summary))
 
     async def _partitions(self, request: Request) -> Response:
         engine = await self.daemon.current_engine()
         asset = request.query_params.get("asset", "")
         if asset not in engine.defs.nodes:
-            return JSONResponse({"error": f"unknown asset {asset!r}"}, status_code=404)
+            return JSON({"error": f"unknown asset {asset!r}"}, status_code=404)
         ev = engine.evaluator()
         keys = ev.partitions(asset)
         newest = list(reversed(keys))[:PARTITIONS_SHOWN]
@@ -113,11 +114,11 @@ class Page:
                     "check_failed": failed_blocking(engine.defs, asset, record),
                 }
             )
-        return JSONResponse({"asset": asset, "total": len(keys), "partitions": rows})
+        return JSON({"asset": asset, "total": len(keys), "partitions": rows})
 
     async def _stream(self, request: Request) -> Response:
         if len(self._listeners) >= MAX_STREAMS:
-            return JSONResponse(
+            return JSON(
                 {"error": f"at most {MAX_STREAMS} pages may follow the daemon at once"},
                 status_code=503,
             )
