@@ -429,3 +429,33 @@ def test_plan_lists_the_steps_a_change_would_run_and_writes_nothing(project: Pat
         bad = hw("plan", *args, "-d", "pipeline.py", cwd=project)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
         assert "Traceback" not in bad.stderr
+
+
+DEEP_METADATA = """
+import headwater as hw
+
+@hw.asset
+def deep() -> hw.Output:
+    nested: list = []
+    inner = nested
+    for _ in range(900):  # past pickle's recursion limit
+        inner.append([])
+        inner = inner[0]
+    return hw.Output(1, metadata={"nested": nested})
+
+defs = hw.Definitions([deep], executor="processes", max_concurrency=1)
+"""
+
+
+def test_a_worker_answers_with_metadata_that_does_not_pickle(tmp_path: Path) -> None:
+    """Metadata nested past pickle's recursion limit: the worker died sending the outcome
+    ("worker exited with status 1") though the function had returned. It goes as the log
+    writes it, and the run materializes."""
+    (tmp_path / "defs.py").write_text(DEEP_METADATA)
+    args = ("--definitions", "defs.py", "--state-dir", "state")
+    done = hw("materialize", "deep", *args, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    logs = hw("logs", "--kind", "materialization", "--json", *args, cwd=tmp_path)
+    (event,) = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
+    assert event["asset"] == "deep"
+    assert "nested past 64 levels" in json.dumps(event["payload"]["metadata"])

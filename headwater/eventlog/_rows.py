@@ -15,6 +15,7 @@ import orjson
 
 from headwater._collector import collector_paused
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
+from headwater._jsonsafe import plain_json
 from headwater.planning import Memo, NodeKey, NodeRecord, Schedule, State
 
 __all__ = [
@@ -64,52 +65,7 @@ def _payload_json(payload: Mapping[str, Any]) -> str:
         return orjson.dumps(payload, default=str, option=_ORJSON).decode()
     except (orjson.JSONEncodeError, TypeError, ValueError):  # a key orjson cannot write, an
         # int beyond 64 bits, a circular value, nesting past orjson's limit
-        return json.dumps(_plain(payload, 0, set()), separators=(",", ":"), allow_nan=False)
-
-
-_DEEPEST = 64
-_BIGGEST_BITS = 10_000
-"""Past this an int is written as its size: Python refuses to print one of 4,300 digits."""
-
-
-def _text(value: Any) -> str:
-    """``str(value)``, or what it is if that raises (a user's ``__str__``, a proxy whose
-    object is gone)."""
-    try:
-        return str(value)
-    except Exception as exc:
-        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
-
-
-def _plain(value: Any, depth: int, path: set[int]) -> Any:
-    """``value`` as what JSON holds, never raising: keys as text, a container met again on
-    its own path as "<circular>", nesting past ``_DEEPEST`` levels and ints past
-    ``_BIGGEST_BITS`` as what they are, numbers that are not finite as null (as orjson writes
-    them), anything else as its ``str``."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        bits = value.bit_length()
-        return int(value) if bits <= _BIGGEST_BITS else f"<int of {bits} bits>"
-    if isinstance(value, float):
-        finite = value == value and value not in (float("inf"), float("-inf"))
-        return float(value) if finite else None
-    if not isinstance(value, (dict, list, tuple)):
-        return _text(value)
-    if id(value) in path:
-        return "<circular>"
-    if depth >= _DEEPEST:
-        return f"<{type(value).__name__} nested past {_DEEPEST} levels>"
-    path.add(id(value))
-    try:
-        if isinstance(value, dict):
-            return {
-                k if isinstance(k, str) else _text(k): _plain(v, depth + 1, path)
-                for k, v in value.items()
-            }
-        return [_plain(v, depth + 1, path) for v in value]
-    finally:
-        path.discard(id(value))
+        return json.dumps(plain_json(payload), separators=(",", ":"), allow_nan=False)
 
 
 class MalformedRow(Exception):

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import fcntl
-import json
 import mmap
 import os
-import pickle
 import re
 import resource
 import sys
@@ -25,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from headwater._jsonsafe import plain_json
 from headwater._sizes import Size
 from headwater.execution._publishing import Superseded, current_guard
 from headwater.execution._runner import Job, Outcome, Runner
@@ -191,7 +190,9 @@ def worker_main(
 def _encode_outcome(outcome: Outcome) -> bytes:
     try:
         return encode(("done", outcome))
-    except (pickle.PicklingError, TypeError, AttributeError):
-        # Metadata the log stores as JSON anyway; what does not pickle goes as text.
-        metadata = json.loads(json.dumps(outcome.metadata, default=str))
-        return encode(("done", replace(outcome, metadata=metadata)))
+    except Exception:  # not picklable, or nested past the recursion limit
+        # Metadata the log stores as JSON anyway: what does not pickle goes as the log
+        # would write it (a worker that died here failed a run whose function had returned).
+        checks = tuple(replace(c, metadata=plain_json(c.metadata)) for c in outcome.checks)
+        plain = replace(outcome, metadata=plain_json(outcome.metadata), checks=checks)
+        return encode(("done", plain))
