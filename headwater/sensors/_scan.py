@@ -9,6 +9,7 @@ it reports, so that the caller can say why, once.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -162,8 +163,10 @@ def source_files(
     root = source.root(base_dir)
 
     def failed(exc: OSError) -> None:
-        if unlisted is not None and not isinstance(exc, FileNotFoundError):
-            unlisted.append(str(exc.filename or root))  # a folder gone is not a folder unread
+        # A folder gone, a file in its place or a link loop names no folder: nothing is
+        # there. One that is there but cannot be read holds what it held.
+        if unlisted is not None and exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            unlisted.append(str(exc.filename or root))
 
     for folder, _, names in os.walk(root, onerror=failed):
         for name in names:
