@@ -711,6 +711,14 @@ class _Gate:
         self._alone = alone
         return _Slot(self, waited)
 
+    def _function_done(self) -> None:
+        self._slots.release()
+
+    def _left(self) -> None:
+        self._open -= 1
+        self._alone = False
+        self._changed.set()
+
 
 class _Slot:
     """One run's hold on the gate."""
@@ -727,15 +735,12 @@ class _Slot:
         """The function returned: its slot may run another function."""
         if self.running:
             self.running = False
-            self.gate._slots.release()
+            self.gate._function_done()
 
     def leave(self) -> None:
         """The run is over (its end recorded, or it never started)."""
         self.function_done()
-        gate = self.gate
-        gate._open -= 1
-        gate._alone = False
-        gate._changed.set()
+        self.gate._left()
 
 
 async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) -> Outcome:
