@@ -429,3 +429,46 @@ def test_what_the_definitions_print_at_import_becomes_log_lines(
     again = daemon.wait_event("definitions_printed", since=since)
     assert again["line"] == "loading the definitions"
     assert daemon.terminate() == 0
+
+
+THREADS_PRINT = """
+import sys, threading
+import headwater as hw
+
+go_on = threading.Event()
+
+def chatter() -> None:  # a thread the definitions start, printing after the import
+    go_on.wait(30)
+    print("from a thread of the definitions")
+
+threading.Thread(target=chatter, daemon=True).start()
+
+@hw.asset
+def loud() -> int:
+    print("to stdout from a run")
+    print("to stderr from a run", file=sys.stderr)
+    go_on.set()
+    return 1
+
+defs = hw.Definitions([loud], executor="threads")
+"""
+
+
+def test_what_runs_print_under_threads_becomes_output_lines_of_their_run(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """Under the threads executor a function's print reached the daemon's stdout and stderr
+    raw. It is an ``output`` line of its run now, as a worker's is; a thread the definitions
+    started prints ``printed`` lines."""
+    (tmp_path / "defs.py").write_text(THREADS_PRINT)
+    daemon = DaemonProcess(tmp_path, tmp_path / "defs.py", tmp_path / "state")
+    daemons.append(daemon)  # the fixture fails the test on any line that is not JSON
+    daemon.start().wait_notify("READY=1")
+    run = daemon.wait_event("run_started", asset="loud")
+    for stream in ("stdout", "stderr"):
+        line = daemon.wait_event("output", stream=stream)
+        assert line["line"] == f"to {stream} from a run"
+        assert (line["asset"], line["run_id"]) == ("loud", run["run_id"])
+    printed = daemon.wait_event("printed")
+    assert printed["line"] == "from a thread of the definitions" and "run_id" not in printed
+    assert daemon.terminate() == 0

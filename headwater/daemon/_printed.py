@@ -1,11 +1,18 @@
-"""What the definitions print while the daemon imports them, as lines of its log.
+"""What Python code in the daemon's process prints, as lines of its log.
 
-A ``print`` at module level (``print("loading...")``) would otherwise reach the daemon's
-stdout as a raw line among its JSON ones, where ``jq`` and log shippers stop at it; and a
-file that prints megabytes would flood the journal. Each line becomes one
-``definitions_printed`` event (the first :data:`LINES` of an import; the rest are counted in
-``definitions_output_dropped``). Only what Python code writes to ``sys.stdout`` and
-``sys.stderr`` is caught: a C library writing to the file descriptors is not.
+A ``print`` would otherwise reach the daemon's stdout or stderr as a raw line among its JSON
+ones, where ``jq`` and log shippers stop at it, and a flood of them would fill the journal:
+
+- while the daemon imports the definitions, each line is a ``definitions_printed`` event
+  (the first :data:`LINES` of an import; the rest are counted in
+  ``definitions_output_dropped``);
+- afterwards, a line printed in a run's thread (the ``threads`` executor) is an ``output``
+  event of that run, as a worker's is, and any other (a thread the definitions started) a
+  ``printed`` event; :data:`BURST` lines at once per stream, then :data:`RATE` a second, the
+  rest counted in ``output_dropped``.
+
+Only what Python code writes to ``sys.stdout`` and ``sys.stderr`` is caught: a C library
+writing to the file descriptors is not.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import contextlib
 import io
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -22,14 +29,16 @@ import structlog
 from headwater._loading import load_definitions
 from headwater._text import printable
 from headwater.definitions import Definitions
+from headwater.execution.executors._output import BURST, RATE, Bucket
 
-__all__ = ["LINES", "load_logged"]
+__all__ = ["LINES", "load_logged", "printed_as_log"]
 
 LINES = 200
 """Lines logged per import at most."""
 LINE_MAX = 2000
 
 _log = structlog.get_logger("headwater.definitions")
+_run_log = structlog.get_logger("headwater.run")
 
 
 class _Lines(io.TextIOBase):
@@ -44,8 +53,8 @@ class _Lines(io.TextIOBase):
         self._stream = stream
         self._emit = emit
         self._real = real
-        self._partial = ""
-        self._lock = threading.Lock()  # the file may print from threads of its own
+        self._partials = threading.local()
+        """Each thread's line so far: two threads printing at once do not mix their lines."""
 
     def writable(self) -> bool:
         return True
@@ -64,22 +73,50 @@ class _Lines(io.TextIOBase):
         """Nothing to change: lines are logged as text."""
 
     def write(self, text: str) -> int:
-        with self._lock:
-            self._partial += text
-            *lines, self._partial = self._partial.split("\n")
-            if len(self._partial) > LINE_MAX:  # a line without end: shown in pieces
-                lines.append(self._partial)
-                self._partial = ""
+        *lines, partial = (getattr(self._partials, "text", "") + text).split("\n")
+        if len(partial) > LINE_MAX:  # a line without end: shown in pieces
+            lines.append(partial)
+            partial = ""
+        self._partials.text = partial
         for line in lines:
             self._emit(self._stream, line)
         return len(text)
 
     def rest(self) -> None:
-        """Log a last line that has no end."""
-        with self._lock:
-            partial, self._partial = self._partial, ""
+        """Log this thread's last line, which has no end."""
+        partial, self._partials.text = getattr(self._partials, "text", ""), ""
         if partial:
             self._emit(self._stream, partial)
+
+
+@contextlib.contextmanager
+def printed_as_log() -> Iterator[None]:
+    """For as long as the block runs: what Python code prints is logged (see the module)."""
+    buckets = {"stdout": Bucket(), "stderr": Bucket()}
+    lock = threading.Lock()
+
+    def emit(stream: str, line: str) -> None:
+        bucket = buckets[stream]
+        with lock:
+            if not bucket.take():
+                return
+            dropped, bucket.dropped = bucket.dropped, 0
+        if dropped:
+            why = f"more than {BURST} lines at once or {RATE:.0f} a second"
+            _log.warning("output_dropped", stream=stream, lines=dropped, reason=why)
+        # a run's thread has its asset, partition and run id bound (the log line takes them)
+        if "run_id" in structlog.contextvars.get_contextvars():
+            _run_log.info("output", stream=stream, line=printable(line)[:LINE_MAX])
+        else:
+            _log.info("printed", stream=stream, line=printable(line)[:LINE_MAX])
+
+    out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            yield
+        finally:
+            out.rest()
+            err.rest()
 
 
 def load_logged(target: str) -> Definitions:

@@ -42,7 +42,7 @@ from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
 from headwater.daemon._notify import Notifier
-from headwater.daemon._printed import load_logged
+from headwater.daemon._printed import load_logged, printed_as_log
 from headwater.daemon._reload import import_in_child
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
@@ -748,7 +748,8 @@ def run_daemon(settings: DaemonSettings) -> None:
     """
     _raise_open_files_limit()
     try:
-        anyio.run(Daemon(settings).run, backend="asyncio")
+        with printed_as_log():
+            anyio.run(Daemon(settings).run, backend="asyncio")
     except BaseExceptionGroup as group:
         # A task group wraps what its tasks raise; a user's mistake (definitions that do not
         # load, a state directory owned by another daemon) is one message, not a traceback.

@@ -17,7 +17,7 @@ import structlog
 
 from headwater._text import printable
 
-__all__ = ["BURST", "RATE", "OutputLines"]
+__all__ = ["BURST", "RATE", "Bucket", "OutputLines"]
 
 BURST = 100
 RATE = 25.0
@@ -33,7 +33,7 @@ class OutputLines:
         self.pid = pid
         self.fields: dict[str, Any] = {}
         self._partial = {"stdout": bytearray(), "stderr": bytearray()}
-        self._buckets = {name: _Bucket() for name in ("stdout", "stderr", "log")}
+        self._buckets = {name: Bucket() for name in ("stdout", "stderr", "log")}
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def begin(self, asset: str, partition: str | None, run_id: str) -> None:
@@ -110,7 +110,9 @@ class OutputLines:
                 bucket.dropped = 0
 
 
-class _Bucket:
+class Bucket:
+    """A token bucket: :data:`BURST` lines at once, then :data:`RATE` a second."""
+
     def __init__(self) -> None:
         self.tokens = float(BURST)
         self.refilled = time.monotonic()
