@@ -881,12 +881,12 @@ class Engine:
         return self._observations
 
     async def reconcile(
-        self, key: str, found: Mapping[str | None, str], since: int
+        self, key: str, found: Mapping[str | None, str], since: int, *, complete: bool = True
     ) -> list[Observed]:
-        """Observe a *complete* listing of a source (``{partition: version}``): every version in
-        it, and a deletion for each partition the log has that the listing lacks. Return the
-        observations that changed a version. Only a complete listing may do this, or deletions
-        are false.
+        """Observe a listing of a source (``{partition: version}``): every version in it and,
+        if it is ``complete``, a deletion for each partition the log has that it lacks (one
+        with a hole, a folder it could not read, infers none: they would be false). Return
+        the observations that changed a version.
 
         ``since``: :meth:`observation_mark` as the listing began. A partition a watcher
         observed since then keeps that observation: the listing may have read it before it
@@ -894,7 +894,7 @@ class Engine:
         items = [Observed(key, p, v) for p, v in found.items()]
         source = self._source(key)
         known = [None] if source.partitions is None else self.state.present_partitions(key)
-        for partition in known:
+        for partition in known if complete else ():
             if partition not in found and self.state.version((key, partition)) is not None:
                 items.append(Observed(key, partition, None))
         return await self.observe_many(items, listed_since=since)

@@ -820,13 +820,9 @@ async def sync_file_sources(
         since = engine.observation_mark()
         listing = await anyio.to_thread.run_sync(scan_file_source, node, base_dir, cache, private)
         ignored += listing.ignored
-        if not listing.complete:  # no deletion from it, and a glob's version would be partial
-            if node.is_glob:
-                continue
-            items = [Observed(key, p, v) for p, v in listing.found.items()]
-            observed = await engine.observe_many(items, listed_since=since)
-        else:
-            observed = await engine.reconcile(key, listing.found, since)
+        if node.is_glob and not listing.complete:
+            continue  # its version would cover only part of its files
+        observed = await engine.reconcile(key, listing.found, since, complete=listing.complete)
         for o in observed:
             found = listing.files.get(o.partition) if o.version is not None else None
             changed.append(o if found is None else replace(o, payload={"path": found.path}))
