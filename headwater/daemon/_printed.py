@@ -8,8 +8,8 @@ ones, where ``jq`` and log shippers stop at it, and a flood of them would fill t
   ``definitions_output_dropped``);
 - afterwards, a line printed in a run's thread (the ``threads`` executor) is an ``output``
   event of that run, as a worker's is, and any other (a thread the definitions started) a
-  ``printed`` event; :data:`BURST` lines at once per stream, then :data:`RATE` a second, the
-  rest counted in ``output_dropped``.
+  ``printed`` event; at the rate a worker's are (``_output.Bucket``), the rest counted in
+  ``output_dropped``.
 
 Only what Python code writes to ``sys.stdout`` and ``sys.stderr`` is caught: a C library
 writing to the file descriptors is not.
@@ -27,15 +27,13 @@ from typing import Any
 import structlog
 
 from headwater._loading import load_definitions
-from headwater._text import printable
 from headwater.definitions import Definitions
-from headwater.execution.executors._output import BURST, RATE, Bucket
+from headwater.execution.executors._output import DROPPED, LINE_MAX, Bucket, shown
 
 __all__ = ["LINES", "load_logged", "printed_as_log"]
 
 LINES = 200
 """Lines logged per import at most."""
-LINE_MAX = 2000
 
 _log = structlog.get_logger("headwater.definitions")
 _run_log = structlog.get_logger("headwater.run")
@@ -102,13 +100,12 @@ def printed_as_log() -> Iterator[None]:
                 return
             dropped, bucket.dropped = bucket.dropped, 0
         if dropped:
-            why = f"more than {BURST} lines at once or {RATE:.0f} a second"
-            _log.warning("output_dropped", stream=stream, lines=dropped, reason=why)
+            _log.warning("output_dropped", stream=stream, lines=dropped, reason=DROPPED)
         # a run's thread has its asset, partition and run id bound (the log line takes them)
         if "run_id" in structlog.contextvars.get_contextvars():
-            _run_log.info("output", stream=stream, line=printable(line)[:LINE_MAX])
+            _run_log.info("output", stream=stream, line=shown(line))
         else:
-            _log.info("printed", stream=stream, line=printable(line)[:LINE_MAX])
+            _log.info("printed", stream=stream, line=shown(line))
 
     out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -131,7 +128,7 @@ def load_logged(target: str) -> Definitions:
                 dropped += 1
                 return
             logged += 1
-        _log.info("definitions_printed", stream=stream, line=printable(line)[:LINE_MAX])
+        _log.info("definitions_printed", stream=stream, line=shown(line))
 
     out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
     try:

@@ -17,11 +17,13 @@ import structlog
 
 from headwater._text import printable
 
-__all__ = ["BURST", "RATE", "Bucket", "OutputLines"]
+__all__ = ["BURST", "DROPPED", "RATE", "Bucket", "OutputLines", "shown"]
 
 BURST = 100
 RATE = 25.0
 LINE_MAX = 2000
+DROPPED = f"more than {BURST} lines at once or {RATE:.0f} a second"
+"""Why ``output_dropped`` counts lines."""
 TAIL_LINES = 30
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -78,11 +80,7 @@ class OutputLines:
     def line(self, stream: str, raw: bytes | str) -> None:
         """One line the worker wrote to ``stream`` (``log``: a line its own structlog renderer
         made, a function having configured one)."""
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "backslashreplace")
-        text = printable(raw.rstrip("\r"))
-        if len(text) > LINE_MAX:
-            text = text[:LINE_MAX] + f"… ({len(text) - LINE_MAX} more characters)"
+        text = shown(raw)
         if stream == "stderr":
             self.tail.append(text)
         if self._admit(stream):
@@ -103,11 +101,22 @@ class OutputLines:
                     "output_dropped",
                     stream=stream,
                     lines=bucket.dropped,
-                    reason=f"more than {BURST} lines at once or {RATE:.0f} a second",
+                    reason=DROPPED,
                     **self.fields,
                     pid=self.pid,
                 )
                 bucket.dropped = 0
+
+
+def shown(raw: bytes | str) -> str:
+    """A printed line as a log line holds it: text, its control characters escaped, at most
+    :data:`LINE_MAX` characters."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    text = printable(raw.rstrip("\r"))
+    if len(text) > LINE_MAX:
+        text = text[:LINE_MAX] + f"… ({len(text) - LINE_MAX} more characters)"
+    return text
 
 
 class Bucket:
