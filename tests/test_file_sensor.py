@@ -492,6 +492,78 @@ anyio.run(main, Path(sys.argv[1]), backend="asyncio")
 """
 
 
+BLIND_FOLDER = """
+import os, sys
+import anyio, structlog
+import headwater as hw
+from pathlib import Path
+from headwater._clock import SystemClock
+from headwater.execution import Engine
+from headwater.sensors.files import FileSensor
+
+async def main(tmp: Path) -> None:
+    keys = hw.DynamicPartitions("k")
+    first = hw.FileSource("first", str(tmp / "inbox" / "{partition}" / "first.csv"), partitions=keys)
+    later = hw.FileSource("later", str(tmp / "inbox" / "{partition}" / "later.csv"), partitions=keys)
+    marker = hw.FileSource("marker", str(tmp / "inbox" / "{partition}.csv"), partitions=keys)
+    folder = tmp / "inbox" / "up"
+    warnings = []
+
+    def seen(_logger, _method, event):
+        if event.get("event") == "file_ignored":
+            warnings.append(event)
+        return event
+
+    defs = hw.Definitions([first, later, marker])
+    async with Engine.open(defs, tmp / "state", SystemClock()) as engine:
+        changed = [anyio.Event()]
+
+        async def counted(node):
+            while engine.state.version(node) is None:
+                await changed[0].wait()
+                changed[0] = anyio.Event()
+
+        with structlog.testing.capture_logs(processors=[seen]):
+            sensor = FileSensor(engine, lambda: changed[0].set(), rescan_interval=3600)
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(sensor.run)
+                    # An upload that makes its folder readable last: write and search only,
+                    # so inotify cannot watch it (nor the sensor list it) while it fills.
+                    os.mkdir(folder, 0o300)
+                    (folder / "first.csv").write_text("x\\n1\\n")
+                    (tmp / "inbox" / "m1.csv").write_text("x\\n0\\n")
+                    await counted(("marker", "m1"))  # the folder's creation is handled
+                    assert engine.state.version(("first", "up")) is None
+                    os.chmod(folder, 0o755)
+                    await counted(("first", "up"))  # at once, not at the rescan an hour away
+                    (folder / "later.csv").write_text("x\\n2\\n")  # its own watch sees it
+                    await counted(("later", "up"))
+                    os.rename(folder, tmp / "inbox" / "moved")  # the watch goes with it...
+                    await counted(("first", "moved"))
+                    (tmp / "inbox" / "moved" / "later.csv").write_text("x\\n3\\n")
+                    await counted(("later", "moved"))  # ...and the parent's watch takes over
+                    assert sensor._late_watches == {}, sensor._late_watches
+                    tg.cancel_scope.cancel()
+    named = [w["path"] for w in warnings]
+    assert named == [str(folder)], warnings
+    print("counted")
+
+anyio.run(main, Path(sys.argv[1]), backend="asyncio")
+"""
+
+
+def test_a_folder_that_could_not_be_listed_counts_once_chmod_makes_it_readable(
+    tmp_path: Path,
+) -> None:
+    """A folder created without read permission (an upload that sets its mode last) cannot
+    be watched: inotify refuses, and watchdog drops the refusal for good. Its files counted
+    only at the next rescan, and what landed in it later too. Now it is named, and ``chmod``
+    makes it watched and its files counted at once."""
+    (tmp_path / "inbox").mkdir()
+    assert _without_dac(tmp_path, BLIND_FOLDER) == "counted"
+
+
 def test_a_folder_that_cannot_be_listed_deletes_nothing(tmp_path: Path) -> None:
     """A folder unreadable for a moment: os.walk passed over it in silence, so the rescan
     recorded its files as deleted, and a glob over it took a version of the others only

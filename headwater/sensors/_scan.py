@@ -22,9 +22,11 @@ from headwater.definitions import FileSource
 from headwater.versions import files_version
 
 __all__ = [
+    "UNLISTED",
     "UNREADABLE",
     "Listing",
     "cannot_read",
+    "files_under",
     "glob_regex",
     "hidden_folder",
     "match_path",
@@ -50,6 +52,7 @@ class Listing:
 
 
 UNREADABLE = "it cannot be read: "
+UNLISTED = "the folder cannot be listed; what it holds is kept as it was until it can"
 
 
 def cannot_read(exc: OSError) -> str:
@@ -160,7 +163,12 @@ def source_files(
         if os.path.lexists(path):
             yield str(path)
         return
-    root = source.root(base_dir)
+    yield from files_under(str(source.root(base_dir)), unlisted)
+
+
+def files_under(root: str, unlisted: list[str] | None = None) -> Iterator[str]:
+    """Every path below ``root`` that is not a folder, without following links to folders.
+    Folders that exist but cannot be listed (permissions) go to ``unlisted``."""
 
     def failed(exc: OSError) -> None:
         # A folder gone, a file in its place or a link loop names no folder: nothing is
@@ -210,10 +218,7 @@ def scan_file_source(
             listing.found[partition] = version
             listing.files[partition] = found
     if listing.unlisted:
-        listing.ignored += [
-            (folder, "the folder cannot be listed; what it holds is kept as it was until it can")
-            for folder in listing.unlisted
-        ]
+        listing.ignored += [(folder, UNLISTED) for folder in listing.unlisted]
     if source.is_glob and glob_files:
         listing.found[None] = files_version(glob_files)
     return listing

@@ -35,6 +35,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 from watchdog.events import (
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
@@ -56,8 +57,10 @@ from headwater._storage import StorageFailure
 from headwater.definitions import FileSource
 from headwater.execution import Engine, Observed
 from headwater.sensors._scan import (
+    UNLISTED,
     UNREADABLE,
     cannot_read,
+    files_under,
     hidden_folder,
     match_path,
     scan_file_source,
@@ -72,12 +75,12 @@ _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify
 _INTERESTING = {"created", "closed", "moved", "deleted", "attrib"}
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileClosedEvent, FileMovedEvent, DirMovedEvent,
-    FileDeletedEvent, DirDeletedEvent, FileAttribEvent,
+    FileDeletedEvent, DirDeletedEvent, FileAttribEvent, DirAttribEvent,
 ]  # fmt: skip
 """The inotify mask: no IN_OPEN/IN_ACCESS/IN_CLOSE_NOWRITE/IN_MODIFY. Readers of a watched
 folder (the runs themselves) and every chunk of a write would otherwise flood the kernel's
-queue until it overflows. IN_ATTRIB (see :class:`_Observer`): a file that could not be read
-counts once ``chmod`` makes it readable."""
+queue until it overflows. IN_ATTRIB (see :class:`_Observer`): a file or folder that could not
+be read counts once ``chmod`` makes it readable."""
 _OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
@@ -202,8 +205,16 @@ def _identity(folder: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _files_under(folder: str) -> list[str]:
-    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
+def _files_under(folder: str, unlisted: list[str]) -> list[str]:
+    return list(files_under(folder, unlisted))
+
+
+def _can_list(folder: str) -> bool:
+    try:
+        os.listdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 class FileSensor:
@@ -228,6 +239,12 @@ class FileSensor:
         self._unreadable: set[str] = set()
         """Matching files that could not be read: a change of their mode (``chmod``) makes
         them looked at again. Other files' IN_ATTRIB (``touch``, ``cp -p``) is ignored."""
+        self._blind: set[str] = set()
+        """Folders that could not be listed, and so have no watch: inotify refuses to watch
+        what it cannot read, and watchdog drops that refusal for good. A change of their mode
+        (or the rescan) looks at them again."""
+        self._late_watches: dict[str, ObservedWatch] = {}
+        """A watch of its own for each folder that could be listed only once it was there."""
         self._settling: dict[str, tuple[Signature | None, float]] = {}
         self._unclosed: dict[str, float] = {}
         """Files created in a watched folder with no close event yet -> when to look at them."""
@@ -365,6 +382,10 @@ class FileSensor:
         for path, why in ignored:
             if why.startswith(UNREADABLE):
                 self._unreadable.add(path)  # looked at again when its mode changes
+            elif why == UNLISTED and (real := os.path.realpath(path)) not in self._root_watches:
+                # as inotify names it (a source folder may be reached through a link); a
+                # root is armed again by each rescan instead
+                self._blind.add(real)
             if (path, why) not in self._warned:  # once per path and reason, not per event
                 self._warned.add((path, why))
                 _log.warning("file_ignored", path=path, reason=why)
@@ -379,6 +400,44 @@ class FileSensor:
         _log_changes(changed, changed)
         if changed:
             self.on_change()
+        unlisted = {os.path.realpath(path) for path, why in ignored if why == UNLISTED}
+        if self._blind - unlisted:  # readable since, with no event that said so (a group)
+            await self._see_into(sorted(self._blind - unlisted))
+
+    async def _see_into(self, folders: list[str]) -> None:
+        """Folders that could not be listed may be readable now: watch each that is, and count
+        what it holds once it stands still (it landed unseen, perhaps still being written)."""
+        unlisted: list[str] = []
+
+        def look() -> list[str]:  # in a worker thread: lists folders and adds inotify watches
+            found: list[str] = []
+            for folder in folders:
+                if not _can_list(folder):  # still blind
+                    continue
+                self._blind.discard(folder)
+                # Watched before it is listed, so what lands meanwhile is seen either way.
+                watch = self._schedule(folder, recursive=True)
+                if watch is not None:
+                    self._late_watches[folder] = watch
+                found += _files_under(folder, unlisted)
+            return found
+
+        found = await anyio.to_thread.run_sync(look)
+        self._warn_ignored((folder, UNLISTED) for folder in unlisted)
+        now = time.monotonic()
+        for folder in folders:
+            if folder not in self._blind:
+                self._new_dirs[folder] = now  # its files written before the watch: no close
+        for path in found:
+            for (named,) in self._names(path):
+                self._settle_later(named, None)
+
+    def _forget_under(self, folder: str) -> None:
+        """``folder`` was removed or moved away: what was blind or watched below it is gone
+        (a folder moved within a watched one is watched there by the watch that moved it)."""
+        self._blind = {f for f in self._blind if not under(f, folder)}
+        for late in [f for f in self._late_watches if under(f, folder)]:
+            self._unschedule(self._late_watches.pop(late))
 
     def _examine(
         self,
@@ -592,6 +651,8 @@ class FileSensor:
         rescan: str | None = None  # why the folders are looked at again now
         rearm = False
         made: list[str] = []  # folders created or moved into place
+        blind: list[str] = []  # folders that could not be listed (nor watched)
+        readable: list[str] = []  # blind folders whose mode changed
         for item in items:
             if item == _RESCAN:
                 rescan = _OVERFLOW
@@ -601,6 +662,10 @@ class FileSensor:
             dest = os.fsdecode(item.dest_path) if item.dest_path else ""
             kind = item.event_type
             if item.is_directory:
+                if kind == "attrib":
+                    if src in self._blind:
+                        readable.append(src)
+                    continue
                 if kind == "created" or (kind == "moved" and dest):
                     made.append(dest or src)
                 if kind == "created":
@@ -608,13 +673,15 @@ class FileSensor:
                     # show at most a `created` event, so they are counted once they stand still.
                     for (folder,) in self._names(src):
                         self._new_dirs[folder] = time.monotonic()
-                    for path in await anyio.to_thread.run_sync(_files_under, src):
+                    for path in await anyio.to_thread.run_sync(_files_under, src, blind):
                         for (named,) in self._names(path):
                             self._settle_later(named, None)
                 elif kind == "moved" and dest:  # a folder moved into place holds complete files
-                    for path in await anyio.to_thread.run_sync(_files_under, dest):
+                    for path in await anyio.to_thread.run_sync(_files_under, dest, blind):
                         for (named,) in self._names(path):
                             self._ready(named, ready)
+                if kind == "deleted" or (kind == "moved" and src):
+                    self._forget_under(src)
                 if (kind == "deleted" or (kind == "moved" and src)) and not all(
                     hidden_folder(s, self.base, name)
                     for s in self.sources
@@ -640,6 +707,9 @@ class FileSensor:
                     self._unclosed[path] = time.monotonic() + self.settle
         if made and self._awaited:
             await self._awaited_made(made, ready)
+        self._warn_ignored((folder, UNLISTED) for folder in blind)
+        if readable:
+            await self._see_into(readable)
         if rearm or dead:
             await anyio.to_thread.run_sync(self._arm, dead)
         if rescan:
