@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import linecache
 import os
+import posix
 import sys
 import threading
 import traceback
@@ -53,7 +54,8 @@ def _no_exit() -> Iterator[None]:
     does not restart it). A call from a thread the import started fails the import too once
     it returns, as does a refusal the file caught. A thread that was there before (the
     daemon told to stop while it loads), a child forked meanwhile (multiprocessing), and any
-    call after the import (through a name bound to ``os._exit`` meanwhile) exit for real."""
+    call after the import (through a name bound to ``os._exit`` meanwhile) exit for real.
+    ``posix._exit`` is the same function under its own module's name: refused too."""
     real, pid, thread = os._exit, os.getpid(), threading.get_ident()
     before = {t.ident for t in threading.enumerate()} - {thread}
     refused: list[_ExitAtImport] = []
@@ -69,11 +71,11 @@ def _no_exit() -> Iterator[None]:
             raise SystemExit(status)  # ends that thread, quietly; the import fails once done
         raise refusal
 
-    os._exit = refuse
+    os._exit = posix._exit = refuse
     try:
         yield
     finally:
-        os._exit = real
+        os._exit = posix._exit = real
         importing = False
     if refused:
         raise refused[0]

@@ -42,6 +42,7 @@ def test_validate_reports_counts(project: Path) -> None:
         ("ends.py", "importing it called os._exit(0) (line 2)"),  # cannot be caught
         ("thread_ends.py", "importing it called os._exit(0) in a thread it started"),
         ("catches.py", "importing it called os._exit(3)"),  # the file caught the refusal
+        ("posix_ends.py", "importing it called os._exit(4) (line 2)"),  # the same function
         ("odd.py", "importing it raised Odd: x"),
         ("folder", "definitions file 'folder' is not a regular file"),
     ],
@@ -62,6 +63,7 @@ def test_bad_definitions_exit_2_with_one_paragraph(
     (tmp_path / "catches.py").write_text(
         "import os\ntry:\n    os._exit(3)\nexcept BaseException:\n    pass\n"
     )
+    (tmp_path / "posix_ends.py").write_text("import posix\nposix._exit(4)\n")
     (tmp_path / "odd.py").write_text("class Odd(BaseException): ...\nraise Odd('x')\n")
     (tmp_path / "folder").mkdir()
     result = hw("validate", "--definitions", target, cwd=tmp_path)
