@@ -400,9 +400,8 @@ class FileSensor:
         _log_changes(changed, changed)
         if changed:
             self.on_change()
-        unlisted = {os.path.realpath(path) for path, why in ignored if why == UNLISTED}
-        if self._blind - unlisted:  # readable since, with no event that said so (a group)
-            await self._see_into(sorted(self._blind - unlisted))
+        if self._blind:  # readable since, perhaps, with no event that said so (a group)
+            await self._see_into(sorted(self._blind))
 
     async def _see_into(self, folders: list[str]) -> None:
         """Folders that could not be listed may be readable now: watch each that is, and count
