@@ -169,7 +169,7 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
     reader = EventLogReader(settings.state_dir)
     reader.require()
     ev = Evaluator(defs, reader.load_state(), SystemClock().now())
-    ev.check_node(asset, partition)
+    ev.check_node(asset, partition, or_recorded=True)
     lines = explain(ev, asset, partition)
     health = _live(settings.state_dir)
     for run in health["runs"] if health else ():
@@ -177,7 +177,7 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
             lines.insert(1, f"{run['state']} since {run['since']} in the daemon")
     recent = reader.newest(asset, partition, 5)
     failure = None
-    if ev.status(asset, partition).state == "failed":
+    if ev.exists(asset, partition) and ev.status(asset, partition).state == "failed":
         failure = reader.last_failure(asset, partition)
     print_why(lines, list(reversed(recent)), failure)
 

@@ -9,7 +9,14 @@ from typing import Any
 
 from headwater._events import format_timestamp, parse_timestamp
 from headwater.definitions import Definitions, SourceDef
-from headwater.planning import Evaluator, FailedCheck, State, failed_checks, freshness_status
+from headwater.planning import (
+    REMOVED,
+    Evaluator,
+    FailedCheck,
+    State,
+    failed_checks,
+    freshness_status,
+)
 
 __all__ = ["StatusRow", "status_rows"]
 
@@ -82,12 +89,14 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
             partitions += [p for p in state.present_partitions(key) if p not in known]
         kind = node.kind_label if isinstance(node, SourceDef) else "asset"
         for index, partition in enumerate(partitions):
-            status = ev.status(key, partition)
             record = state.record((key, partition))
+            if index >= existing:
+                yield _removed(ev, key, kind, partition, record)
+                continue
+            status = ev.status(key, partition)
             fs = freshness_status(ev, key, partition)
             late = fs is not None and fs.late
-            # a partition that no longer exists has no reader for a check to hold back
-            checks = tuple(failed_checks(defs, key, record)) if index < existing else ()
+            checks = tuple(failed_checks(defs, key, record))
             reasons = (
                 status.reasons
                 + tuple(f"waiting: {b}" for b in status.blockers)
@@ -108,3 +117,18 @@ def status_rows(defs: Definitions, state: State, now: datetime) -> Iterator[Stat
                 reason="; ".join(reasons),
                 failed_checks=checks,
             )
+
+
+def _removed(ev: Evaluator, key: str, kind: str, partition: str | None, record: Any) -> StatusRow:
+    """A partition only the log knows of: never late, and no check holds back a reader of
+    it (it has none); its last version is kept in view."""
+    return StatusRow(
+        asset=key,
+        kind=kind,
+        partition=partition,
+        state=REMOVED,
+        late=False,
+        data_version=record.version if record else None,
+        last_materialized_at=(record.materialized_at or record.changed_at) if record else None,
+        reason=ev.removed_reason(key),
+    )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import headwater as hw
+from headwater._report import status_rows
 from headwater.testing import Harness
 
 daily = hw.DailyPartitions(start="2026-01-01")
@@ -108,7 +109,9 @@ def test_a_partition_dropped_from_the_definition_is_no_longer_read_by_a_roll_up(
 ) -> None:
     """Definitions change between runs of the daemon: a partition the new one does not have
     no longer exists, and the roll-up of all partitions runs again without it (as without a
-    deleted one), saying why. Its data stays in the log."""
+    deleted one), saying why. Its data stays in the log: ``status`` shows it as removed (not
+    fresh, never late), and ``why`` explains it rather than refusing the key ``status``
+    shows; a key the log never knew is still refused."""
 
     def pipeline(parts: hw.PartitionsDefinition) -> hw.Definitions:
         @hw.asset(partitions=parts)
@@ -135,6 +138,21 @@ def test_a_partition_dropped_from_the_definition_is_no_longer_read_by_a_roll_up(
         assert h.tick().materialized == [("total", None)]
         assert h.value("total") == [k for k in keys if k != gone]
         assert h.tick().materialized == []
+        rows = {(r.asset, r.partition): r for r in status_rows(h.defs, h.engine.state, h.now)}
+        for key in ("raw", "clean"):
+            assert (rows[(key, gone)].state, rows[(key, gone)].late) == ("removed", False)
+            assert rows[(key, gone)].data_version is not None
+            assert {rows[(key, k)].state for k in keys if k != gone} == {"fresh"}
+        why = h.why("clean", gone)
+        assert why[:2] == [
+            f"clean[{gone}] is removed",
+            f"no longer a partition of clean ({after.describe()}): nothing is decided for it; "
+            "its history is kept",
+        ]
+        assert why[2].startswith("last materialized at "), why
+        assert h.why("raw", gone)[2].startswith("last observed change at ")
+        with pytest.raises(hw.PartitionKeyError):
+            h.why("clean", "2025-01-01" if gone.startswith("2026") else "zz")
 
 
 def test_a_renamed_dynamic_partition_set_is_a_new_set_for_a_roll_up(tmp_path: Any) -> None:

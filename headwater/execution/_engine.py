@@ -1006,7 +1006,7 @@ class Engine:
 
     def why(self, asset: str, partition: str | None = None) -> list[str]:
         ev = self.evaluator()
-        ev.check_node(asset, partition)
+        ev.check_node(asset, partition, or_recorded=True)
         lines = explain(ev, asset, partition)
         flight = self.cycle.in_flight.get((asset, partition))
         if flight is not None:

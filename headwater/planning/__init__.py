@@ -25,6 +25,7 @@ from headwater.planning._state import (
     State,
 )
 from headwater.planning._status import (
+    REMOVED,
     Evaluator,
     FailedCheck,
     Status,
@@ -36,6 +37,7 @@ from headwater.planning._status import (
 from headwater.planning._wavefront import Wavefront
 
 __all__ = [
+    "REMOVED",
     "CheckRecord",
     "Evaluator",
     "FailedCheck",

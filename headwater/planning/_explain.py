@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from headwater.definitions import AssetDef
 from headwater.planning._freshness import freshness_status
-from headwater.planning._status import FRESH, Evaluator, node_label
+from headwater.planning._state import NodeRecord
+from headwater.planning._status import FRESH, REMOVED, Evaluator, node_label
 from headwater.policies import ClockPolicy
 
 __all__ = ["explain"]
@@ -12,10 +13,12 @@ __all__ = ["explain"]
 
 def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
     """The first line says the state; the following ones say why, and what happens next."""
-    status = ev.status(asset, partition)
     node = ev.defs.nodes[asset]
     record = ev.state.record((asset, partition))
     label = node_label(asset, partition)
+    if not ev.exists(asset, partition):
+        return [f"{label} is {REMOVED}", ev.removed_reason(asset), *_history(record)]
+    status = ev.status(asset, partition)
     lines = [f"{label} is {status.state}"]
     lines.extend(status.reasons)
     lines.extend(f"waiting: {b}" for b in status.blockers)
@@ -33,11 +36,7 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
         if record is not None and record.decision is not None:
             kind, reason = record.decision
             lines.append(f"last recorded decision: {kind}: {reason}")
-        if record is not None and record.materialized_at is not None:
-            lines.append(
-                f"last materialized at {record.materialized_at.isoformat()} by run {record.run_id}"
-                f" (data version {(record.version or '')[:12]})"
-            )
+        lines += _materialized(record)
         if record is not None and record.failure is not None:
             f = record.failure
             where = f" at {f.where}" if f.where else ""
@@ -53,8 +52,8 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
                 error = f": {check.error}" if check.error else ""
                 older = "" if check.data_version == record.version else " (on older data)"
                 lines.append(f"{kind}check {check.name!r} {verdict}{older}{error}")
-    elif record is not None and record.changed_at is not None:
-        lines.append(f"last observed change at {record.changed_at.isoformat()}")
+    else:
+        lines += _observed(record)
     fs = freshness_status(ev, asset, partition)
     if fs is not None:
         if fs.late:
@@ -64,3 +63,25 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
         else:
             lines.append("on time")
     return lines
+
+
+def _history(record: NodeRecord | None) -> list[str]:
+    """The last materialization (an asset's), else the last observed change (a source's)."""
+    if record is None or record.materialized_at is None:
+        return _observed(record)
+    return _materialized(record)
+
+
+def _materialized(record: NodeRecord | None) -> list[str]:
+    if record is None or record.materialized_at is None:
+        return []
+    return [
+        f"last materialized at {record.materialized_at.isoformat()} by run {record.run_id}"
+        f" (data version {(record.version or '')[:12]})"
+    ]
+
+
+def _observed(record: NodeRecord | None) -> list[str]:
+    if record is None or record.changed_at is None:
+        return []
+    return [f"last observed change at {record.changed_at.isoformat()}"]

@@ -34,6 +34,7 @@ from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext
 from headwater.policies._eager import decide_eagerly
 
 __all__ = [
+    "REMOVED",
     "Evaluator",
     "FailedCheck",
     "Status",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
+REMOVED = "removed"
+"""A partition the log knows of that the definitions no longer hold (a key taken out of a
+static list, a time window before a moved start): shown, explained, never decided."""
 _FRESH_EAGER = EagerPolicy().decide(
     PolicyContext(asset="", partition=None, state=FRESH, reasons=(), now=datetime.min)
 )
@@ -102,8 +106,9 @@ class Evaluator:
     def code_version(self, asset: AssetDef) -> str:
         return self.defs.code_version(asset.key)
 
-    def check_node(self, asset: str, partition: str | None) -> None:
-        """Raise an error naming the asset or partition if ``(asset, partition)`` does not exist."""
+    def check_node(self, asset: str, partition: str | None, *, or_recorded: bool = False) -> None:
+        """Raise an error naming the asset or partition if ``(asset, partition)`` does not exist
+        (``or_recorded``: and the log knows nothing of it either)."""
         node = self.defs.nodes.get(asset)
         if node is None:
             raise SelectionError(f"unknown asset {asset!r}{did_you_mean(asset, self.defs.nodes)}")
@@ -117,8 +122,17 @@ class Evaluator:
             raise PartitionKeyError(
                 f"asset {asset!r} is partitioned ({parts.describe()}); name a partition"
             )
-        else:
+        elif not (or_recorded and self.state.record((asset, partition)) is not None):
             parts.require_key(partition, self.pctx, asset=asset)
+
+    def removed_reason(self, asset: str) -> str:
+        """Why a partition the log knows of is shown with nothing decided for it."""
+        parts = self.defs.nodes[asset].partitions
+        held = f" ({parts.describe()})" if parts is not None else ""
+        return (
+            f"no longer a partition of {asset}{held}: nothing is decided for it; "
+            "its history is kept"
+        )
 
     def exists(self, asset: str, partition: str | None) -> bool:
         parts = self.defs.nodes[asset].partitions
