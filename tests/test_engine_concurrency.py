@@ -365,6 +365,78 @@ async def test_an_input_replaced_while_a_reader_loads_it_is_not_declared_lost(
 
 
 @pytest.mark.asyncio
+async def test_a_source_value_replaced_before_its_observation_is_recorded_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the reader meets the new value of ``s`` while its observation is still
+    being stored: the file holds the new version, the log still the old one, which is the
+    version the run was given. Only ``Engine.storing`` tells that apart from a value that
+    disappeared: no ``value_lost``, the run is abandoned, and runs again on the new one."""
+    slow_store = _SlowToLoad()
+
+    @hw.asset(io=slow_store)
+    def slow(x: Any) -> Any:
+        return x
+
+    @hw.asset
+    def reader(slow: Any, s: Any) -> Any:
+        return s
+
+    defs = hw.Definitions([hw.source("x"), hw.source("s"), slow, reader])
+    new = [2] * 10_000
+    async with Engine.open(defs, tmp_path, SystemClock()) as engine:
+        await engine.observe("x", value=1)
+        await engine.observe("s", value=[1] * 10_000)  # large: a file, not kept in the log
+        await engine.tick()
+        stored, recorded = threading.Event(), threading.Event()
+        store_file = engine.store.store
+
+        def store_then_wait(key: str, *args: Any) -> None:
+            store_file(key, *args)  # the file holds the new version from here
+            if key == "s":
+                stored.set()
+                recorded.wait(10)  # the observation is not in the log until the test says
+
+        monkeypatch.setattr(engine.store, "store", store_then_wait)
+        slow_store.loading.clear()
+        slow_store.release.clear()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                try:
+                    await engine.observe("x", value=2)
+                    decided = anyio.Event()
+
+                    def on_step(node: tuple[str, str | None], outcome: str) -> None:
+                        if node == ("reader", None):
+                            decided.set()
+
+                    # reader runs, held loading `slow`
+                    tg.start_soon(functools.partial(engine.tick, on_step=on_step))
+                    await anyio.to_thread.run_sync(slow_store.loading.wait, 10)
+                    tg.start_soon(functools.partial(engine.observe, "s", value=new))
+                    await anyio.to_thread.run_sync(stored.wait, 10)
+                    assert ("s", None) in engine.storing
+                    slow_store.release.set()  # reader loads `s`: it finds the new file
+                    await decided.wait()
+                    abandoned = await anyio.to_thread.run_sync(
+                        lambda: EventLogReader(tmp_path).events(kind="run_abandoned")
+                    )
+                    assert [e.asset for e in abandoned] == ["reader"], abandoned
+                    assert "changed while it was read" in abandoned[0].payload["reason"]
+                finally:
+                    slow_store.release.set()
+                    recorded.set()
+        assert engine.storing == {}
+        await engine.tick()
+        lost = await anyio.to_thread.run_sync(
+            lambda: EventLogReader(tmp_path).events(kind="value_lost")
+        )
+        assert lost == []
+        assert engine.evaluator().status("reader", None).state == "fresh"
+        assert await anyio.to_thread.run_sync(engine.runner.load, "reader", None) == new
+
+
+@pytest.mark.asyncio
 async def test_a_reader_of_all_partitions_waits_for_one_being_materialized_for_the_first_time(
     tmp_path: Path,
 ) -> None:
