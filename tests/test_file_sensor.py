@@ -598,3 +598,63 @@ def test_a_file_that_could_not_be_read_counts_once_chmod_makes_it_readable(
     to."""
     (tmp_path / "inbox").mkdir()
     assert _without_dac(tmp_path, UNREADABLE_LANDS) == "counted"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("before", "after", "gone"),
+    [
+        (["apac", "eu", "us"], ["eu", "us"], "apac"),
+        ("2026-01-01", "2026-01-02", "2026-01-01"),
+    ],
+    ids=["static key removed", "time range starts later"],
+)
+async def test_a_listing_leaves_a_partition_the_definitions_dropped_as_it_was(
+    tmp_path: Path, before: list[str] | str, after: list[str] | str, gone: str
+) -> None:
+    """A file source's partition removed from the definitions: the listing of its folder
+    recorded a deletion of it, which the definitions refuse, so the daemon died at reload
+    and could not start again (hostile32b bug1). Its file there or not, it is now left as
+    it was (shown as removed), and the reader of all partitions runs without it."""
+    from headwater.sensors.files import sync_file_sources
+
+    def pipeline(keys: list[str] | str) -> hw.Definitions:
+        parts: hw.PartitionsDefinition = (
+            hw.StaticPartitions(keys)
+            if isinstance(keys, list)
+            else hw.DailyPartitions(start=keys, end="2026-01-04")
+        )
+        src = hw.FileSource("src", str(tmp_path / "in" / "{partition}.json"), partitions=parts)
+
+        @hw.asset(partitions=parts)
+        def clean(src: bytes) -> bytes:
+            return src
+
+        @hw.asset
+        def total(clean: dict[str, bytes]) -> list[str]:
+            return sorted(clean)
+
+        return hw.Definitions([src, clean, total])
+
+    keys = before if isinstance(before, list) else ["2026-01-01", "2026-01-02", "2026-01-03"]
+    (tmp_path / "in").mkdir()
+    for key in keys:
+        (tmp_path / "in" / f"{key}.json").write_text("1")
+    state = tmp_path / "state"
+    first, then = [await anyio.to_thread.run_sync(pipeline, k) for k in (before, after)]
+    async with Engine.open(first, state, SystemClock()) as engine:
+        await sync_file_sources(engine)
+        await engine.tick()
+        assert await anyio.to_thread.run_sync(engine.runner.load, "total", None) == keys
+    for deleted in (False, True):
+        if deleted:
+            (tmp_path / "in" / f"{gone}.json").unlink()
+        async with Engine.open(then, state, SystemClock()) as engine:
+            kept = engine.state.version(("src", gone))
+            assert kept is not None
+            changed, _ = await sync_file_sources(engine)
+            assert changed == []
+            assert engine.state.version(("src", gone)) == kept
+            await engine.tick()
+            total = await anyio.to_thread.run_sync(engine.runner.load, "total", None)
+            assert total == [k for k in keys if k != gone]

@@ -894,8 +894,12 @@ class Engine:
         items = [Observed(key, p, v) for p, v in found.items()]
         source = self._source(key)
         known = [None] if source.partitions is None else self.state.present_partitions(key)
+        exists = self.evaluator().exists
         for partition in known if complete else ():
-            if partition not in found and self.state.version((key, partition)) is not None:
+            # A partition the definitions no longer hold (a key removed, a range that starts
+            # later) is not listed by design: it stays as it was, shown as removed.
+            gone = partition not in found and self.state.version((key, partition)) is not None
+            if gone and exists(key, partition):
                 items.append(Observed(key, partition, None))
         return await self.observe_many(items, listed_since=since)
 
