@@ -627,11 +627,11 @@ async def test_a_listing_leaves_a_partition_the_definitions_dropped_as_it_was(
         src = hw.FileSource("src", str(tmp_path / "in" / "{partition}.json"), partitions=parts)
 
         @hw.asset(partitions=parts)
-        def clean(src: bytes) -> bytes:
+        def clean(src: int) -> int:
             return src
 
         @hw.asset
-        def total(clean: dict[str, bytes]) -> list[str]:
+        def total(clean: dict[str, int]) -> list[str]:
             return sorted(clean)
 
         return hw.Definitions([src, clean, total])
@@ -658,3 +658,45 @@ async def test_a_listing_leaves_a_partition_the_definitions_dropped_as_it_was(
             await engine.tick()
             total = await anyio.to_thread.run_sync(engine.runner.load, "total", None)
             assert total == [k for k in keys if k != gone]
+
+
+@pytest.mark.asyncio
+async def test_files_still_there_become_keys_of_a_renamed_dynamic_set(tmp_path: Path) -> None:
+    """``DynamicPartitions("inbox")`` renamed ``"inbox_v2"``: the new set starts empty, and
+    the listing at start found its files unchanged, so it recorded nothing and added no key;
+    only a file landed later became one, and the reader of all partitions read it alone
+    (hostile32b bug2). A key is added when a source holds it, changed or not: the set is
+    what is on disk, as a fresh state directory would make it."""
+    from headwater.sensors.files import sync_file_sources
+
+    def pipeline(name: str) -> hw.Definitions:
+        inbox = hw.DynamicPartitions(name)
+        src = hw.FileSource("src", str(tmp_path / "in" / "{partition}.json"), partitions=inbox)
+
+        @hw.asset(partitions=inbox)
+        def clean(src: str) -> str:
+            return src
+
+        @hw.asset
+        def keys(clean: dict[str, str]) -> list[str]:
+            return sorted(clean)
+
+        return hw.Definitions([src, clean, keys])
+
+    (tmp_path / "in").mkdir()
+    for key in ("a", "b"):
+        (tmp_path / "in" / f"{key}.json").write_text(f'"{key}"')
+    state = tmp_path / "state"
+    for name, expected in (("inbox", ["a", "b"]), ("inbox_v2", ["a", "b", "c"])):
+        async with Engine.open(pipeline(name), state, SystemClock()) as engine:
+            await sync_file_sources(engine)
+            await engine.tick()
+            assert await anyio.to_thread.run_sync(engine.runner.load, "keys", None) == expected
+        (tmp_path / "in" / "c.json").write_text('"c"')
+    added = await anyio.to_thread.run_sync(
+        lambda: EventLogReader(state).events(kind="partitions_added")
+    )
+    assert [(e.payload["name"], e.payload["keys"]) for e in added] == [
+        ("inbox", ["a", "b"]),
+        ("inbox_v2", ["a", "b", "c"]),
+    ]

@@ -842,16 +842,22 @@ class Engine:
             for node in latest:
                 seen[node] = read_at
             changed = [o for n, o in latest.items() if o.version != self.state.version(n)]
-            if not changed:
-                return []
+            # A key of a dynamic set is added when a source holds it, changed or not: a set
+            # renamed in the definitions starts empty, and its files are there unchanged.
             candidates: dict[str, list[str]] = {}
-            for item in changed:
+            for item in latest.values():
                 parts = self.defs.nodes[item.key].partitions
-                if isinstance(parts, DynamicPartitions) and item.partition is not None:
+                if (
+                    isinstance(parts, DynamicPartitions)
+                    and item.partition is not None
+                    and item.version is not None
+                ):
                     candidates.setdefault(parts.name, []).append(item.partition)
             added = {
                 n: new for n, keys in candidates.items() if (new := self._new_dynamic(n, keys))
             }
+            if not changed and not added:
+                return []
             events, dynamic = self._partitions_added(added)
             events += [
                 self.event(
