@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cli_process import hw_project
+from cli_process import hw_project, hw_start
 from daemon_process import DaemonProcess, Line
 
 from headwater._loading import LoadError
@@ -236,10 +236,13 @@ def test_a_sighup_while_a_reload_waits_for_running_functions_is_not_lost(
     project: Path, daemons: list[object]
 ) -> None:
     """The definitions edited after a reload began, and signalled again while it waits for
-    a running function, are the ones that serve in the end (hostile26 bug2)."""
+    a running function, are the ones that serve in the end (hostile26 bug2), and the ones
+    that waited never serve: they would run what the edit changed, and again under the
+    edit (hostile32b bug12)."""
     daemon, hold, _ = _held_run(project, daemons, "long")
     daemon.signal(signal.SIGHUP)  # the file as it is: waits for "long"
     daemon.wait_event("reload_waiting")
+    daemon.wait_event("reload_loaded", replaces_waiting=False)
     good = (project / "defs.py").read_text()
     extra = "\n\n@hw.asset(partitions=inbox)\ndef shout(parsed: pd.DataFrame) -> int:\n    return len(parsed)\n"
     (project / "defs.py").write_text(
@@ -248,10 +251,11 @@ def test_a_sighup_while_a_reload_waits_for_running_functions_is_not_lost(
         + "\ndefs = hw.Definitions([files, dropped, parsed, drop_rows, shout])\n"
     )
     daemon.signal(signal.SIGHUP)  # no definitions serve at this moment
+    daemon.wait_event("reload_loaded", replaces_waiting=True, assets=3)
     hold.unlink()
     daemon.wait_event("materialized", asset="shout", partition="long")
     reloaded = _events(project, "reloaded")
-    assert [r.payload["assets"] for r in reloaded] == [2, 3]  # type: ignore[attr-defined]
+    assert [r.payload["assets"] for r in reloaded] == [3]  # type: ignore[attr-defined]
 
 
 _BLOCKING_DEFS = """
@@ -472,3 +476,107 @@ def test_what_runs_print_under_threads_becomes_output_lines_of_their_run(
     printed = daemon.wait_event("printed")
     assert printed["line"] == "from a thread of the definitions" and "run_id" not in printed
     assert daemon.terminate() == 0
+
+
+_CHAIN_V1 = """
+import os, time
+import headwater as hw
+
+HERE = {here!r}
+src = hw.FileSource("src", "in/x.txt", loader=lambda p: open(p).read().strip())
+
+
+@hw.asset
+def a(src: str) -> str:
+    while os.path.exists(os.path.join(HERE, "hold")):  # held by the test
+        time.sleep(0.01)
+    return src
+
+
+@hw.asset
+def b(a: str) -> str:
+    with open(os.path.join(HERE, "b.txt"), "a") as f:
+        f.write(a + "-{version}\\n")
+    return a + "-{version}"
+"""
+_PUBLISH = """
+
+@hw.asset
+def publish(b: str) -> str:
+    with open(os.path.join(HERE, "published.txt"), "a") as f:  # a side effect
+        f.write(b + "\\n")
+    return b
+
+
+defs = hw.Definitions([src, a, b, publish])
+"""
+
+
+def test_after_a_sighup_only_the_new_definitions_start_runs(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """SIGHUP while ``a`` runs, to a file that changes ``b`` and removes ``publish``: the old
+    definitions went on with their plan once ``a`` ended, running ``b`` with its old code
+    and ``publish`` (removed), and then the new ones ran ``b`` again (hostile32b bug4). Now
+    what has not started when the reload is asked is left to the new definitions."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "hold").touch()
+    defs = tmp_path / "defs.py"
+    defs.write_text(_CHAIN_V1.format(here=str(tmp_path), version="v1") + _PUBLISH)
+    daemon = DaemonProcess(tmp_path, defs, tmp_path / "state")
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_notify("READY=1")
+    (tmp_path / "in" / "x.txt").write_text("1\n")
+    daemon.wait_event("run_started", asset="a")
+    defs.write_text(
+        _CHAIN_V1.format(here=str(tmp_path), version="v2")
+        + "\n\ndefs = hw.Definitions([src, a, b])\n"
+    )
+    mark = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("reload_loaded", since=mark)
+    (tmp_path / "hold").unlink()
+    daemon.wait_event("ready", since=mark)
+    daemon.wait_event("materialized", asset="b", since=mark)
+    assert (tmp_path / "b.txt").read_text() == "1-v2\n"
+    assert not (tmp_path / "published.txt").exists()
+    started = [e.asset for e in _events(tmp_path, "run_started")]  # type: ignore[attr-defined]
+    assert started == ["a", "b"]
+
+
+def test_a_materialize_under_way_at_a_reload_is_carried_out_by_the_new_definitions(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """`headwater materialize a b` while ``a`` runs, and a reload meanwhile: ``b`` has not
+    started, so the old definitions do not start it; the new ones run it, and the command
+    says both were materialized, as asked."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.txt").write_text("1\n")
+    defs = tmp_path / "defs.py"
+    defs.write_text(_CHAIN_V1.format(here=str(tmp_path), version="v1") + _PUBLISH)
+    daemon = DaemonProcess(tmp_path, defs, tmp_path / "state")
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_notify("READY=1")
+    daemon.wait_event("materialized", asset="publish")
+    (tmp_path / "hold").touch()
+    mark = daemon.mark()
+    state = str(tmp_path / "state")
+    asked = hw_start("materialize", "a", "b", "--force", "--state-dir", state, cwd=tmp_path)
+    try:
+        daemon.wait_event("run_started", asset="a", since=mark)
+        defs.write_text(
+            _CHAIN_V1.format(here=str(tmp_path), version="v2")
+            + "\n\ndefs = hw.Definitions([src, a, b])\n"
+        )
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_event("reload_loaded", since=mark)
+        (tmp_path / "hold").unlink()
+        out, err = asked.communicate(timeout=60)
+    finally:
+        if asked.poll() is None:
+            asked.kill()
+    assert asked.returncode == 0, err
+    assert "2 materialized, 0 failed, 0 skipped, of 2 requested" in out, out
+    assert (tmp_path / "b.txt").read_text() == "1-v1\n1-v2\n"

@@ -36,7 +36,7 @@ from headwater._storage import StorageFailure
 from headwater.daemon._responses import JSON
 from headwater.daemon._uvicorn import embedded_server
 from headwater.eventlog import EventLogReader
-from headwater.execution import Engine, TickResult
+from headwater.execution import RELOADING, Engine, TickResult
 from headwater.execution._backup import is_snapshot, remove_snapshots
 from headwater.planning import NodeKey
 
@@ -71,6 +71,11 @@ class Controlled(Protocol):
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``fn`` in the daemon's task group (it outlives the request)."""
+        ...
+
+    def after_reload(self, fn: Callable[[Engine | None], None]) -> None:
+        """Call ``fn`` with the next engine once it serves (its task group takes spawns by
+        then), or with None if the daemon stops first."""
         ...
 
     def poke(self) -> None: ...
@@ -211,27 +216,52 @@ def _stream(
     nodes: list[NodeKey],
     force: bool,
 ) -> StreamingResponse:
-    """Run the request in the daemon and stream its progress as it goes."""
+    """Run the request in the daemon and stream its progress as it goes.
+
+    A reload stops the old definitions from starting what the request still holds: the new
+    ones run it, as asked, once they serve (what they no longer define is said so). The
+    work is handed over with a clone of the stream, since the old definitions' task group,
+    where it ran, ends with them."""
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+    result = TickResult()
 
     def emit(out: MemoryObjectSendStream[dict[str, Any]], message: dict[str, Any]) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             out.send_nowait(message)  # the client may have gone: the work goes on
 
-    async def work() -> None:
-        with send:
-            emit(send, {"type": "accepted", "requested": [list(n) for n in nodes]})
-            result = await engine.materialize(
-                nodes,
-                force=force,
-                only_requested=True,
-                on_step=lambda node, outcome: emit(
-                    send, {"type": "step", "asset": node[0], "partition": node[1],
-                           "outcome": outcome}
-                ),
-            )  # fmt: skip
-            emit(send, result_json(result, len(nodes)))
+    def on_step(node: NodeKey, outcome: str) -> None:
+        emit(send, {"type": "step", "asset": node[0], "partition": node[1], "outcome": outcome})
+
+    async def work(
+        engine: Engine, out: MemoryObjectSendStream[dict[str, Any]], asked: list[NodeKey]
+    ) -> None:
+        with out:
+            ev = engine.evaluator()
+            for node in [n for n in asked if n[0] not in engine.defs.assets or not ev.exists(*n)]:
+                result.skipped[node] = "not started: the reloaded definitions do not define it"
+                asked.remove(node)
+            if asked:
+                more = await engine.materialize(
+                    asked, force=force, only_requested=True, on_step=on_step
+                )
+                result.merge(more)
+            if left := [n for n, why in result.skipped.items() if why == RELOADING]:
+                daemon.after_reload(handed_over(out.clone(), left))
+                return
+            emit(out, result_json(result, len(nodes)))
             daemon.poke()  # eager readers of what changed react in the daemon's own ticks
+
+    def handed_over(
+        out: MemoryObjectSendStream[dict[str, Any]], left: list[NodeKey]
+    ) -> Callable[[Engine | None], None]:
+        def carry_on(engine: Engine | None) -> None:
+            if engine is not None:
+                daemon.spawn(lambda: work(engine, out, left))
+                return
+            with out:  # the daemon stops: the reload's reason stands
+                emit(out, result_json(result, len(nodes)))
+
+        return carry_on
 
     async def lines() -> AsyncIterator[bytes]:
         with receive:
@@ -244,7 +274,8 @@ def _stream(
                         return
                 yield (json.dumps(message, default=str) + "\n").encode()
 
-    daemon.spawn(work)
+    emit(send, {"type": "accepted", "requested": [list(n) for n in nodes]})
+    daemon.spawn(lambda: work(engine, send, nodes))
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 

@@ -125,6 +125,8 @@ class Daemon:
         """A SIGHUP's reload waits for the one under way: later ones need no other."""
         """A SIGHUP came while no engine served (starting, or a reload under way)."""
         self._reloaded = anyio.Event()
+        self._carried: list[Callable[[Engine | None], None]] = []
+        """What requests under way at a reload hand to the next engine."""
         self._engine: Engine | None = None
         self._objects: ObjectSensor | None = None
         """The object sensor serving now (what it cannot list, ``health`` says)."""
@@ -163,6 +165,18 @@ class Daemon:
             raise Unavailable("the daemon is not serving")
         self._work.start_soon(fn)
 
+    def after_reload(self, fn: Callable[[Engine | None], None]) -> None:
+        if self._stopping:
+            fn(None)
+        else:
+            self._carried.append(fn)
+
+    def _carry_on(self, engine: Engine | None) -> None:
+        """What requests under way at a reload left to the next engine (None: there is none)."""
+        carried, self._carried = self._carried, []
+        for fn in carried:
+            fn(engine)
+
     def poke(self) -> None:
         """Something changed: run a tick soon."""
         self._wake.set()
@@ -179,7 +193,15 @@ class Daemon:
         what is running has finished)."""
         self._supersede_check()
         async with self._reload_lock:
-            return await self._reload()
+            error = await self._reload()
+        if error is not None:
+            return error, False
+        # Waited for outside the lock: a newer reload meanwhile replaces these definitions
+        # before they take over, rather than after (they would run what they changed).
+        reloaded = self._reloaded
+        with anyio.move_on_after(_RELOAD_ANSWER):  # the new definitions take over once the
+            await reloaded.wait()  # running functions finish; say so, do not block
+        return None, reloaded.is_set()
 
     def _supersede_check(self) -> None:
         """A newer reload asks for the file as it is now: the child still importing an older
@@ -187,7 +209,7 @@ class Daemon:
         if self._checking is not None:
             self._checking.cancel()
 
-    async def _reload(self) -> tuple[str | None, bool]:
+    async def _reload(self) -> str | None:
         self.notifier.reloading()
         self._phase = "reloading"
         _log.info("reloading", definitions=self.settings.definitions)
@@ -200,7 +222,7 @@ class Daemon:
                 self._checking = None
             if check.cancelled_caught:
                 _log.info("reload_superseded", reason="a newer reload asked meanwhile")
-                return "superseded by a newer reload", False
+                return "superseded by a newer reload"
             defs = await anyio.to_thread.run_sync(load_logged, self.settings.definitions)
         except LoadError as exc:
             _log.error("reload_failed", reason=str(exc))
@@ -210,16 +232,17 @@ class Daemon:
                 payload = {"definitions": self.settings.definitions, "reason": str(exc)}
                 with contextlib.suppress(StorageFailure):
                     await engine.append([engine.event(EventKind.RELOAD_FAILED, payload=payload)])
-            return str(exc), False
+            return str(exc)
         if self._stopping:
-            return "the daemon is stopping", False
-        self._reloaded = anyio.Event()
+            return "the daemon is stopping"
+        replaced = self._next_defs is not None and not self._reloaded.is_set()
+        if not replaced:
+            self._reloaded = anyio.Event()  # else: these replace definitions still waiting
+        _log.info("reload_loaded", assets=len(defs.assets), replaces_waiting=replaced)
         self._next_defs = defs
         self._end.set()
         self._wake.set()
-        with anyio.move_on_after(_RELOAD_ANSWER):  # the new definitions take over once the
-            await self._reloaded.wait()  # running functions finish; say so, do not block
-        return None, self._reloaded.is_set()
+        return None
 
     def stop(self, reason: str) -> None:
         """Start nothing new, let running functions finish within the grace period, exit.
@@ -240,6 +263,7 @@ class Daemon:
         self._end.set()
         self._wake.set()
         self._engine_changed.set()  # requests waiting for an engine learn that none comes
+        self._carry_on(None)
 
     async def health(self) -> dict[str, Any]:
         engine = self._engine
@@ -487,6 +511,7 @@ class Daemon:
                 await objects.scan()
                 self._work = tg
                 self._engine = engine
+                self._carry_on(engine)
                 self._engine_changed.set()
                 self._engine_changed = anyio.Event()
                 self._phase = "stopping" if self._stopping else "serving"
@@ -596,10 +621,12 @@ class Daemon:
             self.poke()
 
     async def _quiesce_for_reload(self, engine: Engine) -> None:
-        """A reload waits, however long, for what is under way to finish (no new tick starts;
-        the sensors keep recording): nothing is abandoned and nothing runs twice. A stop
-        meanwhile turns it into a stop."""
-        engine.finish_plans()
+        """A reload waits, however long, for the functions running to finish; nothing else
+        starts (the sensors keep recording): nothing is abandoned, nothing runs its old code
+        after the reload, and nothing runs twice (once by each engine). What was not started
+        is the next engine's: it evaluates everything, and requests under way are handed to
+        it (see the control API). A stop meanwhile turns it into a stop."""
+        engine.stop_starting(reloading=True)
         if engine.in_flight():
             running = [f"{f.asset}[{f.partition}]" if f.partition else f.asset
                        for f in engine.in_flight()]  # fmt: skip
@@ -696,7 +723,10 @@ class Daemon:
             task_status.started()
             async for signum in received:
                 if signum == signal.SIGHUP:
-                    if self._engine is not None and self._root is not None:
+                    # Definitions waiting for running functions to take over are replaced
+                    # at once: the newer file is what serves next, and nothing runs twice.
+                    waiting = self._next_defs is not None
+                    if (self._engine is not None or waiting) and self._root is not None:
                         if not self._hup_queued:  # one queued reload loads what all asked
                             self._hup_queued = True
                             self._root.start_soon(self._reload_for_signal)

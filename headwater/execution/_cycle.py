@@ -58,11 +58,12 @@ from headwater.policies import Decision
 if TYPE_CHECKING:
     from headwater.execution._engine import Engine
 
-__all__ = ["InFlight", "RunCycle"]
+__all__ = ["RELOADING", "STOPPING", "InFlight", "RunCycle"]
 
 _log = structlog.get_logger("headwater.engine")
 
 STOPPING = NOT_STARTED + "the daemon is stopping"
+RELOADING = NOT_STARTED + "the definitions are being reloaded; the new ones decide it"
 _ALL = EdgeMapping.ALL
 
 
@@ -92,8 +93,8 @@ class RunCycle:
         self._gate = _Gate(engine.slots)
         self.in_flight: dict[NodeKey, InFlight] = {}
         self.stopping = False
-        self.last_plans = False
-        """Set by a reload: plans under way finish, no tick plans again."""
+        self._not_started = STOPPING
+        """Why a partition reached after :meth:`stop_starting` did not start."""
         self._claims: dict[NodeKey, asyncio.Event] = {}
         """Partitions being decided or run by some tick, each claimed by exactly one."""
         self._ticks = 0
@@ -102,9 +103,10 @@ class RunCycle:
         self._quiet = anyio.Event()
         self._quiet.set()
 
-    def stop_starting(self) -> None:
+    def stop_starting(self, reason: str = STOPPING) -> None:
         """Start no new run from now on; runs already going finish (or are left behind)."""
         self.stopping = True
+        self._not_started = reason
 
     async def idle(self) -> None:
         """Return once no tick is running."""
@@ -152,7 +154,9 @@ class RunCycle:
                 await clockwork.check_freshness(held)
                 await clockwork.close_dropped_violations(held)
             due_cron = clockwork.due_cron(ev)
-        while not self.stopping and not self.last_plans:
+        planned = False
+        while not self.stopping:
+            planned = True
             ev = engine.evaluator()
             dirty: set[NodeKey] = set()
             if not only_requested:
@@ -170,6 +174,10 @@ class RunCycle:
             pending = await self._execute(current, pending, result, on_step)
             if not pending and (only_requested or not engine.dirty):
                 break
+        if self.stopping:  # a due tick whose run did not start is still due, for the next
+            # engine (a reload) or the next start
+            unstarted = {n[0] for n, why in result.skipped.items() if why == self._not_started}
+            due_cron = {k: t for k, t in due_cron.items() if planned and k not in unstarted}
         await clockwork.handled_cron(due_cron)
 
     async def _note_decision(self, node: NodeKey, decision: Decision, result: TickResult) -> None:
@@ -211,7 +219,7 @@ class RunCycle:
             nearest: NodeKey | None = None
             try:
                 if self.stopping:
-                    result.skipped[node] = STOPPING
+                    result.skipped[node] = self._not_started
                     outcome = "skipped"
                 else:
                     claim = await self._claim(node)
@@ -273,7 +281,7 @@ class RunCycle:
             slot = await self._take_slot(node, alone)
             try:
                 if self.stopping:
-                    result.skipped[node] = STOPPING
+                    result.skipped[node] = self._not_started
                     return "skipped"
                 if engine.degraded is not None:
                     result.skipped[node] = NOT_STARTED + engine.degraded.reason

@@ -37,7 +37,7 @@ from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, ope
 from headwater.eventlog._starts import StartJournal
 from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
-from headwater.execution._cycle import InFlight, RunCycle
+from headwater.execution._cycle import RELOADING, STOPPING, InFlight, RunCycle
 from headwater.execution._decided import Basis, held_value
 from headwater.execution._observers import EngineObserver, notify_written
 from headwater.execution._results import Observed, StepCallback, TickResult
@@ -944,14 +944,11 @@ class Engine:
         """Return once no tick is running."""
         await self.cycle.idle()
 
-    def stop_starting(self) -> None:
-        """Start no new run from now on (a stopping daemon)."""
-        self.cycle.stop_starting()
-
-    def finish_plans(self) -> None:
-        """Let the plans under way finish and make no new one (a reloading daemon: what is
-        dirty meanwhile is planned by the next engine)."""
-        self.cycle.last_plans = True
+    def stop_starting(self, *, reloading: bool = False) -> None:
+        """Start no new run from now on: a stopping daemon, or a reloading one, which leaves
+        what has not started to the next engine (it evaluates everything, under the new
+        definitions: nothing runs its old code after the reload, nor twice)."""
+        self.cycle.stop_starting(RELOADING if reloading else STOPPING)
 
     def in_flight(self) -> list[InFlight]:
         """Partitions queued for a worker slot or running, oldest first."""
