@@ -160,3 +160,43 @@ def test_the_daemon_notices_a_real_wall_clock_step_within_seconds(
     line = daemon.wait_event("materialized", asset="hourly", since=since, timeout=15)
     assert line["timestamp"].startswith("2026-11-30T11:05")
     assert daemon.terminate() == 0
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="Debian's faketime (libfaketime) is needed")
+def test_retention_catches_up_with_a_wall_clock_stepped_forward(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """A host that booted with its clock a month behind, set right by NTP once the daemon
+    runs: the cutoff may not pass events faster than the monotonic clock (a wrong step must
+    not prune early), so it stayed a month behind for the process's life, and nothing new
+    was ever pruned (hostile32a bug7). It now leaps over the month no event tells of."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "defs.py").write_text(DEFS)
+    clock = tmp_path / "faketime"
+    clock.write_text("@2026-10-30 10:30:00\n")
+    env = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(clock),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    args = ("--settle", "0.2", "--retention", "2s")
+    daemon = DaemonProcess(project, project / "defs.py", tmp_path / "state", env=env, args=args)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+    (project / "marker.txt").write_text("before the step")
+    daemon.wait_event("materialized", asset="seen")
+    daemon.wait_event("pruned")
+    since = daemon.mark()
+    clock.write_text("@2026-11-30 10:30:00\n")
+    os.utime(clock)
+    (project / "marker.txt").write_text("after the step")
+    daemon.wait_event("materialized", asset="seen", since=since)
+    line = daemon.wait_log(
+        lambda ln: ln.get("event") == "pruned" and ln["before"] >= "2026-11-30T10:30",
+        timeout=20,
+        since=since,
+    )
+    assert line["before"] < "2026-11-30T10:31", line  # retention, not the whole step, later
+    assert daemon.terminate() == 0

@@ -666,8 +666,10 @@ class Daemon:
 
     async def _prune_forever(self, engine: Engine) -> None:
         """Apply retention once at start, then at least every ``min(retention / 4, 1 h)``.
-        The cutoff never advances faster than the monotonic clock: a forward step of the
-        wall clock prunes nothing early."""
+        The cutoff never passes an event faster than the monotonic clock: a forward step of
+        the wall clock prunes nothing early. It does leap over the time the step skipped (no
+        event tells of it), or it would stay that far behind for the process's life: a clock
+        set right by NTP after a boot would switch retention off until a restart."""
         retention = self.settings.retention
         if retention is None:
             return
@@ -677,8 +679,12 @@ class Daemon:
         while True:
             wall, mono = datetime.now(UTC), time.monotonic()
             cutoff = wall - retention
-            if last is not None:
-                cutoff = min(cutoff, last[0] + timedelta(seconds=mono - last[1]))
+            allowed = None if last is None else last[0] + timedelta(seconds=mono - last[1])
+            if allowed is not None and cutoff > allowed:
+                reader = EventLogReader(self.state_dir)
+                after = await anyio.to_thread.run_sync(reader.first_since, allowed)
+                if after is not None:  # else nothing is as recent: the cutoff stands
+                    cutoff = min(cutoff, max(allowed, after))
             if engine.degraded is None:
                 try:
                     await engine.prune(cutoff)

@@ -149,6 +149,17 @@ class EventLogReader:
             found = None if row is None else row.fetchone()[0]
         return None if found is None else parse_timestamp(found)
 
+    def first_since(self, moment: datetime) -> datetime | None:
+        """When the earliest event at or after ``moment`` happened (by its time)."""
+        with self._connect() as conn:
+            if conn is None:
+                return None
+            at = format_timestamp(moment)
+            found = conn.execute(
+                "SELECT MIN(timestamp) FROM events WHERE timestamp >= ?", (at,)
+            ).fetchone()[0]
+        return None if found is None else parse_timestamp(found)
+
     def newest(self, asset: str, partition: str | None, limit: int) -> list[Event]:
         """The newest events of one asset partition (None: the unpartitioned asset), newest
         first: what ``why`` shows. They cost the same whatever the partition's history."""
