@@ -46,9 +46,28 @@ def test_a_backward_step_never_repeats_a_handled_tick() -> None:
         h.tick()
         assert h.advance("35m").materialized == [("stamp", None)]  # the 11:00 tick, at 11:00
         assert h.step_clock("2026-11-30T10:40:00Z").materialized == []  # back before 11:00
+        why = h.why("stamp")
+        assert "next cron tick at 2026-11-30T12:00:00+00:00" in why, why  # never a false 11:00
+        assert any("stepped back" in line for line in why), why
         assert h.advance("25m").materialized == []  # 11:05 again: 11:00 was handled
         assert h.advance("1h").materialized == [("stamp", None)]  # 12:00 is new
         assert len(calls) == 2
+
+
+def test_after_a_step_back_of_hours_the_ticks_count_from_the_clock() -> None:
+    """A clock three days ahead, set right by NTP: ticks it handled in the future it had
+    are not ticks the asset had. As Debian's cron after a step back past 3 hours, they count
+    from the clock again, rather than an hourly asset staying silent for three days
+    (hostile32a bug1)."""
+    defs, calls = _hourly()
+    with Harness(defs, now="2026-11-30T10:30:00Z") as h:
+        h.tick()
+        assert h.advance("35m").materialized == [("stamp", None)]  # the 11:00 tick
+        assert h.step_clock("2026-11-27T11:05:00Z").materialized == []
+        assert "next cron tick at 2026-11-27T12:00:00+00:00" in h.why("stamp")
+        assert h.advance("1h").materialized == [("stamp", None)]  # 12:00, three days early
+        assert h.advance("1h").materialized == [("stamp", None)]
+        assert len(calls) == 3
 
 
 def test_a_forward_step_fires_sla_deadlines_and_retries() -> None:

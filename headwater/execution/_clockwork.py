@@ -59,9 +59,9 @@ class Clockwork:
         if new:
             await engine.put(new)
         self._cron_pending.update(self.cron)
+        ev = engine.evaluator()
         for key, policy in self.cron.items():
-            handled = engine.state.schedules[key].handled_through
-            self.timers.schedule(policy.next_tick(max(now, handled)), "cron", key)
+            self.timers.schedule(ev.next_cron_tick(key, policy), "cron", key)
 
     async def expire(self) -> None:
         """Turn the timers that are due into dirty partitions, pending cron ticks and checks."""
@@ -69,6 +69,17 @@ class Clockwork:
         now = engine.clock.now()
         freshness: list[NodeKey] = []
         ev = engine.evaluator()
+        schedules = engine.state.schedules
+        wrong = {  # ticks "handled" in a future the clock was wrong about: count from now
+            key: replace(schedules[key], handled_through=now)
+            for key in self.cron
+            if key in schedules and ev.handled_through(key) != schedules[key].handled_through
+        }
+        if wrong:
+            await engine.put(wrong)
+            ev = engine.evaluator()
+            for key in wrong:  # its next tick comes long before the timer set for it
+                self.timers.schedule(ev.next_cron_tick(key, self.cron[key]), "cron", key)
         for kind, subject, when in self.timers.due(now):
             if kind == "window":
                 key = str(subject)
@@ -103,7 +114,7 @@ class Clockwork:
                 due[key] = tick
                 self.engine.dirty.update((key, p) for p in ev.partitions(key))
             else:
-                self.timers.schedule(self.cron[key].next_tick(ev.now), "cron", key)
+                self.timers.schedule(ev.next_cron_tick(key, self.cron[key]), "cron", key)
         self._cron_pending.clear()
         return due
 

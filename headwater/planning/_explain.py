@@ -27,11 +27,17 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
             decision = ev.decide(asset, partition, status)
             lines.append(f"policy {node.policy.name}: {decision.kind}: {decision.reason}")
         if isinstance(node.policy, ClockPolicy):
+            handled = ev.handled_through(asset)
+            if handled is not None and handled > ev.now:
+                lines.append(
+                    f"the wall clock stepped back: cron ticks through {handled.isoformat()} "
+                    "were handled already, and are not repeated"
+                )
             due = ev.due_tick(node)
             lines.append(
                 f"cron tick {due.isoformat()} is due"
                 if due is not None
-                else f"next cron tick at {node.policy.next_tick(ev.now).isoformat()}"
+                else f"next cron tick at {ev.next_cron_tick(asset, node.policy).isoformat()}"
             )
         if record is not None and record.decision is not None:
             kind, reason = record.decision

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from headwater._errors import PartitionKeyError, SelectionError, did_you_mean
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 MISSING, STALE, FAILED, FRESH = "missing", "stale", "failed", "fresh"
+_CLOCK_WAS_WRONG = timedelta(hours=3)
 REMOVED = "removed"
 """A partition the log knows of that the definitions no longer hold (a key taken out of a
 static list, a time window before a moved start): shown, explained, never decided."""
@@ -349,11 +350,27 @@ class Evaluator:
 
     def due_tick(self, asset: AssetDef) -> datetime | None:
         """For a clock-driven policy: the latest tick not yet handled, if it has passed."""
-        schedule = self.state.schedules.get(asset.key)
-        if asset.key not in self.defs.clock_driven or schedule is None:
+        handled = self.handled_through(asset.key)
+        if asset.key not in self.defs.clock_driven or handled is None:
             return None  # ticks count from the asset's first evaluation
         tick = cast(ClockPolicy, asset.policy).last_tick(self.now)
-        return tick if tick is not None and tick > schedule.handled_through else None
+        return tick if tick is not None and tick > handled else None
+
+    def handled_through(self, key: str) -> datetime | None:
+        """The last cron tick of ``key`` handled, as it counts now. After the wall clock
+        stepped back, ticks it already handled are not repeated, as Debian's cron does not
+        repeat jobs after a step back of less than 3 hours; past that, the clock was wrong
+        before, and ticks count from now (or a cron asset would stay silent that long)."""
+        schedule = self.state.schedules.get(key)
+        if schedule is None:
+            return None
+        handled = schedule.handled_through
+        return self.now if handled > self.now + _CLOCK_WAS_WRONG else handled
+
+    def next_cron_tick(self, key: str, policy: ClockPolicy) -> datetime:
+        """When the next tick not yet handled comes."""
+        handled = self.handled_through(key)
+        return policy.next_tick(self.now if handled is None else max(self.now, handled))
 
     def retry(
         self, asset: AssetDef, partition: str | None, status: Status
