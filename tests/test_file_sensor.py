@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -402,6 +403,7 @@ import os, sys
 import anyio, structlog
 import headwater as hw
 from pathlib import Path
+from typing import Any
 from headwater._clock import SystemClock
 from headwater.eventlog import EventLogReader
 from headwater.execution import Engine
@@ -464,6 +466,7 @@ import os, sys
 import anyio
 import headwater as hw
 from pathlib import Path
+from typing import Any
 from headwater._clock import SystemClock
 from headwater.execution import Engine
 from headwater.sensors.files import sync_file_sources
@@ -497,6 +500,7 @@ import os, sys
 import anyio, structlog
 import headwater as hw
 from pathlib import Path
+from typing import Any
 from headwater._clock import SystemClock
 from headwater.execution import Engine
 from headwater.sensors.files import FileSensor
@@ -700,3 +704,51 @@ async def test_files_still_there_become_keys_of_a_renamed_dynamic_set(tmp_path: 
         ("inbox", ["a", "b"]),
         ("inbox_v2", ["a", "b", "c"]),
     ]
+
+
+@pytest.mark.asyncio
+async def test_names_of_ignored_files_are_forgotten_with_the_files(tmp_path: Path) -> None:
+    """An uploader lands files under temporary names that match the pattern but are no key,
+    then deletes them: each is named once, and forgotten once deleted, so the sensor's
+    memory does not grow with every name ever ignored (hostile32a bug3: 0.67 KB each, for
+    the process's life). A name that comes back is a new file, named again."""
+    (tmp_path / "inbox").mkdir()
+    regions = hw.StaticPartitions(["eu", "us"])
+    src = hw.FileSource("src", str(tmp_path / "inbox" / "{partition}.csv"), partitions=regions)
+    ignored: list[str] = []
+
+    def seen(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("event") == "file_ignored":
+            ignored.append(event["path"])
+        return event
+
+    changed = [anyio.Event()]
+    async with Engine.open(hw.Definitions([src]), tmp_path / "state", SystemClock()) as engine:
+
+        async def counted(node: tuple[str, str | None], version: str | None) -> None:
+            while engine.state.version(node) == version:
+                await changed[0].wait()
+                changed[0] = anyio.Event()
+
+        def on_change() -> None:
+            changed[0].set()
+
+        with structlog.testing.capture_logs(processors=[seen]):  # type: ignore[list-item]
+            sensor = FileSensor(engine, on_change, rescan_interval=3600)
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(sensor.run)
+                    for n in range(3):
+                        upload = tmp_path / "inbox" / f"upload-{n}.csv"
+                        upload.write_text("a\n1\n")
+                        upload.unlink()
+                    (tmp_path / "inbox" / "eu.csv").write_text("a\n1\n")
+                    await counted(("src", "eu"), None)  # the events before it are handled
+                    assert sensor._warned == {}
+                    before = engine.state.version(("src", "eu"))
+                    (tmp_path / "inbox" / "upload-0.csv").write_text("a\n2\n")
+                    (tmp_path / "inbox" / "eu.csv").write_text("a\n2\n")
+                    await counted(("src", "eu"), before)
+                    tg.cancel_scope.cancel()
+    names = [str(tmp_path / "inbox" / f"upload-{n}.csv") for n in (0, 1, 2, 0)]
+    assert ignored == names, ignored

@@ -85,6 +85,8 @@ _OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
 _BATCH = 5_000
+_WARNED_MAX = 10_000
+"""Paths named in the log (as ignored) remembered at most, so each is named once."""
 """Events handled per batch at most, so that timers and other sources get their turn."""
 
 Signature = tuple[int, int]
@@ -235,7 +237,9 @@ class FileSensor:
         self.cache: FileCache = engine.runner.files
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, FileSource)]
         self._roots: dict[str, str] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: dict[str, set[str]] = {}
+        """Path -> the reasons it was named for: each once, and forgotten with the file (an
+        uploader's temporary names would otherwise pile up for the process's life)."""
         self._unreadable: set[str] = set()
         """Matching files that could not be read: a change of their mode (``chmod``) makes
         them looked at again. Other files' IN_ATTRIB (``touch``, ``cp -p``) is ignored."""
@@ -386,9 +390,14 @@ class FileSensor:
                 # as inotify names it (a source folder may be reached through a link); a
                 # root is armed again by each rescan instead
                 self._blind.add(real)
-            if (path, why) not in self._warned:  # once per path and reason, not per event
-                self._warned.add((path, why))
+            said = self._warned.get(path)
+            if said is None or why not in said:  # once per path and reason, not per event
                 _log.warning("file_ignored", path=path, reason=why)
+                if not os.path.lexists(path):
+                    continue  # gone already (its deletion was in the same batch): forgotten
+                if said is None and len(self._warned) >= _WARNED_MAX:
+                    self._warned.clear()  # at worst a file still there is named again
+                self._warned.setdefault(path, set()).add(why)
 
     async def scan(self) -> None:
         """Observe every file source as it is on disk, deletions included."""
@@ -736,6 +745,7 @@ class FileSensor:
             self._ready(src, ready)
         elif kind == "moved":
             if src:
+                self._warned.pop(src, None)
                 ready.append(src)  # gone from here
             if dest:
                 self._settling.pop(dest, None)
@@ -743,6 +753,7 @@ class FileSensor:
                 created.pop(dest, None)
                 self._ready(dest, ready)
         elif kind == "deleted":
+            self._warned.pop(src, None)
             self._settling.pop(src, None)
             self._quiet.pop(src, None)
             self._unreadable.discard(src)
