@@ -115,6 +115,45 @@ def test_prune_values_drops_kept_values_of_removed_assets_and_superseded_files(
         assert h.value("sized") == {"n": 2} and h.state("sized") == "fresh"
 
 
+def test_prune_values_drops_the_values_of_partitions_removed_from_the_definitions(
+    tmp_path: Path,
+) -> None:
+    """SPEC §5: values of partitions the owner's definitions no longer hold go with
+    `prune --values`; a static key removed kept both its file and its copy in the log
+    (hostile32b bug14). What the remaining keys hold stays."""
+    project = tmp_path
+    defs_text = """
+        import headwater as hw
+
+        keys = hw.StaticPartitions(KEYS)
+
+        @hw.asset(partitions=keys)
+        def small(context: hw.Context) -> str:
+            return str(context.partition)
+
+        @hw.asset(partitions=keys)
+        def big(context: hw.Context) -> list[str]:
+            return [str(context.partition)] * 20_000
+
+        defs = hw.Definitions([small, big])
+    """
+    (project / "defs.py").write_text(textwrap.dedent(defs_text.replace("KEYS", '["a", "b"]')))
+    state = project / "state"
+    with Harness(_load(project / "defs.py"), state_dir=state) as h:
+        assert len(h.tick().materialized) == 4
+    assert set(_kept(state)) == {("small", "a"), ("small", "b")}
+    assert len(_files(state, "big")) == 2
+    (project / "defs.py").write_text(textwrap.dedent(defs_text.replace("KEYS", '["a"]')))
+
+    result = hw_project(project, "prune", "--values")
+    assert result.returncode == 0, result.stderr
+    assert "small[b] (kept in the event log)" in result.stdout, result.stdout
+    assert set(_kept(state)) == {("small", "a")}
+    assert len(_files(state, "big")) == 1
+    with Harness(_load(project / "defs.py"), state_dir=state) as h:
+        assert h.value("small", "a") == "a" and h.value("big", "a") == ["a"] * 20_000
+
+
 def _load(path: Path) -> hw.Definitions:
     from headwater._loading import load_definitions
 

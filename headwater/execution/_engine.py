@@ -715,10 +715,12 @@ class Engine:
         return await anyio.to_thread.run_sync(take_snapshot, state_dir, store)
 
     def held_values(self) -> dict[str, list[str | None]]:
-        """Every asset or source of the definitions, with its partitions that have a value."""
+        """Every asset or source of the definitions, with its partitions that have a value
+        (partitions it no longer has, a key removed, hold none: SPEC §5)."""
         held: dict[str, list[str | None]] = {key: [] for key in self.defs.nodes}
+        exists = self.evaluator().exists
         for (key, partition), record in self.state.records.items():
-            if key in held and record.version is not None:
+            if key in held and record.version is not None and exists(key, partition):
                 held[key].append(partition)
         return held
 
