@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +285,8 @@ def prune(
     )
     directory = resolve_state_dir(state_dir)
     body = {
-        "older_than_s": None if window is None else window.total_seconds(),
+        "older_than_s": window.total_seconds() if older_than and window else None,
+        "retention": older_than is None,  # the running daemon prunes with its own
         "values": values,
         "vacuum": vacuum,
     }
@@ -304,16 +304,16 @@ def prune(
                     return await engine.maintain(cutoff, values=values, vacuum=vacuum)
 
             done = anyio.run(go, backend="asyncio")
-    _print_pruned(done, window)
+    _print_pruned(done)
 
 
-def _print_pruned(done: dict[str, Any], window: timedelta | None) -> None:
+def _print_pruned(done: dict[str, Any]) -> None:
     if "events" in done:
         echo(
             f"pruned {done['events']} events older than {done['before']}; "
             f"the log gave back {done['bytes_freed']} bytes"
         )
-    elif window is None:
+    else:
         click.echo("retention is forever: no event pruned (give --older-than)")
     removed = done.get("values")
     if isinstance(removed, list):

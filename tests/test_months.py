@@ -19,6 +19,7 @@ from cli_process import hw, hw_project
 from daemon_process import DaemonProcess
 
 import headwater as hw_api
+from headwater._events import parse_timestamp
 from headwater.eventlog import KEEP_KINDS, EventLogReader
 from headwater.testing import Harness
 
@@ -82,6 +83,12 @@ def test_retention_on_the_daemon_levels_the_log_and_keeps_what_explains_it(
     assert "is fresh" in why.stdout and "last materialized at" in why.stdout
     pruned = hw_project(project, "prune", "--older-than", "1s")
     assert pruned.returncode == 0 and "pruned" in pruned.stdout, pruned.stderr
+    # without --older-than, the daemon's own retention (3 s), not the default 30 days
+    # (hostile32a bug6)
+    own = hw_project(project, "prune")
+    assert own.returncode == 0, own.stderr
+    before = parse_timestamp(own.stdout.split("older than ")[1].split(";")[0])
+    assert datetime.now(UTC) - before < timedelta(minutes=1), own.stdout
     daemon.wait_event("pruned", since=since)  # the daemon did it: it owns the log
     assert daemon.proc is not None and daemon.proc.poll() is None
     assert daemon.terminate() == 0

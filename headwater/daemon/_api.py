@@ -90,6 +90,11 @@ class Controlled(Protocol):
     @property
     def grace(self) -> float: ...
 
+    @property
+    def retention(self) -> timedelta | None:
+        """How long the daemon keeps events (None: for ever)."""
+        ...
+
     async def health(self) -> dict[str, Any]: ...
 
 
@@ -320,8 +325,11 @@ async def _prune(daemon: Controlled, request: Request) -> Response:
         _flag(body, "values"),
         _flag(body, "vacuum"),
     )
+    window = timedelta(seconds=older) if older is not None else None
+    if window is None and _flag(body, "retention"):  # the daemon's own, as it prunes
+        window = daemon.retention
     engine = await daemon.current_engine()
-    cutoff = None if older is None else engine.clock.now() - timedelta(seconds=older)
+    cutoff = None if window is None else engine.clock.now() - window
     done = await engine.maintain(cutoff, values=values, vacuum=vacuum)
     return JSON(done)
 

@@ -152,6 +152,10 @@ class Daemon:
     def grace(self) -> float:
         return self.settings.grace
 
+    @property
+    def retention(self) -> timedelta | None:
+        return self.settings.retention
+
     async def current_engine(self) -> Engine:
         while True:
             if self._stopping:
