@@ -52,6 +52,9 @@ from headwater._cli_common import (
     load,
     settings_for,
 )
+from headwater._config import Settings
+from headwater._loading import LoadError, source_digest
+from headwater.definitions import Definitions
 
 # -- reading: the event log directly, plus what only the running daemon knows -----------------
 
@@ -68,6 +71,36 @@ def _daemon_for_reading(directory: Path) -> Iterator[DaemonClient]:
         )
     with client:
         yield client
+
+
+def _local(
+    definitions: str | None, state_dir: str | None, directory: Path
+) -> tuple[Settings, Definitions] | None:
+    """The definitions to read the log with here, or None to ask the running daemon: the
+    state directory may not be read, or the definitions file does not load while a daemon
+    serves the ones it loaded before (a reading command, `status --check` in a monitor
+    among them, then tells what the daemon does, not a mistake in a file it does not run)."""
+    if not _readable(directory):
+        return None
+    try:
+        return load(definitions, state_dir)
+    except LoadError as exc:
+        if _live(directory) is None:
+            raise
+        echo(f"{exc}\nshowing what the running daemon serves instead", err=True)
+        return None
+
+
+def _note_edited(defs: Definitions, health: dict[str, Any] | None) -> None:
+    """Say so when the file read here is not the one the daemon serves: what it decides
+    under the edit is not what the daemon does until `headwater reload`."""
+    served = None if health is None else health.get("definitions_digest")
+    if served is not None and served != source_digest(defs):
+        echo(
+            "note: the definitions file changed since the daemon loaded it; this is what "
+            "it decides under the file as it is now, once reloaded (`headwater reload`)",
+            err=True,
+        )
 
 
 def _readable(directory: Path) -> bool:
@@ -125,12 +158,13 @@ def status(
 ) -> None:
     """Every asset partition's state, last materialization and SLA."""
     directory = resolve_state_dir(state_dir)
-    if _readable(directory):
-        settings, defs = load(definitions, state_dir)
+    if (local := _local(definitions, state_dir, directory)) is not None:
+        settings, defs = local
         reader = EventLogReader(settings.state_dir)
         reader.require()
         rows = list(status_rows(defs, reader.load_state(), SystemClock().now()))
         health = _live(settings.state_dir)
+        _note_edited(defs, health)
         runs = _runs(health)
     else:
         with _daemon_for_reading(directory) as client:
@@ -159,19 +193,20 @@ def status(
 def why(asset: str, partition: str | None, definitions: str | None, state_dir: str | None) -> None:
     """Why ASSET is stale, missing, failed or waiting, and what was decided about it."""
     directory = resolve_state_dir(state_dir)
-    if not _readable(directory):
+    if (local := _local(definitions, state_dir, directory)) is None:
         with _daemon_for_reading(directory) as client:
             answer = client.get("/why", {"asset": asset, "partition": partition})
         events = [Event.from_json(e) for e in answer["events"]]
         print_why(answer["lines"], events, answer.get("failure"))
         return
-    settings, defs = load(definitions, state_dir)
+    settings, defs = local
     reader = EventLogReader(settings.state_dir)
     reader.require()
     ev = Evaluator(defs, reader.load_state(), SystemClock().now())
     ev.check_node(asset, partition, or_recorded=True)
     lines = explain(ev, asset, partition)
     health = _live(settings.state_dir)
+    _note_edited(defs, health)
     for run in health["runs"] if health else ():
         if (run["asset"], run["partition"]) == (asset, partition):
             lines.insert(1, f"{run['state']} since {run['since']} in the daemon")

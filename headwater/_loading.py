@@ -229,6 +229,14 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
     return defs
 
 
+def source_digest(defs: Definitions) -> str | None:
+    """A fingerprint of the definitions file's text as loaded (None: loaded as a module):
+    whether the file a command reads is the one the daemon serves."""
+    if defs.source is None:
+        return None
+    return hashlib.blake2b(defs.source, digest_size=16).hexdigest()
+
+
 def importable_target(defs: Definitions) -> str:
     """Where a worker process imports ``defs`` from: what they were loaded from, else the
     module-level name they have in the module that built them."""

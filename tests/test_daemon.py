@@ -580,3 +580,33 @@ def test_a_materialize_under_way_at_a_reload_is_carried_out_by_the_new_definitio
     assert asked.returncode == 0, err
     assert "2 materialized, 0 failed, 0 skipped, of 2 requested" in out, out
     assert (tmp_path / "b.txt").read_text() == "1-v1\n1-v2\n"
+
+
+def test_reading_commands_say_when_the_file_is_not_what_the_daemon_serves(
+    project: Path, daemons: list[object]
+) -> None:
+    """The definitions file edited and not reloaded: `status` and `why` read the log under
+    the file as it is now, and say it is not what the daemon runs. A file that does not load
+    while the daemon serves the ones it loaded: they tell what the daemon serves, so
+    `status --check` in a monitor reports the daemon, not exit 2 (hostile32b bug7)."""
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    _landed(daemon, project, "one")
+    good = (project / "defs.py").read_text()
+    for command in (("status",), ("why", "parsed", "-p", "one")):
+        fine = hw_project(project, *command)
+        assert fine.returncode == 0 and "note:" not in fine.stderr, fine.stderr
+    (project / "defs.py").write_text(good + "\n# an edit not reloaded yet\nEDITED = 1\n")
+    for command in (("status",), ("why", "parsed", "-p", "one")):
+        edited = hw_project(project, *command)
+        assert edited.returncode == 0, edited.stderr
+        assert "the definitions file changed since the daemon loaded it" in edited.stderr
+    (project / "defs.py").write_text(good + "\ndef broken(:\n")
+    check = hw_project(project, "status", "--check")
+    assert check.returncode == 0, check.stderr
+    assert "syntax error" in check.stderr and "showing what the running daemon serves" in (
+        check.stderr
+    )
+    assert "parsed" in check.stdout
+    why = hw_project(project, "why", "parsed", "-p", "one")
+    assert why.returncode == 0 and "parsed[one] is fresh" in why.stdout, why.stderr

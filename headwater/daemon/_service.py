@@ -37,7 +37,7 @@ from headwater import __version__
 from headwater._clock import SystemClock
 from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import EventKind, format_timestamp
-from headwater._loading import LoadError, absolute_target
+from headwater._loading import LoadError, absolute_target, source_digest
 from headwater._statedir import Ownership, StateDirBusy, control_socket_path
 from headwater._storage import StorageFailure, free_bytes
 from headwater.daemon._api import ControlServer, Unavailable
@@ -299,6 +299,7 @@ class Daemon:
             if engine is None or engine.degraded is None
             else f"cannot write {engine.degraded.path}: {engine.degraded.reason}",
             "definitions": self.settings.definitions,
+            "definitions_digest": None if engine is None else source_digest(engine.defs),
             "state_dir": str(self.state_dir),
             "socket": None if self._api is None else str(self._api.path),
             "event_log": {
