@@ -85,6 +85,11 @@ _OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
 _BATCH = 5_000
+_GLOB_PACE = 4.0
+"""A glob source's version covers all its files, so each change lists them all again: the
+next listing waits this many times as long as the last one took, so that a folder of 80,000
+files receiving a file a second costs a fifth of a core, not all of it (changes meanwhile
+are counted together); a small folder's listing takes a millisecond, and so does the wait."""
 _WARNED_MAX = 10_000
 """Paths named in the log (as ignored) remembered at most, so each is named once."""
 """Events handled per batch at most, so that timers and other sources get their turn."""
@@ -180,6 +185,8 @@ class _Batch:
     """link path -> resolved target, for links seen in this batch"""
     dangling: list[str] = field(default_factory=list)
     """Links among ``links`` whose target does not exist."""
+    glob_seconds: dict[str, float] = field(default_factory=dict)
+    """How long the listing of each glob source took."""
 
 
 def _signature(path: str) -> Signature | None:
@@ -243,6 +250,8 @@ class FileSensor:
         self._unreadable: set[str] = set()
         """Matching files that could not be read: a change of their mode (``chmod``) makes
         them looked at again. Other files' IN_ATTRIB (``touch``, ``cp -p``) is ignored."""
+        self._glob_next: dict[str, float] = {}
+        """Glob source -> when (monotonic) its next listing may run (see :data:`_GLOB_PACE`)."""
         self._blind: set[str] = set()
         """Folders that could not be listed, and so have no watch: inotify refuses to watch
         what it cannot read, and watchdog drops that refusal for good. A change of their mode
@@ -488,7 +497,9 @@ class FileSensor:
                     continue
                 self._examine_one(batch, source, partition, path)
         for source in globs.values():
+            began = time.perf_counter()
             listing = scan_file_source(source, self.base, self.cache, self.private)
+            batch.glob_seconds[source.key] = time.perf_counter() - began
             batch.ignored.extend(listing.ignored)
             if not listing.complete:
                 continue  # its version would cover only part of its files
@@ -555,6 +566,9 @@ class FileSensor:
         # watch came is looked at once more here.
         await self._follow_links(batch.links)
         self._warn_ignored(batch.ignored)
+        now = time.monotonic()
+        for key, seconds in batch.glob_seconds.items():
+            self._glob_next[key] = now + _GLOB_PACE * seconds
         await self._record(batch.observed)
         if batch.dangling and again:  # after the batch's word on them is recorded
             there = await _links_to_what_exists({k: batch.links[k] for k in batch.dangling})
@@ -613,15 +627,19 @@ class FileSensor:
         self._settling[path] = (signature, time.monotonic() + self.settle)
 
     def _quiet_sources(self, path: str) -> float | None:
-        """The longest ``settle`` of the sources ``path`` belongs to, if any has one."""
+        """The longest wait of the sources ``path`` belongs to, if any waits: its ``settle``,
+        or, for a glob, until its listing may run again (see :data:`_GLOB_PACE`)."""
         longest: float | None = None
+        now = time.monotonic()
         for source in self.sources:
-            if source.settle is None:
+            paced = self._glob_next.get(source.key, now) - now if source.is_glob else 0.0
+            if source.settle is None and paced <= 0:
                 continue
             with contextlib.suppress(PartitionKeyError):
                 matched, _ = match_path(source, self.base, path)
                 if matched:
-                    seconds = source.settle.total_seconds()
+                    settle = 0.0 if source.settle is None else source.settle.total_seconds()
+                    seconds = max(settle, paced)
                     longest = seconds if longest is None else max(longest, seconds)
         return longest
 
