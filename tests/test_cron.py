@@ -88,6 +88,46 @@ def test_a_root_cron_asset_runs_every_tick() -> None:
         ]
 
 
+def test_a_root_cron_asset_that_failed_runs_again_at_its_next_tick() -> None:
+    """An hourly poller whose retries ran out during a short outage: it has no input to
+    change, so its next tick is what runs it again; it stayed failed for good, while `why`
+    said it waited for the next tick (hostile32a bug2)."""
+    outage = [True]
+
+    @hw.asset(policy=hw.on_cron("0 * * * *"), retries=hw.Retry(max_attempts=2, delay="1m"))
+    def poll() -> int:
+        if outage[0]:
+            raise ConnectionError("the API is down")
+        return 1
+
+    with Harness(hw.Definitions([poll]), now="2026-01-05T00:30:00Z") as h:
+        assert ("poll", None) in h.advance("40m").failed  # 01:00 and its retry at 01:01
+        assert h.state("poll") == "failed"
+        outage[0] = False
+        assert h.advance("1h").materialized == [("poll", None)]  # at 02:00
+
+
+def test_a_failed_cron_asset_with_inputs_waits_for_one_to_change() -> None:
+    """As any policy's: its tick does not run it again on the same inputs, and `why` says
+    what will."""
+    outage = [True]
+
+    @hw.asset(policy=hw.on_cron("0 * * * *"))
+    def report(src: int) -> int:
+        if outage[0]:
+            raise ConnectionError("the API is down")
+        return src
+
+    with Harness(hw.Definitions([hw.source("src"), report]), now="2026-01-05T00:30:00Z") as h:
+        h.observe("src", value=1)
+        assert ("report", None) in h.advance("40m").failed
+        outage[0] = False
+        assert h.advance("1h").materialized == []
+        assert any("it runs again once an input or its code changes" in w for w in h.why("report"))
+        h.observe("src", value=2)
+        assert h.advance("1h").materialized == [("report", None)]
+
+
 def test_ticks_count_from_the_first_evaluation() -> None:
     """A harness started after today's tick does not run for it."""
     with Harness(_root_cron("0 6 * * *"), now="2026-01-05T10:00:00Z") as h:

@@ -168,21 +168,32 @@ class CronPolicy:
         return wall.replace(tzinfo=self._zone, fold=0).astimezone(UTC) == tick
 
     def decide(self, ctx: PolicyContext) -> Decision:
+        # A failed asset with inputs waits for one of them (or its code) to change, as any
+        # policy's; one with none has only its ticks, and a tick runs it again: an hourly
+        # poller that failed through a short outage must not stay failed for good.
+        held = ctx.state == "failed" and ctx.has_inputs
         if ctx.due_tick is None:
             return Decision.idle(
-                f"{ctx.state}; waiting for the next cron tick", notable=ctx.state != "fresh"
+                _HELD_FAILED if held else f"{ctx.state}; waiting for the next cron tick",
+                notable=ctx.state != "fresh",
             )
         # Reasons that are recorded name no tick time: the same situation over many ticks is
         # one decision event, so the log does not grow with time.
         if ctx.has_inputs and ctx.state == "fresh":
             return Decision.idle("fresh at the cron tick", notable=False)
-        if ctx.state == "failed":
-            return Decision.idle("failed; a cron tick does not retry it")
+        if held:
+            return Decision.idle(_HELD_FAILED)
         if ctx.nothing_arrived:
             return no_input_yet(ctx)
         if ctx.blockers:
             return Decision.wait("cron tick due, but waiting: " + "; ".join(ctx.blockers))
         return Decision.run(f"cron tick {ctx.due_tick.isoformat()} ({ctx.state})")
+
+
+_HELD_FAILED = (
+    "failed; a cron tick does not retry it: it runs again once an input or its code "
+    "changes, or when asked"
+)
 
 
 def on_cron(expr: str, tz: str = "UTC") -> CronPolicy:
