@@ -350,3 +350,30 @@ def test_a_restart_runs_no_tick_twice_and_loses_none(expr: str, tz: str, change:
             after.append(policy.next_tick(after[-1]))
             assert after == [t for t in ticks if t > m2][:2], (m1, m2)
         m1 += timedelta(minutes=1)
+
+
+def test_an_asset_switched_back_to_cron_counts_its_ticks_from_the_switch(tmp_path: Path) -> None:
+    """on_cron, then eager for days, then on_cron again at 12:00: the 06:00 tick passed while
+    it had no cron, so it is no tick missed; it ran at once at 12:00 (hostile32b bug8).
+    Users switch to cron precisely to stop runs during the day."""
+
+    def defs(policy: Any) -> hw.Definitions:
+        @hw.asset(policy=policy)
+        def report(src: int) -> int:
+            return src
+
+        return hw.Definitions([hw.source("src"), report])
+
+    cron = hw.on_cron("0 6 * * *")
+    with Harness(defs(cron), state_dir=tmp_path, now="2026-01-01T00:00:00Z") as h:
+        h.observe("src", value=1)
+        assert h.advance("7h").materialized == [("report", None)]  # the 06:00 tick
+    with Harness(defs(hw.eager()), state_dir=tmp_path, now="2026-01-01T08:00:00Z") as h:
+        h.observe("src", value=2)
+        assert h.tick().materialized == [("report", None)]
+        h.advance("4d")
+    with Harness(defs(cron), state_dir=tmp_path, now="2026-01-05T12:00:00Z") as h:
+        h.observe("src", value=3)
+        assert h.tick().materialized == []
+        assert "next cron tick at 2026-01-06T06:00:00+00:00" in h.why("report")
+        assert h.advance("18h").materialized == [("report", None)]  # at 06:00 the next day

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Clockwork"]
 
 _TICK = timedelta(microseconds=1)
+_NOT_TICKING = datetime(9999, 1, 1, tzinfo=UTC)
+"""What a schedule row says it handled through while its asset has no cron policy."""
 _log = structlog.get_logger("headwater.engine")
 
 
@@ -55,7 +57,16 @@ class Clockwork:
         engine = self.engine
         now = engine.clock.now()
         keys = {*self.cron, *self.sla_keys}
-        new = {k: Schedule(now, now) for k in sorted(keys) if k not in engine.state.schedules}
+        schedules = engine.state.schedules
+        new = {k: Schedule(now, now) for k in sorted(keys) if k not in schedules}
+        # An asset that does not tick now has handled every tick: switched back to cron
+        # later, its ticks count from then (the clock "wrong" about them, see
+        # Evaluator.handled_through), not from a tick that passed while it had no cron.
+        new.update(
+            (k, replace(s, handled_through=_NOT_TICKING))
+            for k, s in schedules.items()
+            if k not in self.cron and s.handled_through != _NOT_TICKING
+        )
         if new:
             await engine.put(new)
         self._cron_pending.update(self.cron)
