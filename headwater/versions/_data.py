@@ -20,6 +20,8 @@ import enum
 import hashlib
 import math
 import pickle
+import threading
+import types
 import struct
 import uuid
 from collections import OrderedDict
@@ -157,7 +159,41 @@ def _encode(h: Hasher, value: Any) -> None:
         plain = dict(value.items()) if isinstance(value, dict) else base(value)
         _encode_builtin(h, plain, base)
         return
+    if (state := _plain_state(value, cls)) is not None:
+        # A plain object pickles its attributes in their order, and a set among them in
+        # its hash order: by its type and its attributes, as a dict, any PYTHONHASHSEED.
+        within = _within.__dict__.setdefault("objects", set())
+        if id(value) in within:  # it holds itself, through its attributes
+            _tag(h, "object-again:" + _type_name(value))
+            return
+        within.add(id(value))
+        try:
+            _tag(h, "object:" + _type_name(value))
+            _encode_builtin(h, state, dict)
+        finally:
+            within.discard(id(value))
+        return
     _tag(h, "pickle:" + _type_name(value), pickle.dumps(value, protocol=5))
+
+
+_within = threading.local()
+"""The plain objects being encoded on this thread, outermost first (see :func:`_encode`)."""
+
+
+def _plain_state(value: Any, cls: type) -> dict[str, Any] | None:
+    """The attributes of an object that pickles as nothing but them (a ``SimpleNamespace``, an
+    instance of a class that does not customize pickling), else None."""
+    if cls is types.SimpleNamespace:
+        return dict(vars(value))
+    kind: Any = cls  # its pickling hooks, compared with object's own
+    custom = (
+        kind.__reduce_ex__ is not object.__reduce_ex__
+        or kind.__reduce__ is not object.__reduce__
+        or kind.__getstate__ is not object.__getstate__
+        or "__slots__" in cls.__dict__
+    )
+    state = getattr(value, "__dict__", None)
+    return None if custom or not isinstance(state, dict) else dict(state)
 
 
 def _table_encoder(value: Any) -> Callable[[Hasher, Any], None] | None:
