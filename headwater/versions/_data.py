@@ -20,9 +20,9 @@ import enum
 import hashlib
 import math
 import pickle
+import struct
 import threading
 import types
-import struct
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
