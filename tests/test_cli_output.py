@@ -113,6 +113,29 @@ def test_a_long_legal_file_name_is_a_partition_that_can_be_stored(project: Path)
     assert states == {long_name: "fresh", cjk: "fresh"}
 
 
+def test_keys_that_differ_only_in_unicode_form_print_apart(project: Path) -> None:
+    """``café`` written on macOS (NFD: ``e`` and a combining accent) and typed here (NFC)
+    are two files and two keys, which printed alike in every table and message (hostile32b
+    bug10). The one not in NFC shows its combining mark escaped; JSON keeps both as they
+    are, and each can be named."""
+    import unicodedata
+
+    composed, decomposed = "café", unicodedata.normalize("NFD", "café")
+    for name in (composed, decomposed):
+        (project / "inbox" / f"{name}.txt").write_text(name)
+    code, out, err = _hw(project, "materialize", "note_length")
+    assert code == 0, err
+    assert "materialized note_length[café]" in out
+    assert "materialized note_length[cafe\\u0301]" in out
+    code, out, _ = _hw(project, "status")
+    assert "cafe\\u0301" in out and "café" in out
+    code, out, _ = _hw(project, "status", "--json")
+    keys = {r["partition"] for r in json.loads(out) if r["asset"] == "note_length"}
+    assert keys == {composed, decomposed}
+    code, out, err = _hw(project, "why", "note_length", "-p", decomposed)
+    assert code == 0 and "note_length[cafe\\u0301] is fresh" in out, err
+
+
 def test_a_backfill_summary_tells_refused_partitions_from_waiting_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
