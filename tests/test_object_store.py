@@ -96,3 +96,53 @@ def test_dask_workers_store_in_the_bucket(tmp_path: Path, s3: tuple[str, Any]) -
     assert on_workers == on_disk
     listed = client.list_objects_v2(Bucket="lake", Prefix="values/cleaned/")["Contents"]
     assert len(listed) == 2
+
+
+SWITCHED = """
+import headwater as hw
+
+src = hw.source("src")
+
+
+@hw.asset(io=IO)
+def a(src: int) -> int:
+    return src
+
+
+@hw.asset
+def b(a: int) -> int:
+    return a * 10 + BUMP
+"""
+
+
+def test_a_value_left_in_a_bucket_by_an_earlier_switch_of_io_is_never_read_as_current(
+    tmp_path: Path, s3: tuple[str, Any]
+) -> None:
+    """``a`` stores in the bucket, then (another definitions file) in the state directory,
+    then in the bucket again: the bucket still holds the value of the first time, which is
+    not the version the log records. A reader must not get it (b = 10 from a = 1 while the
+    log says a = 2): it counts as gone, so ``a`` runs again and b reads a = 2."""
+    endpoint, _ = s3
+    state = tmp_path / "state"
+    bucket = STORE.format(endpoint=endpoint).replace("lake/values", "lake/switched")
+
+    def defs(io: str, bump: int) -> Any:
+        text = SWITCHED.replace("IO", io).replace("BUMP", str(bump))
+        folder = tmp_path / f"defs-{io[:6]}-{bump}"
+        folder.mkdir()
+        (folder / "pipeline.py").write_text(text + "\ndefs = hw.Definitions([src, a, b])\n")
+        return load_definitions(str(folder / "pipeline.py"))
+
+    with Harness(defs(bucket, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+        assert h.value("b") == 10
+    with Harness(defs("None", 0), now="2026-01-05T00:01:00Z", state_dir=state) as h:
+        h.observe("src", value=2)
+        assert h.tick().failed == {}
+        assert h.value("b") == 20
+    with Harness(defs(bucket, 1), now="2026-01-05T00:02:00Z", state_dir=state) as h:
+        tick = h.tick()  # b's code changed: it runs, reading a
+        assert tick.failed == {}
+        assert h.value("a") == 2
+        assert h.value("b") == 21

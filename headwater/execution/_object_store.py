@@ -2,7 +2,10 @@
 
 One object per asset partition, ``<prefix>/<asset key>/<partition name>``, in the same formats
 as the filesystem store (Parquet for tables, else a pickle), the format in the object's
-metadata. A PUT replaces an object atomically (readers get the old or the new one, never part
+metadata, and with it the data version the log records for the value: a load given another
+version raises :class:`StaleValue`, so an object left from an earlier run (the asset stored
+elsewhere in between, or the object written over by someone else) counts as gone, never as the
+current value. A PUT replaces an object atomically (readers get the old or the new one, never part
 of either), and it happens under the run's publishing guard: a superseded attempt never
 publishes. The store pickles as its URL and options (a Dask worker builds its own client).
 Credentials and endpoint come from ``storage_options`` or the standard AWS environment
@@ -20,18 +23,24 @@ from urllib.parse import quote
 
 from headwater._errors import DefinitionError
 from headwater.execution._publishing import guarded
-from headwater.execution._store import NoValueError, decode_value, encode_value, may_change
+from headwater.execution._store import (
+    NoValueError,
+    StaleValue,
+    decode_value,
+    encode_value,
+    may_change,
+)
+from headwater.versions import data_version
 
 __all__ = ["ObjectStore"]
 
 _FORMAT = "headwater-format"
+_VERSION = "headwater-version"
 _NAME_MAX = 255
 
 
 class ObjectStore:
     """An :class:`~headwater.IOManager` on an S3-compatible bucket."""
-
-    may_change = staticmethod(may_change)
 
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         if not isinstance(url, str) or not url.startswith("s3://"):
@@ -80,25 +89,62 @@ class ObjectStore:
         fmt, write = encode_value(value)
         buffer = io.BytesIO()
         write(buffer)
+        self._put(asset, partition, fmt, buffer.getvalue(), None)
+
+    def store(self, asset: str, partition: str | None, value: Any, version: str | None) -> str:
+        """Save ``value`` with its data version (``version`` if the function gave one, else
+        the fingerprint of the value as readers will load it: Parquet re-types object
+        columns, so those are read back from the same bytes); return that version."""
+        fmt, write = encode_value(value)
+        buffer = io.BytesIO()
+        write(buffer)
+        data = buffer.getvalue()
+        if version is None:
+            stored = decode_value(fmt, io.BytesIO(data)) if may_change(value) else value
+            version = data_version(stored)
+        self._put(asset, partition, fmt, data, version)
+        return version
+
+    def _put(
+        self, asset: str, partition: str | None, fmt: str, data: bytes, version: str | None
+    ) -> None:
+        metadata = {_FORMAT: fmt}
+        if version is not None:
+            metadata[_VERSION] = _digest(version)
         with guarded():
             self._s3().put_object(
-                Bucket=self.bucket,
-                Key=self.key(asset, partition),
-                Body=buffer.getvalue(),
-                Metadata={_FORMAT: fmt},
+                Bucket=self.bucket, Key=self.key(asset, partition), Body=data, Metadata=metadata
             )
 
-    def load(self, asset: str, partition: str | None) -> Any:
+    def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
+        """The stored value; given the ``version`` the log records, :class:`StaleValue` for an
+        object that holds another one (one stored before this check existed says nothing
+        and is taken as it is)."""
         client = self._s3()
+        label = asset if partition is None else f"{asset}[{partition}]"
         try:
             response = client.get_object(Bucket=self.bucket, Key=self.key(asset, partition))
         except client.exceptions.NoSuchKey:
-            label = asset if partition is None else f"{asset}[{partition}]"
             raise NoValueError(f"no stored value for {label} under {self.url}") from None
+        metadata = response.get("Metadata", {})
+        found = metadata.get(_VERSION)
+        if version is not None and found is not None and found != _digest(version):
+            response["Body"].close()
+            raise StaleValue(
+                f"the object under {self.url} holds another version of {label} than the log "
+                f"records (stored by an earlier run, or written over)",
+                found=found,
+            )
         body = response["Body"]
         try:
             data = body.read()
         finally:
             body.close()
-        fmt = response.get("Metadata", {}).get(_FORMAT, "pickle")
+        fmt = metadata.get(_FORMAT, "pickle")
         return decode_value(fmt, io.BytesIO(data))
+
+
+def _digest(version: str) -> str:
+    """A data version as object metadata: ASCII and short whatever the version (one a
+    function gives may be any text; S3 metadata is ASCII and at most 2 KB)."""
+    return hashlib.blake2b(version.encode(), digest_size=16).hexdigest()

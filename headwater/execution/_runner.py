@@ -214,7 +214,7 @@ class _LostInput(Exception):
 
 
 def _load(io: IOManager, key: str, partition: str | None, version: str | None) -> Any:
-    if isinstance(io, FilesystemStore):
+    if isinstance(io, FilesystemStore | ObjectStore):
         return io.load(key, partition, version)
     return io.load(key, partition)
 
@@ -363,13 +363,10 @@ class Runner:
                 return version, SmallValue(version, prepared.data)
             return io.store(key, partition, value, version, prepared), None  # asks the guard
         if isinstance(io, ObjectStore):
-            io.save(key, partition, value)  # asks the guard itself
-            stored = io.load(key, partition) if io.may_change(value) else value
-        else:
-            with guarded():
-                io.save(key, partition, value)
-            stored = value
-        return version or data_version(stored), None
+            return io.store(key, partition, value, version), None  # asks the guard itself
+        with guarded():
+            io.save(key, partition, value)
+        return version or data_version(value), None
 
     def run(self, job: Job) -> Outcome:
         started = time.perf_counter()

@@ -406,8 +406,6 @@ class FilesystemStore:
         self._safe_dirs: set[Path] = set()
         self._root_made = False
 
-    may_change = staticmethod(may_change)
-
     def _name(self, partition: str | None) -> str:
         if partition is None:
             return "value"
