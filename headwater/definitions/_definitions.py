@@ -121,6 +121,7 @@ class Definitions:
                 )
             self.nodes[item.key] = item
         self._code_versions: dict[str, str] = {}
+        self._stores: dict[str, str] = {}
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
@@ -155,6 +156,28 @@ class Definitions:
             version = asset.code_version or code_version(asset.fn)
             self._code_versions[key] = version
         return version
+
+    @functools.cached_property
+    def stored_elsewhere(self) -> frozenset[str]:
+        """The assets whose values are not kept in the state directory (``io=``)."""
+        return frozenset(k for k, a in self.assets.items() if (a.io or self.io) is not None)
+
+    def store_name(self, key: str) -> str:
+        """Where asset ``key``'s values are kept, as its materializations record it: "" for
+        the state directory (no ``io=``), else the store's ``location`` (an object store's
+        URL) or, for a store of the user's that has none, its class's name. A record made in
+        another store is stale: the value it names is not where readers now look."""
+        name = self._stores.get(key)
+        if name is None:
+            io = self.assets[key].io or self.io
+            if io is None:
+                name = ""
+            elif isinstance(location := getattr(io, "location", None), str):
+                name = location
+            else:  # not its module: the definitions file's is named after where it lies
+                name = type(io).__qualname__
+            self._stores[key] = name
+        return name
 
     def compute_code_versions(self) -> None:
         """Fingerprint every asset now. It reads source files, so the engine calls it in a

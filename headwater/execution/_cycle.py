@@ -472,7 +472,11 @@ class RunCycle:
                     node,
                     run_id=run_id,
                     data_version=outcome.data_version,
-                    payload={**payload, "metadata": outcome.metadata},
+                    payload={
+                        **payload,
+                        "metadata": outcome.metadata,
+                        "store": engine.defs.store_name(node[0]),
+                    },
                 )
             ]
             events += self._check_events(node, run_id, outcome)

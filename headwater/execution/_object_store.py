@@ -56,6 +56,11 @@ class ObjectStore:
         self._client: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def location(self) -> str:
+        """Where it keeps values (recorded with each materialization)."""
+        return self.url
+
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
 

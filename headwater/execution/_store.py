@@ -406,6 +406,11 @@ class FilesystemStore:
         self._safe_dirs: set[Path] = set()
         self._root_made = False
 
+    @property
+    def location(self) -> str:
+        """Where it keeps values (recorded with each materialization)."""
+        return self.root.as_uri() if self.root.is_absolute() else str(self.root)
+
     def _name(self, partition: str | None) -> str:
         if partition is None:
             return "value"

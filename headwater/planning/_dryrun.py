@@ -144,6 +144,7 @@ def _dry_run(
                     late=old.late,
                     appeared_at=old.appeared_at if old.version is not None else now,
                     binding=defs.binding(node[0]),
+                    store=defs.store_name(node[0]),
                 ),
             )
         elif decision.notable:

@@ -141,6 +141,9 @@ class NodeRecord:
     """How the materialization's parameters received their inputs (``Definitions.binding``).
     None: nothing could be swapped unseen then, or written before bindings were recorded
     (either way, not compared)."""
+    store: str | None = None
+    """Where the materialization stored its value (``Definitions.store_name``: "" for the
+    state directory). None: recorded before stores were (not compared)."""
 
     def to_json(self) -> str:
         """Compact: fields at their default are left out (``from_json`` restores them)."""
@@ -165,6 +168,8 @@ class NodeRecord:
         ):  # fmt: skip
             if value:
                 out[name] = value
+        if self.store is not None:  # "" (the state directory) is worth keeping
+            out["store"] = self.store
         if (failure := self.failure) is not None:
             out["failure"] = {
                 "at": _ts(failure.at),
@@ -231,7 +236,7 @@ class NodeRecord:
                 attempts=int(f.get("attempts", 1)),
                 where=f.get("where"),
                 final=bool(f.get("final", False)),
-                binding=_binding(f.get("binding")),
+                binding=_interned(f.get("binding")),
                 checks=f.get("checks"),
             ),
             running,
@@ -243,6 +248,7 @@ class NodeRecord:
             when(get("appeared_at")),
             int(get("crashes", 0)),
             None if (binding := get("binding")) is None else intern(str(binding)),
+            None if (store := get("store")) is None else intern(str(store)),
         )
 
 
@@ -251,8 +257,9 @@ def _check_from_json(raw: list[Any]) -> CheckRecord:
     return CheckRecord(str(name), bool(passed), bool(blocking), version, error, *rest[:1])
 
 
-def _binding(value: object) -> str | None:
-    """A recorded binding, interned as :attr:`AssetDef.binding` is: equal ones are one string."""
+def _interned(value: object) -> str | None:
+    """A recorded binding or store, interned as the definitions' are: equal ones are one
+    string."""
     return None if value is None else intern(str(value))
 
 
@@ -345,7 +352,8 @@ class State:
                 run_id=event.run_id,
                 code_version=payload.get("code_version"),
                 inputs=inputs_from_json(payload.get("inputs", ())),
-                binding=_binding(payload.get("binding")),
+                binding=_interned(payload.get("binding")),
+                store=_interned(payload.get("store")),
                 failure=None,
                 running=None,
                 checks=(),
@@ -370,7 +378,7 @@ class State:
             inputs = inputs_from_json(payload.get("inputs", ()))
             code = payload.get("code_version")
             previous = old.failure
-            binding = _binding(payload.get("binding"))
+            binding = _interned(payload.get("binding"))
             checks = payload.get("checks")
             ran = (inputs, code, binding, checks)
             same = previous is not None and ran == (

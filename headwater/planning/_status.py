@@ -294,6 +294,12 @@ class Evaluator:
             reasons.append(
                 f"code version changed ({_short(record.code_version)} -> {_short(code)})"
             )
+        if (
+            (stored := record.store) is not None
+            and (stored or asset_key in self.defs.stored_elsewhere)  # most: "" and still so
+            and stored != (store := self.defs.store_name(asset_key))
+        ):
+            reasons.append(f"its value store changed ({_place(stored)} -> {_place(store)})")
         if record.inputs != inputs:  # the common case, equal, costs one comparison
             reasons.extend(_input_changes(record.inputs, inputs))
         if (recorded := record.binding) is not None:  # most multi-input assets: one compare
@@ -533,6 +539,10 @@ def _absence(record: NodeRecord | None) -> str:
     if record.changed_at is not None:
         return f"was deleted at {record.changed_at.isoformat()}"
     return "is missing"
+
+
+def _place(store: str) -> str:
+    return store or "the state directory"
 
 
 def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[str]:

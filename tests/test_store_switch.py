@@ -1,0 +1,104 @@
+"""An asset moved to another value store (``io=``) between runs: its record names the store
+the value went to, so the asset is stale until it has stored its value where readers now
+look, and no reader is ever given what an earlier switch left in a store of the user's (which
+headwater cannot ask for a version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from headwater._loading import load_definitions
+from headwater.testing import Harness
+
+PIPELINE = """
+import pickle
+from pathlib import Path
+
+import headwater as hw
+
+
+class FolderStore:
+    \"\"\"A store of the user's: a pickle per asset partition in a folder.\"\"\"
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def save(self, asset, partition, value):
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / f"{asset}-{partition}").write_bytes(pickle.dumps(value))
+
+    def load(self, asset, partition):
+        return pickle.loads((self.root / f"{asset}-{partition}").read_bytes())
+
+
+src = hw.source("src")
+
+
+@hw.asset(io=IO)
+def a(src: int) -> int:
+    return src
+
+
+@hw.asset
+def b(a: int) -> int:
+    return a * 10 + BUMP
+
+
+defs = hw.Definitions([src, a, b])
+"""
+
+
+def _defs(tmp_path: Path, io: str, bump: int) -> Any:
+    folder = tmp_path / f"defs-{len(list(tmp_path.glob('defs-*')))}"
+    folder.mkdir()
+    text = PIPELINE.replace("IO", io).replace("BUMP", str(bump))
+    (folder / "pipeline.py").write_text(text)
+    return load_definitions(str(folder / "pipeline.py"))
+
+
+def test_an_asset_moved_back_to_a_store_of_the_users_runs_before_anything_reads_it(
+    tmp_path: Path,
+) -> None:
+    """``a`` stores in the user's folder store, then in the state directory, then in the
+    folder store again, which still holds a = 1 from the first time while the log says 2:
+    ``a`` is stale for its store and runs again first, so b reads 2, not 1."""
+    state = tmp_path / "state"
+    mine = f"FolderStore({str(tmp_path / 'mine')!r})"
+    with Harness(_defs(tmp_path, mine, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+        assert h.value("b") == 10
+    with Harness(_defs(tmp_path, "None", 0), now="2026-01-05T00:01:00Z", state_dir=state) as h:
+        h.observe("src", value=2)
+        assert h.tick().failed == {}
+        assert h.value("b") == 20
+    with Harness(_defs(tmp_path, mine, 1), now="2026-01-05T00:02:00Z", state_dir=state) as h:
+        assert h.state("a") == "stale"
+        assert "its value store changed (the state directory -> FolderStore)" in h.why("a")
+        tick = h.tick()
+        assert tick.failed == {}
+        assert [node for node, _ in tick.materialized] == ["a", "b"]
+        assert h.value("b") == 21
+
+
+def test_an_asset_moved_to_another_store_is_stale_and_fresh_once_it_stored_there(
+    tmp_path: Path,
+) -> None:
+    """Moved out of the state directory and back: each move makes it stale once (its value
+    is not where readers look), its run stores it there, and then nothing is left to do; the
+    same value leaves b fresh (early cutoff)."""
+    state = tmp_path / "state"
+    mine = f"FolderStore({str(tmp_path / 'mine')!r})"
+    with Harness(_defs(tmp_path, "None", 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+    for io, minute in ((mine, 1), ("None", 2)):
+        at = f"2026-01-05T00:0{minute}:00Z"
+        with Harness(_defs(tmp_path, io, 0), now=at, state_dir=state) as h:
+            assert h.state("a") == "stale"
+            tick = h.tick()
+            assert [node for node, _ in tick.materialized] == ["a"]
+            assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
+            assert h.tick().materialized == []
+            assert h.value("b") == 10
