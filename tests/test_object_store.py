@@ -115,34 +115,31 @@ def b(a: int) -> int:
 """
 
 
-def test_a_value_left_in_a_bucket_by_an_earlier_switch_of_io_is_never_read_as_current(
+def test_an_object_another_state_directory_wrote_over_is_never_read_as_current(
     tmp_path: Path, s3: tuple[str, Any]
 ) -> None:
-    """``a`` stores in the bucket, then (another definitions file) in the state directory,
-    then in the bucket again: the bucket still holds the value of the first time, which is
-    not the version the log records. A reader must not get it (b = 10 from a = 1 while the
-    log says a = 2): it counts as gone, so ``a`` runs again and b reads a = 2."""
+    """Two state directories store ``a`` under one prefix (staging and production sharing a
+    bucket by mistake): the object holds the other one's value, not the version this log
+    records. A reader must not get it (b = 50 from the other's a = 5): it counts as gone, so
+    ``a`` runs again and b reads this directory's a = 1."""
     endpoint, _ = s3
-    state = tmp_path / "state"
-    bucket = STORE.format(endpoint=endpoint).replace("lake/values", "lake/switched")
+    bucket = STORE.format(endpoint=endpoint).replace("lake/values", "lake/shared")
 
-    def defs(io: str, bump: int) -> Any:
-        text = SWITCHED.replace("IO", io).replace("BUMP", str(bump))
-        folder = tmp_path / f"defs-{io[:6]}-{bump}"
-        folder.mkdir()
+    def defs(bump: int) -> Any:
+        text = SWITCHED.replace("IO", bucket).replace("BUMP", str(bump))
+        folder = tmp_path / f"defs-{bump}"
+        folder.mkdir(exist_ok=True)
         (folder / "pipeline.py").write_text(text + "\ndefs = hw.Definitions([src, a, b])\n")
         return load_definitions(str(folder / "pipeline.py"))
 
-    with Harness(defs(bucket, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
-        h.observe("src", value=1)
-        assert h.tick().failed == {}
-        assert h.value("b") == 10
-    with Harness(defs("None", 0), now="2026-01-05T00:01:00Z", state_dir=state) as h:
-        h.observe("src", value=2)
-        assert h.tick().failed == {}
-        assert h.value("b") == 20
-    with Harness(defs(bucket, 1), now="2026-01-05T00:02:00Z", state_dir=state) as h:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for state, value in ((ours, 1), (theirs, 5)):
+        with Harness(defs(0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+            h.observe("src", value=value)
+            assert h.tick().failed == {}
+    with Harness(defs(1), now="2026-01-05T00:02:00Z", state_dir=ours) as h:
         tick = h.tick()  # b's code changed: it runs, reading a
         assert tick.failed == {}
-        assert h.value("a") == 2
-        assert h.value("b") == 21
+        assert h.value("b") == 11
+        assert [node for node, _ in tick.materialized] == ["a", "b"]
+        assert h.value("a") == 1
