@@ -60,6 +60,15 @@ class ReadMap:
     optional: bool
 
 
+_PLAIN_READS = {(k, o): ReadMap(k, None, o) for k in EdgeMapping for o in (False, True)}
+
+
+def _plain_read(kind: EdgeMapping, optional: bool) -> ReadMap:
+    """A read without a mapping: one shared instance per kind (one per edge was 10 MB at
+    100k assets)."""
+    return _PLAIN_READS[(kind, optional)]
+
+
 def _caller() -> tuple[Path, str | None]:
     """The folder of the file that constructed the Definitions (relative paths resolve
     there), and the name of its module (where a worker process finds them again)."""
@@ -520,11 +529,11 @@ class Definitions:
                 kind = EdgeMapping.NONE if child is None else EdgeMapping.FAN_OUT
             else:
                 kind = EdgeMapping.ALL
-            return ReadMap(kind, None, optional)
+            return _plain_read(kind, optional)
         if isinstance(declared, AllPartitions):
-            return ReadMap(EdgeMapping.ALL, None, optional)
+            return _plain_read(EdgeMapping.ALL, optional)
         if parent == child and (declared is None or isinstance(declared, Identity)):
-            return ReadMap(EdgeMapping.IDENTITY, None, optional)
+            return _plain_read(EdgeMapping.IDENTITY, optional)
         resolved = resolve_mapping(
             declared,
             child,
