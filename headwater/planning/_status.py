@@ -103,6 +103,7 @@ class Evaluator:
         self.now = now
         self.pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
         self._guarded = defs.guarded
+        self._elsewhere = defs.stored_elsewhere
 
     def code_version(self, asset: AssetDef) -> str:
         return self.defs.code_version(asset.key)
@@ -296,7 +297,7 @@ class Evaluator:
             )
         if (
             (stored := record.store) is not None
-            and (stored or asset_key in self.defs.stored_elsewhere)  # most: "" and still so
+            and (stored or asset_key in self._elsewhere)  # most: "" and still so
             and stored != (store := self.defs.store_name(asset_key))
         ):
             reasons.append(f"its value store changed ({_place(stored)} -> {_place(store)})")
