@@ -1,12 +1,16 @@
 """An asset moved to another value store (``io=``) between runs: its record names the store
 the value went to, so the asset is stale until it has stored its value where readers now
 look, and no reader is ever given what an earlier switch left in a store of the user's (which
-headwater cannot ask for a version)."""
+headwater cannot ask for a version) or an object another state directory wrote over."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from servers import moto_bucket
 
 from headwater._loading import load_definitions
 from headwater.testing import Harness
@@ -102,3 +106,33 @@ def test_an_asset_moved_to_another_store_is_stale_and_fresh_once_it_stored_there
             assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
             assert h.tick().materialized == []
             assert h.value("b") == 10
+
+
+@pytest.fixture(scope="module")
+def bucket() -> Iterator[str]:
+    """An ObjectStore on a real S3-compatible server (moto's server mode on 127.0.0.1)."""
+    with moto_bucket("lake") as (endpoint, _):
+        yield (
+            f'hw.ObjectStore("s3://lake/shared", storage_options={{"endpoint_url": "{endpoint}", '
+            '"key": "testing", "secret": "testing", "region_name": "us-east-1"})'
+        )
+
+
+def test_an_object_another_state_directory_wrote_over_is_never_read_as_current(
+    tmp_path: Path, bucket: str
+) -> None:
+    """Two state directories store ``a`` under one prefix (staging and production sharing a
+    bucket by mistake): the object holds the other one's value, not the version this log
+    records. A reader must not get it (b = 50 from the other's a = 5): it counts as gone, so
+    ``a`` runs again and b reads this directory's a = 1."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for state, value in ((ours, 1), (theirs, 5)):
+        with Harness(_defs(tmp_path, bucket, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+            h.observe("src", value=value)
+            assert h.tick().failed == {}
+    with Harness(_defs(tmp_path, bucket, 1), now="2026-01-05T00:02:00Z", state_dir=ours) as h:
+        tick = h.tick()  # b's code changed: it runs, reading a
+        assert tick.failed == {}
+        assert h.value("b") == 11
+        assert [node for node, _ in tick.materialized] == ["a", "b"]
+        assert h.value("a") == 1
