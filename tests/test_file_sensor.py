@@ -398,7 +398,26 @@ async def test_a_file_held_open_in_a_new_folder_is_read_at_its_close_only(tmp_pa
     assert [e.data_version for e in observed] == [final]
 
 
-UNREADABLE_LANDS = """
+_COUNTING = """
+import anyio
+
+def counting(engine):
+    \"\"\"``counted(node)`` waits until the node has a version; the sensor calls ``wake`` when
+    it changed the state.\"\"\"
+    changed = [anyio.Event()]
+
+    async def counted(node):
+        while engine.state.version(node) is None:
+            await changed[0].wait()
+            changed[0] = anyio.Event()
+
+    return counted, lambda: changed[0].set()
+"""
+
+
+UNREADABLE_LANDS = (
+    _COUNTING
+    + """
 import os, sys
 import anyio, structlog
 import headwater as hw
@@ -423,15 +442,9 @@ async def main(tmp: Path) -> None:
         return event
 
     async with Engine.open(hw.Definitions([files]), tmp / "state", SystemClock()) as engine:
-        changed = [anyio.Event()]
-
-        async def counted(node):
-            while engine.state.version(node) is None:
-                await changed[0].wait()
-                changed[0] = anyio.Event()
-
+        counted, wake = counting(engine)
         with structlog.testing.capture_logs(processors=[seen]):
-            sensor = FileSensor(engine, lambda: changed[0].set(), rescan_interval=3600)
+            sensor = FileSensor(engine, wake, rescan_interval=3600)
             with anyio.fail_after(20):
                 async with anyio.create_task_group() as tg:
                     await tg.start(sensor.run)
@@ -459,6 +472,7 @@ async def main(tmp: Path) -> None:
 
 anyio.run(main, Path(sys.argv[1]), backend="asyncio")
 """
+)
 
 
 UNLISTED_FOLDER = """
@@ -495,7 +509,9 @@ anyio.run(main, Path(sys.argv[1]), backend="asyncio")
 """
 
 
-BLIND_FOLDER = """
+BLIND_FOLDER = (
+    _COUNTING
+    + """
 import os, sys
 import anyio, structlog
 import headwater as hw
@@ -520,15 +536,9 @@ async def main(tmp: Path) -> None:
 
     defs = hw.Definitions([first, later, marker])
     async with Engine.open(defs, tmp / "state", SystemClock()) as engine:
-        changed = [anyio.Event()]
-
-        async def counted(node):
-            while engine.state.version(node) is None:
-                await changed[0].wait()
-                changed[0] = anyio.Event()
-
+        counted, wake = counting(engine)
         with structlog.testing.capture_logs(processors=[seen]):
-            sensor = FileSensor(engine, lambda: changed[0].set(), rescan_interval=3600)
+            sensor = FileSensor(engine, wake, rescan_interval=3600)
             with anyio.fail_after(20):
                 async with anyio.create_task_group() as tg:
                     await tg.start(sensor.run)
@@ -555,6 +565,7 @@ async def main(tmp: Path) -> None:
 
 anyio.run(main, Path(sys.argv[1]), backend="asyncio")
 """
+)
 
 
 def test_a_folder_that_could_not_be_listed_counts_once_chmod_makes_it_readable(
