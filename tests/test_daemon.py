@@ -512,6 +512,17 @@ defs = hw.Definitions([src, a, b, publish])
 """
 
 
+def _chain_daemon(tmp_path: Path, daemons: list[object]) -> tuple[DaemonProcess, Path]:
+    """A ready daemon on the chain (v1) with ``publish``, and its definitions file."""
+    defs = tmp_path / "defs.py"
+    defs.write_text(_CHAIN_V1.format(here=str(tmp_path), version="v1") + _PUBLISH)
+    daemon = DaemonProcess(tmp_path, defs, tmp_path / "state")
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_notify("READY=1")
+    return daemon, defs
+
+
 def test_after_a_sighup_only_the_new_definitions_start_runs(
     tmp_path: Path, daemons: list[object]
 ) -> None:
@@ -521,12 +532,7 @@ def test_after_a_sighup_only_the_new_definitions_start_runs(
     what has not started when the reload is asked is left to the new definitions."""
     (tmp_path / "in").mkdir()
     (tmp_path / "hold").touch()
-    defs = tmp_path / "defs.py"
-    defs.write_text(_CHAIN_V1.format(here=str(tmp_path), version="v1") + _PUBLISH)
-    daemon = DaemonProcess(tmp_path, defs, tmp_path / "state")
-    daemons.append(daemon)
-    daemon.start()
-    daemon.wait_notify("READY=1")
+    daemon, defs = _chain_daemon(tmp_path, daemons)
     (tmp_path / "in" / "x.txt").write_text("1\n")
     daemon.wait_event("run_started", asset="a")
     defs.write_text(
@@ -553,12 +559,7 @@ def test_a_materialize_under_way_at_a_reload_is_carried_out_by_the_new_definitio
     says both were materialized, as asked."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.txt").write_text("1\n")
-    defs = tmp_path / "defs.py"
-    defs.write_text(_CHAIN_V1.format(here=str(tmp_path), version="v1") + _PUBLISH)
-    daemon = DaemonProcess(tmp_path, defs, tmp_path / "state")
-    daemons.append(daemon)
-    daemon.start()
-    daemon.wait_notify("READY=1")
+    daemon, defs = _chain_daemon(tmp_path, daemons)
     daemon.wait_event("materialized", asset="publish")
     (tmp_path / "hold").touch()
     mark = daemon.mark()
