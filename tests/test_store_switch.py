@@ -5,6 +5,7 @@ headwater cannot ask for a version) or an object another state directory wrote o
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,22 +110,27 @@ def test_an_asset_moved_to_another_store_is_stale_and_fresh_once_it_stored_there
 
 
 @pytest.fixture(scope="module")
-def bucket() -> Iterator[str]:
-    """An ObjectStore on a real S3-compatible server (moto's server mode on 127.0.0.1)."""
-    with moto_bucket("lake") as (endpoint, _):
+def s3() -> Iterator[tuple[str, Any]]:
+    """A real S3-compatible server (moto's server mode on 127.0.0.1): an ObjectStore on it
+    (under ``PREFIX``, as definitions write it) and a client."""
+    with moto_bucket("lake") as (endpoint, client):
         yield (
-            f'hw.ObjectStore("s3://lake/shared", storage_options={{"endpoint_url": "{endpoint}", '
-            '"key": "testing", "secret": "testing", "region_name": "us-east-1"})'
+            (
+                f'hw.ObjectStore("s3://lake/PREFIX", storage_options={{"endpoint_url": "{endpoint}", '
+                '"key": "testing", "secret": "testing", "region_name": "us-east-1"})'
+            ),
+            client,
         )
 
 
 def test_an_object_another_state_directory_wrote_over_is_never_read_as_current(
-    tmp_path: Path, bucket: str
+    tmp_path: Path, s3: tuple[str, Any]
 ) -> None:
     """Two state directories store ``a`` under one prefix (staging and production sharing a
     bucket by mistake): the object holds the other one's value, not the version this log
     records. A reader must not get it (b = 50 from the other's a = 5): it counts as gone, so
     ``a`` runs again and b reads this directory's a = 1."""
+    bucket = s3[0].replace("PREFIX", "shared")
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for state, value in ((ours, 1), (theirs, 5)):
         with Harness(_defs(tmp_path, bucket, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
@@ -136,3 +142,22 @@ def test_an_object_another_state_directory_wrote_over_is_never_read_as_current(
         assert h.value("b") == 11
         assert [node for node, _ in tick.materialized] == ["a", "b"]
         assert h.value("a") == 1
+
+
+def test_an_object_uploaded_over_by_another_program_is_never_read_as_current(
+    tmp_path: Path, s3: tuple[str, Any]
+) -> None:
+    """A plain upload over ``a``'s object (``aws s3 cp``: no metadata of headwater's): a
+    reader must not get it (b = 70 from the uploaded 7); it counts as gone, ``a`` runs
+    again and b reads a = 1."""
+    bucket, client = s3[0].replace("PREFIX", "uploaded"), s3[1]
+    state = tmp_path / "state"
+    with Harness(_defs(tmp_path, bucket, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+    client.put_object(Bucket="lake", Key="uploaded/a/value", Body=pickle.dumps(7))
+    with Harness(_defs(tmp_path, bucket, 1), now="2026-01-05T00:02:00Z", state_dir=state) as h:
+        tick = h.tick()
+        assert tick.failed == {}
+        assert h.value("b") == 11
+        assert [node for node, _ in tick.materialized] == ["a", "b"]

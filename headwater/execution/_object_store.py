@@ -123,8 +123,8 @@ class ObjectStore:
 
     def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
         """The stored value; given the ``version`` the log records, :class:`StaleValue` for an
-        object that holds another one (one stored before this check existed says nothing
-        and is taken as it is)."""
+        object that holds another one, or that headwater did not write (no metadata: a plain
+        upload over it). One stored before versions were recorded says nothing, and is taken."""
         client = self._s3()
         label = asset if partition is None else f"{asset}[{partition}]"
         try:
@@ -133,13 +133,18 @@ class ObjectStore:
             raise NoValueError(f"no stored value for {label} under {self.url}") from None
         metadata = response.get("Metadata", {})
         found = metadata.get(_VERSION)
-        if version is not None and found is not None and found != _digest(version):
-            response["Body"].close()
-            raise StaleValue(
-                f"the object under {self.url} holds another version of {label} than the log "
-                f"records (stored by an earlier run, or written over)",
-                found=found,
-            )
+        if version is not None and found != _digest(version):
+            if found is not None:
+                why = "another version than the log records (stored by an earlier run, or over it)"
+            elif _FORMAT not in metadata:
+                why = "an object something else wrote over it (it has no headwater metadata)"
+            else:
+                why = None  # stored before versions were: it says nothing, and is taken
+            if why is not None:
+                response["Body"].close()
+                raise StaleValue(
+                    f"the object for {label} under {self.url} holds {why}", found=found
+                )
         body = response["Body"]
         try:
             data = body.read()
