@@ -135,16 +135,14 @@ class ObjectStore:
         found = metadata.get(_VERSION)
         if version is not None and found != _digest(version):
             if found is not None:
-                why = "another version than the log records (stored by an earlier run, or over it)"
+                why = "holds another version than the log records (an earlier run's, or another's)"
             elif _FORMAT not in metadata:
-                why = "an object something else wrote over it (it has no headwater metadata)"
+                why = "was written over by something else (it has no headwater metadata)"
             else:
                 why = None  # stored before versions were: it says nothing, and is taken
             if why is not None:
                 response["Body"].close()
-                raise StaleValue(
-                    f"the object for {label} under {self.url} holds {why}", found=found
-                )
+                raise StaleValue(f"the object for {label} under {self.url} {why}", found=found)
         body = response["Body"]
         try:
             data = body.read()
