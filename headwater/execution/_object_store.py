@@ -142,7 +142,8 @@ class ObjectStore:
                 why = None  # stored before versions were: it says nothing, and is taken
             if why is not None:
                 response["Body"].close()
-                raise StaleValue(f"the object for {label} under {self.url} {why}", found=found)
+                other = found or ""  # another value, not damage
+                raise StaleValue(f"the object for {label} under {self.url} {why}", found=other)
         body = response["Body"]
         try:
             data = body.read()
