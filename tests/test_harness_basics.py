@@ -654,6 +654,45 @@ def test_output_sets_data_version_and_metadata() -> None:
         assert h.value("a") == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ({"data_version": 2}, "TypeError: hw.Output(data_version=2): a data version is non-empty"),
+        ({"data_version": ""}, "TypeError: hw.Output(data_version=''): a data version is non"),
+        ({"data_version": "v\udc80"}, "ValueError: hw.Output(data_version='v\\udc80'): a data"),
+        ({"metadata": [("rows", 3)]}, "TypeError: hw.Output(metadata=...) takes a mapping of"),
+    ],
+)
+def test_an_output_that_is_not_well_formed_fails_its_run_and_keeps_the_last_value(
+    output: dict[str, Any], error: str
+) -> None:
+    """A data version that is not text went into the log, and the next change stopped the
+    daemon for good (hostile33a bug7); metadata that is not a mapping failed the run after
+    its value was stored over the last good one (bug14). The run fails, naming the mistake,
+    and readers keep the last good value."""
+    src = hw.source("src")
+
+    @hw.asset
+    def a(src: int) -> Any:
+        return src if src == 1 else hw.Output(src, **output)
+
+    @hw.asset
+    def b(a: int) -> int:
+        return a * 10
+
+    with Harness(hw.Definitions([src, a, b])) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+        h.observe("src", value=2)
+        tick = h.tick()
+        assert list(tick.failed) == [("a", None)]
+        assert tick.failed[("a", None)].startswith(error), tick.failed
+        assert (h.value("a"), h.value("b")) == (1, 10)
+        h.observe("src", value=1)  # the failure is moot: a is as it was
+        assert h.tick().failed == {}
+        assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
+
+
 def test_metadata_json_cannot_hold_is_written_as_text_and_fails_nothing() -> None:
     """Metadata with a key that is not text (a groupby's tuple), a loop, or NaN: its run's end
     could not be written, the commit raised, and with it the ends of the runs committed
