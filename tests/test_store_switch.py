@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from servers import moto_bucket
 
-from headwater._loading import load_definitions
+from headwater._loading import LoadError, load_definitions
 from headwater.testing import Harness
 
 PIPELINE = """
@@ -161,3 +161,63 @@ def test_an_object_uploaded_over_by_another_program_is_never_read_as_current(
         assert tick.failed == {}
         assert h.value("b") == 11
         assert [node for node, _ in tick.materialized] == ["a", "b"]
+
+
+def test_stores_of_two_modules_whose_classes_share_a_name_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lake33.Store`` and ``archive33.Store`` were both recorded as "Store": moving ``a``
+    from one to the other went unnoticed and b read the archive's old value (hostile33a
+    bug11). A class outside the definitions file is named with its module."""
+    for name in ("lake33", "archive33"):
+        (tmp_path / f"{name}.py").write_text(
+            PIPELINE.split("src = hw.source")[0].replace("FolderStore", "Store")
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = tmp_path / "state"
+
+    def defs(module: str, bump: int) -> Any:
+        io = f"__import__({module!r}).Store({str(tmp_path / module)!r})"
+        return _defs(tmp_path, io, bump)
+
+    (tmp_path / "archive33").mkdir()
+    (tmp_path / "archive33" / "a-None").write_bytes(pickle.dumps(-1))  # last year's a
+    with Harness(defs("lake33", 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+    with Harness(defs("archive33", 1), now="2026-01-05T01:00:00Z", state_dir=state) as h:
+        assert "its value store changed (lake33.Store -> archive33.Store)" in h.why("a")
+        assert h.tick().failed == {}
+        assert h.value("b") == 11
+
+
+@pytest.mark.parametrize(
+    ("io", "error"),
+    [
+        ("object()", "asset 'a': io=object has no save() method; a value store has save("),
+        ("Located()", "asset 'a': io=Located: reading its location raised OSError: offline"),
+        ("Located(5)", "asset 'a': io=Located: its location is 5, not non-empty text"),
+    ],
+)
+def test_a_value_store_that_cannot_serve_is_refused_with_the_definitions(
+    tmp_path: Path, io: str, error: str
+) -> None:
+    """``io=object()`` passed ``validate`` and failed every run; a store whose ``location``
+    raised stopped the daemon at its first status (hostile33a bug12). Both are refused when
+    the definitions are made, naming the asset."""
+    located = """
+class Located(FolderStore):
+    def __init__(self, where=None):
+        self.where = where
+
+    @property
+    def location(self):
+        if self.where is None:
+            raise OSError("offline")
+        return self.where
+"""
+    text = PIPELINE.replace("src = hw.source", located + "\n\nsrc = hw.source")
+    (tmp_path / "pipeline.py").write_text(text.replace("IO", io).replace("BUMP", "0"))
+    with pytest.raises(LoadError) as raised:
+        load_definitions(str(tmp_path / "pipeline.py"))
+    assert f"pipeline.py: invalid definitions: {error}" in str(raised.value), raised.value

@@ -130,7 +130,8 @@ class Definitions:
                 )
             self.nodes[item.key] = item
         self._code_versions: dict[str, str] = {}
-        self._stores: dict[str, str] = {}
+        self._stores = self._name_stores()
+        """Per asset not stored in the state directory, where its values are kept."""
         self._fixed_reach: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._fixed_inputs: dict[str, tuple[tuple[str, None], ...] | None] = {}
         self._bindings: dict[str, str | None] = {}
@@ -166,27 +167,32 @@ class Definitions:
             self._code_versions[key] = version
         return version
 
-    @functools.cached_property
+    @property
     def stored_elsewhere(self) -> frozenset[str]:
         """The assets whose values are not kept in the state directory (``io=``)."""
-        return frozenset(k for k, a in self.assets.items() if (a.io or self.io) is not None)
+        return self._elsewhere
 
     def store_name(self, key: str) -> str:
         """Where asset ``key``'s values are kept, as its materializations record it: "" for
         the state directory (no ``io=``), else the store's ``location`` (an object store's
-        URL) or, for a store of the user's that has none, its class's name. A record made in
+        URL) or, for a store of the user's that has none, its class. A record made in
         another store is stale: the value it names is not where readers now look."""
-        name = self._stores.get(key)
-        if name is None:
-            io = self.assets[key].io or self.io
-            if io is None:
-                name = ""
-            elif isinstance(location := getattr(io, "location", None), str):
-                name = location
-            else:  # not its module: the definitions file's is named after where it lies
-                name = type(io).__qualname__
-            self._stores[key] = name
-        return name
+        return self._stores.get(key, "")
+
+    def _name_stores(self) -> dict[str, str]:
+        """Each ``io=`` checked and named once, as the definitions are made: a store without
+        ``save`` or ``load``, or whose ``location`` raises, is a DefinitionError naming the
+        asset (it failed its runs, or stopped the daemon at its first status)."""
+        names: dict[str, str] = {}
+        named: dict[int, str] = {}  # one store serves many assets (Definitions(io=...))
+        for key, node in self.nodes.items():
+            if isinstance(node, AssetDef) and (io := node.io or self.io) is not None:
+                name = named.get(id(io))
+                if name is None:
+                    name = named[id(io)] = _store_name(io, key, self.module)
+                names[key] = name
+        self._elsewhere = frozenset(names)
+        return names
 
     def compute_code_versions(self) -> None:
         """Fingerprint every asset now. It reads source files, so the engine calls it in a
@@ -542,3 +548,29 @@ class Definitions:
         )
         assert resolved is not None
         return ReadMap(EdgeMapping.MAPPED, resolved, optional)
+
+
+def _store_name(io: object, key: str, module: str | None) -> str:
+    owner = f"asset {key!r}: io={type(io).__name__}"
+    for method in ("save", "load"):
+        if not callable(getattr(io, method, None)):
+            raise DefinitionError(
+                f"{owner} has no {method}() method; a value store has save(asset, partition, "
+                "value) and load(asset, partition)"
+            )
+    try:
+        location = getattr(io, "location", None)
+    except Exception as exc:
+        raise DefinitionError(
+            f"{owner}: reading its location raised {type(exc).__name__}: {exc}"
+        ) from None
+    if location is not None:
+        if not isinstance(location, str) or not location:
+            raise DefinitionError(f"{owner}: its location is {location!r}, not non-empty text")
+        return location
+    cls = type(io)
+    if cls.__module__ in (module, "__main__") or cls.__module__.startswith(
+        "headwater_definitions_"
+    ):
+        return cls.__qualname__  # the definitions file's module is named after where it lies
+    return f"{cls.__module__}.{cls.__qualname__}"
