@@ -7,8 +7,11 @@ together with its record. These tests look at the real SQLite file and the real 
 
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,35 @@ def test_prune_values_drops_kept_values_of_removed_assets_and_superseded_files(
     assert _files(state, "sized") == []
     with Harness(_load(project / "defs.py"), state_dir=state) as h:
         assert h.value("sized") == {"n": 2} and h.state("sized") == "fresh"
+
+
+def test_prune_values_leaves_the_temp_files_of_values_being_written(tmp_path: Path) -> None:
+    """The daemon prunes while it runs: ``prune --values`` walked ``values/.tmp/`` as an asset
+    folder and deleted the temp files of values being written, and their runs failed at the
+    rename (hostile33a bug13). It leaves ``.tmp/`` (opening clears it) and a temp file beside
+    the values until nothing can own it any more (an hour), and still takes what is stale."""
+    (tmp_path / "defs.py").write_text(
+        "import headwater as hw\n\n\n@hw.asset\ndef sized() -> list[int]:\n"
+        "    return [1] * 20_000\n\n\ndefs = hw.Definitions([sized])\n"
+    )
+    state = tmp_path / "state"
+    values = state / "values"
+    with Harness(_load(tmp_path / "defs.py"), state_dir=state) as h:
+        h.tick()  # sized: a file
+        writing = values / ".tmp" / ".tmp-0123456789abcdef"
+        writing.write_bytes(b"half a value")
+        beside, left = values / "sized" / ".tmp-beside", values / "sized" / ".tmp-left"
+        beside.write_bytes(b"being written")
+        left.write_bytes(b"from a crash")
+        os.utime(left, (time.time() - 7200, time.time() - 7200))
+        unheld = values / "gone" / "value.pickle"
+        unheld.parent.mkdir()
+        unheld.write_bytes(b"of an asset the definitions no longer hold")
+        # What the daemon does for `headwater prune --values` while it runs.
+        done = h._call(functools.partial(h.engine.maintain, None, values=True))
+    assert sorted(done["values"]) == sorted([str(left), str(unheld)])
+    assert writing.exists() and beside.exists()
+    assert _files(state, "sized") == [".tmp-beside", "value.pickle"]
 
 
 def test_prune_values_drops_the_values_of_partitions_removed_from_the_definitions(

@@ -32,6 +32,7 @@ import pickle
 import shutil
 import stat
 import struct
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -394,6 +395,14 @@ def may_change(value: Any) -> bool:
     return any(t == objects for t in value.dtypes) or value.index.dtype == objects
 
 
+def _left_long_ago(path: Path) -> bool:
+    """A temp file no write under way can still own (an hour without a change)."""
+    try:
+        return time.time() - path.lstat().st_mtime > 3600
+    except FileNotFoundError:
+        return False
+
+
 class FilesystemStore:
     """``root/<asset key>/<partition>.<format>``; the default :class:`IOManager`."""
 
@@ -614,7 +623,10 @@ class FilesystemStore:
         removed: list[Path] = []
         if not self.root.is_dir() or self.root.is_symlink():
             return removed
-        for folder, _, files in os.walk(self.root):
+        for folder, dirs, files in os.walk(self.root):
+            if folder == str(self.root):
+                # Values being written (the daemon prunes while it runs): opening clears it.
+                dirs[:] = [d for d in dirs if d != self.temp_dir.name]
             key = Path(folder).relative_to(self.root).as_posix()
             names = expected.get(key, set())
             for name in files:
@@ -623,10 +635,14 @@ class FilesystemStore:
                 )
                 if name in (PUBLISH_LOCK, BOOT_MARK):
                     continue
-                if name.startswith(TEMP_PREFIX) or base not in names:
-                    path = Path(folder, name)
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+                path = Path(folder, name)
+                if name.startswith(TEMP_PREFIX):
+                    if not _left_long_ago(path):  # one written beside its target right now
+                        continue
+                elif base in names:
+                    continue
+                path.unlink(missing_ok=True)
+                removed.append(path)
         return removed
 
     def probe(self) -> None:
