@@ -28,7 +28,7 @@ from headwater.execution._store import (
     StaleValue,
     decode_value,
     encode_value,
-    may_change,
+    prepare,
 )
 from headwater.versions import data_version
 
@@ -98,15 +98,16 @@ class ObjectStore:
 
     def store(self, asset: str, partition: str | None, value: Any, version: str | None) -> str:
         """Save ``value`` with its data version (``version`` if the function gave one, else
-        the fingerprint of the value as readers will load it: Parquet re-types object
-        columns, so those are read back from the same bytes); return that version."""
-        fmt, write = encode_value(value)
-        buffer = io.BytesIO()
-        write(buffer)
-        data = buffer.getvalue()
-        if version is None:
-            stored = decode_value(fmt, io.BytesIO(data)) if may_change(value) else value
-            version = data_version(stored)
+        the fingerprint of the value as readers will load it: a table as read back from
+        Parquet); return that version."""
+        fmt, table, data, loaded = prepare(value)
+        if table is not None:
+            import pyarrow.parquet as pq
+
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            data = buffer.getvalue()
+        version = version or data_version(value if table is None else loaded)
         self._put(asset, partition, fmt, data, version)
         return version
 

@@ -56,7 +56,6 @@ __all__ = [
     "UnsafePath",
     "decode_value",
     "encode_value",
-    "may_change",
     "prepare",
     "table_metadata",
 ]
@@ -174,19 +173,28 @@ def _write_probe(f: IO[bytes]) -> None:
 
 
 def _frame_table(value: Any) -> Any | None:
-    """The Arrow table of a DataFrame, or None when Parquet cannot hold it faithfully."""
+    """The Arrow table of a DataFrame, or None when Arrow cannot hold it (duplicate column
+    labels, a sparse column, mixed types in one column: it raises all sorts of errors)."""
     import pyarrow as pa
 
     try:
         return pa.Table.from_pandas(value, preserve_index=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    except Exception:
         return None
+
+
+def _same_labels(before: Any, after: Any) -> bool:
+    """Whether a frame read back has the columns it was stored with, types included
+    (Parquet names columns by text: ``1`` comes back as ``"1"``)."""
+    return len(before) == len(after) and all(
+        type(a) is type(b) and a == b for a, b in zip(before, after, strict=True)
+    )
 
 
 def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     """How a value is stored: its format, and what writes it. Tables as Parquet (unless
     Parquet cannot hold them faithfully), anything else pickled."""
-    fmt, table, data = prepare(value)
+    fmt, table, data, _ = prepare(value)
     if table is not None:
         return fmt, _write_parquet(table)
 
@@ -196,20 +204,33 @@ def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     return "pickle", write
 
 
-def _table_of(value: Any) -> tuple[str, Any] | None:
-    """The format and Arrow table a value is stored as, if it is stored as Parquet."""
+def _table_of(value: Any) -> tuple[str, Any, Any] | None:
+    """The format, the Arrow table and the value as readers will load it, if it is stored as
+    Parquet: only when Parquet holds it, that is, it can be written, read back, and comes
+    back with the same column labels. Parquet re-types some columns (objects, categoricals,
+    second-precision times): the version is that of what comes back."""
     kind = type(value).__module__.split(".")[0]
     if kind == "pandas":
         import pandas as pd
 
-        if isinstance(value, pd.DataFrame) and (table := _frame_table(value)) is not None:
-            return "frame.parquet", table
+        if not isinstance(value, pd.DataFrame) or (table := _frame_table(value)) is None:
+            return None
+        fmt = "frame.parquet"
     elif kind == "pyarrow":
         import pyarrow as pa
 
-        if isinstance(value, pa.Table):
-            return "arrow.parquet", value
-    return None
+        if not isinstance(value, pa.Table):
+            return None
+        fmt, table = "arrow.parquet", value
+    else:
+        return None
+    try:
+        loaded = _read_back(table, fmt)
+    except Exception:  # written, but not readable (labels 1 and "1" both become "1")
+        return None
+    if fmt == "frame.parquet" and not _same_labels(value.columns, loaded.columns):
+        return None
+    return fmt, table, loaded
 
 
 SMALL_VALUE_MAX = 16 * 1024
@@ -224,12 +245,14 @@ class Prepared(NamedTuple):
     fmt: str
     table: Any = None
     data: bytes = b""
+    loaded: Any = None
+    """A table as readers will load it (read back from Parquet): what its version is of."""
 
 
 def prepare(value: Any) -> Prepared:
     found = _table_of(value)
     if found is not None:
-        return Prepared(found[0], table=found[1])
+        return Prepared(found[0], table=found[1], loaded=found[2])
     return Prepared("pickle", data=pickle.dumps(value, protocol=5))
 
 
@@ -238,7 +261,7 @@ def _encode_versioned(
 ) -> tuple[str, Callable[[IO[bytes]], None], str]:
     """Like :func:`encode_value`, with the data version written into the file: ``version``
     if given, else the fingerprint of the value as a reader will load it."""
-    fmt, table, data = prepared or prepare(value)
+    fmt, table, data, loaded = prepared or prepare(value)
     if table is None:
         version = version or data_version(value)
         named = version.encode()
@@ -250,21 +273,20 @@ def _encode_versioned(
 
         return "pickle", write, version
     if version is None:
-        # Parquet keeps a table's types except in object columns (it infers a type for their
-        # values): those are fingerprinted as read back.
-        version = data_version(_read_back(table) if may_change(value) else value)
+        version = data_version(loaded)
     metadata = dict(table.schema.metadata or {})
     metadata[VERSION_KEY] = version.encode()
     return fmt, _write_parquet(table.replace_schema_metadata(metadata)), version
 
 
-def _read_back(table: Any) -> Any:
+def _read_back(table: Any, fmt: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    return pq.read_table(pa.BufferReader(sink.getvalue())).to_pandas()
+    back = pq.read_table(pa.BufferReader(sink.getvalue()))
+    return back.to_pandas() if fmt == "frame.parquet" else back
 
 
 class _Damaged(Exception):
@@ -379,20 +401,6 @@ def decode_value(fmt: str, f: IO[bytes]) -> Any:
 
     table = pq.read_table(f)
     return table.to_pandas() if fmt == "frame.parquet" else table
-
-
-def may_change(value: Any) -> bool:
-    """Whether storing ``value`` as Parquet may change its types (object columns): its data
-    version is then that of the value read back."""
-    if type(value).__module__.split(".")[0] != "pandas":
-        return False
-    import numpy as np
-    import pandas as pd
-
-    if not isinstance(value, pd.DataFrame):
-        return False
-    objects = np.dtype(object)
-    return any(t == objects for t in value.dtypes) or value.index.dtype == objects
 
 
 def _left_long_ago(path: Path) -> bool:
