@@ -28,7 +28,7 @@ from headwater._loading import importable_target
 from headwater._statedir import Ownership
 from headwater.definitions import EXECUTORS, Definitions, valid_executor
 from headwater.eventlog import EventLogReader
-from headwater.execution import Engine, IOManager, TickResult
+from headwater.execution import Engine, IOManager, NoValueError, TickResult
 from headwater.execution.executors import ExecutorSettings
 from headwater.planning import FreshnessStatus
 
@@ -253,6 +253,9 @@ class Harness:
         the log records, or NoValueError."""
         self._call(lambda: self.engine.evaluator().check_node(key, partition))
         version = self.engine.state.version((key, partition))
+        if version is None and key in self.engine.defs.assets:  # any file there is not it
+            label = key if partition is None else f"{key}[{partition}]"
+            raise NoValueError(f"{label} has no current value: it is {self.state(key, partition)}")
         return self.engine.runner.load(key, partition, version)
 
     def events(

@@ -14,6 +14,7 @@ import pytest
 from servers import moto_bucket
 
 from headwater._loading import LoadError, load_definitions
+from headwater.execution import NoValueError
 from headwater.testing import Harness
 
 PIPELINE = """
@@ -221,3 +222,27 @@ class Located(FolderStore):
     with pytest.raises(LoadError) as raised:
         load_definitions(str(tmp_path / "pipeline.py"))
     assert f"pipeline.py: invalid definitions: {error}" in str(raised.value), raised.value
+
+
+def test_an_object_deleted_from_the_bucket_is_found_gone_when_asked_for(
+    tmp_path: Path, s3: tuple[str, Any]
+) -> None:
+    """``materialize a`` after its object was deleted: the request called ``a`` fresh and did
+    nothing (hostile33a bug8); as with the state directory, it now finds the value gone, so
+    ``a`` is missing and runs, and its object is back. The missing partition has no value
+    to show, whatever a store still holds (bug15)."""
+    bucket, client = s3[0].replace("PREFIX", "deleted"), s3[1]
+    with Harness(_defs(tmp_path, bucket, 0), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        assert h.tick().failed == {}
+        client.delete_object(Bucket="lake", Key="deleted/a/value")
+        assert h.materialize("a").materialized == [("a", None)]
+        assert "Contents" in client.list_objects_v2(Bucket="lake", Prefix="deleted/a/")
+        assert h.value("a") == 1
+        lost = h.engine.value_lost_event(("a", None), "found gone")  # as a reader finds it
+        h._call(h.engine.append, [lost])
+        assert h.state("a") == "missing"
+        with pytest.raises(NoValueError, match=r"^a has no current value: it is missing$"):
+            h.value("a")  # not what the bucket holds
+        assert h.materialize("a").materialized == [("a", None)]
+        assert (h.value("a"), h.value("b")) == (1, 10)

@@ -39,6 +39,7 @@ from headwater.execution._backup import remove_snapshots, take_snapshot
 from headwater.execution._clockwork import Clockwork
 from headwater.execution._cycle import RELOADING, STOPPING, InFlight, RunCycle
 from headwater.execution._decided import Basis, held_value
+from headwater.execution._object_store import ObjectStore
 from headwater.execution._observers import EngineObserver, notify_written
 from headwater.execution._results import Observed, StepCallback, TickResult
 from headwater.execution._runner import Runner
@@ -694,17 +695,29 @@ class Engine:
     async def value_gone(self, node: NodeKey) -> bool:
         """A partition asked for by name: is its stored value still there? If not, it is
         missing again (so the request runs it instead of calling it fresh)."""
-        store = self.runner.io_for(node[0])
-        if node[0] not in self.defs.assets or not isinstance(store, FilesystemStore):
-            return False
-        if self.keeps_small(node[0]) and self.log.small_value(node) is not None:
-            return False
-        if not await anyio.to_thread.run_sync(store.absent, [node]):
+        if node[0] not in self.defs.assets or await self._still_held(node):
             return False
         await self.append([self.value_lost_event(node, "found gone when it was asked for")])
         _log.warning("value_lost", asset=node[0], partition=node[1])
         self.mark_children(node)
         return True
+
+    async def _still_held(self, node: NodeKey) -> bool:
+        """Whether the store holds the partition's value, as far as can be told (a store of
+        the user's cannot say; one that does not answer is taken to hold it)."""
+        store = self.runner.io_for(node[0])
+        if isinstance(store, ObjectStore):
+            if (version := self.state.version(node)) is None:
+                return True
+            try:
+                return await anyio.to_thread.run_sync(store.holds, node[0], node[1], version)
+            except Exception:
+                return True
+        if not isinstance(store, FilesystemStore):
+            return True
+        if self.keeps_small(node[0]) and self.log.small_value(node) is not None:
+            return True
+        return not await anyio.to_thread.run_sync(store.absent, [node])
 
     async def snapshot(self, state_dir: Path) -> Path:
         """A consistent copy of the log and the values, inside the state directory (see

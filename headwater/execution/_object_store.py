@@ -122,6 +122,19 @@ class ObjectStore:
                 Bucket=self.bucket, Key=self.key(asset, partition), Body=data, Metadata=metadata
             )
 
+    def holds(self, asset: str, partition: str | None, version: str) -> bool:
+        """Whether the object is there and holds ``version`` (as :meth:`load` would take
+        it), from its metadata alone. Raises when the store does not answer."""
+        from headwater._s3 import is_missing
+
+        try:
+            head = self._s3().head_object(Bucket=self.bucket, Key=self.key(asset, partition))
+        except Exception as exc:
+            if is_missing(exc):
+                return False
+            raise
+        return _not_holding(head.get("Metadata", {}), version) is None
+
     def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
         """The stored value; given the ``version`` the log records, :class:`StaleValue` for an
         object that holds another one, or that headwater did not write (no metadata: a plain
@@ -133,18 +146,10 @@ class ObjectStore:
         except client.exceptions.NoSuchKey:
             raise NoValueError(f"no stored value for {label} under {self.url}") from None
         metadata = response.get("Metadata", {})
-        found = metadata.get(_VERSION)
-        if version is not None and found != _digest(version):
-            if found is not None:
-                why = "holds another version than the log records (an earlier run's, or another's)"
-            elif _FORMAT not in metadata:
-                why = "was written over by something else (it has no headwater metadata)"
-            else:
-                why = None  # stored before versions were: it says nothing, and is taken
-            if why is not None:
-                response["Body"].close()
-                other = found or ""  # another value, not damage
-                raise StaleValue(f"the object for {label} under {self.url} {why}", found=other)
+        if version is not None and (why := _not_holding(metadata, version)) is not None:
+            response["Body"].close()
+            other = metadata.get(_VERSION) or ""  # another value, not damage
+            raise StaleValue(f"the object for {label} under {self.url} {why}", found=other)
         body = response["Body"]
         try:
             data = body.read()
@@ -152,6 +157,19 @@ class ObjectStore:
             body.close()
         fmt = metadata.get(_FORMAT, "pickle")
         return decode_value(fmt, io.BytesIO(data))
+
+
+def _not_holding(metadata: Mapping[str, str], version: str) -> str | None:
+    """Why an object with ``metadata`` does not hold ``version``; None if it does (or was
+    stored before versions were recorded: its format alone, it says nothing)."""
+    found = metadata.get(_VERSION)
+    if found == _digest(version):
+        return None
+    if found is not None:
+        return "holds another version than the log records (an earlier run's, or another's)"
+    if _FORMAT not in metadata:
+        return "was written over by something else (it has no headwater metadata)"
+    return None
 
 
 def _digest(version: str) -> str:
