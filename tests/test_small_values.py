@@ -11,6 +11,7 @@ import functools
 import os
 import sqlite3
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,39 @@ def test_prune_values_leaves_the_temp_files_of_values_being_written(tmp_path: Pa
     assert sorted(done["values"]) == sorted([str(left), str(unheld)])
     assert writing.exists() and beside.exists()
     assert _files(state, "sized") == [".tmp-beside", "value.pickle"]
+
+
+def test_prune_values_leaves_the_value_of_a_run_under_way(tmp_path: Path) -> None:
+    """``prune --values`` while a backfill ran deleted values that runs had stored and not
+    yet recorded: the log said materialized, the file was gone, and the next start found
+    them lost (hostile33b bug5). A partition with a run under way holds its file."""
+    started, release = threading.Event(), threading.Event()
+    days = hw.StaticPartitions(["d1", "d2"])
+
+    @hw.asset(partitions=days, policy=hw.manual())
+    def slow(context: hw.Context) -> list[int]:
+        started.set()
+        release.wait(30)
+        return [1] * 20_000
+
+    state = tmp_path / "state"
+    with Harness(hw.Definitions([slow]), state_dir=state, executor="threads") as h:
+        running = threading.Thread(target=h.materialize, args=("slow",), kwargs={"partition": "d1"})
+        running.start()
+        try:
+            assert started.wait(30)
+            stored = state / "values" / "slow" / "p=d1.pickle"  # as if stored, not recorded
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_bytes(b"stored by the run")
+            os.utime(stored, (time.time() - 7200, time.time() - 7200))
+            other = state / "values" / "slow" / "p=d2.pickle"
+            other.write_bytes(b"of no run")
+            os.utime(other, (time.time() - 7200, time.time() - 7200))
+            done = h._call(functools.partial(h.engine.maintain, None, values=True))
+        finally:
+            release.set()
+            running.join(30)
+    assert done["values"] == [str(other)]
 
 
 def test_prune_values_drops_the_values_of_partitions_removed_from_the_definitions(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -673,6 +674,7 @@ class Engine:
                 done["values"] = "the value store is not the state directory's: nothing removed"
             else:
                 store = self.store
+                started = time.time()
                 held = self.held_values()
                 keep = {(k, p) for k, parts in held.items() for p in parts}
                 small = await self.log.small_value_nodes()
@@ -680,7 +682,11 @@ class Engine:
                 in_files = {
                     k: [p for p in parts if (k, p) not in small] for k, parts in held.items()
                 }
-                removed = await anyio.to_thread.run_sync(store.prune_values, in_files)
+                # A run under way may have stored its value and not yet recorded it; one that
+                # starts later writes files newer than ``started``, which are left too.
+                for key, partition in [*self.cycle.in_flight, *self.storing]:
+                    in_files.setdefault(key, []).append(partition)
+                removed = await anyio.to_thread.run_sync(store.prune_values, in_files, started)
                 self._refuse_if_degraded()
                 dropped = await self.log.prune_small_values(keep)
                 self._remember_small(dict.fromkeys(dropped))

@@ -403,6 +403,13 @@ def decode_value(fmt: str, f: IO[bytes]) -> Any:
     return table.to_pandas() if fmt == "frame.parquet" else table
 
 
+def _changed_since(path: Path, since: float) -> bool:
+    try:
+        return path.lstat().st_mtime >= since - 1  # coarse timestamps: a second of slack
+    except FileNotFoundError:
+        return True
+
+
 def _left_long_ago(path: Path) -> bool:
     """A temp file no write under way can still own (an hour without a change)."""
     try:
@@ -623,10 +630,13 @@ class FilesystemStore:
                 gone.append((asset, partition))
         return gone
 
-    def prune_values(self, held: Mapping[str, Iterable[str | None]]) -> list[Path]:
+    def prune_values(
+        self, held: Mapping[str, Iterable[str | None]], since: float | None = None
+    ) -> list[Path]:
         """Delete stored values no asset partition holds: files of keys not in ``held``
-        (``{asset or source key: its partitions with a value}``), or of partitions it lacks.
-        Returns what was removed. Links are not followed."""
+        (``{asset or source key: its partitions with a value}``), or of partitions it lacks,
+        except files changed at ``since`` (a time.time()) or later: a run may have stored one
+        and not yet recorded it. Returns what was removed. Links are not followed."""
         expected = {key: {self._name(p) for p in parts} for key, parts in held.items()}
         removed: list[Path] = []
         if not self.root.is_dir() or self.root.is_symlink():
@@ -647,7 +657,7 @@ class FilesystemStore:
                 if name.startswith(TEMP_PREFIX):
                     if not _left_long_ago(path):  # one written beside its target right now
                         continue
-                elif base in names:
+                elif base in names or (since is not None and _changed_since(path, since)):
                     continue
                 path.unlink(missing_ok=True)
                 removed.append(path)
