@@ -130,6 +130,26 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_prunes_and_vacuums_at_once_take_turns(tmp_path: Path) -> None:
+    """The daily retention, a `headwater prune --older-than` and a `prune --vacuum` at once:
+    they shared the pruner's connection from threads together, and failed with "database
+    table is locked" or "cannot VACUUM - SQL statements in progress" (hostile33b bug2)."""
+    cutoff = datetime(2100, 1, 1, tzinfo=UTC)
+    async with open_event_log(tmp_path) as log:
+        for n in range(4):
+            first = n * 20_000
+            for start in range(first, first + 20_000, 2000):
+                await log.write([_observation(i, f"s{i % 50}") for i in range(start, start + 2000)])
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(2):
+                        tg.start_soon(log.prune, cutoff)
+                        tg.start_soon(log.vacuum)
+    events = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
+    assert len(events) == 50  # the newest of each partition
+
+
+@pytest.mark.asyncio
 async def test_gathered_writes_of_one_turn_share_a_commit(tmp_path: Path) -> None:
     """Small writes started in one turn of the event loop (runs that ended together) with
     ``gather`` commit once, together; without it each commits on its own at once."""

@@ -181,6 +181,9 @@ class EventLog:
         """Held for each transaction: commits and prune batches never interleave."""
         self._dynamic_seq = 0
         self._pruner: sqlite3.Connection | None = None
+        self._pruning = anyio.Lock()
+        """One prune or vacuum at a time on the pruner's connection: two at once (the daily
+        retention and a `headwater prune`, two CLIs) used it from two threads together."""
         self.commits = 0
 
     async def _read_dynamic_seq(self) -> None:
@@ -411,9 +414,16 @@ class EventLog:
         The batches run on a connection of their own in a worker thread (one hop per batch,
         not one per statement), always under the writer's transaction lock.
         """
+        async with self._pruning:
+            return await self._prune(cutoff, budget_s)
+
+    async def _pruner_connection(self) -> sqlite3.Connection:
         if self._pruner is None:
             self._pruner = await anyio.to_thread.run_sync(_connect_sync, self.path)
-        pruner = self._pruner
+        return self._pruner
+
+    async def _prune(self, cutoff: datetime, budget_s: float) -> Pruned:
+        pruner = await self._pruner_connection()
         before = await anyio.to_thread.run_sync(_bytes, pruner)
         stamp = format_timestamp(cutoff)
         after: tuple[str, int] | None = ("", 0)
@@ -447,11 +457,10 @@ class EventLog:
     async def vacuum(self) -> int:
         """Convert an older log to incremental auto-vacuum (a full VACUUM: it needs free space
         about the size of the log). Returns the bytes freed."""
-        if self._pruner is None:
-            self._pruner = await anyio.to_thread.run_sync(_connect_sync, self.path)
-        pruner = self._pruner
-        async with self._txn:
-            return await anyio.to_thread.run_sync(_full_vacuum, pruner)
+        async with self._pruning:
+            pruner = await self._pruner_connection()
+            async with self._txn:
+                return await anyio.to_thread.run_sync(_full_vacuum, pruner)
 
     async def close(self) -> None:
         if self._checkpointer is not None:
