@@ -383,6 +383,48 @@ def test_a_reload_gives_up_a_hanging_import_for_a_newer_reload(
     _landed(daemon, project, "after_the_superseded_reload")
 
 
+def test_a_reload_superseded_by_a_newer_one_answers_with_the_newer_ones_outcome(
+    project: Path, daemons: list[object]
+) -> None:
+    """Two `headwater reload` at once (two deploy hooks): the older one answered "superseded
+    by a newer reload" with exit 2, the code for definitions that do not load, so a hook
+    rolled back a file that loads (hostile33b bug3). It now waits for the newer reload and
+    answers with its outcome."""
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    good = (project / "defs.py").read_text()
+    (project / "defs.py").write_text("while True:\n    pass\n" + good)
+    since = daemon.mark()
+    older = hw_start("reload", "--state-dir", "state", "--definitions", "defs.py", cwd=project)
+    daemon.wait_event("reloading", since=since)
+    (project / "defs.py").write_text(good)
+    newer = hw_project(project, "reload")
+    assert newer.returncode == 0, newer.stderr
+    out, err = older.communicate(timeout=60)
+    assert older.returncode == 0, out + err
+    assert out.startswith("reloaded: the daemon, PID "), out
+    daemon.wait_event("reload_superseded", since=since)
+
+
+def test_a_second_stop_request_waits_for_the_same_graceful_stop(
+    project: Path, daemons: list[object]
+) -> None:
+    """`headwater stop` twice (a retry, or a deploy script and an operator) was taken as a
+    second SIGTERM: the daemon stopped at once and abandoned the run it had the grace period
+    to finish (hostile33b bug4). Only a second signal stops at once."""
+    daemon, hold, _ = _held_run(project, daemons, "graceful")
+    stops = [hw_start("stop", "--state-dir", "state", cwd=project) for _ in range(2)]
+    daemon.wait_event("stopping")
+    daemon.wait_event("stop_repeated")  # both asked before the run ends
+    hold.unlink()
+    for stop in stops:
+        out, err = stop.communicate(timeout=60)
+        assert stop.returncode == 0, out + err
+    assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
+    assert [e.partition for e in _events(project, "materialization")] == ["graceful"]  # type: ignore[attr-defined]
+    assert _events(project, "run_abandoned") == []
+
+
 @pytest.mark.asyncio
 async def test_an_import_that_never_ends_fails_the_reload_in_time(tmp_path: Path) -> None:
     """The reload's child import is killed at its deadline, and the reload fails saying why

@@ -85,7 +85,7 @@ class Controlled(Protocol):
         the new ones serve already (else once what is running has finished)."""
         ...
 
-    def stop(self, reason: str) -> None: ...
+    def stop(self, reason: str, *, again_now: bool = True) -> None: ...
 
     @property
     def grace(self) -> float: ...
@@ -314,7 +314,7 @@ async def _reload(daemon: Controlled, request: Request) -> Response:
 
 async def _stop(daemon: Controlled, request: Request) -> Response:
     await _body(request)  # whole and well-formed: a request refused on the wire does nothing
-    daemon.stop("requested over the control socket")
+    daemon.stop("requested over the control socket", again_now=False)
     return JSON({"stopping": True, "pid": os.getpid(), "grace_s": daemon.grace})
 
 

@@ -105,6 +105,9 @@ class DaemonSettings:
         )
 
 
+_SUPERSEDED = "superseded by a newer reload"
+
+
 class Daemon:
     def __init__(self, settings: DaemonSettings, notifier: Notifier | None = None) -> None:
         self.settings = settings.absolute()
@@ -134,6 +137,8 @@ class Daemon:
         self._work: TaskGroup | None = None
         self._root: TaskGroup | None = None
         self._reload_lock = anyio.Lock()
+        self._reload_error: str | None = None
+        """What the latest reload decided (None: it loaded), for one it superseded."""
         self._api: ControlServer | None = None
         self._runs = 0
         self._serving = "starting"
@@ -189,7 +194,7 @@ class Daemon:
         self._supersede_check()
         async with self._reload_lock:
             self._hup_queued = False  # a SIGHUP from now on may see a newer file
-            await self._reload()
+            self._reload_error = await self._reload()
 
     async def reload(self) -> tuple[str | None, bool]:
         """Load the definitions again; keep the old ones if the new ones do not load. Returns
@@ -197,7 +202,14 @@ class Daemon:
         what is running has finished)."""
         self._supersede_check()
         async with self._reload_lock:
-            error = await self._reload()
+            error = self._reload_error = await self._reload()
+        for _ in range(100):  # each newer one queued on the lock decides (or is superseded)
+            if error != _SUPERSEDED:
+                break
+            # Not this file's fault: the newer reload loads the file as it is now, and its
+            # outcome is this one's too (a deploy hook must not roll back a file that loads).
+            async with self._reload_lock:  # held by the newer one until it is decided
+                error = self._reload_error
         if error is not None:
             return error, False
         # Waited for outside the lock: a newer reload meanwhile replaces these definitions
@@ -226,7 +238,7 @@ class Daemon:
                 self._checking = None
             if check.cancelled_caught:
                 _log.info("reload_superseded", reason="a newer reload asked meanwhile")
-                return "superseded by a newer reload"
+                return _SUPERSEDED
             defs = await anyio.to_thread.run_sync(load_logged, self.settings.definitions)
         except LoadError as exc:
             _log.error("reload_failed", reason=str(exc))
@@ -248,9 +260,12 @@ class Daemon:
         self._wake.set()
         return None
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, *, again_now: bool = True) -> None:
         """Start nothing new, let running functions finish within the grace period, exit.
-        Asked a second time: stop at once."""
+        Asked a second time (``again_now``, as a second SIGTERM): stop at once."""
+        if self._stopping and not again_now:  # `headwater stop` retried, or from two places
+            _log.info("stop_repeated", reason=reason, note="the grace period stands")
+            return
         if self._stopping:
             _log.warning("stopping_now", reason=reason)
             self._stop_now.set()
