@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from typing import Any
 
@@ -14,6 +16,7 @@ from headwater._cli_print import (
 from headwater._client import (
     DaemonClient,
     connect_to_owner,
+    deaf_daemon,
     find_daemon,
     starting_daemon,
     wait_for_exit,
@@ -36,9 +39,10 @@ from headwater._cli_common import (
 # -- the daemon itself ------------------------------------------------------------------------
 
 
-def _running(state_dir: str | None, *, wait: bool) -> DaemonClient | None:
+def _running(state_dir: str | None, *, wait: bool, deaf_ok: bool = False) -> DaemonClient | None:
     """The daemon owning the state directory; one still starting is waited for (``wait``)
-    or reported as starting."""
+    or reported as starting; one whose socket does not answer is reported (unless the
+    caller deals with it: ``deaf_ok``)."""
     directory = resolve_state_dir(state_dir)
     client = find_daemon(directory)
     if client is not None:
@@ -48,6 +52,16 @@ def _running(state_dir: str | None, *, wait: bool) -> DaemonClient | None:
         if wait:
             return connect_to_owner(directory, starting)
         echo(f"starting: the daemon, {starting.describe()}, is loading its definitions")
+        return None
+    if (deaf := deaf_daemon(directory)) is not None:
+        if deaf_ok:
+            return None
+        echo(
+            f"not answering: the daemon, {deaf.describe()}, owns {directory.absolute()}, but "
+            f"nothing answers on its control socket {deaf.socket} (deleted or replaced?); "
+            f"restart it (systemctl restart headwater), or `headwater stop` stops it by signal",
+            err=True,
+        )
         return None
     echo(f"not running: no daemon owns {directory.absolute()}")
     return None
@@ -132,11 +146,21 @@ def stop(definitions: str | None, state_dir: str | None) -> None:
 
     Running functions may finish within its grace period; exits 1 when no daemon runs.
     """
-    client = _running(state_dir, wait=True)
+    client = _running(state_dir, wait=True, deaf_ok=True)
     if client is None:
-        sys.exit(EXIT_LATE_OR_FAILED)
-    with client:
-        answer = client.post("/stop")
+        deaf = deaf_daemon(resolve_state_dir(state_dir))
+        if deaf is None:
+            sys.exit(EXIT_LATE_OR_FAILED)
+        try:  # as systemd stops it: the socket is not the only way
+            os.kill(deaf.pid, signal.SIGTERM)
+        except OSError as exc:
+            echo(f"cannot signal PID {deaf.pid}: {exc.strerror}", err=True)
+            sys.exit(EXIT_LATE_OR_FAILED)
+        answer: dict[str, Any] = {"pid": deaf.pid}
+        echo(f"stopping: its control socket does not answer; sent SIGTERM to PID {deaf.pid}")
+    else:
+        with client:
+            answer = client.post("/stop")
     pid = int(answer["pid"])
     if not wait_for_exit(pid, float(answer.get("grace_s", 30)) + 15):
         click.echo(f"the daemon (PID {pid}) is still stopping", err=True)

@@ -218,6 +218,15 @@ def starting_daemon(state_dir: Path) -> OwnerInfo | None:
     return None
 
 
+def deaf_daemon(state_dir: Path) -> OwnerInfo | None:
+    """The live daemon that owns ``state_dir`` and has listened, when no control socket
+    answers for it (its socket file deleted or replaced): it runs, but cannot be asked."""
+    owner = read_owner(state_dir) if _readable(state_dir) else None
+    if owner is not None and owner.role == "daemon" and owner.socket:
+        return owner
+    return None
+
+
 def connect_to_owner(state_dir: Path, owner: OwnerInfo) -> DaemonClient:
     """A client of the daemon that owns ``state_dir``; waits while it is starting up."""
     deadline = time.monotonic() + _START_WAIT

@@ -406,6 +406,28 @@ def test_a_reload_superseded_by_a_newer_one_answers_with_the_newer_ones_outcome(
     daemon.wait_event("reload_superseded", since=since)
 
 
+def test_a_daemon_whose_control_socket_is_gone_is_named_and_stopped_by_signal(
+    project: Path, daemons: list[object]
+) -> None:
+    """The control socket file deleted under a live daemon: `health` and `stop` said "not
+    running: no daemon owns DIR", and `stop` left it running (hostile33b bug1). `health` now
+    names it and says its socket does not answer; `stop` stops it by SIGTERM."""
+    from headwater._statedir import read_owner
+
+    daemon = _daemon(project, daemons).start()
+    daemon.wait_notify("READY=1")
+    owner = read_owner(project / "state")
+    assert owner is not None and owner.socket
+    Path(owner.socket).unlink()
+    health = hw_project(project, "health")
+    assert health.returncode == 1
+    assert f"not answering: the daemon, PID {owner.pid} " in health.stderr, health.stderr
+    stop = hw_project(project, "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert f"sent SIGTERM to PID {owner.pid}" in stop.stdout
+    assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 0
+
+
 def test_a_second_stop_request_waits_for_the_same_graceful_stop(
     project: Path, daemons: list[object]
 ) -> None:
