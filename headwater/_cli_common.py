@@ -135,16 +135,26 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An empty value is a mistake (an unset shell variable), not "the default": it would
+    write ./.headwater or read the daemon's definitions without a word."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; leave the option out for the default")
+    return value
+
+
 def common(fn: Callable[P, R]) -> Callable[P, R]:
     fn = click.option(
         "--state-dir",
         metavar="DIR",
+        callback=_not_empty,
         help="State directory (default: $HEADWATER_STATE_DIR, [tool.headwater], $STATE_DIRECTORY, .headwater/).",
     )(fn)
     fn = click.option(
         "--definitions",
         "-d",
         metavar="TARGET",
+        callback=_not_empty,
         help="A Python file or module:attribute (default: $HEADWATER_DEFINITIONS, [tool.headwater]).",
     )(fn)
     return user_errors(fn)

@@ -123,6 +123,17 @@ def test_no_definitions_anywhere_is_explained(tmp_path: Path) -> None:
     assert "HEADWATER_DEFINITIONS" in result.stderr and "[tool.headwater]" in result.stderr
 
 
+@pytest.mark.parametrize("option", ["--state-dir", "--definitions"])
+def test_an_empty_option_is_refused_not_taken_for_the_default(tmp_path: Path, option: str) -> None:
+    """`--state-dir ''` (an unset shell variable) wrote ./.headwater, and `--definitions ''`
+    read the daemon's definitions, without a word (hostile33b bug6)."""
+    result = hw("materialize", "a", option, "", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert "is empty; leave the option out for the default" in result.stderr
+    assert not (tmp_path / ".headwater").exists()
+
+
 def test_definitions_from_environment_and_pyproject(project: Path) -> None:
     """HEADWATER_DEFINITIONS, then [tool.headwater] in pyproject.toml, supply the defaults."""
     assert hw("validate", cwd=project, env={"HEADWATER_DEFINITIONS": "pipeline.py"}).returncode == 0
