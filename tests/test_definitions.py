@@ -163,6 +163,17 @@ def test_bad_keys_are_rejected(key: str) -> None:
         hw.source(key)
 
 
+@pytest.mark.parametrize("key", ["rep/value.pickle", "a/b/value.frame.parquet"])
+def test_a_key_that_is_the_path_of_another_keys_value_file_is_rejected(key: str) -> None:
+    """``rep`` and ``rep/value.pickle`` shared a path in the value store: storing ``rep``
+    removed the folder holding the other's value, which still showed fresh (hostile33a
+    bug6). A key may still start with such a name, or use it elsewhere in a segment."""
+    hw.source("value.pickle")
+    hw.source("rep/value.pickle.old")
+    with pytest.raises(hw.DefinitionError, match="names the file that holds the value of"):
+        hw.source(key)
+
+
 def test_a_key_segment_too_long_for_a_folder_name_is_rejected() -> None:
     """Each segment names a folder of the value store: one past 255 bytes passed validate and
     failed every run that stored a file ('File name too long')."""

@@ -24,4 +24,16 @@ def check_key(key: object, what: str = "asset") -> str:
             f"{what} key {key!r}: {longest[:40]!r}... is {len(longest)} characters; a segment "
             f"may have at most {SEGMENT_MAX} (it names a folder, and file names stop at 255 bytes)"
         )
+    segments = key.split("/")
+    if taken := next((s for s in segments[1:] if s in _STORE_FILES), None):
+        raise DefinitionError(
+            f"{what} key {key!r}: {taken!r} names the file that holds the value of "
+            f"{'/'.join(segments[: segments.index(taken, 1)])!r} in the value store, so the "
+            "two would overwrite each other; name it otherwise"
+        )
     return key
+
+
+_STORE_FILES = frozenset({"value.pickle", "value.frame.parquet", "value.arrow.parquet"})
+"""What the filesystem store names an unpartitioned value in its key's folder
+(``execution/_store.py``): a key that continues with one of them is that file's path."""
