@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headwater._errors import HeadwaterError, StateDirError
-from headwater._statedir import LOCK_NAME, OwnerInfo, read_owner, short_socket_path
+from headwater._statedir import (
+    LOCK_NAME,
+    OwnerInfo,
+    lock_held_by,
+    read_owner,
+    short_socket_path,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -222,9 +228,11 @@ def deaf_daemon(state_dir: Path) -> OwnerInfo | None:
     """The live daemon that owns ``state_dir`` and has listened, when no control socket
     answers for it (its socket file deleted or replaced): it runs, but cannot be asked."""
     owner = read_owner(state_dir) if _readable(state_dir) else None
-    if owner is not None and owner.role == "daemon" and owner.socket:
-        return owner
-    return None
+    if owner is None or owner.role != "daemon" or not owner.socket:
+        return None
+    # The record may be a copy's (a state directory copied with its owner.lock): only the
+    # kernel's lock table says the process holds this very directory. Unknown: not it.
+    return owner if lock_held_by(state_dir, owner.pid) else None
 
 
 def connect_to_owner(state_dir: Path, owner: OwnerInfo) -> DaemonClient:

@@ -123,6 +123,25 @@ def read_owner(state_dir: Path) -> OwnerInfo | None:
     return info if info is not None and _pid_alive(info.pid) else None
 
 
+def lock_held_by(state_dir: Path, pid: int) -> bool | None:
+    """Whether process ``pid`` holds the lock of ``state_dir`` itself (not of a copy whose
+    record names it), from the kernel's table of locks; None when that cannot be read."""
+    try:
+        inode = (state_dir / LOCK_NAME).lstat().st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            table = f.read()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" ("->" marks a waiter: skip)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[2] != "->":
+            holder, where = fields[4], fields[5]
+            if holder == str(pid) and where.rsplit(":", 1)[-1] == str(inode):
+                return True
+    return False
+
+
 def control_socket_path(state_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
     """``$RUNTIME_DIRECTORY/headwater.sock`` under systemd, else in the state directory."""
     env = os.environ if environ is None else environ
