@@ -35,7 +35,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -247,9 +247,11 @@ class EventLog:
             rows = await cur.fetchall()
         return {(a, p or None) for a, p in rows}
 
-    async def prune_small_values(self, keep: set[NodeKey]) -> list[NodeKey]:
-        """Delete the small values of partitions not in ``keep``; return them."""
-        gone = sorted(await self.small_value_nodes() - keep, key=lambda n: (n[0], n[1] or ""))
+    async def prune_small_values(self, keep: Callable[[], set[NodeKey]]) -> list[NodeKey]:
+        """Delete the small values of partitions not in ``keep()``; return them. ``keep`` is
+        asked once the values are listed: one recorded meanwhile is then among those kept."""
+        found = await self.small_value_nodes()
+        gone = sorted(found - keep(), key=lambda n: (n[0], n[1] or ""))
         if gone:
             async with self._txn:
                 await anyio.to_thread.run_sync(_delete_small, self._writer, gone)

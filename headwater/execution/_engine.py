@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -674,20 +673,33 @@ class Engine:
                 done["values"] = "the value store is not the state directory's: nothing removed"
             else:
                 store = self.store
-                started = time.time()
-                held = self.held_values()
-                keep = {(k, p) for k, parts in held.items() for p in parts}
-                small = await self.log.small_value_nodes()
-                # a file of a partition whose value the log keeps is an older value
-                in_files = {
-                    k: [p for p in parts if (k, p) not in small] for k, parts in held.items()
-                }
-                # A run under way may have stored its value and not yet recorded it; one that
-                # starts later writes files newer than ``started``, which are left too.
-                for key, partition in [*self.cycle.in_flight, *self.storing]:
-                    in_files.setdefault(key, []).append(partition)
-                removed = await anyio.to_thread.run_sync(store.prune_values, in_files, started)
+                # No value is published while the files are weighed against the log: a run
+                # that stores one now would be deleted as held by nobody.
+                lock = await anyio.to_thread.run_sync(store.hold_publishing)
+                try:
+                    small = await self.log.small_value_nodes()
+                    # From here to the walk, no await: what holds a value is one snapshot
+                    # (a run that ends meanwhile would leave the runs under way, and be
+                    # missing from what the state held a moment before).
+                    held = self.held_values()
+                    # a file of a partition whose value the log keeps is an older value
+                    in_files = {
+                        k: [p for p in parts if (k, p) not in small] for k, parts in held.items()
+                    }
+                    # A run under way may have stored its value and not yet recorded it.
+                    for key, partition in self._under_way():
+                        in_files.setdefault(key, []).append(partition)
+                    removed = await anyio.to_thread.run_sync(store.prune_values, in_files)
+                finally:
+                    await anyio.to_thread.run_sync(os.close, lock)
                 self._refuse_if_degraded()
+
+                def keep() -> set[NodeKey]:
+                    held = self.held_values()
+                    return {(k, p) for k, parts in held.items() for p in parts} | set(
+                        self._under_way()
+                    )
+
                 dropped = await self.log.prune_small_values(keep)
                 self._remember_small(dict.fromkeys(dropped))
                 done["values"] = [str(p) for p in removed] + [
@@ -732,6 +744,11 @@ class Engine:
             raise SelectionError("the value store is not the state directory's: back it up itself")
         store = self.store
         return await anyio.to_thread.run_sync(take_snapshot, state_dir, store)
+
+    def _under_way(self) -> list[NodeKey]:
+        """Partitions whose value may be stored and not yet recorded: runs in flight, and
+        observations whose value is being stored."""
+        return [*self.cycle.in_flight, *self.storing]
 
     def held_values(self) -> dict[str, list[str | None]]:
         """Every asset or source of the definitions, with its partitions that have a value

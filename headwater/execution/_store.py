@@ -403,13 +403,6 @@ def decode_value(fmt: str, f: IO[bytes]) -> Any:
     return table.to_pandas() if fmt == "frame.parquet" else table
 
 
-def _changed_since(path: Path, since: float) -> bool:
-    try:
-        return path.lstat().st_mtime >= since - 1  # coarse timestamps: a second of slack
-    except FileNotFoundError:
-        return True
-
-
 def _left_long_ago(path: Path) -> bool:
     """A temp file no write under way can still own (an hour without a change)."""
     try:
@@ -525,6 +518,22 @@ class FilesystemStore:
         finally:
             os.close(fd)
 
+    def hold_publishing(self) -> int:
+        """Hold publishing exclusively until the returned descriptor is closed (blocking):
+        no value is renamed into place meanwhile, as under a backup's snapshot."""
+        if not self._root_made:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._root_made = True
+        fd = os.open(
+            self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def _open(self, path: Path) -> int | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -630,13 +639,11 @@ class FilesystemStore:
                 gone.append((asset, partition))
         return gone
 
-    def prune_values(
-        self, held: Mapping[str, Iterable[str | None]], since: float | None = None
-    ) -> list[Path]:
+    def prune_values(self, held: Mapping[str, Iterable[str | None]]) -> list[Path]:
         """Delete stored values no asset partition holds: files of keys not in ``held``
-        (``{asset or source key: its partitions with a value}``), or of partitions it lacks,
-        except files changed at ``since`` (a time.time()) or later: a run may have stored one
-        and not yet recorded it. Returns what was removed. Links are not followed."""
+        (``{asset or source key: its partitions with a value}``), or of partitions it lacks.
+        Returns what was removed. Links are not followed. The caller holds publishing
+        (:meth:`hold_publishing`) from before it works out ``held``."""
         expected = {key: {self._name(p) for p in parts} for key, parts in held.items()}
         removed: list[Path] = []
         if not self.root.is_dir() or self.root.is_symlink():
@@ -657,7 +664,7 @@ class FilesystemStore:
                 if name.startswith(TEMP_PREFIX):
                     if not _left_long_ago(path):  # one written beside its target right now
                         continue
-                elif base in names or (since is not None and _changed_since(path, since)):
+                elif base in names:
                     continue
                 path.unlink(missing_ok=True)
                 removed.append(path)
