@@ -615,6 +615,22 @@ def test_a_file_that_could_not_be_read_counts_once_chmod_makes_it_readable(
     assert _without_dac(tmp_path, UNREADABLE_LANDS) == "counted"
 
 
+def _clean_and_total(folder: Path, parts: hw.PartitionsDefinition) -> hw.Definitions:
+    """A file source of ``{partition}.json`` files, a partitioned copy of it, and a reader
+    of all partitions that lists the keys it was given."""
+    src = hw.FileSource("src", str(folder / "{partition}.json"), partitions=parts)
+
+    @hw.asset(partitions=parts)
+    def clean(src: Any) -> Any:
+        return src
+
+    @hw.asset
+    def total(clean: dict[str, Any]) -> list[str]:
+        return sorted(clean)
+
+    return hw.Definitions([src, clean, total])
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("before", "after", "gone"),
@@ -639,17 +655,7 @@ async def test_a_listing_leaves_a_partition_the_definitions_dropped_as_it_was(
             if isinstance(keys, list)
             else hw.DailyPartitions(start=keys, end="2026-01-04")
         )
-        src = hw.FileSource("src", str(tmp_path / "in" / "{partition}.json"), partitions=parts)
-
-        @hw.asset(partitions=parts)
-        def clean(src: int) -> int:
-            return src
-
-        @hw.asset
-        def total(clean: dict[str, int]) -> list[str]:
-            return sorted(clean)
-
-        return hw.Definitions([src, clean, total])
+        return _clean_and_total(tmp_path / "in", parts)
 
     keys = before if isinstance(before, list) else ["2026-01-01", "2026-01-02", "2026-01-03"]
     (tmp_path / "in").mkdir()
@@ -685,18 +691,7 @@ async def test_files_still_there_become_keys_of_a_renamed_dynamic_set(tmp_path: 
     from headwater.sensors.files import sync_file_sources
 
     def pipeline(name: str) -> hw.Definitions:
-        inbox = hw.DynamicPartitions(name)
-        src = hw.FileSource("src", str(tmp_path / "in" / "{partition}.json"), partitions=inbox)
-
-        @hw.asset(partitions=inbox)
-        def clean(src: str) -> str:
-            return src
-
-        @hw.asset
-        def keys(clean: dict[str, str]) -> list[str]:
-            return sorted(clean)
-
-        return hw.Definitions([src, clean, keys])
+        return _clean_and_total(tmp_path / "in", hw.DynamicPartitions(name))
 
     (tmp_path / "in").mkdir()
     for key in ("a", "b"):
@@ -706,7 +701,7 @@ async def test_files_still_there_become_keys_of_a_renamed_dynamic_set(tmp_path: 
         async with Engine.open(pipeline(name), state, SystemClock()) as engine:
             await sync_file_sources(engine)
             await engine.tick()
-            assert await anyio.to_thread.run_sync(engine.runner.load, "keys", None) == expected
+            assert await anyio.to_thread.run_sync(engine.runner.load, "total", None) == expected
         (tmp_path / "in" / "c.json").write_text('"c"')
     added = await anyio.to_thread.run_sync(
         lambda: EventLogReader(state).events(kind="partitions_added")

@@ -506,6 +506,18 @@ class FilesystemStore:
         """Held (shared) while a value is renamed into place; a backup holds it exclusively
         while it takes its snapshot, so that no value changes under it. A file lock, so that
         it holds across worker processes too."""
+        fd = self._lock_publishing(exclusive)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def hold_publishing(self) -> int:
+        """Hold publishing exclusively until the returned descriptor is closed (blocking):
+        no value is renamed into place meanwhile, as under a backup's snapshot."""
+        return self._lock_publishing(exclusive=True)
+
+    def _lock_publishing(self, exclusive: bool) -> int:
         if not self._root_made:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._root_made = True
@@ -514,21 +526,6 @@ class FilesystemStore:
         )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
-
-    def hold_publishing(self) -> int:
-        """Hold publishing exclusively until the returned descriptor is closed (blocking):
-        no value is renamed into place meanwhile, as under a backup's snapshot."""
-        if not self._root_made:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._root_made = True
-        fd = os.open(
-            self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)
             raise
