@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -615,6 +615,24 @@ def test_a_file_that_could_not_be_read_counts_once_chmod_makes_it_readable(
     assert _without_dac(tmp_path, UNREADABLE_LANDS) == "counted"
 
 
+def _watched(
+    engine: Engine,
+) -> tuple[Callable[[tuple[str, str | None], str | None], Awaitable[None]], Callable[[], None]]:
+    """``counted(node, version)`` waits until the node's version is no longer ``version``;
+    ``on_change`` is the sensor's callback that wakes it."""
+    changed = [anyio.Event()]
+
+    async def counted(node: tuple[str, str | None], version: str | None) -> None:
+        while engine.state.version(node) == version:
+            await changed[0].wait()
+            changed[0] = anyio.Event()
+
+    def on_change() -> None:
+        changed[0].set()
+
+    return counted, on_change
+
+
 def _clean_and_total(folder: Path, parts: hw.PartitionsDefinition) -> hw.Definitions:
     """A file source of ``{partition}.json`` files, a partitioned copy of it, and a reader
     of all partitions that lists the keys it was given."""
@@ -728,17 +746,8 @@ async def test_names_of_ignored_files_are_forgotten_with_the_files(tmp_path: Pat
             ignored.append(event["path"])
         return event
 
-    changed = [anyio.Event()]
     async with Engine.open(hw.Definitions([src]), tmp_path / "state", SystemClock()) as engine:
-
-        async def counted(node: tuple[str, str | None], version: str | None) -> None:
-            while engine.state.version(node) == version:
-                await changed[0].wait()
-                changed[0] = anyio.Event()
-
-        def on_change() -> None:
-            changed[0].set()
-
+        counted, on_change = _watched(engine)
         with structlog.testing.capture_logs(processors=[seen]):  # type: ignore[list-item]
             sensor = FileSensor(engine, on_change, rescan_interval=3600)
             with anyio.fail_after(20):
@@ -773,18 +782,10 @@ async def test_a_glob_lists_its_folder_again_at_a_pace_its_size_sets(tmp_path: P
     marks = hw.FileSource(
         "marks", str(tmp_path / "marks" / "{partition}.txt"), partitions=hw.DynamicPartitions("m")
     )
-    changed = [anyio.Event()]
     async with Engine.open(
         hw.Definitions([logs, marks]), tmp_path / "state", SystemClock()
     ) as engine:
-
-        async def counted(node: tuple[str, str | None], version: str | None) -> None:
-            while engine.state.version(node) == version:
-                await changed[0].wait()
-                changed[0] = anyio.Event()
-
-        def on_change() -> None:
-            changed[0].set()
+        counted, on_change = _watched(engine)
 
         def observations() -> int:
             return len(EventLogReader(tmp_path / "state").events(kind="observation", asset="logs"))
