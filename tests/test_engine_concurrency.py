@@ -421,8 +421,12 @@ async def test_a_source_value_replaced_before_its_observation_is_recorded_is_not
                     abandoned = await anyio.to_thread.run_sync(
                         lambda: EventLogReader(tmp_path).events(kind="run_abandoned")
                     )
-                    assert [e.asset for e in abandoned] == ["reader"], abandoned
-                    assert "changed while it was read" in abandoned[0].payload["reason"]
+                    # decided again at once, it may read the unrecorded file again (a loaded
+                    # machine): each time abandoned for the change, never failed or lost
+                    assert abandoned and {e.asset for e in abandoned} == {"reader"}, abandoned
+                    assert all(
+                        "changed while it was read" in e.payload["reason"] for e in abandoned
+                    )
                 finally:
                     slow_store.release.set()
                     recorded.set()

@@ -85,6 +85,7 @@ _OVERFLOW = "inotify queue overflow"
 _NEW_DIR_WINDOW = 10.0
 """Seconds after a folder appears during which its files may lack close events."""
 _BATCH = 5_000
+"""Events handled per batch at most, so that timers and other sources get their turn."""
 _GLOB_PACE = 4.0
 """A glob source's version covers all its files, so each change lists them all again: the
 next listing waits this many times as long as the last one took, so that a folder of 80,000
@@ -92,7 +93,8 @@ files receiving a file a second costs a fifth of a core, not all of it (changes 
 are counted together); a small folder's listing takes a millisecond, and so does the wait."""
 _WARNED_MAX = 10_000
 """Paths named in the log (as ignored) remembered at most, so each is named once."""
-"""Events handled per batch at most, so that timers and other sources get their turn."""
+_GONE_NAMED_S = 10.0
+"""How long a file named as ignored, gone when named, is not named again by later events."""
 
 Signature = tuple[int, int]
 """(size, mtime_ns)"""
@@ -245,6 +247,9 @@ class FileSensor:
         self.sources = [s for s in engine.defs.sources.values() if isinstance(s, FileSource)]
         self._roots: dict[str, str] = {}
         self._warned: dict[str, set[str]] = {}
+        self._gone_named: dict[str, tuple[float, set[str]]] = {}
+        """Files named as ignored that were gone when named: their later events (a next
+        batch) name them no more, for ``_GONE_NAMED_S``."""
         """Path -> the reasons it was named for: each once, and forgotten with the file (an
         uploader's temporary names would otherwise pile up for the process's life)."""
         self._unreadable: set[str] = set()
@@ -392,6 +397,9 @@ class FileSensor:
     # -- observing -----------------------------------------------------------------------
 
     def _warn_ignored(self, ignored: Iterable[tuple[str, str]]) -> None:
+        if self._gone_named:
+            moment = time.monotonic() - _GONE_NAMED_S
+            self._gone_named = {p: e for p, e in self._gone_named.items() if e[0] > moment}
         for path, why in ignored:
             if why.startswith(UNREADABLE):
                 self._unreadable.add(path)  # looked at again when its mode changes
@@ -399,11 +407,14 @@ class FileSensor:
                 # as inotify names it (a source folder may be reached through a link); a
                 # root is armed again by each rescan instead
                 self._blind.add(real)
-            said = self._warned.get(path)
+            said = self._warned.get(path) or self._gone_named.get(path, (0.0, None))[1]
             if said is None or why not in said:  # once per path and reason, not per event
                 _log.warning("file_ignored", path=path, reason=why)
                 if not os.path.lexists(path):
-                    continue  # gone already (its deletion was in the same batch): forgotten
+                    # gone already (its deletion may be in this batch): not kept for good,
+                    # but a later batch may still hold its events, for a moment
+                    self._gone_named[path] = (time.monotonic(), {*(said or ()), why})
+                    continue
                 if said is None and len(self._warned) >= _WARNED_MAX:
                     self._warned.clear()  # at worst a file still there is named again
                 self._warned.setdefault(path, set()).add(why)
@@ -777,6 +788,7 @@ class FileSensor:
             self._unreadable.discard(src)
             ready.append(src)
         elif kind == "created":
+            self._gone_named.pop(src, None)  # a new file under a name once named
             if self._in_new_dir(src):
                 self._settle_later(src, None)
             else:
