@@ -246,3 +246,31 @@ def test_an_object_deleted_from_the_bucket_is_found_gone_when_asked_for(
             h.value("a")  # not what the bucket holds
         assert h.materialize("a").materialized == [("a", None)]
         assert (h.value("a"), h.value("b")) == (1, 10)
+
+
+def test_two_assets_whose_object_stores_overlap_on_one_object_are_refused(
+    tmp_path: Path,
+) -> None:
+    """``a`` under ``s3://lake/values`` and ``values/a`` under ``s3://lake`` are one object:
+    each run made the other's value lost, and they ran each other for ever (hostile33a
+    bug2). The definitions are refused, naming both and the object."""
+    text = """
+import headwater as hw
+
+@hw.asset(io=hw.ObjectStore("s3://lake/values"))
+def a() -> int:
+    return 1
+
+@hw.asset(key="values/a", io=hw.ObjectStore("s3://lake/"))
+def other() -> int:
+    return 2
+
+defs = hw.Definitions([a, other])
+"""
+    (tmp_path / "pipeline.py").write_text(text)
+    with pytest.raises(LoadError) as raised:
+        load_definitions(str(tmp_path / "pipeline.py"))
+    assert (
+        "assets 'a' and 'values/a' store their values in one object, s3://lake/values/a/value"
+        in str(raised.value)
+    ), raised.value

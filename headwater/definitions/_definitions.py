@@ -183,14 +183,25 @@ class Definitions:
         """Each ``io=`` checked and named once, as the definitions are made: a store without
         ``save`` or ``load``, or whose ``location`` raises, is a DefinitionError naming the
         asset (it failed its runs, or stopped the daemon at its first status)."""
+        from headwater.execution._object_store import ObjectStore  # it imports this module
+
         names: dict[str, str] = {}
         named: dict[int, str] = {}  # one store serves many assets (Definitions(io=...))
+        objects: dict[tuple[str, str], str] = {}
         for key, node in self.nodes.items():
             if isinstance(node, AssetDef) and (io := node.io or self.io) is not None:
                 name = named.get(id(io))
                 if name is None:
                     name = named[id(io)] = _store_name(io, key, self.module)
                 names[key] = name
+                if isinstance(io, ObjectStore):
+                    where = (io.bucket, io.key(key, None))
+                    if (other := objects.setdefault(where, key)) != key:
+                        raise DefinitionError(
+                            f"assets {other!r} and {key!r} store their values in one object, "
+                            f"s3://{where[0]}/{where[1]} (their stores' prefixes overlap): "
+                            "each run would make the other's value lost; give one another prefix"
+                        )
         self._elsewhere = frozenset(names)
         return names
 
