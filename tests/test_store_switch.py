@@ -274,3 +274,53 @@ defs = hw.Definitions([a, other])
         "assets 'a' and 'values/a' store their values in one object, s3://lake/values/a/value"
         in str(raised.value)
     ), raised.value
+
+
+FORGETFUL = """
+import headwater as hw
+
+
+class Forgetful(hw.FilesystemStore):
+    \"\"\"A store whose folder something empties right after each write (a cleaner).\"\"\"
+
+    def store(self, asset, partition, value, version=None, prepared=None):
+        version = super().store(asset, partition, value, version, prepared)
+        for stored in (self.root / asset).iterdir():
+            stored.unlink()
+        return version
+
+
+src = hw.source("src")
+
+
+@hw.asset(io=Forgetful(ROOT))
+def a(src: int) -> list[int]:
+    return [src] * 10_000
+
+
+@hw.asset
+def b(a: list[int]) -> int:
+    return len(a)
+
+
+defs = hw.Definitions([src, a, b])
+"""
+
+
+def test_a_value_its_store_loses_again_and_again_fails_instead_of_running_for_ever(
+    tmp_path: Path,
+) -> None:
+    """A store that does not keep what it is given: ``b`` found ``a``'s value gone, ``a`` ran
+    again, ``b`` found it gone again, for ever, the log growing all the while (hostile33a
+    bug2). After five losses in ten minutes ``a`` fails, saying why, and waits for a change
+    of its inputs or code, or a request."""
+    (tmp_path / "pipeline.py").write_text(FORGETFUL.replace("ROOT", repr(str(tmp_path / "lost"))))
+    with Harness(load_definitions(str(tmp_path / "pipeline.py")), state_dir=tmp_path / "s") as h:
+        h.observe("src", value=1)
+        tick = h.tick()
+        assert tick.skipped[("b", None)] == "waiting: input a failed"
+        assert h.state("a") == "failed"
+        assert any("lost its value 5 times within 10 minutes" in line for line in h.why("a"))
+        assert len(h.events(kind="value_lost", asset="a")) == 5
+        assert h.state("b") == "missing"
+        assert h.tick().materialized == []  # it stays failed, and b waits

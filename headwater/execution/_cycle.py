@@ -15,6 +15,7 @@ import dataclasses
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -87,6 +88,15 @@ def _inputs_json(status: Status) -> list[list[str | None]]:
     return [[a, p, v] for a, p, v in status.inputs]
 
 
+_LOSS_LIMIT = 5
+_LOSS_WINDOW = 600.0
+_LOSSES_KEPT = 10_000
+_LOST_AGAIN = (
+    f"its value store lost its value {_LOSS_LIMIT} times within {_LOSS_WINDOW / 60:.0f} "
+    "minutes, each time found gone by a reader: the store does not keep what it is given"
+)
+
+
 class RunCycle:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -102,6 +112,22 @@ class RunCycle:
         """Per asset, the usual duration of a successful run in seconds (a moving average)."""
         self._quiet = anyio.Event()
         self._quiet.set()
+        self._losses: dict[NodeKey, deque[float]] = {}
+        """Per partition, when its value was last found lost by readers (monotonic)."""
+
+    def _lost_too_often(self, node: NodeKey) -> bool:
+        """Whether ``node``'s value is lost again and again: a store that does not keep what
+        it is given (a cleaner emptying its folder, an object written over each time) would
+        have it run, and be lost by its readers, for ever."""
+        now = time.monotonic()
+        if len(self._losses) >= _LOSSES_KEPT:
+            self._losses = {n: t for n, t in self._losses.items() if now - t[-1] < _LOSS_WINDOW}
+        times = self._losses.setdefault(node, deque(maxlen=_LOSS_LIMIT))
+        times.append(now)
+        if len(times) == _LOSS_LIMIT and now - times[0] < _LOSS_WINDOW:
+            del self._losses[node]
+            return True
+        return False
 
     def stop_starting(self, reason: str = STOPPING) -> None:
         """Start no new run from now on; runs already going finish (or are left behind)."""
@@ -589,6 +615,14 @@ class RunCycle:
             inputs = ", ".join(node_label(*n) for n in outcome.lost)
             reason = f"input {inputs} changed while it was read; it is decided again"
         events = [engine.value_lost_event(n, "found gone when a reader loaded it") for n in lost]
+        for n in lost:
+            if n[0] in engine.defs.assets and self._lost_too_often(n) and (was := seen[n]):
+                # It stays failed (no retry) until an input or its code changes, or it is asked.
+                failed = {"code_version": was.code_version, "attempt": 1, "final": True,
+                          "inputs": [[a, p, v] for a, p, v in was.inputs], "error": _LOST_AGAIN}  # fmt: skip
+                events.append(
+                    engine.event(EventKind.RUN_FAILED, n, run_id=new_run_id(), payload=failed)
+                )
         events.append(engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                    payload={"reason": reason}))  # fmt: skip
         written = await start.append_with(events, decided_on=seen, basis=held_value)

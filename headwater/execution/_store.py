@@ -414,9 +414,9 @@ def _left_long_ago(path: Path) -> bool:
 class FilesystemStore:
     """``root/<asset key>/<partition>.<format>``; the default :class:`IOManager`."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.temp_dir = root / ".tmp"
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.temp_dir = self.root / ".tmp"
         """Where values are written before they are renamed into place: one folder, so that
         opening clears a crash's leftovers without walking every asset's (no key starts
         with a dot)."""
