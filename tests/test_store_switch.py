@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import moto_bucket
+from servers import free_port, moto_bucket, moto_server
 
 from headwater._loading import LoadError, load_definitions
 from headwater.execution import NoValueError
@@ -324,3 +324,41 @@ def test_a_value_its_store_loses_again_and_again_fails_instead_of_running_for_ev
         assert len(h.events(kind="value_lost", asset="a")) == 5
         assert h.state("b") == "missing"
         assert h.tick().materialized == []  # it stays failed, and b waits
+
+
+def test_a_reader_of_an_object_store_that_is_down_waits_for_it_without_failing(
+    tmp_path: Path,
+) -> None:
+    """The bucket holding ``a``'s value does not answer while ``b`` reads it: ``b``'s run was
+    failed, charged to its function, and stayed failed after the store was back (hostile33a
+    bug10). It is abandoned, spends no retry, and is tried again after a while."""
+    import boto3
+
+    port = free_port()
+    io = (
+        f'hw.ObjectStore("s3://lake/down", storage_options={{"endpoint_url": '
+        f'"http://127.0.0.1:{port}", "key": "testing", "secret": "testing", '
+        '"region_name": "us-east-1"})'
+    )
+    state = tmp_path / "state"
+
+    def bucket(endpoint: str) -> None:
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1",
+                     ).create_bucket(Bucket="lake")  # fmt: skip
+
+    with moto_server(port=port) as endpoint:
+        bucket(endpoint)
+        with Harness(_defs(tmp_path, io, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
+            h.observe("src", value=1)
+            assert h.tick().failed == {}
+    with Harness(_defs(tmp_path, io, 1), now="2026-01-05T01:00:00Z", state_dir=state) as h:
+        tick = h.tick()  # b's code changed: it reads a, and the store is down
+        assert tick.failed == {}
+        assert "it is tried again in 30 s" in tick.skipped[("b", None)]
+        assert h.state("b") == "stale"
+        with moto_server(port=port) as endpoint:  # back (empty: a is lost, and runs again)
+            bucket(endpoint)
+            h.advance("31s")
+            assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
+            assert h.value("b") == 11

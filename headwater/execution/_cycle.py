@@ -88,6 +88,8 @@ def _inputs_json(status: Status) -> list[list[str | None]]:
     return [[a, p, v] for a, p, v in status.inputs]
 
 
+_STORE_RETRY_S = 30.0
+_STORE_RETRY_MAX_S = 600.0
 _LOSS_LIMIT = 5
 _LOSS_WINDOW = 600.0
 _LOSSES_KEPT = 10_000
@@ -112,6 +114,9 @@ class RunCycle:
         """Per asset, the usual duration of a successful run in seconds (a moving average)."""
         self._quiet = anyio.Event()
         self._quiet.set()
+        self._store_waits: dict[NodeKey, int] = {}
+        """Per reader, how many times in a row an ObjectStore holding an input's value did
+        not answer it (the wait before the next try doubles)."""
         self._losses: dict[NodeKey, deque[float]] = {}
         """Per partition, when its value was last found lost by readers (monotonic)."""
 
@@ -520,6 +525,7 @@ class RunCycle:
             seconds = outcome.duration_ms / 1000
             self.usual[node[0]] = blend_duration(self.usual.get(node[0]), seconds)
             result.materialized.append(node)
+            self._store_waits.pop(node, None)
             result.failed.pop(node, None)
             result.skipped.pop(node, None)
             changed = outcome.data_version != before
@@ -679,14 +685,27 @@ class RunCycle:
         decided again once a listing of that source works (the object sensor tells the
         engine), not at once: a store that is down would be asked again and again."""
         engine = self.engine
-        reason = f"{outcome.error}; it runs again once the store answers"
+        values = [key for key, _ in outcome.unreadable if key in engine.defs.assets]
+        if values:
+            # An asset's value in an ObjectStore: no sensor lists it to say the store is
+            # back, so the run is tried again after a while, longer each time it is down.
+            waits = self._store_waits.get(node, 0)
+            wait = min(_STORE_RETRY_S * 2**waits, _STORE_RETRY_MAX_S)
+            self._store_waits[node] = waits + 1
+            engine.clockwork.timers.schedule(
+                engine.clock.now() + timedelta(seconds=wait), "wake", node
+            )
+            reason = f"{outcome.error}; it is tried again in {wait:.0f} s"
+        else:
+            reason = f"{outcome.error}; it runs again once the store answers"
         _log.warning("input_store_unavailable", asset=node[0], partition=node[1],
                      run_id=start.run_id, error=outcome.error)  # fmt: skip
         abandoned = engine.event(EventKind.RUN_ABANDONED, node, run_id=start.run_id,
                                  payload={"reason": reason})  # fmt: skip
         await start.append_with([abandoned])
         for source, _ in outcome.unreadable:
-            engine.awaiting_store.setdefault(source, set()).add(node)
+            if source not in engine.defs.assets:
+                engine.awaiting_store.setdefault(source, set()).add(node)
         result.skipped[node] = f"waiting: {reason}"
         return "skipped"
 

@@ -194,7 +194,8 @@ class _GoneSource(Exception):
 
 
 class _UnreadableSource(Exception):
-    """An object source's store did not answer the read (down, refusing, timing out)."""
+    """An object source's store, or an ObjectStore holding an asset's value, did not answer
+    the read (down, refusing, timing out)."""
 
     def __init__(self, node: tuple[str, str | None], error: BaseException) -> None:
         super().__init__(
@@ -305,7 +306,11 @@ class Runner:
                 raise _LostInput((key, partition), gone) from None
             raise
         except Exception as exc:
-            if isinstance(self.defs.nodes[key], ObjectSource) and _s3.is_store_failure(exc):
+            node = self.defs.nodes[key]
+            in_a_bucket = isinstance(node, ObjectSource) or (
+                isinstance(node, AssetDef) and isinstance(self.io_for(key), ObjectStore)
+            )
+            if in_a_bucket and _s3.is_store_failure(exc):
                 raise _UnreadableSource((key, partition), exc) from exc
             raise
         if version is not None:
