@@ -326,27 +326,31 @@ def test_a_value_its_store_loses_again_and_again_fails_instead_of_running_for_ev
         assert h.tick().materialized == []  # it stays failed, and b waits
 
 
+def _bucket(endpoint: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1",
+                 ).create_bucket(Bucket="lake")  # fmt: skip
+
+
+def _store_on(port: int) -> str:
+    return (
+        f'hw.ObjectStore("s3://lake/down", storage_options={{"endpoint_url": '
+        f'"http://127.0.0.1:{port}", "key": "testing", "secret": "testing", '
+        '"region_name": "us-east-1"})'
+    )
+
+
 def test_a_reader_of_an_object_store_that_is_down_waits_for_it_without_failing(
     tmp_path: Path,
 ) -> None:
     """The bucket holding ``a``'s value does not answer while ``b`` reads it: ``b``'s run was
     failed, charged to its function, and stayed failed after the store was back (hostile33a
     bug10). It is abandoned, spends no retry, and is tried again after a while."""
-    import boto3
-
     port = free_port()
-    io = (
-        f'hw.ObjectStore("s3://lake/down", storage_options={{"endpoint_url": '
-        f'"http://127.0.0.1:{port}", "key": "testing", "secret": "testing", '
-        '"region_name": "us-east-1"})'
-    )
+    io, bucket = _store_on(port), _bucket
     state = tmp_path / "state"
-
-    def bucket(endpoint: str) -> None:
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                     aws_secret_access_key="testing", region_name="us-east-1",
-                     ).create_bucket(Bucket="lake")  # fmt: skip
-
     with moto_server(port=port) as endpoint:
         bucket(endpoint)
         with Harness(_defs(tmp_path, io, 0), now="2026-01-05T00:00:00Z", state_dir=state) as h:
@@ -362,3 +366,23 @@ def test_a_reader_of_an_object_store_that_is_down_waits_for_it_without_failing(
             h.advance("31s")
             assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
             assert h.value("b") == 11
+
+
+def test_a_run_whose_object_store_is_down_waits_for_it_without_failing(
+    tmp_path: Path,
+) -> None:
+    """The bucket that keeps ``a``'s value does not answer its write: the run failed, charged
+    to its function (a retry spent, then failed for good). It is abandoned, spends no retry,
+    and is tried again after a while; its reader waits meanwhile."""
+    port = free_port()
+    with Harness(_defs(tmp_path, _store_on(port), 0), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        tick = h.tick()  # no server yet: the store does not answer
+        assert tick.failed == {}
+        assert "storing its value: its store did not answer" in tick.skipped[("a", None)]
+        assert "it is tried again in 30 s" in tick.skipped[("a", None)]
+        with moto_server(port=port) as endpoint:
+            _bucket(endpoint)
+            h.advance("31s")
+            assert (h.state("a"), h.state("b")) == ("fresh", "fresh")
+            assert h.value("b") == 10

@@ -204,6 +204,16 @@ class _UnreadableSource(Exception):
         self.node = node
 
 
+class _UnwritableStore(_UnreadableSource):
+    """The ObjectStore that keeps the run's own value did not answer its write."""
+
+    def __init__(self, node: tuple[str, str | None], error: BaseException) -> None:
+        Exception.__init__(
+            self, f"storing its value: its store did not answer: {describe_error(error)}"
+        )
+        self.node = node
+
+
 class _LostInput(Exception):
     """An input's stored value is gone (deleted, or lost with its disk)."""
 
@@ -368,7 +378,12 @@ class Runner:
                 return version, SmallValue(version, prepared.data)
             return io.store(key, partition, value, version, prepared), None  # asks the guard
         if isinstance(io, ObjectStore):
-            return io.store(key, partition, value, version), None  # asks the guard itself
+            try:
+                return io.store(key, partition, value, version), None  # asks the guard itself
+            except Exception as exc:
+                if _s3.is_store_failure(exc):  # not the function's failure: tried again later
+                    raise _UnwritableStore((key, partition), exc) from exc
+                raise
         with guarded():
             io.save(key, partition, value)
         return version or data_version(value), None
