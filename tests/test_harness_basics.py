@@ -637,6 +637,30 @@ def test_failed_partition_runs_again_when_asked() -> None:
         assert h.state("flaky") == "fresh"
 
 
+def test_a_source_observed_with_a_version_only_passes_none_after_a_value(
+    tmp_path: Path,
+) -> None:
+    """A plain source observed with a value, then with a version only: its old file was read
+    as a value lost, and its reader waited for good (hostile33a bug9). It now passes None,
+    as the README says; a value observed again is passed again."""
+    src = hw.source("src")
+
+    @hw.asset
+    def got(src: Any) -> str:
+        return f"got {src!r}"
+
+    with Harness(hw.Definitions([src, got]), state_dir=tmp_path) as h:
+        h.observe("src", value=[5] * 10_000, data_version="v1")  # large: a file
+        h.tick()
+        h.observe("src", data_version="v2")
+        assert h.tick().materialized == [("got", None)]
+        assert h.value("got") == "got None"
+        h.observe("src", value=7, data_version="v3")
+        h.tick()
+        assert h.value("got") == "got 7"
+        assert h.events(kind="value_lost") == []
+
+
 def test_output_sets_data_version_and_metadata() -> None:
     """hw.Output's data_version is recorded as given and its metadata is kept."""
     src = hw.source("src")

@@ -840,7 +840,11 @@ class Engine:
         observed = [Observed(key, partition, version, payload or {})]
         node = (key, partition)
         if value is None or version == self.state.version(node):
-            return bool(await self.observe_many(observed))
+            before = self.state.version(node)
+            changed = bool(await self.observe_many(observed))
+            if changed and value is None and before is not None:
+                await self._discard_value(key, partition, before)
+            return changed
         self.storing[node] = self.storing.get(node, 0) + 1
         try:
             store = self.store
@@ -854,6 +858,14 @@ class Engine:
                 del self.storing[node]
             else:
                 self.storing[node] -= 1
+
+    async def _discard_value(self, key: str, partition: str | None, version: str) -> None:
+        """A plain source observed with a version only has no value: its readers get None.
+        The value stored with the version before goes (its file would be read as a value
+        lost, and its readers would wait for good)."""
+        store = self.store
+        if type(self.defs.nodes[key]) is SourceDef and isinstance(store, FilesystemStore):
+            await anyio.to_thread.run_sync(store.discard, key, partition, version)
 
     async def observe_many(
         self, items: Sequence[Observed], *, listed_since: int = -1

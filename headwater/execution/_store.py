@@ -512,6 +512,29 @@ class FilesystemStore:
         finally:
             os.close(fd)
 
+    def discard(self, asset: str, partition: str | None, version: str) -> None:
+        """Delete the stored value of a partition if it holds ``version`` (a source now
+        observed with a version only has no value). Under publishing, held exclusively: a
+        newer value stored meanwhile holds another version, and stays."""
+        base = self._base(asset, partition)
+        fd = self._lock_publishing(exclusive=True)
+        try:
+            try:
+                self._folder(base.parent, create=False)
+            except (FileNotFoundError, UnsafePath):
+                return
+            for fmt in _FORMATS:
+                path = base.with_name(f"{base.name}.{fmt}")
+                held = self._open(path)
+                if held is None:
+                    continue
+                with open(held, "rb") as f:
+                    stored = _stored_version(fmt, f)
+                if stored == version:
+                    path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
     def hold_publishing(self) -> int:
         """Hold publishing exclusively until the returned descriptor is closed (blocking):
         no value is renamed into place meanwhile, as under a backup's snapshot."""
