@@ -685,8 +685,7 @@ class RunCycle:
         decided again once a listing of that source works (the object sensor tells the
         engine), not at once: a store that is down would be asked again and again."""
         engine = self.engine
-        values = [key for key, _ in outcome.unreadable if key in engine.defs.assets]
-        if values:
+        if any(key in engine.defs.assets for key, _ in outcome.unreadable):
             # An asset's value in an ObjectStore: no sensor lists it to say the store is
             # back, so the run is tried again after a while, longer each time it is down.
             waits = self._store_waits.get(node, 0)

@@ -842,7 +842,7 @@ class Engine:
         if value is None or version == self.state.version(node):
             before = self.state.version(node)
             changed = bool(await self.observe_many(observed))
-            if changed and value is None and before is not None:
+            if changed and value is None and version is not None and before is not None:
                 await self._discard_value(key, partition, before)
             return changed
         self.storing[node] = self.storing.get(node, 0) + 1

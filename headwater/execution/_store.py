@@ -516,22 +516,15 @@ class FilesystemStore:
         """Delete the stored value of a partition if it holds ``version`` (a source now
         observed with a version only has no value). Under publishing, held exclusively: a
         newer value stored meanwhile holds another version, and stays."""
-        base = self._base(asset, partition)
         fd = self._lock_publishing(exclusive=True)
         try:
-            try:
-                self._folder(base.parent, create=False)
-            except (FileNotFoundError, UnsafePath):
+            if (found := self._value_file(asset, partition)) is None:
                 return
-            for fmt in _FORMATS:
-                path = base.with_name(f"{base.name}.{fmt}")
-                held = self._open(path)
-                if held is None:
-                    continue
-                with open(held, "rb") as f:
-                    stored = _stored_version(fmt, f)
-                if stored == version:
-                    path.unlink(missing_ok=True)
+            path, fmt, held = found
+            with open(held, "rb") as f:
+                stored = _stored_version(fmt, f)
+            if stored == version:
+                path.unlink(missing_ok=True)
         finally:
             os.close(fd)
 
@@ -571,19 +564,36 @@ class FilesystemStore:
     def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
         """The stored value; given the ``version`` the log records, :class:`StaleValue` for
         a file that holds another one or was cut short."""
+        found = self._value_file(asset, partition)
+        if found is None:
+            return self._missing(asset, partition)
+        _, fmt, fd = found
+        with open(fd, "rb") as f:
+            label = asset if partition is None else f"{asset}[{partition}]"
+            return _load_checked(fmt, f, version, label)
+
+    def _value_file(
+        self, asset: str, partition: str | None, *, unreadable_is_none: bool = False
+    ) -> tuple[Path, str, int] | None:
+        """The file holding a partition's value, its format and an open descriptor; None if
+        there is none (a link, a FIFO or a folder is none; so is a file that cannot be
+        opened, with ``unreadable_is_none``)."""
         base = self._base(asset, partition)
         try:
             self._folder(base.parent, create=False)
         except (FileNotFoundError, UnsafePath):
-            return self._missing(asset, partition)
+            return None
         for fmt in _FORMATS:
-            fd = self._open(base.with_name(f"{base.name}.{fmt}"))
-            if fd is None:
-                continue
-            with open(fd, "rb") as f:
-                label = asset if partition is None else f"{asset}[{partition}]"
-                return _load_checked(fmt, f, version, label)
-        return self._missing(asset, partition)
+            path = base.with_name(f"{base.name}.{fmt}")
+            try:
+                fd = self._open(path)
+            except OSError:
+                if not unreadable_is_none:
+                    raise
+                fd = None
+            if fd is not None:
+                return path, fmt, fd
+        return None
 
     def checked_this_boot(self) -> bool:
         """Whether the values were checked (:meth:`mismatched`) since the machine last
@@ -612,25 +622,14 @@ class FilesystemStore:
         stored file is gone, cut short, or holds another version."""
         bad: list[tuple[str, str | None]] = []
         for (asset, partition), version in expected:
-            base = self._base(asset, partition)
-            try:
-                self._folder(base.parent, create=False)
-            except (FileNotFoundError, UnsafePath):
+            found = self._value_file(asset, partition, unreadable_is_none=True)
+            if found is None:
                 bad.append((asset, partition))
                 continue
-            for fmt in _FORMATS:  # as load() finds it: never a link, a FIFO, a folder
-                try:
-                    fd = self._open(base.with_name(f"{base.name}.{fmt}"))
-                except OSError:
-                    fd = None
-                if fd is None:
-                    continue
-                with open(fd, "rb") as f:
-                    stored = _stored_version(fmt, f)
-                if stored is not None and stored != version:
-                    bad.append((asset, partition))
-                break
-            else:
+            _, fmt, fd = found
+            with open(fd, "rb") as f:
+                stored = _stored_version(fmt, f)
+            if stored is not None and stored != version:
                 bad.append((asset, partition))
         return bad
 
