@@ -53,7 +53,7 @@ from headwater._clock import VirtualClock, parse_instant
 from headwater._collector import collector_paused
 from headwater._events import Event, EventKind
 from headwater.eventlog import SmallValue, open_event_log
-from headwater.execution import Engine, IOManager
+from headwater.execution import Engine, FilesystemStore, IOManager
 from headwater.planning._dryrun import dry_run
 from headwater.versions import data_version
 
@@ -123,6 +123,7 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
     versions: dict[str, str] = {}
     batch: list[Event] = []
     kept: dict[tuple[str, str | None], SmallValue | None] = {}
+    files = FilesystemStore(state_dir / "values")
     async with Engine.open(defs, state_dir, VirtualClock(NOW)) as engine:
         order = defs.graph.order
         for key in sorted(defs.nodes, key=order.__getitem__):
@@ -134,9 +135,7 @@ async def seed(defs: hw.Definitions, inputs: dict[str, list[str]], state_dir: Pa
                 values[key] = node.fn(*args)
             versions[key] = data_version(values[key])
             if isinstance(node, hw.SourceDef):
-                folder = state_dir / "values" / key
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "value.pickle").write_bytes(pickle.dumps(values[key], protocol=5))
+                files.store(key, None, values[key], versions[key])
             else:
                 kept[(key, None)] = SmallValue(versions[key], pickle.dumps(values[key], 5))
             if isinstance(node, hw.SourceDef):

@@ -211,7 +211,12 @@ def test_keys_that_look_like_paths_or_sql_stay_inside_their_asset_folder(tmp_pat
     assert len(stored) == len(keys)
     assert all(p.parent == folder and p.name.startswith("p=") for p in stored)
     values = tmp_path / "state" / "values"
-    assert sorted(p.name for p in values.iterdir()) == [".publish.lock", ".tmp", "kept"]
+    assert sorted(p.name for p in values.iterdir()) == [
+        ".publish.lock",
+        ".tmp",
+        ".versioned",
+        "kept",
+    ]
     assert list((values / ".tmp").iterdir()) == []  # where values are written, then renamed
     with pytest.raises(hw_.DefinitionError, match="/"):
         hw_.StaticPartitions(["../etc/passwd"])

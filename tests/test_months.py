@@ -153,6 +153,7 @@ def test_backup_while_runs_land_is_a_usable_state_directory(
         with sqlite3.connect(dest / "events.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert not list(project.joinpath("state").glob(".backup-*"))  # snapshots removed
+        assert (dest / "values" / ".versioned").is_file()  # as strict about values as its origin
         status = hw_project(project, "status", "--json", state=str(dest))
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)

@@ -57,9 +57,14 @@ def _damage(path: Path, how: str, older: bytes) -> None:
     elif how == "a folder":
         path.unlink()
         (path / "inside").mkdir(parents=True)
+    elif how == "replaced by hand":  # a file that says no version, as an earlier version's
+        if path.name.endswith(".parquet"):
+            pd.DataFrame({"n": [777] * 3}).to_parquet(path)
+        else:
+            path.write_bytes(pickle.dumps([777] * 3 + [0] * 20_000, protocol=5))
 
 
-DAMAGE = ["older", "cut short", "empty", "zeroed", "a zeroed block", "a folder"]
+DAMAGE = ["older", "cut short", "empty", "zeroed", "a zeroed block", "a folder", "replaced by hand"]
 
 
 @pytest.mark.parametrize("table", [False, True], ids=["pickle", "parquet"])
@@ -91,6 +96,8 @@ def test_a_value_a_power_loss_took_back_is_materialized_again(
         assert "base's stored value is gone" in reason
         if how == "older":
             assert "version" in reason
+        elif how == "replaced by hand":
+            assert "says no data version, so headwater did not write it" in reason
         elif how != "a folder":
             assert "damaged" in reason or "cut short" in reason or "unreadable" in reason
 
@@ -129,6 +136,49 @@ def test_values_of_earlier_versions_without_a_header_are_read(tmp_path: Path) ->
     pd.DataFrame({"x": [1, 2]}).to_parquet(folder / "p=t.frame.parquet")
     assert store.load("old", None, version="anything") == {"a": 1}
     assert store.load("old", "t", version="anything")["x"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("made", ["by the store", "empty at open"])
+def test_where_every_value_says_its_version_one_that_says_none_is_no_value(
+    tmp_path: Path, made: str
+) -> None:
+    """A root the store made (or found empty when the engine opened it) holds only values that
+    say their version: a file that says none (a plain pickle, a table pandas wrote) was put
+    there by hand or restored from an old backup, and is no value; the restart check finds it.
+    A load that asks no version still reads it."""
+    root = tmp_path / "values"
+    if made == "empty at open":
+        root.mkdir()
+        (root / ".tmp").mkdir()
+        FilesystemStore(root).mark_versioned_if_empty()
+    store = FilesystemStore(root)
+    one, two = store.store("one", None, [1]), store.store("two", "t", pd.DataFrame({"x": [1]}))
+    (root / "one" / "value.pickle").write_bytes(pickle.dumps([2], protocol=5))
+    pd.DataFrame({"x": [2]}).to_parquet(root / "two" / "p=t.frame.parquet")
+    for asset, partition, version in [("one", None, one), ("two", "t", two)]:
+        with pytest.raises(NoValueError, match="says no data version"):
+            FilesystemStore(root).load(asset, partition, version)
+    assert FilesystemStore(root).load("one", None) == [2]
+    expected = [(("one", None), one), (("two", "t"), two)]
+    assert store.mismatched(expected) == [("one", None), ("two", "t")]
+
+
+def test_prune_marks_a_root_once_no_value_of_an_earlier_version_is_left(tmp_path: Path) -> None:
+    """A state directory from before values said their version: such files load as they are
+    until ``prune --values`` finds none left; from then on, one that says none is no value."""
+    root = tmp_path / "values"
+    (root / "old").mkdir(parents=True)
+    (root / "old" / "value.pickle").write_bytes(pickle.dumps([0], protocol=5))
+    store = FilesystemStore(root)
+    FilesystemStore(root).mark_versioned_if_empty()  # not empty: nothing marked
+    version = store.store("new", None, [1])
+    store.prune_values({"old": [None], "new": [None]})
+    assert store.load("old", None, "anything") == [0]  # still an earlier version's file
+    store.prune_values({"new": [None]})  # "old" is gone: every value left says its version
+    assert not (root / "old" / "value.pickle").exists()
+    (root / "new" / "value.pickle").write_bytes(pickle.dumps([1], protocol=5))
+    with pytest.raises(NoValueError, match="says no data version"):
+        FilesystemStore(root).load("new", None, version)
 
 
 def test_a_stored_table_reads_back_without_the_version_key(tmp_path: Path) -> None:

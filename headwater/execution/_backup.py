@@ -20,7 +20,7 @@ from pathlib import Path
 
 from headwater._errors import StateDirError
 from headwater.eventlog import DB_NAME
-from headwater.execution._store import FilesystemStore
+from headwater.execution._store import VERSIONED_MARK, FilesystemStore
 
 __all__ = ["SNAPSHOT_PREFIX", "copy_snapshot", "remove_snapshots", "take_snapshot"]
 
@@ -72,7 +72,8 @@ def _link_values(values: Path, into: Path) -> None:
         rel = Path(folder).relative_to(values)
         (into / rel).mkdir(mode=0o700, parents=True, exist_ok=True)
         for name in files:
-            if name.startswith(".") or Path(folder, name).is_symlink():
+            mark = name == VERSIONED_MARK and folder == str(values)  # the copy is as strict
+            if (name.startswith(".") and not mark) or Path(folder, name).is_symlink():
                 continue  # temp files, the publishing lock, links: not values
             os.link(Path(folder, name), into / rel / name)
 

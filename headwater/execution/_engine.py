@@ -184,6 +184,7 @@ class Engine:
         value_store = store or FilesystemStore(state_dir / "values")
         if isinstance(value_store, FilesystemStore):
             await anyio.to_thread.run_sync(value_store.remove_temp_files)
+            await anyio.to_thread.run_sync(value_store.mark_versioned_if_empty)
         await anyio.to_thread.run_sync(remove_snapshots, state_dir)  # a backup cut short
         await anyio.to_thread.run_sync(defs.compute_code_versions)
         await anyio.to_thread.run_sync(defs.compute_fingerprints)

@@ -64,6 +64,12 @@ TEMP_PREFIX = ".tmp-"
 PUBLISH_LOCK = ".publish.lock"
 BOOT_MARK = ".boot-id"
 """The boot of the machine in which the values were last checked (``checked_this_boot``)."""
+VERSIONED_MARK = ".versioned"
+"""In a store's root: every value file there says the version it holds, so a file that says
+none is not one headwater wrote (put there by hand, restored from a backup made before
+values carried their version) and is no value. The store writes it when it makes its root
+or finds it empty, and ``prune --values`` once no file of an earlier version is left;
+without it such files load as they are, as an earlier version's (README)."""
 VERSION_KEY = b"headwater.data_version"
 """The data version in a stored Parquet file's key-value metadata."""
 _MAGIC = b"HWv1\n"
@@ -166,6 +172,10 @@ def _write_parquet(table: Any) -> Callable[[IO[bytes]], None]:
     import pyarrow.parquet as pq
 
     return lambda f: pq.write_table(table, f)
+
+
+def _write_versioned(f: IO[bytes]) -> None:
+    f.write(b"Every value file here says the data version it holds (see README: values).\n")
 
 
 def _write_probe(f: IO[bytes]) -> None:
@@ -312,15 +322,19 @@ def _header(f: IO[bytes]) -> tuple[str, int, int] | None:
     return named.decode(errors="replace"), body_len, crc
 
 
-def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> Any:
+def _load_checked(
+    fmt: str, f: IO[bytes], version: str | None, label: str, versioned_only: Callable[[], bool]
+) -> Any:
     """A value stored by :class:`FilesystemStore`; :class:`StaleValue` if it is not
-    ``version`` (when given) or was cut short."""
+    ``version`` (when given) or was cut short, or says no version where every value must
+    (``versioned_only``, asked only then)."""
     if fmt == "pickle":
         try:
             header = _header(f)
         except _Damaged:
             raise StaleValue(f"the stored value of {label} is damaged or cut short") from None
         if header is None:
+            _check_says(version, label, versioned_only)
             try:
                 return pickle.load(f)  # written (and synced) by an earlier version
             except _DAMAGE as exc:
@@ -341,9 +355,21 @@ def _load_checked(fmt: str, f: IO[bytes], version: str | None, label: str) -> An
         if stored_version is not None:
             _check_version(stored_version.decode(errors="replace"), version, label)
             table = table.replace_schema_metadata(metadata or None)
+        else:
+            _check_says(version, label, versioned_only)
         return table.to_pandas() if fmt == "frame.parquet" else table
     except (pa.ArrowException, OSError, ValueError) as exc:  # only we write here: damage
         raise StaleValue(f"the stored value of {label} is unreadable: {exc}") from None
+
+
+def _check_says(version: str | None, label: str, versioned_only: Callable[[], bool]) -> None:
+    """A file that says no version is read as an earlier version's only where files of
+    earlier versions may still be (see :data:`VERSIONED_MARK`)."""
+    if version is not None and versioned_only():
+        raise StaleValue(
+            f"the stored value of {label} says no data version, so headwater did not write "
+            "it (put there by hand, or restored from a backup of an earlier version?)"
+        )
 
 
 def _check_version(stored: str, version: str | None, label: str) -> None:
@@ -372,6 +398,19 @@ def _stored_version(fmt: str, f: IO[bytes]) -> str | None:
         return stored if whole else ""
     except Exception:  # cut short, damaged, unreadable: not the recorded version
         return ""
+
+
+def _says_no_version(path: Path) -> bool:
+    """Whether a value file is an earlier version's, which says no version (one that cannot
+    be read says nothing either way: it is damage, which readers find)."""
+    fmt = next((f for f in _FORMATS if path.name.endswith(f".{f}")), None)
+    if fmt is None:
+        return False
+    try:
+        with open(path, "rb", opener=_no_follow) as f:
+            return _stored_version(fmt, f) is None
+    except OSError:
+        return False
 
 
 def _clear_folder_at(target: Path) -> None:
@@ -422,6 +461,8 @@ class FilesystemStore:
         with a dot)."""
         self._safe_dirs: set[Path] = set()
         self._root_made = False
+        self._versioned = False
+        """Whether :data:`VERSIONED_MARK` was found (once there, it stays)."""
 
     @property
     def location(self) -> str:
@@ -448,6 +489,8 @@ class FilesystemStore:
         each must be a real folder, never a link to somewhere else."""
         if folder in self._safe_dirs:
             return
+        if create:
+            self._make_root()
         parts = folder.relative_to(self.root.parent).parts
         current = self.root.parent
         for part in parts:
@@ -533,10 +576,53 @@ class FilesystemStore:
         no value is renamed into place meanwhile, as under a backup's snapshot."""
         return self._lock_publishing(exclusive=True)
 
-    def _lock_publishing(self, exclusive: bool) -> int:
-        if not self._root_made:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    def _make_root(self) -> None:
+        """A root made now holds only values that say their version."""
+        if self._root_made:
+            return
+        try:
+            self.root.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
             self._root_made = True
+        else:
+            self._root_made = True
+            self._mark_versioned()
+
+    def mark_versioned_if_empty(self) -> None:
+        """At open: a root that holds no value yet (nothing but its own dot files) will hold
+        only values that say their version."""
+        try:
+            with os.scandir(self.root) as entries:
+                if any(not e.name.startswith(".") for e in entries):
+                    return
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if not self._versioned_only():
+            self._mark_versioned()
+
+    def _mark_versioned(self) -> None:
+        """Without the mark (a full disk, a read-only folder), files that say no version
+        load as an earlier version's, as before: the next open or prune marks it."""
+        try:
+            self._folder(self.temp_dir, create=True)  # where opening clears what a crash left
+            _clear_folder_at(self.root / VERSIONED_MARK)
+            write_atomically(self.root / VERSIONED_MARK, _write_versioned, temp_dir=self.temp_dir)
+        except OSError:
+            return
+        self._versioned = True
+
+    def _versioned_only(self) -> bool:
+        """Whether a file that says no version is no value here (:data:`VERSIONED_MARK`);
+        asked only when one is met, so a store without the mark pays nothing else."""
+        if not self._versioned:
+            try:
+                self._versioned = stat.S_ISREG(os.lstat(self.root / VERSIONED_MARK).st_mode)
+            except OSError:
+                return False
+        return self._versioned
+
+    def _lock_publishing(self, exclusive: bool) -> int:
+        self._make_root()
         fd = os.open(
             self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
         )
@@ -570,7 +656,7 @@ class FilesystemStore:
         _, fmt, fd = found
         with open(fd, "rb") as f:
             label = asset if partition is None else f"{asset}[{partition}]"
-            return _load_checked(fmt, f, version, label)
+            return _load_checked(fmt, f, version, label, self._versioned_only)
 
     def _value_file(
         self, asset: str, partition: str | None, *, unreadable_is_none: bool = False
@@ -629,7 +715,7 @@ class FilesystemStore:
             _, fmt, fd = found
             with open(fd, "rb") as f:
                 stored = _stored_version(fmt, f)
-            if stored is not None and stored != version:
+            if stored != version and (stored is not None or self._versioned_only()):
                 bad.append((asset, partition))
         return bad
 
@@ -662,11 +748,16 @@ class FilesystemStore:
         """Delete stored values no asset partition holds: files of keys not in ``held``
         (``{asset or source key: its partitions with a value}``), or of partitions it lacks.
         Returns what was removed. Links are not followed. The caller holds publishing
-        (:meth:`hold_publishing`) from before it works out ``held``."""
+        (:meth:`hold_publishing`) from before it works out ``held``.
+
+        Where files of earlier versions may be, the values kept are read for the version
+        they say: once none is left that says none, the root is marked (:data:`VERSIONED_MARK`)."""
         expected = {key: {self._name(p) for p in parts} for key, parts in held.items()}
         removed: list[Path] = []
         if not self.root.is_dir() or self.root.is_symlink():
             return removed
+        look = not self._versioned_only()  # for files of earlier versions
+        earlier_left = False
         for folder, dirs, files in os.walk(self.root):
             if folder == str(self.root):
                 # Values being written (the daemon prunes while it runs): opening clears it.
@@ -677,16 +768,20 @@ class FilesystemStore:
                 base = (
                     name.rsplit(".", 2)[0] if name.endswith(".parquet") else name.rsplit(".", 1)[0]
                 )
-                if name in (PUBLISH_LOCK, BOOT_MARK):
+                if name in (PUBLISH_LOCK, BOOT_MARK, VERSIONED_MARK):
                     continue
                 path = Path(folder, name)
                 if name.startswith(TEMP_PREFIX):
                     if not _left_long_ago(path):  # one written beside its target right now
                         continue
                 elif base in names:
+                    if look and not earlier_left:
+                        earlier_left = _says_no_version(path)
                     continue
                 path.unlink(missing_ok=True)
                 removed.append(path)
+        if look and not earlier_left:
+            self._mark_versioned()
         return removed
 
     def probe(self) -> None:
