@@ -100,13 +100,9 @@ class ObjectStore:
         """Save ``value`` with its data version (``version`` if the function gave one, else
         the fingerprint of the value as readers will load it: a table as read back from
         Parquet); return that version."""
-        fmt, table, data, loaded = prepare(value)
+        fmt, table, data, loaded, parquet = prepare(value)
         if table is not None:
-            import pyarrow.parquet as pq
-
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            data = buffer.getvalue()
+            data = parquet  # the bytes its version is of, as read back
         version = version or data_version(value if table is None else loaded)
         self._put(asset, partition, fmt, data, version)
         return version

@@ -204,7 +204,7 @@ def _same_labels(before: Any, after: Any) -> bool:
 def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     """How a value is stored: its format, and what writes it. Tables as Parquet (unless
     Parquet cannot hold them faithfully), anything else pickled."""
-    fmt, table, data, _ = prepare(value)
+    fmt, table, data, *_ = prepare(value)
     if table is not None:
         return fmt, _write_parquet(table)
 
@@ -214,8 +214,9 @@ def encode_value(value: Any) -> tuple[str, Callable[[IO[bytes]], None]]:
     return "pickle", write
 
 
-def _table_of(value: Any) -> tuple[str, Any, Any] | None:
-    """The format, the Arrow table and the value as readers will load it, if it is stored as
+def _table_of(value: Any) -> tuple[str, Any, Any, bytes] | None:
+    """The format, the Arrow table, the value as readers will load it and its Parquet
+    bytes, if it is stored as
     Parquet: only when Parquet holds it, that is, it can be written, read back, and comes
     back with the same column labels. Parquet re-types some columns (objects, categoricals,
     second-precision times): the version is that of what comes back."""
@@ -235,12 +236,12 @@ def _table_of(value: Any) -> tuple[str, Any, Any] | None:
     else:
         return None
     try:
-        loaded = _read_back(table, fmt)
+        loaded, parquet = _read_back(table, fmt)
     except Exception:  # written, but not readable (labels 1 and "1" both become "1")
         return None
     if fmt == "frame.parquet" and not _same_labels(value.columns, loaded.columns):
         return None
-    return fmt, table, loaded
+    return fmt, table, loaded, parquet
 
 
 SMALL_VALUE_MAX = 16 * 1024
@@ -257,12 +258,15 @@ class Prepared(NamedTuple):
     data: bytes = b""
     loaded: Any = None
     """A table as readers will load it (read back from Parquet): what its version is of."""
+    parquet: bytes = b""
+    """A table as Parquet, as it was read back (without the version: a store that keeps the
+    version beside the bytes puts these as they are)."""
 
 
 def prepare(value: Any) -> Prepared:
     found = _table_of(value)
     if found is not None:
-        return Prepared(found[0], table=found[1], loaded=found[2])
+        return Prepared(found[0], table=found[1], loaded=found[2], parquet=found[3])
     return Prepared("pickle", data=pickle.dumps(value, protocol=5))
 
 
@@ -271,7 +275,7 @@ def _encode_versioned(
 ) -> tuple[str, Callable[[IO[bytes]], None], str]:
     """Like :func:`encode_value`, with the data version written into the file: ``version``
     if given, else the fingerprint of the value as a reader will load it."""
-    fmt, table, data, loaded = prepared or prepare(value)
+    fmt, table, data, loaded, _ = prepared or prepare(value)
     if table is None:
         version = version or data_version(value)
         named = version.encode()
@@ -289,14 +293,15 @@ def _encode_versioned(
     return fmt, _write_parquet(table.replace_schema_metadata(metadata)), version
 
 
-def _read_back(table: Any, fmt: str) -> Any:
+def _read_back(table: Any, fmt: str) -> tuple[Any, bytes]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    back = pq.read_table(pa.BufferReader(sink.getvalue()))
-    return back.to_pandas() if fmt == "frame.parquet" else back
+    written = sink.getvalue()
+    back = pq.read_table(pa.BufferReader(written))
+    return back.to_pandas() if fmt == "frame.parquet" else back, written.to_pybytes()
 
 
 class _Damaged(Exception):
