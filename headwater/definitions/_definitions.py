@@ -25,6 +25,7 @@ from headwater.definitions._mappings import (
     TimeWindow,
     resolve_mapping,
 )
+from headwater.definitions._partitions import DynamicPartitions
 from headwater.definitions._sources import FileSource, ObjectSource, SourceDef
 from headwater.policies import ClockPolicy
 from headwater.versions import callable_version, code_version
@@ -357,6 +358,16 @@ class Definitions:
     @functools.cached_property
     def sources(self) -> dict[str, SourceDef]:
         return {k: n for k, n in self.nodes.items() if isinstance(n, SourceDef)}
+
+    @functools.cached_property
+    def dynamic_assets(self) -> dict[str, tuple[str, ...]]:
+        """Per dynamic partitions name, the assets partitioned by it: what a new key of it
+        adds partitions to (asked at every observation, so not a walk of every asset)."""
+        out: dict[str, list[str]] = {}
+        for key, asset in self.assets.items():
+            if isinstance(asset.partitions, DynamicPartitions):
+                out.setdefault(asset.partitions.name, []).append(key)
+        return {name: tuple(keys) for name, keys in out.items()}
 
     @functools.cached_property
     def clock_driven(self) -> frozenset[str]:

@@ -32,7 +32,7 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
 from headwater._usercode import in_a_worker
-from headwater.definitions import AssetDef, Definitions, DynamicPartitions, SourceDef
+from headwater.definitions import Definitions, DynamicPartitions, SourceDef
 from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, open_event_log
 from headwater.eventlog._starts import StartJournal
 from headwater.execution._backup import remove_snapshots, take_snapshot
@@ -798,9 +798,10 @@ class Engine:
         return events, [(name, k) for name, keys in added.items() for k in keys]
 
     def _dirty_new_partitions(self, added: Mapping[str, list[str]]) -> None:
-        for key, node in self.defs.nodes.items():
-            if isinstance(node, AssetDef) and isinstance(node.partitions, DynamicPartitions):
-                self.dirty.update((key, k) for k in added.get(node.partitions.name, ()))
+        readers = self.defs.dynamic_assets
+        for name, keys in added.items():
+            for key in readers.get(name, ()):
+                self.dirty.update((key, k) for k in keys)
 
     def _check_observed(self, key: str, partition: str | None) -> SourceDef:
         source = self._source(key)
