@@ -96,7 +96,7 @@ class HttpServer:
         """Where it listens (the port chosen, when asked for port 0)."""
 
     async def _metrics(self, request: Request) -> Response:
-        body = self.metrics.render()
+        body = await self.metrics.render()
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

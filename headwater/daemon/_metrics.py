@@ -28,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from headwater._events import Event, EventKind
+from headwater.daemon import _summary
 from headwater.daemon._summary import StateSummary
 from headwater.eventlog import DB_NAME
 
@@ -107,6 +108,8 @@ class Metrics:
             registry=self.registry,
         )
         self.serving = _Serving()
+        self.counted: _summary.Summary | None = None
+        """The summary the scrape under way shows (see :meth:`render`)."""
         self.registry.register(_StateCollector(self))
 
     # -- EngineObserver ------------------------------------------------------------------
@@ -142,7 +145,10 @@ class Metrics:
             engine.observers.append(self)
         self.serving = _Serving(engine, sensor_lags)
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        engine = self.serving.engine
+        # Counted off the loop first: the registry's collectors run synchronously.
+        self.counted = None if engine is None else await self.summary.of(engine)
         return generate_latest(self.registry)
 
 
@@ -151,9 +157,8 @@ class _StateCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        engine = self.metrics.serving.engine
-        if engine is not None:
-            summary = self.metrics.summary.of(engine)
+        summary = self.metrics.counted
+        if summary is not None:
             per_state = GaugeMetricFamily(
                 "headwater_partitions",
                 "Partitions by state (fresh, stale, missing, failed), by asset or source; a "

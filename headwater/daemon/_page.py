@@ -26,7 +26,7 @@ from starlette.routing import Route
 from headwater._durations import format_duration
 from headwater._events import Event
 from headwater.daemon._responses import JSON
-from headwater.daemon._summary import StateSummary
+from headwater.daemon._summary import StateSummary, Summary
 from headwater.definitions import AssetDef, EdgeMapping, SourceDef
 from headwater.planning import failed_blocking
 
@@ -93,7 +93,7 @@ class Page:
 
     async def _graph(self, request: Request) -> Response:
         engine = await self.daemon.current_engine()
-        return JSON(graph_json(engine, self.summary))
+        return JSON(graph_json(engine, await self.summary.of(engine)))
 
     async def _partitions(self, request: Request) -> Response:
         engine = await self.daemon.current_engine()
@@ -150,11 +150,10 @@ class Page:
         )
 
 
-def graph_json(engine: Engine, summary: StateSummary) -> dict[str, Any]:
+def graph_json(engine: Engine, counts: Summary) -> dict[str, Any]:
     """Nodes with their state and place, and edges with their partition mapping."""
     defs = engine.defs
     graph = defs.graph
-    counts = summary.of(engine)
     layer: dict[str, int] = {}
     for key in sorted(graph.order, key=graph.order.__getitem__):
         layer[key] = 1 + max((layer[p] for p in graph.parents[key]), default=-1)
