@@ -1,13 +1,16 @@
 """Latency from a file landing to its downstream asset starting and finishing, in the real daemon.
 
 Starts `headwater run` as a subprocess on a temporary project (a FileSource with one partition
-per file, and an asset that parses the CSV), waits for READY=1 on a real NOTIFY_SOCKET, then
+per file, and an asset that parses the CSV; with `--beside N`, N more assets in the shape of
+benchmarks/scale.py whose sources never arrive, so that the graph is large and the change
+small; with `--scrape S`, /metrics scraped every S seconds meanwhile, as Prometheus would),
+waits for READY=1 on a real NOTIFY_SOCKET, then
 lands files one after another — first written in place (complete on close-after-write), then
 moved into place — waiting for each to be materialized before the next. Times are taken from
 the moment the file is complete (after close, or after the rename) to the daemon's own
 `observation`, `run_started` and `materialized` log timestamps (same wall clock, same machine).
 
-    python benchmarks/latency.py [--files 50]
+    python benchmarks/latency.py [--files 50] [--beside 100000] [--scrape 1]
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 DEFS = textwrap.dedent(
     """
+    import sys
+
     import pandas as pd
     import headwater as hw
 
@@ -40,7 +46,11 @@ DEFS = textwrap.dedent(
     def parsed(files: pd.DataFrame) -> pd.DataFrame:
         return files
 
-    defs = hw.Definitions([files, parsed])
+    sys.path.insert(0, BENCHMARKS)
+    import scale  # the functions of the assets beside: workers import them from here too
+
+    beside = list(scale.dagster_shape(BESIDE)[0].nodes.values()) if BESIDE else []
+    defs = hw.Definitions([files, parsed, *beside])
     """
 )
 
@@ -55,17 +65,18 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Daemon:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, http: bool) -> None:
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(root / "notify.sock"))
         env = {**os.environ, "NOTIFY_SOCKET": str(root / "notify.sock")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "headwater", "run", "-d", "defs.py", "--state-dir", "state"],
+            [sys.executable, "-m", "headwater", "run", "-d", "defs.py", "--state-dir", "state",
+             *(["--http", "127.0.0.1:0"] if http else [])],
             cwd=root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
-        self.sock.settimeout(60)
+        self.sock.settimeout(600)  # a graph of 100k opens and evaluates first
         while b"READY=1" not in self.sock.recv(4096):
             pass
 
@@ -77,9 +88,9 @@ class Daemon:
             except json.JSONDecodeError:
                 print(f"daemon wrote a non-JSON line: {raw!r}", file=sys.stderr)
 
-    def wait(self, event: str, partition: str) -> dict[str, Any]:
+    def wait(self, event: str, partition: str | None = None) -> dict[str, Any]:
         while True:
-            line = self.lines.get(timeout=60)
+            line = self.lines.get(timeout=600)  # a graph of 100k opens and evaluates first
             if line.get("event") == event and line.get("partition") == partition:
                 return line
 
@@ -104,13 +115,24 @@ def land(root: Path, daemon: Daemon, name: str, moved: bool) -> tuple[float, flo
     return _ts(started) - complete, _ts(finished) - complete
 
 
-def main(count: int) -> None:
+def _scrape(address: str, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=60) as response:
+            response.read()
+
+
+def main(count: int, beside: int, scrape: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "defs.py").write_text(DEFS)
+        defs = DEFS.replace("BENCHMARKS", repr(str(Path(__file__).parent)))
+        (root / "defs.py").write_text(defs.replace("BESIDE", str(beside)))
         (root / "inbox").mkdir()
-        daemon = Daemon(root)
+        daemon = Daemon(root, http=scrape is not None)
+        stop = threading.Event()
         try:
+            if scrape is not None:
+                address = daemon.wait("http_listening")["address"]
+                threading.Thread(target=_scrape, args=(address, scrape, stop), daemon=True).start()
             land(root, daemon, "warmup", moved=False)  # first pandas import, first Parquet write
             for moved in (False, True):
                 starts, finishes = [], []
@@ -125,7 +147,11 @@ def main(count: int) -> None:
                     f"{statistics.median(finishes):6.1f} ms p99 {_percentile(finishes, 0.99):6.1f} ms"
                 )
         finally:
+            stop.set()
             daemon.stop()
+    shape = f", {beside:,} assets beside" if beside else ""
+    scraped = f", /metrics scraped every {scrape:g} s" if scrape is not None else ""
+    print(f"({2 + beside:,} nodes{shape}{scraped})")
     print("target: median under 50 ms to start (Dagster 1.13 on this class of machine: 5-7 s)")
 
 
@@ -134,4 +160,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--files", type=int, default=50)
-    main(parser.parse_args().files)
+    parser.add_argument("--beside", type=int, default=0, metavar="N")
+    parser.add_argument("--scrape", type=float, default=None, metavar="SECONDS")
+    args = parser.parse_args()
+    main(args.files, args.beside, args.scrape)

@@ -181,6 +181,32 @@ def test_prune_marks_a_root_once_no_value_of_an_earlier_version_is_left(tmp_path
         FilesystemStore(root).load("new", None, version)
 
 
+def test_values_stored_before_the_header_had_a_crc_are_read(tmp_path: Path) -> None:
+    """Versions of 2026-11-30 wrote the header without the CRC for an hour, under the same
+    magic: their values load (and pass the restart check) as the version they say; a file
+    of today's header cut 4 bytes short is still no value."""
+    import struct
+
+    from headwater.execution._store import _MAGIC
+
+    store = FilesystemStore(tmp_path / "values")
+    version = store.store("new", None, {"n": 1})  # makes the root
+    body = pickle.dumps({"n": 2}, protocol=5)
+    named = b"v-early"
+    early = _MAGIC + struct.pack(">HQ", len(named), len(body)) + named + body
+    (tmp_path / "values" / "old").mkdir()
+    (tmp_path / "values" / "old" / "value.pickle").write_bytes(early)
+    assert store.load("old", None, "v-early") == {"n": 2}
+    with pytest.raises(NoValueError, match="version v-early"):
+        store.load("old", None, "v-other")
+    assert store.mismatched([(("old", None), "v-early"), (("new", None), version)]) == []
+    path = tmp_path / "values" / "new" / "value.pickle"
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(NoValueError):
+        store.load("new", None, version)
+    assert store.mismatched([(("new", None), version)]) == [("new", None)]
+
+
 def test_a_stored_table_reads_back_without_the_version_key(tmp_path: Path) -> None:
     """The version rides in the Parquet file's metadata; readers get the table as returned."""
     import pyarrow as pa

@@ -76,6 +76,9 @@ _MAGIC = b"HWv1\n"
 """Starts a pickled value with its header: version length, body length, the body's CRC-32,
 then the version. A pickle itself (an earlier version's file) starts with b"\x80"."""
 _HEADER = struct.Struct(">HQI")
+_HEADER_BEFORE_CRC = struct.Struct(">HQ")
+"""The header as versions of 2026-11-30 wrote it for an hour, under the same magic: told
+apart by the file's size, which is the header, the version and the body exactly."""
 _LEGACY = b"\x80"
 _DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, struct.error,
            UnicodeDecodeError, OverflowError)  # fmt: skip
@@ -308,19 +311,27 @@ class _Damaged(Exception):
     """A pickle this store wrote, cut or damaged before its body."""
 
 
-def _header(f: IO[bytes]) -> tuple[str, int, int] | None:
-    """The header of a pickled value: (version, body length, CRC-32), with ``f`` left at the
-    body; None for a file of an earlier version (a plain pickle, ``f`` back at its start)."""
+def _header(f: IO[bytes]) -> tuple[str, int, int | None] | None:
+    """The header of a pickled value: (version, body length, CRC-32 or None where the
+    header had none), with ``f`` left at the body; None for a file of an earlier version (a
+    plain pickle, ``f`` back at its start)."""
     head = f.read(len(_MAGIC) + _HEADER.size)
     if not head.startswith(_MAGIC):
         if not head.startswith(_LEGACY):  # empty, cut in the header, zeroed, garbage
             raise _Damaged
         f.seek(0)
         return None
+    crc: int | None
     try:
         named_len, body_len, crc = _HEADER.unpack(head[len(_MAGIC) :])
     except struct.error:
         raise _Damaged from None
+    early_len, early_body = _HEADER_BEFORE_CRC.unpack_from(head, len(_MAGIC))
+    early = len(_MAGIC) + _HEADER_BEFORE_CRC.size
+    size = os.fstat(f.fileno()).st_size
+    if size == early + early_len + early_body != len(_MAGIC) + _HEADER.size + named_len + body_len:
+        named_len, body_len, crc = early_len, early_body, None  # no CRC yet: length only
+        f.seek(early)
     named = f.read(named_len)
     if len(named) != named_len:
         raise _Damaged
@@ -347,7 +358,7 @@ def _load_checked(
         stored, body_len, crc = header
         _check_version(stored, version, label)
         body = f.read()
-        if len(body) != body_len or zlib.crc32(body) != crc:
+        if len(body) != body_len or (crc is not None and zlib.crc32(body) != crc):
             raise StaleValue(f"the stored value of {label} is damaged or cut short")
         return pickle.loads(body)
     import pyarrow as pa
