@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headwater._errors import StateDirError
 from headwater._events import Event, EventKind, format_timestamp
 from headwater.eventlog import EventLogReader, open_event_log
 from headwater.eventlog._schema import MIGRATIONS
@@ -215,6 +216,26 @@ async def test_readers_read_while_the_writer_is_open(tmp_path: Path) -> None:
         assert [e.asset for e in await read(asset="other")] == ["other"]
         assert len(await read(since=T0 + timedelta(seconds=2))) == 1
         assert [e.data_version for e in await read(after_id=1)] == ["v2"]
+
+
+@pytest.mark.asyncio
+async def test_a_log_of_a_newer_schema_is_refused_by_writer_and_readers(tmp_path: Path) -> None:
+    """A newer headwater migrated it past what this one knows (after a downgrade): neither
+    the owner nor a reader uses it, each says why, and nothing is written."""
+    async with open_event_log(tmp_path) as log:
+        await log.write([_observation(1)])
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        conn.execute(f"INSERT INTO schema_version VALUES ({len(MIGRATIONS) + 1})")
+    conn.close()
+    newer = f"schema version {len(MIGRATIONS) + 1}, written by a newer headwater"
+    with pytest.raises(StateDirError, match=newer):
+        async with open_event_log(tmp_path):
+            pass
+    with pytest.raises(StateDirError, match=newer):
+        await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
+    conn.close()
 
 
 def test_an_absent_log_reads_as_empty(tmp_path: Path) -> None:

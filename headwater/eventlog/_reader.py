@@ -14,10 +14,13 @@ from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp, parse_timestamp
 from headwater._statedir import PRIVATE_FILES, linked
 from headwater.eventlog._rows import EVENT_COLUMNS, MalformedRow, event_from_row, state_from_rows
-from headwater.eventlog._writer import DB_NAME, malformed, unreadable
+from headwater.eventlog._writer import DB_NAME, check_schema, malformed, unreadable
 from headwater.planning import State
 
 __all__ = ["EventLogReader", "NoEventLog"]
+
+
+_SCHEMA = "SELECT MAX(version) FROM schema_version"
 
 
 class NoEventLog(HeadwaterError):
@@ -57,7 +60,11 @@ class EventLogReader:
             with closing(conn):
                 # a log being created this instant has no tables yet: nothing to read
                 made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'current_state'")
-                yield conn if made.fetchone() else None
+                if not made.fetchone():
+                    yield None
+                    return
+                check_schema(self.path, conn.execute(_SCHEMA).fetchone()[0])
+                yield conn
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from exc
 

@@ -93,6 +93,19 @@ def malformed(path: Path, exc: MalformedRow) -> StateDirError:
     )
 
 
+def check_schema(path: Path, found: int | None) -> None:
+    """A log migrated past the schemas this version knows was written by a newer headwater:
+    its rows may mean what this one cannot read (or would misread, and write back)."""
+    if found is not None and found > len(MIGRATIONS):
+        from headwater import __version__  # the package imports this module
+
+        raise StateDirError(
+            f"the event log {path.absolute()} is at schema version {found}, written by a newer "
+            f"headwater; this one ({__version__}) knows schema {len(MIGRATIONS)} and does not "
+            "use it. Run the headwater that wrote it (or a newer one); nothing was changed"
+        )
+
+
 def unreadable(path: Path, exc: BaseException) -> StateDirError:
     """The error for an event log SQLite cannot read: what is wrong and how to recover."""
     path = path.absolute()
@@ -495,7 +508,7 @@ class EventLog:
                 raise storage_failure(exc, self.path) or exc from None
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     async with conn.execute("SELECT count(*) FROM sqlite_master") as cur:
         row = await cur.fetchone()
     if row is not None and row[0] == 0:
@@ -508,6 +521,7 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
     async with conn.execute("SELECT MAX(version) FROM schema_version") as cur:
         row = await cur.fetchone()
     current = (row[0] if row else None) or 0
+    check_schema(path, current)
     for version, script in enumerate(MIGRATIONS, start=1):
         if version <= current:
             continue
@@ -737,7 +751,7 @@ async def open_event_log(state_dir: Path) -> AsyncIterator[EventLog]:
     conn = await aiosqlite.connect(path)
     try:
         try:
-            await _migrate(conn)
+            await _migrate(conn, path)
             writer = await anyio.to_thread.run_sync(_connect_sync, path)
             reader = await anyio.to_thread.run_sync(_connect_sync, path)
         except sqlite3.DatabaseError as exc:
