@@ -64,7 +64,8 @@ def test_a_small_value_is_kept_with_its_record_and_read_back(tmp_path: Path) -> 
 
 def test_a_value_that_grows_becomes_a_file_and_back(tmp_path: Path) -> None:
     """The log's copy and the file never disagree about which one is current: growing deletes
-    the kept copy in the same transaction; shrinking leaves the old file, which nothing reads."""
+    the kept copy in the same transaction; shrinking deletes the file (an earlier version of
+    headwater, run on the state directory again, read it as current: hostile34a bug2)."""
     with Harness(_defs(), state_dir=tmp_path) as h:
         h.observe("src", value=1)
         h.tick()
@@ -77,6 +78,7 @@ def test_a_value_that_grows_becomes_a_file_and_back(tmp_path: Path) -> None:
         assert h.tick().assets == {"sized", "reader"}
         assert h.value("sized") == {"n": 3} and h.value("reader") == 3
         assert ("sized", "") in _kept(tmp_path)
+        assert _files(tmp_path, "sized") == []
 
 
 def test_prune_values_drops_kept_values_of_removed_assets_and_superseded_files(
@@ -103,8 +105,10 @@ def test_prune_values_drops_kept_values_of_removed_assets_and_superseded_files(
     with Harness(_load(project / "defs.py"), state_dir=state) as h:
         h.observe("src", value=-1)  # sized: a file
         h.tick()
-        h.observe("src", value=2)  # sized: kept in the log; its file is an older value now
+        older = (state / "values" / "sized" / "value.pickle").read_bytes()
+        h.observe("src", value=2)  # sized: kept in the log; its file goes
         h.tick()
+    (state / "values" / "sized" / "value.pickle").write_bytes(older)  # as earlier versions left it
     assert _files(state, "sized") == ["value.pickle"]
     assert set(_kept(state)) == {("sized", ""), ("extra", "")}
     (project / "defs.py").write_text(textwrap.dedent(defs_text.replace(", MORE", "")))

@@ -375,6 +375,9 @@ class Runner:
             prepared = prepare(value)
             if io is self.store and 0 < len(prepared.data) <= self.small_max:
                 version = version or data_version(value)
+                io.drop(
+                    key, partition
+                )  # a value that shrank: its file is older now (asks the guard)
                 return version, SmallValue(version, prepared.data)
             return io.store(key, partition, value, version, prepared), None  # asks the guard
         if isinstance(io, ObjectStore):

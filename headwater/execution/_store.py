@@ -560,6 +560,20 @@ class FilesystemStore:
             raise storage_failure(exc, target.parent) or exc from None
         return version
 
+    def drop(self, asset: str, partition: str | None) -> None:
+        """Remove a partition's file, if it has one: its value is now kept in the event log,
+        and a file left behind holds an older one (which an earlier version of headwater,
+        run on this state directory again, would read as current). One failed lookup for an
+        asset that never had a file."""
+        base = self._base(asset, partition)
+        try:
+            self._folder(base.parent, create=False)
+        except (FileNotFoundError, UnsafePath):
+            return
+        with self.publishing(), guarded():  # not while a backup links; not if superseded
+            for fmt in _FORMATS:
+                base.with_name(f"{base.name}.{fmt}").unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
         """Held (shared) while a value is renamed into place; a backup holds it exclusively
