@@ -661,6 +661,36 @@ def test_a_source_observed_with_a_version_only_passes_none_after_a_value(
         assert h.events(kind="value_lost") == []
 
 
+def test_a_source_value_that_is_gone_is_lost_never_passed_as_none(tmp_path: Path) -> None:
+    """A plain source observed with a value whose file is then deleted: its reader was given
+    None and recorded as reading the source's version (hostile34c bug9). The value is lost:
+    the source is missing, its reader waits, and runs on the value observed again."""
+    src = hw.source("src")
+    other = hw.source("other")
+
+    @hw.asset
+    def size(src: Any, other: int) -> int:
+        return len(src) + other
+
+    with Harness(hw.Definitions([src, other, size]), state_dir=tmp_path) as h:
+        h.observe("src", value=list(range(100_000)))  # large: a file
+        h.observe("other", value=1)
+        h.tick()
+        assert h.value("size") == 100_001
+        for stored in (tmp_path / "values" / "src").iterdir():
+            stored.unlink()
+        h.observe("other", value=2)
+        tick = h.tick()
+        assert tick.materialized == [] and tick.failed == {}
+        (lost,) = h.events(kind="value_lost")
+        assert lost.asset == "src"
+        assert h.state("src") == "missing" and h.value("size") == 100_001
+        assert any("src" in reason for reason in h.why("size"))
+        h.observe("src", value=[0, 1])
+        assert h.tick().materialized == [("size", None)]
+        assert h.value("size") == 4
+
+
 def test_output_sets_data_version_and_metadata() -> None:
     """hw.Output's data_version is recorded as given and its metadata is kept."""
     src = hw.source("src")

@@ -26,7 +26,7 @@ import structlog
 
 from headwater._events import Event, EventKind, format_timestamp
 from headwater._storage import StorageFailure
-from headwater.definitions import AssetDef, EdgeMapping, ObjectSource
+from headwater.definitions import AssetDef, EdgeMapping, ObjectSource, SourceDef
 from headwater.eventlog import SmallValue
 from headwater.execution._decided import held_value
 from headwater.execution._observers import notify_planned
@@ -42,6 +42,7 @@ from headwater.execution._runner import Job, Outcome
 from headwater.execution._store import FilesystemStore
 from headwater.execution.executors import Executor
 from headwater.planning import (
+    InputVersions,
     NodeKey,
     NodeRecord,
     Plan,
@@ -434,7 +435,8 @@ class RunCycle:
             asset.timeout or engine.default_timeout,
         )
         small = await engine.small_inputs(status.inputs)
-        job = Job(asset, node[1], run_id, ev.now, status.inputs, code, small)
+        job = Job(asset, node[1], run_id, ev.now, status.inputs, code, small,
+                  _stored_source_values(engine, status.inputs))  # fmt: skip
         # On disk before the function starts: a function that kills the daemon (threads)
         # finds its run open at the next start (the crash-loop guard).
         start = RunStart(engine, started)
@@ -819,3 +821,15 @@ async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) ->
             ok=False, duration_ms=(time.monotonic() - started) * 1000,
             error=f"the executor failed: {type(exc).__name__}: {exc}",
         )  # fmt: skip
+
+
+def _stored_source_values(engine: Engine, inputs: InputVersions) -> frozenset[NodeKey]:
+    """The inputs of plain sources whose observation stored a value (see ``Job.stored``)."""
+    nodes, records = engine.defs.nodes, engine.state.records
+    return frozenset(
+        (a, p)
+        for a, p, _ in inputs
+        if type(nodes[a]) is SourceDef
+        and (record := records.get((a, p))) is not None
+        and record.store is not None
+    )

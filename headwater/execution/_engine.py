@@ -839,8 +839,11 @@ class Engine:
             version = fingerprint(value)
         else:
             version = data_version
-        observed = [Observed(key, partition, version, payload or {})]
+        payload = {k: v for k, v in (payload or {}).items() if k != "store"}  # the engine's
         node = (key, partition)
+        if value is not None:
+            payload["store"] = ""  # the value is stored: a reader that finds none lost it
+        observed = [Observed(key, partition, version, payload)]
         if value is None or version == self.state.version(node):
             before = self.state.version(node)
             changed = bool(await self.observe_many(observed))

@@ -69,6 +69,9 @@ class Job:
     small: Mapping[NodeKey, SmallValue] = field(default_factory=dict)
     """Inputs whose value the event log keeps, as the engine read them from it: a worker
     (another process, another machine) never opens the log."""
+    stored: frozenset[NodeKey] = frozenset()
+    """Inputs of plain sources observed with a value (the record says where it is stored):
+    one whose value is not there was lost, not observed with a version only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,7 @@ class _Reads:
 
     expected: Mapping[NodeKey, str | None]
     small: Mapping[NodeKey, SmallValue]
+    stored: frozenset[NodeKey] = frozenset()
     read: dict[NodeKey, str] = field(default_factory=dict)
 
 
@@ -308,7 +312,10 @@ class Runner:
         if kept is not None and kept.version == expected:
             return pickle.loads(kept.data)
         try:
-            value, version = self.read(key, partition, expected)
+            if (key, partition) in reads.stored:  # a plain source's value: never None
+                value, version = _load(self.store, key, partition, expected), None
+            else:
+                value, version = self.read(key, partition, expected)
         except SourceFileGone as gone:
             raise _GoneSource((key, partition), gone) from None
         except NoValueError as gone:
@@ -400,7 +407,7 @@ class Runner:
             asset=job.asset.key, partition=job.partition, run_id=job.run_id
         ):
             try:
-                read = _Reads(versions, job.small)
+                read = _Reads(versions, job.small, job.stored)
                 result = job.asset.fn(**self._kwargs(job, context, read))
                 value, version, user_metadata = result, None, None
                 if isinstance(result, Output):

@@ -143,7 +143,9 @@ class NodeRecord:
     (either way, not compared)."""
     store: str | None = None
     """Where the materialization stored its value (``Definitions.store_name``: "" for the
-    state directory). None: recorded before stores were (not compared)."""
+    state directory). None: recorded before stores were (not compared). For a plain source,
+    "" when its observation stored a value; None when it had a version only (or was
+    recorded before this was: its value is read if there, else it has none)."""
 
     def to_json(self) -> str:
         """Compact: fields at their default are left out (``from_json`` restores them)."""
@@ -337,6 +339,7 @@ class State:
                 version=event.data_version,
                 changed_at=event.timestamp if changed else old.changed_at,
                 appeared_at=_appeared(old, event),
+                store=_interned(payload.get("store")),  # a plain source's value: where
             )
         if kind == EventKind.RUN_STARTED:
             return replace(
