@@ -399,3 +399,34 @@ def test_a_blocking_check_added_holds_readers_until_it_has_judged(tmp_path: Path
             "requested, but waiting: input rows waits for blocking check 'small' to judge its "
             "current data"
         )
+
+
+def test_a_dry_run_assumes_the_checks_of_a_planned_run_pass() -> None:
+    """`plan` stopped at an asset with a blocking check: its readers were held back
+    "waiting for blocking check 'a_ok' to judge its current data", though the plan assumes
+    every planned run passes its checks; the tick then ran them (hostile34c bug1)."""
+    from headwater.planning._dryrun import dry_run
+
+    src = hw.source("src")
+
+    @hw.asset
+    def a(src: int) -> int:
+        return src
+
+    @hw.check(a, blocking=True)
+    def a_ok(a: int) -> bool:
+        return True
+
+    @hw.asset
+    def b(a: int) -> int:
+        return a
+
+    defs = hw.Definitions([src, a, b], checks=[a_ok])
+    with Harness(defs) as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=2)
+        planned = dry_run(defs, h.engine.state, h.now)
+        assert [(s.asset, s.partition) for s in planned.steps] == [("a", None), ("b", None)]
+        assert planned.held == {}
+        assert h.tick().materialized == [("a", None), ("b", None)]

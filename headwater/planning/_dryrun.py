@@ -23,7 +23,7 @@ from headwater.definitions import Definitions, SourceDef
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import NodeKey, NodeRecord, State
+from headwater.planning._state import CheckRecord, NodeKey, NodeRecord, State
 from headwater.planning._status import Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
 
@@ -114,6 +114,7 @@ def _dry_run(
     # it is, as the engine's wavefront ensures for steps that run concurrently.
     order = defs.graph.order
     records = sim.records
+    checks = defs.checks
     tracked = bool(defs.lag_tracked)
     reached = set(seeds)
     ready = [(order[a], p or "", (a, p)) for a, p in seeds]  # as topological_key, flat
@@ -131,16 +132,18 @@ def _dry_run(
             made += 1
             if tracked:
                 _carry(ev, node, old.pending_since or now, touched)
+            version = f"(planned {made})"
             sim.put(  # what a materialization leaves (State.reduce), built in one call
                 node,
                 NodeRecord(
-                    version=f"(planned {made})",
+                    version=version,
                     changed_at=now,
                     materialized_at=now,
                     run_id=old.run_id,
                     code_version=defs.code_version(node[0]),
                     inputs=status.inputs,
                     decision=old.decision,
+                    checks=_passed(defs, node[0], version) if node[0] in checks else (),
                     late=old.late,
                     appeared_at=old.appeared_at if old.version is not None else now,
                     binding=defs.binding(node[0]),
@@ -157,6 +160,16 @@ def _dry_run(
                 heapq.heappush(ready, (order[child[0]], child[1] or "", child))
     out.risks = _risks(ev, out, touched)
     return out
+
+
+def _passed(defs: Definitions, key: str, version: str) -> tuple[CheckRecord, ...]:
+    """A planned run passes its checks (the plan assumes it): its readers do not wait for
+    a verdict on the data it is planned to produce."""
+    blocking = defs.blocking_checks(key)
+    return tuple(
+        CheckRecord(c.name, True, c.name in blocking, version, None, defs.check_version(c))
+        for c in defs.checks[key]
+    )
 
 
 def _on_its_own(before: Evaluator, node: NodeKey) -> bool:
