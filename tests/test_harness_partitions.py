@@ -339,3 +339,29 @@ def test_a_change_through_every_mapping_runs_each_partition_once_after_its_input
         assert all(done.index(("share", r)) > rolled_up for r in keys)
         assert h.value("volume") == 22
         assert h.value("share", partition=keys[-1]) == 1 / 22
+
+
+def test_a_reason_names_ten_changed_inputs_and_counts_the_rest() -> None:
+    """A roll-up of 30 partitions that all changed: its reason named all 30 (500 made one of
+    28,000 characters, in every event, `plan`, `why` and `status`: hostile34c bug17)."""
+    keys = [f"k{i:02d}" for i in range(30)]
+    raw = hw.source("raw", partitions=hw.StaticPartitions(keys))
+
+    @hw.asset
+    def total(raw: dict[str, int]) -> int:
+        return sum(raw.values())
+
+    with Harness(hw.Definitions([raw, total])) as h:
+        for key in keys:
+            h.observe("raw", value=1, partition=key)
+        h.tick()
+        for key in keys:
+            h.observe("raw", value=2, partition=key)
+        reasons = h.why("total")
+        assert any("input raw[k09] changed" in r for r in reasons), reasons
+        assert not any("raw[k10]" in r for r in reasons), reasons
+        assert any("and 20 more inputs changed" in r for r in reasons), reasons
+        h.tick()
+        started = h.events(kind="run_started", asset="total")[-1]
+        assert "and 20 more inputs changed" in started.payload["reason"]
+        assert len(started.payload["reason"]) < 1000

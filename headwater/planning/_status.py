@@ -302,7 +302,7 @@ class Evaluator:
         ):
             reasons.append(f"its value store changed ({_place(stored)} -> {_place(store)})")
         if record.inputs != inputs:  # the common case, equal, costs one comparison
-            reasons.extend(_input_changes(record.inputs, inputs))
+            reasons.extend(_at_most(_input_changes(record.inputs, inputs)))
         if (recorded := record.binding) is not None:  # most multi-input assets: one compare
             now = self.defs.binding(asset_key)
             if now is not recorded and now is not None:  # None now: the inputs above tell
@@ -558,6 +558,19 @@ def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[
         else:
             return out
     return _reshaped_inputs(recorded, current)
+
+
+_CHANGES_SHOWN = 10
+
+
+def _at_most(changes: Iterable[str]) -> list[str]:
+    """The first input changes and how many more: a reader of 500 partitions otherwise
+    carried a reason of 28,000 characters into every event, `plan`, `why` and `status`."""
+    shown = list(changes)
+    if len(shown) > _CHANGES_SHOWN + 1:
+        more = len(shown) - _CHANGES_SHOWN
+        shown[_CHANGES_SHOWN:] = [f"and {more} more inputs changed"]
+    return shown
 
 
 def _reshaped_inputs(recorded: InputVersions, current: InputVersions) -> Iterable[str]:
