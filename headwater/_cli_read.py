@@ -35,6 +35,7 @@ from headwater._errors import HeadwaterError, StateDirError, did_you_mean
 from headwater._events import EVENT_KINDS, Event, format_timestamp
 from headwater._lineage import FORMATS, render_lineage
 from headwater._report import StatusRow, status_rows
+from headwater._statedir import read_owner
 from headwater.eventlog import EventLogReader
 from headwater.planning import Evaluator, NodeKey, explain
 
@@ -202,10 +203,15 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
     settings, defs = local
     reader = EventLogReader(settings.state_dir)
     reader.require()
-    ev = Evaluator(defs, reader.load_state(), SystemClock().now())
+    from headwater.execution._engine import recent_durations  # the engine: only here
+
+    durations = recent_durations(settings.state_dir)  # what lazy assets plan ahead by
+    ev = Evaluator(defs, reader.load_state(), SystemClock().now(), durations)
     ev.check_node(asset, partition, or_recorded=True)
-    lines = explain(ev, asset, partition)
     health = _live(settings.state_dir)
+    lines = explain(
+        ev, asset, partition, owned=health is not None or read_owner(settings.state_dir) is not None
+    )
     _note_edited(defs, health)
     for run in health["runs"] if health else ():
         if (run["asset"], run["partition"]) == (asset, partition):

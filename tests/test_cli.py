@@ -472,3 +472,43 @@ def test_a_worker_answers_with_metadata_that_does_not_pickle(tmp_path: Path) -> 
     (event,) = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
     assert event["asset"] == "deep"
     assert "nested past 64 levels" in json.dumps(event["payload"]["metadata"])
+
+
+def test_why_from_the_log_alone_uses_run_durations_and_names_a_cut_off_run(
+    tmp_path: Path,
+) -> None:
+    """``why`` with no daemon running: a lazy asset's run time leads by its recent run
+    durations, as the engine and ``plan`` schedule it (it said 1 s ahead for a 2 s run:
+    hostile34c bug6); a run the log shows under way with no owner alive was cut off, not in
+    progress (hostile34c bug14)."""
+    from datetime import UTC, datetime, timedelta
+
+    from headwater._events import EventKind
+    from headwater._loading import load_definitions
+    from headwater.testing import Harness
+
+    (tmp_path / "defs.py").write_text(
+        "import time\nimport headwater as hw\n"
+        "src = hw.source('src')\n"
+        "@hw.asset(policy=hw.lazy())\ndef lz(src):\n    time.sleep(2)\n    return src\n"
+        "@hw.asset(freshness=hw.Freshness(max_lag='1h'))\ndef top(lz):\n    return lz\n"
+        "other = hw.source('other')\n"
+        "@hw.asset\ndef cut(other):\n    return other\n"
+        "defs = hw.Definitions([src, lz, top, other, cut])\n"
+    )
+    start = (datetime.now(UTC) - timedelta(hours=1, seconds=5)).isoformat()
+    defs = load_definitions(str(tmp_path / "defs.py"))
+    with Harness(defs, now=start, state_dir=tmp_path / "state") as h:
+        h.observe("src", value=1)
+        h.tick()  # top pulls lz, which runs for 2 s
+        h.advance("1h")
+        h.observe("src", value=2)
+        h.tick()
+        opened = h.engine.event(EventKind.RUN_STARTED, ("cut", None), run_id="r-cut")
+        h._call(h.engine.append, [opened])  # as a daemon killed mid-run leaves it
+    why = hw("why", "lz", "-d", "defs.py", "--state-dir", "state", cwd=tmp_path)
+    assert why.returncode == 0, why.stderr
+    lead = re.search(r"runs at \S+ \((\d+(?:\.\d+)?)s ahead", why.stdout)
+    assert lead is not None and float(lead.group(1)) >= 3.0, why.stdout
+    cut = hw("why", "cut", "-d", "defs.py", "--state-dir", "state", cwd=tmp_path)
+    assert "run r-cut was cut off" in cut.stdout and "in progress" not in cut.stdout, cut.stdout

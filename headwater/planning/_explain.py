@@ -11,8 +11,10 @@ from headwater.policies import ClockPolicy
 __all__ = ["explain"]
 
 
-def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
-    """The first line says the state; the following ones say why, and what happens next."""
+def explain(ev: Evaluator, asset: str, partition: str | None, *, owned: bool = True) -> list[str]:
+    """The first line says the state; the following ones say why, and what happens next.
+    ``owned=False``: no process owns the state directory now, so a run the log shows under
+    way was cut off (its owner died) rather than in progress."""
     node = ev.defs.nodes[asset]
     record = ev.state.record((asset, partition))
     label = node_label(asset, partition)
@@ -50,7 +52,12 @@ def explain(ev: Evaluator, asset: str, partition: str | None) -> list[str]:
                 f"latest attempt failed at {f.at.isoformat()} (run {f.run_id}): {f.error}{where}"
             )
         if record is not None and record.running:
-            lines.append(f"run {record.running} is in progress")
+            lines.append(
+                f"run {record.running} is in progress"
+                if owned
+                else f"run {record.running} was cut off (its daemon stopped without ending it): "
+                "the next start marks it abandoned and runs it again"
+            )
         if record is not None:
             for check in record.checks:
                 verdict = "passed" if check.passed else "FAILED"
