@@ -158,3 +158,34 @@ def test_an_object_deleted_before_the_run_reads_it_spends_no_retry(tmp_path: Pat
             h.observe("o", client.head_object(Bucket="lake", Key="a.csv")["ETag"].strip('"'))
             assert h.tick().assets == {"rows"} and h.value("rows") == 2
             assert h.events(kind="run_started", asset="rows")[-1].payload["attempt"] == 1
+
+
+def test_an_input_that_changes_back_to_the_failed_version_runs_it_again() -> None:
+    """Retries spent on input v2; the input goes to v1 (fresh again) and back to v2: it
+    changed since the failure, so the failure no longer stands and the asset runs (it stood
+    for good, and a transient failure was never tried again on v2: hostile34c bug4)."""
+    src = hw.source("src")
+    outage = [True]
+
+    @hw.asset(retries=hw.Retry(max_attempts=2, delay="30s"))
+    def a(src: int) -> int:
+        if src == 2 and outage[0]:
+            raise ConnectionError("upstream API unavailable")
+        return src
+
+    with Harness(hw.Definitions([src, a]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=2)
+        h.advance("2m")
+        assert h.state("a") == "failed"
+        h.advance("1h")
+        assert h.state("a") == "failed"  # nothing changed: it stands
+        outage[0] = False
+        h.observe("src", value=1)
+        h.tick()
+        assert h.state("a") == "fresh"
+        h.observe("src", value=2)
+        assert h.state("a") == "stale"
+        assert h.tick().materialized == [("a", None)]
+        assert h.value("a") == 2

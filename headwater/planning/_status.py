@@ -275,7 +275,12 @@ class Evaluator:
         nothing_arrived = bool(blockers) and not present and only_missing
         code = self.defs.code_version(asset_key)
         failure = record.failure if record is not None else None
-        if failure is not None and failure.inputs == inputs and self._holds(asset_key, failure):
+        if (
+            failure is not None
+            and failure.inputs == inputs
+            and self._holds(asset_key, failure)
+            and not self._changed_since(failure)
+        ):
             return Status(
                 FAILED,
                 (f"run {failure.run_id} failed at {failure.at.isoformat()}: {failure.error}",),
@@ -334,6 +339,18 @@ class Evaluator:
                 failure.checks is None
                 or failure.checks == (defs.blocking_checks_version(key) or "")
             )
+        )
+
+    def _changed_since(self, failure: Failure) -> bool:
+        """Whether an input changed after the run failed, even back to the version it
+        failed on (2 -> 1 -> 2): the failure is moot, and its partition runs again (it stood
+        for good, so a transient failure was never tried again on that input)."""
+        records = self.state.records
+        return any(
+            (record := records.get((a, p))) is not None
+            and record.changed_at is not None
+            and record.changed_at > failure.at
+            for a, p, _ in failure.inputs
         )
 
     def _rebound(self, key: str, recorded: str | None) -> bool:
