@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shlex
+import sqlite3
 import stat
 import sys
 import time
@@ -212,6 +213,7 @@ class Ownership:
         )
         ownership = cls(state_dir, dir_fd, fd, info)
         try:
+            _refuse_an_unlocked_daemon(state_dir)
             wait_for_old_workers(state_dir)
         except BaseException:
             ownership.release()
@@ -283,6 +285,55 @@ class Ownership:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _refuse_an_unlocked_daemon(state_dir: Path) -> None:
+    """Versions of 2026-11-24 took no lock: one of those daemons still running here (its
+    start logged without its stop, its process alive with this event log open) is an owner
+    the lock cannot see. Two owners ran every new file twice, and each abandoned the other's
+    runs. Anything that cannot be read says nothing (a process of another user, no log)."""
+    log = state_dir / "events.db"
+    if not log.is_file():
+        return
+    try:
+        conn = sqlite3.connect(f"{log.as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            newest = [
+                conn.execute(_NEWEST, (kind,)).fetchone()
+                for kind in ("daemon_started", "daemon_stopped")
+            ]
+        finally:
+            conn.close()
+        started, stopped = newest
+        if started is None or (stopped is not None and stopped[0] > started[0]):
+            return
+        pid = int(json.loads(started[1]).get("pid", 0))
+    except (sqlite3.Error, ValueError, TypeError, AttributeError):
+        return
+    if pid in (0, os.getpid()) or not _pid_alive(pid) or not _has_open(pid, log):
+        return
+    raise StateDirError(
+        f"the state directory {state_dir} is used by PID {pid}, a headwater daemon of an "
+        "earlier version, which takes no lock; only one process may write to it at a time. "
+        "Stop that process first"
+    )
+
+
+_NEWEST = "SELECT id, payload FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1"
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has the file ``path`` open (False when that cannot be read)."""
+    target = Path(os.path.realpath(path))
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if fd.readlink() == target:
+                return True
+    return False
 
 
 _OLD_WORKERS_WAIT = 30.0
