@@ -194,3 +194,49 @@ def test_a_lost_scheduler_fails_runs_with_why_and_is_found_again(
                 again.close()
     finally:
         first.close()
+
+
+def test_a_fence_left_by_an_owner_that_died_is_gone_at_the_next_open(tmp_path: Path) -> None:
+    """A daemon killed while a task ran on a worker left that task's fence: the next owner
+    ran the asset again, then the old task, still running, published over the new value
+    (hostile34b bug1). Opening removes every fence: the old task's publish is superseded."""
+    from headwater.execution._publishing import Superseded
+    from headwater.execution._store import FilesystemStore
+    from headwater.execution.executors._dask import _FenceGuard
+
+    store = FilesystemStore(tmp_path / "values")
+    store.store("a", None, [1] * 10_000)
+    fence = tmp_path / "values" / ".tmp" / "fence-r1"
+    fence.touch()
+    left = _FenceGuard(store, fence)
+    with left.publishing():  # the attempt may publish while its fence stands
+        pass
+    assert store.remove_temp_files() == 1
+    assert not fence.exists()
+    with pytest.raises(Superseded), left.publishing():
+        pass
+
+
+def test_metadata_that_does_not_pickle_reaches_the_daemon_as_text(
+    cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """An Output whose metadata does not pickle: the run failed with a Dask traceback while
+    its value, stored by the worker, replaced the last one (hostile34b bug10). It succeeds,
+    its metadata recorded as text, as under the processes executor."""
+    (tmp_path / "locked.py").write_text(
+        "import threading\nimport headwater as hw\n"
+        "src = hw.source('src')\n"
+        "@hw.asset\ndef a(src):\n"
+        "    return hw.Output([src] * 10_000, metadata={'lock': threading.Lock(), 'n': 1})\n"
+        "defs = hw.Definitions([src, a])\n"
+    )
+    defs = load_definitions(str(tmp_path / "locked.py"))
+    executor = f"dask://{cluster.address}"
+    with Harness(defs, state_dir=tmp_path / "s", executor=executor) as h:
+        h.observe("src", value=2)
+        tick = h.tick()
+        assert tick.failed == {} and tick.materialized == [("a", None)]
+        (made,) = h.events(kind="materialization", asset="a")
+        assert made.payload["metadata"]["n"] == 1
+        assert "lock" in str(made.payload["metadata"]["lock"])
+        assert h.value("a") == [2] * 10_000

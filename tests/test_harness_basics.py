@@ -661,23 +661,29 @@ def test_a_source_observed_with_a_version_only_passes_none_after_a_value(
         assert h.events(kind="value_lost") == []
 
 
-def test_a_source_value_that_is_gone_is_lost_never_passed_as_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_a_source_value_that_is_gone_is_lost_never_passed_as_none(
+    tmp_path: Path, executor: str
+) -> None:
     """A plain source observed with a value whose file is then deleted: its reader was given
     None and recorded as reading the source's version (hostile34c bug9). The value is lost:
     the source is missing, its reader waits, and runs on the value observed again."""
-    src = hw.source("src")
-    other = hw.source("other")
+    from headwater._loading import load_definitions
 
-    @hw.asset
-    def size(src: Any, other: int) -> int:
-        return len(src) + other
-
-    with Harness(hw.Definitions([src, other, size]), state_dir=tmp_path) as h:
+    (tmp_path / "defs.py").write_text(
+        "import headwater as hw\n"
+        "src = hw.source('src')\nother = hw.source('other')\n"
+        "@hw.asset\ndef size(src, other):\n    return len(src) + other\n"
+        "defs = hw.Definitions([src, other, size])\n"
+    )
+    defs = load_definitions(str(tmp_path / "defs.py"))
+    state = tmp_path / "state"
+    with Harness(defs, state_dir=state, executor=executor) as h:
         h.observe("src", value=list(range(100_000)))  # large: a file
         h.observe("other", value=1)
         h.tick()
         assert h.value("size") == 100_001
-        for stored in (tmp_path / "values" / "src").iterdir():
+        for stored in (state / "values" / "src").iterdir():
             stored.unlink()
         h.observe("other", value=2)
         tick = h.tick()

@@ -8,7 +8,7 @@ import sysconfig
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import structlog
 
 from headwater import _s3
 from headwater._files import FileCache, Skipped
+from headwater._jsonsafe import plain_json
 from headwater._storage import StorageFailure
 from headwater.definitions import (
     AssetDef,
@@ -468,3 +469,11 @@ class Runner:
             error = f"loading the stored value: {describe_error(exc)}"
             return tuple(CheckOutcome(c.name, False, c.blocking, error=error) for c in checks)
         return tuple(_run_check(c, stored, context) for c in checks)
+
+
+def plain_outcome(outcome: Outcome) -> Outcome:
+    """Metadata the log stores as JSON anyway, as the log would write it: an outcome whose
+    metadata does not pickle cannot leave its worker, and a run whose function returned
+    (and whose value was stored) was failed."""
+    checks = tuple(replace(c, metadata=plain_json(c.metadata)) for c in outcome.checks)
+    return replace(outcome, metadata=plain_json(outcome.metadata), checks=checks)

@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 TEMP_PREFIX = ".tmp-"
+FENCE_PREFIX = "fence-"
+"""In the temp folder: an attempt of a run on a Dask worker publishes only while its fence
+stands (see executors/_dask.py)."""
 PUBLISH_LOCK = ".publish.lock"
 BOOT_MARK = ".boot-id"
 """The boot of the machine in which the values were last checked (``checked_this_boot``)."""
@@ -826,7 +829,11 @@ class FilesystemStore:
 
     def remove_temp_files(self) -> int:
         """Delete temp files a crash left behind; return how many. Links are not followed.
-        (Temp files that earlier versions left beside the values go with ``prune --values``.)"""
+        (Temp files that earlier versions left beside the values go with ``prune --values``.)
+
+        Fences too (:data:`FENCE_PREFIX`), under publishing held exclusively: the attempts
+        they let publish belong to an owner that is gone, and were abandoned. A task of one
+        still running on a Dask worker published over the value of the run that replaced it."""
         try:
             self._folder(self.temp_dir, create=False)
             paths = list(self.temp_dir.iterdir())
@@ -837,4 +844,8 @@ class FilesystemStore:
             if path.name.startswith(TEMP_PREFIX):
                 path.unlink(missing_ok=True)
                 count += 1
-        return count
+        if fences := [p for p in paths if p.name.startswith(FENCE_PREFIX)]:
+            with self.publishing(exclusive=True):
+                for path in fences:
+                    path.unlink(missing_ok=True)
+        return count + len(fences)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -35,8 +36,8 @@ from headwater._config import ConfigError
 from headwater._durations import format_duration
 from headwater.eventlog import SmallValue
 from headwater.execution._publishing import Superseded, current_guard
-from headwater.execution._runner import Job, Outcome, Runner
-from headwater.execution._store import FilesystemStore, IOManager
+from headwater.execution._runner import Job, Outcome, Runner, plain_outcome
+from headwater.execution._store import FENCE_PREFIX, FilesystemStore, IOManager
 from headwater.planning import InputVersions, NodeKey
 
 __all__ = ["DaskExecutor", "DaskTask", "run_task"]
@@ -66,6 +67,8 @@ class DaskTask:
     code_version: str
     small: dict[NodeKey, SmallValue]
     """Inputs whose value the event log keeps (a worker never opens the log)."""
+    stored: frozenset[NodeKey] = frozenset()
+    """Inputs of plain sources observed with a value (``Job.stored``)."""
 
 
 class _FenceGuard:
@@ -119,17 +122,25 @@ def run_task(task: DaskTask) -> Outcome:
             "(deploy the same code to every worker)",
         )
     store = runner.store
-    fence = Path(task.values_root, ".tmp", f"fence-{task.run_id}")
+    fence = Path(task.values_root, ".tmp", f"{FENCE_PREFIX}{task.run_id}")
     guard = _FenceGuard(store, fence) if isinstance(store, FilesystemStore) else None
     token = current_guard.set(guard)
+    home = Path.cwd()
     try:
         job = Job(
             asset, task.partition, task.run_id, task.now, task.inputs, task.code_version,
-            task.small,
+            task.small, task.stored,
         )  # fmt: skip
-        return runner.run(job)
+        outcome = runner.run(job)
     finally:
         current_guard.reset(token)
+        if Path.cwd() != home:  # the next task starts where every task starts
+            os.chdir(home)
+    try:
+        pickle.dumps(outcome)
+    except Exception:  # it must reach the daemon: its value is stored already
+        outcome = plain_outcome(outcome)
+    return outcome
 
 
 class DaskExecutor:
@@ -249,10 +260,11 @@ class DaskExecutor:
             inputs=job.inputs,
             code_version=job.code_version,
             small=dict(job.small),
+            stored=job.stored,
         )
 
     def _fence(self, run_id: str) -> Path | None:
-        return None if self._values is None else self._values / ".tmp" / f"fence-{run_id}"
+        return None if self._values is None else self._values / ".tmp" / f"{FENCE_PREFIX}{run_id}"
 
     def _supersede(self, fence: Path) -> None:
         store = self._runner.store

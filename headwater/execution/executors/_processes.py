@@ -387,7 +387,7 @@ class ProcessPool:
         worker.flag[0] = 0
         worker.output.begin(job.asset.key, job.partition, job.run_id)
         message = (job.asset.key, job.partition, job.run_id, job.now, job.inputs,
-                   job.code_version, job.small)  # fmt: skip
+                   job.code_version, job.small, job.stored)  # fmt: skip
         try:
             try:
                 await _send(worker.fds["jobs"], encode(message))

@@ -23,10 +23,9 @@ from typing import Any
 
 import structlog
 
-from headwater._jsonsafe import plain_json
 from headwater._sizes import Size
 from headwater.execution._publishing import Superseded, current_guard
-from headwater.execution._runner import Job, Outcome, Runner
+from headwater.execution._runner import Job, Outcome, Runner, plain_outcome
 from headwater.execution._store import FilesystemStore, IOManager
 from headwater.execution.executors._frames import encode, read_frame, write_all
 
@@ -167,8 +166,8 @@ def worker_main(
     home = Path.cwd()
     guard = _ProcessGuard(flag)
     while (message := read_frame(jobs_fd)) is not None:
-        key, partition, run_id, now, inputs, code, small = message
-        job = Job(defs.assets[key], partition, run_id, now, inputs, code, small)
+        key, partition, run_id, now, inputs, code, small, stored = message
+        job = Job(defs.assets[key], partition, run_id, now, inputs, code, small, stored)
         token = current_guard.set(guard)
         try:
             outcome = runner.run(job)
@@ -191,8 +190,4 @@ def _encode_outcome(outcome: Outcome) -> bytes:
     try:
         return encode(("done", outcome))
     except Exception:  # not picklable, or nested past the recursion limit
-        # Metadata the log stores as JSON anyway: what does not pickle goes as the log
-        # would write it (a worker that died here failed a run whose function had returned).
-        checks = tuple(replace(c, metadata=plain_json(c.metadata)) for c in outcome.checks)
-        plain = replace(outcome, metadata=plain_json(outcome.metadata), checks=checks)
-        return encode(("done", plain))
+        return encode(("done", plain_outcome(outcome)))
