@@ -240,3 +240,35 @@ def test_metadata_that_does_not_pickle_reaches_the_daemon_as_text(
         assert made.payload["metadata"]["n"] == 1
         assert "lock" in str(made.payload["metadata"]["lock"])
         assert h.value("a") == [2] * 10_000
+
+
+def test_definitions_loaded_again_import_their_edited_helper_on_the_workers(
+    tmp_path: Path,
+) -> None:
+    """A worker kept the definitions imported by their text: after a reload that changed
+    only a helper module they import, it computed with the old helper, and the result was
+    recorded as current (hostile34b bug4). Definitions loaded again are imported again (one
+    worker: the same process runs both)."""
+    (tmp_path / "helper34.py").write_text("FACTOR = 100\n")
+    (tmp_path / "scaled.py").write_text(
+        "import headwater as hw\nimport helper34\n"
+        "src = hw.source('src')\n"
+        "@hw.asset\ndef a(src):\n    return src * helper34.FACTOR\n"
+        "defs = hw.Definitions([src, a])\n"
+    )
+    state = tmp_path / "s"
+    one = DaskCluster(1).start()
+    try:
+        executor = f"dask://{one.address}"
+        with Harness(load_definitions(str(tmp_path / "scaled.py")), state_dir=state,
+                     executor=executor) as h:  # fmt: skip
+            h.observe("src", value=2)
+            h.tick()
+            assert h.value("a") == 200
+        (tmp_path / "helper34.py").write_text("FACTOR = 1000\n")
+        with Harness(load_definitions(str(tmp_path / "scaled.py")), state_dir=state,
+                     executor=executor) as h:  # fmt: skip
+            assert h.materialize("a", force=True).materialized == [("a", None)]
+            assert h.value("a") == 2000
+    finally:
+        one.close()

@@ -6,6 +6,7 @@ import functools
 import graphlib
 import hashlib
 import sys
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,9 @@ class Definitions:
         executor: str | None = None,
     ) -> None:
         self.base_dir, self.module = _caller()
+        self.instance = uuid.uuid4().hex
+        """Unique to this object: a Dask worker that keeps definitions imported imports them
+        again for another (a reload), and with them the helper modules they import."""
         self.origin: str | None = None
         """What they were loaded from (``load_definitions``'s target, made absolute)."""
         self.source: bytes | None = None

@@ -67,6 +67,8 @@ class DaskTask:
     code_version: str
     small: dict[NodeKey, SmallValue]
     """Inputs whose value the event log keeps (a worker never opens the log)."""
+    instance: str = ""
+    """The daemon's definitions object (``Definitions.instance``): another is imported anew."""
     stored: frozenset[NodeKey] = frozenset()
     """Inputs of plain sources observed with a value (``Job.stored``)."""
 
@@ -85,15 +87,18 @@ class _FenceGuard:
             yield
 
 
-_RUNNERS: dict[tuple[str, str, str], Runner] = {}
-"""Per worker process: the definitions imported once, by path, text and store."""
+_RUNNERS: dict[tuple[str, str], tuple[str, Runner]] = {}
+"""Per worker process and (definitions, store): the definitions imported for the daemon's
+current ones. Another load of theirs (a reload, even with the same text: a helper module
+may have changed) imports them anew, helpers included (``load_definitions`` forgets the
+helpers the last import of that file brought), and the previous import is dropped."""
 
 
 def _runner(task: DaskTask) -> Runner:
     digest = hashlib.blake2b(task.source or b"", digest_size=16).hexdigest()
-    key = (task.definitions, digest, task.values_root)
-    runner = _RUNNERS.get(key)
-    if runner is None:
+    key, loaded = (task.definitions, task.values_root), f"{task.instance}/{digest}"
+    held = _RUNNERS.get(key)
+    if held is None or held[0] != loaded:
         from headwater._loading import load_definitions
         from headwater._usercode import mark_worker
 
@@ -101,8 +106,8 @@ def _runner(task: DaskTask) -> Runner:
         defs = load_definitions(task.definitions, task.source)
         defs.compute_code_versions()
         store = task.store or FilesystemStore(Path(task.values_root))
-        runner = _RUNNERS[key] = Runner(defs, store, task.private)
-    return runner
+        held = _RUNNERS[key] = (loaded, Runner(defs, store, task.private))
+    return held[1]
 
 
 def run_task(task: DaskTask) -> Outcome:
@@ -260,6 +265,7 @@ class DaskExecutor:
             inputs=job.inputs,
             code_version=job.code_version,
             small=dict(job.small),
+            instance=self._runner.defs.instance,
             stored=job.stored,
         )
 
