@@ -272,3 +272,34 @@ def test_definitions_loaded_again_import_their_edited_helper_on_the_workers(
             assert h.value("a") == 2000
     finally:
         one.close()
+
+
+def test_a_reload_to_a_scheduler_that_does_not_answer_keeps_the_daemon_serving(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """A reload while the scheduler is down (or to a mistyped address) ended the daemon with
+    status 2 once the previous definitions had stopped (hostile34b bug9). The reload fails,
+    naming the scheduler, and the previous definitions go on serving."""
+    from daemon_process import DaemonProcess
+
+    project = _project(tmp_path / "p")
+    first = DaskCluster(1).start()
+    try:
+        daemon = DaemonProcess(project, project / "pipeline.py", project / "st",
+                               env={"HW_EXECUTOR": f"dask://{first.address}"})  # fmt: skip
+        daemons.append(daemon)
+        daemon.start().wait_notify("READY=1")
+        nowhere = f"127.0.0.1:{free_port()}"
+        text = (project / "pipeline.py").read_text()
+        (project / "pipeline.py").write_text(
+            text.replace('os.environ.get("HW_EXECUTOR", "threads")', f'"dask://{nowhere}"')
+        )
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_event("reload_failed")
+        assert f"cannot reach the Dask scheduler at tcp://{nowhere}" in failed["reason"]
+        daemon.wait_notify("READY=1")
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        health = hw("health", "--state-dir", "st", cwd=project)
+        assert health.returncode == 0, health.stdout + health.stderr
+    finally:
+        first.close()

@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from headwater import __version__
 from headwater._clock import SystemClock
+from headwater._config import ConfigError
 from headwater._errors import HeadwaterError, StateDirError
 from headwater._events import EventKind, format_timestamp
 from headwater._loading import LoadError, absolute_target, source_digest
@@ -47,7 +48,7 @@ from headwater.daemon._reload import import_in_child
 from headwater.definitions import Definitions, FileSource, ObjectSource
 from headwater.eventlog import DB_NAME, EventLogReader
 from headwater.execution import Engine, TickResult
-from headwater.execution.executors import ExecutorSettings
+from headwater.execution.executors import ExecutorSettings, check_reachable
 from headwater.sensors.clock import ClockSensor
 from headwater.sensors.files import FileSensor
 from headwater.sensors.objects import ObjectSensor
@@ -240,7 +241,9 @@ class Daemon:
                 _log.info("reload_superseded", reason="a newer reload asked meanwhile")
                 return _SUPERSEDED
             defs = await anyio.to_thread.run_sync(load_logged, self.settings.definitions)
-        except LoadError as exc:
+            # Opened only once the previous definitions stopped: unusable, the daemon ended.
+            await check_reachable(self.settings.executor.for_definitions(defs))
+        except (LoadError, ConfigError) as exc:
             _log.error("reload_failed", reason=str(exc))
             self._phase = "serving"
             self.notifier.ready(f"reload failed, serving the previous definitions: {exc}")

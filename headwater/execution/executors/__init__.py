@@ -23,7 +23,7 @@ from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution.executors._processes import ProcessPool
 from headwater.execution.executors._threads import ThreadExecutor
 
-__all__ = ["Executor", "ExecutorSettings", "open_executor"]
+__all__ = ["Executor", "ExecutorSettings", "check_reachable", "open_executor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,16 @@ class Executor(Protocol):
     def health(self) -> dict[str, Any]:
         """What ``headwater health`` shows of it: workers, runs left behind."""
         ...
+
+
+async def check_reachable(settings: ExecutorSettings) -> None:
+    """Raise ConfigError, saying why, if the executor of ``settings`` cannot be used now (a
+    Dask scheduler that does not answer): a reload to it would end the daemon, which opens
+    it only once the previous definitions have stopped."""
+    if settings.kind.startswith("dask://"):
+        from headwater.execution.executors._dask import probe
+
+        await probe(settings.kind[len("dask://") :])
 
 
 @asynccontextmanager

@@ -294,6 +294,19 @@ class DaskExecutor:
         )
 
 
+async def probe(address: str) -> None:
+    """Connect to the scheduler and let go (ConfigError, naming it, if it does not answer)."""
+    try:
+        import distributed  # noqa: F401 (present: the extra is installed)
+    except ImportError:
+        raise ConfigError(
+            f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
+        ) from None
+    client = await _connect(address)
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await client.close(timeout=2)
+
+
 async def _connect(address: str) -> Any:
     from distributed import Client
 
