@@ -303,3 +303,46 @@ def test_a_reload_to_a_scheduler_that_does_not_answer_keeps_the_daemon_serving(
         assert health.returncode == 0, health.stdout + health.stderr
     finally:
         first.close()
+
+
+def test_a_run_fails_once_no_worker_has_been_connected_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker killed mid-run: Dask keeps the task for a worker to come, and the run hung
+    for ever, `materialize` with it (hostile34b bug3). It fails, saying so, once none has
+    been connected for NO_WORKERS_S (shortened here), and its retries apply."""
+    from headwater.execution.executors import _dask
+
+    monkeypatch.setattr(_dask, "NO_WORKERS_S", 1.0)
+    monkeypatch.setattr(_dask, "WORKER_CHECK_S", 0.2)
+    project = _project(tmp_path / "p")
+    (project / "hold-2026-01-01").write_text("")
+    alone = DaskCluster(1).start()
+    try:
+        with _harness(project, f"dask://{alone.address}", monkeypatch, tmp_path / "s",
+                      "2026-01-02T00:00:00Z") as h:  # fmt: skip
+            _observe(h, 1)
+            started = project / "started-2026-01-01"
+
+            def kill_when_started() -> None:
+                deadline = time.monotonic() + 60
+                while not started.exists():
+                    assert time.monotonic() < deadline, "the run never started on a worker"
+                    time.sleep(0.02)
+                for worker in alone.workers:
+                    worker.kill()
+
+            import threading
+
+            killer = threading.Thread(target=kill_when_started)
+            killer.start()
+            tick = h.tick()
+            killer.join()
+            error = tick.failed[("cleaned", "2026-01-01")]
+            assert (
+                f"no worker has been connected to the Dask scheduler at tcp://{alone.address}"
+                in error
+            )
+            assert len(h.events(kind="run_failed", asset="cleaned")) == 2  # with its retry
+    finally:
+        alone.close()

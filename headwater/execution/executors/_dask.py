@@ -44,6 +44,10 @@ __all__ = ["DaskExecutor", "DaskTask", "run_task"]
 
 _log = structlog.get_logger("headwater.executor")
 
+NO_WORKERS_S = 60.0
+"""A run fails once no worker has been connected to the scheduler this long."""
+WORKER_CHECK_S = 5.0
+"""How often a run in flight asks the scheduler how many workers it has."""
 CONNECT_TIMEOUT_S = 5.0
 """How long to try a scheduler before giving up (at start: exit 2; later: the run fails)."""
 
@@ -232,7 +236,13 @@ class DaskExecutor:
         done = False
         try:
             with anyio.fail_after(limit.total_seconds() if limit else None):
-                outcome: Outcome = await future
+                outcome = await self._outcome(client, future)
+            if outcome is None:
+                return self._failed(
+                    started,
+                    f"no worker has been connected to the Dask scheduler at tcp://{self.address} "
+                    f"for {format_duration(timedelta(seconds=NO_WORKERS_S))}",
+                )
             done = True
             return outcome
         except TimeoutError:
@@ -250,6 +260,39 @@ class DaskExecutor:
             elif fence is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_remove, fence)
+
+    async def _outcome(self, client: Any, future: Any) -> Outcome | None:
+        """The task's outcome, or None once no worker has been connected for
+        :data:`NO_WORKERS_S`: Dask keeps a task for a worker to come, for ever (every worker
+        killed, a scheduler restarted alone), and the run hung with it."""
+        got: list[Outcome] = []
+        raised: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                alone_since: float | None = None
+                while True:
+                    await anyio.sleep(WORKER_CHECK_S)
+                    try:
+                        workers = await client.nthreads()
+                    except Exception:  # a lost scheduler fails the future by itself
+                        continue
+                    if workers:
+                        alone_since = None
+                    elif alone_since is None:
+                        alone_since = time.monotonic()
+                    elif time.monotonic() - alone_since >= NO_WORKERS_S:
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                got.append(await future)
+            except Exception as exc:
+                raised.append(exc)
+            tg.cancel_scope.cancel()
+        if raised:
+            raise raised[0]
+        return got[0] if got else None
 
     def _task(self, job: Job) -> DaskTask:
         return DaskTask(
