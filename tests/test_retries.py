@@ -189,3 +189,33 @@ def test_an_input_that_changes_back_to_the_failed_version_runs_it_again() -> Non
         assert h.state("a") == "stale"
         assert h.tick().materialized == [("a", None)]
         assert h.value("a") == 2
+
+
+def test_a_reader_of_a_failure_whose_code_was_fixed_waits_for_a_missing_input() -> None:
+    """A failed input whose code was edited since runs again: its reader said "input a
+    failed" while `why a`, `plan` and the tick treated the failure as moot (hostile34c
+    bug8). It waits for an input that is missing and runs again."""
+    from headwater._loading import load_definitions
+
+    src_text = (
+        "import headwater as hw\nsrc = hw.source('src')\n"
+        "@hw.asset(retries=hw.Retry(max_attempts=3, delay='30m'))\ndef a(src):\n    BODY\n"
+        "@hw.asset\ndef b(a):\n    return a\n"
+        "defs = hw.Definitions([src, a, b])\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "defs.py").write_text(src_text.replace("BODY", "raise ValueError('bug')"))
+        with Harness(load_definitions(str(folder / "defs.py")), state_dir=folder / "s") as h:
+            h.observe("src", value=1)
+            h.tick()
+            assert any("input a failed" in r for r in h.why("b"))
+        (folder / "defs.py").write_text(src_text.replace("BODY", "return src"))
+        with Harness(load_definitions(str(folder / "defs.py")), state_dir=folder / "s") as h:
+            reasons = [r for r in h.why("b") if not r.startswith("last recorded decision")]
+            assert not any("input a failed" in r for r in reasons), reasons
+            assert any("input a is missing (its last run failed; it runs again)" in r
+                       for r in reasons), reasons  # fmt: skip
+            assert h.tick().materialized == [("a", None), ("b", None)]

@@ -259,7 +259,12 @@ class Evaluator:
             for up in nodes:
                 up_record = records.get(up)
                 if up_record is None or up_record.version is None:
-                    absent.append(f"input {node_label(*up)} {_absence(up_record)}")
+                    moot = (
+                        up_record is not None
+                        and up_record.failure is not None
+                        and not (self._holds(up[0], up_record.failure))
+                    )  # its code edited since: it runs again, it is missing meanwhile
+                    absent.append(f"input {node_label(*up)} {_absence(up_record, moot)}")
                     only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
@@ -546,12 +551,13 @@ def _check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
     return None
 
 
-def _absence(record: NodeRecord | None) -> str:
-    """Why an input partition has no version: never there, failed, deleted, or lost."""
+def _absence(record: NodeRecord | None, moot: bool = False) -> str:
+    """Why an input partition has no version: never there, failed (unless the failure no
+    longer stands: ``moot``), deleted, or lost."""
     if record is None:
         return "is missing"
     if record.failure is not None:
-        return "failed"
+        return "is missing (its last run failed; it runs again)" if moot else "failed"
     if record.lost_at is not None:
         return "is missing (its stored value was lost; it is materialized again)"
     if record.changed_at is not None:
