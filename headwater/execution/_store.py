@@ -474,6 +474,7 @@ class FilesystemStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root)
         self.temp_dir = self.root / ".tmp"
         """Where values are written before they are renamed into place: one folder, so that
         opening clears a crash's leftovers without walking every asset's (no key starts
@@ -566,8 +567,11 @@ class FilesystemStore:
     def drop(self, asset: str, partition: str | None) -> None:
         """Remove a partition's file, if it has one: its value is now kept in the event log,
         and a file left behind holds an older one (which an earlier version of headwater,
-        run on this state directory again, would read as current). One failed lookup for an
-        asset that never had a file."""
+        run on this state directory again, would read as current). One stat for an asset that
+        never had a file."""
+        folder = os.path.join(self._root_text, *asset.split("/"))  # noqa: PTH118
+        if not os.path.isdir(folder):  # noqa: PTH112 (no Path objects: 21 -> 3.6 us a run)
+            return
         base = self._base(asset, partition)
         try:
             self._folder(base.parent, create=False)
