@@ -180,12 +180,6 @@ class DaskExecutor:
     ) -> AsyncIterator[DaskExecutor]:
         if definitions is None:
             raise ConfigError(f"executor 'dask://{address}' needs importable definitions")
-        try:
-            import distributed  # noqa: F401 (present: the extra is installed)
-        except ImportError:
-            raise ConfigError(
-                f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
-            ) from None
         client = await _connect(address)
         executor = cls(address, client, runner, state_dir, definitions)
         try:
@@ -339,19 +333,19 @@ class DaskExecutor:
 
 async def probe(address: str) -> None:
     """Connect to the scheduler and let go (ConfigError, naming it, if it does not answer)."""
-    try:
-        import distributed  # noqa: F401 (present: the extra is installed)
-    except ImportError:
-        raise ConfigError(
-            f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
-        ) from None
     client = await _connect(address)
     with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
         await client.close(timeout=2)
 
 
 async def _connect(address: str) -> Any:
-    from distributed import Client
+    """A client of the scheduler; ConfigError, saying why, without the extra or an answer."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError(
+            f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
+        ) from None
 
     try:
         return await Client(  # type: ignore[no-untyped-call]
