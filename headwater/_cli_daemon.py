@@ -107,6 +107,12 @@ def health(as_json: bool, definitions: str | None, state_dir: str | None) -> Non
 
 def _print_executor(executor: dict[str, Any], slots: int | None) -> None:
     click.echo(f"  executor: {executor.get('executor')}, max_concurrency {slots}")
+    if scheduler := executor.get("scheduler"):  # dask
+        workers = executor.get("dask_workers", ())
+        echo(f"    scheduler {scheduler} ({executor.get('status')}): {len(workers)} workers, "
+             f"{executor.get('lost', 0)} lost")  # fmt: skip
+        for address in workers:
+            echo(f"    worker {address}")
     if executor.get("fork_server"):
         echo(f"    fork server PID {executor['fork_server']}")
     for worker in executor.get("workers", ()):

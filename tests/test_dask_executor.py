@@ -301,6 +301,9 @@ def test_a_reload_to_a_scheduler_that_does_not_answer_keeps_the_daemon_serving(
         assert daemon.proc is not None and daemon.proc.poll() is None
         health = hw("health", "--state-dir", "st", cwd=project)
         assert health.returncode == 0, health.stdout + health.stderr
+        # it said "executor: None", and listing its workers would have crashed (hostile34b bug6)
+        assert "executor: dask" in health.stdout, health.stdout
+        assert f"scheduler tcp://{first.address} (running): 1 workers" in health.stdout
     finally:
         first.close()
 

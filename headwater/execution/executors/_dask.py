@@ -171,6 +171,8 @@ class DaskExecutor:
         self._values = (state_dir.absolute() / "values") if default else None
         self._definitions = definitions
         self._lost = 0
+        self._workers: list[str] = []
+        """The workers' addresses, as last counted (at open, and by runs in flight)."""
         self._reconnecting = anyio.Lock()
 
     @classmethod
@@ -182,6 +184,8 @@ class DaskExecutor:
             raise ConfigError(f"executor 'dask://{address}' needs importable definitions")
         client = await _connect(address)
         executor = cls(address, client, runner, state_dir, definitions)
+        with contextlib.suppress(Exception):  # health shows none until a run counts them
+            executor._workers = sorted(await client.nthreads())
         try:
             yield executor
         finally:  # the client now in use: a reconnection replaced the first one
@@ -192,13 +196,13 @@ class DaskExecutor:
         return None
 
     def health(self) -> dict[str, Any]:
-        info = self._client.scheduler_info() if self._client.status == "running" else {}
-        workers = info.get("workers", {}) if isinstance(info, dict) else {}
+        """What ``headwater health`` shows: the scheduler, the client's state and the workers
+        it last counted (a run in flight counts them every few seconds)."""
         return {
-            "kind": "dask",
+            "executor": self.kind,
             "scheduler": f"tcp://{self.address}",
             "status": self._client.status,
-            "workers": sorted(workers),
+            "dask_workers": self._workers,
             "lost": self._lost,
         }
 
@@ -271,6 +275,7 @@ class DaskExecutor:
                         workers = await client.nthreads()
                     except Exception:  # a lost scheduler fails the future by itself
                         continue
+                    self._workers = sorted(workers)
                     if workers:
                         alone_since = None
                     elif alone_since is None:
