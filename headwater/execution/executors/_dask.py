@@ -352,11 +352,17 @@ async def _connect(address: str) -> Any:
             f"executor 'dask://{address}' needs Dask distributed: pip install 'headwater[dask]'"
         ) from None
 
+    client = Client(  # type: ignore[no-untyped-call]
+        f"tcp://{address}", asynchronous=True, timeout=CONNECT_TIMEOUT_S
+    )
     try:
-        return await Client(  # type: ignore[no-untyped-call]
-            f"tcp://{address}", asynchronous=True, timeout=CONNECT_TIMEOUT_S
-        )
+        # Bounded here too: something else listening there (an HTTP server, a silent port)
+        # held the handshake, and the daemon's start, for ever.
+        with anyio.fail_after(2 * CONNECT_TIMEOUT_S):
+            return await client
     except (OSError, TimeoutError) as exc:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await client.close(timeout=1)  # type: ignore[no-untyped-call]
         raise ConfigError(
             f"executor 'dask://{address}': cannot reach the Dask scheduler at "
             f"tcp://{address} ({type(exc).__name__}: {exc})"
