@@ -1031,3 +1031,16 @@ def test_an_error_whose_message_cannot_be_read_fails_only_its_run() -> None:
         assert tick.failed == {
             ("bad", None): "_Unprintable: (its message could not be read: StopIteration in __str__)"
         }
+
+
+def test_a_deleted_source_says_when_it_was_deleted_not_never_observed() -> None:
+    """`why` and `status` said "never observed" of a source observed and then deleted, next to
+    its last observed change (hostile34c bug5)."""
+    src = hw.source("src")
+    with Harness(hw.Definitions([src]), now="2026-01-05T00:00:00Z") as h:
+        assert h.why("src")[:2] == ["src is missing", "never observed"]
+        h.observe("src", value=1)
+        h.advance("1h")
+        h.observe("src", deleted=True)
+        assert h.state("src") == "missing"
+        assert h.why("src")[:2] == ["src is missing", "deleted at 2026-01-05T01:00:00+00:00"]

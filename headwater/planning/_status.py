@@ -226,7 +226,7 @@ class Evaluator:
         record = records.get((asset_key, partition))
         if not isinstance(node, AssetDef):
             if record is None or record.version is None:
-                return Status(MISSING, ("never observed",), (), ())
+                return Status(MISSING, (_unobserved(record),), (), ())
             return Status(FRESH, (f"observed version {_short(record.version)}",), (), ())
         present: list[tuple[str, str | None, str]] = []
         blockers: list[str] = []
@@ -563,6 +563,17 @@ def _absence(record: NodeRecord | None, moot: bool = False) -> str:
     if record.changed_at is not None:
         return f"was deleted at {record.changed_at.isoformat()}"
     return "is missing"
+
+
+def _unobserved(record: NodeRecord | None) -> str:
+    """Why a source partition has no version: never observed, deleted, or its value lost."""
+    if record is None:
+        return "never observed"
+    if record.lost_at is not None:
+        return f"its stored value was found gone at {record.lost_at.isoformat()}"
+    if record.changed_at is not None:
+        return f"deleted at {record.changed_at.isoformat()}"
+    return "never observed"
 
 
 def _place(store: str) -> str:
