@@ -310,7 +310,9 @@ def _refuse_an_unlocked_daemon(state_dir: Path) -> None:
         pid = int(json.loads(started[1]).get("pid", 0))
     except (sqlite3.Error, ValueError, TypeError, AttributeError):
         return
-    if pid in (0, os.getpid()) or not _pid_alive(pid) or not _has_open(pid, log):
+    if pid in (0, os.getpid()) or not _pid_alive(pid) or not _runs_headwater(pid):
+        return
+    if not _has_open(pid, log):
         return
     raise StateDirError(
         f"the state directory {state_dir} is used by PID {pid}, a headwater daemon of an "
@@ -320,6 +322,17 @@ def _refuse_an_unlocked_daemon(state_dir: Path) -> None:
 
 
 _NEWEST = "SELECT id, payload FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1"
+
+
+def _runs_headwater(pid: int) -> bool:
+    """Whether process ``pid`` is a headwater daemon (``… headwater … run …``): its PID, if
+    that daemon was killed, may now be another reader's of the log (a shell, a dashboard)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    named = [i for i, a in enumerate(args) if b"headwater" in a]
+    return bool(named) and b"run" in args[named[0] + 1 :]
 
 
 def _has_open(pid: int, path: Path) -> bool:

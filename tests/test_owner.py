@@ -555,33 +555,38 @@ def test_the_api_answers_with_an_event_that_holds_a_lone_surrogate(
 
 def test_a_running_daemon_of_a_version_without_the_lock_is_an_owner(tmp_path: Path) -> None:
     """Versions of 2026-11-24 took no lock: their daemon's start logged without its stop,
-    its process alive with the event log open, is an owner the lock cannot see. Another
-    owner started beside it ran every file twice (hostile34a bug3); it is refused, naming the
-    PID, and taken once that process is gone."""
+    its process alive running headwater with the event log open, is an owner the lock cannot
+    see. Another owner started beside it ran every file twice (hostile34a bug3); it is
+    refused, naming the PID. A process that is no headwater daemon (the dead daemon's PID
+    reused by a reader of the log: hostile34d bug3) refuses nothing."""
     from headwater._errors import StateDirError
 
     state = tmp_path / "state"
     with Harness(hw_api.Definitions([hw_api.source("src")]), state_dir=state) as h:
         h.observe("src", value=1)  # makes the log
-    holder = subprocess.Popen(  # holds the log open, as that daemon does, until told
-        [sys.executable, "-c",
-         "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); sys.stdin.read()",
-         str(state / "events.db")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        with contextlib.closing(sqlite3.connect(state / "events.db")) as db, db:
-            db.execute(
-                "INSERT INTO events (timestamp, kind, payload) VALUES (?, 'daemon_started', ?)",
-                ("2026-11-24T10:00:00.000000Z", json.dumps({"pid": holder.pid})),
-            )
-        with pytest.raises(StateDirError, match=f"used by PID {holder.pid}, a headwater daemon"):
-            Ownership.acquire(state, "cli")
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        holder.stdout.close()
+    hold = "import sys; f = open(sys.argv[1], 'rb'); print('open', flush=True); sys.stdin.read()"
+    for args, refused in [((), False), (("headwater", "run"), True)]:
+        holder = subprocess.Popen(  # holds the log open, as that daemon does, until told
+            [sys.executable, "-c", hold, str(state / "events.db"), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+            with contextlib.closing(sqlite3.connect(state / "events.db")) as db, db:
+                db.execute(
+                    "INSERT INTO events (timestamp, kind, payload) VALUES (?, 'daemon_started', ?)",
+                    ("2026-11-24T10:00:00.000000Z", json.dumps({"pid": holder.pid})),
+                )
+            if refused:
+                with pytest.raises(StateDirError, match=f"used by PID {holder.pid}, a headwater"):
+                    Ownership.acquire(state, "cli")
+            else:
+                with Ownership.acquire(state, "cli"):
+                    pass
+        finally:
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.close()
+            holder.wait(timeout=10)
+            holder.stdout.close()
     with Ownership.acquire(state, "cli"):  # gone: the log's record says nothing any more
         pass
