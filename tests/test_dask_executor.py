@@ -158,13 +158,22 @@ def test_a_worker_killed_mid_run_leaves_one_materialization(
             assert h.value("cleaned", partition="2026-01-01")["amount"].tolist() == [1.0, 10.0]
 
 
-def test_an_unreachable_scheduler_stops_run_with_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listening", [False, True], ids=["nothing there", "a silent port"])
+def test_an_unreachable_scheduler_stops_run_with_exit_2(tmp_path: Path, listening: bool) -> None:
+    """Nothing at the address, or something that is not a Dask scheduler (here a socket that
+    never speaks; it held the daemon's start for ever: hostile34b bug14): exit 2, naming it."""
+    import socket
+
     project = _project(tmp_path / "p")
-    address = f"127.0.0.1:{free_port()}"
-    result = hw(
-        "run", "-d", "pipeline.py", "--state-dir", "st", cwd=project,
-        env={"HW_EXECUTOR": f"dask://{address}"}, timeout=60,
-    )  # fmt: skip
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        if listening:
+            silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        result = hw(
+            "run", "-d", "pipeline.py", "--state-dir", "st", cwd=project,
+            env={"HW_EXECUTOR": f"dask://{address}"}, timeout=60,
+        )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert f"cannot reach the Dask scheduler at tcp://{address}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -349,22 +358,3 @@ def test_a_run_fails_once_no_worker_has_been_connected_for_a_while(
             assert len(h.events(kind="run_failed", asset="cleaned")) == 2  # with its retry
     finally:
         alone.close()
-
-
-def test_a_port_where_no_scheduler_answers_stops_run_with_exit_2(tmp_path: Path) -> None:
-    """Something that is not a Dask scheduler listening at the address (here a socket that
-    never speaks) held the daemon's start for ever (hostile34b bug14): exit 2, naming it."""
-    import socket
-
-    project = _project(tmp_path / "p")
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        address = f"127.0.0.1:{silent.getsockname()[1]}"
-        result = hw(
-            "run", "-d", "pipeline.py", "--state-dir", "st", cwd=project,
-            env={"HW_EXECUTOR": f"dask://{address}"}, timeout=60,
-        )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert f"cannot reach the Dask scheduler at tcp://{address}" in result.stderr
-    assert "Traceback" not in result.stderr
