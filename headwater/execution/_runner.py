@@ -383,9 +383,8 @@ class Runner:
             prepared = prepare(value)
             if io is self.store and 0 < len(prepared.data) <= self.small_max:
                 version = version or data_version(value)
-                io.drop(
-                    key, partition
-                )  # a value that shrank: its file is older now (asks the guard)
+                # A value that shrank: its file holds an older one now (drop asks the guard).
+                io.drop(key, partition)
                 return version, SmallValue(version, prepared.data)
             return io.store(key, partition, value, version, prepared), None  # asks the guard
         if isinstance(io, ObjectStore):

@@ -641,9 +641,7 @@ class FilesystemStore:
         """Without the mark (a full disk, a read-only folder), files that say no version
         load as an earlier version's, as before: the next open or prune marks it."""
         try:
-            self._folder(self.temp_dir, create=True)  # where opening clears what a crash left
-            _clear_folder_at(self.root / VERSIONED_MARK)
-            write_atomically(self.root / VERSIONED_MARK, _write_versioned, temp_dir=self.temp_dir)
+            self._write_mark(VERSIONED_MARK, _write_versioned)
         except OSError:
             return
         self._versioned = True
@@ -734,9 +732,14 @@ class FilesystemStore:
         def write(f: IO[bytes]) -> None:
             f.write(boot)
 
+        self._write_mark(BOOT_MARK, write)
+
+    def _write_mark(self, name: str, write: Callable[[IO[bytes]], None]) -> None:
+        """Write one of the store's own files in its root, atomically (a folder planted
+        there goes first)."""
         self._folder(self.temp_dir, create=True)  # where opening clears what a crash left
-        _clear_folder_at(self.root / BOOT_MARK)
-        write_atomically(self.root / BOOT_MARK, write, temp_dir=self.temp_dir)
+        _clear_folder_at(self.root / name)
+        write_atomically(self.root / name, write, temp_dir=self.temp_dir)
 
     def mismatched(
         self, expected: Iterable[tuple[tuple[str, str | None], str]]
