@@ -3,6 +3,7 @@ killed by PID when the test ends."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import queue
 import signal
@@ -64,22 +65,27 @@ def moto_server(timeout: float = 30, port: int | None = None) -> Iterator[str]:
 class DaskCluster:
     """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
 
-    def __init__(self, workers: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workers: int, env: dict[str, str] | None = None, *, nanny: bool = False
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = env
+        self.nanny = nanny
+        """Workers under a nanny (``dask worker``'s default), which starts a new worker process
+        when its own is killed or restarted; without one, ``workers`` are the workers' PIDs."""
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self._count = workers
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         import os
 
-        env = {**os.environ, **(self.env or {})}
+        env = {**os.environ, **(self.env or {}), **(env or {})}
         return subprocess.Popen(
             list(args),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, env=env,
+            preexec_fn=_die_with_parent, env=env, start_new_session=True,
         )  # fmt: skip
 
     def start(self, timeout: float = 60) -> DaskCluster:
@@ -91,16 +97,19 @@ class DaskCluster:
         )
         for n in range(self._count):
             self.add_worker(f"w{n}")
-        self.wait_for_workers(self._count, timeout)
+        if self._count:  # none: the caller adds its own
+            self.wait_for_workers(self._count, timeout)
         return self
 
-    def add_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def add_worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One more worker; ``env``: its own environment on top of the cluster's."""
         from pathlib import Path
 
         dask = str(Path(sys.executable).with_name("dask"))
         worker = self._spawn(
             dask, "worker", f"tcp://{self.address}", "--name", name, "--nworkers", "1",
-            "--nthreads", "1", "--no-dashboard", "--no-nanny", "--host", "127.0.0.1",
+            "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+            *(() if self.nanny else ("--no-nanny",)), env=env,
         )  # fmt: skip
         self.workers.append(worker)
         return worker
@@ -112,15 +121,21 @@ class DaskCluster:
             client.wait_for_workers(count, timeout=timeout)
 
     def close(self) -> None:
+        import os
+
         for proc in [*self.workers, self.scheduler]:
             if proc is not None and proc.poll() is None:
-                proc.kill()
+                # the whole session: a nanny's worker process is its child, not ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
 
 @contextmanager
-def dask_cluster(workers: int = 2, env: dict[str, str] | None = None) -> Iterator[DaskCluster]:
-    cluster = DaskCluster(workers, env)
+def dask_cluster(
+    workers: int = 2, env: dict[str, str] | None = None, *, nanny: bool = False
+) -> Iterator[DaskCluster]:
+    cluster = DaskCluster(workers, env, nanny=nanny)
     try:
         yield cluster.start()
     finally:

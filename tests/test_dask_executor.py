@@ -358,3 +358,27 @@ def test_a_run_fails_once_no_worker_has_been_connected_for_a_while(
             assert len(h.events(kind="run_failed", asset="cleaned")) == 2  # with its retry
     finally:
         alone.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_cannot_import_headwater_fails_the_run_saying_so(tmp_path: Path) -> None:
+    """A worker whose environment has no (working) headwater could not unpickle the task: the
+    run stayed running for ever, the cause only in the worker's log (hostile34b bug11). The
+    run fails at once, naming the cause (here a ``headwater`` package that raises on import,
+    first on the workers' path)."""
+    shadow = tmp_path / "shadow" / "headwater"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no headwater on this worker')\n")
+    (tmp_path / "one.py").write_text(
+        "import headwater as hw\n@hw.asset\ndef a() -> int:\n    return 1\n"
+        "defs = hw.Definitions([a])\n"
+    )
+    defs = load_definitions(str(tmp_path / "one.py"))
+    with dask_cluster(workers=0) as cluster:  # the scheduler can import headwater
+        cluster.add_worker("w0", env={"PYTHONPATH": str(shadow.parent)})
+        cluster.wait_for_workers(1)
+        with Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h:
+            error = h.materialize("a").failed[("a", None)]
+    assert "cannot import headwater" in error, error
+    assert "no headwater on this worker" in error  # the worker's own reason
+    assert "same code and headwater version" in error  # and what to do

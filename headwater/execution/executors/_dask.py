@@ -22,7 +22,7 @@ import hashlib
 import os
 import pickle
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 import structlog
 
+from headwater import __version__
 from headwater._config import ConfigError
 from headwater._durations import format_duration
 from headwater.eventlog import SmallValue
@@ -112,6 +113,57 @@ def _runner(task: DaskTask) -> Runner:
         store = task.store or FilesystemStore(Path(task.values_root))
         held = _RUNNERS[key] = (loaded, Runner(defs, store, task.private))
     return held[1]
+
+
+_UNLOADABLE = "unloadable"
+"""The first item of what a worker returns instead of an Outcome when it cannot run
+headwater's task at all: ``(_UNLOADABLE, worker address, why)``."""
+
+
+def _worker_entry() -> Callable[[str, bytes], object]:
+    """The callable Dask runs on the worker, made here so that it is a local function:
+    Dask pickles that by value (cloudpickle), so unpickling it needs only Python. Had the
+    task referred to headwater (``run_task``, a ``DaskTask``), a worker that cannot import
+    headwater, or another version of it, failed to unpickle it: the error stayed in that
+    worker's log and the run waited for ever (hostile34b bug11). The task's data travels as
+    bytes, unpickled by headwater's own code once it has been imported."""
+
+    def headwater_task(version: str, blob: bytes) -> object:
+        try:
+            from distributed import get_worker
+
+            where = str(get_worker().address)
+        except BaseException:  # only a name for the message
+            where = "?"
+        try:
+            from headwater.execution.executors._dask import run_payload
+        except BaseException as exc:  # any failure to import is the answer
+            return ("unloadable", where, f"cannot import headwater ({type(exc).__name__}: {exc})")
+        return run_payload(version, blob, where)
+
+    return headwater_task
+
+
+def _payload(task: DaskTask) -> tuple[str, bytes]:
+    """The worker's arguments: this headwater's version and the task, pickled as Dask pickled
+    it before (cloudpickle: by reference where it can, by value where it must)."""
+    import cloudpickle  # type: ignore[import-untyped]  # Dask's own dependency
+
+    return __version__, cloudpickle.dumps(task)
+
+
+def run_payload(version: str, blob: bytes, where: str) -> object:
+    """On a Dask worker, headwater imported: check the version, unpickle the task, run it."""
+    if version != __version__:
+        return (
+            _UNLOADABLE, where,
+            f"headwater {__version__} is installed there, {version} on the daemon",
+        )  # fmt: skip
+    try:
+        task = pickle.loads(blob)
+    except Exception as exc:
+        return (_UNLOADABLE, where, f"cannot unpickle the task ({type(exc).__name__}: {exc})")
+    return run_task(task)
 
 
 def run_task(task: DaskTask) -> Outcome:
@@ -230,7 +282,7 @@ class DaskExecutor:
         if fence is not None:
             await anyio.to_thread.run_sync(_make_fence, fence)
         key = f"headwater-{job.asset.key}-{job.run_id}"
-        future = client.submit(run_task, task, key=key, pure=False)
+        future = client.submit(_ENTRY, *_payload(task), key=key, pure=False)
         done = False
         try:
             with anyio.fail_after(limit.total_seconds() if limit else None):
@@ -242,7 +294,7 @@ class DaskExecutor:
                     f"for {format_duration(timedelta(seconds=NO_WORKERS_S))}",
                 )
             done = True
-            return outcome
+            return self._unloadable(started, outcome)
         except TimeoutError:
             assert limit is not None
             return self._failed(started, f"timed out after {format_duration(limit)}")
@@ -259,11 +311,11 @@ class DaskExecutor:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_remove, fence)
 
-    async def _outcome(self, client: Any, future: Any) -> Outcome | None:
+    async def _outcome(self, client: Any, future: Any) -> object:
         """The task's outcome, or None once no worker has been connected for
         :data:`NO_WORKERS_S`: Dask keeps a task for a worker to come, for ever (every worker
         killed, a scheduler restarted alone), and the run hung with it."""
-        got: list[Outcome] = []
+        got: list[object] = []
         raised: list[BaseException] = []
         async with anyio.create_task_group() as tg:
 
@@ -320,6 +372,19 @@ class DaskExecutor:
         with store.publishing(exclusive=True):
             _remove(fence)
 
+    def _unloadable(self, started: float, result: object) -> Outcome:
+        """The worker's outcome; a failed one saying why if it could not run the task."""
+        if isinstance(result, Outcome):
+            return result
+        if isinstance(result, tuple) and len(result) == 3 and result[0] == _UNLOADABLE:
+            _, where, why = result
+            return self._failed(
+                started,
+                f"the Dask worker {where} cannot run headwater's task: {why} "
+                "(deploy the same code and headwater version to every worker)",
+            )
+        return self._failed(started, f"the Dask worker returned {type(result).__name__}")
+
     def _failed(self, started: float, error: str) -> Outcome:
         return Outcome(False, (time.perf_counter() - started) * 1000, error=error)
 
@@ -334,6 +399,9 @@ class DaskExecutor:
             f"the Dask cluster could not run it ({type(exc).__name__}: {exc}); "
             f"scheduler tcp://{self.address}"
         )
+
+
+_ENTRY = _worker_entry()
 
 
 async def probe(address: str) -> None:
