@@ -382,3 +382,54 @@ def test_a_worker_that_cannot_import_headwater_fails_the_run_saying_so(tmp_path:
     assert "cannot import headwater" in error, error
     assert "no headwater on this worker" in error  # the worker's own reason
     assert "same code and headwater version" in error  # and what to do
+
+
+STUCK = """
+import time
+from pathlib import Path
+
+import headwater as hw
+
+HERE = Path(__file__).parent
+
+
+@hw.asset(policy=hw.manual(), timeout="1s")
+def stuck() -> int:
+    with open(HERE / "stuck-started", "a") as f:
+        f.write("x")
+    while True:  # never returns: only killing its process stops it
+        time.sleep(0.05)
+
+
+@hw.asset(policy=hw.manual())
+def quick() -> int:
+    return 1
+
+
+defs = hw.Definitions([stuck, quick])
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("nanny", [True, False], ids=["a nanny restarts it", "no nanny: closed"])
+def test_a_timed_out_run_frees_its_worker_for_the_next_run(tmp_path: Path, nanny: bool) -> None:
+    """A run that timed out left its task running on the worker: the next run, sent to that
+    worker, waited behind it for ever (hostile34b bug2). The timed-out task's worker is
+    restarted by its nanny (one worker: the next run goes to the new process), as the
+    processes executor kills its worker; without a nanny it is closed (two workers: the next
+    run goes to the other)."""
+    (tmp_path / "stuck.py").write_text(STUCK)
+    defs = load_definitions(str(tmp_path / "stuck.py"))
+    with (
+        dask_cluster(workers=1 if nanny else 2, nanny=nanny) as cluster,
+        Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h,
+    ):
+        assert h.materialize("stuck").failed == {("stuck", None): "timed out after 1s"}
+        assert (tmp_path / "stuck-started").read_text() == "x"  # not run again elsewhere
+        quick = h.materialize("quick")
+        assert quick.materialized == [("quick", None)], quick
+        if not nanny:  # the scheduler sends nothing more to the worker the stuck task holds
+            from distributed import Client
+
+            with Client(f"tcp://{cluster.address}", timeout=30) as client:
+                assert len(client.nthreads()) == 1

@@ -12,7 +12,9 @@ cannot stop a running task. So every run has a key of its own (``headwater-<asse
 never reused) and a *fence*: a file the daemon creates before submitting and removes, under the
 store's publishing lock, when it gives up on the attempt (timeout, stop, a lost scheduler).
 A worker renames a value into place only while the fence stands, holding that lock: a late
-result of a superseded attempt can never replace what the log says is there.
+result of a superseded attempt can never replace what the log says is there. A worker still
+executing an attempt given up on is restarted (by its nanny; closed if it has none): the task
+would hold its thread, and the runs sent there after it, for ever.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ NO_WORKERS_S = 60.0
 """A run fails once no worker has been connected to the scheduler this long."""
 WORKER_CHECK_S = 5.0
 """How often a run in flight asks the scheduler how many workers it has."""
+STOP_TIMEOUT_S = 10.0
+"""How long to wait for a worker running a run given up on to be restarted (or closed)."""
 CONNECT_TIMEOUT_S = 5.0
 """How long to try a scheduler before giving up (at start: exit 2; later: the run fails)."""
 
@@ -305,11 +309,60 @@ class DaskExecutor:
                 with anyio.CancelScope(shield=True):
                     if fence is not None:
                         await anyio.to_thread.run_sync(self._supersede, fence)
-                    with contextlib.suppress(Exception):
-                        await future.cancel()
+                    await self._give_up(client, future, job)
             elif fence is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_remove, fence)
+
+    async def _give_up(self, client: Any, future: Any, job: Job) -> None:
+        """Cancel the task, and stop it if a worker is running it. Dask cannot stop a running
+        task: a timed-out run that never returns held its worker's thread for ever, and the
+        scheduler, the task cancelled, sent the next run there to wait behind it (hostile34b
+        bug2). So the worker running it is restarted by its nanny, as the processes executor
+        kills a timed-out worker; a worker without a nanny cannot be restarted and is closed,
+        so that no run is sent to it (whatever runs it again must start a new one)."""
+        executing: list[str] = []
+        if client.status == "running":  # a lost scheduler answers nothing
+            with contextlib.suppress(Exception), anyio.move_on_after(STOP_TIMEOUT_S):
+                # only a worker executing it: one that merely holds it queued drops it
+                stacks = await client.call_stack(keys=[future.key])
+                executing = sorted(w for w, keys in stacks.items() if future.key in keys)
+        with contextlib.suppress(Exception):
+            await future.cancel()
+        if not executing:
+            return
+        with contextlib.suppress(Exception), anyio.move_on_after(STOP_TIMEOUT_S):
+            # The cancel goes by the client's stream, a restart by a call of its own: one
+            # arriving first made the scheduler send the task, still wanted, to another worker
+            # (or the same, restarted), which ran it again and held that one in turn.
+            # No event says so: the scheduler is asked until it has let the task go.
+            while True:
+                processing = await client.processing()
+                if not any(future.key in keys for keys in processing.values()):
+                    break
+                await anyio.sleep(0.02)
+        for worker in executing:
+            await self._stop_worker(client, worker, job)
+
+    async def _stop_worker(self, client: Any, worker: str, job: Job) -> None:
+        log = _log.bind(worker=worker, asset=job.asset.key, partition=job.partition,
+                        run_id=job.run_id)  # fmt: skip
+        try:
+            with anyio.fail_after(2 * STOP_TIMEOUT_S):
+                try:
+                    result = await client.restart_workers(
+                        [worker], timeout=STOP_TIMEOUT_S, raise_for_error=False
+                    )
+                except ValueError:  # no nanny (distributed says so with a ValueError)
+                    await client.retire_workers([worker], close_workers=True)
+                    log.warning("dask_worker_closed", reason="it runs a run given up on, "
+                                "and has no nanny to restart it")  # fmt: skip
+                    return
+        except Exception as exc:
+            log.warning("dask_worker_not_stopped", error=f"{type(exc).__name__}: {exc}")
+            return
+        log.warning("dask_worker_restarted", reason="it ran a run given up on",
+                    result=result.get(worker))  # fmt: skip
 
     async def _outcome(self, client: Any, future: Any) -> object:
         """The task's outcome, or None once no worker has been connected for
