@@ -433,3 +433,28 @@ def test_a_timed_out_run_frees_its_worker_for_the_next_run(tmp_path: Path, nanny
 
             with Client(f"tcp://{cluster.address}", timeout=30) as client:
                 assert len(client.nthreads()) == 1
+
+
+def test_a_function_that_kills_its_worker_runs_once_and_says_so(tmp_path: Path) -> None:
+    """A function that ends its process (os._exit, a segfault) ran four times for one attempt,
+    Dask re-running it on each worker it killed, and failed "worker … lost" (hostile34b
+    bug7). It runs once; the run fails saying the worker died while running it."""
+    (tmp_path / "dies.py").write_text(
+        "import os\nfrom pathlib import Path\nimport headwater as hw\n"
+        "@hw.asset\ndef dies() -> int:\n"
+        "    with open(Path(__file__).parent / 'ran', 'a') as f:\n"
+        "        f.write('x')\n"
+        "    os._exit(7)\n"
+        "defs = hw.Definitions([dies])\n"
+    )
+    defs = load_definitions(str(tmp_path / "dies.py"))
+    with (
+        dask_cluster(workers=2) as cluster,
+        Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h,
+    ):
+        error = h.materialize("dies").failed[("dies", None)]
+        assert (tmp_path / "ran").read_text() == "x"  # once
+        assert "died or was lost while running it" in error, error
+        dead = [w.pid for w in cluster.workers if w.poll() is not None]
+        assert len(dead) == 1  # the other worker was not sent it again
+        assert f"pid {dead[0]}" in error

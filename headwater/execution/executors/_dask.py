@@ -167,12 +167,52 @@ def run_payload(version: str, blob: bytes, where: str) -> object:
         task = pickle.loads(blob)
     except Exception as exc:
         return (_UNLOADABLE, where, f"cannot unpickle the task ({type(exc).__name__}: {exc})")
-    return run_task(task)
+    return run_task(task, where)
 
 
-def run_task(task: DaskTask) -> Outcome:
-    """On a Dask worker: run one job; any failure is an outcome, never an exception."""
+CLAIM_SUFFIX = ".started"
+"""Beside a run's fence: the claim of the first worker that started it (its address and PID)."""
+
+
+def _claim(fence: Path, where: str) -> str | None:
+    """Claim the attempt for this worker; why not to run it if it may not be claimed.
+
+    Dask runs a task again when the worker running it dies, up to the scheduler's
+    ``allowed-failures`` (3): a function that ends its process (``os._exit``, a segfault)
+    ran four times for one attempt, killing four workers, and the run failed "worker …
+    lost" (hostile34b bug7). The scheduler's setting is the cluster's, not the task's: so
+    the first worker to start the attempt leaves a claim beside the fence (created
+    exclusively: one wins), and any later start of the same attempt finds it and fails it,
+    naming that worker. Only the default filesystem store has fences (and claims)."""
+    if not fence.exists():  # given up on (and the claim gone): the daemon waits no more
+        return "given up on before a worker started it"
+    claim = _claimed(fence)
+    try:
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)  # fmt: skip
+    except FileExistsError:
+        try:
+            first = claim.read_text() or "?"
+        except OSError:
+            first = "?"
+        return (
+            f"the Dask worker {first} died or was lost while running it (the function exited "
+            "or crashed its process, the worker was killed or restarted, or it lost the "
+            "scheduler: see that worker's log); Dask sent it to another worker, which did not "
+            "run it again"
+        )
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{where} (pid {os.getpid()})")
+    return None
+
+
+def run_task(task: DaskTask, where: str = "?") -> Outcome:
+    """On a Dask worker (its address ``where``): run one job; any failure is an outcome,
+    never an exception."""
     started = time.perf_counter()
+    fence = Path(task.values_root, ".tmp", f"{FENCE_PREFIX}{task.run_id}")
+    if task.values_root and (refused := _claim(fence, where)) is not None:
+        return Outcome(False, (time.perf_counter() - started) * 1000, error=refused)
     try:
         runner = _runner(task)
     except Exception as exc:
@@ -187,7 +227,6 @@ def run_task(task: DaskTask) -> Outcome:
             "(deploy the same code to every worker)",
         )
     store = runner.store
-    fence = Path(task.values_root, ".tmp", f"{FENCE_PREFIX}{task.run_id}")
     guard = _FenceGuard(store, fence) if isinstance(store, FilesystemStore) else None
     token = current_guard.set(guard)
     home = Path.cwd()
@@ -313,6 +352,7 @@ class DaskExecutor:
             elif fence is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(_remove, fence)
+                    await anyio.to_thread.run_sync(_remove, _claimed(fence))
 
     async def _give_up(self, client: Any, future: Any, job: Job) -> None:
         """Cancel the task, and stop it if a worker is running it. Dask cannot stop a running
@@ -424,6 +464,7 @@ class DaskExecutor:
         assert isinstance(store, FilesystemStore)
         with store.publishing(exclusive=True):
             _remove(fence)
+        _remove(_claimed(fence))
 
     def _unloadable(self, started: float, result: object) -> Outcome:
         """The worker's outcome; a failed one saying why if it could not run the task."""
@@ -447,7 +488,15 @@ class DaskExecutor:
         if isinstance(exc, KilledWorker):
             self._lost += 1
             worker = getattr(getattr(exc, "last_worker", None), "address", None)
-            return f"worker {worker or 'of the Dask cluster'} lost"
+            times = getattr(exc, "allowed_failures", None)
+            # Without a fence (a store other than the state directory's) nothing stops Dask
+            # running it again: say how often it did, so a function that ends its process
+            # is recognisable.
+            again = f" (Dask ran it on {times + 1} workers, each lost)" if times else ""
+            return (
+                f"worker {worker or 'of the Dask cluster'} lost: it died or was lost while "
+                f"running it{again}; the function may exit or crash its process"
+            )
         return (
             f"the Dask cluster could not run it ({type(exc).__name__}: {exc}); "
             f"scheduler tcp://{self.address}"
@@ -494,6 +543,10 @@ def _make_fence(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     os.close(fd)
+
+
+def _claimed(fence: Path) -> Path:
+    return fence.with_name(fence.name + CLAIM_SUFFIX)
 
 
 def _remove(path: Path) -> None:
