@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -458,3 +459,50 @@ def test_a_function_that_kills_its_worker_runs_once_and_says_so(tmp_path: Path) 
         dead = [w.pid for w in cluster.workers if w.poll() is not None]
         assert len(dead) == 1  # the other worker was not sent it again
         assert f"pid {dead[0]}" in error
+
+
+def test_a_timeout_counts_from_when_the_task_starts_on_a_worker(
+    tmp_path: Path, cluster: DaskCluster
+) -> None:
+    """Under dask a run's timeout counted the time its task waited for a free worker: a quick
+    function queued behind other work failed "timed out" without having started
+    (hostile34b bug12). It counts from the start on a worker, as under processes."""
+    from distributed import Client
+
+    (tmp_path / "fast.py").write_text(
+        "import headwater as hw\n@hw.asset(timeout='1s')\ndef fast() -> int:\n    return 2\n"
+        "defs = hw.Definitions([fast])\n"
+    )
+    defs = load_definitions(str(tmp_path / "fast.py"))
+    with Client(f"tcp://{cluster.address}", timeout=30) as other:
+        # other work holds both of the cluster's threads for three times the timeout
+        busy = [other.submit(subprocess.call, ["sleep", "3"], pure=False) for _ in cluster.workers]
+        deadline = time.monotonic() + 30
+        while sum(len(keys) for keys in other.call_stack().values()) < len(busy):
+            assert time.monotonic() < deadline, "the other work never started"
+            time.sleep(0.05)
+        with Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h:
+            assert h.materialize("fast").materialized == [("fast", None)]
+        assert all(f.done() for f in busy)  # it did wait for them
+
+
+@pytest.mark.timeout(60)
+def test_a_timeout_applies_when_the_word_of_the_start_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeout counts from the worker's word that the task started; were it lost, the
+    run would have no timeout at all. The daemon also asks the scheduler every
+    WORKER_CHECK_S (shortened here), so the run still times out (here the daemon listens on
+    a topic no worker speaks on: only the scheduler tells it)."""
+    from headwater.execution.executors import _dask
+
+    monkeypatch.setattr(_dask, "WORKER_CHECK_S", 0.2)
+    monkeypatch.setattr(_dask, "STARTED_TOPIC", "nobody-says-this")
+    (tmp_path / "stuck.py").write_text(STUCK)
+    defs = load_definitions(str(tmp_path / "stuck.py"))
+    with (
+        dask_cluster(workers=1, nanny=True) as cluster,
+        Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h,
+    ):
+        assert h.materialize("stuck").failed == {("stuck", None): "timed out after 1s"}
+        assert h.materialize("quick").materialized == [("quick", None)]

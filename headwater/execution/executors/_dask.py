@@ -82,6 +82,21 @@ class DaskTask:
     """Inputs of plain sources observed with a value (``Job.stored``)."""
 
 
+STARTED_TOPIC = "headwater-task-started"
+"""The Dask event topic on which a worker says it started a run's task (``run_id``)."""
+
+
+def _announce(run_id: str) -> None:
+    """On the worker: tell the daemon the run's task has started (its timeout counts from
+    now). Best effort: the daemon also asks the scheduler every WORKER_CHECK_S."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(STARTED_TOPIC, {"run_id": run_id})
+    except Exception:  # not on a worker (called directly): nobody is waiting
+        return
+
+
 class _FenceGuard:
     def __init__(self, store: FilesystemStore, fence: Path) -> None:
         self._store, self._fence = store, fence
@@ -213,6 +228,7 @@ def run_task(task: DaskTask, where: str = "?") -> Outcome:
     fence = Path(task.values_root, ".tmp", f"{FENCE_PREFIX}{task.run_id}")
     if task.values_root and (refused := _claim(fence, where)) is not None:
         return Outcome(False, (time.perf_counter() - started) * 1000, error=refused)
+    _announce(task.run_id)
     try:
         runner = _runner(task)
     except Exception as exc:
@@ -269,6 +285,22 @@ class DaskExecutor:
         self._workers: list[str] = []
         """The workers' addresses, as last counted (at open, and by runs in flight)."""
         self._reconnecting = anyio.Lock()
+        self._started: dict[str, anyio.Event] = {}
+        """The runs in flight, by run id: set once their task has started on a worker."""
+        self._subscribe(client)
+
+    def _subscribe(self, client: Any) -> None:
+        """Hear from the workers when they start a task (before any is submitted: the
+        subscription and the submissions go to the scheduler in order, by one stream)."""
+        client.subscribe_topic(STARTED_TOPIC, self._on_started)
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        """A worker started a task (on the client's loop, the daemon's)."""
+        message = event[1]
+        run_id = message.get("run_id") if isinstance(message, dict) else None
+        start = self._started.get(run_id) if isinstance(run_id, str) else None
+        if start is not None:  # another daemon's run, or one over: not ours to time
+            start.set()
 
     @classmethod
     @asynccontextmanager
@@ -311,6 +343,7 @@ class DaskExecutor:
                 with contextlib.suppress(Exception):
                     await self._client.close(timeout=1)
                 self._client = await _connect(self.address)
+                self._subscribe(self._client)
                 _log.info("dask_reconnected", scheduler=f"tcp://{self.address}")
         return self._client
 
@@ -325,11 +358,11 @@ class DaskExecutor:
         if fence is not None:
             await anyio.to_thread.run_sync(_make_fence, fence)
         key = f"headwater-{job.asset.key}-{job.run_id}"
+        start = self._started[job.run_id] = anyio.Event()
         future = client.submit(_ENTRY, *_payload(task), key=key, pure=False)
         done = False
         try:
-            with anyio.fail_after(limit.total_seconds() if limit else None):
-                outcome = await self._outcome(client, future)
+            outcome = await self._outcome(client, future, start, limit)
             if outcome is None:
                 return self._failed(
                     started,
@@ -344,6 +377,7 @@ class DaskExecutor:
         except Exception as exc:
             return self._failed(started, self._why(exc))
         finally:
+            del self._started[job.run_id]
             if not done:  # superseded: nothing it stores from now on is published
                 with anyio.CancelScope(shield=True):
                     if fence is not None:
@@ -404,13 +438,25 @@ class DaskExecutor:
         log.warning("dask_worker_restarted", reason="it ran a run given up on",
                     result=result.get(worker))  # fmt: skip
 
-    async def _outcome(self, client: Any, future: Any) -> object:
+    async def _outcome(
+        self, client: Any, future: Any, start: anyio.Event, limit: timedelta | None
+    ) -> object:
         """The task's outcome, or None once no worker has been connected for
         :data:`NO_WORKERS_S`: Dask keeps a task for a worker to come, for ever (every worker
-        killed, a scheduler restarted alone), and the run hung with it."""
+        killed, a scheduler restarted alone), and the run hung with it. TimeoutError once it
+        has run ``limit`` on a worker: the time it waited for one is not counted (a quick run
+        queued behind other work failed "timed out" without having started: hostile34b
+        bug12), as a run under processes waits for a free worker before its timeout counts."""
         got: list[object] = []
         raised: list[BaseException] = []
+        timed_out: list[bool] = []
         async with anyio.create_task_group() as tg:
+
+            async def timer(seconds: float) -> None:
+                await start.wait()
+                await anyio.sleep(seconds)
+                timed_out.append(True)
+                tg.cancel_scope.cancel()
 
             async def watch() -> None:
                 alone_since: float | None = None
@@ -418,6 +464,13 @@ class DaskExecutor:
                     await anyio.sleep(WORKER_CHECK_S)
                     try:
                         workers = await client.nthreads()
+                        if not start.is_set():
+                            # The worker says when it starts a task (the STARTED topic); in
+                            # case that word were lost, the scheduler is asked too, so a
+                            # timeout always applies, at worst this much late.
+                            stacks = await client.call_stack(keys=[future.key])
+                            if any(future.key in keys for keys in stacks.values()):
+                                start.set()
                     except Exception:  # a lost scheduler fails the future by itself
                         continue
                     self._workers = sorted(workers)
@@ -429,6 +482,8 @@ class DaskExecutor:
                         tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
+            if limit is not None:
+                tg.start_soon(timer, limit.total_seconds())
             try:
                 got.append(await future)
             except Exception as exc:
@@ -436,6 +491,8 @@ class DaskExecutor:
             tg.cancel_scope.cancel()
         if raised:
             raise raised[0]
+        if timed_out:
+            raise TimeoutError
         return got[0] if got else None
 
     def _task(self, job: Job) -> DaskTask:
