@@ -97,6 +97,10 @@ def _announce(run_id: str) -> None:
         return
 
 
+class _TimedOut(Exception):
+    """The run's timeout expired (not a TimeoutError: Dask raises those of its own)."""
+
+
 class _FenceGuard:
     def __init__(self, store: FilesystemStore, fence: Path) -> None:
         self._store, self._fence = store, fence
@@ -353,13 +357,16 @@ class DaskExecutor:
             client = await self._connected()
         except ConfigError as exc:
             return self._failed(started, str(exc).split(": ", 1)[-1])
-        task = self._task(job)
+        try:
+            payload = _payload(self._task(job))
+        except Exception as exc:  # a store of the user's that does not pickle
+            return self._failed(started, f"the task does not pickle ({type(exc).__name__}: {exc})")
         fence = self._fence(job.run_id)
         if fence is not None:
             await anyio.to_thread.run_sync(_make_fence, fence)
         key = f"headwater-{job.asset.key}-{job.run_id}"
         start = self._started[job.run_id] = anyio.Event()
-        future = client.submit(_ENTRY, *_payload(task), key=key, pure=False)
+        future = client.submit(_ENTRY, *payload, key=key, pure=False)
         done = False
         try:
             outcome = await self._outcome(client, future, start, limit)
@@ -371,7 +378,7 @@ class DaskExecutor:
                 )
             done = True
             return self._unloadable(started, outcome)
-        except TimeoutError:
+        except _TimedOut:
             assert limit is not None
             return self._failed(started, f"timed out after {format_duration(limit)}")
         except Exception as exc:
@@ -443,7 +450,7 @@ class DaskExecutor:
     ) -> object:
         """The task's outcome, or None once no worker has been connected for
         :data:`NO_WORKERS_S`: Dask keeps a task for a worker to come, for ever (every worker
-        killed, a scheduler restarted alone), and the run hung with it. TimeoutError once it
+        killed, a scheduler restarted alone), and the run hung with it. _TimedOut once it
         has run ``limit`` on a worker: the time it waited for one is not counted (a quick run
         queued behind other work failed "timed out" without having started: hostile34b
         bug12), as a run under processes waits for a free worker before its timeout counts."""
@@ -492,7 +499,7 @@ class DaskExecutor:
         if raised:
             raise raised[0]
         if timed_out:
-            raise TimeoutError
+            raise _TimedOut
         return got[0] if got else None
 
     def _task(self, job: Job) -> DaskTask:
