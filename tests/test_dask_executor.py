@@ -506,3 +506,31 @@ def test_a_timeout_applies_when_the_word_of_the_start_is_lost(
     ):
         assert h.materialize("stuck").failed == {("stuck", None): "timed out after 1s"}
         assert h.materialize("quick").materialized == [("quick", None)]
+
+
+@pytest.mark.timeout(90)
+def test_a_timed_out_run_holding_the_gil_is_stopped_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function that never returns and never lets go of the GIL (a loop in C) freezes its
+    worker's event loop: the worker neither says it started nor answers the scheduler. Its
+    timeout still applies (counted from when the scheduler sent it there, at worst) and the
+    worker is restarted through its nanny, another process."""
+    from headwater.execution.executors import _dask
+
+    monkeypatch.setattr(_dask, "WORKER_CHECK_S", 0.5)
+    monkeypatch.setattr(_dask, "ANSWER_TIMEOUT_S", 1.0)
+    (tmp_path / "gil.py").write_text(
+        "import itertools\nimport headwater as hw\n"
+        "@hw.asset(policy=hw.manual(), timeout='1s')\n"
+        "def spins() -> int:\n    return sum(itertools.repeat(1))  # C: the GIL is never let go\n"
+        "@hw.asset(policy=hw.manual())\ndef quick() -> int:\n    return 1\n"
+        "defs = hw.Definitions([spins, quick])\n"
+    )
+    defs = load_definitions(str(tmp_path / "gil.py"))
+    with (
+        dask_cluster(workers=1, nanny=True) as cluster,
+        Harness(defs, state_dir=tmp_path / "s", executor=f"dask://{cluster.address}") as h,
+    ):
+        assert h.materialize("spins").failed == {("spins", None): "timed out after 1s"}
+        assert h.materialize("quick").materialized == [("quick", None)]

@@ -51,6 +51,8 @@ NO_WORKERS_S = 60.0
 """A run fails once no worker has been connected to the scheduler this long."""
 WORKER_CHECK_S = 5.0
 """How often a run in flight asks the scheduler how many workers it has."""
+ANSWER_TIMEOUT_S = 3.0
+"""How long workers have to say which tasks they execute (a frozen one never does)."""
 STOP_TIMEOUT_S = 10.0
 """How long to wait for a worker running a run given up on to be restarted (or closed)."""
 CONNECT_TIMEOUT_S = 5.0
@@ -404,10 +406,8 @@ class DaskExecutor:
         so that no run is sent to it (whatever runs it again must start a new one)."""
         executing: list[str] = []
         if client.status == "running":  # a lost scheduler answers nothing
-            with contextlib.suppress(Exception), anyio.move_on_after(STOP_TIMEOUT_S):
-                # only a worker executing it: one that merely holds it queued drops it
-                stacks = await client.call_stack(keys=[future.key])
-                executing = sorted(w for w, keys in stacks.items() if future.key in keys)
+            with contextlib.suppress(Exception):
+                executing = await _executing(client, future.key)
         with contextlib.suppress(Exception):
             await future.cancel()
         if not executing:
@@ -471,13 +471,11 @@ class DaskExecutor:
                     await anyio.sleep(WORKER_CHECK_S)
                     try:
                         workers = await client.nthreads()
-                        if not start.is_set():
-                            # The worker says when it starts a task (the STARTED topic); in
-                            # case that word were lost, the scheduler is asked too, so a
-                            # timeout always applies, at worst this much late.
-                            stacks = await client.call_stack(keys=[future.key])
-                            if any(future.key in keys for keys in stacks.values()):
-                                start.set()
+                        # The worker says when it starts a task (the STARTED topic); in case
+                        # that word were lost (or never sent: see _executing), the scheduler
+                        # is asked too, so a timeout always applies, at worst this much late.
+                        if not start.is_set() and await _executing(client, future.key):
+                            start.set()
                     except Exception:  # a lost scheduler fails the future by itself
                         continue
                     self._workers = sorted(workers)
@@ -568,6 +566,20 @@ class DaskExecutor:
 
 
 _ENTRY = _worker_entry()
+
+
+async def _executing(client: Any, key: str) -> list[str]:
+    """The workers executing a task, as they say (only those: a worker that merely holds it
+    queued drops it when it is cancelled, and its time there is no part of the timeout).
+
+    A function that keeps the GIL (a loop in C) freezes its worker's event loop: that worker
+    may not even have said it started, and does not answer. Then the workers the scheduler
+    sent the task to stand for it: most likely it is running there."""
+    with anyio.move_on_after(ANSWER_TIMEOUT_S):
+        stacks = await client.call_stack(keys=[key])
+        return sorted(w for w, keys in stacks.items() if key in keys)
+    processing = await client.processing()
+    return sorted(w for w, keys in processing.items() if key in keys)
 
 
 async def probe(address: str) -> None:
