@@ -163,6 +163,8 @@ def _worker_entry() -> Callable[[str, bytes], object]:
         try:
             from headwater.execution.executors._dask import run_payload
         except BaseException as exc:  # any failure to import is the answer
+            # _UNLOADABLE spelled out: a function pickled by value takes the globals it
+            # names along, and this one should need nothing of headwater's
             return ("unloadable", where, f"cannot import headwater ({type(exc).__name__}: {exc})")
         return run_payload(version, blob, where)
 
