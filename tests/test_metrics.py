@@ -140,13 +140,13 @@ async def test_partitions_are_counted_off_the_event_loop_once_per_change(
     from headwater.daemon import _summary
 
     threads: list[int] = []
-    real = _summary._summarize
+    real = _summary._recount
 
-    def watched(ev: Any) -> Any:
+    def watched(ev: Any, before: Any, keys: Any) -> Any:
         threads.append(threading.get_ident())
-        return real(ev)
+        return real(ev, before, keys)
 
-    monkeypatch.setattr(_summary, "_summarize", watched)
+    monkeypatch.setattr(_summary, "_recount", watched)
     summary = StateSummary()
     clock = VirtualClock(parse_instant("2026-01-05T00:00:00Z"))
     async with Engine.open(wide, tmp_path, clock) as engine:

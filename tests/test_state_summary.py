@@ -1,0 +1,120 @@
+"""What ``/metrics`` and the web page count per asset is counted again only where something
+may have changed (the assets written about, their readers, the clock's partitions), and
+always agrees with a count of every partition: through runs, failures, failed checks, SLAs
+going late, deleted sources, windows the clock opens and dynamic keys."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import pytest
+
+import headwater as hw
+from headwater.daemon import _summary
+from headwater.daemon._summary import StateSummary, Summary
+from headwater.testing import Harness
+
+DAILY = hw.DailyPartitions(start="2026-01-01")
+KEYS = hw.DynamicPartitions("keys")
+
+
+def _definitions() -> hw.Definitions:
+    left = hw.source("left", freshness=hw.Freshness(max_age="1h"))
+    right = hw.source("right")
+    nodes: list[Any] = [left, right]
+    for side in ("left", "right"):
+        upstream = side
+        for i in range(5):
+            nodes.append(hw.asset(f"{side}{i}", ins={"x": upstream})(_step))
+            upstream = f"{side}{i}"
+
+    @hw.asset(partitions=DAILY, ins={"x": "right4"})
+    def day(x: int) -> int:
+        return x
+
+    @hw.asset(partitions=KEYS, ins={"x": "right"})
+    def keyed(x: int) -> int:
+        return x
+
+    @hw.check("left0", blocking=True)
+    def positive(left0: int) -> bool:
+        return left0 > 0
+
+    return hw.Definitions([*nodes, day, keyed], checks=[positive])
+
+
+def _step(x: int) -> int:
+    if x == 13:
+        raise ValueError("unlucky")
+    return x + 1
+
+
+@pytest.fixture
+def defs() -> hw.Definitions:
+    return _definitions()
+
+
+def test_a_change_recounts_what_it_touches_and_agrees_with_a_full_count(
+    defs: hw.Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recounted: list[set[str]] = []
+    real = _summary._recount
+
+    def watched(ev: Any, before: Summary, keys: Collection[str]) -> Summary:
+        recounted.append(set(keys))
+        return real(ev, before, keys)
+
+    monkeypatch.setattr(_summary, "_recount", watched)
+    summary = StateSummary()
+    with Harness(defs, now="2026-01-05T12:00:00Z") as h:
+        h.engine.observers.append(summary)
+
+        def agrees() -> Summary:
+            counted: Summary = h._call(summary.of, h.engine)
+            full: Summary = h._call(StateSummary().of, h.engine)
+            assert counted == full
+            return counted
+
+        first = agrees()
+        assert recounted[0] == set(defs.nodes)  # the first count: everything
+        clock_moved = {"day", "keyed"}  # their partitions come with no event of theirs
+
+        recounted.clear()
+        h.observe("left", value=1)
+        h.tick()
+        after = agrees()
+        assert recounted[0] == {"left", *(f"left{i}" for i in range(5))} | clock_moved
+        assert after.states["right3"] is first.states["right3"]  # not counted: same dict
+        assert after.states["left4"] == {"fresh": 1}
+
+        h.observe("right", value=13)  # right0 fails on it
+        h.add_partitions("keys", ["k1", "k2"])
+        h.tick()
+        failed = agrees()
+        assert failed.states["right0"] == {"failed": 1}
+        assert failed.states["keyed"] == {"fresh": 2}
+
+        h.observe("left", value=-2)  # left0 = -1: its blocking check fails
+        h.tick()
+        assert agrees().held["left0"] == 1
+
+        h.advance(hours=2)  # left is late by its SLA; a new daily window opened
+        late = agrees()
+        assert late.late["left"] == 1
+
+        h.observe("left", deleted=True)
+        h.observe("right", value=1)
+        h.tick()
+        final = agrees()
+        assert final.states["left"] == {"missing": 1}
+        assert final.states["right0"] == {"fresh": 1}
+        assert sum(final.states["day"].values()) == len(DAILY.keys(h.engine.evaluator().pctx))
+
+
+def test_nothing_written_counts_nothing_again(defs: hw.Definitions) -> None:
+    summary = StateSummary()
+    with Harness(defs, now="2026-01-05T12:00:00Z") as h:
+        h.engine.observers.append(summary)
+        first = h._call(summary.of, h.engine)
+        assert h._call(summary.of, h.engine) is first
