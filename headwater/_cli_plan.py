@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from headwater._cli_common import UserError, common, load
 from headwater._cli_print import echo
+from headwater._client import find_daemon, starting_daemon
 from headwater._clock import SystemClock
 from headwater._durations import format_duration
 from headwater._logging import configure_logging
+from headwater._records import replace
 from headwater._replay import replay as run_replay
+from headwater.definitions import Definitions, DynamicPartitions
 from headwater.eventlog import EventLogReader
 from headwater.execution._engine import recent_durations
-from headwater.planning import Evaluator, NodeKey
+from headwater.planning import Evaluator, NodeKey, NodeRecord, State
 from headwater.planning._dryrun import changed_node, dry_run
 from headwater.planning._status import node_label
+from headwater.sensors._scan import unobserved_changes
 
 __all__ = ["plan", "replay"]
 
@@ -48,6 +54,13 @@ def plan(
     state = reader.load_state()
     now = SystemClock().now()
     nodes: list[NodeKey] | None = None
+    unobserved: list[tuple[NodeKey, str | None]] = []
+    if not changed and _unwatched(settings.state_dir):
+        # No daemon watches the files: what changed since the last one ran is not in the
+        # log yet. A daemon starting now would observe it before deciding anything.
+        private = (str(settings.state_dir.resolve()),)
+        unobserved, _ = unobserved_changes(defs, state, now, private)
+        _observe(defs, state, now, unobserved)
     if changed:
         ev = Evaluator(defs, state, now)
         nodes = []
@@ -63,6 +76,7 @@ def plan(
         out: dict[str, Any] = {
             "at": now.isoformat(),
             "changed": [{"asset": a, "partition": p} for a, p in nodes or ()],
+            "unobserved": [{"asset": a, "partition": p, "version": v} for (a, p), v in unobserved],
             "steps": [
                 {
                     "asset": s.asset,
@@ -89,6 +103,12 @@ def plan(
     what = "now" if nodes is None else "if " + ", ".join(node_label(*n) for n in nodes) + " changed"
     count = len(run.steps)
     echo(f"plan {what}: {count} step{'' if count == 1 else 's'} (at {now.isoformat()})")
+    if unobserved:
+        seen = (f"{node_label(*n)} {'deleted' if v is None else 'changed'}" for n, v in unobserved)
+        echo(
+            "  as the files are now (no daemon watches them; one starting now observes this "
+            "first): " + ", ".join(seen)
+        )
     for n, step in enumerate(run.steps, 1):
         stop = "  [may stop: early cutoff]" if step.may_stop else ""
         echo(f"  {n:>3}. {node_label(step.asset, step.partition)}: {step.reason}{stop}")
@@ -101,6 +121,30 @@ def plan(
         for risk in run.risks:
             state_word = "LATE" if risk.late else "at risk"
             echo(f"       {node_label(risk.asset, risk.partition)}: {state_word}: {risk.reason}")
+
+
+def _unwatched(state_dir: Path) -> bool:
+    """Whether no daemon owns ``state_dir`` (nor is starting in it)."""
+    if starting_daemon(state_dir) is not None:
+        return False
+    client = find_daemon(state_dir)
+    if client is None:
+        return True
+    client.close()
+    return False
+
+
+def _observe(
+    defs: Definitions, state: State, now: datetime, seen: list[tuple[NodeKey, str | None]]
+) -> None:
+    """Put ``seen`` into ``state`` as observations at ``now`` would (for the dry run only)."""
+    for node, version in seen:
+        parts = defs.nodes[node[0]].partitions
+        if isinstance(parts, DynamicPartitions) and node[1] is not None and version is not None:
+            state.add_dynamic(parts.name, [node[1]])
+        old = state.record(node) or NodeRecord()
+        appeared = old.appeared_at if old.version is not None else now
+        state.put(node, replace(old, version=version, changed_at=now, appeared_at=appeared))
 
 
 @click.command()

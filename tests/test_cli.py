@@ -444,6 +444,57 @@ def test_plan_lists_the_steps_a_change_would_run_and_writes_nothing(project: Pat
         assert "Traceback" not in bad.stderr
 
 
+EDITED_SOURCES = """
+import headwater as hw
+
+raw = hw.FileSource("raw", "data/raw.json")
+days = hw.FileSource("days", "data/days/{partition}.json", partitions=hw.StaticPartitions(["a", "b"]))
+
+@hw.asset
+def a(raw):
+    return raw
+
+@hw.asset(partitions=hw.StaticPartitions(["a", "b"]))
+def per_day(days):
+    return days
+
+defs = hw.Definitions([raw, days, a, per_day])
+"""
+
+
+def test_plan_with_no_daemon_sees_files_changed_since_they_were_observed(tmp_path: Path) -> None:
+    """No daemon watched while a file was edited and another deleted: ``plan`` says what a
+    daemon starting now would run (it observes the files first), and still writes nothing
+    (hostile34c bug15: it said 0 steps, and a start ran the reader)."""
+    (tmp_path / "defs.py").write_text(EDITED_SOURCES)
+    (tmp_path / "data" / "days").mkdir(parents=True)
+    (tmp_path / "data" / "raw.json").write_text('{"x": 1}')
+    for day in ("a", "b"):
+        (tmp_path / "data" / "days" / f"{day}.json").write_text("[1]")
+    done = hw("materialize", "a", "per_day", "-d", "defs.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    unchanged = json.loads(hw("plan", "--json", "-d", "defs.py", cwd=tmp_path).stdout)
+    assert unchanged["steps"] == [] and unchanged["unobserved"] == []
+    (tmp_path / "data" / "raw.json").write_text('{"x": 2}')
+    (tmp_path / "data" / "days" / "b.json").unlink()
+    log = tmp_path / ".headwater" / "events.db"
+    before = log.stat().st_size
+    out = json.loads(hw("plan", "--json", "-d", "defs.py", cwd=tmp_path).stdout)
+    assert {(u["asset"], u["partition"], u["version"] is None) for u in out["unobserved"]} == {
+        ("raw", None, False),
+        ("days", "b", True),
+    }
+    assert [(s["asset"], s["partition"]) for s in out["steps"]] == [("a", None)]
+    assert out["steps"][0]["reason"].startswith("input raw changed")
+    held = {(h["asset"], h["partition"]): h["reason"] for h in out["held"]}
+    assert "input days[b] was deleted" in held[("per_day", "b")]
+    text = hw("plan", "-d", "defs.py", cwd=tmp_path).stdout
+    assert "as the files are now (no daemon watches them" in text
+    assert "raw changed, days[b] deleted" in text
+    assert log.stat().st_size == before  # nothing observed, nothing written
+    assert "1 materialized" in hw("materialize", "a", "-d", "defs.py", cwd=tmp_path).stdout
+
+
 DEEP_METADATA = """
 import headwater as hw
 

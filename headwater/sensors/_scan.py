@@ -14,11 +14,18 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from headwater._errors import PartitionKeyError
 from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine, under
-from headwater.definitions import FileSource
+from headwater.definitions import (
+    Definitions,
+    DynamicPartitions,
+    FileSource,
+    PartitionContext,
+)
+from headwater.planning import NodeKey, State
 from headwater.versions import files_version
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "match_path",
     "scan_file_source",
     "source_files",
+    "unobserved_changes",
 ]
 
 
@@ -222,3 +230,46 @@ def scan_file_source(
     if source.is_glob and glob_files:
         listing.found[None] = files_version(glob_files)
     return listing
+
+
+def unobserved_changes(
+    defs: Definitions, state: State, now: datetime, private: tuple[str, ...] = ()
+) -> tuple[list[tuple[NodeKey, str | None]], list[str]]:
+    """What a daemon starting now would observe of the file sources before deciding anything
+    (as :func:`~headwater.sensors.files.sync_file_sources` does through the engine), without
+    observing it: the partitions whose version on disk is not the recorded one (None: a file
+    the log has that is gone), in a listing that is complete. Also the sources left as they
+    were because a folder could not be listed. Reads files (hashing what changed)."""
+    cache = FileCache()
+    changes: list[tuple[NodeKey, str | None]] = []
+    partial: list[str] = []
+    pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
+    for key, node in defs.sources.items():
+        if not isinstance(node, FileSource):
+            continue
+        listing = scan_file_source(node, defs.base_dir, cache, private)
+        if not listing.complete:
+            partial.append(key)
+            if node.is_glob:
+                continue  # its version would cover only part of its files
+        parts = node.partitions
+        for partition, version in listing.found.items():
+            if state.version((key, partition)) == version:
+                continue
+            # a dynamic key is added by the observation; any other must exist now
+            if (
+                parts is not None
+                and partition is not None
+                and not isinstance(parts, DynamicPartitions)
+                and not parts.has_key(partition, pctx)
+            ):
+                continue
+            changes.append(((key, partition), version))
+        if not listing.complete:
+            continue
+        known = [None] if parts is None else state.present_partitions(key)
+        for partition in known:
+            gone = partition not in listing.found and state.version((key, partition)) is not None
+            if gone and (parts is None or parts.has_key(str(partition), pctx)):
+                changes.append(((key, partition), None))
+    return changes, partial
