@@ -264,7 +264,8 @@ class Evaluator:
                         and up_record.failure is not None
                         and not (self._holds(up[0], up_record.failure))
                     )  # its code edited since: it runs again, it is missing meanwhile
-                    absent.append(f"input {node_label(*up)} {_absence(up_record, moot)}")
+                    why = _absence(up_record, moot, up[0] in self.defs.sources)
+                    absent.append(f"input {node_label(*up)} {why}")
                     only_missing = only_missing and up_record is None  # never arrived
                     continue
                 present.append((up[0], up[1], up_record.version))
@@ -551,14 +552,17 @@ def _check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
     return None
 
 
-def _absence(record: NodeRecord | None, moot: bool = False) -> str:
+def _absence(record: NodeRecord | None, moot: bool = False, source: bool = False) -> str:
     """Why an input partition has no version: never there, failed (unless the failure no
-    longer stands: ``moot``), deleted, or lost."""
+    longer stands: ``moot``), deleted, or lost (a ``source``'s value comes back when it is
+    observed again, an asset's when it runs)."""
     if record is None:
         return "is missing"
     if record.failure is not None:
         return "is missing (its last run failed; it runs again)" if moot else "failed"
     if record.lost_at is not None:
+        if source:
+            return "is missing (its stored value was lost; until it is observed again)"
         return "is missing (its stored value was lost; it is materialized again)"
     if record.changed_at is not None:
         return f"was deleted at {record.changed_at.isoformat()}"
