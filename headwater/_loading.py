@@ -12,7 +12,7 @@ import posix
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -28,10 +28,10 @@ class LoadError(HeadwaterError):
     """The definitions could not be loaded; the message names the file and the cause."""
 
 
-_HELPERS: dict[Path, list[str]] = {}
-"""Per definitions file, the modules of the user's own code its last import brought in (a
-helper beside it). Loading it again (a reload) imports them afresh: kept in ``sys.modules``,
-the daemon would go on running their old code, with the old code versions, while workers
+_HELPERS: dict[Path | str, list[str]] = {}
+"""Per definitions file (or module named), the modules of the user's own code its last
+import brought in (a helper beside it; for a module, itself). Loading it again (a reload)
+imports them afresh: kept in ``sys.modules``, the daemon would go on running their old code, with the old code versions, while workers
 started since import the new, and fail every run asking for the reload that had just been
 done."""
 
@@ -117,11 +117,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     lines = data.decode("utf-8", "replace").splitlines(keepends=True)
     linecache.cache[str(path)] = (len(data), None, lines, str(path))  # never re-read
     module = importlib.util.module_from_spec(spec)
-    for helper in _HELPERS.pop(path, ()):
-        gone = sys.modules.pop(helper, None)
-        if isinstance(file := getattr(gone, "__file__", None), str):
-            linecache.checkcache(file)  # fingerprints read the new source, not the cached
-    importlib.invalidate_caches()
+    _forget(_HELPERS.pop(path, ()))
     before = set(sys.modules)
     sys.modules[name] = module
     folder = str(path.parent)
@@ -150,6 +146,29 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
                 sys.path.remove(folder)
     _HELPERS[path] = [n for n in set(sys.modules) - before if n != name and users_module(n)]
     return module, data
+
+
+def _forget(modules: Iterable[str]) -> None:
+    """Drop ``modules`` from ``sys.modules``: the next import runs their code as it is now."""
+    for name in modules:
+        gone = sys.modules.pop(name, None)
+        if isinstance(file := getattr(gone, "__file__", None), str):
+            linecache.checkcache(file)  # fingerprints read the new source, not the cached
+    importlib.invalidate_caches()
+
+
+def _import_module(name: str) -> ModuleType:
+    """``importlib.import_module``, afresh for the user's own modules: a module of theirs
+    imported before (the last load, a reload's) is imported again, with the helpers of theirs
+    it brought in. Else a reload of ``module:attribute`` kept the code it started with (and
+    a Dask worker ran it: hostile34b bug5) while saying it had reloaded."""
+    earlier = _HELPERS.pop(name, [])
+    _forget([*earlier, name] if users_module(name) else earlier)
+    before = set(sys.modules)
+    try:
+        return importlib.import_module(name)
+    finally:
+        _HELPERS[name] = [n for n in set(sys.modules) - before if users_module(n)]
 
 
 def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
@@ -211,7 +230,7 @@ def load_definitions(target: str, source: bytes | None = None) -> Definitions:
         return defs
     try:
         with _no_exit():
-            module = importlib.import_module(path_text)
+            module = _import_module(path_text)
     except DefinitionError as exc:
         raise LoadError(f"module {path_text!r}: invalid definitions: {exc}") from exc
     except ImportError as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import cli_env, hw_project
+from cli_process import cli_env, hw, hw_project
 from daemon_process import DaemonProcess
 
 from headwater.eventlog import EventLogReader
@@ -526,6 +526,51 @@ def test_reload_runs_the_new_code_of_a_helper_module_the_definitions_import(
     assert reload.returncode == 0, reload.stderr
     again = hw_project(tmp_path, "materialize", "answer")
     assert again.returncode == 0, again.stdout + again.stderr
+    runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
+    assert [e.data_version for e in runs] == [data_version(1), data_version(2)]
+    assert daemon.terminate() == 0
+
+
+MODULE_DEFS = """
+import headwater as hw
+
+@hw.asset(policy=hw.manual())
+def answer() -> int:
+    return 1
+
+defs = hw.Definitions([answer])
+"""
+
+
+def test_reload_of_definitions_named_as_a_module_runs_their_new_code(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """``--definitions mypkg.defs:defs``, edited, then reloaded: the daemon imports the module
+    afresh (it kept the module it had imported, said it had reloaded, and ran the old code;
+    under Dask the workers did the same: hostile34b bug5)."""
+    from headwater.versions import data_version
+
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "defs.py").write_text(MODULE_DEFS)
+    env = {"PYTHONPATH": str(tmp_path)}
+    target = "mypkg.defs:defs"
+    daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+
+    def materialize() -> None:
+        done = hw(
+            "materialize", "answer", "-d", target, "--state-dir", "state", cwd=tmp_path, env=env
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    materialize()
+    (package / "defs.py").write_text(MODULE_DEFS.replace("return 1", "return 2"))
+    reload = hw("reload", "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
+    assert reload.returncode == 0, reload.stderr
+    materialize()
     runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
     assert [e.data_version for e in runs] == [data_version(1), data_version(2)]
     assert daemon.terminate() == 0
