@@ -66,7 +66,12 @@ class DaskCluster:
     """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
 
     def __init__(
-        self, workers: int, env: dict[str, str] | None = None, *, nanny: bool = False
+        self,
+        workers: int,
+        env: dict[str, str] | None = None,
+        *,
+        nanny: bool = False,
+        threads: int = 1,
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -74,6 +79,8 @@ class DaskCluster:
         self.nanny = nanny
         """Workers under a nanny (``dask worker``'s default), which starts a new worker process
         when its own is killed or restarted; without one, ``workers`` are the workers' PIDs."""
+        self.threads = threads
+        """Each worker's threads: above 1, it runs several tasks at once."""
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self._count = workers
@@ -108,7 +115,7 @@ class DaskCluster:
         dask = str(Path(sys.executable).with_name("dask"))
         worker = self._spawn(
             dask, "worker", f"tcp://{self.address}", "--name", name, "--nworkers", "1",
-            "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+            "--nthreads", str(self.threads), "--no-dashboard", "--host", "127.0.0.1",
             *(() if self.nanny else ("--no-nanny",)), env=env,
         )  # fmt: skip
         self.workers.append(worker)
@@ -133,9 +140,9 @@ class DaskCluster:
 
 @contextmanager
 def dask_cluster(
-    workers: int = 2, env: dict[str, str] | None = None, *, nanny: bool = False
+    workers: int = 2, env: dict[str, str] | None = None, *, nanny: bool = False, threads: int = 1
 ) -> Iterator[DaskCluster]:
-    cluster = DaskCluster(workers, env, nanny=nanny)
+    cluster = DaskCluster(workers, env, nanny=nanny, threads=threads)
     try:
         yield cluster.start()
     finally:

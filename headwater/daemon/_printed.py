@@ -18,17 +18,15 @@ writing to the file descriptors is not.
 from __future__ import annotations
 
 import contextlib
-import io
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import structlog
 
 from headwater._loading import load_definitions
 from headwater.definitions import Definitions
-from headwater.execution.executors._output import DROPPED, LINE_MAX, Bucket, shown
+from headwater.execution.executors._output import DROPPED, Bucket, LineStream, shown
 
 __all__ = ["LINES", "load_logged", "printed_as_log"]
 
@@ -37,54 +35,6 @@ LINES = 200
 
 _log = structlog.get_logger("headwater.definitions")
 _run_log = structlog.get_logger("headwater.run")
-
-
-class _Lines(io.TextIOBase):
-    """A text stream that logs each complete line it is given. What asks for the stream
-    underneath (``fileno()`` for ``faulthandler.enable()``, ``buffer``, ``isatty()``) gets the
-    daemon's own: what it writes there is not caught, and the import goes on."""
-
-    encoding = "utf-8"  # read by libraries that print (io's None would fail some)
-
-    def __init__(self, stream: str, emit: Callable[[str, str], None], real: Any) -> None:
-        super().__init__()
-        self._stream = stream
-        self._emit = emit
-        self._real = real
-        self._partials = threading.local()
-        """Each thread's line so far: two threads printing at once do not mix their lines."""
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return int(self._real.fileno())
-
-    def isatty(self) -> bool:
-        return bool(self._real.isatty())
-
-    @property
-    def buffer(self) -> Any:
-        return self._real.buffer
-
-    def reconfigure(self, **_: Any) -> None:
-        """Nothing to change: lines are logged as text."""
-
-    def write(self, text: str) -> int:
-        *lines, partial = (getattr(self._partials, "text", "") + text).split("\n")
-        if len(partial) > LINE_MAX:  # a line without end: shown in pieces
-            lines.append(partial)
-            partial = ""
-        self._partials.text = partial
-        for line in lines:
-            self._emit(self._stream, line)
-        return len(text)
-
-    def rest(self) -> None:
-        """Log this thread's last line, which has no end."""
-        partial, self._partials.text = getattr(self._partials, "text", ""), ""
-        if partial:
-            self._emit(self._stream, partial)
 
 
 @contextlib.contextmanager
@@ -107,7 +57,7 @@ def printed_as_log() -> Iterator[None]:
         else:
             _log.info("printed", stream=stream, line=shown(line))
 
-    out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
+    out, err = LineStream("stdout", emit, sys.stdout), LineStream("stderr", emit, sys.stderr)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             yield
@@ -130,7 +80,7 @@ def load_logged(target: str) -> Definitions:
             logged += 1
         _log.info("definitions_printed", stream=stream, line=shown(line))
 
-    out, err = _Lines("stdout", emit, sys.stdout), _Lines("stderr", emit, sys.stderr)
+    out, err = LineStream("stdout", emit, sys.stdout), LineStream("stderr", emit, sys.stderr)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             return load_definitions(target)

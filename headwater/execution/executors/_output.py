@@ -9,15 +9,18 @@ the rate, for the ``run_failed`` payload: a crash's Python stack (faulthandler) 
 
 from __future__ import annotations
 
+import io
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from headwater._text import printable
 
-__all__ = ["BURST", "DROPPED", "RATE", "Bucket", "OutputLines", "shown"]
+__all__ = ["BURST", "DROPPED", "RATE", "Bucket", "LineStream", "OutputLines", "shown"]
 
 BURST = 100
 RATE = 25.0
@@ -106,6 +109,55 @@ class OutputLines:
                     pid=self.pid,
                 )
                 bucket.dropped = 0
+
+
+class LineStream(io.TextIOBase):
+    """A text stream that hands each complete line it is given to ``emit`` (the daemon logs
+    them). What asks for the stream underneath (``fileno()`` for ``faulthandler.enable()``,
+    ``buffer``, ``isatty()``) gets the real one: what it writes there is not caught, and the
+    code goes on."""
+
+    encoding = "utf-8"  # read by libraries that print (io's None would fail some)
+
+    def __init__(self, stream: str, emit: Callable[[str, str], None], real: Any) -> None:
+        super().__init__()
+        self._stream = stream
+        self._emit = emit
+        self._real = real
+        self._partials = threading.local()
+        """Each thread's line so far: two threads printing at once do not mix their lines."""
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._real.fileno())
+
+    def isatty(self) -> bool:
+        return bool(self._real.isatty())
+
+    @property
+    def buffer(self) -> Any:
+        return self._real.buffer
+
+    def reconfigure(self, **_: Any) -> None:
+        """Nothing to change: lines are logged as text."""
+
+    def write(self, text: str) -> int:
+        *lines, partial = (getattr(self._partials, "text", "") + text).split("\n")
+        if len(partial) > LINE_MAX:  # a line without end: shown in pieces
+            lines.append(partial)
+            partial = ""
+        self._partials.text = partial
+        for line in lines:
+            self._emit(self._stream, line)
+        return len(text)
+
+    def rest(self) -> None:
+        """Log this thread's last line, which has no end."""
+        partial, self._partials.text = getattr(self._partials, "text", ""), ""
+        if partial:
+            self._emit(self._stream, partial)
 
 
 def shown(raw: bytes | str) -> str:
