@@ -112,7 +112,8 @@ class Outcome:
     """The versions of the input partitions as actually read (a file replaced after the run
     was planned is recorded with the version of the bytes the function got)."""
     stderr: str | None = None
-    """The last lines the function's worker wrote to stderr (processes only)."""
+    """The last lines the function's worker wrote to stderr (processes and dask; threads log
+    theirs only)."""
     small: SmallValue | None = None
     """The value, if small enough for the event log to keep (nothing was stored)."""
 

@@ -41,9 +41,10 @@ from headwater.eventlog import SmallValue
 from headwater.execution._publishing import Superseded, current_guard
 from headwater.execution._runner import Job, Outcome, Runner, plain_outcome
 from headwater.execution._store import FENCE_PREFIX, FilesystemStore, IOManager
+from headwater.execution.executors._output import Printed, captured, with_stderr
 from headwater.planning import InputVersions, NodeKey
 
-__all__ = ["DaskExecutor", "DaskTask", "run_task"]
+__all__ = ["DaskExecutor", "DaskTask", "Ran", "run_task"]
 
 _log = structlog.get_logger("headwater.executor")
 
@@ -229,9 +230,29 @@ def _claim(fence: Path, where: str) -> str | None:
     return None
 
 
-def run_task(task: DaskTask, where: str = "?") -> Outcome:
-    """On a Dask worker (its address ``where``): run one job; any failure is an outcome,
-    never an exception."""
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """What a worker sends back for a run it took on: its outcome, what it printed (bounded),
+    and the worker's address (for the log lines of what it printed)."""
+
+    outcome: Outcome
+    printed: Printed
+    worker: str
+
+
+def run_task(task: DaskTask, where: str = "?") -> Ran:
+    """On a Dask worker (its address ``where``): run one job, catching what it writes to
+    ``sys.stdout`` and ``sys.stderr`` (its definitions' import, inputs, function, checks and
+    store included); that reached only the worker's own log, never the run's (hostile34b
+    bug8). The worker runs several tasks at once in its threads: each catches its own thread's
+    output only (see :func:`captured`)."""
+    with captured() as printed:
+        outcome = _run(task, where)
+    return Ran(outcome, printed, where)
+
+
+def _run(task: DaskTask, where: str) -> Outcome:
+    """One job on the worker; any failure is an outcome, never an exception."""
     started = time.perf_counter()
     fence = Path(task.values_root, ".tmp", f"{FENCE_PREFIX}{task.run_id}")
     if task.values_root and (refused := _claim(fence, where)) is not None:
@@ -381,7 +402,7 @@ class DaskExecutor:
                     f"for {format_duration(timedelta(seconds=NO_WORKERS_S))}",
                 )
             done = True
-            return self._unloadable(started, outcome)
+            return self._received(job, started, outcome)
         except _TimedOut:
             assert limit is not None
             return self._failed(started, f"timed out after {format_duration(limit)}")
@@ -530,10 +551,14 @@ class DaskExecutor:
             _remove(fence)
         _remove(_claimed(fence))
 
-    def _unloadable(self, started: float, result: object) -> Outcome:
-        """The worker's outcome; a failed one saying why if it could not run the task."""
-        if isinstance(result, Outcome):
-            return result
+    def _received(self, job: Job, started: float, result: object) -> Outcome:
+        """The worker's outcome, what the run printed logged as lines of the run and the tail
+        of its stderr in a failed outcome (as under processes); a failed one saying why if
+        the worker could not run the task."""
+        if isinstance(result, Ran):
+            fields = {"asset": job.asset.key, "partition": job.partition,
+                      "run_id": job.run_id, "worker": result.worker}  # fmt: skip
+            return with_stderr(result.outcome, result.printed.log(fields))
         if isinstance(result, tuple) and len(result) == 3 and result[0] == _UNLOADABLE:
             _, where, why = result
             return self._failed(

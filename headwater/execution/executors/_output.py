@@ -9,24 +9,33 @@ the rate, for the ``run_failed`` payload: a crash's Python stack (faulthandler) 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from headwater._text import printable
+from headwater.execution._runner import Outcome
 
-__all__ = ["BURST", "DROPPED", "RATE", "Bucket", "LineStream", "OutputLines", "shown"]
+__all__ = [
+    "BURST", "DROPPED", "PER_RUN", "RATE", "TAIL_LINES", "Bucket", "LineStream", "OutputLines",
+    "Printed", "captured", "shown", "with_stderr",
+]  # fmt: skip
 
 BURST = 100
 RATE = 25.0
 LINE_MAX = 2000
 DROPPED = f"more than {BURST} lines at once or {RATE:.0f} a second"
 """Why ``output_dropped`` counts lines."""
+PER_RUN = f"more than {BURST} lines in one run (sent back with its outcome)"
+"""Why ``output_dropped`` counts lines of a run on a worker that sends them back at its end."""
 TAIL_LINES = 30
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -87,7 +96,7 @@ class OutputLines:
         if stream == "stderr":
             self.tail.append(text)
         if self._admit(stream):
-            _log.info("output", stream=stream, line=text, **self.fields, pid=self.pid)
+            _output(stream, text, {**self.fields, "pid": self.pid})
 
     def _admit(self, stream: str) -> bool:
         bucket = self._buckets[stream]
@@ -100,15 +109,59 @@ class OutputLines:
     def _report_dropped(self) -> None:
         for stream, bucket in self._buckets.items():
             if bucket.dropped:
-                _log.warning(
-                    "output_dropped",
-                    stream=stream,
-                    lines=bucket.dropped,
-                    reason=DROPPED,
-                    **self.fields,
-                    pid=self.pid,
-                )
+                _dropped(stream, bucket.dropped, DROPPED, {**self.fields, "pid": self.pid})
                 bucket.dropped = 0
+
+
+def _output(stream: str, text: str, fields: dict[str, Any]) -> None:
+    _log.info("output", stream=stream, line=text, **fields)
+
+
+def _dropped(stream: str, lines: int, reason: str, fields: dict[str, Any]) -> None:
+    _log.warning("output_dropped", stream=stream, lines=lines, reason=reason, **fields)
+
+
+def with_stderr(outcome: Outcome, tail: str | None) -> Outcome:
+    """A failed run's outcome carries the last lines its worker wrote to stderr (for the
+    ``run_failed`` payload and ``why``); a successful one needs none."""
+    return replace(outcome, stderr=tail) if tail and not outcome.ok else outcome
+
+
+class Printed:
+    """What one run wrote to ``sys.stdout`` and ``sys.stderr`` on a worker that sends it back
+    with the outcome rather than as it comes (a Dask worker): the first :data:`BURST` lines of
+    each stream, how many more there were, and the last :data:`TAIL_LINES` of stderr whatever
+    the count. Bounded (each line at most :data:`LINE_MAX` characters): a flood costs its
+    worker's memory and the answer nothing more than a few lines do."""
+
+    __slots__ = ("dropped", "kept", "lines", "tail")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        """(stream, line) in the order written."""
+        self.kept = {"stdout": 0, "stderr": 0}
+        self.dropped = {"stdout": 0, "stderr": 0}
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def add(self, stream: str, raw: str) -> None:
+        if stream == "stderr":
+            self.tail.append(shown(raw))
+        if self.kept[stream] < BURST:
+            self.kept[stream] += 1
+            self.lines.append((stream, shown(raw)))
+        else:  # counted only: a million lines cost a counter, not a million strings
+            self.dropped[stream] += 1
+
+    def log(self, fields: dict[str, Any]) -> str | None:
+        """On the daemon: log the lines as a streaming worker's are (``output``, then the
+        ``output_dropped`` counts), with ``fields`` (the run's, and the worker's); return the
+        tail of stderr."""
+        for stream, text in self.lines:
+            _output(stream, text, fields)
+        for stream, lines in self.dropped.items():
+            if lines:
+                _dropped(stream, lines, PER_RUN, fields)
+        return "\n".join(self.tail) if self.tail else None
 
 
 class LineStream(io.TextIOBase):
@@ -158,6 +211,64 @@ class LineStream(io.TextIOBase):
         partial, self._partials.text = getattr(self._partials, "text", ""), ""
         if partial:
             self._emit(self._stream, partial)
+
+
+class _Routed(LineStream):
+    """``sys.stdout`` (``sys.stderr``) of a process that runs several runs at once in threads
+    of its own (a Dask worker): what a thread inside :func:`captured` writes goes to its run's
+    :class:`Printed`, whatever any other thread writes (the worker's own, one a function
+    started) to the stream it replaced. A redirect (``contextlib.redirect_stdout``) would
+    swap the process's one stream: two runs at once would get each other's lines, and the
+    worker's own output would land in a run."""
+
+    def __init__(self, stream: str, real: Any) -> None:
+        super().__init__(stream, _to_run, real)
+        self.encoding = getattr(real, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if getattr(_capturing, "printed", None) is None:
+            return int(self._real.write(text))
+        return super().write(text)
+
+    def flush(self) -> None:
+        if getattr(_capturing, "printed", None) is None:
+            self._real.flush()
+
+
+_capturing = threading.local()
+"""``printed``: the :class:`Printed` of the run the thread is running, if any."""
+_installing = threading.Lock()
+
+
+def _to_run(stream: str, line: str) -> None:
+    printed: Printed | None = getattr(_capturing, "printed", None)
+    if printed is not None:  # None: the line's end came after its run (never in practice)
+        printed.add(stream, line)
+
+
+def _routed(name: str) -> _Routed:
+    """The process's routing ``sys.<name>``, installed the first time (and again should
+    something have replaced it since, wrapping what is there now)."""
+    with _installing:  # two runs starting at once install one, not one around the other
+        current = getattr(sys, name)
+        if not isinstance(current, _Routed):
+            current = _Routed(name, current)
+            setattr(sys, name, current)
+        return current
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[Printed]:
+    """What this thread writes to ``sys.stdout`` and ``sys.stderr`` within the block. Only
+    this thread: what threads it starts write goes to the process's streams."""
+    out, err = _routed("stdout"), _routed("stderr")
+    printed = _capturing.printed = Printed()
+    try:
+        yield printed
+    finally:
+        out.rest()  # a last line without its end
+        err.rest()
+        _capturing.printed = None
 
 
 def shown(raw: bytes | str) -> str:

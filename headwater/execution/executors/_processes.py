@@ -39,7 +39,7 @@ from headwater.execution._runner import Job, Outcome, Runner
 from headwater.execution._store import FilesystemStore
 from headwater.execution.executors._forkserver import ForkServer, ForkServerGone
 from headwater.execution.executors._frames import FrameReader, encode
-from headwater.execution.executors._output import OutputLines
+from headwater.execution.executors._output import OutputLines, with_stderr
 from headwater.execution.executors._worker import WorkerSpec
 
 __all__ = ["ProcessPool"]
@@ -407,9 +407,7 @@ class ProcessPool:
                         await self._retire(worker)  # a fresh worker, not a fragmented heap
                     else:
                         self._release(worker)
-                    if not outcome.ok and tail:
-                        outcome = _with_stderr(outcome, tail)
-                    return outcome
+                    return with_stderr(outcome, tail)
                 code = await worker.exit_status()
                 worker.drain_output()
                 tail = worker.output.end()
@@ -510,10 +508,6 @@ def _spec(definitions: str, runner: Runner, state_dir: Path, memory: Size | None
         workers_lock=state_dir / WORKERS_LOCK,
         memory=memory,
     )
-
-
-def _with_stderr(outcome: Outcome, tail: str) -> Outcome:
-    return replace(outcome, stderr=tail)
 
 
 async def _send(fd: int, data: bytes) -> None:
