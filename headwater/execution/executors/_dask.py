@@ -15,6 +15,11 @@ A worker renames a value into place only while the fence stands, holding that lo
 result of a superseded attempt can never replace what the log says is there. A worker still
 executing an attempt given up on is restarted (by its nanny; closed if it has none): the task
 would hold its thread, and the runs sent there after it, for ever.
+
+What a run writes to ``sys.stdout`` and ``sys.stderr`` on the worker is caught by its thread
+(:func:`~headwater.execution.executors._output.captured`), returned with the outcome, bounded,
+and logged by the daemon as ``output`` lines of the run, as the processes executor logs its
+workers' pipes.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ A function that prints a million lines must not flood the journal: each of a wor
 :data:`RATE` a second), so a flood on stdout cannot hide what comes on stderr; what does not
 fit is counted and the count logged (``output_dropped``). The last lines of stderr are kept whatever
 the rate, for the ``run_failed`` payload: a crash's Python stack (faulthandler) ends up there.
+
+A Dask worker has no pipe per run: several runs share its process, in threads. There
+:func:`captured` catches what one run's thread writes (:class:`Printed`, bounded) and the
+daemon logs it, once the run has ended, as the same lines.
 """
 
 from __future__ import annotations
