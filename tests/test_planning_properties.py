@@ -181,3 +181,15 @@ def test_a_plan_of_everything_marks_only_what_early_cutoff_may_stop() -> None:
         marks = {s.asset: s.may_stop for s in planned.steps}
         assert marks == {"a": False, "b": True, "c": False}
         assert sorted(h.tick().materialized) == [("a", None), ("c", None)]
+
+
+def test_a_missing_step_is_never_marked_as_one_early_cutoff_may_stop() -> None:
+    """Nothing was materialized yet: ``b`` runs whatever ``a`` produces, so the plan does not
+    mark it "may stop" (hostile34c bug13)."""
+    namespace: dict[str, Any] = {}
+    exec("def a(s):\n    return s % 2\ndef b(a):\n    return a\n", namespace)
+    defs = hw.Definitions([hw.source("s"), hw.asset(namespace["a"]), hw.asset(namespace["b"])])
+    with Harness(defs) as h:
+        h.observe("s", value=1)
+        planned = dry_run(defs, h.engine.state, h.engine.clock.now())
+        assert {s.asset: s.may_stop for s in planned.steps} == {"a": False, "b": False}

@@ -124,8 +124,15 @@ def _dry_run(
         node = heapq.heappop(ready)[2]
         status, decision = decide_step(ev, node, None)
         if decision.kind == "run":
-            may_stop = node not in seeds or (
-                before is not None and node in current.deferred and not _on_its_own(before, node)
+            # Early cutoff stops a step only if it has data to keep: a missing one runs
+            # whatever its inputs produce.
+            may_stop = status.state != "missing" and (
+                node not in seeds
+                or (
+                    before is not None
+                    and node in current.deferred
+                    and not _on_its_own(before, node)
+                )
             )
             out.steps.append(PlannedStep(*node, decision.reason, may_stop))
             old = records.get(node) or NodeRecord()
