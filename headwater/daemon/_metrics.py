@@ -165,6 +165,9 @@ class _PerAsset:
         self.samples = tuple(name + suffix for suffix in suffixes)
         self.values: dict[str, list[float]] = {}
         self.lines: dict[str, str] = {}
+        self._text: str | None = None
+        """The family as last rendered, until a value changes (a scrape with no run since
+        copies nothing: 100,000 assets make pages of tens of megabytes)."""
 
     def add(self, asset: str, *amounts: float) -> None:
         """Add ``amounts`` to the asset's samples, in the order of the suffixes."""
@@ -178,9 +181,12 @@ class _PerAsset:
             f"{sample}{label}{_number(value)}\n"
             for sample, value in zip(self.samples, values, strict=True)
         )
+        self._text = None
 
     def text(self) -> str:
-        return self.header + "".join(self.lines.values())
+        if self._text is None:
+            self._text = self.header + "".join(self.lines.values())
+        return self._text
 
 
 class _StateLines:
