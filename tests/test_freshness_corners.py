@@ -44,6 +44,29 @@ def test_a_partition_whose_input_never_arrived_is_not_late_by_max_lag() -> None:
         assert _violations(h, "clean") == [("2026-01-02", "2026-01-04T00:15:00+00:00")]
 
 
+def test_a_partition_whose_input_was_deleted_is_late_by_max_lag() -> None:
+    """The input arrived, then was deleted: the reader cannot reflect that change until the
+    input comes back, so it is late ``max_lag`` after the deletion. Only an input that never
+    arrived holds the lag back (hostile34c bug16: "on time" for hours, and never recorded)."""
+    raw = hw.source("raw", partitions=daily)
+
+    @hw.asset(partitions=daily, freshness=hw.Freshness(max_lag="10m"))
+    def clean(raw: Any) -> Any:
+        return raw
+
+    with Harness(hw.Definitions([raw, clean]), now="2026-01-03T00:00:00Z") as h:
+        h.observe("raw", value=1, partition="2026-01-02")
+        h.tick()
+        h.advance("1h")
+        h.observe("raw", partition="2026-01-02", deleted=True)  # at 01:00
+        assert h.freshness("clean", partition="2026-01-02").deadline.isoformat() == (
+            "2026-01-03T01:10:00+00:00"
+        )
+        h.advance("3h")
+        assert h.freshness("clean", partition="2026-01-02").late
+        assert _violations(h, "clean") == [("2026-01-02", "2026-01-03T01:10:00+00:00")]
+
+
 def test_a_new_partition_does_not_carry_older_changes_into_its_readers() -> None:
     """A reader of all partitions, up to date, is not late the moment a partition appears:
     it could not reflect that partition before it existed."""

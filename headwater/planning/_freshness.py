@@ -77,7 +77,9 @@ def _lag(
         for up in nodes:
             record = ev.state.record(up)
             if record is None or record.version is None:
-                return None
+                if record is None or (record.changed_at is None and record.lost_at is None):
+                    return None  # never arrived
+                continue  # it did, and was deleted (or its value lost) since: a change
             if record.appeared_at is not None and (
                 inputs_since is None or record.appeared_at > inputs_since
             ):
