@@ -118,3 +118,15 @@ def test_nothing_written_counts_nothing_again(defs: hw.Definitions) -> None:
         h.engine.observers.append(summary)
         first = h._call(summary.of, h.engine)
         assert h._call(summary.of, h.engine) is first
+
+
+def test_windows_the_clock_opens_are_counted_by_the_engines_clock() -> None:
+    """Nothing written, the clock two days on: the summary is counted again (the age of the
+    last count is the engine's clock's, so the Harness's virtual one moves it too)."""
+    daily = hw.source("daily", partitions=DAILY)
+    summary = StateSummary()
+    with Harness(hw.Definitions([daily]), now="2026-01-05T12:00:00Z") as h:
+        h.engine.observers.append(summary)
+        assert h._call(summary.of, h.engine).states["daily"] == {"missing": 4}
+        h.advance(days=2)
+        assert h._call(summary.of, h.engine).states["daily"] == {"missing": 6}

@@ -11,10 +11,10 @@ looks at every partition (0.45 s at 100k assets); a scrape after one file landed
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +36,7 @@ __all__ = ["MAX_AGE_S", "StateSummary", "Summary"]
 MAX_AGE_S = 60.0
 """A summary serves for this long while nothing is written: what only the clock changes (a
 window that closes) shows within a minute."""
+_MAX_AGE = timedelta(seconds=MAX_AGE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class Summary:
 class _Counted:
     engine: weakref.ref[Engine]
     generation: int
-    at: float
+    at: datetime
+    """The engine's clock when counted (the Harness's virtual one in tests)."""
     summary: Summary
 
 
@@ -83,21 +85,21 @@ class StateSummary:
         """The summary of ``engine``'s state now (or of less than :data:`MAX_AGE_S` ago, if
         nothing was written since), one count at a time."""
         async with self._counting:
-            now = time.monotonic()
+            now = engine.clock.now()
             last = self._counted
             if last is not None and last.engine() is not engine:
                 last = None  # another engine (a reload): counted afresh
             if (
                 last is not None
                 and last.generation == self.generation
-                and now - last.at < MAX_AGE_S
+                and timedelta(0) <= now - last.at < _MAX_AGE  # a clock stepped back: again
             ):
                 return last.summary
             # Taken with the copy, on the loop: what is written from here on counts next time.
             dirty, self._dirty = self._dirty, set()
             generation = self.generation
             defs = engine.defs
-            ev = Evaluator(defs, engine.state.copy(), engine.clock.now())
+            ev = Evaluator(defs, engine.state.copy(), now)
             if last is not None:
                 keys = _readers_too(defs, dirty) | self._clock_counted(defs)
                 summary = await anyio.to_thread.run_sync(_recount, ev, last.summary, keys)
