@@ -700,6 +700,32 @@ def test_a_source_value_that_is_gone_is_lost_never_passed_as_none(
         assert h.value("size") == 4
 
 
+def test_the_same_value_observed_again_after_its_file_was_deleted_is_stored_again(
+    tmp_path: Path,
+) -> None:
+    """Its version is unchanged, so the observation records nothing, but the value is stored
+    again: its reader gets it (the first reader found it lost, and the source waited for
+    yet another observation of what had just been observed: hostile34d)."""
+    src, other = hw.source("src"), hw.source("other")
+
+    @hw.asset
+    def size(src: list[int], other: int) -> int:
+        return len(src) + other
+
+    state = tmp_path / "state"
+    with Harness(hw.Definitions([src, other, size]), state_dir=state) as h:
+        h.observe("src", value=list(range(100_000)))  # large: a file
+        h.observe("other", value=1)
+        h.tick()
+        for stored in (state / "values" / "src").iterdir():
+            stored.unlink()
+        assert h.observe("src", value=list(range(100_000))) is False  # nothing new recorded
+        h.observe("other", value=2)
+        assert h.tick().materialized == [("size", None)]
+        assert h.value("size") == 100_002
+        assert h.events(kind="value_lost") == []
+
+
 def test_output_sets_data_version_and_metadata() -> None:
     """hw.Output's data_version is recorded as given and its metadata is kept."""
     src = hw.source("src")

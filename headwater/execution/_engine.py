@@ -260,12 +260,15 @@ class Engine:
         if self.observers:
             notify_written(self.observers, events)
         if check_freshness and self.clockwork.sla_keys:
-            # its own record, or an input's, may move a partition's deadline
+            # its own record, or an input's, may move a partition's deadline; a new dynamic
+            # key's partition may be late from the start (no data since first seen)
             nodes = self.defs.nodes  # a partition of an asset the definitions dropped: none
+            holders = self.defs.dynamic_slas
+            added = [(k, key) for name, key in dynamic for k in holders.get(name, ())]
             await self.clockwork.check_freshness(
                 [
                     n
-                    for n in dict.fromkeys([*records, *readers])
+                    for n in dict.fromkeys([*records, *readers, *added])
                     if getattr(nodes.get(n[0]), "freshness", None)
                 ]
             )
@@ -845,24 +848,44 @@ class Engine:
             payload["store"] = ""  # the value is stored: a reader that finds none lost it
         observed = [Observed(key, partition, version, payload)]
         if value is None or version == self.state.version(node):
+            if value is not None and await self._file_gone(node):
+                # The same value again, its file deleted meanwhile: stored again. Else the
+                # first reader found it lost, and the source waited for yet another
+                # observation of what had just been observed.
+                await self._storing(node, value, version, [])
             before = self.state.version(node)
             changed = bool(await self.observe_many(observed))
             if changed and value is None and version is not None and before is not None:
                 await self._discard_value(key, partition, before)
             return changed
+        return await self._storing(node, value, version, observed)
+
+    async def _storing(
+        self, node: NodeKey, value: Any, version: str | None, observed: list[Observed]
+    ) -> bool:
+        """Store a source's ``value``, then record ``observed``; whether a version changed."""
         self.storing[node] = self.storing.get(node, 0) + 1
         try:
             store = self.store
+            key, partition = node
             if isinstance(store, FilesystemStore):  # the version goes into the file
                 await anyio.to_thread.run_sync(store.store, key, partition, value, version)
             else:
                 await anyio.to_thread.run_sync(store.save, key, partition, value)
-            return bool(await self.observe_many(observed))
+            return bool(await self.observe_many(observed)) if observed else False
         finally:
             if self.storing[node] == 1:
                 del self.storing[node]
             else:
                 self.storing[node] -= 1
+
+    async def _file_gone(self, node: NodeKey) -> bool:
+        """Whether the state directory's store should hold a file of ``node``'s value and
+        does not (another store cannot say cheaply: taken to hold it)."""
+        store = self.store
+        if not isinstance(store, FilesystemStore):
+            return False
+        return bool(await anyio.to_thread.run_sync(store.absent, [node]))
 
     async def _discard_value(self, key: str, partition: str | None, version: str) -> None:
         """A plain source observed with a version only has no value: its readers get None.
