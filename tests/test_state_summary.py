@@ -130,3 +130,45 @@ def test_windows_the_clock_opens_are_counted_by_the_engines_clock() -> None:
         assert h._call(summary.of, h.engine).states["daily"] == {"missing": 4}
         h.advance(days=2)
         assert h._call(summary.of, h.engine).states["daily"] == {"missing": 6}
+
+
+def test_the_page_is_joined_off_the_event_loop_and_reused_until_a_value_changes(
+    defs: hw.Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100k assets /metrics is tens of megabytes: it is joined in a worker thread, and a
+    family no value of which changed since is served as joined then."""
+    import threading
+
+    from headwater.daemon import _metrics
+    from headwater.daemon._metrics import Metrics
+
+    threads: list[int] = []
+    real = _metrics._page
+
+    def watched(registry: Any, families: list[Any], states: Any, summary: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(registry, families, states, summary)
+
+    monkeypatch.setattr(_metrics, "_page", watched)
+    with Harness(defs, now="2026-01-05T12:00:00Z") as h:
+        metrics = Metrics(h.state_dir)
+        metrics.serve(h.engine, lambda: ())
+        h.observe("left", value=1)
+        h.tick()
+        first = h._call(metrics.render).decode()
+        assert 'headwater_runs_started_total{asset="left4"} 1.0' in first
+        loop: int = h._call(_thread_id)
+        assert threads and loop not in threads
+        started = metrics.runs_started
+        kept = started.taken()[1]
+        assert isinstance(kept, str)  # joined once, kept
+        h.observe("left", value=2)
+        h.tick()
+        assert not isinstance(started.taken()[1], str)  # a value changed: joined again
+        assert 'headwater_runs_started_total{asset="left4"} 2.0' in h._call(metrics.render).decode()
+
+
+async def _thread_id() -> int:
+    import threading
+
+    return threading.get_ident()

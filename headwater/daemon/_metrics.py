@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import anyio
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -105,6 +106,9 @@ class Metrics:
         )
         self.serving = _Serving()
         self._states = _StateLines()
+        self._rendering = anyio.Lock()
+        self._lags: list[SensorLag] = []
+        """The sensors' lags as the scrape under way took them (on the loop)."""
         self.registry.register(_GaugeCollector(self))
 
     # -- EngineObserver ------------------------------------------------------------------
@@ -142,19 +146,40 @@ class Metrics:
 
     async def render(self) -> bytes:
         engine = self.serving.engine
-        # Counted off the loop (see StateSummary.of); the rest is joining rendered lines.
+        # Counted off the loop (see StateSummary.of). The page is joined off the loop too:
+        # at 100k assets it is tens of megabytes, and on the loop a scrape held back every
+        # file landing meanwhile. What each family holds is taken here, where it changes.
         summary = None if engine is None else await self.summary.of(engine)
-        parts = [
-            generate_latest(self.registry).decode(),
-            self.runs_started.text(),
-            self.runs_succeeded.text(),
-            self.runs_failed.text(),
-            self.run_seconds.text(),
-            self.observations.text(),
-        ]
-        if summary is not None:
-            parts.append(self._states.text(summary))
-        return "".join(parts).encode()
+        families = (
+            self.runs_started,
+            self.runs_succeeded,
+            self.runs_failed,
+            self.run_seconds,
+            self.observations,
+        )
+        taken = [family.taken() for family in families]
+        async with self._rendering:  # one at a time: the state lines' caches are its own
+            self._lags = list(self.serving.sensor_lags())  # the sensors' state: the loop's
+            texts, page = await anyio.to_thread.run_sync(
+                _page, self.registry, [parts for _, parts in taken], self._states, summary
+            )
+        for family, (changes, _), text in zip(families, taken, texts, strict=True):
+            family.rendered(changes, text)
+        return page
+
+
+def _page(
+    registry: CollectorRegistry,
+    families: list[str | list[str]],
+    states: _StateLines,
+    summary: _summary.Summary | None,
+) -> tuple[list[str], bytes]:
+    """In a worker thread: each family's text, and the whole page (the registry's part
+    reads /proc and the log's size: files)."""
+    head = generate_latest(registry).decode()
+    texts = [f if isinstance(f, str) else "".join(f) for f in families]
+    tail = states.text(summary) if summary is not None else ""
+    return texts, "".join([head, *texts, tail]).encode()
 
 
 class _PerAsset:
@@ -168,6 +193,7 @@ class _PerAsset:
         self._text: str | None = None
         """The family as last rendered, until a value changes (a scrape with no run since
         copies nothing: 100,000 assets make pages of tens of megabytes)."""
+        self._changes = 0
 
     def add(self, asset: str, *amounts: float) -> None:
         """Add ``amounts`` to the asset's samples, in the order of the suffixes."""
@@ -182,11 +208,20 @@ class _PerAsset:
             for sample, value in zip(self.samples, values, strict=True)
         )
         self._text = None
+        self._changes += 1
 
-    def text(self) -> str:
-        if self._text is None:
-            self._text = self.header + "".join(self.lines.values())
-        return self._text
+    def taken(self) -> tuple[int, str | list[str]]:
+        """The family now: its text as last rendered, or the parts to join (the lines as
+        they are, copied: adds go on while they are joined)."""
+        if self._text is not None:
+            return self._changes, self._text
+        return self._changes, [self.header, *self.lines.values()]
+
+    def rendered(self, changes: int, text: str) -> None:
+        """``text`` was joined from :meth:`taken` when it had seen ``changes``: kept unless
+        a value changed since."""
+        if changes == self._changes:
+            self._text = text
 
 
 class _StateLines:
@@ -296,7 +331,7 @@ class _GaugeCollector(Collector):
             "an object source's last successful listing.",
             labels=["sensor", "source"],
         )
-        for item in self.metrics.serving.sensor_lags():
+        for item in self.metrics._lags:
             lag.add_metric([item.sensor, item.source], item.seconds)
         yield lag
 
