@@ -67,19 +67,6 @@ def test_a_partition_whose_input_was_deleted_is_late_by_max_lag() -> None:
         assert _violations(h, "clean") == [("2026-01-02", "2026-01-03T01:10:00+00:00")]
 
 
-def test_a_dynamic_partition_added_past_its_deadline_is_recorded_late() -> None:
-    """A key added 90 minutes after the source was first seen, with ``max_age`` 1h: its
-    partition has had no data since first seen for longer than that. It is recorded late
-    at once (it was shown late by ``status`` and never recorded, so /metrics said 0)."""
-    keys = hw.DynamicPartitions("keys")
-    s = hw.source("s", partitions=keys, freshness=hw.Freshness(max_age="1h"))
-    with Harness(hw.Definitions([s]), now="2026-01-04T10:00:00Z") as h:
-        h.advance(minutes=90)
-        h.add_partitions("keys", ["y"])
-        assert h.freshness("s", partition="y").late
-        assert _violations(h, "s") == [("y", "2026-01-04T11:30:00+00:00")]
-
-
 def test_a_new_partition_does_not_carry_older_changes_into_its_readers() -> None:
     """A reader of all partitions, up to date, is not late the moment a partition appears:
     it could not reflect that partition before it existed."""

@@ -374,16 +374,6 @@ class Definitions:
         return {name: tuple(keys) for name, keys in out.items()}
 
     @functools.cached_property
-    def dynamic_slas(self) -> dict[str, tuple[str, ...]]:
-        """Per dynamic partitions name, the assets and sources partitioned by it that have a
-        freshness SLA: a new key gives each a partition that may be late already."""
-        out: dict[str, list[str]] = {}
-        for key, node in self.nodes.items():
-            if isinstance(node.partitions, DynamicPartitions) and node.freshness is not None:
-                out.setdefault(node.partitions.name, []).append(key)
-        return {name: tuple(keys) for name, keys in out.items()}
-
-    @functools.cached_property
     def clock_driven(self) -> frozenset[str]:
         """Assets whose policy acts on the clock (cron). Computed once: a runtime-checkable
         Protocol's isinstance costs tens of microseconds, and planning asks per partition."""

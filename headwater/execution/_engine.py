@@ -260,15 +260,12 @@ class Engine:
         if self.observers:
             notify_written(self.observers, events)
         if check_freshness and self.clockwork.sla_keys:
-            # its own record, or an input's, may move a partition's deadline; a new dynamic
-            # key's partition may be late from the start (no data since first seen)
+            # its own record, or an input's, may move a partition's deadline
             nodes = self.defs.nodes  # a partition of an asset the definitions dropped: none
-            holders = self.defs.dynamic_slas
-            added = [(k, key) for name, key in dynamic for k in holders.get(name, ())]
             await self.clockwork.check_freshness(
                 [
                     n
-                    for n in dict.fromkeys([*records, *readers, *added])
+                    for n in dict.fromkeys([*records, *readers])
                     if getattr(nodes.get(n[0]), "freshness", None)
                 ]
             )
