@@ -217,9 +217,14 @@ def test_a_violation_no_sla_covers_any_more_is_closed_at_the_next_start(tmp_path
             h.advance(hours=2)
             assert _kinds(h, "snapshot") == ["freshness_violated"]
         edited = defs(False, with_asset)
-        with Harness(edited, now="2026-01-05T03:00:00Z", state_dir=state_dir) as h:
+        with (
+            structlog.testing.capture_logs() as logs,
+            Harness(edited, now="2026-01-05T03:00:00Z", state_dir=state_dir) as h,
+        ):
             h.tick()
             assert _kinds(h, "snapshot") == ["freshness_violated", "freshness_recovered"]
+            said = [e for e in logs if e["event"] == "freshness_recovered"]
+            assert [(e["asset"], e["log_level"]) for e in said] == [("snapshot", "warning")]
             (closed,) = h.events(kind="freshness_recovered")
             assert (
                 closed.payload["reason"] == "no freshness SLA of the definitions covers it any more"

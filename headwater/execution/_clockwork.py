@@ -151,7 +151,10 @@ class Clockwork:
         seen = {n: r for n, r in engine.state.records.items() if r.late and n not in covered}
         events = [engine.event(EventKind.FRESHNESS_RECOVERED, n, payload=why) for n in seen]
         if events:  # it rests on the violation being open, nothing else (no SLA covers it)
-            await engine.append(events, check_freshness=False, decided_on=seen, basis=_late)
+            written = await engine.append(
+                events, check_freshness=False, decided_on=seen, basis=_late
+            )
+            _log_sla(written)
 
     async def check_freshness(self, nodes: Iterable[NodeKey]) -> None:
         """Record lateness changes once each, and schedule the next deadline."""
@@ -197,13 +200,16 @@ class Clockwork:
             again += [n for n in corrections if n not in corrected]
         if events:
             written = await engine.append(events, check_freshness=False, decided_on=seen)
-            for e in written:
-                _log.warning(
-                    str(e.kind), asset=e.asset, partition=e.partition, reason=e.payload["reason"]
-                )
+            _log_sla(written)
             kept = {id(e) for e in written}
             again += [(str(e.asset), e.partition) for e in events if id(e) not in kept]
         return list(dict.fromkeys(again))
+
+
+def _log_sla(written: Iterable[Event]) -> None:
+    """A warning per violation opened or closed, as the README promises for both."""
+    for e in written:
+        _log.warning(str(e.kind), asset=e.asset, partition=e.partition, reason=e.payload["reason"])
 
 
 def _late(record: NodeRecord | None) -> bool:
