@@ -13,7 +13,7 @@ import click
 
 from headwater._cli_common import UserError, common, load
 from headwater._cli_print import echo
-from headwater._client import find_daemon, starting_daemon
+from headwater._client import find_daemon
 from headwater._clock import SystemClock
 from headwater._durations import format_duration
 from headwater._logging import configure_logging
@@ -28,6 +28,9 @@ from headwater.planning._status import node_label
 from headwater.sensors._scan import unobserved_changes
 
 __all__ = ["plan", "replay"]
+
+_SHOWN = 10
+"""Files changed on disk named in the text (all of them in ``--json``)."""
 
 
 @click.command()
@@ -55,11 +58,12 @@ def plan(
     now = SystemClock().now()
     nodes: list[NodeKey] | None = None
     unobserved: list[tuple[NodeKey, str | None]] = []
+    unlisted: list[tuple[str, str]] = []
     if not changed and _unwatched(settings.state_dir):
         # No daemon watches the files: what changed since the last one ran is not in the
         # log yet. A daemon starting now would observe it before deciding anything.
         private = (str(settings.state_dir.resolve()),)
-        unobserved, _ = unobserved_changes(defs, state, now, private)
+        unobserved, unlisted = unobserved_changes(defs, state, now, private)
         _observe(defs, state, now, unobserved)
     if changed:
         ev = Evaluator(defs, state, now)
@@ -77,6 +81,7 @@ def plan(
             "at": now.isoformat(),
             "changed": [{"asset": a, "partition": p} for a, p in nodes or ()],
             "unobserved": [{"asset": a, "partition": p, "version": v} for (a, p), v in unobserved],
+            "unlisted": [{"source": k, "folder": f} for k, f in unlisted],
             "steps": [
                 {
                     "asset": s.asset,
@@ -104,10 +109,16 @@ def plan(
     count = len(run.steps)
     echo(f"plan {what}: {count} step{'' if count == 1 else 's'} (at {now.isoformat()})")
     if unobserved:
-        seen = (f"{node_label(*n)} {'deleted' if v is None else 'changed'}" for n, v in unobserved)
+        seen = [f"{node_label(*n)} {'deleted' if v is None else 'changed'}" for n, v in unobserved]
+        more = f", and {len(seen) - _SHOWN} more" if len(seen) > _SHOWN else ""
         echo(
             "  as the files are now (no daemon watches them; one starting now observes this "
-            "first): " + ", ".join(seen)
+            "first): " + ", ".join(seen[:_SHOWN]) + more
+        )
+    if unlisted:
+        echo(
+            "  not looked at, a folder of theirs cannot be listed (as the daemon, planned as "
+            "last observed): " + ", ".join(f"{k} ({f})" for k, f in unlisted)
         )
     for n, step in enumerate(run.steps, 1):
         stop = "  [may stop: early cutoff]" if step.may_stop else ""
@@ -124,14 +135,16 @@ def plan(
 
 
 def _unwatched(state_dir: Path) -> bool:
-    """Whether no daemon owns ``state_dir`` (nor is starting in it)."""
-    if starting_daemon(state_dir) is not None:
-        return False
+    """Whether no daemon serves ``state_dir`` with the files observed: none, or one still
+    starting (its first look at the files is what this looks at)."""
     client = find_daemon(state_dir)
     if client is None:
         return True
-    client.close()
-    return False
+    with client:
+        try:
+            return bool(client.get("/health").get("state") == "starting")
+        except Exception:  # it stopped meanwhile, or does not answer: as if none
+            return True
 
 
 def _observe(

@@ -495,6 +495,31 @@ def test_plan_with_no_daemon_sees_files_changed_since_they_were_observed(tmp_pat
     assert "1 materialized" in hw("materialize", "a", "-d", "defs.py", cwd=tmp_path).stdout
 
 
+def test_plan_names_at_most_ten_files_changed_on_disk(tmp_path: Path) -> None:
+    """Thousands of files deleted while no daemon watched: the text names ten and counts the
+    rest (it printed one line of 50 KB: hostile35b bug7); --json lists them all."""
+    keys = [f"k{i:02}" for i in range(12)]
+    (tmp_path / "defs.py").write_text(
+        "import headwater as hw\n"
+        f"keys = hw.StaticPartitions({keys})\n"
+        "days = hw.FileSource('days', 'd/{partition}.json', partitions=keys)\n"
+        "per = hw.asset('per', ins={'days': 'days'}, partitions=keys)(lambda days: days)\n"
+        "defs = hw.Definitions([days, per])\n"
+    )
+    (tmp_path / "d").mkdir()
+    for key in keys:
+        (tmp_path / "d" / f"{key}.json").write_text("[1]")
+    observed = hw("materialize", "per", "-d", "defs.py", cwd=tmp_path)  # scans the files first
+    assert observed.returncode == 0, observed.stderr
+    for key in keys:
+        (tmp_path / "d" / f"{key}.json").unlink()
+    text = hw("plan", "-d", "defs.py", cwd=tmp_path).stdout
+    (line,) = [ln for ln in text.splitlines() if "as the files are now" in ln]
+    assert line.endswith("days[k09] deleted, and 2 more") and "k10" not in line
+    listed = json.loads(hw("plan", "--json", "-d", "defs.py", cwd=tmp_path).stdout)
+    assert len(listed["unobserved"]) == 12
+
+
 DEEP_METADATA = """
 import headwater as hw
 

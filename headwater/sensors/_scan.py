@@ -234,22 +234,23 @@ def scan_file_source(
 
 def unobserved_changes(
     defs: Definitions, state: State, now: datetime, private: tuple[str, ...] = ()
-) -> tuple[list[tuple[NodeKey, str | None]], list[str]]:
+) -> tuple[list[tuple[NodeKey, str | None]], list[tuple[str, str]]]:
     """What a daemon starting now would observe of the file sources before deciding anything
     (as :func:`~headwater.sensors.files.sync_file_sources` does through the engine), without
     observing it: the partitions whose version on disk is not the recorded one (None: a file
     the log has that is gone), in a listing that is complete. Also the sources left as they
-    were because a folder could not be listed. Reads files (hashing what changed)."""
+    were because a folder could not be listed, with that folder. Reads every file of the
+    file sources (hashing each, as a starting daemon does)."""
     cache = FileCache()
     changes: list[tuple[NodeKey, str | None]] = []
-    partial: list[str] = []
+    partial: list[tuple[str, str]] = []
     pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
     for key, node in defs.sources.items():
         if not isinstance(node, FileSource):
             continue
         listing = scan_file_source(node, defs.base_dir, cache, private)
         if not listing.complete:
-            partial.append(key)
+            partial += [(key, folder) for folder in listing.unlisted]
             if node.is_glob:
                 continue  # its version would cover only part of its files
         parts = node.partitions
