@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from headwater._errors import DefinitionError, HeadwaterError
-from headwater._usercode import users_module
+from headwater._usercode import users_file, users_module
 from headwater.definitions import Definitions
 
 __all__ = ["LoadError", "absolute_target", "importable_target", "load_definitions"]
@@ -144,8 +144,21 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
         if added:
             with contextlib.suppress(ValueError):  # the file may have emptied sys.path
                 sys.path.remove(folder)
-    _HELPERS[path] = [n for n in set(sys.modules) - before if n != name and users_module(n)]
+    _HELPERS[path] = [n for n in set(sys.modules) - before if n != name and _reloadable(n)]
     return module, data
+
+
+def _reloadable(name: str) -> bool:
+    """Whether a module is the user's, to import afresh at the next load: their code, or a
+    namespace package (a folder without ``__init__.py``) of their folders, whose attributes
+    hold the submodules imported through it (``from . import helper`` answers from there)."""
+    if users_module(name):
+        return True
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "__file__", None) is not None:
+        return False
+    folders = list(getattr(module, "__path__", None) or ())
+    return bool(folders) and all(users_file(str(Path(f) / "__init__.py")) for f in folders)
 
 
 def _forget(modules: Iterable[str]) -> None:
@@ -168,7 +181,7 @@ def _import_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     finally:
-        _HELPERS[name] = [n for n in set(sys.modules) - before if users_module(n)]
+        _HELPERS[name] = [n for n in set(sys.modules) - before if _reloadable(n)]
 
 
 def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:

@@ -534,27 +534,31 @@ def test_reload_runs_the_new_code_of_a_helper_module_the_definitions_import(
 MODULE_DEFS = """
 import headwater as hw
 
-@hw.asset(policy=hw.manual())
-def answer() -> int:
-    return 1
+from . import helper
 
+answer = hw.asset(helper.answer, policy=hw.manual())
 defs = hw.Definitions([answer])
 """
 
 
+@pytest.mark.parametrize("namespace", [False, True], ids=["package", "namespace package"])
 def test_reload_of_definitions_named_as_a_module_runs_their_new_code(
-    tmp_path: Path, daemons: list[object]
+    tmp_path: Path, daemons: list[object], namespace: bool
 ) -> None:
-    """``--definitions mypkg.defs:defs``, edited, then reloaded: the daemon imports the module
-    afresh (it kept the module it had imported, said it had reloaded, and ran the old code;
-    under Dask the workers did the same: hostile34b bug5)."""
+    """``--definitions mypkg.defs:defs`` whose function reads a helper beside it, edited, then
+    reloaded: the daemon imports the module and the helper afresh (it kept the module it had
+    imported, said it had reloaded, and ran the old code; Dask workers did the same:
+    hostile34b bug5). Also for a folder without ``__init__.py``, whose package object held the
+    old helper (hostile35b bug5)."""
     from headwater.versions import data_version
 
     package = tmp_path / "mypkg"
     package.mkdir()
-    (package / "__init__.py").write_text("")
+    if not namespace:
+        (package / "__init__.py").write_text("")
     (package / "defs.py").write_text(MODULE_DEFS)
-    env = {"PYTHONPATH": str(tmp_path)}
+    (package / "helper.py").write_text("def answer() -> int:\n    return 1\n")
+    env = {"PYTHONPATH": str(tmp_path), "HEADWATER_EXECUTOR": "threads"}
     target = "mypkg.defs:defs"
     daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
     daemons.append(daemon)
@@ -567,7 +571,7 @@ def test_reload_of_definitions_named_as_a_module_runs_their_new_code(
         assert done.returncode == 0, done.stdout + done.stderr
 
     materialize()
-    (package / "defs.py").write_text(MODULE_DEFS.replace("return 1", "return 2"))
+    (package / "helper.py").write_text("def answer() -> int:\n    return 2\n")
     reload = hw("reload", "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
     assert reload.returncode == 0, reload.stderr
     materialize()
