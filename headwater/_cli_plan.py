@@ -19,7 +19,7 @@ from headwater._durations import format_duration
 from headwater._logging import configure_logging
 from headwater._records import replace
 from headwater._replay import replay as run_replay
-from headwater.definitions import Definitions, DynamicPartitions
+from headwater.definitions import Definitions, dynamic_keys_in
 from headwater.eventlog import EventLogReader
 from headwater.execution._engine import recent_durations
 from headwater.planning import Evaluator, NodeKey, NodeRecord, State
@@ -152,9 +152,9 @@ def _observe(
 ) -> None:
     """Put ``seen`` into ``state`` as observations at ``now`` would (for the dry run only)."""
     for node, version in seen:
-        parts = defs.nodes[node[0]].partitions
-        if isinstance(parts, DynamicPartitions) and node[1] is not None and version is not None:
-            state.add_dynamic(parts.name, [node[1]])
+        if node[1] is not None and version is not None:
+            for name, key in dynamic_keys_in(defs.nodes[node[0]].partitions, node[1]):
+                state.add_dynamic(name, [key])
         old = state.record(node) or NodeRecord()
         appeared = old.appeared_at if old.version is not None else now
         state.put(node, replace(old, version=version, changed_at=now, appeared_at=appeared))

@@ -365,3 +365,23 @@ def test_a_reason_names_ten_changed_inputs_and_counts_the_rest() -> None:
         started = h.events(kind="run_started", asset="total")[-1]
         assert "and 20 more inputs changed" in started.payload["reason"]
         assert len(started.payload["reason"]) < 1000
+
+
+def test_an_observation_of_a_multi_partition_adds_the_key_of_its_dynamic_dimension() -> None:
+    """A source partitioned by customer (dynamic) by region: observing ``k1|eu`` adds ``k1`` to
+    the customers, as observing a plain dynamic partition adds its key, and its reader runs
+    (the observation was recorded, the key never added, and the partition shown as removed:
+    hostile35b bug4)."""
+    customers = hw.DynamicPartitions("cust")
+    by_region = hw.MultiPartitions({"c": customers, "r": hw.StaticPartitions(["eu", "us"])})
+    m = hw.source("m", partitions=by_region)
+
+    @hw.asset(partitions=by_region)
+    def ma(m: int) -> int:
+        return m
+
+    with Harness(hw.Definitions([m, ma]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("m", value=1, partition="k1|eu")
+        assert h.tick().materialized == [("ma", "k1|eu")]
+        assert list(h.engine.state.dynamic_keys("cust")) == ["k1"]
+        assert h.state("ma", "k1|us") == "missing"  # the key's other partitions exist now

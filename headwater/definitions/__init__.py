@@ -17,6 +17,7 @@ from headwater.definitions._partitions import (
     PartitionContext,
     PartitionsDefinition,
     StaticPartitions,
+    dynamic_keys_in,
 )
 from headwater.definitions._sources import FileSource, ObjectSource, SourceDef, source
 from headwater.definitions._time_partitions import (
@@ -58,6 +59,7 @@ __all__ = [
     "WeeklyPartitions",
     "asset",
     "check",
+    "dynamic_keys_in",
     "source",
     "valid_executor",
 ]

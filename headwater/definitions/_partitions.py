@@ -21,6 +21,7 @@ __all__ = [
     "PartitionContext",
     "PartitionsDefinition",
     "StaticPartitions",
+    "dynamic_keys_in",
 ]
 
 MULTI_SEPARATOR = "|"
@@ -303,3 +304,22 @@ class MultiPartitions(PartitionsDefinition):
             if (end := dim.window_end(part)) is not None:
                 return end
         return None
+
+
+def dynamic_keys_in(parts: PartitionsDefinition | None, key: str) -> list[tuple[str, str]]:
+    """The ``(dynamic set, key)`` pairs a partition key holds: itself for a dynamic set, one
+    per dynamic dimension of a multi-partition (what an observation of it adds)."""
+    if isinstance(parts, DynamicPartitions):
+        return [(parts.name, key)]
+    if not isinstance(parts, MultiPartitions):
+        return []
+    dims = parts.dimensions.values()
+    if not any(isinstance(d, DynamicPartitions) for d in dims):
+        return []
+    try:
+        split = parts.split(key)
+    except PartitionKeyError:
+        return []
+    return [
+        (d.name, k) for d, k in zip(dims, split, strict=True) if isinstance(d, DynamicPartitions)
+    ]

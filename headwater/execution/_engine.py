@@ -32,7 +32,7 @@ from headwater._errors import PartitionKeyError, SelectionError
 from headwater._events import Event, EventKind, format_timestamp, parse_timestamp
 from headwater._storage import StorageFailure, free_bytes
 from headwater._usercode import in_a_worker
-from headwater.definitions import Definitions, DynamicPartitions, SourceDef
+from headwater.definitions import Definitions, DynamicPartitions, SourceDef, dynamic_keys_in
 from headwater.eventlog import EventLog, EventLogReader, Pruned, SmallValue, open_event_log
 from headwater.eventlog._starts import StartJournal
 from headwater.execution._backup import remove_snapshots, take_snapshot
@@ -921,13 +921,11 @@ class Engine:
             # renamed in the definitions starts empty, and its files are there unchanged.
             candidates: dict[str, list[str]] = {}
             for item in latest.values():
+                if item.partition is None or item.version is None:
+                    continue
                 parts = self.defs.nodes[item.key].partitions
-                if (
-                    isinstance(parts, DynamicPartitions)
-                    and item.partition is not None
-                    and item.version is not None
-                ):
-                    candidates.setdefault(parts.name, []).append(item.partition)
+                for name, key in dynamic_keys_in(parts, item.partition):
+                    candidates.setdefault(name, []).append(key)
             added = {
                 n: new for n, keys in candidates.items() if (new := self._new_dynamic(n, keys))
             }

@@ -21,9 +21,9 @@ from headwater._errors import PartitionKeyError
 from headwater._files import FileCache, Found, Skipped, SymlinkPolicy, examine, under
 from headwater.definitions import (
     Definitions,
-    DynamicPartitions,
     FileSource,
     PartitionContext,
+    dynamic_keys_in,
 )
 from headwater.planning import NodeKey, State
 from headwater.versions import files_version
@@ -261,7 +261,7 @@ def unobserved_changes(
             if (
                 parts is not None
                 and partition is not None
-                and not isinstance(parts, DynamicPartitions)
+                and not dynamic_keys_in(parts, partition)
                 and not parts.has_key(partition, pctx)
             ):
                 continue
