@@ -31,9 +31,9 @@ class LoadError(HeadwaterError):
 _HELPERS: dict[Path | str, list[str]] = {}
 """Per definitions file (or module named), the modules of the user's own code its last
 import brought in (a helper beside it; for a module, itself). Loading it again (a reload)
-imports them afresh: kept in ``sys.modules``, the daemon would go on running their old code, with the old code versions, while workers
-started since import the new, and fail every run asking for the reload that had just been
-done."""
+imports them afresh: kept in ``sys.modules``, the daemon would go on running their old code,
+with the old code versions, while workers started since import the new, and fail every run
+asking for the reload that had just been done."""
 
 
 class _ExitAtImport(BaseException):
