@@ -17,13 +17,12 @@ from headwater._client import find_daemon
 from headwater._clock import SystemClock
 from headwater._durations import format_duration
 from headwater._logging import configure_logging
-from headwater._records import replace
 from headwater._replay import replay as run_replay
 from headwater.definitions import Definitions, dynamic_keys_in
 from headwater.eventlog import EventLogReader
 from headwater.execution._engine import recent_durations
-from headwater.planning import Evaluator, NodeKey, NodeRecord, State
-from headwater.planning._dryrun import changed_node, dry_run
+from headwater.planning import Evaluator, NodeKey, State
+from headwater.planning._dryrun import changed_node, dry_run, put_observed
 from headwater.planning._status import node_label
 from headwater.sensors._scan import unobserved_changes
 
@@ -155,9 +154,7 @@ def _observe(
         if node[1] is not None and version is not None:
             for name, key in dynamic_keys_in(defs.nodes[node[0]].partitions, node[1]):
                 state.add_dynamic(name, [key])
-        old = state.record(node) or NodeRecord()
-        appeared = old.appeared_at if old.version is not None else now
-        state.put(node, replace(old, version=version, changed_at=now, appeared_at=appeared))
+        put_observed(state, node, version, now)
 
 
 @click.command()

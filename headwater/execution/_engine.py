@@ -65,6 +65,7 @@ from headwater.planning import (
     resolve_selection,
     usual_durations,
 )
+from headwater.sensors._scan import listed_gone
 from headwater.versions import data_version as fingerprint
 
 __all__ = ["Degraded", "Engine", "InFlight", "Observed", "StepCallback", "TickResult"]
@@ -972,14 +973,9 @@ class Engine:
         changed (or not found it yet), and a change after the watcher's is an event of its."""
         items = [Observed(key, p, v) for p, v in found.items()]
         source = self._source(key)
-        known = [None] if source.partitions is None else self.state.present_partitions(key)
-        exists = self.evaluator().exists
-        for partition in known if complete else ():
-            # A partition the definitions no longer hold (a key removed, a range that starts
-            # later) is not listed by design: it stays as it was, shown as removed.
-            gone = partition not in found and self.state.version((key, partition)) is not None
-            if gone and exists(key, partition):
-                items.append(Observed(key, partition, None))
+        if complete:
+            gone = listed_gone(source, found, self.state, self.evaluator().pctx)
+            items += [Observed(key, partition, None) for partition in gone]
         return await self.observe_many(items, listed_since=since)
 
     def store_answered(self, source: str) -> bool:

@@ -27,7 +27,7 @@ from headwater.planning._state import CheckRecord, NodeKey, NodeRecord, State
 from headwater.planning._status import Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
 
-__all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run"]
+__all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run", "put_observed"]
 
 
 @record_class
@@ -68,6 +68,14 @@ def _carry(ev: Evaluator, node: NodeKey, origin: datetime, touched: set[NodeKey]
         ev.state.put(reader, record)
 
 
+def put_observed(state: State, node: NodeKey, version: str | None, now: datetime) -> None:
+    """Put into ``state`` what an observation of ``version`` at ``now`` leaves (for a dry
+    run: nothing is recorded)."""
+    old = state.record(node) or NodeRecord()
+    appeared = old.appeared_at if old.version is not None else now
+    state.put(node, replace(old, version=version, changed_at=now, appeared_at=appeared))
+
+
 def dry_run(
     defs: Definitions,
     state: State,
@@ -98,9 +106,7 @@ def _dry_run(
     else:
         dirty = set()
         for n, node in enumerate(changed):
-            old = sim.record(node) or NodeRecord()
-            appeared = old.appeared_at if old.version is not None else now
-            sim.put(node, replace(old, version=f"(new {n})", changed_at=now, appeared_at=appeared))
+            put_observed(sim, node, f"(new {n})", now)
         for node in changed:
             dirty.update(ev.children(node))
             _carry(ev, node, now, touched)

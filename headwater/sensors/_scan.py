@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from headwater.definitions import (
     Definitions,
     FileSource,
     PartitionContext,
+    SourceDef,
     dynamic_keys_in,
 )
 from headwater.planning import NodeKey, State
@@ -36,6 +37,7 @@ __all__ = [
     "files_under",
     "glob_regex",
     "hidden_folder",
+    "listed_gone",
     "match_path",
     "scan_file_source",
     "source_files",
@@ -266,11 +268,25 @@ def unobserved_changes(
             ):
                 continue
             changes.append(((key, partition), version))
-        if not listing.complete:
-            continue
-        known = [None] if parts is None else state.present_partitions(key)
-        for partition in known:
-            gone = partition not in listing.found and state.version((key, partition)) is not None
-            if gone and (parts is None or parts.has_key(str(partition), pctx)):
-                changes.append(((key, partition), None))
+        if listing.complete:
+            changes += [((key, p), None) for p in listed_gone(node, listing.found, state, pctx)]
     return changes, partial
+
+
+def listed_gone(
+    source: SourceDef, found: Mapping[str | None, str], state: State, pctx: PartitionContext
+) -> list[str | None]:
+    """The partitions of ``source`` with a version that a complete listing (``found``) no
+    longer has: deleted. A partition the definitions no longer hold (a key removed, a range
+    that starts later) is not listed by design: it stays as it was, shown as removed."""
+    parts = source.partitions
+    known: list[str | None] = (
+        [None] if parts is None else list(state.present_partitions(source.key))
+    )
+    return [
+        p
+        for p in known
+        if p not in found
+        and state.version((source.key, p)) is not None
+        and (parts is None or (p is not None and parts.has_key(p, pctx)))
+    ]
