@@ -51,19 +51,28 @@ async def test_opens_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
-    """A schema-1 log with events opens at the newest schema with its events intact."""
+    """A schema-1 log with events and a dynamic key opens at the newest schema with its events
+    and keys intact (a key from before schema 6 has no time of addition)."""
     conn = sqlite3.connect(tmp_path / "events.db")
     conn.executescript(
         "CREATE TABLE schema_version (version INTEGER NOT NULL);"
         + MIGRATIONS[0]
         + "; INSERT INTO schema_version VALUES (1);"
         "INSERT INTO events (timestamp, kind, asset) VALUES ('2026-01-01T00:00:00.000000Z', 'observation', 'src');"
+        "INSERT INTO dynamic_partitions (name, key, seq) VALUES ('files', 'a.csv', 1);"
     )
     conn.close()
     before = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
     assert before.schedules == {}  # readable before migration
+    assert before.dynamic == {"files": {"a.csv": None}}
     async with open_event_log(tmp_path) as log:
-        assert (await log.load_state()).schedules == {}
+        state = await log.load_state()
+        assert state.schedules == {}
+        assert state.dynamic == {"files": {"a.csv": None}}
+        await log.write([], dynamic=[("files", "b.csv", T0)])
+    assert (await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)).dynamic == {
+        "files": {"a.csv": None, "b.csv": T0}
+    }
     after = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
     assert [e.asset for e in after] == ["src"]
     conn = sqlite3.connect(tmp_path / "events.db")
@@ -192,11 +201,14 @@ async def test_state_rows_are_written_with_their_events(tmp_path: Path) -> None:
     """Records written with events come back from the state table, also after reopening."""
     record = NodeRecord(version="v7", changed_at=T0)
     async with open_event_log(tmp_path) as log:
-        await log.write([_observation(7)], {("src", None): record}, dynamic=[("inbox", "a.csv")])
+        await log.write(
+            [_observation(7)], {("src", None): record}, dynamic=[("inbox", "a.csv", T0)]
+        )
     async with open_event_log(tmp_path) as log:
         state = await log.load_state()
     assert state.record(("src", None)) == record
     assert list(state.dynamic_keys("inbox")) == ["a.csv"]
+    assert state.dynamic_added_at("inbox", "a.csv") == T0
     reread = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
     assert reread.record(("src", None)) == record
 

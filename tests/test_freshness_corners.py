@@ -5,6 +5,7 @@ through assets without an SLA of their own, and the harness runs what is due at 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import headwater as hw
@@ -209,3 +210,77 @@ def test_a_window_with_no_data_by_its_max_age_is_recorded_late() -> None:
         (event,) = h.events(kind="freshness_violated", asset="report")
         assert event.partition == "2026-01-05"
         assert event.timestamp == datetime(2026, 1, 6, 2, tzinfo=UTC)
+
+
+def test_max_age_of_a_new_dynamic_key_counts_from_its_addition() -> None:
+    """A key added hours after the asset's first evaluation is not late at once (it did not
+    exist), and is recorded late ``max_age`` after its addition, for a holder partitioned by
+    the dynamic set and one with it as a dimension of a multi-partition alike: the clock alone
+    records it (no record of theirs changed), so logs, alerts and /metrics see it."""
+    customers = hw.DynamicPartitions("customers")
+    multi = hw.MultiPartitions({"c": customers, "r": hw.StaticPartitions(["eu", "us"])})
+    src = hw.source("src", partitions=customers)
+    msrc = hw.source("msrc", partitions=multi)
+
+    @hw.asset(partitions=customers, policy=hw.manual(), freshness=hw.Freshness(max_age="1h"))
+    def plain(src: Any) -> Any:
+        return src
+
+    @hw.asset(partitions=multi, policy=hw.manual(), freshness=hw.Freshness(max_age="1h"))
+    def m(msrc: Any) -> Any:
+        return msrc
+
+    holders = [("plain", "k1"), ("m", "k1|eu"), ("m", "k1|us")]
+    with Harness(hw.Definitions([src, plain, msrc, m]), now="2026-01-05T00:00:00Z") as h:
+        h.tick()
+        h.advance("2h")
+        h.add_partitions("customers", ["k1"])
+        h.advance("30m")
+        assert [h.freshness(*n).late for n in holders] == [False, False, False]
+        assert h.events(kind="freshness_violated") == []
+        h.advance("31m")
+        assert [h.freshness(*n).late for n in holders] == [True, True, True]
+        violations = h.events(kind="freshness_violated")
+        assert sorted((e.asset, e.partition) for e in violations) == sorted(holders)
+        assert {e.timestamp for e in violations} == {datetime(2026, 1, 5, 3, tzinfo=UTC)}
+        assert "'k1' was added to 'customers' 1h ago" in violations[0].payload["reason"]
+
+
+def test_a_file_processed_as_it_lands_is_no_sla_breach() -> None:
+    """The key of a file landing in an inbox is added as it is observed; its reader runs at
+    once, within its ``max_age`` of the key's existence: no violation, no recovery."""
+    inbox = hw.DynamicPartitions("inbox")
+    src = hw.source("src", partitions=inbox)
+
+    @hw.asset(partitions=inbox, freshness=hw.Freshness(max_age="1h"))
+    def parsed(src: Any) -> Any:
+        return src
+
+    with Harness(hw.Definitions([src, parsed]), now="2026-01-05T00:00:00Z") as h:
+        h.tick()
+        h.advance("2h")
+        h.observe("src", value=1, partition="new-file")
+        assert h.tick().materialized == [("parsed", "new-file")]
+        h.advance("59m")
+        assert not h.freshness("parsed", "new-file").late
+        assert [e.kind for e in h.events() if e.kind.startswith("freshness")] == []
+
+
+def test_a_dynamic_key_keeps_its_time_of_addition_across_a_restart(tmp_path: Path) -> None:
+    """The time is in the state directory, not in memory: reopened 50 minutes after the
+    addition, the partition goes late 10 minutes later, not an hour after the reopening (nor
+    at once, as if it had existed since the asset's first evaluation)."""
+    keys = hw.DynamicPartitions("keys")
+    s = hw.source("s", partitions=keys, freshness=hw.Freshness(max_age="1h"))
+    defs = hw.Definitions([s])
+    with Harness(defs, now="2026-01-05T00:00:00Z", state_dir=tmp_path) as h:
+        h.tick()
+        h.advance("2h")
+        h.add_partitions("keys", ["y"])
+    with Harness(defs, now="2026-01-05T02:50:00Z", state_dir=tmp_path) as h:
+        h.tick()
+        assert not h.freshness("s", "y").late
+        assert h.freshness("s", "y").deadline == datetime(2026, 1, 5, 3, tzinfo=UTC)
+        h.advance("11m")
+        (event,) = h.events(kind="freshness_violated")
+        assert (event.partition, event.timestamp) == ("y", datetime(2026, 1, 5, 3, tzinfo=UTC))

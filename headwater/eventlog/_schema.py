@@ -73,4 +73,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX IF EXISTS events_by_node;
     """,
+    # 6: when a dynamic partition key was added (the engine's clock), for a max_age that
+    # counts from then: a key that did not exist cannot be late. NULL for keys added before.
+    """
+    ALTER TABLE dynamic_partitions ADD COLUMN added_at TEXT;
+    """,
 )

@@ -146,7 +146,7 @@ class Pruned:
 class _Batch:
     events: Sequence[Event]
     records: Mapping[NodeKey, NodeRecord]
-    dynamic: Sequence[tuple[str, str]]
+    dynamic: Sequence[tuple[str, str, datetime]]
     schedules: Mapping[str, Schedule]
     values: Mapping[NodeKey, SmallValue | None]
     done: anyio.Event | None = None
@@ -219,7 +219,7 @@ class EventLog:
         async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
             records = await cur.fetchall()
         async with self._conn.execute(
-            "SELECT name, key FROM dynamic_partitions ORDER BY seq"
+            "SELECT name, key, added_at FROM dynamic_partitions ORDER BY seq"
         ) as cur:
             dynamic = await cur.fetchall()
         async with self._conn.execute(
@@ -229,7 +229,7 @@ class EventLog:
         # the rows are tuples already (no row factory): no copy of 100k of them
         return state_from_rows(
             cast("list[tuple[str, str, str]]", records),
-            cast("list[tuple[str, str]]", dynamic),
+            cast("list[tuple[str, str, str | None]]", dynamic),
             cast("list[tuple[str, str, str]]", schedules),
         )
 
@@ -286,13 +286,14 @@ class EventLog:
         self,
         events: Sequence[Event],
         records: Mapping[NodeKey, NodeRecord] | None = None,
-        dynamic: Sequence[tuple[str, str]] = (),
+        dynamic: Sequence[tuple[str, str, datetime]] = (),
         schedules: Mapping[str, Schedule] | None = None,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         *,
         gather: bool = False,
     ) -> None:
-        """Return once ``events``, ``records``, ``dynamic`` keys, ``schedules`` and small
+        """Return once ``events``, ``records``, ``dynamic`` keys (name, key, added at),
+        ``schedules`` and small
         ``values`` (None: the partition's value is no longer small) are committed together.
 
         ``gather``: other writes are likely in this turn of the event loop (runs that ended
@@ -342,7 +343,7 @@ class EventLog:
 
     def _rows(self, batches: list[_Batch]) -> _Rows:
         events = [event_row(e) for b in batches for e in b.events]
-        dynamic: list[tuple[str, str, int]] = []
+        dynamic: list[tuple[str, str, int, str]] = []
         if len(batches) == 1:  # most commits: nothing to merge
             records, schedules, values = batches[0].records, batches[0].schedules, batches[0].values
         else:
@@ -352,9 +353,9 @@ class EventLog:
                 schedules.update(b.schedules)
                 values.update(b.values)
         for b in batches:
-            for name, key in b.dynamic:
+            for name, key, at in b.dynamic:
                 self._dynamic_seq += 1
-                dynamic.append((name, key, self._dynamic_seq))
+                dynamic.append((name, key, self._dynamic_seq, format_timestamp(at)))
         rows = record_rows(records) if records else []
         small = [(a, p or "", v.version if v else None, v.data if v else None)
                  for (a, p), v in values.items()]  # fmt: skip
@@ -541,7 +542,7 @@ def _create_private(path: Path) -> None:
 
 
 _Rows = tuple[
-    list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int]],
+    list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int, str]],
     list[tuple[str, str, str]], list[tuple[str, str, str | None, bytes | None]],
 ]  # fmt: skip
 
@@ -550,7 +551,7 @@ def _write_transaction(
     conn: sqlite3.Connection,
     events: list[tuple[Any, ...]],
     records: list[tuple[str, str, str]],
-    dynamic: list[tuple[str, str, int]],
+    dynamic: list[tuple[str, str, int, str]],
     schedules: list[tuple[str, str, str]],
     values: list[tuple[str, str, str | None, bytes | None]],
     checkpoint: bool = False,
@@ -572,7 +573,8 @@ def _write_transaction(
         )
     if dynamic:
         conn.executemany(
-            "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq, added_at)"
+            " VALUES (?, ?, ?, ?)",
             dynamic,
         )
     if schedules:

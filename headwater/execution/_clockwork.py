@@ -7,7 +7,7 @@ ticks do not grow the log. Lateness changes are events, recorded once each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from headwater._events import Event, EventKind
-from headwater.definitions import AssetDef, PartitionsDefinition
+from headwater.definitions import (
+    AssetDef,
+    DynamicPartitions,
+    MultiPartitions,
+    PartitionsDefinition,
+    keys_holding,
+)
 from headwater.execution._timers import Timers
 from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
 from headwater.policies import ClockPolicy
@@ -40,6 +46,11 @@ class Clockwork:
             k: cast(ClockPolicy, defs.assets[k].policy) for k in sorted(defs.clock_driven)
         }
         self.sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
+        self._sla_by_dynamic: dict[str, list[str]] = {}
+        """Per dynamic set, the SLA holders partitioned by it (a dimension of theirs, too)."""
+        for key in self.sla_keys:
+            for name in _dynamic_sets(defs.nodes[key].partitions):
+                self._sla_by_dynamic.setdefault(name, []).append(key)
         self._cron_pending: set[str] = set()
         now = engine.clock.now()
         for key, node in defs.nodes.items():  # sources too: a window's max_age starts there
@@ -138,6 +149,21 @@ class Clockwork:
             self.timers.schedule(self.cron[key].next_tick(tick), "cron", key)
         await self.engine.put(schedules)
 
+    def made_by_keys(self, dynamic: Sequence[tuple[str, str, datetime]]) -> list[NodeKey]:
+        """The partitions with an SLA that new dynamic keys made: their ``max_age`` counts
+        from the key's addition, and nothing else would set its deadline (no record of
+        theirs changed, no window ended)."""
+        if not dynamic or not self._sla_by_dynamic:
+            return []
+        nodes = self.engine.defs.nodes
+        ctx = self.engine.evaluator().pctx
+        return [
+            (key, p)
+            for name, added, _ in dynamic
+            for key in self._sla_by_dynamic.get(name, ())
+            for p in keys_holding(nodes[key].partitions, name, added, ctx)
+        ]
+
     def sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
         return [(key, p) for key in self.sla_keys for p in ev.partitions(key)]
 
@@ -204,6 +230,14 @@ class Clockwork:
             kept = {id(e) for e in written}
             again += [(str(e.asset), e.partition) for e in events if id(e) not in kept]
         return list(dict.fromkeys(again))
+
+
+def _dynamic_sets(parts: PartitionsDefinition | None) -> list[str]:
+    if isinstance(parts, DynamicPartitions):
+        return [parts.name]
+    if isinstance(parts, MultiPartitions):
+        return [d.name for d in parts.dimensions.values() if isinstance(d, DynamicPartitions)]
+    return []
 
 
 def _log_sla(written: Iterable[Event]) -> None:

@@ -218,7 +218,7 @@ class Engine:
     async def append(
         self,
         events: Sequence[Event],
-        dynamic: Sequence[tuple[str, str]] = (),
+        dynamic: Sequence[tuple[str, str, datetime]] = (),
         *,
         check_freshness: bool = True,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
@@ -252,8 +252,8 @@ class Engine:
         await self._write(
             records, self.log.write(events, records, dynamic, values=values, gather=gather)
         )
-        for name, key in dynamic:
-            self.state.add_dynamic(name, [key])
+        for name, key, at in dynamic:
+            self.state.add_dynamic(name, [key], at)
         for node, record in records.items():
             self.state.put(node, record)
         if values:
@@ -266,7 +266,9 @@ class Engine:
             await self.clockwork.check_freshness(
                 [
                     n
-                    for n in dict.fromkeys([*records, *readers])
+                    for n in dict.fromkeys(
+                        [*records, *readers, *self.clockwork.made_by_keys(dynamic)]
+                    )
                     if getattr(nodes.get(n[0]), "freshness", None)
                 ]
             )
@@ -791,12 +793,13 @@ class Engine:
 
     def _partitions_added(
         self, added: Mapping[str, list[str]]
-    ) -> tuple[list[Event], list[tuple[str, str]]]:
+    ) -> tuple[list[Event], list[tuple[str, str, datetime]]]:
         events = [
             self.event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": keys})
             for name, keys in added.items()
         ]
-        return events, [(name, k) for name, keys in added.items() for k in keys]
+        at = events[0].timestamp if events else self.clock.now()
+        return events, [(name, k, at) for name, keys in added.items() for k in keys]
 
     def _dirty_new_partitions(self, added: Mapping[str, list[str]]) -> None:
         readers = self.defs.dynamic_assets

@@ -6,7 +6,9 @@
   from before all of its inputs existed: while an input it reads has never arrived it is not
   late by ``max_lag`` (a source's ``max_age`` watches for that). Up to date, its lag is 0.
 - ``max_age``: late once the last materialization (a source's last observed change) is older
-  than ``max_age``. A partition with no data counts from the asset's first evaluation. For a
+  than ``max_age``. A partition with no data counts from the asset's first evaluation, or from
+  when its dynamic partition key was added if that is later (a key that did not exist cannot
+  have been late: a file landing in an inbox is on time when processed at once). For a
   time-window partition the question is whether its data *arrived*: it is late when it has no
   data ``max_age`` after its window closed; windows that closed before headwater first saw the
   asset are history, not an SLA breach.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from headwater._durations import format_duration
-from headwater.definitions import AssetDef, Node, PartitionsDefinition
+from headwater.definitions import AssetDef, Node, PartitionsDefinition, dynamic_keys_in
 from headwater.planning._state import NodeKey, NodeRecord, replace
 from headwater.planning._status import FRESH, Evaluator
 
@@ -101,11 +103,12 @@ def _age_due(
     partitions: PartitionsDefinition | None,
     partition: str | None,
     last: datetime | None,
-    first_seen: datetime,
+    seen: tuple[datetime, str],
     max_age: timedelta,
 ) -> tuple[datetime | None, str]:
     """When ``max_age`` makes the partition late, and how to say why once it is."""
     now = ev.now
+    first_seen, seen_as = seen
     window_end = None
     if partition is not None and partitions is not None:
         window_end = partitions.window_end(partition)
@@ -117,7 +120,7 @@ def _age_due(
             )
         return None, ""  # it has data, or its window closed before headwater first saw it
     base = last or first_seen
-    what = "last change" if last is not None else "no data since first seen"
+    what = "last change" if last is not None else f"no data since {seen_as}"
     return base + max_age, f"{what} {span(now - base)} ago"
 
 
@@ -127,9 +130,23 @@ def age_deadline(ev: Evaluator, key: str, partition: str | None) -> datetime | N
     if node.freshness is None or node.freshness.max_age is None:
         return None
     last = _last_change(node, ev.state.record((key, partition)))
-    schedule = ev.state.schedules.get(key)
-    first_seen = schedule.first_seen if schedule is not None else ev.now
+    first_seen = _first_seen(ev, node, key, partition)
     return _age_due(ev, node.partitions, partition, last, first_seen, node.freshness.max_age)[0]
+
+
+def _first_seen(ev: Evaluator, node: Node, key: str, partition: str | None) -> tuple[datetime, str]:
+    """Since when headwater has known the partition, and how to say so: its asset's first
+    evaluation, or when its dynamic key was added, whichever is later (keys added before
+    schema 6 have no time: the asset's first evaluation stands)."""
+    schedule = ev.state.schedules.get(key)
+    since = schedule.first_seen if schedule is not None else ev.now
+    seen_as = "first seen"
+    if partition is not None:
+        for name, dynamic_key in dynamic_keys_in(node.partitions, partition):
+            added = ev.state.dynamic_added_at(name, dynamic_key)
+            if added is not None and added > since:
+                since, seen_as = added, f"{dynamic_key!r} was added to {name!r}"
+    return since, seen_as
 
 
 def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
@@ -176,8 +193,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
         return None
     now = ev.now
     record = ev.state.record((key, partition))
-    schedule = ev.state.schedules.get(key)
-    first_seen = schedule.first_seen if schedule is not None else now
+    first_seen = _first_seen(ev, node, key, partition)
     reasons: list[str] = []
     deadlines: list[datetime] = []
     lag: tuple[timedelta, datetime | None] | None = None
