@@ -284,3 +284,47 @@ def test_a_dynamic_key_keeps_its_time_of_addition_across_a_restart(tmp_path: Pat
         h.advance("11m")
         (event,) = h.events(kind="freshness_violated")
         assert (event.partition, event.timestamp) == ("y", datetime(2026, 1, 5, 3, tzinfo=UTC))
+
+
+def test_a_new_key_of_a_set_that_is_two_dimensions_sets_every_new_partitions_deadline() -> None:
+    """One dynamic set as both dimensions: key ``q`` after ``p`` makes ``p|q``, ``q|p`` and
+    ``q|q``, each recorded late ``max_age`` after the addition (only ``q|q`` was:
+    hostile36a bug1)."""
+    x = hw.DynamicPartitions("x")
+    both = hw.MultiPartitions({"a": x, "b": hw.DynamicPartitions("x")})
+
+    @hw.asset(partitions=both, policy=hw.manual(), freshness=hw.Freshness(max_age="1h"))
+    def m() -> int:
+        return 1
+
+    with Harness(hw.Definitions([m]), now="2026-01-05T00:00:00Z") as h:
+        h.tick()
+        h.add_partitions("x", ["p"])
+        h.advance("10m")
+        h.add_partitions("x", ["q"])
+        h.advance("2h")
+        late = {e.partition: e.timestamp for e in h.events(kind="freshness_violated")}
+        at_q = datetime(2026, 1, 5, 1, 10, tzinfo=UTC)
+        assert late == {
+            "p|p": datetime(2026, 1, 5, 1, tzinfo=UTC), "p|q": at_q, "q|p": at_q, "q|q": at_q
+        }  # fmt: skip
+
+
+def test_a_key_stamped_by_a_clock_that_was_ahead_counts_from_the_first_evaluation() -> None:
+    """Added while the clock was a day ahead, then stepped back: the key's time is to come,
+    so it is ignored (it kept the key on time for a day: hostile36a bug2)."""
+    c = hw.DynamicPartitions("c")
+
+    @hw.asset(partitions=c, policy=hw.manual(), freshness=hw.Freshness(max_age="1h"))
+    def a() -> int:
+        return 1
+
+    with Harness(hw.Definitions([a]), now="2026-01-05T00:00:00Z") as h:
+        h.tick()
+        h.clock.step(datetime(2026, 1, 6, tzinfo=UTC))
+        h.add_partitions("c", ["k"])
+        h.clock.step(datetime(2026, 1, 5, 0, 1, tzinfo=UTC))
+        h.tick()
+        h.advance("3h")
+        assert h.freshness("a", "k").late
+        assert [e.partition for e in h.events(kind="freshness_violated")] == ["k"]

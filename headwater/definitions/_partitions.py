@@ -336,14 +336,11 @@ def keys_holding(
         return [key] if parts.name == name else []
     if not isinstance(parts, MultiPartitions):
         return []
-    per_dim: list[Sequence[str]] = []
-    holds = False
-    for dim in parts.dimensions.values():
+    dims = list(parts.dimensions.values())
+    every = [dim.keys(ctx) for dim in dims]
+    out: dict[str, None] = {}
+    for i, dim in enumerate(dims):  # the set may be two dimensions: the key in either
         if isinstance(dim, DynamicPartitions) and dim.name == name:
-            holds = True
-            per_dim.append([key])
-        else:
-            per_dim.append(dim.keys(ctx))
-    if not holds:
-        return []
-    return [MULTI_SEPARATOR.join(combo) for combo in itertools.product(*per_dim)]
+            per_dim = [*every[:i], [key], *every[i + 1 :]]
+            out.update((MULTI_SEPARATOR.join(c), None) for c in itertools.product(*per_dim))
+    return list(out)

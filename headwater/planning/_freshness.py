@@ -137,14 +137,16 @@ def age_deadline(ev: Evaluator, key: str, partition: str | None) -> datetime | N
 def _first_seen(ev: Evaluator, node: Node, key: str, partition: str | None) -> tuple[datetime, str]:
     """Since when headwater has known the partition, and how to say so: its asset's first
     evaluation, or when its dynamic key was added, whichever is later (keys added before
-    schema 6 have no time: the asset's first evaluation stands)."""
+    schema 6 have no time, and one stamped by a clock that was ahead has a time to come: the
+    asset's first evaluation stands)."""
     schedule = ev.state.schedules.get(key)
     since = schedule.first_seen if schedule is not None else ev.now
     seen_as = "first seen"
     if partition is not None:
         for name, dynamic_key in dynamic_keys_in(node.partitions, partition):
             added = ev.state.dynamic_added_at(name, dynamic_key)
-            if added is not None and added > since:
+            # a time ahead of the clock was written by a clock that was wrong: ignored
+            if added is not None and since < added <= ev.now:
                 since, seen_as = added, f"{dynamic_key!r} was added to {name!r}"
     return since, seen_as
 
