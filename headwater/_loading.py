@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import linecache
 import os
@@ -26,6 +28,16 @@ __all__ = ["LoadError", "absolute_target", "importable_target", "load_definition
 
 class LoadError(HeadwaterError):
     """The definitions could not be loaded; the message names the file and the cause."""
+
+
+ModuleTexts = dict[str, tuple[str, bytes]]
+"""Per module name, its file and text: the user's modules as a load imported them."""
+
+_RUN_TIME: set[str] | None = None
+"""In a process that serves one definitions (the daemon): the modules there were right after
+its last load, so that the next load (a reload) also imports afresh the user's modules its
+functions imported while running (``from . import helper`` inside a function, under the
+threads executor), not only those the import of the definitions brought in."""
 
 
 _HELPERS: dict[Path | str, list[str]] = {}
@@ -114,8 +126,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
         data = path.read_bytes() if source is None else source
     except OSError as exc:
         raise LoadError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
-    linecache.cache[str(path)] = (len(data), None, lines, str(path))  # never re-read
+    _cache_lines(str(path), data)
     module = importlib.util.module_from_spec(spec)
     _forget(_HELPERS.pop(path, ()))
     before = set(sys.modules)
@@ -159,6 +170,91 @@ def _reloadable(name: str) -> bool:
         return False
     folders = list(getattr(module, "__path__", None) or ())
     return bool(folders) and all(users_file(str(Path(f) / "__init__.py")) for f in folders)
+
+
+class _TextLoader(importlib.abc.SourceLoader):
+    """Runs a module's text as a load read it, whatever its file holds now. No bytecode
+    cache: a ``.pyc`` of the file as it is now would run the newer code."""
+
+    def __init__(self, path: str, data: bytes) -> None:
+        self.path = path
+        self.data = data
+
+    def get_filename(self, fullname: str) -> str:
+        return self.path
+
+    def get_data(self, path: str) -> bytes:
+        if path == self.path:
+            return self.data
+        with open(path, "rb") as file:
+            return file.read()
+
+
+class _Served(importlib.abc.MetaPathFinder):
+    def __init__(self, modules: ModuleTexts) -> None:
+        self.modules = modules
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        found = self.modules.get(fullname)
+        if found is None:
+            return None
+        file, data = found
+        package = [str(Path(file).parent)] if Path(file).name == "__init__.py" else None
+        return importlib.util.spec_from_file_location(
+            fullname, file, loader=_TextLoader(file, data), submodule_search_locations=package
+        )
+
+
+@contextlib.contextmanager
+def _serving(modules: ModuleTexts | None) -> Iterator[None]:
+    """While the definitions import, the user's modules named in ``modules`` are imported from
+    their text there: a worker runs the code the daemon loaded, not what the files hold now
+    (an edit that broke a helper, a reload that failed and kept the old code: every worker
+    started since could not import it). Their lines are what tracebacks and code versions
+    read, as for the definitions file."""
+    if not modules:
+        yield
+        return
+    for file, data in modules.values():
+        _cache_lines(file, data)
+    finder = _Served(modules)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
+def _cache_lines(file: str, data: bytes) -> None:
+    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+    linecache.cache[file] = (len(data), None, lines, file)  # never re-read
+
+
+def _texts(names: Iterable[str]) -> ModuleTexts:
+    """The text of each of the user's modules named (Python files only), kept as the lines
+    tracebacks and code versions read: what workers are then given to import."""
+    out: ModuleTexts = {}
+    for name in names:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not isinstance(file, str) or not file.endswith(".py"):
+            continue  # a namespace package, an extension module
+        try:
+            data = Path(file).read_bytes()
+        except OSError:
+            continue  # gone since: a worker imports it as it can
+        _cache_lines(file, data)
+        out[name] = (file, data)
+    return out
+
+
+def _forget_run_time() -> None:
+    """Forget the user's modules imported since the last load, by its functions at run time
+    (in a process that serves one definitions: see ``_RUN_TIME``)."""
+    if _RUN_TIME is not None:
+        _forget(n for n in set(sys.modules) - _RUN_TIME if _reloadable(n))
 
 
 def _forget(modules: Iterable[str]) -> None:
@@ -220,11 +316,38 @@ def absolute_target(target: str) -> str:
     return target
 
 
-def load_definitions(target: str, source: bytes | None = None) -> Definitions:
+def load_definitions(
+    target: str,
+    source: bytes | None = None,
+    modules: ModuleTexts | None = None,
+    *,
+    serving: bool = False,
+) -> Definitions:
     """Load ``path/to/defs.py``, ``path/to/defs.py:attr`` or ``package.module:attr``.
 
-    ``source``: the file's text as an earlier load read it (``Definitions.source``), so that
-    a worker process runs what the daemon loaded even if the file has changed since."""
+    ``source`` and ``modules``: the file's text and the user's modules' as an earlier load
+    read them (``Definitions.source``, ``Definitions.modules``), so that a worker process runs
+    what the daemon loaded even if the files have changed since. ``serving``: this process
+    serves these definitions alone (the daemon): the user's modules imported at run time
+    since the last load are imported afresh too."""
+    global _RUN_TIME
+    if serving:
+        _forget_run_time()
+    with _serving(modules):
+        defs = _load(target, source)
+    # a worker keeps what it was given: read again, the files may hold newer text
+    defs.modules = modules if modules is not None else _texts(_HELPERS[_helpers_key(target)])
+    if serving:
+        _RUN_TIME = set(sys.modules)
+    return defs
+
+
+def _helpers_key(target: str) -> Path | str:
+    path_text, _, named = _split(target)
+    return Path(path_text).resolve() if named else path_text
+
+
+def _load(target: str, source: bytes | None) -> Definitions:
     path_text, attribute, named = _split(target)
     if named:
         path = Path(path_text).resolve()

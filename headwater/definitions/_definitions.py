@@ -108,6 +108,10 @@ class Definitions:
         """What they were loaded from (``load_definitions``'s target, made absolute)."""
         self.source: bytes | None = None
         """The text of the definitions file as it was loaded (workers run exactly that)."""
+        self.modules: dict[str, tuple[str, bytes]] = {}
+        """The user's modules the load imported (a helper beside the file; a module target
+        and its package), by name: file and text, which workers import instead of the
+        files as they are when they start."""
         self.io = io
         if executor is not None and not valid_executor(executor):
             raise DefinitionError(
