@@ -328,3 +328,28 @@ def test_a_key_stamped_by_a_clock_that_was_ahead_counts_from_the_first_evaluatio
         h.advance("3h")
         assert h.freshness("a", "k").late
         assert [e.partition for e in h.events(kind="freshness_violated")] == ["k"]
+
+
+def test_a_new_key_of_a_time_and_dynamic_holder_is_late_by_its_windows_only() -> None:
+    """Dynamic × hourly since a year ago: a key added mid-window owes nothing for the windows
+    that closed before it existed, and its partition of the window open at its addition is
+    recorded late ``max_age`` after that window closes (by the window timer: the addition
+    itself checks none of its thousands of past windows)."""
+    hourly = hw.HourlyPartitions("2025-01-01")
+    keys = hw.DynamicPartitions("c")
+
+    @hw.asset(
+        partitions=hw.MultiPartitions({"t": hourly, "c": keys}),
+        policy=hw.manual(),
+        freshness=hw.Freshness(max_age="1h"),
+    )
+    def dm() -> int:
+        return 1
+
+    with Harness(hw.Definitions([dm]), now="2026-01-05T00:30:00Z") as h:
+        h.tick()
+        h.add_partitions("c", ["a", "b"])
+        h.advance("2h")
+        late = sorted((e.partition, e.timestamp) for e in h.events(kind="freshness_violated"))
+        at = datetime(2026, 1, 5, 2, tzinfo=UTC)
+        assert late == [("2026-01-05T00:00|a", at), ("2026-01-05T00:00|b", at)]
