@@ -331,7 +331,7 @@ def test_a_key_stamped_by_a_clock_that_was_ahead_counts_from_the_first_evaluatio
 
 
 def test_a_new_key_of_a_time_and_dynamic_holder_is_late_by_its_windows_only() -> None:
-    """Dynamic × hourly since a year ago: a key added mid-window owes nothing for the windows
+    """Dynamic by hourly since a year ago: a key added mid-window owes nothing for the windows
     that closed before it existed, and its partition of the window open at its addition is
     recorded late ``max_age`` after that window closes (by the window timer: the addition
     itself checks none of its thousands of past windows)."""
