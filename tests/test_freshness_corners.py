@@ -97,6 +97,9 @@ def test_a_new_partition_does_not_carry_older_changes_into_its_readers() -> None
 
 
 def test_max_lag_through_a_cron_intermediate_counts_from_the_original_change() -> None:
+    """The leaf is behind the change of 01:05 from then, though the cron asset between
+    produces it only at its 02:00 tick: late at 01:35, saying what it waits on (it went late
+    only at 02:00, when the tick carried the change down: hostile34c bug2)."""
     src = hw.source("src")
 
     @hw.asset(policy=hw.on_cron("0 * * * *"))
@@ -113,9 +116,15 @@ def test_max_lag_through_a_cron_intermediate_counts_from_the_original_change() -
         h.materialize("leaf")
         h.advance(minutes=5)
         h.observe("src", value=2)  # 01:05
-        h.advance(minutes=55)  # 02:00: hourly runs; leaf is behind the change of 01:05
+        h.advance(minutes=29)
+        assert not h.freshness("leaf").late
+        h.advance(minutes=1)
+        assert h.freshness("leaf").reasons == (
+            "behind hourly (stale) for 30m, more than max_lag 30m",
+        )
+        h.advance(minutes=25)  # 02:00: hourly runs; leaf is stale itself now
         assert h.freshness("leaf").late
-        assert _violations(h, "leaf") == [(None, "2026-01-05T02:00:00+00:00")]
+        assert _violations(h, "leaf") == [(None, "2026-01-05T01:35:00+00:00")]
 
 
 def test_max_lag_through_a_retrying_intermediate_counts_from_the_original_change() -> None:
@@ -353,3 +362,116 @@ def test_a_new_key_of_a_time_and_dynamic_holder_is_late_by_its_windows_only() ->
         late = sorted((e.partition, e.timestamp) for e in h.events(kind="freshness_violated"))
         at = datetime(2026, 1, 5, 2, tzinfo=UTC)
         assert late == [("2026-01-05T00:00|a", at), ("2026-01-05T00:00|b", at)]
+
+
+def test_max_lag_through_a_failing_intermediate_is_late_while_it_fails() -> None:
+    """Two assets below one whose runs fail and retry: the reader of a reader of it is behind
+    the change since it came, not from when the failing asset finally succeeds; it is recorded
+    late at its ``max_lag`` and recovers once the change reached it (hostile34c bug7)."""
+    src = hw.source("src")
+    calls: list[int] = []
+
+    @hw.asset(retries=hw.Retry(max_attempts=3, delay="15m", backoff=1.0))
+    def flaky(src: Any) -> Any:
+        if src == 2:
+            calls.append(1)
+            if len(calls) < 3:
+                raise ConnectionError("flaky")
+        return src
+
+    @hw.asset
+    def middle(flaky: Any) -> Any:
+        return flaky
+
+    @hw.asset(freshness=hw.Freshness(max_lag="10m"))
+    def leaf(middle: Any) -> Any:
+        return middle
+
+    with Harness(hw.Definitions([src, flaky, middle, leaf]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=2)  # flaky fails; retries at 00:15 (fails) and 00:30
+        h.tick()
+        h.advance(minutes=9)
+        assert not h.freshness("leaf").late
+        h.advance(minutes=1)
+        assert h.freshness("leaf").late
+        assert h.freshness("leaf").reasons == (
+            "behind flaky (failed) for 10m, more than max_lag 10m",
+        )
+        assert _violations(h, "leaf") == [(None, "2026-01-05T00:10:00+00:00")]
+        h.advance(minutes=20)  # 00:30: flaky succeeds, middle and leaf run
+        assert h.value("leaf") == 2
+        assert not h.freshness("leaf").late
+        (recovered,) = h.events(kind="freshness_recovered", asset="leaf")
+        assert recovered.timestamp == datetime(2026, 1, 5, 0, 30, tzinfo=UTC)
+
+
+def test_a_stuck_asset_that_produces_the_same_version_releases_the_assets_below() -> None:
+    """A manual asset holds back a change: its readers below are late by ``max_lag``; run at
+    last, it produces the version it had (early cutoff), so nothing below runs, and they are
+    on time again, their violation closed, without a run of theirs."""
+    src = hw.source("src")
+
+    @hw.asset(policy=hw.manual())
+    def parity(src: int) -> int:
+        return src % 2
+
+    @hw.asset
+    def middle(parity: int) -> int:
+        return parity
+
+    @hw.asset(freshness=hw.Freshness(max_lag="1h"))
+    def top(middle: int) -> int:
+        return middle
+
+    with Harness(hw.Definitions([src, parity, middle, top]), now="2026-01-05T00:00:00Z") as h:
+        h.observe("src", value=1)
+        h.materialize("parity")
+        h.tick()
+        h.observe("src", value=3)
+        h.tick()
+        h.advance("2h")
+        assert h.freshness("top").late
+        assert _violations(h, "top") == [(None, "2026-01-05T01:00:00+00:00")]
+        assert h.materialize("parity").materialized == [("parity", None)]
+        h.tick()
+        assert not h.freshness("top").late
+        assert len(h.events(kind="materialization", asset="top")) == 1
+        (recovered,) = h.events(kind="freshness_recovered", asset="top")
+        assert recovered.timestamp == datetime(2026, 1, 5, 2, tzinfo=UTC)
+        h.observe("src", value=4)  # a new change: counted from now, not from the old one
+        h.advance("59m")
+        assert not h.freshness("top").late
+        h.advance("1m")
+        assert _violations(h, "top")[-1] == (None, "2026-01-05T03:00:00+00:00")
+
+
+def test_an_asset_stuck_across_a_restart_still_makes_the_assets_below_late(
+    tmp_path: Path,
+) -> None:
+    """The timer that watches a stuck asset lives in memory: reopened, the owner sets it
+    again from the state, and the reader below is recorded late at its instant."""
+    src = hw.source("src")
+
+    @hw.asset(policy=hw.manual())
+    def held(src: int) -> int:
+        return src
+
+    @hw.asset(freshness=hw.Freshness(max_lag="1h"))
+    def top(held: int) -> int:
+        return held
+
+    defs = hw.Definitions([src, held, top])
+    with Harness(defs, now="2026-01-05T00:00:00Z", state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+        h.materialize("held")
+        h.tick()
+        h.observe("src", value=2)
+        h.tick()
+        h.advance("10m")
+    with Harness(defs, now="2026-01-05T00:20:00Z", state_dir=tmp_path) as h:
+        h.tick()
+        assert not h.freshness("top").late
+        h.advance("50m")
+        assert _violations(h, "top") == [(None, "2026-01-05T01:00:00+00:00")]

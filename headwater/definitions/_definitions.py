@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -400,6 +401,22 @@ class Definitions:
         return self._with_upstream(
             k for k, a in self.assets.items() if a.freshness and a.freshness.max_lag is not None
         )
+
+    def lag_below(self, key: str) -> timedelta | None:
+        """The smallest ``max_lag`` of the assets downstream of ``key`` (None: none has one):
+        how long it may stay behind before one of them is late through it."""
+        if key not in self._lag_below:
+            lags = [
+                lag
+                for k in self.graph.descendants([key]) - {key}
+                if (sla := self.nodes[k].freshness) is not None and (lag := sla.max_lag)
+            ]
+            self._lag_below[key] = min(lags, default=None)
+        return self._lag_below[key]
+
+    @functools.cached_property
+    def _lag_below(self) -> dict[str, timedelta | None]:
+        return {}
 
     @functools.cached_property
     def sla_holders(self) -> frozenset[str]:

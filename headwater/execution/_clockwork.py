@@ -23,7 +23,16 @@ from headwater.definitions import (
     keys_holding,
 )
 from headwater.execution._timers import Timers
-from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
+from headwater.planning import (
+    Evaluator,
+    NodeKey,
+    NodeRecord,
+    Schedule,
+    behind_upstream,
+    freshness_status,
+    lag_since,
+    stuck_below,
+)
 from headwater.policies import ClockPolicy
 
 if TYPE_CHECKING:
@@ -128,10 +137,49 @@ class Clockwork:
                 self._cron_pending.add(str(subject))
             elif kind == "wake":
                 engine.dirty.add(cast(NodeKey, subject))
+            elif kind == "behind":
+                freshness += await self._stuck(cast(NodeKey, subject))
             else:
                 freshness.append(cast(NodeKey, subject))
         if freshness:
             await self.check_freshness(freshness)
+
+    def behind(self, node: NodeKey, since: datetime) -> None:
+        """``node`` is behind a change since ``since``: if it is still behind when an asset
+        below it may be late through it, those assets are behind too (see :meth:`_stuck`)."""
+        lag = self.engine.defs.lag_below(node[0])
+        if lag is not None:
+            self.timers.schedule(since + lag, "behind", node)
+
+    def resume_behind(self) -> None:
+        """At start: the partitions that were behind when the last owner stopped."""
+        for node, record in self.engine.state.records.items():
+            if record.pending_since is not None and node[0] in self.engine.defs.lag_tracked:
+                self.behind(node, record.pending_since)
+
+    async def _stuck(self, node: NodeKey) -> list[NodeKey]:
+        """The ``behind`` timer of ``node``: still behind, it is stuck (failing, retrying,
+        manual, waiting for a cron tick), and the assets below that read it are behind since
+        the same change, though none of their inputs has a new version: remembered on each
+        (the CLI reads it too), and the readers with a ``max_lag`` returned to be checked."""
+        engine = self.engine
+        ev = engine.evaluator()
+        record = engine.state.record(node)
+        if record is None or (since := record.pending_since) is None:
+            return []
+        if ev.status(*node).state == "fresh" and behind_upstream(ev, node) is None:
+            return []
+        lag = engine.defs.lag_below(node[0])
+        if lag is None:
+            return []
+        if since + lag > ev.now:  # it got a later change since: its timer comes later
+            self.timers.schedule(since + lag, "behind", node)
+            return []
+        updates, holders = stuck_below(ev, node, since)
+        if updates:
+            seen = {n: engine.state.record(n) for n in updates}
+            await engine.put({}, pending_since=updates, decided_on=seen)
+        return holders
 
     def due_cron(self, ev: Evaluator) -> dict[str, datetime]:
         """Cron assets whose tick has come: their partitions are looked at in this tick."""
@@ -224,8 +272,12 @@ class Clockwork:
                 events.append(engine.event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
             if fs.deadline is not None:
                 self.timers.schedule(fs.deadline, "freshness", node)
-            if record.pending_since is not None and ev.status(*node).state == "fresh":
-                corrections[node] = None  # up to date again
+            if (
+                record.pending_since is not None
+                and ev.status(*node).state == "fresh"
+                and lag_since(ev, *node, "fresh") is None
+            ):
+                corrections[node] = None  # up to date again, and nothing above is stuck
         again: list[NodeKey] = []
         if corrections:
             corrected = await engine.put({}, pending_since=corrections, decided_on=seen)

@@ -183,6 +183,7 @@ class RunCycle:
                 for key in engine.defs.assets:
                     engine.dirty.update((key, p) for p in ev.partitions(key))
                 held = clockwork.sla_nodes(ev)
+                clockwork.resume_behind()
                 await clockwork.check_freshness(held)
                 await clockwork.close_dropped_violations(held)
             due_cron = clockwork.due_cron(ev)

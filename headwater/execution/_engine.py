@@ -62,6 +62,7 @@ from headwater.planning import (
     freshness_status,
     node_label,
     partition_range,
+    released_below,
     resolve_selection,
     usual_durations,
 )
@@ -438,11 +439,19 @@ class Engine:
                 continue
             node = (event.asset, event.partition)
             if records[node].version == self.state.version(node):
+                if event.kind == EventKind.MATERIALIZATION:
+                    # the same version: the assets below that remembered its change as one
+                    # they did not reflect yet (it was stuck) are up to date again
+                    ev = ev or self.evaluator()
+                    readers += released_below(ev, node)
                 continue
             since = event.payload.get("reflects_since")
             origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
             ev = ev or self.evaluator()
             readers += carry_pending_since(ev, node, origin, records)
+        for reader in readers:
+            if (record := records.get(reader)) is not None and record.pending_since is not None:
+                self.clockwork.behind(reader, record.pending_since)
         return readers
 
     # -- small values, kept in the log -------------------------------------------------
@@ -506,6 +515,7 @@ class Engine:
         ]
         if changed:
             await self.put({}, pending_since={node: min(changed)})
+            self.clockwork.behind(node, min(changed))
 
     async def _journaled_starts(self) -> dict[str, Event]:
         """Starts the previous owner journaled that the log does not hold: it died before

@@ -27,10 +27,13 @@ from headwater.planning._status import FRESH, Evaluator
 __all__ = [
     "FreshnessStatus",
     "age_deadline",
+    "behind_upstream",
     "carry_pending_since",
     "freshness_status",
     "lag_since",
+    "released_below",
     "span",
+    "stuck_below",
 ]
 
 
@@ -71,7 +74,12 @@ def _lag(
     reflects everything; None while an input it reads has never arrived (its lag cannot start
     before all of its inputs exist)."""
     if state == FRESH:
-        return timedelta(0), None
+        record = ev.state.record((key, partition))
+        if record is None or (since := record.pending_since) is None:
+            return timedelta(0), None
+        if behind_upstream(ev, (key, partition)) is None:
+            return timedelta(0), None  # what it remembers was resolved by early cutoff
+        return max(timedelta(0), ev.now - since), since  # an asset above is stuck
     inputs_since: datetime | None = None
     for _, nodes in ev.input_nodes(key, partition):
         if not nodes:
@@ -160,6 +168,83 @@ def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
     return record.changed_at if record.version is not None else None
 
 
+def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
+    """Whether an asset upstream of ``node`` is behind a change it has not produced a version
+    for yet (failing, retrying, manual, waiting for its cron tick), through assets that
+    remember it (``pending_since``, pushed down by :func:`stuck_below`). Walks only those:
+    the stuck region, not the ancestry. Returns that asset's partition (None: none)."""
+    assets = ev.defs.assets
+    stack, seen = [node], {node}
+    while stack:
+        for _, ups in ev.input_nodes(*stack.pop()):
+            for up in ups:
+                if up in seen or up[0] not in assets:
+                    continue
+                seen.add(up)
+                record = ev.state.record(up)
+                if record is None or record.pending_since is None:
+                    continue
+                if ev.status(*up).state != FRESH:
+                    return up
+                stack.append(up)
+    return None
+
+
+def _remembers(ev: Evaluator, node: NodeKey, record: NodeRecord) -> bool:
+    """Whether the change the partition remembers is still one it does not reflect (else it
+    is left from a stuck asset above that since produced the same version)."""
+    return ev.status(*node).state != FRESH or behind_upstream(ev, node) is not None
+
+
+def stuck_below(
+    ev: Evaluator, node: NodeKey, since: datetime
+) -> tuple[dict[NodeKey, datetime], list[NodeKey]]:
+    """``node`` has been behind since ``since`` for as long as an asset below may lag: every
+    asset below that reads it, directly or through others, is behind since then too, though
+    none of their inputs has a new version yet. Returns the ``pending_since`` to write (the
+    earlier one each already remembers stands) and the readers with a ``max_lag``."""
+    tracked = ev.defs.lag_tracked
+    nodes = ev.defs.nodes
+    updates: dict[NodeKey, datetime] = {}
+    holders: list[NodeKey] = []
+    queue, seen = list(ev.children(node)), {node}
+    while queue:
+        child = queue.pop()
+        if child in seen or child[0] not in tracked:
+            continue
+        seen.add(child)
+        queue.extend(ev.children(child))
+        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
+            holders.append(child)
+        record = ev.state.record(child)
+        known = record.pending_since if record is not None else None
+        if known is None or known > since or not _remembers(ev, child, record or NodeRecord()):
+            updates[child] = since
+    return updates, holders
+
+
+def released_below(ev: Evaluator, node: NodeKey) -> list[NodeKey]:
+    """``node`` produced the version it had: the readers with a ``max_lag`` below it that
+    remember a change through it (:func:`stuck_below`) are to be checked again. Walks only
+    partitions that remember one: none after an ordinary early cutoff."""
+    tracked = ev.defs.lag_tracked
+    nodes = ev.defs.nodes
+    holders: list[NodeKey] = []
+    queue, seen = list(ev.children(node)), {node}
+    while queue:
+        child = queue.pop()
+        if child in seen or child[0] not in tracked:
+            continue
+        seen.add(child)
+        record = ev.state.record(child)
+        if record is None or record.pending_since is None:
+            continue
+        queue.extend(ev.children(child))
+        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
+            holders.append(child)
+    return holders
+
+
 def carry_pending_since(
     ev: Evaluator, node: NodeKey, origin: datetime, records: dict[NodeKey, NodeRecord]
 ) -> list[NodeKey]:
@@ -175,7 +260,11 @@ def carry_pending_since(
             continue
         readers.append(child)
         record = records.get(child) or ev.state.record(child) or NodeRecord()
-        if record.pending_since is None or origin < record.pending_since:
+        if (
+            record.pending_since is None
+            or origin < record.pending_since
+            or (child not in records and not _remembers(ev, child, record))
+        ):
             records[child] = replace(record, pending_since=origin)
     return readers
 
@@ -206,9 +295,11 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
             behind = lag[0]
             due = since + sla.max_lag
             if now >= due:
-                reasons.append(
-                    f"{status.state} for {span(behind)}, more than max_lag {span(sla.max_lag)}"
-                )
+                what = status.state
+                if what == FRESH and (stuck := behind_upstream(ev, (key, partition))):
+                    where = stuck[0] if stuck[1] is None else f"{stuck[0]}[{stuck[1]}]"
+                    what = f"behind {where} ({ev.status(*stuck).state})"
+                reasons.append(f"{what} for {span(behind)}, more than max_lag {span(sla.max_lag)}")
             else:
                 deadlines.append(due)
     last = _last_change(node, record)
