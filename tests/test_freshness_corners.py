@@ -475,3 +475,94 @@ def test_an_asset_stuck_across_a_restart_still_makes_the_assets_below_late(
         assert not h.freshness("top").late
         h.advance("50m")
         assert _violations(h, "top") == [(None, "2026-01-05T01:00:00+00:00")]
+
+
+def _failing_on_two() -> Any:
+    """An asset that fails (and retries every 30 minutes) while its input is 2."""
+
+    @hw.asset(retries=hw.Retry(max_attempts=1000, delay="30m", backoff=1.0))
+    def a0(src: int) -> int:
+        if src == 2:
+            raise ConnectionError("flaky")
+        return src
+
+    return a0
+
+
+def test_a_run_for_another_input_does_not_clear_a_lateness_through_a_stuck_asset() -> None:
+    """``a2`` reads the stuck chain and ``side``: a change of ``side`` runs it and ``a3``,
+    which still do not reflect the change ``a0`` holds back: ``a3`` stays late (it was
+    recorded recovered, and on time for hours: hostile36b bug2)."""
+    src, side = hw.source("src"), hw.source("side")
+    a0 = _failing_on_two()
+    a1 = hw.asset("a1", deps=[a0])(lambda: 1)
+
+    @hw.asset
+    def a2(a1: int, side: int) -> int:
+        return side
+
+    @hw.asset(freshness=hw.Freshness(max_lag="10m"))
+    def a3(a2: int) -> int:
+        return a2
+
+    with Harness(hw.Definitions([src, side, a0, a1, a2, a3]), now="2026-01-05T01:00Z") as h:
+        h.observe("src", value=1)
+        h.observe("side", value=1)
+        h.tick()
+        h.observe("src", value=2)
+        h.tick()
+        h.advance("11m")
+        assert h.freshness("a3").late
+        h.observe("side", value=2)
+        assert ("a3", None) in h.tick().materialized
+        h.advance("3h")
+        assert h.freshness("a3").late
+        assert h.events(kind="freshness_recovered") == []
+
+
+def test_a_stuck_asset_up_to_date_again_without_a_run_releases_the_assets_below() -> None:
+    """The input of the stuck asset changes back: it is up to date without running, and the
+    reader below it is recorded on time again (the violation stayed open: hostile36b bug1)."""
+    src = hw.source("src")
+    a0 = _failing_on_two()
+    a1 = hw.asset("a1", deps=[a0])(lambda: 1)
+    a2 = hw.asset("a2", deps=[a1], freshness=hw.Freshness(max_lag="10m"))(lambda: 1)
+    with Harness(hw.Definitions([src, a0, a1, a2]), now="2026-01-05T00:00Z") as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=2)
+        h.tick()
+        h.advance("11m")
+        assert _violations(h, "a2") == [(None, "2026-01-05T00:10:00+00:00")]
+        h.observe("src", value=1)
+        h.tick()
+        assert not h.freshness("a2").late
+        (recovered,) = h.events(kind="freshness_recovered", asset="a2")
+        assert recovered.timestamp == datetime(2026, 1, 5, 0, 11, tzinfo=UTC)
+
+
+def test_plan_names_the_readers_a_failing_asset_leaves_behind_and_none_of_a_never_run_one(
+    tmp_path: Path,
+) -> None:
+    """``plan`` agrees with ``status``: the reader below a failing asset is late (plan listed
+    no SLA: hostile36b bug5); the reader of a manual asset that never ran is not late by
+    ``max_lag`` (plan said it was: bug6)."""
+    from headwater.planning._dryrun import dry_run
+
+    src = hw.source("src")
+    a0 = _failing_on_two()
+    top = hw.asset("top", deps=[a0], freshness=hw.Freshness(max_lag="10m"))(lambda: 1)
+    never = hw.asset("never", deps=[src], policy=hw.manual())(lambda: 1)
+    reader = hw.asset("reader", deps=[never], freshness=hw.Freshness(max_lag="10m"))(lambda: 1)
+    defs = hw.Definitions([src, a0, top, never, reader])
+    with Harness(defs, now="2026-01-05T00:00Z", state_dir=tmp_path) as h:
+        h.observe("src", value=1)
+        h.tick()
+        h.observe("src", value=2)
+        h.tick()
+        h.advance("15m")
+        assert h.freshness("top").late and not h.freshness("reader").late
+        risks = h._call(
+            lambda: dry_run(defs, h.engine.state, h.engine.clock.now(), changed=None)
+        ).risks
+        assert [(r.asset, r.late) for r in risks] == [("top", True)]

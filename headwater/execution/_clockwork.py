@@ -28,7 +28,6 @@ from headwater.planning import (
     NodeKey,
     NodeRecord,
     Schedule,
-    behind_upstream,
     freshness_status,
     lag_since,
     stuck_below,
@@ -152,9 +151,18 @@ class Clockwork:
             self.timers.schedule(since + lag, "behind", node)
 
     def resume_behind(self) -> None:
-        """At start: the partitions that were behind when the last owner stopped."""
-        for node, record in self.engine.state.records.items():
-            if record.pending_since is not None and node[0] in self.engine.defs.lag_tracked:
+        """At start: the partitions that were behind when the last owner stopped (the stuck
+        ones: those below that remember their change are up to date themselves)."""
+        engine = self.engine
+        ev = engine.evaluator()
+        tracked = engine.defs.lag_tracked
+        for node, record in engine.state.records.items():
+            if (
+                record.pending_since is not None
+                and node[0] in tracked
+                and ev.exists(*node)
+                and ev.status(*node).state != "fresh"
+            ):
                 self.behind(node, record.pending_since)
 
     async def _stuck(self, node: NodeKey) -> list[NodeKey]:
@@ -167,8 +175,10 @@ class Clockwork:
         record = engine.state.record(node)
         if record is None or (since := record.pending_since) is None:
             return []
-        if ev.status(*node).state == "fresh" and behind_upstream(ev, node) is None:
+        if node[0] not in engine.defs.assets or not ev.exists(*node):
             return []
+        if ev.status(*node).state == "fresh":
+            return []  # it produced the change, or it is below the stuck one (its push)
         lag = engine.defs.lag_below(node[0])
         if lag is None:
             return []

@@ -57,6 +57,7 @@ from headwater.planning import (
     State,
     Status,
     backfill_nodes,
+    behind_upstream,
     carry_pending_since,
     explain,
     freshness_status,
@@ -246,7 +247,7 @@ class Engine:
                 record = self.state.reduce(event, records.get(node))
                 if record is not None:
                     records[node] = record
-            readers = self._carry_pending_since(events, records)
+            readers, maybe = self._carry_pending_since(events, records)
             if not await self._written_first(records):
                 break
         self._refuse_if_degraded()
@@ -268,7 +269,12 @@ class Engine:
                 [
                     n
                     for n in dict.fromkeys(
-                        [*records, *readers, *self.clockwork.made_by_keys(dynamic)]
+                        [
+                            *records,
+                            *readers,
+                            *self._released(maybe),
+                            *self.clockwork.made_by_keys(dynamic),
+                        ]
                     )
                     if getattr(nodes.get(n[0]), "freshness", None)
                 ]
@@ -420,16 +426,18 @@ class Engine:
 
     def _carry_pending_since(
         self, events: Sequence[Event], records: dict[NodeKey, NodeRecord]
-    ) -> list[NodeKey]:
+    ) -> tuple[list[NodeKey], list[NodeKey]]:
         """A new version leaves its readers behind since the original change: each reader with
         a ``max_lag`` downstream of it (itself included) remembers the earliest change it does
         not reflect yet, carried down through the assets in between. (Lag never counts from
         before a reader's inputs all existed: the SLA evaluation clamps it.) Returns the
-        readers, whose deadlines may have moved."""
+        readers, whose deadlines may have moved, and the partitions that were behind and may
+        be up to date once written (see :meth:`_released`)."""
         tracked = self.defs.lag_tracked
         readers: list[NodeKey] = []
+        maybe: list[NodeKey] = []
         if not tracked:
-            return readers
+            return readers, maybe
         ev: Evaluator | None = None
         for event in events:
             if (
@@ -438,21 +446,41 @@ class Engine:
             ):
                 continue
             node = (event.asset, event.partition)
-            if records[node].version == self.state.version(node):
-                if event.kind == EventKind.MATERIALIZATION:
-                    # the same version: the assets below that remembered its change as one
-                    # they did not reflect yet (it was stuck) are up to date again
-                    ev = ev or self.evaluator()
-                    readers += released_below(ev, node)
+            old = self.state.record(node)
+            if event.kind == EventKind.MATERIALIZATION and old is not None and old.pending_since:
+                ev = ev or self.evaluator()
+                if behind_upstream(ev, node) is not None:
+                    # it ran for another input: still behind an asset above that is stuck
+                    records[node] = replace(records[node], pending_since=old.pending_since)
+                else:
+                    maybe.append(node)
+            if records[node].version == (old.version if old is not None else None):
                 continue
             since = event.payload.get("reflects_since")
             origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
             ev = ev or self.evaluator()
-            readers += carry_pending_since(ev, node, origin, records)
+            carried = carry_pending_since(ev, node, origin, records)
+            readers += carried
+            maybe += [r for r in carried if r not in records and ev.state.record(r) is not None]
         for reader in readers:
             if (record := records.get(reader)) is not None and record.pending_since is not None:
                 self.clockwork.behind(reader, record.pending_since)
-        return readers
+        return readers, maybe
+
+    def _released(self, maybe: Sequence[NodeKey]) -> list[NodeKey]:
+        """Of the partitions that were behind, those up to date now (a run of the version they
+        had, an input changed back) release the readers below that remembered a change
+        through them: those with a ``max_lag``, to check again."""
+        if not maybe:
+            return []
+        ev = self.evaluator()
+        return [
+            holder
+            for node in dict.fromkeys(maybe)
+            if (record := self.state.record(node)) is not None
+            and (record.pending_since is None or ev.status(*node).state == "fresh")
+            for holder in released_below(ev, node)
+        ]
 
     # -- small values, kept in the log -------------------------------------------------
 

@@ -169,25 +169,51 @@ def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
 
 
 def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
-    """Whether an asset upstream of ``node`` is behind a change it has not produced a version
-    for yet (failing, retrying, manual, waiting for its cron tick), through assets that
-    remember it (``pending_since``, pushed down by :func:`stuck_below`). Walks only those:
-    the stuck region, not the ancestry. Returns that asset's partition (None: none)."""
+    """An asset upstream of ``node`` that is behind a change it has not produced a version
+    for yet (failing, retrying, manual, waiting for its cron tick), reached through assets
+    that remember that change (``pending_since``, pushed down by :func:`stuck_below`); None:
+    none. Walks only those, the stuck region, not the ancestry, and each of them once per
+    evaluator (``Evaluator.stuck_above``): every holder below a stuck chain asks."""
+    memo = ev.stuck_above
+    if ev.stuck_at != ev.state.puts:  # a view of a state that changed since (a dry run)
+        memo.clear()
+        ev.stuck_at = ev.state.puts
+    if node in memo:
+        return memo[node]
     assets = ev.defs.assets
-    stack, seen = [node], {node}
-    while stack:
-        for _, ups in ev.input_nodes(*stack.pop()):
+    parent: dict[NodeKey, NodeKey | None] = {node: None}
+    stack = [node]
+    found: NodeKey | None = None
+    below: NodeKey | None = None  # the partition whose input led to it
+    while stack and found is None:
+        current = stack.pop()
+        for _, ups in ev.input_nodes(*current):
             for up in ups:
-                if up in seen or up[0] not in assets:
+                if up in parent or up[0] not in assets:
                     continue
-                seen.add(up)
                 record = ev.state.record(up)
                 if record is None or record.pending_since is None:
                     continue
+                if up in memo:
+                    if (found := memo[up]) is not None:
+                        below = current
+                        break
+                    continue
+                parent[up] = current
                 if ev.status(*up).state != FRESH:
-                    return up
+                    found, below = up, current
+                    break
                 stack.append(up)
-    return None
+            if found is not None:
+                break
+    if found is None:
+        memo.update(dict.fromkeys(parent))  # each was walked through to its end
+    else:
+        at = below
+        while at is not None:  # the path to it: each reaches it the same way
+            memo[at] = found
+            at = parent[at]
+    return found
 
 
 def _remembers(ev: Evaluator, node: NodeKey, record: NodeRecord) -> bool:

@@ -281,6 +281,8 @@ class State:
         self.dynamic: dict[str, dict[str, datetime | None]] = {}
         """name -> key -> when it was added (None: before headwater kept that), in order"""
         self.schedules: dict[str, Schedule] = {}
+        self.puts = 0
+        """Records put so far: what a memo over the records is valid for."""
 
     def record(self, node: NodeKey) -> NodeRecord | None:
         return self.records.get(node)
@@ -307,6 +309,7 @@ class State:
 
     def put(self, node: NodeKey, record: NodeRecord) -> None:
         self.records[node] = record
+        self.puts += 1
         asset, partition = node
         if partition is not None:
             parts = self.present.setdefault(asset, {})
