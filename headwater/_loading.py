@@ -8,16 +8,17 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import io
 import linecache
 import os
 import posix
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater._usercode import users_file, users_module
@@ -136,7 +137,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     if added:
         sys.path.insert(0, folder)  # so the definitions file can import its neighbours
     try:
-        with _no_exit():
+        with _no_exit(), _dropped_on_failure(before):
             exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
     except DefinitionError as exc:
         sys.modules.pop(name, None)
@@ -172,22 +173,22 @@ def _reloadable(name: str) -> bool:
     return bool(folders) and all(users_file(str(Path(f) / "__init__.py")) for f in folders)
 
 
-class _TextLoader(importlib.abc.SourceLoader):
-    """Runs a module's text as a load read it, whatever its file holds now. No bytecode
-    cache: a ``.pyc`` of the file as it is now would run the newer code."""
+class _TextLoader(importlib.machinery.SourceFileLoader):
+    """Runs a module's text as a load read it, whatever its file holds now: a file loader
+    otherwise (``importlib.resources`` reads the package's files). No bytecode cache: a
+    ``.pyc`` of the file as it is now would run the newer code."""
 
-    def __init__(self, path: str, data: bytes) -> None:
-        self.path = path
+    def __init__(self, fullname: str, path: str, data: bytes) -> None:
+        super().__init__(fullname, path)
         self.data = data
-
-    def get_filename(self, fullname: str) -> str:
-        return self.path
 
     def get_data(self, path: str) -> bytes:
         if path == self.path:
             return self.data
-        with open(path, "rb") as file:
-            return file.read()
+        return super().get_data(path)
+
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        raise OSError("no bytecode cache for a module run from its text")
 
 
 class _Served(importlib.abc.MetaPathFinder):
@@ -203,7 +204,10 @@ class _Served(importlib.abc.MetaPathFinder):
         file, data = found
         package = [str(Path(file).parent)] if Path(file).name == "__init__.py" else None
         return importlib.util.spec_from_file_location(
-            fullname, file, loader=_TextLoader(file, data), submodule_search_locations=package
+            fullname,
+            file,
+            loader=_TextLoader(fullname, file, data),
+            submodule_search_locations=package,
         )
 
 
@@ -228,16 +232,72 @@ def _serving(modules: ModuleTexts | None) -> Iterator[None]:
             sys.meta_path.remove(finder)
 
 
+class _Recording(importlib.abc.MetaPathFinder):
+    """Imports the user's modules found on ``sys.path`` from a text read once and kept: the
+    text shipped to workers is the one that ran here, not the file read again after the
+    import (a deploy racing a reload: hostile36c bug5)."""
+
+    def __init__(self) -> None:
+        self.texts: ModuleTexts = {}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        found = importlib.machinery.PathFinder.find_spec(fullname, path)
+        origin = found.origin if found is not None else None
+        if (
+            found is None
+            or not isinstance(found.loader, importlib.machinery.SourceFileLoader)
+            or not isinstance(origin, str)
+            or not users_file(origin)
+        ):
+            return None  # the usual finders, as if this one were not there
+        try:
+            data = Path(origin).read_bytes()
+        except OSError:
+            return None
+        self.texts[fullname] = (origin, data)
+        _cache_lines(origin, data)
+        return importlib.util.spec_from_file_location(
+            fullname,
+            origin,
+            loader=_TextLoader(fullname, origin, data),
+            submodule_search_locations=found.submodule_search_locations,
+        )
+
+
+@contextlib.contextmanager
+def _recording(on: bool) -> Iterator[ModuleTexts]:
+    """While the definitions import (``on``: in the daemon), the text of each module of the
+    user's it imports, as it ran."""
+    if not on:
+        yield {}
+        return
+    finder = _Recording()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield finder.texts
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
 def _cache_lines(file: str, data: bytes) -> None:
-    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+    # Lines end where Python's do (\n, \r\n, \r): str.splitlines also splits at a form
+    # feed and others, and every line after one was off by one for inspect (hostile36c bug2).
+    lines = io.StringIO(data.decode("utf-8", "replace"), newline=None).readlines()
     linecache.cache[file] = (len(data), None, lines, file)  # never re-read
 
 
-def _texts(names: Iterable[str]) -> ModuleTexts:
+def _texts(names: Iterable[str], recorded: ModuleTexts) -> ModuleTexts:
     """The text of each of the user's modules named (Python files only), kept as the lines
-    tracebacks and code versions read: what workers are then given to import."""
+    tracebacks and code versions read: what workers are then given to import. As it was
+    ``recorded`` while it ran, else as its file holds it now."""
     out: ModuleTexts = {}
     for name in names:
+        if name in recorded:
+            out[name] = recorded[name]
+            continue
         file = getattr(sys.modules.get(name), "__file__", None)
         if not isinstance(file, str) or not file.endswith(".py"):
             continue  # a namespace package, an extension module
@@ -272,12 +332,30 @@ def _import_module(name: str) -> ModuleType:
     it brought in. Else a reload of ``module:attribute`` kept the code it started with (and
     a Dask worker ran it: hostile34b bug5) while saying it had reloaded."""
     earlier = _HELPERS.pop(name, [])
-    _forget([*earlier, name] if users_module(name) else earlier)
+    # The target and its package are imported afresh even if installed (`pip install` of a
+    # new version, then a reload): the definitions are what a reload is asked for.
+    top = name.partition(".")[0]
+    ours = [m for m in sys.modules if m == top or m.startswith(top + ".")]
+    _forget([*earlier, *ours] if top != "headwater" else earlier)
     before = set(sys.modules)
+    with _dropped_on_failure(before):
+        module = importlib.import_module(name)
+    _HELPERS[name] = [
+        n for n in set(sys.modules) - before if _reloadable(n) or n.partition(".")[0] == top
+    ]
+    return module
+
+
+@contextlib.contextmanager
+def _dropped_on_failure(before: set[str]) -> Iterator[None]:
+    """An import that fails forgets the user's modules it brought in: kept in
+    ``sys.modules`` (with no load listing them), the next reload would find them there and
+    run their text of that failed attempt (hostile36c bug1)."""
     try:
-        return importlib.import_module(name)
-    finally:
-        _HELPERS[name] = [n for n in set(sys.modules) - before if _reloadable(n)]
+        yield
+    except BaseException:
+        _forget(n for n in set(sys.modules) - before if _reloadable(n))
+        raise
 
 
 def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
@@ -333,10 +411,12 @@ def load_definitions(
     global _RUN_TIME
     if serving:
         _forget_run_time()
-    with _serving(modules):
+    with _serving(modules), _recording(serving and modules is None) as recorded:
         defs = _load(target, source)
     # a worker keeps what it was given: read again, the files may hold newer text
-    defs.modules = modules if modules is not None else _texts(_HELPERS[_helpers_key(target)])
+    if modules is None:
+        modules = _texts(_HELPERS[_helpers_key(target)], recorded)
+    defs.modules = modules
     if serving:
         _RUN_TIME = set(sys.modules)
     return defs

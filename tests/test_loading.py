@@ -1,0 +1,135 @@
+"""Loading definitions in this process, from real files: what a reload imports afresh, and
+the text of the user's modules a worker is given (it must be what ran here)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from headwater._loading import LoadError, load_definitions
+
+
+@pytest.fixture
+def importable(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path`` on the import path for the test, and the modules imported from it
+    forgotten after it (the next test's files have the same names)."""
+    sys.path.insert(0, str(tmp_path))
+    before = set(sys.modules)
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+DEFS = """
+import headwater as hw
+import helper_{n}
+
+answer = hw.asset("answer", policy=hw.manual())(helper_{n}.answer)
+defs = hw.Definitions([answer])
+"""
+
+
+def _answer(defs: object) -> int:
+    fn = defs.assets["answer"].fn  # type: ignore[attr-defined]
+    return int(fn())
+
+
+def test_a_failed_load_forgets_the_helper_it_imported(importable: Path) -> None:
+    """The helper edited, then the definitions fail after importing it (the daemon's import
+    failing where the reload's check passed): the next load imports the helper afresh, not
+    the text of the failed attempt left in ``sys.modules`` (hostile36c bug1)."""
+    helper, defs_file = importable / "helper_1.py", importable / "defs.py"
+    helper.write_text("def answer() -> int:\n    return 1\n")
+    defs_file.write_text(DEFS.format(n=1))
+    assert _answer(load_definitions(str(defs_file))) == 1
+    helper.write_text("def answer() -> int:\n    return 2\n")
+    defs_file.write_text(DEFS.format(n=1) + "raise RuntimeError('not today')\n")
+    with pytest.raises(LoadError, match="not today"):
+        load_definitions(str(defs_file))
+    helper.write_text("def answer() -> int:\n    return 3\n")
+    defs_file.write_text(DEFS.format(n=1))
+    assert _answer(load_definitions(str(defs_file))) == 3
+
+
+def test_a_form_feed_in_a_helper_leaves_its_functions_code_versions_their_own(
+    importable: Path,
+) -> None:
+    """Lines end where Python's do: a form feed (a page break) is not one. Split there,
+    every line after it was off by one: the function's source read as another line, and its
+    code version stayed the same when it was edited (hostile36c bug2)."""
+    helper, defs_file = importable / "helper_2.py", importable / "defs.py"
+    defs_file.write_text(DEFS.format(n=2))
+    versions = []
+    for value in (1, 2):
+        helper.write_text(
+            f"# page one\n\x0c\n# page two\ndef answer() -> int:\n    return {value}\n"
+        )
+        defs = load_definitions(str(defs_file))
+        assert _answer(defs) == value
+        versions.append(defs.code_version("answer"))
+    assert versions[0] != versions[1]
+
+
+def test_a_worker_given_the_text_of_a_package_reads_its_resources(importable: Path) -> None:
+    """A worker imports the package from the text the daemon loaded; ``importlib.resources``
+    still finds the files beside it (every worker failed "Can't open orphan path":
+    hostile36c bug3)."""
+    package = importable / "respkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "query.sql").write_text("select 42")
+    (package / "defs.py").write_text(
+        "import importlib.resources\n"
+        "import headwater as hw\n"
+        "QUERY = importlib.resources.files(__package__).joinpath('query.sql').read_text()\n"
+        "answer = hw.asset('answer', policy=hw.manual())(lambda: len(QUERY))\n"
+        "defs = hw.Definitions([answer])\n"
+    )
+    daemons = load_definitions("respkg.defs:defs", serving=True)
+    assert set(daemons.modules) == {"respkg", "respkg.defs"}
+    workers = load_definitions("respkg.defs:defs", daemons.source, daemons.modules)
+    assert _answer(workers) == len("select 42")
+
+
+def test_a_module_target_of_an_installed_package_is_imported_afresh(importable: Path) -> None:
+    """``pip install`` of a new version, then a reload: the target is the definitions asked
+    for, installed or not (the daemon kept the old, and shipped nothing: hostile36c bug4)."""
+    installed = importable / "venv" / "lib" / "site-packages"
+    (installed / "mypipe").mkdir(parents=True)
+    (installed / "mypipe" / "__init__.py").write_text("")
+    sys.path.insert(0, str(installed))
+    try:
+        for version in (1, 2):
+            (installed / "mypipe" / "defs.py").write_text(
+                "import headwater as hw\n"
+                f"answer = hw.asset('answer', policy=hw.manual())(lambda: {version})\n"
+                "defs = hw.Definitions([answer])\n"
+            )
+            defs = load_definitions("mypipe.defs:defs", serving=True)
+            assert _answer(defs) == version
+            assert "mypipe.defs" in defs.modules
+    finally:
+        sys.path.remove(str(installed))
+
+
+def test_the_text_given_to_workers_is_the_text_that_ran(importable: Path) -> None:
+    """The helper's file changes while the definitions import (a deploy racing the reload):
+    workers are given the text the daemon ran, not the file read again afterwards (hostile36c
+    bug5)."""
+    helper, defs_file = importable / "helper_5.py", importable / "defs.py"
+    helper.write_text("def answer() -> int:\n    return 1\n")
+    defs_file.write_text(
+        DEFS.format(n=5)
+        + "import pathlib\n"
+        + "pathlib.Path(helper_5.__file__).write_text('def answer() -> int:\\n    return 2\\n')\n"
+    )
+    defs = load_definitions(str(defs_file), serving=True)
+    assert _answer(defs) == 1
+    file, text = defs.modules["helper_5"]
+    assert Path(file) == helper and text == b"def answer() -> int:\n    return 1\n"
