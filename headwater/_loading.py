@@ -283,9 +283,15 @@ def _recording(on: bool) -> Iterator[ModuleTexts]:
 
 
 def _cache_lines(file: str, data: bytes) -> None:
-    # Lines end where Python's do (\n, \r\n, \r): str.splitlines also splits at a form
-    # feed and others, and every line after one was off by one for inspect (hostile36c bug2).
-    lines = io.StringIO(data.decode("utf-8", "replace"), newline=None).readlines()
+    # Decoded as Python decodes it (a coding cookie: latin-1 text read as UTF-8 made every
+    # accented letter the same replacement character, and an edit of one no change of the
+    # code version: hostile36d bug2); lines end where Python's do (\n, \r\n, \r), not also
+    # at a form feed as str.splitlines has it (hostile36c bug2).
+    try:
+        text = importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        text = data.decode("utf-8", "replace")  # Python will refuse it: say what it can
+    lines = io.StringIO(text, newline=None).readlines()
     linecache.cache[file] = (len(data), None, lines, file)  # never re-read
 
 
@@ -424,13 +430,21 @@ def load_definitions(
 
 def _helpers_key(target: str) -> Path | str:
     path_text, _, named = _split(target)
-    return Path(path_text).resolve() if named else path_text
+    return _file_path(path_text) if named else path_text
+
+
+def _file_path(path_text: str) -> Path:
+    """The definitions file as named, made absolute, its symlinks kept: a deploy that points
+    ``current`` at a new release, then reloads, loads the same definitions (the same module
+    name, so values pickled from its classes still load; the same helpers to import afresh),
+    not another file beside the one loaded before."""
+    return Path(os.path.abspath(path_text))
 
 
 def _load(target: str, source: bytes | None) -> Definitions:
     path_text, attribute, named = _split(target)
     if named:
-        path = Path(path_text).resolve()
+        path = _file_path(path_text)
         if not path.is_file():
             what = (
                 "is not a regular file"

@@ -133,3 +133,47 @@ def test_the_text_given_to_workers_is_the_text_that_ran(importable: Path) -> Non
     assert _answer(defs) == 1
     file, text = defs.modules["helper_5"]
     assert Path(file) == helper and text == b"def answer() -> int:\n    return 1\n"
+
+
+def test_a_deploy_that_points_a_symlink_at_a_new_release_loads_all_of_it(
+    importable: Path,
+) -> None:
+    """``current`` points at ``v1``, then at ``v2``, and the definitions are loaded again (a
+    reload): the helper beside them is v2's too (v1's kept running: hostile36d bug4), and the
+    definitions module keeps its name, so values pickled from its classes still load
+    (hostile36d bug5)."""
+    releases = importable / "releases"
+    for version in (1, 2):
+        release = releases / f"v{version}"
+        release.mkdir(parents=True)
+        (release / "helper_6.py").write_text(f"def answer() -> int:\n    return {version}\n")
+        (release / "defs.py").write_text(DEFS.format(n=6))
+    current = importable / "current"
+    current.symlink_to(releases / "v1")
+    first = load_definitions(str(current / "defs.py"))
+    current.unlink()
+    current.symlink_to(releases / "v2")
+    second = load_definitions(str(current / "defs.py"))
+    assert (_answer(first), _answer(second)) == (1, 2)
+    assert second.module == first.module and first.module is not None
+    assert first.module.startswith("headwater_definitions_")
+
+
+def test_an_edit_of_an_accented_letter_in_a_latin_1_helper_changes_its_code_version(
+    importable: Path,
+) -> None:
+    """The helper declares its encoding: its text is read as Python reads it (as UTF-8, each
+    accented letter was the same replacement character: hostile36d bug2)."""
+    helper, defs_file = importable / "helper_7.py", importable / "defs.py"
+    defs_file.write_text(DEFS.format(n=7))
+    versions = []
+    for word in ("café", "cafè"):
+        helper.write_bytes(
+            f"# -*- coding: latin-1 -*-\ndef answer() -> int:\n    return len('{word}')\n".encode(
+                "latin-1"
+            )
+        )
+        defs = load_definitions(str(defs_file))
+        assert _answer(defs) == 4
+        versions.append(defs.code_version("answer"))
+    assert versions[0] != versions[1]
