@@ -438,7 +438,7 @@ def _file_path(path_text: str) -> Path:
     ``current`` at a new release, then reloads, loads the same definitions (the same module
     name, so values pickled from its classes still load; the same helpers to import afresh),
     not another file beside the one loaded before."""
-    return Path(os.path.abspath(path_text))
+    return Path(os.path.abspath(path_text))  # noqa: PTH100 (resolve() follows symlinks)
 
 
 def _load(target: str, source: bytes | None) -> Definitions:
