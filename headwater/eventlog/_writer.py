@@ -29,6 +29,7 @@ batches short enough to hold back other writes for at most a few milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -149,8 +150,9 @@ class _Batch:
     dynamic: Sequence[tuple[str, str, datetime]]
     schedules: Mapping[str, Schedule]
     values: Mapping[NodeKey, SmallValue | None]
-    done: anyio.Event | None = None
-    """Made by a caller that waits for a leader's commit."""
+    done: asyncio.Event | None = None
+    """Made by a caller that waits for a leader's commit (asyncio's: anyio's looks its
+    backend up at each creation, a few µs of each gathered commit)."""
     error: BaseException | None = None
 
 
@@ -190,8 +192,10 @@ class EventLog:
         above count pages, which an event with a large payload outgrows), and the WAL length
         at which to force a checkpoint (see ``_force_at``). Its thread writes here."""
         self._leading = False
-        self._txn = anyio.Lock()
-        """Held for each transaction: commits and prune batches never interleave."""
+        self._txn = anyio.Lock(fast_acquire=True)
+        """Held for each transaction: commits and prune batches never interleave. Taken
+        without a turn of the event loop when free: a leader that yielded there committed
+        what it had gathered, and the callers that came meanwhile in a second transaction."""
         self._dynamic_seq = 0
         self._pruner: sqlite3.Connection | None = None
         self._pruning = anyio.Lock()
@@ -301,7 +305,7 @@ class EventLog:
         batch = _Batch(events, records or {}, dynamic, schedules or {}, values or {})
         if self._leading:
             self._pending.append(batch)
-            batch.done = anyio.Event()
+            batch.done = asyncio.Event()
             # shielded: the leader commits this batch whatever happens to its caller, who
             # must then take what was committed (or memory and disk disagree)
             with anyio.CancelScope(shield=True):
@@ -312,16 +316,17 @@ class EventLog:
             self._pending.append(batch)
             self._leading = True
             try:
-                if gather:
-                    # The callers woken with this one run before it resumes: their writes
-                    # join this batch. Two trivial runs ending together commit once, not
-                    # twice (~80 µs of a ~0.4 ms run).
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
-                while self._pending:
-                    batches, self._pending = self._pending, []
-                    # A cancelled caller must not leave a transaction half-written: a commit
-                    # handed to a thread completes regardless.
-                    with anyio.CancelScope(shield=True):
+                # Shielded, the gathering too: a cancelled caller must not leave batches
+                # queued behind it uncommitted, nor a transaction half-written (a commit
+                # handed to a thread completes regardless).
+                with anyio.CancelScope(shield=True):
+                    if gather:
+                        # The callers woken with this one run before it resumes: their
+                        # writes join this batch. Two trivial runs ending together commit
+                        # once, not twice (~80 µs of a ~0.4 ms run).
+                        await asyncio.sleep(0)
+                    while self._pending:
+                        batches, self._pending = self._pending, []
                         async with self._txn:
                             if self._small(batches):
                                 self._commit_here(batches)
