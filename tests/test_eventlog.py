@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -194,6 +195,42 @@ async def test_small_commits_are_checkpointed_off_the_loop(tmp_path: Path) -> No
         assert wal < 5 * CHECKPOINT_PAGES * 4096, wal
     events = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
     assert len(events) == 3000
+
+
+@pytest.mark.asyncio
+async def test_a_forced_checkpoint_counts_the_wal_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint with no commit under way starts the WAL afresh: the next one is forced
+    only once the WAL is that long again, never at the next commit (a background checkpoint
+    that looked before the WAL was reset found it as long as before), and the frames a
+    background checkpoint finds replace the estimate of the pages committed before it looked:
+    a WAL that started afresh by itself is not forced for being long. A WAL bounded at 64
+    frames, 600 one-event commits (4 or 5 frames each)."""
+    from headwater.eventlog import _writer
+
+    monkeypatch.setattr(_writer, "_force_at", lambda path: 64)
+    kinds: list[bool] = []
+    write = _writer._write_transaction
+
+    def counted(conn: sqlite3.Connection, *rows: Any) -> int:
+        kinds.append(len(rows) > 5 and bool(rows[5]))
+        return write(conn, *rows)
+
+    monkeypatch.setattr(_writer, "_write_transaction", counted)
+    async with open_event_log(tmp_path) as log:
+        for i in range(600):
+            await log.write([_observation(i)])
+            if log._checkpointer is not None:  # each one's count is taken before the next
+                await anyio.to_thread.run_sync(log._checkpointer.join)
+        wal = (tmp_path / "events.db-wal").stat().st_size
+    forced = [i for i, checkpoint in enumerate(kinds) if checkpoint]
+    gaps = [b - a for a, b in itertools.pairwise(forced)]
+    assert all(gap >= 64 // 6 for gap in gaps), gaps
+    # The estimate alone (6 pages a commit) forced one every 12 commits, 50 in all, though
+    # each background checkpoint caught up and the WAL started afresh by itself.
+    assert len(forced) <= 25, forced
+    assert wal < 2 * 64 * (4096 + 24), wal
 
 
 @pytest.mark.asyncio

@@ -184,13 +184,14 @@ class EventLog:
         self._unchecked_pages = 0
         """WAL pages since the last checkpoint began."""
         self._wal_pages = 0
-        """WAL pages since the last checkpoint with no commit under way (after it, the next
-        commit starts the WAL afresh)."""
+        """About how many pages the WAL holds: counted since the last checkpoint with no
+        commit under way (after it, the next commit starts the WAL afresh), or since the last
+        background checkpoint began, added to the frames that one found (see ``_count``)."""
         self._checkpointer: threading.Thread | None = None
-        self._wal_seen = [0, 4 * CHECKPOINT_PAGES]
-        """Frames in the WAL as the last background checkpoint found them (the estimates
-        above count pages, which an event with a large payload outgrows), and the WAL length
-        at which to force a checkpoint (see ``_force_at``). Its thread writes here."""
+        self._wal_seen = [-1, 4 * CHECKPOINT_PAGES, 0]
+        """Frames in the WAL as the last background checkpoint found them, until ``_count``
+        takes them (-1: none since); the WAL length at which to force a checkpoint (see
+        ``_force_at``); ``_wal_pages`` just before it looked. Its thread writes here."""
         self._leading = False
         self._txn = anyio.Lock(fast_acquire=True)
         """Held for each transaction: commits and prune batches never interleave. Taken
@@ -387,10 +388,13 @@ class EventLog:
             pages = await anyio.to_thread.run_sync(
                 _write_transaction, self._writer, *rows, checkpoint, limiter=self._one_thread
             )
-            self._committed(pages)
             if checkpoint:
-                self._unchecked_pages = self._wal_pages = 0
-                self._wal_seen[0] = 0
+                # Its pages are in the database now, and the WAL starts afresh at the next
+                # commit: a checkpointer started now would find the old length (not reset
+                # until then) and send the next commit to a thread to force another.
+                self._unchecked_pages = self._wal_pages = pages = 0
+                self._wal_seen[0] = -1
+            self._committed(pages)
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -398,7 +402,21 @@ class EventLog:
 
     def _wal_long(self) -> bool:
         """Whether the WAL is long enough for a checkpoint with no commit under way."""
-        return max(self._wal_pages, self._wal_seen[0]) >= self._wal_seen[1]
+        self._count()
+        return self._wal_pages >= self._wal_seen[1]
+
+    def _count(self) -> None:
+        """Take the frames the last background checkpoint found in the WAL, exact when it
+        looked, for the estimate of what was committed before it began. The estimate alone
+        missed a WAL that started afresh by itself (that checkpoint caught up) and counts 6
+        pages for a one-event commit that writes 4 or 5; an event with a large payload
+        writes more: 10,000 one-event appends forced 14 checkpoints (each holding the writer
+        for the 5-13 ms of its fsyncs), and now 11, on a WAL as long."""
+        seen = self._wal_seen
+        if seen[0] >= 0:  # its thread has ended: nothing writes here until the next begins
+            # Commits between its reading the count and the WAL count twice: an excess.
+            self._wal_pages = seen[0] + self._wal_pages - seen[2]
+            seen[0] = -1
 
     def _committed(self, pages: int) -> None:
         self.commits += 1
@@ -407,10 +425,11 @@ class EventLog:
         if self._unchecked_pages < min(CHECKPOINT_PAGES, self._wal_seen[1] // 2):
             return
         if self._checkpointer is None or not self._checkpointer.is_alive():
+            self._count()
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
-                args=(self.path, self._wal_seen),
+                args=(self.path, self._wal_seen, lambda: self._wal_pages),
                 name="headwater checkpoint",
             )
             self._checkpointer.start()
@@ -503,7 +522,7 @@ class EventLog:
                     _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_seen[0] = 0
+                self._wal_seen[0] = -1
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -707,14 +726,16 @@ def _force_at(path: Path) -> int:
     return max(64, min(4 * CHECKPOINT_PAGES, free // (16 * 4096)))
 
 
-def _checkpoint_alone(path: Path, seen: list[int]) -> None:
+def _checkpoint_alone(path: Path, seen: list[int], pages: Callable[[], int]) -> None:
     """A passive checkpoint on a connection of its own (the writer's commits go on): how many
-    frames the WAL holds goes to ``seen[0]``, when to force one to ``seen[1]``. A failure (a full disk) is left for the next one, and for
-    the commits to report."""
+    frames the WAL holds goes to ``seen[0]``, when to force one to ``seen[1]``, the writer's
+    ``pages()`` just before it looked to ``seen[2]``. A failure (a full disk) is left for the
+    next one, and for the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
-            seen[:] = [_checkpoint(conn), _force_at(path)]
+            before = pages()
+            seen[:] = [_checkpoint(conn), _force_at(path), before]
         finally:
             conn.close()
 
