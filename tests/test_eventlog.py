@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -231,6 +233,53 @@ async def test_a_forced_checkpoint_counts_the_wal_afresh(
     # each background checkpoint caught up and the WAL started afresh by itself.
     assert len(forced) <= 25, forced
     assert wal < 2 * 64 * (4096 + 24), wal
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("waits", [True, False])
+async def test_only_a_commit_that_waited_long_sends_the_next_ones_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: bool
+) -> None:
+    """A commit on the loop that waited 30 ms (for another writer's lock here; for the disk
+    under writeback pressure in life) sends the next ones to a thread; one that took as long
+    on the processor (what a preempted one looks like: no wait of its own) does not."""
+    from headwater.eventlog import _writer
+
+    write = _writer._write_transaction
+    spin = [not waits]
+    thread: list[bool] = []
+
+    def _write_transaction(conn: sqlite3.Connection, *rows: Any) -> int:  # a name the
+        # blocking-call guard allows
+        thread.append(threading.current_thread() is not threading.main_thread())
+        if spin.pop() if spin else False:
+            until = time.perf_counter() + 0.03
+            while time.perf_counter() < until:
+                pass
+        return write(conn, *rows)
+
+    def hold_the_lock() -> threading.Timer:
+        other = sqlite3.connect(
+            tmp_path / "events.db", isolation_level=None, check_same_thread=False
+        )
+        other.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            other.execute("COMMIT")  # nothing written: the writer's snapshot stands
+            other.close()
+
+        timer = threading.Timer(0.03, release)
+        timer.start()
+        return timer
+
+    monkeypatch.setattr(_writer, "_write_transaction", _write_transaction)
+    async with open_event_log(tmp_path) as log:
+        timer = await anyio.to_thread.run_sync(hold_the_lock) if waits else None
+        for i in range(3):
+            await log.write([_observation(i)])
+    if timer is not None:
+        await anyio.to_thread.run_sync(timer.join)
+    assert thread == [False, waits, waits]
 
 
 @pytest.mark.asyncio
