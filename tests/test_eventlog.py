@@ -248,14 +248,20 @@ async def test_only_a_commit_that_waited_long_sends_the_next_ones_to_a_thread(
     write = _writer._write_transaction
     spin = [not waits]
     thread: list[bool] = []
+    began = time.perf_counter()
+    sum(range(100_000))
+    # One call into C that holds the interpreter's lock for ~60 ms (a loop in Python would
+    # hand it to another thread now and then, and wait to get it back: a wait)
+    spin_for = 100_000 * max(1, int(0.06 / max(time.perf_counter() - began, 1e-6)))
+    spun: list[float] = []
 
     def _write_transaction(conn: sqlite3.Connection, *rows: Any) -> int:  # a name the
         # blocking-call guard allows
         thread.append(threading.current_thread() is not threading.main_thread())
         if spin.pop() if spin else False:
-            until = time.perf_counter() + 0.03
-            while time.perf_counter() < until:
-                pass
+            began = time.perf_counter()
+            sum(range(spin_for))
+            spun.append(time.perf_counter() - began)
         return write(conn, *rows)
 
     def hold_the_lock() -> threading.Timer:
@@ -280,6 +286,7 @@ async def test_only_a_commit_that_waited_long_sends_the_next_ones_to_a_thread(
     if timer is not None:
         await anyio.to_thread.run_sync(timer.join)
     assert thread == [False, waits, waits]
+    assert all(s > _writer.SLOW_COMMIT_S for s in spun), spun
 
 
 @pytest.mark.asyncio
