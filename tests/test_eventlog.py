@@ -83,6 +83,7 @@ async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "events_by_node" not in indexes  # migration 5: each event updates one index less
+    assert "events_by_run" not in indexes  # migration 7: nor by run
     assert "events_by_node_kind" in indexes
     conn.close()
 

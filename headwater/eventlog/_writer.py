@@ -279,11 +279,14 @@ class EventLog:
                 await anyio.to_thread.run_sync(_delete_small, self._writer, gone)
         return gone
 
-    async def run_started(self, run_id: str) -> Event | None:
-        """The ``run_started`` event of a run (what it was to read, with which code)."""
+    async def run_started(self, node: NodeKey, run_id: str) -> Event | None:
+        """The ``run_started`` event of a run of ``node`` (what it was to read, with which
+        code): the partition's starts through events_by_node_kind, newest first (a run asked
+        for is a recent one), not an index of every event by run (see migration 7)."""
         async with self._conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND kind = 'run_started' LIMIT 1",
-            (run_id,),
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE asset = ? AND partition IS ?"
+            " AND kind = 'run_started' AND run_id = ? ORDER BY id DESC LIMIT 1",
+            (node[0], node[1], run_id),
         ) as cur:
             row = await cur.fetchone()
         try:

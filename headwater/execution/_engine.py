@@ -558,7 +558,7 @@ class Engine:
                 self.casualties[(event.asset or "", event.partition)] = str(why)
                 payload = {k: v for k, v in event.payload.items() if k != _CUT_OFF}
                 event = replace(event, payload=payload)
-            if await self.log.run_started(run_id) is None:
+            if await self.log.run_started((event.asset or "", event.partition), run_id) is None:
                 missing[run_id] = event
         return missing
 
@@ -613,7 +613,7 @@ class Engine:
                     self.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload=payload)
                 )
             else:
-                started = await self.log.run_started(run_id)
+                started = await self.log.run_started(node, run_id)
                 run = dict(started.payload) if started is not None else {}
                 error = f"the daemon died while running it {CRASH_LIMIT} times"
                 payload = {"code_version": run.get("code_version"), "inputs": run.get("inputs", []),
