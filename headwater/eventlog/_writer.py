@@ -12,8 +12,8 @@ a large one always goes to a thread (group commit), and a commit that ever takes
 ``SLOW_COMMIT_S`` (a disk under writeback pressure) sends the next ones there for
 ``SLOW_FOR_S``: the loop is never held for long. A commit that was slow only because the
 machine gave its processor to others (no wait of its own: a busy machine preempts a commit
-for 20-70 ms now and then) does not: a thread would wait as long for a processor, and ten
-seconds of commits in threads cost each ~100 µs more (a trivial run 0.47 -> 0.6 ms).
+for 20-70 ms now and then) does not: a thread would wait as long for a processor, and the
+next ten seconds of commits would each pay the hop.
 
 Checkpoints never run inside a commit on the loop (``wal_autocheckpoint=0``: a checkpoint
 syncs the disk). Every ``CHECKPOINT_PAGES`` pages a thread of its own checkpoints passively
@@ -420,7 +420,7 @@ class EventLog:
         missed a WAL that started afresh by itself (that checkpoint caught up) and counts 6
         pages for a one-event commit that writes 4 or 5; an event with a large payload
         writes more: 10,000 one-event appends forced 14 checkpoints (each holding the writer
-        for the 5-13 ms of its fsyncs), and now 11, on a WAL as long."""
+        for the 5-13 ms of its fsyncs), and now 12-13, on a WAL as long."""
         seen = self._wal_seen
         if seen[0] >= 0:  # its thread has ended: nothing writes here until the next begins
             # Commits between its reading the count and the WAL count twice: an excess.
