@@ -566,3 +566,37 @@ def test_plan_names_the_readers_a_failing_asset_leaves_behind_and_none_of_a_neve
             lambda: dry_run(defs, h.engine.state, h.engine.clock.now(), changed=None)
         ).risks
         assert [(r.asset, r.late) for r in risks] == [("top", True)]
+
+
+def test_a_new_partition_does_not_take_away_a_lateness_held_back_above() -> None:
+    """A reader of every partition, late behind one that fails: a file for a new key lands
+    and its partition materializes; the reader, still waiting on the failing one, stays late
+    from the first change (it was recorded recovered, its lag restarting at 0 with every new
+    key: hostile36d bug6)."""
+    keys = hw.DynamicPartitions("keys")
+    s = hw.source("s", partitions=keys)
+
+    @hw.asset(partitions=keys, retries=hw.Retry(max_attempts=1000, delay="30m", backoff=1.0))
+    def a(s: int) -> int:
+        if s == 2:
+            raise ValueError("a")
+        return s
+
+    @hw.asset(freshness=hw.Freshness(max_lag="10m"))
+    def c(a: dict[str, int]) -> list[tuple[str, int]]:
+        return sorted(a.items())
+
+    with Harness(hw.Definitions([s, a, c]), now="2026-01-03T00:00:00Z") as h:
+        h.observe("s", partition="k1", value=1)
+        h.tick()
+        h.advance("1h")
+        h.observe("s", partition="k1", value=2)
+        h.tick()
+        h.advance("11m")
+        h.observe("s", partition="k2", value=5)
+        assert ("a", "k2") in h.tick().materialized
+        status = h.freshness("c")
+        assert status.late and status.lag == timedelta(minutes=11)
+        assert [e.kind for e in h.events() if e.kind.startswith("freshness")] == [
+            "freshness_violated"
+        ]

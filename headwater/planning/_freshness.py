@@ -103,6 +103,12 @@ def _lag(
             return None
     if inputs_since is not None and inputs_since > since:
         since = inputs_since
+        # A partition that appeared since (a new file's) does not bring its lateness with it,
+        # nor does it take away the lateness of a change an asset above still holds back.
+        stuck = behind_upstream(ev, (key, partition))
+        held = ev.state.record(stuck) if stuck is not None else None
+        if held is not None and held.pending_since is not None:
+            since = min(since, max(held.pending_since, held.appeared_at or held.pending_since))
     return max(timedelta(0), ev.now - since), since
 
 
