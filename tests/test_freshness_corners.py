@@ -600,3 +600,38 @@ def test_a_new_partition_does_not_take_away_a_lateness_held_back_above() -> None
         assert [e.kind for e in h.events() if e.kind.startswith("freshness")] == [
             "freshness_violated"
         ]
+
+
+def test_a_max_lag_added_to_an_asset_already_behind_counts_from_the_change(
+    tmp_path: Path,
+) -> None:
+    """The SLA is added (a restart with new definitions) while ``m`` is behind a change of
+    01:00 and ``c`` is behind ``a``, which fails on it: both are late at once, counted from
+    01:00 (neither was ever late: the change came while nothing tracked it: hostile36d
+    bug1)."""
+
+    def defs(lag: hw.Freshness | None) -> hw.Definitions:
+        s1 = hw.source("s1")
+        a = _failing_on_two()
+        m = hw.asset("m", deps=[s1], policy=hw.manual(), freshness=lag)(lambda: 1)
+        b = hw.asset("b", deps=[a])(lambda: 1)
+        c = hw.asset("c", deps=[b], freshness=lag)(lambda: 1)
+        return hw.Definitions([s1, hw.source("src"), a, m, b, c])
+
+    with Harness(defs(None), now="2026-01-05T00:00:00Z", state_dir=tmp_path) as h:
+        h.observe("s1", value=1)
+        h.observe("src", value=1)
+        h.materialize("m")
+        h.tick()
+        h.advance("1h")
+        h.observe("s1", value=2)
+        h.observe("src", value=2)
+        h.tick()
+    with Harness(
+        defs(hw.Freshness(max_lag="10m")), now="2026-01-05T01:30:00Z", state_dir=tmp_path
+    ) as h:
+        h.tick()
+        assert h.freshness("m").lag == h.freshness("c").lag == timedelta(minutes=30)
+        late = {e.asset: e.timestamp for e in h.events(kind="freshness_violated")}
+        at = datetime(2026, 1, 5, 1, 30, tzinfo=UTC)
+        assert late == {"m": at, "c": at}

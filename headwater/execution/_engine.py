@@ -523,27 +523,35 @@ class Engine:
         while len(self._small) > SMALL_CACHE:
             del self._small[next(iter(self._small))]
 
-    async def note_unreflected(self, node: NodeKey) -> None:
-        """After a run: an input that changed while it ran is a change it does not reflect,
-        so its lag counts from that change (the materialization cleared the older one)."""
-        if node[0] not in self.defs.lag_tracked:
-            return
-        record = self.state.record(node)
-        if record is None or record.pending_since is not None:
-            return
-        read = {(a, p): v for a, p, v in record.inputs}
-        changed = [
-            r.changed_at
-            for _, nodes in self.evaluator().input_nodes(*node)
-            for up in nodes
-            if (r := self.state.record(up)) is not None
-            and r.version is not None
-            and read.get(up) != r.version
-            and r.changed_at is not None
-        ]
-        if changed:
-            await self.put({}, pending_since={node: min(changed)})
-            self.clockwork.behind(node, min(changed))
+    async def note_unreflected(self, nodes: Iterable[NodeKey]) -> None:
+        """Partitions with a ``max_lag`` below them that do not reflect an input's version
+        and remember no change: their lag counts from that input's change. After a run, an
+        input that changed while it ran (the materialization cleared the older change); at
+        start, partitions that became tracked (an SLA added: they were behind already)."""
+        tracked = self.defs.lag_tracked
+        ev: Evaluator | None = None
+        since: dict[NodeKey, datetime] = {}
+        for node in nodes:
+            record = self.state.record(node)
+            if node[0] not in tracked or record is None or record.pending_since is not None:
+                continue
+            ev = ev or self.evaluator()
+            read = {(a, p): v for a, p, v in record.inputs}
+            changed = [
+                r.changed_at
+                for _, ups in ev.input_nodes(*node)
+                for up in ups
+                if (r := self.state.record(up)) is not None
+                and r.version is not None
+                and read.get(up) != r.version
+                and r.changed_at is not None
+            ]
+            if changed:
+                since[node] = min(changed)
+        if since:
+            await self.put({}, pending_since=since)
+            for node, at in since.items():
+                self.clockwork.behind(node, at)
 
     async def _journaled_starts(self) -> dict[str, Event]:
         """Starts the previous owner journaled that the log does not hold: it died before
