@@ -10,6 +10,7 @@ import importlib.machinery
 import importlib.util
 import io
 import linecache
+import marshal
 import os
 import posix
 import sys
@@ -17,8 +18,8 @@ import threading
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NoReturn
+from types import CodeType, ModuleType
+from typing import Any, NoReturn, cast
 
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater._usercode import users_file, users_module
@@ -189,6 +190,43 @@ class _TextLoader(importlib.machinery.SourceFileLoader):
 
     def path_stats(self, path: str) -> Mapping[str, Any]:
         raise OSError("no bytecode cache for a module run from its text")
+
+    def get_code(self, fullname: str) -> CodeType:
+        """The module's code from a bytecode cache keyed by its text's hash (PEP 552, as
+        ``python -m py_compile --invalidation-mode checked-hash`` writes it, valid for plain
+        imports too), compiled and cached when none matches: compiled at each start and
+        reload, a large helper cost each worker seconds (hostile36d bug3)."""
+        digest = importlib.util.source_hash(self.data)
+        try:
+            cached = importlib.util.cache_from_source(self.path)
+        except NotImplementedError:  # sys.implementation.cache_tag is None
+            return self.source_to_code(self.data, self.path)
+        try:
+            blob = Path(cached).read_bytes()
+        except OSError:
+            blob = b""
+        if (
+            blob[:4] == importlib.util.MAGIC_NUMBER
+            and int.from_bytes(blob[4:8], "little") & _HASH_BASED
+            and blob[8:16] == digest
+        ):
+            with contextlib.suppress(ValueError, EOFError, TypeError):  # a torn file
+                return cast(CodeType, marshal.loads(blob[16:]))
+        code = self.source_to_code(self.data, self.path)
+        if not sys.dont_write_bytecode:
+            blob = importlib.util.MAGIC_NUMBER + _CHECKED_HASH.to_bytes(4, "little") + digest
+            temporary = Path(f"{cached}.{os.getpid()}.tmp")
+            try:
+                temporary.parent.mkdir(exist_ok=True)
+                temporary.write_bytes(blob + marshal.dumps(code))
+                temporary.replace(cached)  # workers starting together: whole files
+            except OSError:  # a read-only project: compiled each time, as without a cache
+                temporary.unlink(missing_ok=True)
+        return code
+
+
+_HASH_BASED, _CHECKED_HASH = 0b01, 0b11
+"""PEP 552 flags: the cache is keyed by the source's hash; checked against it on import."""
 
 
 class _Served(importlib.abc.MetaPathFinder):

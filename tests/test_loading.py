@@ -177,3 +177,29 @@ def test_an_edit_of_an_accented_letter_in_a_latin_1_helper_changes_its_code_vers
         assert _answer(defs) == 4
         versions.append(defs.code_version("answer"))
     assert versions[0] != versions[1]
+
+
+def test_the_users_modules_run_from_their_text_use_a_bytecode_cache_keyed_by_it(
+    importable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from the text the daemon recorded, a module is not compiled again at each start,
+    reload and worker (a large helper cost each worker seconds: hostile36d bug3): the cache
+    is a checked-hash ``.pyc`` (PEP 552) of that text, which a worker then reads."""
+    import importlib.util
+    import marshal
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # PYTHONDONTWRITEBYTECODE unset
+    helper, defs_file = importable / "helper_8.py", importable / "defs.py"
+    text = b"def answer() -> int:\n    return 1\n"
+    helper.write_bytes(text)
+    defs_file.write_text(DEFS.format(n=8))
+    daemons = load_definitions(str(defs_file), serving=True)
+    cached = Path(importlib.util.cache_from_source(str(helper)))
+    blob = cached.read_bytes()
+    assert int.from_bytes(blob[4:8], "little") == 0b11  # hash-based, checked
+    assert blob[8:16] == importlib.util.source_hash(text)
+    # A cache of that text's hash that says otherwise is what runs: it is read, not compiled.
+    other = compile("def answer() -> int:\n    return 99\n", str(helper), "exec")
+    cached.write_bytes(blob[:16] + marshal.dumps(other))
+    workers = load_definitions(str(defs_file), daemons.source, daemons.modules)
+    assert _answer(workers) == 99
