@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -222,10 +223,36 @@ def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
     return found
 
 
-def _remembers(ev: Evaluator, node: NodeKey, record: NodeRecord) -> bool:
+def _remembers(ev: Evaluator, node: NodeKey) -> bool:
     """Whether the change the partition remembers is still one it does not reflect (else it
     is left from a stuck asset above that since produced the same version)."""
     return ev.status(*node).state != FRESH or behind_upstream(ev, node) is not None
+
+
+def _tracked_below(ev: Evaluator, node: NodeKey, *, remembering: bool) -> Iterator[NodeKey]:
+    """The partitions tracked for ``max_lag`` below ``node``, each once (``remembering``: only
+    through those that remember a change)."""
+    tracked = ev.defs.lag_tracked
+    queue, seen = list(ev.children(node)), {node}
+    while queue:
+        child = queue.pop()
+        if child in seen or child[0] not in tracked:
+            continue
+        seen.add(child)
+        if remembering and _pending(ev, child) is None:
+            continue
+        queue.extend(ev.children(child))
+        yield child
+
+
+def _pending(ev: Evaluator, node: NodeKey) -> datetime | None:
+    record = ev.state.record(node)
+    return None if record is None else record.pending_since
+
+
+def _lag_holder(ev: Evaluator, node: NodeKey) -> bool:
+    sla = ev.defs.nodes[node[0]].freshness
+    return sla is not None and sla.max_lag is not None
 
 
 def stuck_below(
@@ -235,22 +262,13 @@ def stuck_below(
     asset below that reads it, directly or through others, is behind since then too, though
     none of their inputs has a new version yet. Returns the ``pending_since`` to write (the
     earlier one each already remembers stands) and the readers with a ``max_lag``."""
-    tracked = ev.defs.lag_tracked
-    nodes = ev.defs.nodes
     updates: dict[NodeKey, datetime] = {}
     holders: list[NodeKey] = []
-    queue, seen = list(ev.children(node)), {node}
-    while queue:
-        child = queue.pop()
-        if child in seen or child[0] not in tracked:
-            continue
-        seen.add(child)
-        queue.extend(ev.children(child))
-        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
+    for child in _tracked_below(ev, node, remembering=False):
+        if _lag_holder(ev, child):
             holders.append(child)
-        record = ev.state.record(child)
-        known = record.pending_since if record is not None else None
-        if known is None or known > since or not _remembers(ev, child, record or NodeRecord()):
+        known = _pending(ev, child)
+        if known is None or known > since or not _remembers(ev, child):
             updates[child] = since
     return updates, holders
 
@@ -259,22 +277,7 @@ def released_below(ev: Evaluator, node: NodeKey) -> list[NodeKey]:
     """``node`` produced the version it had: the readers with a ``max_lag`` below it that
     remember a change through it (:func:`stuck_below`) are to be checked again. Walks only
     partitions that remember one: none after an ordinary early cutoff."""
-    tracked = ev.defs.lag_tracked
-    nodes = ev.defs.nodes
-    holders: list[NodeKey] = []
-    queue, seen = list(ev.children(node)), {node}
-    while queue:
-        child = queue.pop()
-        if child in seen or child[0] not in tracked:
-            continue
-        seen.add(child)
-        record = ev.state.record(child)
-        if record is None or record.pending_since is None:
-            continue
-        queue.extend(ev.children(child))
-        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
-            holders.append(child)
-    return holders
+    return [c for c in _tracked_below(ev, node, remembering=True) if _lag_holder(ev, c)]
 
 
 def carry_pending_since(
@@ -295,7 +298,7 @@ def carry_pending_since(
         if (
             record.pending_since is None
             or origin < record.pending_since
-            or (child not in records and not _remembers(ev, child, record))
+            or (child not in records and not _remembers(ev, child))
         ):
             records[child] = replace(record, pending_since=origin)
     return readers
