@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -580,6 +580,22 @@ def test_reload_of_definitions_named_as_a_module_runs_their_new_code(
     assert daemon.terminate() == 0
 
 
+def _serving(
+    project: Path, daemons: list[object], target: str, executor: str
+) -> tuple[DaemonProcess, Callable[..., subprocess.CompletedProcess[str]]]:
+    """The daemon on ``target`` (the project folder on the import path), ready, and the CLI
+    pointed at it."""
+    env = {"PYTHONPATH": str(project), "HEADWATER_EXECUTOR": executor}
+    daemon = DaemonProcess(project, Path(target), project / "state", env=env)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return hw(*args, "-d", target, "--state-dir", "state", cwd=project, env=env)
+
+    return daemon, cli
+
+
 @pytest.mark.parametrize("kind", ["module", "file"])
 def test_a_worker_started_after_a_failed_reload_runs_the_code_the_daemon_kept(
     tmp_path: Path, daemons: list[object], kind: str
@@ -603,14 +619,7 @@ def test_a_worker_started_after_a_failed_reload_runs_the_code_the_daemon_kept(
         helper = package / "helper_mod.py"
         target = str(package / "defs.py")
     helper.write_text("def answer() -> int:\n    return 1\n")
-    env = {"PYTHONPATH": str(tmp_path), "HEADWATER_EXECUTOR": "processes"}
-    daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
-    daemons.append(daemon)
-    daemon.start().wait_notify("READY=1")
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return hw(*args, "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
-
+    daemon, cli = _serving(tmp_path, daemons, target, "processes")
     assert cli("materialize", "answer").returncode == 0
     helper.write_text("raise ImportError('half-saved')\n")
     reload = cli("reload")
@@ -654,15 +663,7 @@ def test_a_reload_imports_afresh_a_helper_a_function_imported_while_running(
     (package / "__init__.py").write_text("")
     (package / "defs.py").write_text(LAZY_DEFS)
     (package / "lazy.py").write_text("F = 1\n")
-    env = {"PYTHONPATH": str(tmp_path), "HEADWATER_EXECUTOR": "threads"}
-    target = "mypkg.defs:defs"
-    daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
-    daemons.append(daemon)
-    daemon.start().wait_notify("READY=1")
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return hw(*args, "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
-
+    daemon, cli = _serving(tmp_path, daemons, "mypkg.defs:defs", "threads")
     assert cli("materialize", "answer").returncode == 0
     (package / "lazy.py").write_text("F = 2\n")
     assert cli("reload").returncode == 0
