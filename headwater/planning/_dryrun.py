@@ -20,6 +20,7 @@ from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
+from headwater.planning._facts import facts_of
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
@@ -117,62 +118,108 @@ def _dry_run(
     seeds = set(current.steps)
     before = Evaluator(defs, sim.copy(), now, durations) if current.deferred else None
     # One step at a time, in topological order: each is decided once everything upstream of
-    # it is, as the engine's wavefront ensures for steps that run concurrently.
-    order = defs.graph.order
+    # it is, as the engine's wavefront ensures for steps that run concurrently. The queue
+    # holds topological places, plain integers: an unpartitioned node is its asset's place,
+    # the partitions of a partitioned one wait in ``parted`` (in key order, as
+    # ``topological_key`` sorts them). A step only ever reaches places after its own, so
+    # what is taken from the queue never grows smaller, and a place taken is done with.
+    facts = facts_of(defs)
+    keys = facts.keys
     records = sim.records
-    checks = defs.checks
     tracked = bool(defs.lag_tracked)
-    reached = set(seeds)
-    ready = [(order[a], p or "", (a, p)) for a, p in seeds]  # as topological_key, flat
-    heapq.heapify(ready)
+    queue: list[int] = []
+    reached = bytearray(len(keys))
+    """Per place, whether its unpartitioned node was reached."""
+    parted: dict[int, set[str]] = {}
+    _reach(seeds, facts.defs.graph.order, queue, reached, parted)
     made = 0
-    while ready:
-        node = heapq.heappop(ready)[2]
-        status, decision = decide_step(ev, node, None)
-        if decision.kind == "run":
-            # Early cutoff stops a step only if it has data to keep: a missing one runs
-            # whatever its inputs produce.
-            may_stop = status.state != "missing" and (
-                node not in seeds
-                or (
-                    before is not None
-                    and node in current.deferred
-                    and not _on_its_own(before, node)
+    last = -1
+    while queue:
+        place = heapq.heappop(queue)
+        if place == last:  # reached both as a node and as partitions (none are both)
+            continue
+        last = place
+        f = facts.of(keys[place])
+        partitions = parted.pop(place, None)
+        todo: tuple[NodeKey, ...] | list[NodeKey] = (f.node,)
+        if partitions is not None:
+            todo = [(f.key, p) for p in sorted(partitions)]
+            if reached[place]:
+                todo.insert(0, f.node)
+        for node in todo:
+            status, decision = decide_step(ev, node, None)
+            if decision.kind == "run":
+                # Early cutoff stops a step only if it has data to keep: a missing one runs
+                # whatever its inputs produce.
+                may_stop = status.state != "missing" and (
+                    node not in seeds
+                    or (
+                        before is not None
+                        and node in current.deferred
+                        and not _on_its_own(before, node)
+                    )
                 )
-            )
-            out.steps.append(PlannedStep(*node, decision.reason, may_stop))
-            old = records.get(node) or NodeRecord()
-            made += 1
-            if tracked:
-                _carry(ev, node, old.pending_since or now, touched)
-            version = f"(planned {made})"
-            sim.put(  # what a materialization leaves (State.reduce), built in one call
-                node,
-                NodeRecord(
-                    version=version,
-                    changed_at=now,
-                    materialized_at=now,
-                    run_id=old.run_id,
-                    code_version=defs.code_version(node[0]),
-                    inputs=status.inputs,
-                    decision=old.decision,
-                    checks=_passed(defs, node[0], version) if node[0] in checks else (),
-                    late=old.late,
-                    appeared_at=old.appeared_at if old.version is not None else now,
-                    binding=defs.binding(node[0]),
-                    store=defs.store_name(node[0]),
-                ),
-            )
-        elif decision.notable:
-            out.held[node] = decision.reason
-        else:
-            continue  # nothing its readers can see
-        for child in reacting_children(ev, node):
-            if child not in reached:
-                reached.add(child)
-                heapq.heappush(ready, (order[child[0]], child[1] or "", child))
+                out.steps.append(PlannedStep(*node, decision.reason, may_stop))
+                old = records.get(node) or _NO_RECORD
+                made += 1
+                if tracked:
+                    _carry(ev, node, old.pending_since or now, touched)
+                version = f"(planned {made})"
+                sim.put(  # what a materialization leaves (State.reduce), built in one call
+                    node,
+                    NodeRecord(
+                        version=version,
+                        changed_at=now,
+                        materialized_at=now,
+                        run_id=old.run_id,
+                        code_version=f.code_version,
+                        inputs=status.inputs,
+                        decision=old.decision,
+                        checks=_passed(defs, f.key, version) if f.checked else (),
+                        late=old.late,
+                        appeared_at=old.appeared_at if old.version is not None else now,
+                        binding=f.binding,
+                        store=f.store,
+                    ),
+                )
+            elif decision.notable:
+                out.held[node] = decision.reason
+            else:
+                continue  # nothing its readers can see
+            if node[1] is None and (orders := facts.reach(place)) is not None:
+                for child in orders:  # as _reach does, for the usual step
+                    if not reached[child]:
+                        reached[child] = 1
+                        heapq.heappush(queue, child)
+            else:
+                _reach(reacting_children(ev, node), facts.defs.graph.order, queue, reached, parted)
     out.risks = _risks(ev, out, touched)
     return out
+
+
+_NO_RECORD = NodeRecord()
+
+
+def _reach(
+    nodes: Iterable[NodeKey],
+    order: Mapping[str, int],
+    queue: list[int],
+    reached: bytearray,
+    parted: dict[int, set[str]],
+) -> None:
+    """Queue the nodes not reached yet."""
+    for key, partition in nodes:
+        place = order[key]
+        if partition is None:
+            if reached[place]:
+                continue
+            reached[place] = 1
+        elif (known := parted.get(place)) is not None:
+            known.add(partition)
+            continue
+        else:
+            parted[place] = {partition}
+        heapq.heappush(queue, place)
 
 
 def _passed(defs: Definitions, key: str, version: str) -> tuple[CheckRecord, ...]:
@@ -194,7 +241,6 @@ def _on_its_own(before: Evaluator, node: NodeKey) -> bool:
 def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
     """SLA holders the plan touches (runs, holds back, or leaves behind its changes) that are
     late after it, or will be by a deadline."""
-    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held) + sorted(touched, key=str)
     out: list[SlaRisk] = []
     seen: set[NodeKey] = set()
     for node in run.held:  # held back with a change to pass on: the SLA it leaves behind
@@ -211,6 +257,9 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
             )
             out.append(SlaRisk(*need.node, late, need.deadline, why))
     holders = ev.defs.sla_holders
+    if not holders:  # most graphs: no walk over every planned step
+        return out
+    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held) + sorted(touched, key=str)
     for node in dict.fromkeys(n for n in nodes if n[0] in holders):
         if node in seen or not ev.exists(*node):
             continue
