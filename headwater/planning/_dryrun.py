@@ -20,13 +20,14 @@ from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
-from headwater.planning._facts import facts_of
+from headwater.planning._facts import AssetFacts, facts_of
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import CheckRecord, NodeKey, NodeRecord, State
-from headwater.planning._status import Evaluator, node_label
+from headwater.planning._state import CheckRecord, InputVersions, NodeKey, NodeRecord, State
+from headwater.planning._status import MISSING, STALE, Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
+from headwater.policies._eager import decide_eagerly
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run", "put_observed"]
 
@@ -125,13 +126,20 @@ def _dry_run(
     # what is taken from the queue never grows smaller, and a place taken is done with.
     facts = facts_of(defs)
     keys = facts.keys
+    order = defs.graph.order
     records = sim.records
     tracked = bool(defs.lag_tracked)
     queue: list[int] = []
     reached = bytearray(len(keys))
     """Per place, whether its unpartitioned node was reached."""
     parted: dict[int, set[str]] = {}
-    _reach(seeds, facts.defs.graph.order, queue, reached, parted)
+    _reach(seeds, order, queue, reached, parted)
+    planned: dict[str, str] = {}
+    """The version each unpartitioned step planned so far produces, by asset: what the
+    plain steps below it read."""
+    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]] = []
+    """Plain steps planned whose record is not in ``sim`` yet: written before anything else
+    reads ``sim``, so a plan of plain steps only builds none of them."""
     made = 0
     last = -1
     while queue:
@@ -141,6 +149,37 @@ def _dry_run(
         last = place
         f = facts.of(keys[place])
         partitions = parted.pop(place, None)
+        if (
+            partitions is None
+            and f.eager
+            and f.plain_inputs is not None
+            and not f.checked  # else its run records its checks' verdicts
+            and not tracked  # else its run carries lag to its readers' records
+            and (judged := _plain_status(ev, f, planned)) is not None
+        ):
+            old, inputs, reasons = judged
+            if not reasons:
+                continue  # fresh: eager idles, and nothing its readers can see
+            node = f.node
+            # Stale, so not missing: early cutoff may stop it, as below.
+            may_stop = node not in seeds or (
+                before is not None and node in current.deferred and not _on_its_own(before, node)
+            )
+            decision = decide_eagerly(STALE, reasons, (), False)
+            out.steps.append(PlannedStep(f.key, None, decision.reason, may_stop))
+            made += 1
+            version = planned[f.key] = f"(planned {made})"
+            unwritten.append((f, old, inputs, version))
+            if (orders := facts.reach(place)) is not None:
+                for child in orders:  # as _reach does, for the usual step
+                    if not reached[child]:
+                        reached[child] = 1
+                        heapq.heappush(queue, child)
+            else:
+                _write(defs, sim, unwritten, now)
+                _reach(reacting_children(ev, node), order, queue, reached, parted)
+            continue
+        _write(defs, sim, unwritten, now)
         todo: tuple[NodeKey, ...] | list[NodeKey] = (f.node,)
         if partitions is not None:
             todo = [(f.key, p) for p in sorted(partitions)]
@@ -151,7 +190,7 @@ def _dry_run(
             if decision.kind == "run":
                 # Early cutoff stops a step only if it has data to keep: a missing one runs
                 # whatever its inputs produce.
-                may_stop = status.state != "missing" and (
+                may_stop = status.state != MISSING and (
                     node not in seeds
                     or (
                         before is not None
@@ -165,23 +204,9 @@ def _dry_run(
                 if tracked:
                     _carry(ev, node, old.pending_since or now, touched)
                 version = f"(planned {made})"
-                sim.put(  # what a materialization leaves (State.reduce), built in one call
-                    node,
-                    NodeRecord(
-                        version=version,
-                        changed_at=now,
-                        materialized_at=now,
-                        run_id=old.run_id,
-                        code_version=f.code_version,
-                        inputs=status.inputs,
-                        decision=old.decision,
-                        checks=_passed(defs, f.key, version) if f.checked else (),
-                        late=old.late,
-                        appeared_at=old.appeared_at if old.version is not None else now,
-                        binding=f.binding,
-                        store=f.store,
-                    ),
-                )
+                if node[1] is None:
+                    planned[f.key] = version
+                sim.put(node, _materialized(defs, f, node, old, status.inputs, version, now))
             elif decision.notable:
                 out.held[node] = decision.reason
             else:
@@ -192,9 +217,76 @@ def _dry_run(
                         reached[child] = 1
                         heapq.heappush(queue, child)
             else:
-                _reach(reacting_children(ev, node), facts.defs.graph.order, queue, reached, parted)
-    out.risks = _risks(ev, out, touched)
+                _reach(reacting_children(ev, node), order, queue, reached, parted)
+    if out.held or defs.sla_holders:  # else _risks reads nothing: none to write
+        _write(defs, sim, unwritten, now)
+        out.risks = _risks(ev, out, touched)
     return out
+
+
+def _plain_status(
+    ev: Evaluator, f: AssetFacts, planned: Mapping[str, str]
+) -> tuple[NodeRecord, InputVersions, list[str]] | None:
+    """What :meth:`Evaluator.status` says of a plain step (see ``AssetFacts.plain_inputs``)
+    that has materialized, whose last run did not fail and whose inputs are all there, read
+    from ``planned`` before the state: its record, inputs and reasons to be stale (none:
+    fresh). None for any other step: the evaluator decides it."""
+    records = ev.state.records
+    old = records.get(f.node)
+    if old is None or old.failure is not None or old.materialized_at is None:
+        return None
+    assert f.plain_inputs is not None
+    found: list[tuple[str, str | None, str]] = []
+    for parent, up in f.plain_inputs:
+        version = planned.get(parent)
+        if version is None:
+            up_record = records.get(up)
+            if up_record is None or (version := up_record.version) is None:
+                return None
+            if up_record.failure is not None:
+                return None
+        found.append((parent, None, version))
+    inputs = tuple(found)
+    return old, inputs, ev.stale_reasons(f, old, inputs)
+
+
+def _materialized(
+    defs: Definitions,
+    f: AssetFacts,
+    node: NodeKey,
+    old: NodeRecord,
+    inputs: InputVersions,
+    version: str,
+    now: datetime,
+) -> NodeRecord:
+    """What a planned run's materialization leaves (as State.reduce does), built in one
+    call; it passes its checks."""
+    return NodeRecord(
+        version=version,
+        changed_at=now,
+        materialized_at=now,
+        run_id=old.run_id,
+        code_version=f.code_version,
+        inputs=inputs,
+        decision=old.decision,
+        checks=_passed(defs, f.key, version) if f.checked else (),
+        late=old.late,
+        appeared_at=old.appeared_at if old.version is not None else now,
+        binding=f.binding,
+        store=f.store,
+    )
+
+
+def _write(
+    defs: Definitions,
+    sim: State,
+    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]],
+    now: datetime,
+) -> None:
+    """Put the records of the plain steps planned so far into ``sim``."""
+    for f, old, inputs, version in unwritten:
+        sim.put(f.node, _materialized(defs, f, f.node, old, inputs, version, now))
+    unwritten.clear()
 
 
 _NO_RECORD = NodeRecord()

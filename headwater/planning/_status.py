@@ -331,6 +331,16 @@ class Evaluator:
                 else f"its stored value was found gone at {record.lost_at.isoformat()}"
             )
             return Status(MISSING, (reason,), inputs, blockers, nothing_arrived)
+        reasons = self.stale_reasons(facts, record, inputs)
+        state = STALE if reasons else FRESH
+        return Status(state, tuple(reasons), inputs, blockers, nothing_arrived)
+
+    def stale_reasons(
+        self, facts: AssetFacts, record: NodeRecord, inputs: InputVersions
+    ) -> list[str]:
+        """Why a partition that has materialized and whose last run did not fail (or failed
+        on other inputs) is stale, reading ``inputs`` now: none when fresh."""
+        asset_key = facts.key
         reasons: list[str] = []
         if record.code_version != (code := facts.code_version):
             reasons.append(
@@ -348,8 +358,7 @@ class Evaluator:
                 reasons.extend(binding_changes(recorded, now, self.defs.plain_reads(asset_key)))
         if facts.guarded:
             reasons.extend(self._unjudged(asset_key, record))
-        state = STALE if reasons else FRESH
-        return Status(state, tuple(reasons), inputs, blockers, nothing_arrived)
+        return reasons
 
     def _unjudged(self, key: str, record: NodeRecord) -> list[str]:
         """The blocking checks that have not judged the current data: declared since it was
