@@ -20,14 +20,13 @@ from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
-from headwater.planning._facts import AssetFacts, facts_of
+from headwater.planning._facts import UNKNOWN, AssetFacts, facts_of
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import CheckRecord, InputVersions, NodeKey, NodeRecord, State
-from headwater.planning._status import MISSING, STALE, Evaluator, node_label
+from headwater.planning._status import MISSING, Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
-from headwater.policies._eager import decide_eagerly
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run", "put_observed"]
 
@@ -142,18 +141,19 @@ def _dry_run(
     reads ``sim``, so a plan of plain steps only builds none of them."""
     made = 0
     last = -1
+    known = facts.by_key
+    reaches = facts.reaches
+    steps = out.steps
     while queue:
         place = heapq.heappop(queue)
         if place == last:  # reached both as a node and as partitions (none are both)
             continue
         last = place
-        f = facts.of(keys[place])
+        f = known.get(keys[place]) or facts.of(keys[place])
         partitions = parted.pop(place, None)
         if (
-            partitions is None
-            and f.eager
-            and f.plain_inputs is not None
-            and not f.checked  # else its run records its checks' verdicts
+            f.plain_step
+            and partitions is None
             and not tracked  # else its run carries lag to its readers' records
             and (judged := _plain_status(ev, f, planned)) is not None
         ):
@@ -161,16 +161,18 @@ def _dry_run(
             if not reasons:
                 continue  # fresh: eager idles, and nothing its readers can see
             node = f.node
-            # Stale, so not missing: early cutoff may stop it, as below.
+            # Stale, so not missing: early cutoff may stop it, as below. Nothing holds it
+            # back: it runs, for what decide_eagerly says, its reasons joined.
             may_stop = node not in seeds or (
                 before is not None and node in current.deferred and not _on_its_own(before, node)
             )
-            decision = decide_eagerly(STALE, reasons, (), False)
-            out.steps.append(PlannedStep(f.key, None, decision.reason, may_stop))
+            steps.append(PlannedStep(f.key, None, "; ".join(reasons), may_stop))
             made += 1
             version = planned[f.key] = f"(planned {made})"
             unwritten.append((f, old, inputs, version))
-            if (orders := facts.reach(place)) is not None:
+            if (orders := reaches[place]) is UNKNOWN:
+                orders = facts.reach(place)
+            if orders is not None:
                 for child in orders:  # as _reach does, for the usual step
                     if not reached[child]:
                         reached[child] = 1

@@ -16,7 +16,7 @@ from headwater.definitions import Definitions, EdgeMapping
 from headwater.planning._state import NodeKey
 from headwater.policies import EagerPolicy
 
-__all__ = ["AssetFacts", "Facts", "facts_of"]
+__all__ = ["UNKNOWN", "AssetFacts", "Facts", "facts_of"]
 
 _NONE = EdgeMapping.NONE
 
@@ -41,9 +41,13 @@ class AssetFacts:
     """Unpartitioned, reading each input as its one node, none of them held by a blocking
     check: ``(input key, input node)`` sorted by key, as a status lists its inputs. None
     otherwise (the status walks the edge mappings)."""
+    plain_step: bool
+    """Eager, with ``plain_inputs`` and no checks: a dry run decides it from the versions
+    planned so far (``_dryrun._plain_status``)."""
 
 
-_UNKNOWN: tuple[int, ...] = (-1,)
+UNKNOWN: tuple[int, ...] = (-1,)
+"""In :attr:`Facts.reaches`: not worked out yet (:meth:`Facts.reach` does)."""
 
 
 class Facts:
@@ -54,7 +58,9 @@ class Facts:
         self.by_key: dict[str, AssetFacts] = {}
         """Made so far; :meth:`of` makes the others."""
         self._keys: list[str] = []
-        self._reach: list[tuple[int, ...] | None] = []
+        self.reaches: list[tuple[int, ...] | None] = []
+        """Per place, :meth:`reach` once worked out, else :data:`UNKNOWN` (filled along
+        with :attr:`keys`): a dry run reads it without a call per step."""
 
     @property
     def keys(self) -> list[str]:
@@ -67,7 +73,7 @@ class Facts:
             for key, place in order.items():
                 keys[place] = key
             self._keys = keys
-            self._reach = [_UNKNOWN] * len(keys)
+            self.reaches = [UNKNOWN] * len(keys)
         return self._keys
 
     def of(self, key: str) -> AssetFacts:
@@ -80,11 +86,11 @@ class Facts:
         on the instant). Apart from the facts: a full evaluation that runs nothing needs it
         for no asset."""
         keys = self.keys
-        reach = self._reach[place]
-        if reach is _UNKNOWN:
+        reach = self.reaches[place]
+        if reach is UNKNOWN:
             nodes = self.defs.fixed_reach(keys[place])
             order = self.defs.graph.order
-            reach = self._reach[place] = (
+            reach = self.reaches[place] = (
                 None if nodes is None else tuple([order[key] for key, _ in nodes])
             )
         return reach
@@ -103,16 +109,19 @@ class Facts:
             else:
                 inputs.sort()
                 plain = tuple(inputs)
+        eager = type(asset.policy) is EagerPolicy
+        checked = key in defs.checks
         made = self.by_key[key] = AssetFacts(
             key,
             (key, None),
             defs.code_version(key),
             defs.binding(key),
             defs.store_name(key),
-            type(asset.policy) is EagerPolicy,
-            key in defs.checks,
+            eager,
+            checked,
             key in defs.guarded,
             plain,
+            eager and plain is not None and not checked,
         )
         return made
 
