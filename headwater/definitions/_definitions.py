@@ -268,13 +268,16 @@ class Definitions:
         Memoized per key: planning asks once per step, 100k times in a dry run."""
         if key in self._fixed_reach:
             return self._fixed_reach[key]
-        kids = [self.assets[child] for child in self.graph.children[key]]
-        reach = (
-            None
-            if any(child.partitions is not None for child in kids)
-            else tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
-        )
-        self._fixed_reach[key] = reach
+        assets = self.assets
+        found: list[tuple[str, None]] = []
+        for child in self.graph.children[key]:  # one loop, no generators: a dry run's first
+            asset = assets[child]  # plan asks for every asset of the closure
+            if asset.partitions is not None:
+                self._fixed_reach[key] = None
+                return None
+            if asset.policy.reacts_to_upstream:
+                found.append((child, None))
+        reach = self._fixed_reach[key] = tuple(found)
         return reach
 
     def fixed_inputs(self, key: str) -> tuple[tuple[str, None], ...] | None:
