@@ -12,7 +12,7 @@ cutoff may stop, should an upstream step produce the data it had before.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -133,8 +133,8 @@ def _dry_run(
     """Per place, whether its unpartitioned node was reached."""
     parted: dict[int, set[str]] = {}
     _reach(seeds, order, queue, reached, parted)
-    planned: dict[str, str] = {}
-    """The version each unpartitioned step planned so far produces, by asset: what the
+    planned: list[str | None] = [None] * len(keys)
+    """The version each unpartitioned step planned so far produces, by place: what the
     plain steps below it read."""
     unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]] = []
     """Plain steps planned whose record is not in ``sim`` yet: written before anything else
@@ -168,7 +168,7 @@ def _dry_run(
             )
             steps.append(PlannedStep(f.key, None, "; ".join(reasons), may_stop))
             made += 1
-            version = planned[f.key] = f"(planned {made})"
+            version = planned[place] = f"(planned {made})"
             unwritten.append((f, old, inputs, version))
             if (orders := reaches[place]) is UNKNOWN:
                 orders = facts.reach(place)
@@ -207,7 +207,7 @@ def _dry_run(
                     _carry(ev, node, old.pending_since or now, touched)
                 version = f"(planned {made})"
                 if node[1] is None:
-                    planned[f.key] = version
+                    planned[place] = version
                 sim.put(node, _materialized(defs, f, node, old, status.inputs, version, now))
             elif decision.notable:
                 out.held[node] = decision.reason
@@ -227,7 +227,7 @@ def _dry_run(
 
 
 def _plain_status(
-    ev: Evaluator, f: AssetFacts, planned: Mapping[str, str]
+    ev: Evaluator, f: AssetFacts, planned: Sequence[str | None]
 ) -> tuple[NodeRecord, InputVersions, list[str]] | None:
     """What :meth:`Evaluator.status` says of a plain step (see ``AssetFacts.plain_inputs``)
     that has materialized, whose last run did not fail and whose inputs are all there, read
@@ -239,8 +239,8 @@ def _plain_status(
         return None
     assert f.plain_inputs is not None
     found: list[tuple[str, str | None, str]] = []
-    for parent, up in f.plain_inputs:
-        version = planned.get(parent)
+    for parent, up, place in f.plain_inputs:
+        version = planned[place]
         if version is None:
             up_record = records.get(up)
             if up_record is None or (version := up_record.version) is None:

@@ -37,10 +37,10 @@ class AssetFacts:
     """It has checks of its own (a planned run records their verdicts)."""
     guarded: bool
     """It has a blocking check (its status asks whether their verdicts judged its data)."""
-    plain_inputs: tuple[tuple[str, NodeKey], ...] | None
+    plain_inputs: tuple[tuple[str, NodeKey, int], ...] | None
     """Unpartitioned, reading each input as its one node, none of them held by a blocking
-    check: ``(input key, input node)`` sorted by key, as a status lists its inputs. None
-    otherwise (the status walks the edge mappings)."""
+    check: ``(input key, input node, its place)`` sorted by key, as a status lists its
+    inputs. None otherwise (the status walks the edge mappings)."""
     plain_step: bool
     """Eager, with ``plain_inputs`` and no checks: a dry run decides it from the versions
     planned so far (``_dryrun._plain_status``)."""
@@ -98,14 +98,15 @@ class Facts:
     def _make(self, key: str) -> AssetFacts:
         defs = self.defs
         asset = defs.assets[key]
-        plain: tuple[tuple[str, NodeKey], ...] | None = None
+        plain: tuple[tuple[str, NodeKey, int], ...] | None = None
         if asset.partitions is None:
             guarded = defs.guarded
+            order = defs.graph.order
             inputs = []
             for parent, mapping in defs.graph.in_edges[key]:
                 if mapping is not _NONE or parent in guarded:
                     break
-                inputs.append((parent, (parent, None)))
+                inputs.append((parent, (parent, None), order[parent]))
             else:
                 inputs.sort()
                 plain = tuple(inputs)

@@ -236,7 +236,7 @@ class Evaluator:
             # Most steps: every input one node, present and not failed; then nothing holds
             # the partition back, and its inputs come out sorted without a sort.
             found: list[tuple[str, str | None, str]] = []
-            for parent, up in plain:
+            for parent, up, _ in plain:
                 up_record = records.get(up)
                 if up_record is None or (version := up_record.version) is None:
                     break
