@@ -88,10 +88,10 @@ class Facts:
         keys = self.keys
         reach = self.reaches[place]
         if reach is UNKNOWN:
-            nodes = self.defs.fixed_reach(keys[place])
+            found = self.defs.fixed_reach_keys(keys[place])
             order = self.defs.graph.order
             reach = self.reaches[place] = (
-                None if nodes is None else tuple([order[key] for key, _ in nodes])
+                None if found is None else tuple([order[key] for key in found])
             )
         return reach
 
