@@ -249,7 +249,7 @@ def _plain_status(
                 return None
         found.append((parent, None, version))
     inputs = tuple(found)
-    return old, inputs, ev.stale_reasons(f, old, inputs)
+    return old, inputs, ev.stale_reasons(f.key, f, old, inputs)
 
 
 def _materialized(
