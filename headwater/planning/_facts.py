@@ -98,12 +98,13 @@ class Facts:
     def _make(self, key: str) -> AssetFacts:
         defs = self.defs
         asset = defs.assets[key]
+        guarded = defs.guarded
         plain: tuple[tuple[str, NodeKey, int], ...] | None = None
         if asset.partitions is None:
-            guarded = defs.guarded
-            order = defs.graph.order
+            graph = defs.graph
+            order = graph.order
             inputs = []
-            for parent, mapping in defs.graph.in_edges[key]:
+            for parent, mapping in graph.in_edges[key]:
                 if mapping is not _NONE or parent in guarded:
                     break
                 inputs.append((parent, (parent, None), order[parent]))
@@ -120,7 +121,7 @@ class Facts:
             defs.store_name(key),
             eager,
             checked,
-            key in defs.guarded,
+            key in guarded,
             plain,
             eager and plain is not None and not checked,
         )
