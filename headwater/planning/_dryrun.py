@@ -138,7 +138,7 @@ def _dry_run(
     plain steps below it read."""
     unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]] = []
     """Plain steps planned whose record is not in ``sim`` yet: written before anything else
-    reads ``sim``, so a plan of plain steps only builds none of them."""
+    reads ``sim``, so a plan of plain steps alone builds none of them."""
     made = 0
     last = -1
     known = facts.by_key
@@ -239,10 +239,11 @@ def _plain_status(
         return None
     assert f.plain_inputs is not None
     found: list[tuple[str, str | None, str]] = []
-    for parent, up, place in f.plain_inputs:
+    # No strict=: the two are made together, of one length (a keyword costs a third).
+    for parent, place in zip(f.plain_inputs, f.plain_places):  # noqa: B905
         version = planned[place]
         if version is None:
-            up_record = records.get(up)
+            up_record = records.get((parent, None))
             if up_record is None or (version := up_record.version) is None:
                 return None
             if up_record.failure is not None:

@@ -37,10 +37,14 @@ class AssetFacts:
     """It has checks of its own (a planned run records their verdicts)."""
     guarded: bool
     """It has a blocking check (its status asks whether their verdicts judged its data)."""
-    plain_inputs: tuple[tuple[str, NodeKey, int], ...] | None
+    plain_inputs: tuple[str, ...] | None
     """Unpartitioned, reading each input as its one node, none of them held by a blocking
-    check: ``(input key, input node, its place)`` sorted by key, as a status lists its
-    inputs. None otherwise (the status walks the edge mappings)."""
+    check: the input keys, sorted, as a status lists its inputs. None otherwise (the status
+    walks the edge mappings)."""
+    plain_places: tuple[int, ...]
+    """The topological places of ``plain_inputs``, in the same order. Flat tuples, not a
+    tuple per input: a dry run's first plan makes facts for every step, and each object
+    made then is walked by the collector when the plan ends."""
     plain_step: bool
     """Eager, with ``plain_inputs`` and no checks: a dry run decides it from the versions
     planned so far (``_dryrun._plain_status``)."""
@@ -99,18 +103,20 @@ class Facts:
         defs = self.defs
         asset = defs.assets[key]
         guarded = defs.guarded
-        plain: tuple[tuple[str, NodeKey, int], ...] | None = None
+        plain: tuple[str, ...] | None = None
+        places: tuple[int, ...] = ()
         if asset.partitions is None:
             graph = defs.graph
-            order = graph.order
             inputs = []
             for parent, mapping in graph.in_edges[key]:
                 if mapping is not _NONE or parent in guarded:
                     break
-                inputs.append((parent, (parent, None), order[parent]))
+                inputs.append(parent)
             else:
                 inputs.sort()
                 plain = tuple(inputs)
+                order = graph.order
+                places = tuple([order[parent] for parent in inputs])
         eager = type(asset.policy) is EagerPolicy
         checked = key in defs.checks
         made = self.by_key[key] = AssetFacts(
@@ -123,6 +129,7 @@ class Facts:
             checked,
             key in guarded,
             plain,
+            places,
             eager and plain is not None and not checked,
         )
         return made

@@ -237,8 +237,8 @@ class Evaluator:
             # Most steps: every input one node, present and not failed; then nothing holds
             # the partition back, and its inputs come out sorted without a sort.
             found: list[tuple[str, str | None, str]] = []
-            for parent, up, _ in plain:
-                up_record = records.get(up)
+            for parent in plain:
+                up_record = records.get((parent, None))
                 if up_record is None or (version := up_record.version) is None:
                     break
                 if up_record.failure is not None:
