@@ -153,7 +153,7 @@ def _observe(
     for node, version in seen:
         if node[1] is not None and version is not None:
             for name, key in dynamic_keys_in(defs.nodes[node[0]].partitions, node[1]):
-                state.add_dynamic(name, [key])
+                state.add_dynamic(name, [key], now)
         put_observed(state, node, version, now)
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import io
 import linecache
+import marshal
 import os
 import posix
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import NoReturn
+from types import CodeType, ModuleType
+from typing import Any, NoReturn, cast
 
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater._usercode import users_file, users_module
@@ -26,6 +30,16 @@ __all__ = ["LoadError", "absolute_target", "importable_target", "load_definition
 
 class LoadError(HeadwaterError):
     """The definitions could not be loaded; the message names the file and the cause."""
+
+
+ModuleTexts = dict[str, tuple[str, bytes]]
+"""Per module name, its file and text: the user's modules as a load imported them."""
+
+_RUN_TIME: set[str] | None = None
+"""In a process that serves one definitions (the daemon): the modules there were right after
+its last load, so that the next load (a reload) also imports afresh the user's modules its
+functions imported while running (``from . import helper`` inside a function, under the
+threads executor), not only those the import of the definitions brought in."""
 
 
 _HELPERS: dict[Path | str, list[str]] = {}
@@ -114,8 +128,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
         data = path.read_bytes() if source is None else source
     except OSError as exc:
         raise LoadError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
-    linecache.cache[str(path)] = (len(data), None, lines, str(path))  # never re-read
+    _cache_lines(str(path), data)
     module = importlib.util.module_from_spec(spec)
     _forget(_HELPERS.pop(path, ()))
     before = set(sys.modules)
@@ -125,7 +138,7 @@ def _import_file(path: Path, source: bytes | None) -> tuple[ModuleType, bytes]:
     if added:
         sys.path.insert(0, folder)  # so the definitions file can import its neighbours
     try:
-        with _no_exit():
+        with _no_exit(), _dropped_on_failure(before):
             exec(compile(data, str(path), "exec", dont_inherit=True), module.__dict__)
     except DefinitionError as exc:
         sys.modules.pop(name, None)
@@ -161,6 +174,193 @@ def _reloadable(name: str) -> bool:
     return bool(folders) and all(users_file(str(Path(f) / "__init__.py")) for f in folders)
 
 
+class _TextLoader(importlib.machinery.SourceFileLoader):
+    """Runs a module's text as a load read it, whatever its file holds now: a file loader
+    otherwise (``importlib.resources`` reads the package's files). No bytecode cache: a
+    ``.pyc`` of the file as it is now would run the newer code."""
+
+    def __init__(self, fullname: str, path: str, data: bytes) -> None:
+        super().__init__(fullname, path)
+        self.data = data
+
+    def get_data(self, path: str) -> bytes:
+        if path == self.path:
+            return self.data
+        return super().get_data(path)
+
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        raise OSError("no bytecode cache for a module run from its text")
+
+    def get_code(self, fullname: str) -> CodeType:
+        """The module's code from a bytecode cache keyed by its text's hash (PEP 552, as
+        ``python -m py_compile --invalidation-mode checked-hash`` writes it, valid for plain
+        imports too), compiled and cached when none matches: compiled at each start and
+        reload, a large helper cost each worker seconds (hostile36d bug3)."""
+        digest = importlib.util.source_hash(self.data)
+        try:
+            cached = importlib.util.cache_from_source(self.path)
+        except NotImplementedError:  # sys.implementation.cache_tag is None
+            return self.source_to_code(self.data, self.path)
+        try:
+            blob = Path(cached).read_bytes()
+        except OSError:
+            blob = b""
+        if (
+            blob[:4] == importlib.util.MAGIC_NUMBER
+            and int.from_bytes(blob[4:8], "little") & _HASH_BASED
+            and blob[8:16] == digest
+        ):
+            with contextlib.suppress(ValueError, EOFError, TypeError):  # a torn file
+                return cast(CodeType, marshal.loads(blob[16:]))
+        code = self.source_to_code(self.data, self.path)
+        if not sys.dont_write_bytecode:
+            blob = importlib.util.MAGIC_NUMBER + _CHECKED_HASH.to_bytes(4, "little") + digest
+            temporary = Path(f"{cached}.{os.getpid()}.tmp")
+            try:
+                temporary.parent.mkdir(exist_ok=True)
+                temporary.write_bytes(blob + marshal.dumps(code))
+                temporary.replace(cached)  # workers starting together: whole files
+            except OSError:  # a read-only project: compiled each time, as without a cache
+                temporary.unlink(missing_ok=True)
+        return code
+
+
+_HASH_BASED, _CHECKED_HASH = 0b01, 0b11
+"""PEP 552 flags: the cache is keyed by the source's hash; checked against it on import."""
+
+
+class _Served(importlib.abc.MetaPathFinder):
+    def __init__(self, modules: ModuleTexts) -> None:
+        self.modules = modules
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        found = self.modules.get(fullname)
+        if found is None:
+            return None
+        file, data = found
+        package = [str(Path(file).parent)] if Path(file).name == "__init__.py" else None
+        return importlib.util.spec_from_file_location(
+            fullname,
+            file,
+            loader=_TextLoader(fullname, file, data),
+            submodule_search_locations=package,
+        )
+
+
+@contextlib.contextmanager
+def _serving(modules: ModuleTexts | None) -> Iterator[None]:
+    """While the definitions import, the user's modules named in ``modules`` are imported from
+    their text there: a worker runs the code the daemon loaded, not what the files hold now
+    (an edit that broke a helper, a reload that failed and kept the old code: every worker
+    started since could not import it). Their lines are what tracebacks and code versions
+    read, as for the definitions file."""
+    if not modules:
+        yield
+        return
+    for file, data in modules.values():
+        _cache_lines(file, data)
+    finder = _Served(modules)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
+class _Recording(importlib.abc.MetaPathFinder):
+    """Imports the user's modules found on ``sys.path`` from a text read once and kept: the
+    text shipped to workers is the one that ran here, not the file read again after the
+    import (a deploy racing a reload: hostile36c bug5)."""
+
+    def __init__(self) -> None:
+        self.texts: ModuleTexts = {}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        found = importlib.machinery.PathFinder.find_spec(fullname, path)
+        origin = found.origin if found is not None else None
+        if (
+            found is None
+            or not isinstance(found.loader, importlib.machinery.SourceFileLoader)
+            or not isinstance(origin, str)
+            or not users_file(origin)
+        ):
+            return None  # the usual finders, as if this one were not there
+        try:
+            data = Path(origin).read_bytes()
+        except OSError:
+            return None
+        self.texts[fullname] = (origin, data)
+        _cache_lines(origin, data)
+        return importlib.util.spec_from_file_location(
+            fullname,
+            origin,
+            loader=_TextLoader(fullname, origin, data),
+            submodule_search_locations=found.submodule_search_locations,
+        )
+
+
+@contextlib.contextmanager
+def _recording(on: bool) -> Iterator[ModuleTexts]:
+    """While the definitions import (``on``: in the daemon), the text of each module of the
+    user's it imports, as it ran."""
+    if not on:
+        yield {}
+        return
+    finder = _Recording()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield finder.texts
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
+def _cache_lines(file: str, data: bytes) -> None:
+    # Decoded as Python decodes it (a coding cookie: latin-1 text read as UTF-8 made every
+    # accented letter the same replacement character, and an edit of one no change of the
+    # code version: hostile36d bug2); lines end where Python's do (\n, \r\n, \r), not also
+    # at a form feed as str.splitlines has it (hostile36c bug2).
+    try:
+        text = importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        text = data.decode("utf-8", "replace")  # Python will refuse it: say what it can
+    lines = io.StringIO(text, newline=None).readlines()
+    linecache.cache[file] = (len(data), None, lines, file)  # never re-read
+
+
+def _texts(names: Iterable[str], recorded: ModuleTexts) -> ModuleTexts:
+    """The text of each of the user's modules named (Python files only), kept as the lines
+    tracebacks and code versions read: what workers are then given to import. As it was
+    ``recorded`` while it ran, else as its file holds it now."""
+    out: ModuleTexts = {}
+    for name in names:
+        if name in recorded:
+            out[name] = recorded[name]
+            continue
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not isinstance(file, str) or not file.endswith(".py"):
+            continue  # a namespace package, an extension module
+        try:
+            data = Path(file).read_bytes()
+        except OSError:
+            continue  # gone since: a worker imports it as it can
+        _cache_lines(file, data)
+        out[name] = (file, data)
+    return out
+
+
+def _forget_run_time() -> None:
+    """Forget the user's modules imported since the last load, by its functions at run time
+    (in a process that serves one definitions: see ``_RUN_TIME``)."""
+    if _RUN_TIME is not None:
+        _forget(n for n in set(sys.modules) - _RUN_TIME if _reloadable(n))
+
+
 def _forget(modules: Iterable[str]) -> None:
     """Drop ``modules`` from ``sys.modules``: the next import runs their code as it is now."""
     for name in modules:
@@ -176,12 +376,30 @@ def _import_module(name: str) -> ModuleType:
     it brought in. Else a reload of ``module:attribute`` kept the code it started with (and
     a Dask worker ran it: hostile34b bug5) while saying it had reloaded."""
     earlier = _HELPERS.pop(name, [])
-    _forget([*earlier, name] if users_module(name) else earlier)
+    # The target and its package are imported afresh even if installed (`pip install` of a
+    # new version, then a reload): the definitions are what a reload is asked for.
+    top = name.partition(".")[0]
+    ours = [m for m in sys.modules if m == top or m.startswith(top + ".")]
+    _forget([*earlier, *ours] if top != "headwater" else earlier)
     before = set(sys.modules)
+    with _dropped_on_failure(before):
+        module = importlib.import_module(name)
+    _HELPERS[name] = [
+        n for n in set(sys.modules) - before if _reloadable(n) or n.partition(".")[0] == top
+    ]
+    return module
+
+
+@contextlib.contextmanager
+def _dropped_on_failure(before: set[str]) -> Iterator[None]:
+    """An import that fails forgets the user's modules it brought in: kept in
+    ``sys.modules`` (with no load listing them), the next reload would find them there and
+    run their text of that failed attempt (hostile36c bug1)."""
     try:
-        return importlib.import_module(name)
-    finally:
-        _HELPERS[name] = [n for n in set(sys.modules) - before if _reloadable(n)]
+        yield
+    except BaseException:
+        _forget(n for n in set(sys.modules) - before if _reloadable(n))
+        raise
 
 
 def _find(module: ModuleType, attribute: str | None, where: str) -> Definitions:
@@ -220,14 +438,51 @@ def absolute_target(target: str) -> str:
     return target
 
 
-def load_definitions(target: str, source: bytes | None = None) -> Definitions:
+def load_definitions(
+    target: str,
+    source: bytes | None = None,
+    modules: ModuleTexts | None = None,
+    *,
+    serving: bool = False,
+) -> Definitions:
     """Load ``path/to/defs.py``, ``path/to/defs.py:attr`` or ``package.module:attr``.
 
-    ``source``: the file's text as an earlier load read it (``Definitions.source``), so that
-    a worker process runs what the daemon loaded even if the file has changed since."""
+    ``source`` and ``modules``: the file's text and the user's modules' as an earlier load
+    read them (``Definitions.source``, ``Definitions.modules``), so that a worker process runs
+    what the daemon loaded even if the files have changed since. ``serving``: this process
+    serves these definitions alone (the daemon): the user's modules imported at run time
+    since the last load are imported afresh too."""
+    global _RUN_TIME
+    if serving:
+        _forget_run_time()
+    with _serving(modules), _recording(serving and modules is None) as recorded:
+        defs = _load(target, source)
+    # a worker keeps what it was given: read again, the files may hold newer text
+    if modules is None:
+        modules = _texts(_HELPERS[_helpers_key(target)], recorded)
+    defs.modules = modules
+    if serving:
+        _RUN_TIME = set(sys.modules)
+    return defs
+
+
+def _helpers_key(target: str) -> Path | str:
+    path_text, _, named = _split(target)
+    return _file_path(path_text) if named else path_text
+
+
+def _file_path(path_text: str) -> Path:
+    """The definitions file as named, made absolute, its symlinks kept: a deploy that points
+    ``current`` at a new release, then reloads, loads the same definitions (the same module
+    name, so values pickled from its classes still load; the same helpers to import afresh),
+    not another file beside the one loaded before."""
+    return Path(os.path.abspath(path_text))  # noqa: PTH100 (resolve() follows symlinks)
+
+
+def _load(target: str, source: bytes | None) -> Definitions:
     path_text, attribute, named = _split(target)
     if named:
-        path = Path(path_text).resolve()
+        path = _file_path(path_text)
         if not path.is_file():
             what = (
                 "is not a regular file"

@@ -90,6 +90,24 @@ def _calls(fn: Callable[[], object]) -> int:
     return count
 
 
+def _on_the_loop(h: Harness, fn: Callable[[], object]) -> int:
+    """Function calls ``fn()`` makes on the harness's event loop (started before: the
+    profile is set there, where the engine works)."""
+    count = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    h._call(sys.setprofile, profile)
+    try:
+        fn()
+    finally:
+        h._call(sys.setprofile, None)
+    return count
+
+
 def test_compute_code_versions_makes_calls_in_proportion_to_the_assets() -> None:
     small, large = _layered(200), _layered(2_000)
     ratio = _calls(large.compute_code_versions) / _calls(small.compute_code_versions)
@@ -308,3 +326,48 @@ def _watch_dry_run_steps(
 
     monkeypatch.setattr(_dryrun, "decide_step", watching)
     monkeypatch.setattr(_dryrun, "_plain_status", watching_plain)
+
+
+def test_a_stuck_chain_of_max_lag_holders_costs_calls_in_proportion_to_its_length(
+    tmp_path: Path,
+) -> None:
+    """A failing asset above a chain whose every asset has a ``max_lag``: the push of its
+    change down the chain, the check of each holder, and a restart in the middle of the
+    episode each walk the stuck region once, not once per holder (quadratic: 4x the chain
+    made 16x the calls; cubic at a restart: hostile36b bug3, bug4)."""
+
+    def stuck_chain(n: int) -> hw.Definitions:
+        src = hw.source("src")
+
+        @hw.asset(retries=hw.Retry(max_attempts=1000, delay="1d", backoff=1.0))
+        def a0(src: int) -> int:
+            if src == 2:
+                raise ConnectionError("flaky")
+            return src
+
+        assets: list[Any] = [src, a0]
+        for i in range(1, n):
+            lag = hw.Freshness(max_lag="10m")
+            assets.append(hw.asset(f"a{i}", deps=[assets[-1]], freshness=lag)(lambda: 1))
+        return hw.Definitions(assets)
+
+    def calls(n: int) -> int:
+        defs = stuck_chain(n)
+        state_dir = tmp_path / str(n)
+        with Harness(defs, now="2026-01-05T00:00:00Z", state_dir=state_dir) as h:
+            h.observe("src", value=1)
+            h.tick()
+            h.observe("src", value=2)
+            h.tick()
+            h.advance("9m")
+            pushed = _on_the_loop(h, lambda: h.advance("2m"))
+            assert len(h.events(kind="freshness_violated")) == n - 1
+
+        def reopen() -> None:
+            with Harness(defs, now="2026-01-05T00:30:00Z", state_dir=state_dir) as h:
+                h.tick()
+
+        return pushed + _calls(reopen)
+
+    small, large = calls(100), calls(400)
+    assert large < 8 * small, f"4x the chain made {large / small:.1f}x the calls"

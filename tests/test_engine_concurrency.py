@@ -675,7 +675,8 @@ async def test_a_correction_decided_while_an_input_commits_keeps_the_lag(
     """``a`` (max_lag) is up to date, with a pending_since left over; its deadline is
     checked while ``u``'s new version, an input, is committing. Judged on the old ``u``,
     ``a`` looked up to date and its pending_since was cleared: stale once ``u`` landed, it
-    was never late."""
+    was never late. (It is behind since ``u``'s change: the leftover, a change undone that
+    it reflects, is not what it lags behind.)"""
     from headwater._clock import VirtualClock
     from headwater._events import EventKind
 
@@ -710,7 +711,8 @@ async def test_a_correction_decided_while_an_input_commits_keeps_the_lag(
             tg.start_soon(engine.clockwork.check_freshness, [node])
         assert engine.status("a").state == "stale"  # u changed
         record = engine.state.record(node)
-        assert record is not None and record.pending_since == behind
+        assert record is not None and record.pending_since == u_new.timestamp
+        assert u_new.timestamp == behind + timedelta(seconds=1)
         clock.advance(timedelta(hours=1))
         fs = engine.freshness("a")
         assert fs is not None and fs.late

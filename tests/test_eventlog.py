@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -51,19 +54,28 @@ async def test_opens_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
-    """A schema-1 log with events opens at the newest schema with its events intact."""
+    """A schema-1 log with events and a dynamic key opens at the newest schema with its events
+    and keys intact (a key from before schema 6 has no time of addition)."""
     conn = sqlite3.connect(tmp_path / "events.db")
     conn.executescript(
         "CREATE TABLE schema_version (version INTEGER NOT NULL);"
         + MIGRATIONS[0]
         + "; INSERT INTO schema_version VALUES (1);"
         "INSERT INTO events (timestamp, kind, asset) VALUES ('2026-01-01T00:00:00.000000Z', 'observation', 'src');"
+        "INSERT INTO dynamic_partitions (name, key, seq) VALUES ('files', 'a.csv', 1);"
     )
     conn.close()
     before = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
     assert before.schedules == {}  # readable before migration
+    assert before.dynamic == {"files": {"a.csv": None}}
     async with open_event_log(tmp_path) as log:
-        assert (await log.load_state()).schedules == {}
+        state = await log.load_state()
+        assert state.schedules == {}
+        assert state.dynamic == {"files": {"a.csv": None}}
+        await log.write([], dynamic=[("files", "b.csv", T0)])
+    assert (await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)).dynamic == {
+        "files": {"a.csv": None, "b.csv": T0}
+    }
     after = await anyio.to_thread.run_sync(EventLogReader(tmp_path).events)
     assert [e.asset for e in after] == ["src"]
     conn = sqlite3.connect(tmp_path / "events.db")
@@ -71,6 +83,7 @@ async def test_an_old_log_is_migrated_in_place(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM schedules").fetchone() == (0,)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "events_by_node" not in indexes  # migration 5: each event updates one index less
+    assert "events_by_run" not in indexes  # migration 7: nor by run
     assert "events_by_node_kind" in indexes
     conn.close()
 
@@ -188,15 +201,108 @@ async def test_small_commits_are_checkpointed_off_the_loop(tmp_path: Path) -> No
 
 
 @pytest.mark.asyncio
+async def test_a_forced_checkpoint_counts_the_wal_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint with no commit under way starts the WAL afresh: the next one is forced
+    only once the WAL is that long again, never at the next commit (a background checkpoint
+    that looked before the WAL was reset found it as long as before), and the frames a
+    background checkpoint finds replace the estimate of the pages committed before it looked:
+    a WAL that started afresh by itself is not forced for being long. A WAL bounded at 64
+    frames, 600 one-event commits (4 or 5 frames each)."""
+    from headwater.eventlog import _writer
+
+    monkeypatch.setattr(_writer, "_force_at", lambda path: 64)
+    kinds: list[bool] = []
+    write = _writer._write_transaction
+
+    def counted(conn: sqlite3.Connection, *rows: Any) -> int:
+        kinds.append(len(rows) > 5 and bool(rows[5]))
+        return write(conn, *rows)
+
+    monkeypatch.setattr(_writer, "_write_transaction", counted)
+    async with open_event_log(tmp_path) as log:
+        for i in range(600):
+            await log.write([_observation(i)])
+            if log._checkpointer is not None:  # each one's count is taken before the next
+                await anyio.to_thread.run_sync(log._checkpointer.join)
+        wal = (tmp_path / "events.db-wal").stat().st_size
+    forced = [i for i, checkpoint in enumerate(kinds) if checkpoint]
+    gaps = [b - a for a, b in itertools.pairwise(forced)]
+    assert all(gap >= 64 // 6 for gap in gaps), gaps
+    # The estimate alone (6 pages a commit) forced one every 12 commits, 50 in all, though
+    # each background checkpoint caught up and the WAL started afresh by itself.
+    assert len(forced) <= 25, forced
+    assert wal < 2 * 64 * (4096 + 24), wal
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("waits", [True, False])
+async def test_only_a_commit_that_waited_long_sends_the_next_ones_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: bool
+) -> None:
+    """A commit on the loop that waited 30 ms (for another writer's lock here; for the disk
+    under writeback pressure in life) sends the next ones to a thread; one that took as long
+    on the processor (what a preempted one looks like: no wait of its own) does not."""
+    from headwater.eventlog import _writer
+
+    write = _writer._write_transaction
+    spin = [not waits]
+    thread: list[bool] = []
+    began = time.perf_counter()
+    sum(range(100_000))
+    # One call into C that holds the interpreter's lock for ~60 ms (a loop in Python would
+    # hand it to another thread now and then, and wait to get it back: a wait)
+    spin_for = 100_000 * max(1, int(0.06 / max(time.perf_counter() - began, 1e-6)))
+    spun: list[float] = []
+
+    def _write_transaction(conn: sqlite3.Connection, *rows: Any) -> int:  # a name the
+        # blocking-call guard allows
+        thread.append(threading.current_thread() is not threading.main_thread())
+        if spin.pop() if spin else False:
+            began = time.perf_counter()
+            sum(range(spin_for))
+            spun.append(time.perf_counter() - began)
+        return write(conn, *rows)
+
+    def hold_the_lock() -> threading.Timer:
+        other = sqlite3.connect(
+            tmp_path / "events.db", isolation_level=None, check_same_thread=False
+        )
+        other.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            other.execute("COMMIT")  # nothing written: the writer's snapshot stands
+            other.close()
+
+        timer = threading.Timer(0.03, release)
+        timer.start()
+        return timer
+
+    monkeypatch.setattr(_writer, "_write_transaction", _write_transaction)
+    async with open_event_log(tmp_path) as log:
+        timer = await anyio.to_thread.run_sync(hold_the_lock) if waits else None
+        for i in range(3):
+            await log.write([_observation(i)])
+    if timer is not None:
+        await anyio.to_thread.run_sync(timer.join)
+    assert thread == [False, waits, waits]
+    assert all(s > _writer.SLOW_COMMIT_S for s in spun), spun
+
+
+@pytest.mark.asyncio
 async def test_state_rows_are_written_with_their_events(tmp_path: Path) -> None:
     """Records written with events come back from the state table, also after reopening."""
     record = NodeRecord(version="v7", changed_at=T0)
     async with open_event_log(tmp_path) as log:
-        await log.write([_observation(7)], {("src", None): record}, dynamic=[("inbox", "a.csv")])
+        await log.write(
+            [_observation(7)], {("src", None): record}, dynamic=[("inbox", "a.csv", T0)]
+        )
     async with open_event_log(tmp_path) as log:
         state = await log.load_state()
     assert state.record(("src", None)) == record
     assert list(state.dynamic_keys("inbox")) == ["a.csv"]
+    assert state.dynamic_added_at("inbox", "a.csv") == T0
     reread = await anyio.to_thread.run_sync(EventLogReader(tmp_path).load_state)
     assert reread.record(("src", None)) == record
 

@@ -578,3 +578,95 @@ def test_reload_of_definitions_named_as_a_module_runs_their_new_code(
     runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
     assert [e.data_version for e in runs] == [data_version(1), data_version(2)]
     assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize("kind", ["module", "file"])
+def test_a_worker_started_after_a_failed_reload_runs_the_code_the_daemon_kept(
+    tmp_path: Path, daemons: list[object], kind: str
+) -> None:
+    """``mypkg.defs:defs`` under the processes executor: an edit breaks the helper, the reload
+    fails and the daemon keeps the old definitions. Its workers are killed (the OOM killer);
+    the one started for the next run imports the code the daemon kept, not the broken files
+    (it failed every run "the worker could not start": hostile35b bug2). The same for a
+    helper beside a definitions file."""
+    from headwater.versions import data_version
+
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    if kind == "module":
+        (package / "defs.py").write_text(MODULE_DEFS)
+        helper = package / "helper.py"
+        target = "mypkg.defs:defs"
+    else:
+        (package / "defs.py").write_text(HELPER_DEFS)
+        helper = package / "helper_mod.py"
+        target = str(package / "defs.py")
+    helper.write_text("def answer() -> int:\n    return 1\n")
+    env = {"PYTHONPATH": str(tmp_path), "HEADWATER_EXECUTOR": "processes"}
+    daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return hw(*args, "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
+
+    assert cli("materialize", "answer").returncode == 0
+    helper.write_text("raise ImportError('half-saved')\n")
+    reload = cli("reload")
+    assert reload.returncode == 2 and "half-saved" in reload.stdout + reload.stderr
+    workers = json.loads(cli("health", "--json").stdout)["executor"]["workers"]
+    assert workers
+    for worker in workers:
+        os.kill(worker["pid"], signal.SIGKILL)
+    again = cli("materialize", "answer", "--force")
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
+    assert [e.data_version for e in runs] == [data_version(1), data_version(1)]
+    assert daemon.terminate() == 0
+
+
+LAZY_DEFS = """
+import headwater as hw
+
+
+@hw.asset(policy=hw.manual())
+def answer() -> int:
+    from mypkg import lazy  # at run time, not while the definitions load
+
+    return lazy.F
+
+
+defs = hw.Definitions([answer])
+"""
+
+
+def test_a_reload_imports_afresh_a_helper_a_function_imported_while_running(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """Under the threads executor, a module the function imports when it runs is the user's
+    code too: a reload imports it afresh, as it does the helpers the definitions import (the
+    daemon said "reloaded" and ran the old helper: hostile35b bug13)."""
+    from headwater.versions import data_version
+
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "defs.py").write_text(LAZY_DEFS)
+    (package / "lazy.py").write_text("F = 1\n")
+    env = {"PYTHONPATH": str(tmp_path), "HEADWATER_EXECUTOR": "threads"}
+    target = "mypkg.defs:defs"
+    daemon = DaemonProcess(tmp_path, Path(target), tmp_path / "state", env=env)
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return hw(*args, "-d", target, "--state-dir", "state", cwd=tmp_path, env=env)
+
+    assert cli("materialize", "answer").returncode == 0
+    (package / "lazy.py").write_text("F = 2\n")
+    assert cli("reload").returncode == 0
+    assert cli("materialize", "answer", "--force").returncode == 0
+    runs = EventLogReader(tmp_path / "state").events(kind="materialization", asset="answer")
+    assert [e.data_version for e in runs] == [data_version(1), data_version(2)]
+    assert daemon.terminate() == 0

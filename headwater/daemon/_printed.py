@@ -83,7 +83,7 @@ def load_logged(target: str) -> Definitions:
     out, err = LineStream("stdout", emit, sys.stdout), LineStream("stderr", emit, sys.stderr)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            return load_definitions(target)
+            return load_definitions(target, serving=True)
     finally:
         out.rest()
         err.rest()

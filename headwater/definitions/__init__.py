@@ -18,6 +18,7 @@ from headwater.definitions._partitions import (
     PartitionsDefinition,
     StaticPartitions,
     dynamic_keys_in,
+    keys_holding,
 )
 from headwater.definitions._sources import FileSource, ObjectSource, SourceDef, source
 from headwater.definitions._time_partitions import (
@@ -60,6 +61,7 @@ __all__ = [
     "asset",
     "check",
     "dynamic_keys_in",
+    "keys_holding",
     "source",
     "valid_executor",
 ]

@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -108,6 +109,10 @@ class Definitions:
         """What they were loaded from (``load_definitions``'s target, made absolute)."""
         self.source: bytes | None = None
         """The text of the definitions file as it was loaded (workers run exactly that)."""
+        self.modules: dict[str, tuple[str, bytes]] = {}
+        """The user's modules the load imported (a helper beside the file; a module target
+        and its package), by name: file and text, which workers import instead of the
+        files as they are when they start."""
         self.io = io
         if executor is not None and not valid_executor(executor):
             raise DefinitionError(
@@ -404,6 +409,22 @@ class Definitions:
         return self._with_upstream(
             k for k, a in self.assets.items() if a.freshness and a.freshness.max_lag is not None
         )
+
+    def lag_below(self, key: str) -> timedelta | None:
+        """The smallest ``max_lag`` of the assets downstream of ``key`` (None: none has one):
+        how long it may stay behind before one of them is late through it."""
+        if key not in self._lag_below:
+            lags = [
+                lag
+                for k in self.graph.descendants([key]) - {key}
+                if (sla := self.nodes[k].freshness) is not None and (lag := sla.max_lag)
+            ]
+            self._lag_below[key] = min(lags, default=None)
+        return self._lag_below[key]
+
+    @functools.cached_property
+    def _lag_below(self) -> dict[str, timedelta | None]:
+        return {}
 
     @functools.cached_property
     def sla_holders(self) -> frozenset[str]:

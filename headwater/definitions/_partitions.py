@@ -22,6 +22,7 @@ __all__ = [
     "PartitionsDefinition",
     "StaticPartitions",
     "dynamic_keys_in",
+    "keys_holding",
 ]
 
 MULTI_SEPARATOR = "|"
@@ -323,3 +324,23 @@ def dynamic_keys_in(parts: PartitionsDefinition | None, key: str) -> list[tuple[
     return [
         (d.name, k) for d, k in zip(dims, split, strict=True) if isinstance(d, DynamicPartitions)
     ]
+
+
+def keys_holding(
+    parts: PartitionsDefinition | None, name: str, key: str, ctx: PartitionContext
+) -> Sequence[str]:
+    """The partition keys of ``parts`` that hold ``key`` of the dynamic set ``name``: the key
+    itself for that set, every combination with it for a multi-partition with it as a
+    dimension, none otherwise (the partitions a new dynamic key made)."""
+    if isinstance(parts, DynamicPartitions):
+        return [key] if parts.name == name else []
+    if not isinstance(parts, MultiPartitions):
+        return []
+    dims = list(parts.dimensions.values())
+    every = [dim.keys(ctx) for dim in dims]
+    out: dict[str, None] = {}
+    for i, dim in enumerate(dims):  # the set may be two dimensions: the key in either
+        if isinstance(dim, DynamicPartitions) and dim.name == name:
+            per_dim = [*every[:i], [key], *every[i + 1 :]]
+            out.update((MULTI_SEPARATOR.join(c), None) for c in itertools.product(*per_dim))
+    return list(out)

@@ -73,9 +73,14 @@ class EventLogReader:
             if conn is None:
                 return State()
             records = conn.execute("SELECT asset, partition, record FROM current_state").fetchall()
-            dynamic = conn.execute(
-                "SELECT name, key FROM dynamic_partitions ORDER BY seq"
-            ).fetchall()
+            try:
+                dynamic = conn.execute(
+                    "SELECT name, key, added_at FROM dynamic_partitions ORDER BY seq"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a log written before schema 6, not yet migrated
+                dynamic = conn.execute(
+                    "SELECT name, key, NULL FROM dynamic_partitions ORDER BY seq"
+                ).fetchall()
             try:
                 schedules = conn.execute(
                     "SELECT asset, first_seen, handled_through FROM schedules"

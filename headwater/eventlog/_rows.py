@@ -117,7 +117,7 @@ def schedule_rows(schedules: Mapping[str, Schedule]) -> list[tuple[str, str, str
 
 def state_from_rows(
     records: Iterable[tuple[str, str, str]],
-    dynamic: Iterable[tuple[str, str]],
+    dynamic: Iterable[tuple[str, str, str | None]],
     schedules: Iterable[tuple[str, str, str]] = (),
 ) -> State:
     state = State()
@@ -126,8 +126,12 @@ def state_from_rows(
             state.schedules[asset] = Schedule(parse_timestamp(first_seen), parse_timestamp(handled))
         except (ValueError, TypeError, AttributeError) as exc:
             raise MalformedRow(f"schedules row of asset {asset!r}", str(exc)) from None
-    for name, key in dynamic:
-        state.add_dynamic(name, [key])
+    for name, key, added_at in dynamic:
+        try:
+            at = None if added_at is None else parse_timestamp(added_at)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MalformedRow(f"dynamic_partitions row {name!r}/{key!r}", str(exc)) from None
+        state.add_dynamic(name, [key], at)
     memo = Memo()
     with collector_paused():  # hundreds of thousands of records, none of them in a cycle
         for asset, partition, record in records:

@@ -10,7 +10,10 @@ cache, ~25-50 µs here, while handing it to a thread and back costs ~100-150 µs
 wake-ups). So a small transaction (``ON_LOOP_ROWS``) commits on the event loop's own thread;
 a large one always goes to a thread (group commit), and a commit that ever takes longer than
 ``SLOW_COMMIT_S`` (a disk under writeback pressure) sends the next ones there for
-``SLOW_FOR_S``: the loop is never held for long.
+``SLOW_FOR_S``: the loop is never held for long. A commit that was slow only because the
+machine gave its processor to others (no wait of its own: a busy machine preempts a commit
+for 20-70 ms now and then) does not: a thread would wait as long for a processor, and the
+next ten seconds of commits would each pay the hop.
 
 Checkpoints never run inside a commit on the loop (``wal_autocheckpoint=0``: a checkpoint
 syncs the disk). Every ``CHECKPOINT_PAGES`` pages a thread of its own checkpoints passively
@@ -29,8 +32,10 @@ batches short enough to hold back other writes for at most a few milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import sqlite3
 import threading
@@ -146,11 +151,12 @@ class Pruned:
 class _Batch:
     events: Sequence[Event]
     records: Mapping[NodeKey, NodeRecord]
-    dynamic: Sequence[tuple[str, str]]
+    dynamic: Sequence[tuple[str, str, datetime]]
     schedules: Mapping[str, Schedule]
     values: Mapping[NodeKey, SmallValue | None]
-    done: anyio.Event | None = None
-    """Made by a caller that waits for a leader's commit."""
+    done: asyncio.Event | None = None
+    """Made by a caller that waits for a leader's commit (asyncio's: anyio's looks its
+    backend up at each creation, a few µs of each gathered commit)."""
     error: BaseException | None = None
 
 
@@ -182,16 +188,19 @@ class EventLog:
         self._unchecked_pages = 0
         """WAL pages since the last checkpoint began."""
         self._wal_pages = 0
-        """WAL pages since the last checkpoint with no commit under way (after it, the next
-        commit starts the WAL afresh)."""
+        """About how many pages the WAL holds: counted since the last checkpoint with no
+        commit under way (after it, the next commit starts the WAL afresh), or since the last
+        background checkpoint began, added to the frames that one found (see ``_count``)."""
         self._checkpointer: threading.Thread | None = None
-        self._wal_seen = [0, 4 * CHECKPOINT_PAGES]
-        """Frames in the WAL as the last background checkpoint found them (the estimates
-        above count pages, which an event with a large payload outgrows), and the WAL length
-        at which to force a checkpoint (see ``_force_at``). Its thread writes here."""
+        self._wal_seen = [-1, 4 * CHECKPOINT_PAGES, 0]
+        """Frames in the WAL as the last background checkpoint found them, until ``_count``
+        takes them (-1: none since); the WAL length at which to force a checkpoint (see
+        ``_force_at``); ``_wal_pages`` just before it looked. Its thread writes here."""
         self._leading = False
-        self._txn = anyio.Lock()
-        """Held for each transaction: commits and prune batches never interleave."""
+        self._txn = anyio.Lock(fast_acquire=True)
+        """Held for each transaction: commits and prune batches never interleave. Taken
+        without a turn of the event loop when free: a leader that yielded there committed
+        what it had gathered, and the callers that came meanwhile in a second transaction."""
         self._dynamic_seq = 0
         self._pruner: sqlite3.Connection | None = None
         self._pruning = anyio.Lock()
@@ -219,7 +228,7 @@ class EventLog:
         async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
             records = await cur.fetchall()
         async with self._conn.execute(
-            "SELECT name, key FROM dynamic_partitions ORDER BY seq"
+            "SELECT name, key, added_at FROM dynamic_partitions ORDER BY seq"
         ) as cur:
             dynamic = await cur.fetchall()
         async with self._conn.execute(
@@ -229,7 +238,7 @@ class EventLog:
         # the rows are tuples already (no row factory): no copy of 100k of them
         return state_from_rows(
             cast("list[tuple[str, str, str]]", records),
-            cast("list[tuple[str, str]]", dynamic),
+            cast("list[tuple[str, str, str | None]]", dynamic),
             cast("list[tuple[str, str, str]]", schedules),
         )
 
@@ -270,11 +279,14 @@ class EventLog:
                 await anyio.to_thread.run_sync(_delete_small, self._writer, gone)
         return gone
 
-    async def run_started(self, run_id: str) -> Event | None:
-        """The ``run_started`` event of a run (what it was to read, with which code)."""
+    async def run_started(self, node: NodeKey, run_id: str) -> Event | None:
+        """The ``run_started`` event of a run of ``node`` (what it was to read, with which
+        code): the partition's starts through events_by_node_kind, newest first (a run asked
+        for is a recent one), not an index of every event by run (see migration 7)."""
         async with self._conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND kind = 'run_started' LIMIT 1",
-            (run_id,),
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE asset = ? AND partition IS ?"
+            " AND kind = 'run_started' AND run_id = ? ORDER BY id DESC LIMIT 1",
+            (node[0], node[1], run_id),
         ) as cur:
             row = await cur.fetchone()
         try:
@@ -286,13 +298,14 @@ class EventLog:
         self,
         events: Sequence[Event],
         records: Mapping[NodeKey, NodeRecord] | None = None,
-        dynamic: Sequence[tuple[str, str]] = (),
+        dynamic: Sequence[tuple[str, str, datetime]] = (),
         schedules: Mapping[str, Schedule] | None = None,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
         *,
         gather: bool = False,
     ) -> None:
-        """Return once ``events``, ``records``, ``dynamic`` keys, ``schedules`` and small
+        """Return once ``events``, ``records``, ``dynamic`` keys (name, key, added at),
+        ``schedules`` and small
         ``values`` (None: the partition's value is no longer small) are committed together.
 
         ``gather``: other writes are likely in this turn of the event loop (runs that ended
@@ -300,7 +313,7 @@ class EventLog:
         batch = _Batch(events, records or {}, dynamic, schedules or {}, values or {})
         if self._leading:
             self._pending.append(batch)
-            batch.done = anyio.Event()
+            batch.done = asyncio.Event()
             # shielded: the leader commits this batch whatever happens to its caller, who
             # must then take what was committed (or memory and disk disagree)
             with anyio.CancelScope(shield=True):
@@ -311,16 +324,17 @@ class EventLog:
             self._pending.append(batch)
             self._leading = True
             try:
-                if gather:
-                    # The callers woken with this one run before it resumes: their writes
-                    # join this batch. Two trivial runs ending together commit once, not
-                    # twice (~80 µs of a ~0.4 ms run).
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
-                while self._pending:
-                    batches, self._pending = self._pending, []
-                    # A cancelled caller must not leave a transaction half-written: a commit
-                    # handed to a thread completes regardless.
-                    with anyio.CancelScope(shield=True):
+                # Shielded, the gathering too: a cancelled caller must not leave batches
+                # queued behind it uncommitted, nor a transaction half-written (a commit
+                # handed to a thread completes regardless).
+                with anyio.CancelScope(shield=True):
+                    if gather:
+                        # The callers woken with this one run before it resumes: their
+                        # writes join this batch. Two trivial runs ending together commit
+                        # once, not twice (~80 µs of a ~0.4 ms run).
+                        await asyncio.sleep(0)
+                    while self._pending:
+                        batches, self._pending = self._pending, []
                         async with self._txn:
                             if self._small(batches):
                                 self._commit_here(batches)
@@ -342,7 +356,7 @@ class EventLog:
 
     def _rows(self, batches: list[_Batch]) -> _Rows:
         events = [event_row(e) for b in batches for e in b.events]
-        dynamic: list[tuple[str, str, int]] = []
+        dynamic: list[tuple[str, str, int, str]] = []
         if len(batches) == 1:  # most commits: nothing to merge
             records, schedules, values = batches[0].records, batches[0].schedules, batches[0].values
         else:
@@ -352,9 +366,9 @@ class EventLog:
                 schedules.update(b.schedules)
                 values.update(b.values)
         for b in batches:
-            for name, key in b.dynamic:
+            for name, key, at in b.dynamic:
                 self._dynamic_seq += 1
-                dynamic.append((name, key, self._dynamic_seq))
+                dynamic.append((name, key, self._dynamic_seq, format_timestamp(at)))
         rows = record_rows(records) if records else []
         small = [(a, p or "", v.version if v else None, v.data if v else None)
                  for (a, p), v in values.items()]  # fmt: skip
@@ -362,9 +376,11 @@ class EventLog:
 
     def _commit_here(self, batches: list[_Batch]) -> None:
         try:
+            rows = self._rows(batches)
+            waits = _waits()
             began = time.perf_counter()
-            pages = _write_transaction(self._writer, *self._rows(batches))
-            if time.perf_counter() - began > SLOW_COMMIT_S:
+            pages = _write_transaction(self._writer, *rows)
+            if time.perf_counter() - began > SLOW_COMMIT_S and _waits() != waits:
                 self._slow_until = time.monotonic() + SLOW_FOR_S
             self._committed(pages)
         except Exception as exc:
@@ -381,10 +397,13 @@ class EventLog:
             pages = await anyio.to_thread.run_sync(
                 _write_transaction, self._writer, *rows, checkpoint, limiter=self._one_thread
             )
-            self._committed(pages)
             if checkpoint:
-                self._unchecked_pages = self._wal_pages = 0
-                self._wal_seen[0] = 0
+                # Its pages are in the database now, and the WAL starts afresh at the next
+                # commit: a checkpointer started now would find the old length (not reset
+                # until then) and send the next commit to a thread to force another.
+                self._unchecked_pages = self._wal_pages = pages = 0
+                self._wal_seen[0] = -1
+            self._committed(pages)
         except Exception as exc:
             self._failed(batches, exc)
         finally:
@@ -392,7 +411,21 @@ class EventLog:
 
     def _wal_long(self) -> bool:
         """Whether the WAL is long enough for a checkpoint with no commit under way."""
-        return max(self._wal_pages, self._wal_seen[0]) >= self._wal_seen[1]
+        self._count()
+        return self._wal_pages >= self._wal_seen[1]
+
+    def _count(self) -> None:
+        """Take the frames the last background checkpoint found in the WAL, exact when it
+        looked, for the estimate of what was committed before it began. The estimate alone
+        missed a WAL that started afresh by itself (that checkpoint caught up) and counts 6
+        pages for a one-event commit that writes 4 or 5; an event with a large payload
+        writes more: 10,000 one-event appends forced 14 checkpoints (each holding the writer
+        for the 5-13 ms of its fsyncs), and now 12-13, on a WAL as long."""
+        seen = self._wal_seen
+        if seen[0] >= 0:  # its thread has ended: nothing writes here until the next begins
+            # Commits between its reading the count and the WAL count twice: an excess.
+            self._wal_pages = seen[0] + self._wal_pages - seen[2]
+            seen[0] = -1
 
     def _committed(self, pages: int) -> None:
         self.commits += 1
@@ -401,10 +434,11 @@ class EventLog:
         if self._unchecked_pages < min(CHECKPOINT_PAGES, self._wal_seen[1] // 2):
             return
         if self._checkpointer is None or not self._checkpointer.is_alive():
+            self._count()
             self._unchecked_pages = 0
             self._checkpointer = threading.Thread(
                 target=_checkpoint_alone,
-                args=(self.path, self._wal_seen),
+                args=(self.path, self._wal_seen, lambda: self._wal_pages),
                 name="headwater checkpoint",
             )
             self._checkpointer.start()
@@ -497,7 +531,7 @@ class EventLog:
                     _restart_wal, self._writer, "TRUNCATE", limiter=self._one_thread
                 )
                 self._unchecked_pages = self._wal_pages = 0
-                self._wal_seen[0] = 0
+                self._wal_seen[0] = -1
             try:
                 await self._conn.execute("INSERT INTO write_probe VALUES (1)")
                 await self._conn.execute("DELETE FROM write_probe")
@@ -541,7 +575,7 @@ def _create_private(path: Path) -> None:
 
 
 _Rows = tuple[
-    list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int]],
+    list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, int, str]],
     list[tuple[str, str, str]], list[tuple[str, str, str | None, bytes | None]],
 ]  # fmt: skip
 
@@ -550,7 +584,7 @@ def _write_transaction(
     conn: sqlite3.Connection,
     events: list[tuple[Any, ...]],
     records: list[tuple[str, str, str]],
-    dynamic: list[tuple[str, str, int]],
+    dynamic: list[tuple[str, str, int, str]],
     schedules: list[tuple[str, str, str]],
     values: list[tuple[str, str, str | None, bytes | None]],
     checkpoint: bool = False,
@@ -572,7 +606,8 @@ def _write_transaction(
         )
     if dynamic:
         conn.executemany(
-            "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO dynamic_partitions (name, key, seq, added_at)"
+            " VALUES (?, ?, ?, ?)",
             dynamic,
         )
     if schedules:
@@ -638,6 +673,17 @@ def _connect_sync(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _waits() -> int:
+    """How many times this thread has waited (a read or write of the disk, a lock): not
+    when it was preempted. Where the system does not tell, every call differs."""
+    if _RUSAGE_THREAD is None:
+        return time.perf_counter_ns()
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+
+
 def _bytes(conn: sqlite3.Connection) -> int:
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -700,14 +746,16 @@ def _force_at(path: Path) -> int:
     return max(64, min(4 * CHECKPOINT_PAGES, free // (16 * 4096)))
 
 
-def _checkpoint_alone(path: Path, seen: list[int]) -> None:
+def _checkpoint_alone(path: Path, seen: list[int], pages: Callable[[], int]) -> None:
     """A passive checkpoint on a connection of its own (the writer's commits go on): how many
-    frames the WAL holds goes to ``seen[0]``, when to force one to ``seen[1]``. A failure (a full disk) is left for the next one, and for
-    the commits to report."""
+    frames the WAL holds goes to ``seen[0]``, when to force one to ``seen[1]``, the writer's
+    ``pages()`` just before it looked to ``seen[2]``. A failure (a full disk) is left for the
+    next one, and for the commits to report."""
     with contextlib.suppress(sqlite3.Error):
         conn = _connect_sync(path)
         try:
-            seen[:] = [_checkpoint(conn), _force_at(path)]
+            before = pages()
+            seen[:] = [_checkpoint(conn), _force_at(path), before]
         finally:
             conn.close()
 

@@ -7,7 +7,7 @@ ticks do not grow the log. Lateness changes are events, recorded once each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -15,9 +15,23 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from headwater._events import Event, EventKind
-from headwater.definitions import AssetDef, PartitionsDefinition
+from headwater.definitions import (
+    AssetDef,
+    DynamicPartitions,
+    MultiPartitions,
+    PartitionsDefinition,
+    keys_holding,
+)
 from headwater.execution._timers import Timers
-from headwater.planning import Evaluator, NodeKey, NodeRecord, Schedule, freshness_status
+from headwater.planning import (
+    Evaluator,
+    NodeKey,
+    NodeRecord,
+    Schedule,
+    freshness_status,
+    lag_since,
+    stuck_below,
+)
 from headwater.policies import ClockPolicy
 
 if TYPE_CHECKING:
@@ -40,6 +54,18 @@ class Clockwork:
             k: cast(ClockPolicy, defs.assets[k].policy) for k in sorted(defs.clock_driven)
         }
         self.sla_keys = [k for k, n in defs.nodes.items() if n.freshness is not None]
+        self._sla_by_dynamic: dict[str, list[str]] = {}
+        """Per dynamic set, the SLA holders partitioned by it (a dimension of theirs, too),
+        but for those with a time dimension: the windows that closed before a key was added
+        are history, and the window timer sets the deadlines of the others as they close
+        (checked at the addition, a year of hourly windows cost a tenth of a second a key)."""
+        now = engine.clock.now()
+        for key in self.sla_keys:
+            parts = defs.nodes[key].partitions
+            if parts is None or parts.next_window_end(now) is not None:
+                continue
+            for name in _dynamic_sets(parts):
+                self._sla_by_dynamic.setdefault(name, []).append(key)
         self._cron_pending: set[str] = set()
         now = engine.clock.now()
         for key, node in defs.nodes.items():  # sources too: a window's max_age starts there
@@ -110,10 +136,60 @@ class Clockwork:
                 self._cron_pending.add(str(subject))
             elif kind == "wake":
                 engine.dirty.add(cast(NodeKey, subject))
+            elif kind == "behind":
+                freshness += await self._stuck(cast(NodeKey, subject))
             else:
                 freshness.append(cast(NodeKey, subject))
         if freshness:
             await self.check_freshness(freshness)
+
+    def behind(self, node: NodeKey, since: datetime) -> None:
+        """``node`` is behind a change since ``since``: if it is still behind when an asset
+        below it may be late through it, those assets are behind too (see :meth:`_stuck`)."""
+        lag = self.engine.defs.lag_below(node[0])
+        if lag is not None:
+            self.timers.schedule(since + lag, "behind", node)
+
+    def resume_behind(self) -> None:
+        """At start: the partitions that were behind when the last owner stopped (the stuck
+        ones: those below that remember their change are up to date themselves)."""
+        engine = self.engine
+        ev = engine.evaluator()
+        tracked = engine.defs.lag_tracked
+        for node, record in engine.state.records.items():
+            if (
+                record.pending_since is not None
+                and node[0] in tracked
+                and ev.exists(*node)
+                and ev.status(*node).state != "fresh"
+            ):
+                self.behind(node, record.pending_since)
+
+    async def _stuck(self, node: NodeKey) -> list[NodeKey]:
+        """The ``behind`` timer of ``node``: still behind, it is stuck (failing, retrying,
+        manual, waiting for a cron tick), and the assets below that read it are behind since
+        the same change, though none of their inputs has a new version: remembered on each
+        (the CLI reads it too), and the readers with a ``max_lag`` returned to be checked."""
+        engine = self.engine
+        ev = engine.evaluator()
+        record = engine.state.record(node)
+        if record is None or (since := record.pending_since) is None:
+            return []
+        if node[0] not in engine.defs.assets or not ev.exists(*node):
+            return []
+        if ev.status(*node).state == "fresh":
+            return []  # it produced the change, or it is below the stuck one (its push)
+        lag = engine.defs.lag_below(node[0])
+        if lag is None:
+            return []
+        if since + lag > ev.now:  # it got a later change since: its timer comes later
+            self.timers.schedule(since + lag, "behind", node)
+            return []
+        updates, holders = stuck_below(ev, node, since)
+        if updates:
+            seen = {n: engine.state.record(n) for n in updates}
+            await engine.put({}, pending_since=updates, decided_on=seen)
+        return holders
 
     def due_cron(self, ev: Evaluator) -> dict[str, datetime]:
         """Cron assets whose tick has come: their partitions are looked at in this tick."""
@@ -137,6 +213,21 @@ class Clockwork:
             schedules[key] = replace(self.engine.state.schedules[key], handled_through=tick)
             self.timers.schedule(self.cron[key].next_tick(tick), "cron", key)
         await self.engine.put(schedules)
+
+    def made_by_keys(self, dynamic: Sequence[tuple[str, str, datetime]]) -> list[NodeKey]:
+        """The partitions with an SLA that new dynamic keys made: their ``max_age`` counts
+        from the key's addition, and nothing else would set its deadline (no record of
+        theirs changed, no window ended)."""
+        if not dynamic or not self._sla_by_dynamic:
+            return []
+        nodes = self.engine.defs.nodes
+        ctx = self.engine.evaluator().pctx
+        return [
+            (key, p)
+            for name, added, _ in dynamic
+            for key in self._sla_by_dynamic.get(name, ())
+            for p in keys_holding(nodes[key].partitions, name, added, ctx)
+        ]
 
     def sla_nodes(self, ev: Evaluator) -> list[NodeKey]:
         return [(key, p) for key in self.sla_keys for p in ev.partitions(key)]
@@ -191,8 +282,12 @@ class Clockwork:
                 events.append(engine.event(EventKind.FRESHNESS_RECOVERED, node, payload=payload))
             if fs.deadline is not None:
                 self.timers.schedule(fs.deadline, "freshness", node)
-            if record.pending_since is not None and ev.status(*node).state == "fresh":
-                corrections[node] = None  # up to date again
+            if (
+                record.pending_since is not None
+                and ev.status(*node).state == "fresh"
+                and lag_since(ev, *node, "fresh") is None
+            ):
+                corrections[node] = None  # up to date again, and nothing above is stuck
         again: list[NodeKey] = []
         if corrections:
             corrected = await engine.put({}, pending_since=corrections, decided_on=seen)
@@ -204,6 +299,14 @@ class Clockwork:
             kept = {id(e) for e in written}
             again += [(str(e.asset), e.partition) for e in events if id(e) not in kept]
         return list(dict.fromkeys(again))
+
+
+def _dynamic_sets(parts: PartitionsDefinition | None) -> list[str]:
+    if isinstance(parts, DynamicPartitions):
+        return [parts.name]
+    if isinstance(parts, MultiPartitions):
+        return [d.name for d in parts.dimensions.values() if isinstance(d, DynamicPartitions)]
+    return []
 
 
 def _log_sla(written: Iterable[Event]) -> None:

@@ -176,6 +176,11 @@ class RunCycle:
         clockwork = engine.clockwork
         due_cron: dict[str, datetime] = {}
         if not only_requested:
+            if engine.full_evaluation:
+                # before the timers expire: those of the stuck partitions may be due already
+                tracked = engine.defs.lag_tracked
+                await engine.note_unreflected([n for n in engine.state.records if n[0] in tracked])
+                clockwork.resume_behind()
             await clockwork.expire()
             ev = engine.evaluator()
             if engine.full_evaluation:
@@ -539,7 +544,7 @@ class RunCycle:
                     )
             if changed:
                 engine.mark_children(node)
-            await engine.note_unreflected(node)
+            await engine.note_unreflected([node])
             return "materialized"
         result.failed[node] = outcome.error or "failed"
         _log.error(

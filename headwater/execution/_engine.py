@@ -57,11 +57,13 @@ from headwater.planning import (
     State,
     Status,
     backfill_nodes,
+    behind_upstream,
     carry_pending_since,
     explain,
     freshness_status,
     node_label,
     partition_range,
+    released_below,
     resolve_selection,
     usual_durations,
 )
@@ -218,7 +220,7 @@ class Engine:
     async def append(
         self,
         events: Sequence[Event],
-        dynamic: Sequence[tuple[str, str]] = (),
+        dynamic: Sequence[tuple[str, str, datetime]] = (),
         *,
         check_freshness: bool = True,
         values: Mapping[NodeKey, SmallValue | None] | None = None,
@@ -245,15 +247,15 @@ class Engine:
                 record = self.state.reduce(event, records.get(node))
                 if record is not None:
                     records[node] = record
-            readers = self._carry_pending_since(events, records)
+            readers, maybe = self._carry_pending_since(events, records)
             if not await self._written_first(records):
                 break
         self._refuse_if_degraded()
         await self._write(
             records, self.log.write(events, records, dynamic, values=values, gather=gather)
         )
-        for name, key in dynamic:
-            self.state.add_dynamic(name, [key])
+        for name, key, at in dynamic:
+            self.state.add_dynamic(name, [key], at)
         for node, record in records.items():
             self.state.put(node, record)
         if values:
@@ -266,7 +268,14 @@ class Engine:
             await self.clockwork.check_freshness(
                 [
                     n
-                    for n in dict.fromkeys([*records, *readers])
+                    for n in dict.fromkeys(
+                        [
+                            *records,
+                            *readers,
+                            *self._released(maybe),
+                            *self.clockwork.made_by_keys(dynamic),
+                        ]
+                    )
                     if getattr(nodes.get(n[0]), "freshness", None)
                 ]
             )
@@ -417,16 +426,18 @@ class Engine:
 
     def _carry_pending_since(
         self, events: Sequence[Event], records: dict[NodeKey, NodeRecord]
-    ) -> list[NodeKey]:
+    ) -> tuple[list[NodeKey], list[NodeKey]]:
         """A new version leaves its readers behind since the original change: each reader with
         a ``max_lag`` downstream of it (itself included) remembers the earliest change it does
         not reflect yet, carried down through the assets in between. (Lag never counts from
         before a reader's inputs all existed: the SLA evaluation clamps it.) Returns the
-        readers, whose deadlines may have moved."""
+        readers, whose deadlines may have moved, and the partitions that were behind and may
+        be up to date once written (see :meth:`_released`)."""
         tracked = self.defs.lag_tracked
         readers: list[NodeKey] = []
+        maybe: list[NodeKey] = []
         if not tracked:
-            return readers
+            return readers, maybe
         ev: Evaluator | None = None
         for event in events:
             if (
@@ -435,13 +446,41 @@ class Engine:
             ):
                 continue
             node = (event.asset, event.partition)
-            if records[node].version == self.state.version(node):
+            old = self.state.record(node)
+            if event.kind == EventKind.MATERIALIZATION and old is not None and old.pending_since:
+                ev = ev or self.evaluator()
+                if behind_upstream(ev, node) is not None:
+                    # it ran for another input: still behind an asset above that is stuck
+                    records[node] = replace(records[node], pending_since=old.pending_since)
+                else:
+                    maybe.append(node)
+            if records[node].version == (old.version if old is not None else None):
                 continue
             since = event.payload.get("reflects_since")
             origin = parse_timestamp(since) if isinstance(since, str) else event.timestamp
             ev = ev or self.evaluator()
-            readers += carry_pending_since(ev, node, origin, records)
-        return readers
+            carried = carry_pending_since(ev, node, origin, records)
+            readers += carried
+            maybe += [r for r in carried if r not in records and ev.state.record(r) is not None]
+        for reader in readers:
+            if (record := records.get(reader)) is not None and record.pending_since is not None:
+                self.clockwork.behind(reader, record.pending_since)
+        return readers, maybe
+
+    def _released(self, maybe: Sequence[NodeKey]) -> list[NodeKey]:
+        """Of the partitions that were behind, those up to date now (a run of the version they
+        had, an input changed back) release the readers below that remembered a change
+        through them: those with a ``max_lag``, to check again."""
+        if not maybe:
+            return []
+        ev = self.evaluator()
+        return [
+            holder
+            for node in dict.fromkeys(maybe)
+            if (record := self.state.record(node)) is not None
+            and (record.pending_since is None or ev.status(*node).state == "fresh")
+            for holder in released_below(ev, node)
+        ]
 
     # -- small values, kept in the log -------------------------------------------------
 
@@ -484,26 +523,35 @@ class Engine:
         while len(self._small) > SMALL_CACHE:
             del self._small[next(iter(self._small))]
 
-    async def note_unreflected(self, node: NodeKey) -> None:
-        """After a run: an input that changed while it ran is a change it does not reflect,
-        so its lag counts from that change (the materialization cleared the older one)."""
-        if node[0] not in self.defs.lag_tracked:
-            return
-        record = self.state.record(node)
-        if record is None or record.pending_since is not None:
-            return
-        read = {(a, p): v for a, p, v in record.inputs}
-        changed = [
-            r.changed_at
-            for _, nodes in self.evaluator().input_nodes(*node)
-            for up in nodes
-            if (r := self.state.record(up)) is not None
-            and r.version is not None
-            and read.get(up) != r.version
-            and r.changed_at is not None
-        ]
-        if changed:
-            await self.put({}, pending_since={node: min(changed)})
+    async def note_unreflected(self, nodes: Iterable[NodeKey]) -> None:
+        """Partitions with a ``max_lag`` below them that do not reflect an input's version
+        and remember no change: their lag counts from that input's change. After a run, an
+        input that changed while it ran (the materialization cleared the older change); at
+        start, partitions that became tracked (an SLA added: they were behind already)."""
+        tracked = self.defs.lag_tracked
+        ev: Evaluator | None = None
+        since: dict[NodeKey, datetime] = {}
+        for node in nodes:
+            record = self.state.record(node)
+            if node[0] not in tracked or record is None or record.pending_since is not None:
+                continue
+            ev = ev or self.evaluator()
+            read = {(a, p): v for a, p, v in record.inputs}
+            changed = [
+                r.changed_at
+                for _, ups in ev.input_nodes(*node)
+                for up in ups
+                if (r := self.state.record(up)) is not None
+                and r.version is not None
+                and read.get(up) != r.version
+                and r.changed_at is not None
+            ]
+            if changed:
+                since[node] = min(changed)
+        if since:
+            await self.put({}, pending_since=since)
+            for node, at in since.items():
+                self.clockwork.behind(node, at)
 
     async def _journaled_starts(self) -> dict[str, Event]:
         """Starts the previous owner journaled that the log does not hold: it died before
@@ -518,7 +566,7 @@ class Engine:
                 self.casualties[(event.asset or "", event.partition)] = str(why)
                 payload = {k: v for k, v in event.payload.items() if k != _CUT_OFF}
                 event = replace(event, payload=payload)
-            if await self.log.run_started(run_id) is None:
+            if await self.log.run_started((event.asset or "", event.partition), run_id) is None:
                 missing[run_id] = event
         return missing
 
@@ -573,7 +621,7 @@ class Engine:
                     self.event(EventKind.RUN_ABANDONED, node, run_id=run_id, payload=payload)
                 )
             else:
-                started = await self.log.run_started(run_id)
+                started = await self.log.run_started(node, run_id)
                 run = dict(started.payload) if started is not None else {}
                 error = f"the daemon died while running it {CRASH_LIMIT} times"
                 payload = {"code_version": run.get("code_version"), "inputs": run.get("inputs", []),
@@ -791,12 +839,13 @@ class Engine:
 
     def _partitions_added(
         self, added: Mapping[str, list[str]]
-    ) -> tuple[list[Event], list[tuple[str, str]]]:
+    ) -> tuple[list[Event], list[tuple[str, str, datetime]]]:
         events = [
             self.event(EventKind.PARTITIONS_ADDED, payload={"name": name, "keys": keys})
             for name, keys in added.items()
         ]
-        return events, [(name, k) for name, keys in added.items() for k in keys]
+        at = events[0].timestamp if events else self.clock.now()
+        return events, [(name, k, at) for name, keys in added.items() for k in keys]
 
     def _dirty_new_partitions(self, added: Mapping[str, list[str]]) -> None:
         readers = self.defs.dynamic_assets

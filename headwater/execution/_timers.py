@@ -10,7 +10,7 @@ from typing import Literal
 
 __all__ = ["TimerKind", "Timers"]
 
-TimerKind = Literal["window", "cron", "wake", "freshness"]
+TimerKind = Literal["window", "cron", "wake", "freshness", "behind"]
 
 
 class Timers:

@@ -3,8 +3,12 @@
 from headwater.planning._explain import explain
 from headwater.planning._freshness import (
     FreshnessStatus,
+    behind_upstream,
     carry_pending_since,
     freshness_status,
+    lag_since,
+    released_below,
+    stuck_below,
 )
 from headwater.planning._lazy import usual_durations
 from headwater.planning._planner import Plan, Request, decide_step, plan
@@ -55,6 +59,7 @@ __all__ = [
     "Wavefront",
     "as_input",
     "backfill_nodes",
+    "behind_upstream",
     "carry_pending_since",
     "decide_step",
     "expand_selection",
@@ -62,9 +67,12 @@ __all__ = [
     "failed_blocking",
     "failed_checks",
     "freshness_status",
+    "lag_since",
     "node_label",
     "partition_range",
     "plan",
+    "released_below",
     "resolve_selection",
+    "stuck_below",
     "usual_durations",
 ]

@@ -340,8 +340,10 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
     seen: set[NodeKey] = set()
     for node in run.held:  # held back with a change to pass on: the SLA it leaves behind
         status = ev.status(*node) if ev.exists(*node) else None
-        if status is None or status.state not in ("missing", "stale"):
+        if status is None or status.state not in ("missing", "stale", "failed"):
             continue
+        if _never_arrived(ev.state.record(node)):
+            continue  # its readers are not late by max_lag: an input they read never came
         need = pull(ev, node, status)
         if need is not None and need.node not in seen:
             seen.add(need.node)
@@ -368,6 +370,13 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
         )
         out.append(SlaRisk(*node, fs.late, fs.deadline, reason))
     return out
+
+
+def _never_arrived(record: NodeRecord | None) -> bool:
+    """A partition that never had a version (as ``_lag`` of its readers has it)."""
+    return record is None or (
+        record.version is None and record.changed_at is None and record.lost_at is None
+    )
 
 
 def changed_node(defs: Definitions, spec: str) -> NodeKey:

@@ -6,7 +6,9 @@
   from before all of its inputs existed: while an input it reads has never arrived it is not
   late by ``max_lag`` (a source's ``max_age`` watches for that). Up to date, its lag is 0.
 - ``max_age``: late once the last materialization (a source's last observed change) is older
-  than ``max_age``. A partition with no data counts from the asset's first evaluation. For a
+  than ``max_age``. A partition with no data counts from the asset's first evaluation, or from
+  when its dynamic partition key was added if that is later (a key that did not exist cannot
+  have been late: a file landing in an inbox is on time when processed at once). For a
   time-window partition the question is whether its data *arrived*: it is late when it has no
   data ``max_age`` after its window closed; windows that closed before headwater first saw the
   asset are history, not an SLA breach.
@@ -18,17 +20,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from headwater._durations import format_duration
-from headwater.definitions import AssetDef, Node, PartitionsDefinition
+from headwater.definitions import AssetDef, Node, PartitionsDefinition, dynamic_keys_in
 from headwater.planning._state import NodeKey, NodeRecord, replace
 from headwater.planning._status import FRESH, Evaluator
 
 __all__ = [
     "FreshnessStatus",
     "age_deadline",
+    "behind_upstream",
     "carry_pending_since",
     "freshness_status",
     "lag_since",
+    "released_below",
     "span",
+    "stuck_below",
 ]
 
 
@@ -69,7 +74,12 @@ def _lag(
     reflects everything; None while an input it reads has never arrived (its lag cannot start
     before all of its inputs exist)."""
     if state == FRESH:
-        return timedelta(0), None
+        record = ev.state.record((key, partition))
+        if record is None or (since := record.pending_since) is None:
+            return timedelta(0), None
+        if behind_upstream(ev, (key, partition)) is None:
+            return timedelta(0), None  # what it remembers was resolved by early cutoff
+        return max(timedelta(0), ev.now - since), since  # an asset above is stuck
     inputs_since: datetime | None = None
     for _, nodes in ev.input_nodes(key, partition):
         if not nodes:
@@ -93,6 +103,12 @@ def _lag(
             return None
     if inputs_since is not None and inputs_since > since:
         since = inputs_since
+        # A partition that appeared since (a new file's) does not bring its lateness with it,
+        # nor does it take away the lateness of a change an asset above still holds back.
+        stuck = behind_upstream(ev, (key, partition))
+        held = ev.state.record(stuck) if stuck is not None else None
+        if held is not None and held.pending_since is not None:
+            since = min(since, max(held.pending_since, held.appeared_at or held.pending_since))
     return max(timedelta(0), ev.now - since), since
 
 
@@ -101,11 +117,12 @@ def _age_due(
     partitions: PartitionsDefinition | None,
     partition: str | None,
     last: datetime | None,
-    first_seen: datetime,
+    seen: tuple[datetime, str],
     max_age: timedelta,
 ) -> tuple[datetime | None, str]:
     """When ``max_age`` makes the partition late, and how to say why once it is."""
     now = ev.now
+    first_seen, seen_as = seen
     window_end = None
     if partition is not None and partitions is not None:
         window_end = partitions.window_end(partition)
@@ -117,7 +134,7 @@ def _age_due(
             )
         return None, ""  # it has data, or its window closed before headwater first saw it
     base = last or first_seen
-    what = "last change" if last is not None else "no data since first seen"
+    what = "last change" if last is not None else f"no data since {seen_as}"
     return base + max_age, f"{what} {span(now - base)} ago"
 
 
@@ -127,9 +144,25 @@ def age_deadline(ev: Evaluator, key: str, partition: str | None) -> datetime | N
     if node.freshness is None or node.freshness.max_age is None:
         return None
     last = _last_change(node, ev.state.record((key, partition)))
-    schedule = ev.state.schedules.get(key)
-    first_seen = schedule.first_seen if schedule is not None else ev.now
+    first_seen = _first_seen(ev, node, key, partition)
     return _age_due(ev, node.partitions, partition, last, first_seen, node.freshness.max_age)[0]
+
+
+def _first_seen(ev: Evaluator, node: Node, key: str, partition: str | None) -> tuple[datetime, str]:
+    """Since when headwater has known the partition, and how to say so: its asset's first
+    evaluation, or when its dynamic key was added, whichever is later (keys added before
+    schema 6 have no time, and one stamped by a clock that was ahead has a time to come: the
+    asset's first evaluation stands)."""
+    schedule = ev.state.schedules.get(key)
+    since = schedule.first_seen if schedule is not None else ev.now
+    seen_as = "first seen"
+    if partition is not None:
+        for name, dynamic_key in dynamic_keys_in(node.partitions, partition):
+            added = ev.state.dynamic_added_at(name, dynamic_key)
+            # a time ahead of the clock was written by a clock that was wrong: ignored
+            if added is not None and since < added <= ev.now:
+                since, seen_as = added, f"{dynamic_key!r} was added to {name!r}"
+    return since, seen_as
 
 
 def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
@@ -139,6 +172,109 @@ def _last_change(node: Node, record: NodeRecord | None) -> datetime | None:
     if isinstance(node, AssetDef):
         return record.materialized_at
     return record.changed_at if record.version is not None else None
+
+
+def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
+    """An asset upstream of ``node`` that is behind a change it has not produced a version
+    for yet (failing, retrying, manual, waiting for its cron tick), reached through assets
+    that remember that change (``pending_since``, pushed down by :func:`stuck_below`); None:
+    none. Walks only those, the stuck region, not the ancestry, and each of them once per
+    evaluator (``Evaluator.stuck_above``): every holder below a stuck chain asks."""
+    memo = ev.stuck_above
+    if ev.stuck_at != ev.state.puts:  # a view of a state that changed since (a dry run)
+        memo.clear()
+        ev.stuck_at = ev.state.puts
+    if node in memo:
+        return memo[node]
+    assets = ev.defs.assets
+    parent: dict[NodeKey, NodeKey | None] = {node: None}
+    stack = [node]
+    found: NodeKey | None = None
+    below: NodeKey | None = None  # the partition whose input led to it
+    while stack and found is None:
+        current = stack.pop()
+        for _, ups in ev.input_nodes(*current):
+            for up in ups:
+                if up in parent or up[0] not in assets:
+                    continue
+                record = ev.state.record(up)
+                if record is None or record.pending_since is None:
+                    continue
+                if up in memo:
+                    if (found := memo[up]) is not None:
+                        below = current
+                        break
+                    continue
+                parent[up] = current
+                if ev.status(*up).state != FRESH:
+                    found, below = up, current
+                    break
+                stack.append(up)
+            if found is not None:
+                break
+    if found is None:
+        memo.update(dict.fromkeys(parent))  # each was walked through to its end
+    else:
+        at = below
+        while at is not None:  # the path to it: each reaches it the same way
+            memo[at] = found
+            at = parent[at]
+    return found
+
+
+def _remembers(ev: Evaluator, node: NodeKey, record: NodeRecord) -> bool:
+    """Whether the change the partition remembers is still one it does not reflect (else it
+    is left from a stuck asset above that since produced the same version)."""
+    return ev.status(*node).state != FRESH or behind_upstream(ev, node) is not None
+
+
+def stuck_below(
+    ev: Evaluator, node: NodeKey, since: datetime
+) -> tuple[dict[NodeKey, datetime], list[NodeKey]]:
+    """``node`` has been behind since ``since`` for as long as an asset below may lag: every
+    asset below that reads it, directly or through others, is behind since then too, though
+    none of their inputs has a new version yet. Returns the ``pending_since`` to write (the
+    earlier one each already remembers stands) and the readers with a ``max_lag``."""
+    tracked = ev.defs.lag_tracked
+    nodes = ev.defs.nodes
+    updates: dict[NodeKey, datetime] = {}
+    holders: list[NodeKey] = []
+    queue, seen = list(ev.children(node)), {node}
+    while queue:
+        child = queue.pop()
+        if child in seen or child[0] not in tracked:
+            continue
+        seen.add(child)
+        queue.extend(ev.children(child))
+        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
+            holders.append(child)
+        record = ev.state.record(child)
+        known = record.pending_since if record is not None else None
+        if known is None or known > since or not _remembers(ev, child, record or NodeRecord()):
+            updates[child] = since
+    return updates, holders
+
+
+def released_below(ev: Evaluator, node: NodeKey) -> list[NodeKey]:
+    """``node`` produced the version it had: the readers with a ``max_lag`` below it that
+    remember a change through it (:func:`stuck_below`) are to be checked again. Walks only
+    partitions that remember one: none after an ordinary early cutoff."""
+    tracked = ev.defs.lag_tracked
+    nodes = ev.defs.nodes
+    holders: list[NodeKey] = []
+    queue, seen = list(ev.children(node)), {node}
+    while queue:
+        child = queue.pop()
+        if child in seen or child[0] not in tracked:
+            continue
+        seen.add(child)
+        record = ev.state.record(child)
+        if record is None or record.pending_since is None:
+            continue
+        queue.extend(ev.children(child))
+        if (sla := nodes[child[0]].freshness) is not None and sla.max_lag is not None:
+            holders.append(child)
+    return holders
 
 
 def carry_pending_since(
@@ -156,7 +292,11 @@ def carry_pending_since(
             continue
         readers.append(child)
         record = records.get(child) or ev.state.record(child) or NodeRecord()
-        if record.pending_since is None or origin < record.pending_since:
+        if (
+            record.pending_since is None
+            or origin < record.pending_since
+            or (child not in records and not _remembers(ev, child, record))
+        ):
             records[child] = replace(record, pending_since=origin)
     return readers
 
@@ -176,8 +316,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
         return None
     now = ev.now
     record = ev.state.record((key, partition))
-    schedule = ev.state.schedules.get(key)
-    first_seen = schedule.first_seen if schedule is not None else now
+    first_seen = _first_seen(ev, node, key, partition)
     reasons: list[str] = []
     deadlines: list[datetime] = []
     lag: tuple[timedelta, datetime | None] | None = None
@@ -188,9 +327,11 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
             behind = lag[0]
             due = since + sla.max_lag
             if now >= due:
-                reasons.append(
-                    f"{status.state} for {span(behind)}, more than max_lag {span(sla.max_lag)}"
-                )
+                what = status.state
+                if what == FRESH and (stuck := behind_upstream(ev, (key, partition))):
+                    where = stuck[0] if stuck[1] is None else f"{stuck[0]}[{stuck[1]}]"
+                    what = f"behind {where} ({ev.status(*stuck).state})"
+                reasons.append(f"{what} for {span(behind)}, more than max_lag {span(sla.max_lag)}")
             else:
                 deadlines.append(due)
     last = _last_change(node, record)

@@ -278,8 +278,11 @@ class State:
         self.records: dict[NodeKey, NodeRecord] = {}
         self.present: dict[str, dict[str, None]] = {}
         """asset -> partitions that currently have a version (insertion-ordered set)"""
-        self.dynamic: dict[str, dict[str, None]] = {}
+        self.dynamic: dict[str, dict[str, datetime | None]] = {}
+        """name -> key -> when it was added (None: before headwater kept that), in order"""
         self.schedules: dict[str, Schedule] = {}
+        self.puts = 0
+        """Records put so far: what a memo over the records is valid for."""
 
     def record(self, node: NodeKey) -> NodeRecord | None:
         return self.records.get(node)
@@ -306,6 +309,7 @@ class State:
 
     def put(self, node: NodeKey, record: NodeRecord) -> None:
         self.records[node] = record
+        self.puts += 1
         asset, partition = node
         if partition is not None:
             parts = self.present.setdefault(asset, {})
@@ -314,13 +318,17 @@ class State:
             else:
                 parts[partition] = None
 
-    def add_dynamic(self, name: str, keys: Iterable[str]) -> list[str]:
-        """Add keys; return the ones that are new."""
+    def add_dynamic(self, name: str, keys: Iterable[str], at: datetime | None = None) -> list[str]:
+        """Add keys, added at ``at``; return the ones that are new."""
         known = self.dynamic.setdefault(name, {})
         new = [k for k in dict.fromkeys(keys) if k not in known]
         for k in new:
-            known[k] = None
+            known[k] = at
         return new
+
+    def dynamic_added_at(self, name: str, key: str) -> datetime | None:
+        """When the key was added to the dynamic partitions ``name`` (None: not known)."""
+        return self.dynamic.get(name, {}).get(key)
 
     def reduce(self, event: Event, base: NodeRecord | None = None) -> NodeRecord | None:
         """The record ``event`` leads to for its node (None for events about no node).

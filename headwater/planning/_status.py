@@ -105,6 +105,9 @@ class Evaluator:
         self.pctx = PartitionContext(now=now, dynamic_keys=state.dynamic_keys)
         self._guarded = defs.guarded
         self._facts = facts_of(defs)
+        self.stuck_above: dict[NodeKey, NodeKey | None] = {}
+        """Memo of :func:`behind_upstream`, for ``stuck_at`` puts of the state."""
+        self.stuck_at = state.puts
 
     def code_version(self, asset: AssetDef) -> str:
         return self.defs.code_version(asset.key)

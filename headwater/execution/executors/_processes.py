@@ -502,6 +502,7 @@ def _spec(definitions: str, runner: Runner, state_dir: Path, memory: Size | None
     return WorkerSpec(
         definitions=definitions,
         source=runner.defs.source,
+        modules=runner.defs.modules,
         store=None if default else store,
         values_root=state_dir / "values",
         private=runner.private,

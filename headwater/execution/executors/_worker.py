@@ -39,6 +39,8 @@ class WorkerSpec:
     definitions: str
     source: bytes | None
     """The definitions file's text as the daemon loaded it."""
+    modules: dict[str, tuple[str, bytes]]
+    """The user's modules as the daemon loaded them (see ``Definitions.modules``)."""
     store: IOManager | None
     """None: the default store under ``values_root``."""
     values_root: Path
@@ -154,7 +156,7 @@ def worker_main(
 
     try:
         _limit_memory(spec.memory)
-        defs = load_definitions(spec.definitions, spec.source)
+        defs = load_definitions(spec.definitions, spec.source, spec.modules)
         defs.compute_code_versions()
     except (_Unstartable, LoadError, MemoryError) as exc:
         write_all(results_fd, encode(("failed", str(exc) or type(exc).__name__)))
