@@ -307,16 +307,25 @@ def test_a_dry_run_pauses_the_collector_and_leaves_it_as_it_found_it(
 def _watch_dry_run_steps(
     monkeypatch: pytest.MonkeyPatch, seen: Callable[[tuple[str, str | None]], object]
 ) -> None:
-    """Call ``seen(node)`` as a dry run decides each step (then decide it as before)."""
+    """Call ``seen(node)`` as a dry run decides each step (then decide it as before): through
+    the evaluator, or as a plain step (which the evaluator decides if that finds it is not)."""
     from headwater.planning import _dryrun
 
     real = _dryrun.decide_step
+    real_plain = _dryrun._plain_status
 
     def watching(ev: Any, node: tuple[str, str | None], request: Any) -> Any:
         seen(node)
         return real(ev, node, request)
 
+    def watching_plain(ev: Any, facts: Any, planned: Any) -> Any:
+        judged = real_plain(ev, facts, planned)
+        if judged is not None:
+            seen(facts.node)
+        return judged
+
     monkeypatch.setattr(_dryrun, "decide_step", watching)
+    monkeypatch.setattr(_dryrun, "_plain_status", watching_plain)
 
 
 def test_a_stuck_chain_of_max_lag_holders_costs_calls_in_proportion_to_its_length(

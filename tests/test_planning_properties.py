@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +194,91 @@ def test_a_missing_step_is_never_marked_as_one_early_cutoff_may_stop() -> None:
         h.observe("s", value=1)
         planned = dry_run(defs, h.engine.state, h.engine.clock.now())
         assert {s.asset: s.may_stop for s in planned.steps} == {"a": False, "b": False}
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A random unpartitioned graph whose assets differ in what the plain path of a dry run
+    looks at: fails on edited data, policy, a blocking check, its code version edited after
+    the state was recorded, an SLA with ``max_lag``."""
+
+    spec: Spec
+    fails: tuple[bool, ...]
+    manual: tuple[bool, ...]
+    checked: tuple[bool, ...]
+    recoded: tuple[bool, ...]
+    lagged: tuple[bool, ...]
+
+
+@st.composite
+def mixed(draw: st.DrawFn) -> Mixed:
+    spec = draw(specs())
+    spec = Spec(spec.sources, spec.parents, spec.echo, False)
+    n = len(spec.parents)
+
+    def flags() -> tuple[bool, ...]:  # mostly plain: the plain path has steps to take
+        rare = st.sampled_from([False, False, False, True])
+        return tuple(draw(st.lists(rare, min_size=n, max_size=n)))
+
+    lag = draw(st.booleans())  # any lag SLA turns the plain path off for the whole plan
+    return Mixed(spec, flags(), flags(), flags(), flags(), flags() if lag else (False,) * n)
+
+
+def _build_mixed(m: Mixed, *, recoded: bool) -> hw.Definitions:
+    spec = m.spec
+    nodes: list[Any] = [hw.source(spec.name(i)) for i in range(spec.sources)]
+    checks = []
+    for j, ups in enumerate(spec.parents):
+        key = spec.name(spec.sources + j)
+        params = [f"x{k}" for k in range(len(ups))]
+        body = f"('{key}', {', '.join(params)},)" if spec.echo[j] else f"('{key}',)"
+        guard = "    if 'edit' in repr(x0):\n        raise ValueError('no')\n" if m.fails[j] else ""
+        namespace: dict[str, Any] = {}
+        exec(f"def fn({', '.join(params)}):\n{guard}    return {body}\n", namespace)
+        made = hw.asset(
+            key,
+            ins={p: spec.name(u) for p, u in zip(params, ups, strict=True)},
+            policy=hw.manual() if m.manual[j] else hw.eager(),
+            code_version="v2" if recoded and m.recoded[j] else "v1",
+            freshness=hw.Freshness(max_lag="1h") if m.lagged[j] else None,
+        )(namespace["fn"])
+        nodes.append(made)
+        if m.checked[j]:
+            checks.append(hw.check(made, blocking=True, name=f"{key}_ok")(lambda value: True))
+    return hw.Definitions(nodes, checks)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=mixed(), edited=st.sets(st.integers(0, 2), max_size=3), recode=st.booleans())
+def test_a_dry_run_plans_the_same_with_and_without_its_plain_steps(
+    m: Mixed, edited: set[int], recode: bool
+) -> None:
+    """The plain path of a dry run (an eager asset whose inputs are single present nodes,
+    decided from the versions planned so far) plans what the evaluator alone plans: the same
+    steps, reasons, marks, held partitions and SLA risks, whatever failed, is manual, has a
+    blocking check, an edited code version or a lag SLA."""
+    from headwater.planning import _dryrun
+
+    defs = _build_mixed(m, recoded=False)
+    spec = m.spec
+    with Harness(defs) as h:
+        _started(h, spec)
+        for s in sorted(edited):
+            h.observe(spec.name(s % spec.sources), value=("edit", s))
+        h.tick()  # some fail on the edits: the state holds failures
+        now = h.engine.clock.now()
+        planned_defs = _build_mixed(m, recoded=recode)
+        runs = [
+            dry_run(planned_defs, h.engine.state, now, changed=[(spec.name(0), None)]),
+            dry_run(planned_defs, h.engine.state, now),
+        ]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_dryrun, "_plain_status", lambda *_: None)
+            alone = [
+                dry_run(planned_defs, h.engine.state, now, changed=[(spec.name(0), None)]),
+                dry_run(planned_defs, h.engine.state, now),
+            ]
+    for fast, slow in zip(runs, alone, strict=True):
+        assert fast.steps == slow.steps
+        assert fast.held == slow.held
+        assert fast.risks == slow.risks

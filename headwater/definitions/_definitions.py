@@ -273,14 +273,22 @@ class Definitions:
         Memoized per key: planning asks once per step, 100k times in a dry run."""
         if key in self._fixed_reach:
             return self._fixed_reach[key]
-        kids = [self.assets[child] for child in self.graph.children[key]]
-        reach = (
-            None
-            if any(child.partitions is not None for child in kids)
-            else tuple((child.key, None) for child in kids if child.policy.reacts_to_upstream)
-        )
-        self._fixed_reach[key] = reach
+        keys = self.fixed_reach_keys(key)
+        reach = self._fixed_reach[key] = None if keys is None else tuple((k, None) for k in keys)
         return reach
+
+    def fixed_reach_keys(self, key: str) -> list[str] | None:
+        """The keys of :meth:`fixed_reach`, worked out anew each call (a dry run keeps them
+        as topological places, and builds no node per child)."""
+        assets = self.assets
+        found: list[str] = []
+        for child in self.graph.children[key]:  # one loop, no generators: a dry run's first
+            asset = assets[child]  # plan asks for every asset of the closure
+            if asset.partitions is not None:
+                return None
+            if asset.policy.reacts_to_upstream:
+                found.append(child)
+        return found
 
     def fixed_inputs(self, key: str) -> tuple[tuple[str, None], ...] | None:
         """The input nodes of asset ``key``'s unpartitioned node, when they do not depend on

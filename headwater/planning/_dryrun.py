@@ -12,7 +12,7 @@ cutoff may stop, should an upstream step produce the data it had before.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,11 +20,12 @@ from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
+from headwater.planning._facts import UNKNOWN, AssetFacts, facts_of
 from headwater.planning._freshness import carry_pending_since, freshness_status
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
-from headwater.planning._state import CheckRecord, NodeKey, NodeRecord, State
-from headwater.planning._status import Evaluator, node_label
+from headwater.planning._state import CheckRecord, InputVersions, NodeKey, NodeRecord, State
+from headwater.planning._status import MISSING, Evaluator, node_label
 from headwater.planning._wavefront import reacting_children
 
 __all__ = ["DryRun", "PlannedStep", "SlaRisk", "dry_run", "put_observed"]
@@ -117,62 +118,203 @@ def _dry_run(
     seeds = set(current.steps)
     before = Evaluator(defs, sim.copy(), now, durations) if current.deferred else None
     # One step at a time, in topological order: each is decided once everything upstream of
-    # it is, as the engine's wavefront ensures for steps that run concurrently.
+    # it is, as the engine's wavefront ensures for steps that run concurrently. The queue
+    # holds topological places, plain integers: an unpartitioned node is its asset's place,
+    # the partitions of a partitioned one wait in ``parted`` (in key order, as
+    # ``topological_key`` sorts them). A step only ever reaches places after its own, so
+    # what is taken from the queue never grows smaller, and a place taken is done with.
+    facts = facts_of(defs)
+    keys = facts.keys
     order = defs.graph.order
     records = sim.records
-    checks = defs.checks
     tracked = bool(defs.lag_tracked)
-    reached = set(seeds)
-    ready = [(order[a], p or "", (a, p)) for a, p in seeds]  # as topological_key, flat
-    heapq.heapify(ready)
+    queue: list[int] = []
+    reached = bytearray(len(keys))
+    """Per place, whether its unpartitioned node was reached."""
+    parted: dict[int, set[str]] = {}
+    _reach(seeds, order, queue, reached, parted)
+    planned: list[str | None] = [None] * len(keys)
+    """The version each unpartitioned step planned so far produces, by place: what the
+    plain steps below it read."""
+    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]] = []
+    """Plain steps planned whose record is not in ``sim`` yet: written before anything else
+    reads ``sim``, so a plan of plain steps alone builds none of them."""
     made = 0
-    while ready:
-        node = heapq.heappop(ready)[2]
-        status, decision = decide_step(ev, node, None)
-        if decision.kind == "run":
-            # Early cutoff stops a step only if it has data to keep: a missing one runs
-            # whatever its inputs produce.
-            may_stop = status.state != "missing" and (
-                node not in seeds
-                or (
-                    before is not None
-                    and node in current.deferred
-                    and not _on_its_own(before, node)
-                )
+    last = -1
+    known = facts.by_key
+    reaches = facts.reaches
+    steps = out.steps
+    while queue:
+        place = heapq.heappop(queue)
+        if place == last:  # reached both as a node and as partitions (none are both)
+            continue
+        last = place
+        f = known.get(keys[place]) or facts.of(keys[place])
+        partitions = parted.pop(place, None)
+        if (
+            f.plain_step
+            and partitions is None
+            and not tracked  # else its run carries lag to its readers' records
+            and (judged := _plain_status(ev, f, planned)) is not None
+        ):
+            old, inputs, reasons = judged
+            if not reasons:
+                continue  # fresh: eager idles, and nothing its readers can see
+            node = f.node
+            # Stale, so not missing: early cutoff may stop it, as below. Nothing holds it
+            # back: it runs, for what decide_eagerly says, its reasons joined.
+            may_stop = node not in seeds or (
+                before is not None and node in current.deferred and not _on_its_own(before, node)
             )
-            out.steps.append(PlannedStep(*node, decision.reason, may_stop))
-            old = records.get(node) or NodeRecord()
+            steps.append(PlannedStep(f.key, None, "; ".join(reasons), may_stop))
             made += 1
-            if tracked:
-                _carry(ev, node, old.pending_since or now, touched)
-            version = f"(planned {made})"
-            sim.put(  # what a materialization leaves (State.reduce), built in one call
-                node,
-                NodeRecord(
-                    version=version,
-                    changed_at=now,
-                    materialized_at=now,
-                    run_id=old.run_id,
-                    code_version=defs.code_version(node[0]),
-                    inputs=status.inputs,
-                    decision=old.decision,
-                    checks=_passed(defs, node[0], version) if node[0] in checks else (),
-                    late=old.late,
-                    appeared_at=old.appeared_at if old.version is not None else now,
-                    binding=defs.binding(node[0]),
-                    store=defs.store_name(node[0]),
-                ),
-            )
-        elif decision.notable:
-            out.held[node] = decision.reason
-        else:
-            continue  # nothing its readers can see
-        for child in reacting_children(ev, node):
-            if child not in reached:
-                reached.add(child)
-                heapq.heappush(ready, (order[child[0]], child[1] or "", child))
-    out.risks = _risks(ev, out, touched)
+            version = planned[place] = f"(planned {made})"
+            unwritten.append((f, old, inputs, version))
+            if (orders := reaches[place]) is UNKNOWN:
+                orders = facts.reach(place)
+            if orders is not None:
+                for child in orders:  # as _reach does, for the usual step
+                    if not reached[child]:
+                        reached[child] = 1
+                        heapq.heappush(queue, child)
+            else:
+                _write(defs, sim, unwritten, now)
+                _reach(reacting_children(ev, node), order, queue, reached, parted)
+            continue
+        _write(defs, sim, unwritten, now)
+        todo: tuple[NodeKey, ...] | list[NodeKey] = (f.node,)
+        if partitions is not None:
+            todo = [(f.key, p) for p in sorted(partitions)]
+            if reached[place]:
+                todo.insert(0, f.node)
+        for node in todo:
+            status, decision = decide_step(ev, node, None)
+            if decision.kind == "run":
+                # Early cutoff stops a step only if it has data to keep: a missing one runs
+                # whatever its inputs produce.
+                may_stop = status.state != MISSING and (
+                    node not in seeds
+                    or (
+                        before is not None
+                        and node in current.deferred
+                        and not _on_its_own(before, node)
+                    )
+                )
+                out.steps.append(PlannedStep(*node, decision.reason, may_stop))
+                old = records.get(node) or _NO_RECORD
+                made += 1
+                if tracked:
+                    _carry(ev, node, old.pending_since or now, touched)
+                version = f"(planned {made})"
+                if node[1] is None:
+                    planned[place] = version
+                sim.put(node, _materialized(defs, f, node, old, status.inputs, version, now))
+            elif decision.notable:
+                out.held[node] = decision.reason
+            else:
+                continue  # nothing its readers can see
+            if node[1] is None and (orders := facts.reach(place)) is not None:
+                for child in orders:  # as _reach does, for the usual step
+                    if not reached[child]:
+                        reached[child] = 1
+                        heapq.heappush(queue, child)
+            else:
+                _reach(reacting_children(ev, node), order, queue, reached, parted)
+    if out.held or defs.sla_holders:  # else _risks reads nothing: none to write
+        _write(defs, sim, unwritten, now)
+        out.risks = _risks(ev, out, touched)
     return out
+
+
+def _plain_status(
+    ev: Evaluator, f: AssetFacts, planned: Sequence[str | None]
+) -> tuple[NodeRecord, InputVersions, list[str]] | None:
+    """What :meth:`Evaluator.status` says of a plain step (see ``AssetFacts.plain_inputs``)
+    that has materialized, whose last run did not fail and whose inputs are all there, read
+    from ``planned`` before the state: its record, inputs and reasons to be stale (none:
+    fresh). None for any other step: the evaluator decides it."""
+    records = ev.state.records
+    old = records.get(f.node)
+    if old is None or old.failure is not None or old.materialized_at is None:
+        return None
+    assert f.plain_inputs is not None
+    found: list[tuple[str, str | None, str]] = []
+    # No strict=: the two are made together, of one length (a keyword costs a third).
+    for parent, place in zip(f.plain_inputs, f.plain_places):  # noqa: B905
+        version = planned[place]
+        if version is None:
+            up_record = records.get((parent, None))
+            if up_record is None or (version := up_record.version) is None:
+                return None
+            if up_record.failure is not None:
+                return None
+        found.append((parent, None, version))
+    inputs = tuple(found)
+    return old, inputs, ev.stale_reasons(f.key, f, old, inputs)
+
+
+def _materialized(
+    defs: Definitions,
+    f: AssetFacts,
+    node: NodeKey,
+    old: NodeRecord,
+    inputs: InputVersions,
+    version: str,
+    now: datetime,
+) -> NodeRecord:
+    """What a planned run's materialization leaves (as State.reduce does), built in one
+    call; it passes its checks."""
+    return NodeRecord(
+        version=version,
+        changed_at=now,
+        materialized_at=now,
+        run_id=old.run_id,
+        code_version=f.code_version,
+        inputs=inputs,
+        decision=old.decision,
+        checks=_passed(defs, f.key, version) if f.checked else (),
+        late=old.late,
+        appeared_at=old.appeared_at if old.version is not None else now,
+        binding=f.binding,
+        store=f.store,
+    )
+
+
+def _write(
+    defs: Definitions,
+    sim: State,
+    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]],
+    now: datetime,
+) -> None:
+    """Put the records of the plain steps planned so far into ``sim``."""
+    for f, old, inputs, version in unwritten:
+        sim.put(f.node, _materialized(defs, f, f.node, old, inputs, version, now))
+    unwritten.clear()
+
+
+_NO_RECORD = NodeRecord()
+
+
+def _reach(
+    nodes: Iterable[NodeKey],
+    order: Mapping[str, int],
+    queue: list[int],
+    reached: bytearray,
+    parted: dict[int, set[str]],
+) -> None:
+    """Queue the nodes not reached yet."""
+    for key, partition in nodes:
+        place = order[key]
+        if partition is None:
+            if reached[place]:
+                continue
+            reached[place] = 1
+        elif (known := parted.get(place)) is not None:
+            known.add(partition)
+            continue
+        else:
+            parted[place] = {partition}
+        heapq.heappush(queue, place)
 
 
 def _passed(defs: Definitions, key: str, version: str) -> tuple[CheckRecord, ...]:
@@ -194,7 +336,6 @@ def _on_its_own(before: Evaluator, node: NodeKey) -> bool:
 def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
     """SLA holders the plan touches (runs, holds back, or leaves behind its changes) that are
     late after it, or will be by a deadline."""
-    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held) + sorted(touched, key=str)
     out: list[SlaRisk] = []
     seen: set[NodeKey] = set()
     for node in run.held:  # held back with a change to pass on: the SLA it leaves behind
@@ -213,6 +354,9 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
             )
             out.append(SlaRisk(*need.node, late, need.deadline, why))
     holders = ev.defs.sla_holders
+    if not holders:  # most graphs: no walk over every planned step
+        return out
+    nodes = [(s.asset, s.partition) for s in run.steps] + list(run.held) + sorted(touched, key=str)
     for node in dict.fromkeys(n for n in nodes if n[0] in holders):
         if node in seen or not ev.exists(*node):
             continue

@@ -24,6 +24,8 @@ def decide_eagerly(
 ) -> Decision:
     """:meth:`EagerPolicy.decide` on the only fields of the context it reads: the planner
     calls it without building a context (a dry run of 100k steps makes one per step)."""
+    if state == "stale" and not blockers and not nothing_arrived:  # most runs: settled_on
+        return Decision("run", "; ".join(reasons) or state)  # says None, nothing waits
     if (done := settled_on(state, nothing_arrived)) is not None:
         return done
     if blockers:
