@@ -16,10 +16,10 @@ import posix
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 
 from headwater._errors import DefinitionError, HeadwaterError
 from headwater._usercode import users_file, users_module
@@ -176,8 +176,9 @@ def _reloadable(name: str) -> bool:
 
 class _TextLoader(importlib.machinery.SourceFileLoader):
     """Runs a module's text as a load read it, whatever its file holds now: a file loader
-    otherwise (``importlib.resources`` reads the package's files). No bytecode cache: a
-    ``.pyc`` of the file as it is now would run the newer code."""
+    otherwise (``importlib.resources`` reads the package's files). Its bytecode cache is
+    keyed by that text's hash, not the file's time: a ``.pyc`` of the file as it is now
+    would run the newer code."""
 
     def __init__(self, fullname: str, path: str, data: bytes) -> None:
         super().__init__(fullname, path)
@@ -187,9 +188,6 @@ class _TextLoader(importlib.machinery.SourceFileLoader):
         if path == self.path:
             return self.data
         return super().get_data(path)
-
-    def path_stats(self, path: str) -> Mapping[str, Any]:
-        raise OSError("no bytecode cache for a module run from its text")
 
     def get_code(self, fullname: str) -> CodeType:
         """The module's code from a bytecode cache keyed by its text's hash (PEP 552, as
@@ -241,12 +239,28 @@ class _Served(importlib.abc.MetaPathFinder):
             return None
         file, data = found
         package = [str(Path(file).parent)] if Path(file).name == "__init__.py" else None
-        return importlib.util.spec_from_file_location(
-            fullname,
-            file,
-            loader=_TextLoader(fullname, file, data),
-            submodule_search_locations=package,
-        )
+        return _text_spec(fullname, file, data, package)
+
+
+def _text_spec(
+    fullname: str, file: str, data: bytes, package: list[str] | None
+) -> importlib.machinery.ModuleSpec | None:
+    """The spec of a module run from ``data``, its text (``package``: where its submodules
+    are, for a package)."""
+    return importlib.util.spec_from_file_location(
+        fullname, file, loader=_TextLoader(fullname, file, data), submodule_search_locations=package
+    )
+
+
+@contextlib.contextmanager
+def _in_front(finder: importlib.abc.MetaPathFinder) -> Iterator[None]:
+    """``finder`` asked before the usual ones while the definitions import."""
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # the import removed it itself
+            sys.meta_path.remove(finder)
 
 
 @contextlib.contextmanager
@@ -261,13 +275,8 @@ def _serving(modules: ModuleTexts | None) -> Iterator[None]:
         return
     for file, data in modules.values():
         _cache_lines(file, data)
-    finder = _Served(modules)
-    sys.meta_path.insert(0, finder)
-    try:
+    with _in_front(_Served(modules)):
         yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(finder)
 
 
 class _Recording(importlib.abc.MetaPathFinder):
@@ -296,12 +305,7 @@ class _Recording(importlib.abc.MetaPathFinder):
             return None
         self.texts[fullname] = (origin, data)
         _cache_lines(origin, data)
-        return importlib.util.spec_from_file_location(
-            fullname,
-            origin,
-            loader=_TextLoader(fullname, origin, data),
-            submodule_search_locations=found.submodule_search_locations,
-        )
+        return _text_spec(fullname, origin, data, found.submodule_search_locations)
 
 
 @contextlib.contextmanager
@@ -312,12 +316,8 @@ def _recording(on: bool) -> Iterator[ModuleTexts]:
         yield {}
         return
     finder = _Recording()
-    sys.meta_path.insert(0, finder)
-    try:
+    with _in_front(finder):
         yield finder.texts
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(finder)
 
 
 def _cache_lines(file: str, data: bytes) -> None:
