@@ -67,7 +67,6 @@ class Clockwork:
             for name in _dynamic_sets(parts):
                 self._sla_by_dynamic.setdefault(name, []).append(key)
         self._cron_pending: set[str] = set()
-        now = engine.clock.now()
         for key, node in defs.nodes.items():  # sources too: a window's max_age starts there
             if (isinstance(node, AssetDef) or node.freshness is not None) and (
                 node.partitions is not None and (end := node.partitions.next_window_end(now))

@@ -176,9 +176,8 @@ class RunCycle:
         clockwork = engine.clockwork
         due_cron: dict[str, datetime] = {}
         if not only_requested:
-            if engine.full_evaluation:
+            if engine.full_evaluation and (tracked := engine.defs.lag_tracked):
                 # before the timers expire: those of the stuck partitions may be due already
-                tracked = engine.defs.lag_tracked
                 await engine.note_unreflected([n for n in engine.state.records if n[0] in tracked])
                 clockwork.resume_behind()
             await clockwork.expire()
