@@ -21,7 +21,7 @@ from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
 from headwater.planning._facts import UNKNOWN, AssetFacts, facts_of
-from headwater.planning._freshness import carry_pending_since, freshness_status
+from headwater.planning._freshness import carry_pending_since, freshness_status, never_arrived
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import CheckRecord, InputVersions, NodeKey, NodeRecord, State
@@ -342,7 +342,7 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
         status = ev.status(*node) if ev.exists(*node) else None
         if status is None or status.state not in ("missing", "stale", "failed"):
             continue
-        if _never_arrived(ev.state.record(node)):
+        if never_arrived(ev.state.record(node)):
             continue  # its readers are not late by max_lag: an input they read never came
         need = pull(ev, node, status)
         if need is not None and need.node not in seen:
@@ -370,13 +370,6 @@ def _risks(ev: Evaluator, run: DryRun, touched: set[NodeKey]) -> list[SlaRisk]:
         )
         out.append(SlaRisk(*node, fs.late, fs.deadline, reason))
     return out
-
-
-def _never_arrived(record: NodeRecord | None) -> bool:
-    """A partition that never had a version (as ``_lag`` of its readers has it)."""
-    return record is None or (
-        record.version is None and record.changed_at is None and record.lost_at is None
-    )
 
 
 def changed_node(defs: Definitions, spec: str) -> NodeKey:

@@ -32,6 +32,7 @@ __all__ = [
     "carry_pending_since",
     "freshness_status",
     "lag_since",
+    "never_arrived",
     "released_below",
     "span",
     "stuck_below",
@@ -68,6 +69,13 @@ def span(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
+def never_arrived(record: NodeRecord | None) -> bool:
+    """A partition that never had a version: its readers are not late by ``max_lag``."""
+    return record is None or (
+        record.version is None and record.changed_at is None and record.lost_at is None
+    )
+
+
 def _lag(
     ev: Evaluator, key: str, partition: str | None, state: str
 ) -> tuple[timedelta, datetime | None] | None:
@@ -87,10 +95,10 @@ def _lag(
             return None
         for up in nodes:
             record = ev.state.record(up)
-            if record is None or record.version is None:
-                if record is None or (record.changed_at is None and record.lost_at is None):
-                    return None  # never arrived
-                continue  # it did, and was deleted (or its value lost) since: a change
+            if record is None or never_arrived(record):
+                return None
+            if record.version is None:
+                continue  # it did arrive, and was deleted (or its value lost) since: a change
             if record.appeared_at is not None and (
                 inputs_since is None or record.appeared_at > inputs_since
             ):
