@@ -318,10 +318,10 @@ def _watch_dry_run_steps(
         seen(node)
         return real(ev, node, request)
 
-    def watching_plain(ev: Any, facts: Any, planned: Any) -> Any:
-        judged = real_plain(ev, facts, planned)
+    def watching_plain(ev: Any, facts: Any, place: int, planned: Any) -> Any:
+        judged = real_plain(ev, facts, place, planned)
         if judged is not None:
-            seen(facts.node)
+            seen((facts.keys[place], None))
         return judged
 
     monkeypatch.setattr(_dryrun, "decide_step", watching)

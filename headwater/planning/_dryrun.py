@@ -20,7 +20,7 @@ from headwater._collector import collector_paused
 from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
-from headwater.planning._facts import UNKNOWN, AssetFacts, facts_of
+from headwater.planning._facts import CHECKED, PLAIN_STEP, UNKNOWN, VARIES, Facts, facts_of
 from headwater.planning._freshness import carry_pending_since, freshness_status, never_arrived
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
@@ -136,57 +136,58 @@ def _dry_run(
     planned: list[str | None] = [None] * len(keys)
     """The version each unpartitioned step planned so far produces, by place: what the
     plain steps below it read."""
-    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]] = []
+    unwritten: list[tuple[int, NodeRecord, InputVersions, str]] = []
     """Plain steps planned whose record is not in ``sim`` yet: written before anything else
     reads ``sim``, so a plan of plain steps alone builds none of them."""
     made = 0
     last = -1
-    known = facts.by_key
-    reaches = facts.reaches
+    flags = facts.flags
+    reach_at, reach_n, reached_places = facts.reach_at, facts.reach_n, facts.reached
     steps = out.steps
     while queue:
         place = heapq.heappop(queue)
         if place == last:  # reached both as a node and as partitions (none are both)
             continue
         last = place
-        f = known.get(keys[place]) or facts.of(keys[place])
+        key = keys[place]
         partitions = parted.pop(place, None)
         if (
-            f.plain_step
+            (flags[place] or facts.make(place)) & PLAIN_STEP
             and partitions is None
             and not tracked  # else its run carries lag to its readers' records
-            and (judged := _plain_status(ev, f, planned)) is not None
+            and (judged := _plain_status(ev, facts, place, planned)) is not None
         ):
             old, inputs, reasons = judged
             if not reasons:
                 continue  # fresh: eager idles, and nothing its readers can see
-            node = f.node
+            node = (key, None)
             # Stale, so not missing: early cutoff may stop it, as below. Nothing holds it
             # back: it runs, for what decide_eagerly says, its reasons joined.
             may_stop = node not in seeds or (
                 before is not None and node in current.deferred and not _on_its_own(before, node)
             )
-            steps.append(PlannedStep(f.key, None, "; ".join(reasons), may_stop))
+            steps.append(PlannedStep(key, None, "; ".join(reasons), may_stop))
             made += 1
             version = planned[place] = f"(planned {made})"
-            unwritten.append((f, old, inputs, version))
-            if (orders := reaches[place]) is UNKNOWN:
-                orders = facts.reach(place)
-            if orders is not None:
-                for child in orders:  # as _reach does, for the usual step
+            unwritten.append((place, old, inputs, version))
+            if (n := reach_n[place]) == UNKNOWN:
+                n = facts.reach(place)
+            if n != VARIES:
+                at = reach_at[place]
+                for child in reached_places[at : at + n]:  # as _reach does, for the usual step
                     if not reached[child]:
                         reached[child] = 1
                         heapq.heappush(queue, child)
             else:
-                _write(defs, sim, unwritten, now)
+                _write(defs, facts, sim, unwritten, now)
                 _reach(reacting_children(ev, node), order, queue, reached, parted)
             continue
-        _write(defs, sim, unwritten, now)
-        todo: tuple[NodeKey, ...] | list[NodeKey] = (f.node,)
+        _write(defs, facts, sim, unwritten, now)
+        todo: tuple[NodeKey, ...] | list[NodeKey] = ((key, None),)
         if partitions is not None:
-            todo = [(f.key, p) for p in sorted(partitions)]
+            todo = [(key, p) for p in sorted(partitions)]
             if reached[place]:
-                todo.insert(0, f.node)
+                todo.insert(0, (key, None))
         for node in todo:
             status, decision = decide_step(ev, node, None)
             if decision.kind == "run":
@@ -208,40 +209,45 @@ def _dry_run(
                 version = f"(planned {made})"
                 if node[1] is None:
                     planned[place] = version
-                sim.put(node, _materialized(defs, f, node, old, status.inputs, version, now))
+                sim.put(
+                    node, _materialized(defs, facts, place, node, old, status.inputs, version, now)
+                )
             elif decision.notable:
                 out.held[node] = decision.reason
             else:
                 continue  # nothing its readers can see
-            if node[1] is None and (orders := facts.reach(place)) is not None:
-                for child in orders:  # as _reach does, for the usual step
+            if node[1] is None and (n := facts.reach(place)) != VARIES:
+                at = reach_at[place]
+                for child in reached_places[at : at + n]:  # as _reach does, for the usual step
                     if not reached[child]:
                         reached[child] = 1
                         heapq.heappush(queue, child)
             else:
                 _reach(reacting_children(ev, node), order, queue, reached, parted)
     if out.held or defs.sla_holders:  # else _risks reads nothing: none to write
-        _write(defs, sim, unwritten, now)
+        _write(defs, facts, sim, unwritten, now)
         out.risks = _risks(ev, out, touched)
     return out
 
 
 def _plain_status(
-    ev: Evaluator, f: AssetFacts, planned: Sequence[str | None]
+    ev: Evaluator, facts: Facts, place: int, planned: Sequence[str | None]
 ) -> tuple[NodeRecord, InputVersions, list[str]] | None:
-    """What :meth:`Evaluator.status` says of a plain step (see ``AssetFacts.plain_inputs``)
-    that has materialized, whose last run did not fail and whose inputs are all there, read
-    from ``planned`` before the state: its record, inputs and reasons to be stale (none:
-    fresh). None for any other step: the evaluator decides it."""
+    """What :meth:`Evaluator.status` says of a plain step (see ``_facts.PLAIN``) that has
+    materialized, whose last run did not fail and whose inputs are all there, read from
+    ``planned`` before the state: its record, inputs and reasons to be stale (none: fresh).
+    None for any other step: the evaluator decides it."""
     records = ev.state.records
-    old = records.get(f.node)
+    keys = facts.keys
+    key = keys[place]
+    old = records.get((key, None))
     if old is None or old.failure is not None or old.materialized_at is None:
         return None
-    assert f.plain_inputs is not None
     found: list[tuple[str, str | None, str]] = []
-    # No strict=: the two are made together, of one length (a keyword costs a third).
-    for parent, place in zip(f.plain_inputs, f.plain_places):  # noqa: B905
-        version = planned[place]
+    at = facts.inputs_at[place]
+    for up in facts.inputs[at : at + facts.inputs_n[place]]:
+        parent = keys[up]
+        version = planned[up]
         if version is None:
             up_record = records.get((parent, None))
             if up_record is None or (version := up_record.version) is None:
@@ -250,12 +256,13 @@ def _plain_status(
                 return None
         found.append((parent, None, version))
     inputs = tuple(found)
-    return old, inputs, ev.stale_reasons(f.key, f, old, inputs)
+    return old, inputs, ev.stale_reasons(key, place, old, inputs)
 
 
 def _materialized(
     defs: Definitions,
-    f: AssetFacts,
+    facts: Facts,
+    place: int,
     node: NodeKey,
     old: NodeRecord,
     inputs: InputVersions,
@@ -269,26 +276,29 @@ def _materialized(
         changed_at=now,
         materialized_at=now,
         run_id=old.run_id,
-        code_version=f.code_version,
+        code_version=facts.code[place],
         inputs=inputs,
         decision=old.decision,
-        checks=_passed(defs, f.key, version) if f.checked else (),
+        checks=_passed(defs, node[0], version) if facts.flags[place] & CHECKED else (),
         late=old.late,
         appeared_at=old.appeared_at if old.version is not None else now,
-        binding=f.binding,
-        store=f.store,
+        binding=facts.binding[place],
+        store=facts.store[place],
     )
 
 
 def _write(
     defs: Definitions,
+    facts: Facts,
     sim: State,
-    unwritten: list[tuple[AssetFacts, NodeRecord, InputVersions, str]],
+    unwritten: list[tuple[int, NodeRecord, InputVersions, str]],
     now: datetime,
 ) -> None:
     """Put the records of the plain steps planned so far into ``sim``."""
-    for f, old, inputs, version in unwritten:
-        sim.put(f.node, _materialized(defs, f, f.node, old, inputs, version, now))
+    keys = facts.keys
+    for place, old, inputs, version in unwritten:
+        node = (keys[place], None)
+        sim.put(node, _materialized(defs, facts, place, node, old, inputs, version, now))
     unwritten.clear()
 
 
