@@ -16,6 +16,8 @@ integers are nothing the collector tracks.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from array import array
 from weakref import WeakKeyDictionary
 
@@ -70,7 +72,12 @@ class Facts:
     gathers those of the assets it reaches, not of the whole graph."""
 
     def __init__(self, defs: Definitions) -> None:
-        self.defs = defs
+        self._defs = weakref.ref(defs)
+        """Not the definitions themselves: the facts are kept as long as they live, in a
+        weak dictionary whose values must not keep its keys alive (each reload's would)."""
+        self._reserving = threading.Lock()
+        """Held while a slice of :attr:`inputs` or :attr:`reached` is taken: two plans in
+        two threads would otherwise each point an asset at the other's slice."""
         order = self.order = defs.graph.order
         n = len(order)
         keys = [""] * n
@@ -99,7 +106,7 @@ class Facts:
     def make(self, place: int) -> int:
         """Gather the facts of the asset at ``place``; return its flags (a KeyError for a
         source)."""
-        defs = self.defs
+        defs = self._definitions()
         key = self.keys[place]
         asset = defs.assets[key]
         guarded = defs.guarded
@@ -113,9 +120,11 @@ class Facts:
             else:
                 inputs.sort()
                 order = self.order
-                self.inputs_at[place] = len(self.inputs)
-                self.inputs_n[place] = len(inputs)
-                self.inputs.extend([order[parent] for parent in inputs])
+                places = [order[parent] for parent in inputs]
+                with self._reserving:
+                    self.inputs_at[place] = len(self.inputs)
+                    self.inputs.extend(places)
+                self.inputs_n[place] = len(places)
                 flags |= PLAIN
             if asset.policy.reacts_to_upstream:
                 flags |= _REACTS
@@ -135,6 +144,11 @@ class Facts:
         self.flags[place] = flags
         return flags
 
+    def _definitions(self) -> Definitions:
+        defs = self._defs()
+        assert defs is not None, "facts outlived their definitions"
+        return defs
+
     def made(self, key: str) -> int:
         """The place of asset ``key`` if its facts are gathered, else -1 (a KeyError for an
         unknown key)."""
@@ -148,7 +162,7 @@ class Facts:
         if n == UNKNOWN:  # as Definitions.fixed_reach_keys, from the flags
             order, flags = self.order, self.flags
             found = []
-            for child in self.defs.graph.children[self.keys[place]]:
+            for child in self._definitions().graph.children[self.keys[place]]:
                 at = order[child]
                 bits = flags[at] or self.make(at)  # a dry run reaches it next
                 if bits & _PARTITIONED:
@@ -157,19 +171,24 @@ class Facts:
                 if bits & _REACTS:
                     found.append(at)
             else:
-                self.reach_at[place] = len(self.reached)
-                self.reached.extend(found)
+                with self._reserving:
+                    self.reach_at[place] = len(self.reached)
+                    self.reached.extend(found)
                 n = len(found)
             self.reach_n[place] = n
         return n
 
 
 _FACTS: WeakKeyDictionary[Definitions, Facts] = WeakKeyDictionary()
+_MAKING = threading.Lock()
 
 
 def facts_of(defs: Definitions) -> Facts:
     """The facts of ``defs``, shared by every evaluator over them (kept while they live)."""
     facts = _FACTS.get(defs)
     if facts is None:
-        facts = _FACTS[defs] = Facts(defs)
+        with _MAKING:  # one per definitions: a plan reads them through its evaluator too
+            facts = _FACTS.get(defs)
+            if facts is None:
+                facts = _FACTS[defs] = Facts(defs)
     return facts
