@@ -8,10 +8,12 @@ runs at all. The lead itself (run durations along the way) is checked on the pur
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import headwater as hw
 from headwater.planning import Evaluator
+from headwater.planning._dryrun import dry_run
 from headwater.planning._lazy import HEADROOM, MARGIN, pull
 from headwater.testing import Harness
 
@@ -176,3 +178,51 @@ def test_a_dry_run_of_a_change_shows_the_lazy_pull_and_the_sla_it_puts_at_risk()
     assert "lazy: pulled by report's max_lag 2h" in planned.held[("prepared", None)]
     (risk,) = planned.risks
     assert (risk.asset, risk.late, risk.deadline) == ("report", False, T0 + timedelta(hours=2))
+
+
+def test_plan_after_a_stop_pulls_a_lazy_asset_as_late_as_the_restarted_daemon_finds_it(
+    tmp_path: Path,
+) -> None:
+    """A manual asset holds back a change (01:00); the daemon stops before that change makes
+    the SLA holder below it late through it (02:00: its max_lag). At the next start the
+    daemon's first tick finds the holder behind since 01:00 and runs the lazy asset it needs
+    at once; `headwater plan` (a dry run of a starting daemon) must say the same, not count
+    the holder's lag from a later change of the lazy asset's other input (01:30)."""
+
+    def defs() -> hw.Definitions:
+        held = hw.source("held")
+        other = hw.source("other")
+
+        @hw.asset(ins={"held": "held"}, policy=hw.manual())
+        def stuck(held: Any) -> Any:
+            return held
+
+        @hw.asset(ins={"stuck": "stuck", "other": "other"}, policy=hw.lazy())
+        def prepared(stuck: Any, other: Any) -> Any:
+            return stuck, other
+
+        @hw.asset(ins={"prepared": "prepared"}, freshness=hw.Freshness(max_lag="1h"))
+        def report(prepared: Any) -> Any:
+            return prepared
+
+        return hw.Definitions([held, other, stuck, prepared, report])
+
+    with Harness(defs(), now=T0.isoformat(), state_dir=tmp_path) as h:
+        h.observe("held", "1")
+        h.observe("other", "1")
+        h.materialize("stuck")
+        h.materialize("prepared")
+        h.tick()
+        h.advance(hours=1)
+        h.observe("held", "2")  # what `stuck` holds back from 01:00
+        h.tick()
+        h.advance(minutes=30)
+        h.observe("other", "2")  # the daemon stops before its next tick
+    with Harness(defs(), now=(T0 + timedelta(hours=2, minutes=10)).isoformat(),
+                 state_dir=tmp_path) as h:  # fmt: skip
+        planned = dry_run(h.engine.defs, h.engine.state, h.now)
+        ran = h.tick().materialized
+    assert ("prepared", None) in ran
+    assert [(s.asset, s.partition) for s in planned.steps if s.asset == "prepared"] == [
+        ("prepared", None)
+    ]

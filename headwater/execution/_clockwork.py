@@ -28,6 +28,7 @@ from headwater.planning import (
     NodeKey,
     NodeRecord,
     Schedule,
+    behind_until,
     freshness_status,
     lag_since,
     stuck_below,
@@ -171,19 +172,13 @@ class Clockwork:
         (the CLI reads it too), and the readers with a ``max_lag`` returned to be checked."""
         engine = self.engine
         ev = engine.evaluator()
-        record = engine.state.record(node)
-        if record is None or (since := record.pending_since) is None:
+        if (due := behind_until(ev, node)) is None:
             return []
-        if node[0] not in engine.defs.assets or not ev.exists(*node):
+        if due > ev.now:  # it got a later change since: its timer comes later
+            self.timers.schedule(due, "behind", node)
             return []
-        if ev.status(*node).state == "fresh":
-            return []  # it produced the change, or it is below the stuck one (its push)
-        lag = engine.defs.lag_below(node[0])
-        if lag is None:
-            return []
-        if since + lag > ev.now:  # it got a later change since: its timer comes later
-            self.timers.schedule(since + lag, "behind", node)
-            return []
+        since = engine.state.records[node].pending_since
+        assert since is not None
         updates, holders = stuck_below(ev, node, since)
         if updates:
             seen = {n: engine.state.record(n) for n in updates}

@@ -65,6 +65,7 @@ from headwater.planning import (
     partition_range,
     released_below,
     resolve_selection,
+    unreflected_since,
     usual_durations,
 )
 from headwater.sensors._scan import listed_gone
@@ -529,25 +530,16 @@ class Engine:
         input that changed while it ran (the materialization cleared the older change); at
         start, partitions that became tracked (an SLA added: they were behind already)."""
         tracked = self.defs.lag_tracked
-        ev: Evaluator | None = None
-        since: dict[NodeKey, datetime] = {}
-        for node in nodes:
-            record = self.state.record(node)
-            if node[0] not in tracked or record is None or record.pending_since is not None:
-                continue
-            ev = ev or self.evaluator()
-            read = {(a, p): v for a, p, v in record.inputs}
-            changed = [
-                r.changed_at
-                for _, ups in ev.input_nodes(*node)
-                for up in ups
-                if (r := self.state.record(up)) is not None
-                and r.version is not None
-                and read.get(up) != r.version
-                and r.changed_at is not None
-            ]
-            if changed:
-                since[node] = min(changed)
+        nodes = [
+            node
+            for node in nodes
+            if node[0] in tracked
+            and (record := self.state.record(node)) is not None
+            and record.pending_since is None
+        ]  # most runs: none, and no evaluator made
+        if not nodes:
+            return
+        since = unreflected_since(self.evaluator(), nodes)
         if since:
             await self.put({}, pending_since=since)
             for node, at in since.items():

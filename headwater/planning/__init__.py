@@ -3,12 +3,14 @@
 from headwater.planning._explain import explain
 from headwater.planning._freshness import (
     FreshnessStatus,
+    behind_until,
     behind_upstream,
     carry_pending_since,
     freshness_status,
     lag_since,
     released_below,
     stuck_below,
+    unreflected_since,
 )
 from headwater.planning._lazy import usual_durations
 from headwater.planning._planner import Plan, Request, decide_step, plan
@@ -59,6 +61,7 @@ __all__ = [
     "Wavefront",
     "as_input",
     "backfill_nodes",
+    "behind_until",
     "behind_upstream",
     "carry_pending_since",
     "decide_step",
@@ -74,5 +77,6 @@ __all__ = [
     "released_below",
     "resolve_selection",
     "stuck_below",
+    "unreflected_since",
     "usual_durations",
 ]

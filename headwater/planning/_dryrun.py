@@ -21,7 +21,14 @@ from headwater._errors import did_you_mean
 from headwater._records import record_class, replace
 from headwater.definitions import Definitions, SourceDef
 from headwater.planning._facts import CHECKED, PLAIN_STEP, UNKNOWN, VARIES, Facts, facts_of
-from headwater.planning._freshness import carry_pending_since, freshness_status, never_arrived
+from headwater.planning._freshness import (
+    behind_until,
+    carry_pending_since,
+    freshness_status,
+    never_arrived,
+    stuck_below,
+    unreflected_since,
+)
 from headwater.planning._lazy import pull
 from headwater.planning._planner import decide_step, plan
 from headwater.planning._state import CheckRecord, InputVersions, NodeKey, NodeRecord, State
@@ -69,6 +76,28 @@ def _carry(ev: Evaluator, node: NodeKey, origin: datetime, touched: set[NodeKey]
         ev.state.put(reader, record)
 
 
+def _resume_behind(ev: Evaluator, tracked: list[NodeKey]) -> None:
+    """What the engine's first tick does before it plans (``Engine.note_unreflected``, then
+    the ``behind`` timers of ``Clockwork.resume_behind`` that are due): partitions that do
+    not reflect an input remember its change, and the assets below a stuck one are behind
+    since its change, in the order the timers would expire."""
+    state = ev.state
+    for node, since in unreflected_since(ev, tracked).items():
+        state.put(node, replace(state.records[node], pending_since=since))
+    due = sorted(
+        (at, node)
+        for node in tracked
+        if (at := behind_until(ev, node)) is not None and at <= ev.now
+    )
+    for _, node in due:
+        pending = state.records[node].pending_since
+        if pending is None or behind_until(ev, node) is None:  # released by an earlier push
+            continue
+        updates, _ = stuck_below(ev, node, pending)
+        for below, at in updates.items():
+            state.put(below, replace(state.record(below) or NodeRecord(), pending_since=at))
+
+
 def put_observed(state: State, node: NodeKey, version: str | None, now: datetime) -> None:
     """Put into ``state`` what an observation of ``version`` at ``now`` leaves (for a dry
     run: nothing is recorded)."""
@@ -104,6 +133,8 @@ def _dry_run(
     touched: set[NodeKey] = set()
     if changed is None:
         dirty = {(key, p) for key in defs.assets for p in ev.partitions(key)}
+        if lagging := defs.lag_tracked:  # as the engine's first tick: their lag counts since
+            _resume_behind(ev, [n for n in sim.records if n[0] in lagging])
     else:
         dirty = set()
         for n, node in enumerate(changed):

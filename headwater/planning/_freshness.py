@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +28,7 @@ from headwater.planning._status import FRESH, Evaluator
 __all__ = [
     "FreshnessStatus",
     "age_deadline",
+    "behind_until",
     "behind_upstream",
     "carry_pending_since",
     "freshness_status",
@@ -36,6 +37,7 @@ __all__ = [
     "released_below",
     "span",
     "stuck_below",
+    "unreflected_since",
 ]
 
 
@@ -263,6 +265,22 @@ def _lag_holder(ev: Evaluator, node: NodeKey) -> bool:
     return sla is not None and sla.max_lag is not None
 
 
+def behind_until(ev: Evaluator, node: NodeKey) -> datetime | None:
+    """When the assets below ``node`` that read it are behind through it, if it stays behind
+    its remembered change (it is stuck: failing, retrying, manual, waiting for a cron tick)
+    until then: that change plus the longest ``max_lag`` below. None if it is not behind
+    (fresh: it produced the change, or it is below the stuck one) or nothing below lags."""
+    record = ev.state.record(node)
+    if record is None or (since := record.pending_since) is None:
+        return None
+    if node[0] not in ev.defs.assets or not ev.exists(*node):
+        return None
+    if ev.status(*node).state == FRESH:
+        return None
+    lag = ev.defs.lag_below(node[0])
+    return None if lag is None else since + lag
+
+
 def stuck_below(
     ev: Evaluator, node: NodeKey, since: datetime
 ) -> tuple[dict[NodeKey, datetime], list[NodeKey]]:
@@ -310,6 +328,33 @@ def carry_pending_since(
         ):
             records[child] = replace(record, pending_since=origin)
     return readers
+
+
+def unreflected_since(ev: Evaluator, nodes: Iterable[NodeKey]) -> dict[NodeKey, datetime]:
+    """Of ``nodes``, the partitions with a ``max_lag`` below them that do not reflect an
+    input's version and remember no change (an input changed while they ran; an SLA was
+    added, or the owner stopped, before they could run): since when their lag counts, the
+    earliest change of such an input."""
+    tracked = ev.defs.lag_tracked
+    state = ev.state
+    since: dict[NodeKey, datetime] = {}
+    for node in nodes:
+        record = state.record(node)
+        if node[0] not in tracked or record is None or record.pending_since is not None:
+            continue
+        read = {(a, p): v for a, p, v in record.inputs}
+        changed = [
+            r.changed_at
+            for _, ups in ev.input_nodes(*node)
+            for up in ups
+            if (r := state.record(up)) is not None
+            and r.version is not None
+            and read.get(up) != r.version
+            and r.changed_at is not None
+        ]
+        if changed:
+            since[node] = min(changed)
+    return since
 
 
 def lag_since(ev: Evaluator, key: str, partition: str | None, state: str) -> datetime | None:
