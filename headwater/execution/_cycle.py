@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -291,13 +291,12 @@ class RunCycle:
                 if done and ready:
                     nearest = ready.pop(0)
                 for other in ready:  # all of them when this one failed
-                    steps.start(step, other)
+                    tg.start_soon(step, other)
             return nearest
 
-        steps = _Steps()
-        for node in front.take_ready():
-            steps.start(step, node)
-        await steps.wait()
+        async with anyio.create_task_group() as tg:
+            for node in front.take_ready():
+                tg.start_soon(step, node)
         return again
 
     async def _step(self, node: NodeKey, request: Request | None, result: TickResult) -> str:
@@ -817,73 +816,6 @@ class _Slot:
         """The run is over (its end recorded, or it never started)."""
         self.function_done()
         self.gate._left()
-
-
-class _Steps:
-    """The tasks deciding (and running) one plan's partitions: plain asyncio tasks, each in
-    a cancel scope of its own, where an anyio task group's children cost 500 independent
-    trivial runs ~25 us each (a task handle, an event and a scope per child). They end as
-    a task group's do: when the task waiting for them is cancelled, each scope is (shields
-    within hold) and the wait goes on until all have ended; an error in one cancels the
-    others and is raised once all have ended, in an exception group."""
-
-    __slots__ = ("_all_ended", "_cancelled", "_errors", "_loop", "_scopes", "_tasks")
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._scopes: set[anyio.CancelScope] = set()
-        self._errors: list[BaseException] = []
-        self._cancelled = False
-        self._all_ended: asyncio.Future[None] | None = None
-
-    def start(self, fn: Callable[[NodeKey], Awaitable[None]], node: NodeKey) -> None:
-        task = self._loop.create_task(self._run(fn, node))
-        self._tasks.add(task)
-        task.add_done_callback(self._ended)
-
-    async def _run(self, fn: Callable[[NodeKey], Awaitable[None]], node: NodeKey) -> None:
-        scope = anyio.CancelScope()
-        self._scopes.add(scope)
-        try:
-            with scope:
-                if self._cancelled:  # started after the others were cancelled: as they were
-                    scope.cancel()
-                await fn(node)
-        except asyncio.CancelledError:
-            raise  # not its scope's: the loop is closing
-        except BaseException as exc:
-            self._errors.append(exc)
-            self._cancel()
-        finally:
-            self._scopes.discard(scope)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not self._tasks and self._all_ended is not None and not self._all_ended.done():
-            self._all_ended.set_result(None)
-
-    def _cancel(self) -> None:
-        self._cancelled = True
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def _all(self) -> None:
-        while self._tasks:
-            self._all_ended = self._loop.create_future()
-            await self._all_ended
-
-    async def wait(self) -> None:
-        """Return once every task has ended (see the class)."""
-        try:
-            await self._all()
-        except BaseException:
-            self._cancel()
-            with anyio.CancelScope(shield=True):
-                await self._all()
-            raise
-        if self._errors:
-            raise BaseExceptionGroup("unhandled errors in a TaskGroup", self._errors)
 
 
 async def _run_guarded(executor: Executor, job: Job, limit: timedelta | None) -> Outcome:
