@@ -14,7 +14,18 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "info_dropped"]
+
+
+_DROPPED = getattr(structlog.make_filtering_bound_logger(logging.CRITICAL), "info", None)
+"""What a filtering logger's method is at a level below its minimum (a no-op)."""
+
+
+def info_dropped() -> bool:
+    """Whether the configured loggers drop ``info`` lines. A module's lazy logger builds a
+    logger (and its output) for every call, dropped or not: ~4 us, twice per trivial run on
+    the event loop. Unknown wrappers count as keeping them."""
+    return getattr(structlog.get_config()["wrapper_class"], "info", None) is _DROPPED
 
 
 class _NamedPrintLogger(structlog.PrintLogger):

@@ -25,6 +25,7 @@ import anyio
 import structlog
 
 from headwater._events import Event, EventKind, format_timestamp
+from headwater._logging import info_dropped
 from headwater._storage import StorageFailure
 from headwater.definitions import AssetDef, EdgeMapping, ObjectSource, SourceDef
 from headwater.eventlog import SmallValue
@@ -461,8 +462,10 @@ class RunCycle:
         engine = self.engine
         run_id = job.run_id
         flight = self.in_flight[node]
-        _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id,
-                  reason=flight.reason)  # fmt: skip
+        talk = not info_dropped()
+        if talk:
+            _log.info("run_started", asset=node[0], partition=node[1], run_id=run_id,
+                      reason=flight.reason)  # fmt: skip
         outcome: Outcome | None = None
         since = engine.observation_mark()  # a sensor's word after this is newer than the read
         try:
@@ -535,7 +538,9 @@ class RunCycle:
             result.failed.pop(node, None)
             result.skipped.pop(node, None)
             changed = outcome.data_version != before
-            _log.info("materialized", data_version=outcome.data_version, changed=changed, **fields)
+            if talk:
+                _log.info("materialized", data_version=outcome.data_version, changed=changed,
+                          **fields)  # fmt: skip
             for c in outcome.checks:
                 if not c.passed:
                     _log.warning(
