@@ -226,3 +226,48 @@ def test_plan_after_a_stop_pulls_a_lazy_asset_as_late_as_the_restarted_daemon_fi
     assert [(s.asset, s.partition) for s in planned.steps if s.asset == "prepared"] == [
         ("prepared", None)
     ]
+
+
+def test_plan_keeps_an_asset_behind_a_stuck_one_when_it_runs_for_another_input() -> None:
+    """``mid`` is behind a change that the manual ``stuck`` holds back (01:00), and runs for a
+    change of its other input: it is still behind that change (the engine keeps its
+    ``pending_since``), so the lazy asset below, whose own new input partition appeared only
+    now, is late through it, and runs at once. The plan must not count from the new
+    partition, as if ``mid``'s run had caught up with everything above it."""
+    held, other = hw.source("held"), hw.source("other")
+    files = hw.source("files", partitions=hw.StaticPartitions(["a", "b"]))
+
+    @hw.asset(ins={"held": "held"}, policy=hw.manual())
+    def stuck(held: Any) -> Any:
+        return held
+
+    @hw.asset(ins={"stuck": "stuck", "other": "other"})
+    def mid(stuck: Any, other: Any) -> Any:
+        return stuck, other
+
+    @hw.asset(ins={"mid": "mid", "files": "files"}, policy=hw.lazy())
+    def prepared(mid: Any, files: Any) -> Any:
+        return mid, sorted(files)
+
+    @hw.asset(ins={"prepared": "prepared"}, freshness=hw.Freshness(max_lag="1h"))
+    def report(prepared: Any) -> Any:
+        return prepared
+
+    defs = hw.Definitions([held, other, files, stuck, mid, prepared, report])
+    with Harness(defs, now=T0.isoformat()) as h:
+        h.observe("held", "1")
+        h.observe("other", "1")
+        h.observe("files", "1", partition="a")
+        h.materialize("stuck")
+        h.materialize("prepared")
+        h.tick()
+        h.advance(hours=1)
+        h.observe("held", "2")  # held back by `stuck` from 01:00
+        h.advance(minutes=70)
+        h.observe("files", "1", partition="b")  # a new input partition of `prepared`
+        h.observe("other", "2")  # `mid` runs for this one
+        planned = dry_run(h.engine.defs, h.engine.state, h.now)
+        ran = h.tick().materialized
+    assert ("prepared", None) in ran
+    assert ("prepared", None) not in planned.held
+    assert [s.asset for s in planned.steps] == ["mid", "prepared", "report"]

@@ -23,6 +23,7 @@ from headwater.definitions import Definitions, SourceDef
 from headwater.planning._facts import CHECKED, PLAIN_STEP, UNKNOWN, VARIES, Facts, facts_of
 from headwater.planning._freshness import (
     behind_until,
+    behind_upstream,
     carry_pending_since,
     freshness_status,
     never_arrived,
@@ -235,14 +236,16 @@ def _dry_run(
                 out.steps.append(PlannedStep(*node, decision.reason, may_stop))
                 old = records.get(node) or _NO_RECORD
                 made += 1
+                behind: datetime | None = None
                 if tracked:
                     _carry(ev, node, old.pending_since or now, touched)
+                    if old.pending_since is not None and behind_upstream(ev, node) is not None:
+                        behind = old.pending_since  # as the engine: it ran for another input
                 version = f"(planned {made})"
                 if node[1] is None:
                     planned[place] = version
-                sim.put(
-                    node, _materialized(defs, facts, place, node, old, status.inputs, version, now)
-                )
+                done = _materialized(defs, facts, place, node, old, status.inputs, version, now)
+                sim.put(node, done if behind is None else replace(done, pending_since=behind))
             elif decision.notable:
                 out.held[node] = decision.reason
             else:
