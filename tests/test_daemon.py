@@ -675,3 +675,51 @@ def test_reading_commands_say_when_the_file_is_not_what_the_daemon_serves(
     assert "parsed" in check.stdout
     why = hw_project(project, "why", "parsed", "-p", "one")
     assert why.returncode == 0 and "parsed[one] is fresh" in why.stdout, why.stderr
+
+
+BIG_VALUES = """
+import headwater as hw
+
+raw = hw.FileSource("raw", "inbox/raw.json")
+
+@hw.asset
+def table(raw: str) -> list[str]:
+    return [raw] * 10_000  # too large for the event log to keep: a file of the state dir
+
+@hw.asset
+def lines(table: list[str]) -> int:
+    return len(table)
+
+defs = hw.Definitions([raw, table, lines])
+"""
+
+
+def test_a_value_deleted_by_hand_while_the_daemon_runs_is_made_again(
+    tmp_path: Path, daemons: list[object]
+) -> None:
+    """``rm`` of a stored value while the daemon serves: it is seen at the next look at the
+    stored values (every --rescan-interval), recorded as lost (so `status` says missing, not
+    fresh) and materialized again, though no reader loads it and nothing upstream changed."""
+    (tmp_path / "defs.py").write_text(BIG_VALUES)
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "raw.json").write_text('"hello"')
+    daemon = DaemonProcess(
+        tmp_path, tmp_path / "defs.py", tmp_path / "state",
+        args=("--settle", "0.2", "--grace", "5", "--rescan-interval", "0.5"),
+    )  # fmt: skip
+    daemons.append(daemon)
+    daemon.start().wait_notify("READY=1")
+    first = daemon.wait_event("materialized", asset="table")
+    daemon.wait_event("materialized", asset="lines")
+    (value,) = (tmp_path / "state" / "values" / "table").iterdir()
+    since = daemon.mark()
+    value.unlink()
+    lost = daemon.wait_event("value_lost", asset="table", since=since)
+    again = daemon.wait_event("materialized", asset="table", since=since)
+    assert daemon.lines.index(lost) < daemon.lines.index(again)
+    assert again["data_version"] == first["data_version"]  # its reader has nothing to do
+    assert value.exists()
+    reasons = [e.payload["reason"] for e in EventLogReader(tmp_path / "state").events(
+        kind="value_lost", asset="table")]  # fmt: skip
+    assert reasons == ["found gone by a periodic look at the stored values"]
+    assert daemon.terminate() == 0

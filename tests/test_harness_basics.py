@@ -1073,3 +1073,23 @@ def test_a_deleted_source_says_when_it_was_deleted_not_never_observed() -> None:
         h.observe("src", deleted=True)
         assert h.state("src") == "missing"
         assert h.why("src")[:2] == ["src is missing", "deleted at 2026-01-05T01:00:00+00:00"]
+
+
+def test_the_look_for_lost_values_leaves_an_asset_s_own_filesystem_store_alone(
+    tmp_path: Path,
+) -> None:
+    """An asset whose values a FilesystemStore of its own keeps elsewhere: the daemon's look
+    for values gone from the state directory (at start, and every rescan interval) looked
+    for them there, found none, and made the asset missing, so it ran again each time."""
+    src = hw.source("src")
+
+    @hw.asset(io=hw.FilesystemStore(tmp_path / "elsewhere"))
+    def kept(src: Any) -> list[Any]:
+        return [src] * 10_000  # large: a file, not the event log
+
+    with Harness(hw.Definitions([src, kept]), state_dir=tmp_path / "state") as h:
+        h.observe("src", value=1)
+        assert h.tick().materialized == [("kept", None)]
+        assert h._call(h.engine.forget_lost_values) == 0
+        assert h.events(kind="value_lost") == []
+        assert h.state("kept") == "fresh"

@@ -719,13 +719,21 @@ class Daemon:
             await anyio.sleep(interval)
 
     async def _find_lost_values(self, engine: Engine) -> None:
-        try:
-            if await engine.forget_lost_values():
-                self.poke()
-        except StorageFailure:
-            pass  # degraded: readers find lost values as they load them
-        except OSError as exc:  # a value folder it may not read: never a reason to stop
-            _log.error("lost_values_check_failed", error=f"{type(exc).__name__}: {exc}")
+        """At start, then every ``rescan_interval`` (as the file sources are looked at again):
+        a stored value deleted by hand, or lost with its disk, makes its partition missing
+        (`status` says so) and its policy materializes it again, also when no reader loads it.
+        One listing per value folder, in a thread."""
+        again = False
+        while True:
+            try:
+                if await engine.forget_lost_values(again=again):
+                    self.poke()
+            except StorageFailure:
+                pass  # degraded: readers find lost values as they load them
+            except OSError as exc:  # a value folder it may not read: never a reason to stop
+                _log.error("lost_values_check_failed", error=f"{type(exc).__name__}: {exc}")
+            await anyio.sleep(self.settings.rescan_interval)
+            again = True
 
     async def _loop(self, engine: Engine, clock: ClockSensor) -> None:
         """One tick per burst of pokes; ticks overlap, so a long run holds back nothing else."""

@@ -634,21 +634,23 @@ class Engine:
                 _log.warning("run_abandoned", asset=event.asset, partition=event.partition,
                              run_id=event.run_id)  # fmt: skip
 
-    async def forget_lost_values(self) -> int:
+    async def forget_lost_values(self, *, again: bool = False) -> int:
         """Make every materialized partition whose stored value is gone missing again; return
         how many. One listing per value folder, off the loop: the daemon runs it in the
-        background after start-up (a reader that finds a value gone does the same for it).
+        background after start-up, and ``again`` every rescan interval after (a reader that
+        finds a value gone does the same for it).
         The first time after the machine restarted, every value's version is read as well:
         values are not synced one by one, so a power loss may have taken some back."""
-        stored: dict[NodeKey, NodeRecord] = {}
-        for node, record in self.state.records.items():
-            if record.materialized_at is None or node[0] not in self.defs.assets:
-                continue
-            if isinstance(self.runner.io_for(node[0]), FilesystemStore):
-                stored[node] = record
         store = self.store
         if not isinstance(store, FilesystemStore):
             return 0
+        # On the loop, so once per asset, not per partition: a plain membership test each.
+        in_files = {key for key in self.defs.assets if self.runner.io_for(key) is store}
+        stored = {
+            node: record
+            for node, record in self.state.records.items()
+            if node[0] in in_files and record.materialized_at is not None
+        }
         for node in await self.log.small_value_nodes():  # kept in the log, not in a file
             stored.pop(node, None)
         check = not await anyio.to_thread.run_sync(store.checked_this_boot)
@@ -658,7 +660,11 @@ class Engine:
             how = "gone or not the recorded version after the machine restarted"
         else:
             gone = await anyio.to_thread.run_sync(store.absent, list(stored))
-            how = "found gone at start"
+            how = (
+                "found gone by a periodic look at the stored values"
+                if again
+                else ("found gone at start")
+            )
         # A run may have stored a new value while the folders were read: that one stands.
         gone = [n for n in gone if (r := self.state.record(n)) and r.run_id == stored[n].run_id]
         if check:
