@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import headwater as hw
+from headwater.planning._dryrun import dry_run
+from headwater.planning._freshness import behind_upstream
 from headwater.testing import Harness
 
 daily = hw.DailyPartitions(start="2026-01-01")
@@ -635,3 +637,73 @@ def test_a_max_lag_added_to_an_asset_already_behind_counts_from_the_change(
         late = {e.asset: e.timestamp for e in h.events(kind="freshness_violated")}
         at = datetime(2026, 1, 5, 1, 30, tzinfo=UTC)
         assert late == {"m": at, "c": at}
+
+
+def _left_behind() -> hw.Definitions:
+    """``stuck`` (manual) above ``a1``, a lazy ``a2`` below it, pulled by ``a3``'s max_lag."""
+    held, s = hw.source("held"), hw.source("s")
+
+    @hw.asset(ins={"held": "held"}, policy=hw.manual())
+    def stuck(held: Any) -> Any:
+        return held
+
+    @hw.asset(ins={"stuck": "stuck", "s": "s"})
+    def a1(stuck: Any, s: Any) -> Any:
+        return stuck, s
+
+    @hw.asset(ins={"a1": "a1"}, policy=hw.lazy())
+    def a2(a1: Any) -> Any:
+        return a1
+
+    @hw.asset(ins={"a2": "a2"}, freshness=hw.Freshness(max_lag="1h"))
+    def a3(a2: Any) -> Any:
+        return a2
+
+    return hw.Definitions([held, s, stuck, a1, a2, a3])
+
+
+def _released_then_changed(h: Harness) -> None:
+    """``stuck`` holds a change back from 01:00 (pushed below at 02:00), its input changes
+    back at 02:10 (released: ``a2`` keeps the change it remembered, which nothing holds back
+    any more), and ``s`` changes at 02:40 (``a1`` about to run for it)."""
+    h.observe("held", "1")
+    h.observe("s", "1")
+    h.materialize("stuck")
+    h.materialize("a2")
+    h.tick()
+    h.advance(hours=1)
+    h.observe("held", "2")
+    h.tick()
+    h.advance(minutes=70)
+    h.observe("held", "1")
+    h.tick()
+    h.advance(minutes=30)
+    h.observe("s", "2")
+
+
+def test_a_change_left_from_a_released_stuck_asset_is_not_revived_by_a_later_one() -> None:
+    """``a2`` remembers 01:00 from a stuck asset that has since been released; ``a1`` above
+    it is stale now only for a change at 02:40. That is not why ``a2`` is behind since 01:00:
+    the engine does not pull the lazy ``a2`` at once, and `plan` must not either (it found
+    ``a1`` stale and took 01:00 for still held back: ``a2`` late since 02:00, run now)."""
+    with Harness(_left_behind(), now="2026-01-05T00:00:00Z") as h:
+        _released_then_changed(h)
+        planned = dry_run(h.engine.defs, h.engine.state, h.now)
+        ran = h.tick().materialized
+    assert ran == [("a1", None)]
+    assert [(s.asset, s.partition) for s in planned.steps] == ran
+    assert "late at 2026-01-05T03:40:00+00:00" in planned.held[("a2", None)]
+
+
+def test_what_is_stuck_above_a_partition_does_not_depend_on_what_was_asked_first() -> None:
+    """``behind_upstream`` remembers, per partition, the stuck asset above it. Asked first of
+    ``a1`` (nothing stuck above it), then of ``a2`` below: the walk from ``a2`` met ``a1`` in
+    the memo and skipped ``a1``'s own state, so the answer for ``a2`` was None in one order
+    and ``a1`` in the other (the engine and `plan` ask in different orders)."""
+    with Harness(_left_behind(), now="2026-01-05T00:00:00Z") as h:
+        _released_then_changed(h)
+        alone = behind_upstream(h.engine.evaluator(), ("a2", None))
+        ev = h.engine.evaluator()
+        assert behind_upstream(ev, ("a1", None)) is None
+        after = behind_upstream(ev, ("a2", None))
+    assert alone == after == ("a1", None)

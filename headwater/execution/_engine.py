@@ -57,10 +57,10 @@ from headwater.planning import (
     State,
     Status,
     backfill_nodes,
-    behind_upstream,
     carry_pending_since,
     explain,
     freshness_status,
+    held_above,
     node_label,
     partition_range,
     released_below,
@@ -450,7 +450,7 @@ class Engine:
             old = self.state.record(node)
             if event.kind == EventKind.MATERIALIZATION and old is not None and old.pending_since:
                 ev = ev or self.evaluator()
-                if behind_upstream(ev, node) is not None:
+                if held_above(ev, node) is not None:
                     # it ran for another input: still behind an asset above that is stuck
                     records[node] = replace(records[node], pending_since=old.pending_since)
                 else:

@@ -23,9 +23,9 @@ from headwater.definitions import Definitions, SourceDef
 from headwater.planning._facts import CHECKED, PLAIN_STEP, UNKNOWN, VARIES, Facts, facts_of
 from headwater.planning._freshness import (
     behind_until,
-    behind_upstream,
     carry_pending_since,
     freshness_status,
+    held_above,
     never_arrived,
     stuck_below,
     unreflected_since,
@@ -239,7 +239,7 @@ def _dry_run(
                 behind: datetime | None = None
                 if tracked:
                     _carry(ev, node, old.pending_since or now, touched)
-                    if old.pending_since is not None and behind_upstream(ev, node) is not None:
+                    if held_above(ev, node) is not None:
                         behind = old.pending_since  # as the engine: it ran for another input
                 version = f"(planned {made})"
                 if node[1] is None:

@@ -32,6 +32,7 @@ __all__ = [
     "behind_upstream",
     "carry_pending_since",
     "freshness_status",
+    "held_above",
     "lag_since",
     "never_arrived",
     "released_below",
@@ -88,7 +89,7 @@ def _lag(
         record = ev.state.record((key, partition))
         if record is None or (since := record.pending_since) is None:
             return timedelta(0), None
-        if behind_upstream(ev, (key, partition)) is None:
+        if held_above(ev, (key, partition)) is None:
             return timedelta(0), None  # what it remembers was resolved by early cutoff
         return max(timedelta(0), ev.now - since), since  # an asset above is stuck
     inputs_since: datetime | None = None
@@ -211,15 +212,16 @@ def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
                 record = ev.state.record(up)
                 if record is None or record.pending_since is None:
                     continue
+                if ev.status(*up).state != FRESH:  # before the memo: it says what is above
+                    parent[up] = current
+                    found, below = up, current
+                    break
                 if up in memo:
                     if (found := memo[up]) is not None:
                         below = current
                         break
                     continue
                 parent[up] = current
-                if ev.status(*up).state != FRESH:
-                    found, below = up, current
-                    break
                 stack.append(up)
             if found is not None:
                 break
@@ -233,10 +235,27 @@ def behind_upstream(ev: Evaluator, node: NodeKey) -> NodeKey | None:
     return found
 
 
+def held_above(ev: Evaluator, node: NodeKey) -> NodeKey | None:
+    """The stuck asset above ``node`` (:func:`behind_upstream`) that holds back the change
+    ``node`` remembers: behind since no later than that change. One behind only since a
+    later change (a new input it is about to run for) is not why ``node`` remembers an
+    earlier one: that was left by a stuck asset that since produced the same version."""
+    record = ev.state.record(node)
+    if record is None or (since := record.pending_since) is None:
+        return None
+    stuck = behind_upstream(ev, node)
+    if stuck is None:
+        return None
+    held = ev.state.record(stuck)
+    if held is None or held.pending_since is None or held.pending_since > since:
+        return None
+    return stuck
+
+
 def _remembers(ev: Evaluator, node: NodeKey) -> bool:
     """Whether the change the partition remembers is still one it does not reflect (else it
     is left from a stuck asset above that since produced the same version)."""
-    return ev.status(*node).state != FRESH or behind_upstream(ev, node) is not None
+    return ev.status(*node).state != FRESH or held_above(ev, node) is not None
 
 
 def _tracked_below(ev: Evaluator, node: NodeKey, *, remembering: bool) -> Iterator[NodeKey]:
@@ -384,7 +403,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
             due = since + sla.max_lag
             if now >= due:
                 what = status.state
-                if what == FRESH and (stuck := behind_upstream(ev, (key, partition))):
+                if what == FRESH and (stuck := held_above(ev, (key, partition))):
                     where = stuck[0] if stuck[1] is None else f"{stuck[0]}[{stuck[1]}]"
                     what = f"behind {where} ({ev.status(*stuck).state})"
                 reasons.append(f"{what} for {span(behind)}, more than max_lag {span(sla.max_lag)}")
