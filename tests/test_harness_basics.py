@@ -1093,3 +1093,72 @@ def test_the_look_for_lost_values_leaves_an_asset_s_own_filesystem_store_alone(
         assert h._call(h.engine.forget_lost_values) == 0
         assert h.events(kind="value_lost") == []
         assert h.state("kept") == "fresh"
+
+
+def _two_tables() -> hw.Definitions:
+    src = hw.source("src")
+
+    @hw.asset
+    def one(src: Any) -> list[Any]:
+        return [src] * 10_000  # large: a file of the state directory, not the event log
+
+    @hw.asset
+    def two(src: Any) -> list[Any]:
+        return [src, src] * 10_000
+
+    return hw.Definitions([src, one, two])
+
+
+def test_values_deleted_with_their_folders_are_lost_and_written_again(tmp_path: Path) -> None:
+    """``rm -rf values`` while the daemon runs: the look finds every value gone, and the runs
+    that make them again write them (the store remembered the folders it had made, and each
+    write failed: hostile37b bug1)."""
+    import shutil
+
+    with Harness(_two_tables(), state_dir=tmp_path / "state") as h:
+        h.observe("src", value=1)
+        assert sorted(h.tick().materialized) == [("one", None), ("two", None)]
+        shutil.rmtree(tmp_path / "state" / "values")
+        assert h._call(functools.partial(h.engine.forget_lost_values, again=True)) == 2
+        h.observe("src", value=1)  # its value went with the folder: a reader waits for it
+        tick = h.tick()
+        assert sorted(tick.materialized) == [("one", None), ("two", None)]
+        assert tick.failed == {}
+        assert h.value("two") == [1, 1] * 10_000
+
+
+def test_a_value_folder_made_a_link_is_lost_and_the_look_goes_on(tmp_path: Path) -> None:
+    """A value folder replaced by a link (here a loop) while the daemon runs: the look counts
+    its values gone, as a start does (it followed the link: the folder was known from
+    before), and goes on to the other folders (one that could not be read stopped the whole
+    look, every time: hostile37b bug2, bug4)."""
+    with Harness(_two_tables(), state_dir=tmp_path / "state") as h:
+        h.observe("src", value=1)
+        h.tick()
+        assert h._call(functools.partial(h.engine.forget_lost_values, again=True)) == 0
+        values = tmp_path / "state" / "values"
+        folder = values / "one"
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+        folder.symlink_to(folder)  # a loop
+        (value,) = (values / "two").iterdir()
+        value.unlink()
+        assert h._call(functools.partial(h.engine.forget_lost_values, again=True)) == 2
+        assert h.state("one") == h.state("two") == "missing"
+
+
+def test_a_value_a_run_under_way_moves_into_the_log_is_not_lost(tmp_path: Path) -> None:
+    """A run whose value shrank below the log's limit removes the old file before its end is
+    recorded: a look in between found the file gone while the record still named it, and
+    recorded a loss that was none (hostile37b bug3). Partitions under way are left to their
+    runs' ends."""
+    with Harness(_two_tables(), state_dir=tmp_path / "state") as h:
+        h.observe("src", value=1)
+        h.tick()
+        (value,) = (tmp_path / "state" / "values" / "one").iterdir()
+        value.unlink()  # as the run's worker does, just before the run's end is recorded
+        h.engine.storing[("one", None)] = 1  # under way
+        assert h._call(functools.partial(h.engine.forget_lost_values, again=True)) == 0
+        del h.engine.storing[("one", None)]
+        assert h._call(functools.partial(h.engine.forget_lost_values, again=True)) == 1

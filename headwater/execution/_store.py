@@ -555,13 +555,22 @@ class FilesystemStore:
                     with contextlib.suppress(FileNotFoundError):
                         other.unlink()
 
-        try:
-            self._folder(target.parent, create=True)
-            self._folder(self.temp_dir, create=True)
-            _clear_folder_at(target)
-            write_atomically(target, write, publishing, self.temp_dir, sync=False)
-        except OSError as exc:
-            raise storage_failure(exc, target.parent) or exc from None
+        for again in (False, True):
+            try:
+                self._folder(target.parent, create=True)
+                self._folder(self.temp_dir, create=True)
+                _clear_folder_at(target)
+                write_atomically(target, write, publishing, self.temp_dir, sync=False)
+            except FileNotFoundError as exc:
+                if again:
+                    raise storage_failure(exc, target.parent) or exc from None
+                # A folder made before was removed since (`rm -rf values` while the daemon
+                # runs): made again, once (hostile37b bug1).
+                self._forget_folders()
+            except OSError as exc:
+                raise storage_failure(exc, target.parent) or exc from None
+            else:
+                break
         return version
 
     def drop(self, asset: str, partition: str | None) -> None:
@@ -773,13 +782,18 @@ class FilesystemStore:
 
     def absent(self, nodes: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
         """The asset partitions among ``nodes`` that have no stored value (one listing per
-        folder, not one stat per value)."""
-        listings: dict[Path, set[str]] = {}
+        folder, not one stat per value). A folder checked before is checked again: one made a
+        link since holds no value, and is written through no more. One that cannot be listed
+        otherwise (no permission) says nothing of its values: they are not counted gone, and
+        the other folders are still looked at."""
+        listings: dict[Path, set[str] | None] = {}
         gone: list[tuple[str, str | None]] = []
         for asset, partition in nodes:
             base = self._base(asset, partition)
-            names = listings.get(base.parent)
-            if names is None:
+            if base.parent in listings:
+                names = listings[base.parent]
+            else:
+                self._safe_dirs.discard(base.parent)
                 try:
                     self._folder(base.parent, create=False)
                     names = {
@@ -787,10 +801,19 @@ class FilesystemStore:
                     }
                 except (FileNotFoundError, NotADirectoryError, UnsafePath):
                     names = set()
+                    self._forget_folders()
+                except OSError:
+                    names = None
                 listings[base.parent] = names
-            if not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
+            if names is not None and not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
                 gone.append((asset, partition))
         return gone
+
+    def _forget_folders(self) -> None:
+        """A folder of the store is gone, or is not one any more: the folders checked and made
+        so far are checked (and made) again before the next value is written there."""
+        self._safe_dirs.clear()
+        self._root_made = False
 
     def prune_values(self, held: Mapping[str, Iterable[str | None]]) -> list[Path]:
         """Delete stored values no asset partition holds: files of keys not in ``held``
