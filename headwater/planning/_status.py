@@ -623,7 +623,7 @@ def _check_hold(defs: Definitions, key: str, record: NodeRecord) -> str | None:
 def _absence(record: NodeRecord | None, moot: bool = False, source: bool = False) -> str:
     """Why an input partition has no version: never there, failed (unless the failure no
     longer stands: ``moot``), deleted, or lost (a ``source``'s value comes back when it is
-    observed again, an asset's when it runs)."""
+    observed again, an asset's when it runs: its policy says when)."""
     if record is None:
         return "is missing"
     if record.failure is not None:
@@ -631,7 +631,7 @@ def _absence(record: NodeRecord | None, moot: bool = False, source: bool = False
     if record.lost_at is not None:
         if source:
             return "is missing (its stored value was lost; until it is observed again)"
-        return "is missing (its stored value was lost; it is materialized again)"
+        return "is missing (its stored value was lost; until it is materialized again)"
     if record.changed_at is not None:
         return f"was deleted at {record.changed_at.isoformat()}"
     return "is missing"
