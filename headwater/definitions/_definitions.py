@@ -270,25 +270,23 @@ class Definitions:
         not depend on the instant: every child unpartitioned (each is then reached as its one
         node, whatever the edge), kept if its policy reacts to upstream changes. None when a
         child is partitioned (which partitions exist may change with time or dynamic keys).
-        Memoized per key: planning asks once per step, 100k times in a dry run."""
+        Memoized per key: a tick's wavefront asks once per step (a dry run keeps its own, as
+        topological places: ``planning._facts``)."""
         if key in self._fixed_reach:
             return self._fixed_reach[key]
-        keys = self.fixed_reach_keys(key)
-        reach = self._fixed_reach[key] = None if keys is None else tuple((k, None) for k in keys)
-        return reach
-
-    def fixed_reach_keys(self, key: str) -> list[str] | None:
-        """The keys of :meth:`fixed_reach`, worked out anew each call (a dry run keeps them
-        as topological places, and builds no node per child)."""
         assets = self.assets
-        found: list[str] = []
-        for child in self.graph.children[key]:  # one loop, no generators: a dry run's first
-            asset = assets[child]  # plan asks for every asset of the closure
+        found: list[tuple[str, None]] = []
+        reach: tuple[tuple[str, None], ...] | None = None
+        for child in self.graph.children[key]:
+            asset = assets[child]
             if asset.partitions is not None:
-                return None
+                break
             if asset.policy.reacts_to_upstream:
-                found.append(child)
-        return found
+                found.append((child, None))
+        else:
+            reach = tuple(found)
+        self._fixed_reach[key] = reach
+        return reach
 
     def fixed_inputs(self, key: str) -> tuple[tuple[str, None], ...] | None:
         """The input nodes of asset ``key``'s unpartitioned node, when they do not depend on

@@ -159,7 +159,7 @@ class Facts:
         """Work out ``Definitions.fixed_reach`` of the asset at ``place`` as places in
         :attr:`reached`; return how many (:data:`VARIES`: it depends on the instant)."""
         n = self.reach_n[place]
-        if n == UNKNOWN:  # as Definitions.fixed_reach_keys, from the flags
+        if n == UNKNOWN:  # as Definitions.fixed_reach, from the flags (no node per child)
             order, flags = self.order, self.flags
             found = []
             for child in self._definitions().graph.children[self.keys[place]]:
