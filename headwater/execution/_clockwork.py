@@ -156,14 +156,9 @@ class Clockwork:
         engine = self.engine
         ev = engine.evaluator()
         tracked = engine.defs.lag_tracked
-        for node, record in engine.state.records.items():
-            if (
-                record.pending_since is not None
-                and node[0] in tracked
-                and ev.exists(*node)
-                and ev.status(*node).state != "fresh"
-            ):
-                self.behind(node, record.pending_since)
+        for node in engine.state.records:
+            if node[0] in tracked and (due := behind_until(ev, node)) is not None:
+                self.timers.schedule(due, "behind", node)
 
     async def _stuck(self, node: NodeKey) -> list[NodeKey]:
         """The ``behind`` timer of ``node``: still behind, it is stuck (failing, retrying,

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from headwater._durations import format_duration
 from headwater.definitions import AssetDef, Node, PartitionsDefinition, dynamic_keys_in
 from headwater.planning._state import NodeKey, NodeRecord, replace
-from headwater.planning._status import FRESH, Evaluator
+from headwater.planning._status import FRESH, Evaluator, node_label
 
 __all__ = [
     "FreshnessStatus",
@@ -240,16 +240,10 @@ def held_above(ev: Evaluator, node: NodeKey) -> NodeKey | None:
     ``node`` remembers: behind since no later than that change. One behind only since a
     later change (a new input it is about to run for) is not why ``node`` remembers an
     earlier one: that was left by a stuck asset that since produced the same version."""
-    record = ev.state.record(node)
-    if record is None or (since := record.pending_since) is None:
+    if (since := _pending(ev, node)) is None or (stuck := behind_upstream(ev, node)) is None:
         return None
-    stuck = behind_upstream(ev, node)
-    if stuck is None:
-        return None
-    held = ev.state.record(stuck)
-    if held is None or held.pending_since is None or held.pending_since > since:
-        return None
-    return stuck
+    held = _pending(ev, stuck)
+    return stuck if held is not None and held <= since else None
 
 
 def _remembers(ev: Evaluator, node: NodeKey) -> bool:
@@ -404,8 +398,7 @@ def freshness_status(ev: Evaluator, key: str, partition: str | None) -> Freshnes
             if now >= due:
                 what = status.state
                 if what == FRESH and (stuck := held_above(ev, (key, partition))):
-                    where = stuck[0] if stuck[1] is None else f"{stuck[0]}[{stuck[1]}]"
-                    what = f"behind {where} ({ev.status(*stuck).state})"
+                    what = f"behind {node_label(*stuck)} ({ev.status(*stuck).state})"
                 reasons.append(f"{what} for {span(behind)}, more than max_lag {span(sla.max_lag)}")
             else:
                 deadlines.append(due)
