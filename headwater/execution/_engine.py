@@ -660,11 +660,8 @@ class Engine:
             how = "gone or not the recorded version after the machine restarted"
         else:
             gone = await anyio.to_thread.run_sync(store.absent, list(stored))
-            how = (
-                "found gone by a periodic look at the stored values"
-                if again
-                else ("found gone at start")
-            )
+            looked = "by a periodic look at the stored values" if again else "at start"
+            how = f"found gone {looked}"
         # A run may have stored a new value while the folders were read: that one stands. One
         # still under way may have removed the file of a value the log now keeps, and not yet
         # recorded that (hostile37b bug3): its end says what holds the value.

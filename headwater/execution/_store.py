@@ -497,6 +497,11 @@ class FilesystemStore:
             name = "h=" + hashlib.blake2b(partition.encode(), digest_size=20).hexdigest()
         return name
 
+    def _asset_folder(self, asset: str) -> str:
+        """The folder of ``asset``'s values, as text: no Path objects, for the checks each run
+        makes of an asset that may have none."""
+        return os.path.join(self._root_text, *asset.split("/"))  # noqa: PTH118
+
     def _base(self, asset: str, partition: str | None) -> Path:
         return self.root.joinpath(*asset.split("/"), self._name(partition))
 
@@ -578,8 +583,7 @@ class FilesystemStore:
         and a file left behind holds an older one (which an earlier version of headwater,
         run on this state directory again, would read as current). One stat for an asset that
         never had a file."""
-        folder = os.path.join(self._root_text, *asset.split("/"))  # noqa: PTH118
-        if not os.path.isdir(folder):  # noqa: PTH112 (no Path objects: 21 -> 3.6 us a run)
+        if not os.path.isdir(self._asset_folder(asset)):  # noqa: PTH112 (21 -> 3.6 us a run)
             return
         base = self._base(asset, partition)
         try:
@@ -712,7 +716,7 @@ class FilesystemStore:
             # One stat, no Path objects, for an asset with no folder: a plain source observed
             # with a version only is looked for by each run of each reader (12 of a trivial
             # run's 34 us in its thread). What the walk below would also find none in.
-            os.stat(os.path.join(self._root_text, *asset.split("/")))  # noqa: PTH116, PTH118
+            os.stat(self._asset_folder(asset))  # noqa: PTH116
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
