@@ -77,7 +77,9 @@ class Facts:
         weak dictionary whose values must not keep its keys alive (each reload's would)."""
         self._reserving = threading.Lock()
         """Held while a slice of :attr:`inputs` or :attr:`reached` is taken: two plans in
-        two threads would otherwise each point an asset at the other's slice."""
+        two threads would otherwise each point an asset at the other's slice. A slice is
+        pointed at only once it is filled: another thread may gather the same asset again
+        while a plan reads its first slice."""
         order = self.order = defs.graph.order
         n = len(order)
         keys = [""] * n
@@ -102,29 +104,38 @@ class Facts:
         asset."""
         self.reach_n = array("i", [UNKNOWN]) * n
         self.reached = array("i")
+        # What make and reach read of the definitions, held here, not through them: a
+        # lookup each through the definitions was a tenth of gathering an asset. None of
+        # these holds the definitions themselves (see ``_defs``).
+        self._assets = defs.assets
+        self._in_edges = defs.graph.in_edges
+        self._children = defs.graph.children
+        self._guarded = defs.guarded
+        self._checks = defs.checks
 
     def make(self, place: int) -> int:
         """Gather the facts of the asset at ``place``; return its flags (a KeyError for a
         source)."""
-        defs = self._definitions()
         key = self.keys[place]
-        asset = defs.assets[key]
-        guarded = defs.guarded
+        asset = self._assets[key]
+        guarded = self._guarded
         flags = MADE
         if asset.partitions is None:
-            inputs = []
-            for parent, mapping in defs.graph.in_edges[key]:
+            parents = []
+            for parent, mapping in self._in_edges[key]:
                 if mapping is not _NONE or parent in guarded:
                     break
-                inputs.append(parent)
+                parents.append(parent)
             else:
-                inputs.sort()
-                order = self.order
-                places = [order[parent] for parent in inputs]
+                if len(parents) > 1:
+                    parents.sort()
                 with self._reserving:
-                    self.inputs_at[place] = len(self.inputs)
-                    self.inputs.extend(places)
-                self.inputs_n[place] = len(places)
+                    at = len(self.inputs)
+                    self.inputs.extend(map(self.order.__getitem__, parents))
+                # Published once its slice is complete: a plan in another thread may read it
+                # as soon as it is set (the first to set it has set inputs_n and flags).
+                self.inputs_at[place] = at
+                self.inputs_n[place] = len(parents)
                 flags |= PLAIN
             if asset.policy.reacts_to_upstream:
                 flags |= _REACTS
@@ -132,12 +143,13 @@ class Facts:
             flags |= _PARTITIONED
         if type(asset.policy) is EagerPolicy:
             flags |= EAGER
-        if key in defs.checks:
+        if key in self._checks:
             flags |= CHECKED
         elif flags & (EAGER | PLAIN) == EAGER | PLAIN:
             flags |= PLAIN_STEP
         if key in guarded:
             flags |= GUARDED
+        defs = self._definitions()
         self.code[place] = defs.code_version(key)
         self.binding[place] = defs.binding(key)
         self.store[place] = defs.store_name(key)
@@ -162,7 +174,7 @@ class Facts:
         if n == UNKNOWN:  # as Definitions.fixed_reach, from the flags (no node per child)
             order, flags = self.order, self.flags
             found = []
-            for child in self._definitions().graph.children[self.keys[place]]:
+            for child in self._children[self.keys[place]]:
                 at = order[child]
                 bits = flags[at] or self.make(at)  # a dry run reaches it next
                 if bits & _PARTITIONED:
@@ -172,8 +184,9 @@ class Facts:
                     found.append(at)
             else:
                 with self._reserving:
-                    self.reach_at[place] = len(self.reached)
+                    at = len(self.reached)
                     self.reached.extend(found)
+                self.reach_at[place] = at  # once complete, as inputs_at in make
                 n = len(found)
             self.reach_n[place] = n
         return n
