@@ -216,6 +216,27 @@ def test_a_dry_run_decides_each_partition_of_the_closure_once(
     assert sorted(decided) == sorted((s.asset, s.partition) for s in planned.steps)
 
 
+def test_a_dry_run_leaves_no_object_per_step_for_the_collector_to_walk() -> None:
+    """The plan it returns holds its steps in columns of strings: a step object each put
+    97k objects in the collector's youngest generation at 100k, and the collection that
+    followed the plan walked them all (a tenth of the plan)."""
+    from headwater.planning import _dryrun
+
+    def tracked_after_a_plan(n: int) -> int:
+        defs = _layered(n)
+        with Harness(defs) as h:
+            _observe_sources(h, defs)
+            h.tick()
+            gc.collect()
+            before = len(gc.get_objects())
+            planned = _dryrun.dry_run(defs, h.engine.state, h.now, changed=[("s0", None)])
+            assert len(planned.steps) > n // 2
+            return len(gc.get_objects()) - before
+
+    small, large = tracked_after_a_plan(100), tracked_after_a_plan(1_000)
+    assert large <= small + 5, f"10x the steps left {large} tracked objects, against {small}"
+
+
 def test_a_long_lived_engine_keeps_its_loaded_state_out_of_collections(tmp_path: Path) -> None:
     """The daemon's engine (``long_lived``): every record it loaded is frozen, so a full
     collection no longer walks the state; an engine opened by others freezes nothing."""

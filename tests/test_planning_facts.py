@@ -9,11 +9,13 @@ import threading
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 import headwater as hw
-from headwater.planning._dryrun import dry_run
+from headwater._records import replace
+from headwater.planning._dryrun import dry_run, put_observed
 from headwater.planning._state import NodeRecord, State
 from headwater.planning._status import Evaluator
 
@@ -95,3 +97,68 @@ def _plans_at_once(
     for t in threads:
         t.join()
     return plans
+
+
+def _wide(n: int) -> tuple[hw.Definitions, State]:
+    """``wide`` reads ``s0`` .. ``s<n-1>``, materialized on their versions."""
+
+    params = {f"x{i}": f"s{i}" for i in range(n)}
+    scope: dict[str, Any] = {}
+    exec(f"def fn({', '.join(params)}): return 0", scope)  # n named inputs
+    fn = scope["fn"]
+    defs = hw.Definitions(
+        [hw.source(f"s{i}") for i in range(n)]
+        + [hw.asset("wide", ins=params, code_version="1")(fn)]
+    )
+    state = State()
+    for i in range(n):
+        state.put((f"s{i}", None), NodeRecord(version=f"v{i}", changed_at=NOW))
+    inputs = tuple(sorted((f"s{i}", None, f"v{i}") for i in range(n)))
+    state.put(
+        ("wide", None),
+        NodeRecord(
+            version="w", changed_at=NOW, materialized_at=NOW, code_version="1", inputs=inputs,
+            store="", binding=defs.binding("wide"),
+        ),
+    )  # fmt: skip
+    return defs, state
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"code_version": "0"},
+        {"store": "s3://elsewhere"},
+        {"inputs": (("t0", None, "v0"),)},
+        {"inputs": (("s0", "p", "v0"),)},
+        {"inputs": ()},
+    ],
+    ids=["inputs", "code", "store", "renamed-input", "partition", "no-inputs"],
+)
+def test_a_plan_gives_a_plain_step_the_reasons_its_status_gives(change: dict[str, object]) -> None:
+    """A dry run judges the usual step (only its inputs' versions changed) from the versions
+    it planned, without the evaluator; any other record must still get the evaluator's
+    reasons, in its order."""
+    defs, state = _pairs(2)
+    record = state.records[("a0", None)]
+    state.put(("a0", None), replace(record, **change))  # type: ignore[arg-type]
+    _assert_plan_says_what_status_says(defs, state, "a0", [("s0", None)])
+
+
+@pytest.mark.parametrize("n", [11, 12, 13])
+def test_a_plan_counts_the_input_changes_of_a_wide_step_as_its_status_does(n: int) -> None:
+    defs, state = _wide(n)
+    _assert_plan_says_what_status_says(defs, state, "wide", [(f"s{i}", None) for i in range(n)])
+
+
+def _assert_plan_says_what_status_says(
+    defs: hw.Definitions, state: State, key: str, changed: list[tuple[str, None]]
+) -> None:
+    planned = dry_run(defs, state, NOW, changed=changed)
+    after = state.copy()
+    for n, node in enumerate(changed):
+        put_observed(after, node, f"(new {n})", NOW)
+    status = Evaluator(defs, after, NOW).status(key, None)
+    assert status.state in ("stale", "missing"), status
+    assert [(s.asset, s.reason) for s in planned.steps] == [(key, "; ".join(status.reasons))]

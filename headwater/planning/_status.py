@@ -35,6 +35,7 @@ from headwater.policies import ClockPolicy, Decision, EagerPolicy, PolicyContext
 from headwater.policies._eager import decide_eagerly
 
 __all__ = [
+    "CHANGES_SHOWN",
     "REMOVED",
     "Evaluator",
     "FailedCheck",
@@ -42,6 +43,7 @@ __all__ = [
     "as_input",
     "failed_blocking",
     "failed_checks",
+    "input_changed",
     "node_label",
 ]
 
@@ -382,6 +384,19 @@ class Evaluator:
             reasons.extend(self._unjudged(asset_key, record))
         return reasons
 
+    @staticmethod
+    def judged_by_inputs(facts: Facts, place: int, record: NodeRecord) -> bool:
+        """Whether :meth:`stale_reasons` of ``record`` (its asset's facts gathered at
+        ``place``) can name nothing but its inputs: its code, store and binding are as now
+        and no blocking check guards it. False may still mean no other reason (the full
+        look tells); a dry run's plain steps judge their inputs alone when True."""
+        return (
+            record.code_version == facts.code[place]
+            and ((stored := record.store) is None or stored == facts.store[place])
+            and ((bound := record.binding) is None or bound == facts.binding[place])
+            and not facts.flags[place] & GUARDED
+        )
+
     def _unjudged(self, key: str, record: NodeRecord) -> list[str]:
         """The blocking checks that have not judged the current data: declared since it was
         materialized, or edited since they judged it. The asset must run again for them to
@@ -661,23 +676,27 @@ def _input_changes(recorded: InputVersions, current: InputVersions) -> Iterable[
             if a != a_now or p != p_now:
                 break
             if v != v_now:
-                label = a if p is None else f"{a}[{p}]"  # node_label, inline: once per step
-                out.append(f"input {label} changed ({v[:12]} -> {v_now[:12]})")
+                out.append(input_changed(a if p is None else f"{a}[{p}]", v, v_now))
         else:
             return out
     return _reshaped_inputs(recorded, current)
 
 
-_CHANGES_SHOWN = 10
+def input_changed(label: str, before: str, now: str) -> str:
+    return f"input {label} changed ({before[:12]} -> {now[:12]})"
+
+
+CHANGES_SHOWN = 10
+"""Input changes a reason names one by one; more are counted."""
 
 
 def _at_most(changes: Iterable[str]) -> list[str]:
     """The first input changes and how many more: a reader of 500 partitions otherwise
     carried a reason of 28,000 characters into every event, `plan`, `why` and `status`."""
     shown = list(changes)
-    if len(shown) > _CHANGES_SHOWN + 1:
-        more = len(shown) - _CHANGES_SHOWN
-        shown[_CHANGES_SHOWN:] = [f"and {more} more inputs changed"]
+    if len(shown) > CHANGES_SHOWN + 1:
+        more = len(shown) - CHANGES_SHOWN
+        shown[CHANGES_SHOWN:] = [f"and {more} more inputs changed"]
     return shown
 
 
