@@ -17,12 +17,18 @@ __all__ = ["collector_paused"]
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic collector for the block (a no-op if it was off already)."""
+def collector_paused(*, then_freeze: bool = False) -> Iterator[None]:
+    """Pause the cyclic collector for the block (a no-op if it was off already).
+    ``then_freeze``: what is alive at its end is moved out of the collector's walks for good
+    (``gc.freeze``) before it runs again, for a block that loads what a process keeps: else
+    the first collection after it, due at once, walks everything the block made (100k
+    records at 100k partitions: ~0.1 s of an open)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
+        if then_freeze:  # not on an error: what it made then is no one's to keep
+            gc.freeze()
     finally:
         if collecting:
             gc.enable()

@@ -50,6 +50,7 @@ from typing import Any, cast
 import aiosqlite
 import anyio
 
+from headwater._collector import collector_paused
 from headwater._errors import StateDirError
 from headwater._events import Event, format_timestamp
 from headwater._statedir import linked
@@ -215,32 +216,39 @@ class EventLog:
             row = await cur.fetchone()
         self._dynamic_seq = int(row[0]) if row else 0
 
-    async def load_state(self) -> State:
-        """The state as of the last commit, from the ``current_state`` table."""
+    async def load_state(self, *, long_lived: bool = False) -> State:
+        """The state as of the last commit, from the ``current_state`` table. ``long_lived``:
+        the process keeps it for its life (the daemon): what is alive once it is loaded is
+        moved out of the collector's walks for good (``gc.freeze``)."""
         try:
-            return await self._load_state()
+            return await self._load_state(long_lived)
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from exc
         except MalformedRow as exc:
             raise malformed(self.path, exc) from None
 
-    async def _load_state(self) -> State:
-        async with self._conn.execute("SELECT asset, partition, record FROM current_state") as cur:
-            records = await cur.fetchall()
-        async with self._conn.execute(
-            "SELECT name, key, added_at FROM dynamic_partitions ORDER BY seq"
-        ) as cur:
-            dynamic = await cur.fetchall()
-        async with self._conn.execute(
-            "SELECT asset, first_seen, handled_through FROM schedules"
-        ) as cur:
-            schedules = await cur.fetchall()
-        # the rows are tuples already (no row factory): no copy of 100k of them
-        return state_from_rows(
-            cast("list[tuple[str, str, str]]", records),
-            cast("list[tuple[str, str, str | None]]", dynamic),
-            cast("list[tuple[str, str, str]]", schedules),
-        )
+    async def _load_state(self, long_lived: bool) -> State:
+        # Paused for the rows too (a tuple per partition, garbage once its record is built):
+        # at 100k a hundred collections walked them as they came, and one more after.
+        with collector_paused(then_freeze=long_lived):
+            async with self._conn.execute(
+                "SELECT asset, partition, record FROM current_state"
+            ) as cur:
+                records = await cur.fetchall()
+            async with self._conn.execute(
+                "SELECT name, key, added_at FROM dynamic_partitions ORDER BY seq"
+            ) as cur:
+                dynamic = await cur.fetchall()
+            async with self._conn.execute(
+                "SELECT asset, first_seen, handled_through FROM schedules"
+            ) as cur:
+                schedules = await cur.fetchall()
+            # the rows are tuples already (no row factory): no copy of 100k of them
+            return state_from_rows(
+                cast("list[tuple[str, str, str]]", records),
+                cast("list[tuple[str, str, str | None]]", dynamic),
+                cast("list[tuple[str, str, str]]", schedules),
+            )
 
     def small_value(self, node: NodeKey) -> SmallValue | None:
         """The partition's value if the log keeps it (one indexed read on a connection of

@@ -195,8 +195,8 @@ class Engine:
         async with open_event_log(state_dir) as log:
             # no source may read the state directory through a link
             private = (str(await anyio.Path(state_dir).resolve()),)
-            state = await log.load_state()
-            if long_lived:
+            state = await log.load_state(long_lived=long_lived)
+            if long_lived:  # what else is alive now (the definitions, modules): as the state
                 gc.freeze()
             engine = cls(defs, log, state, value_store, clock, private)
             engine.default_timeout = settings.timeout
