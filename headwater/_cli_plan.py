@@ -53,7 +53,7 @@ def plan(
     settings, defs = load(definitions, state_dir)
     reader = EventLogReader(settings.state_dir)
     reader.require()
-    state = reader.load_state()
+    state = reader.load_state(long_lived=True)
     now = SystemClock().now()
     nodes: list[NodeKey] | None = None
     unobserved: list[tuple[NodeKey, str | None]] = []

@@ -163,7 +163,7 @@ def status(
         settings, defs = local
         reader = EventLogReader(settings.state_dir)
         reader.require()
-        rows = list(status_rows(defs, reader.load_state(), SystemClock().now()))
+        rows = list(status_rows(defs, reader.load_state(long_lived=True), SystemClock().now()))
         health = _live(settings.state_dir)
         _note_edited(defs, health)
         runs = _runs(health)
@@ -206,7 +206,7 @@ def why(asset: str, partition: str | None, definitions: str | None, state_dir: s
     from headwater.execution._engine import recent_durations  # the engine: only here
 
     durations = recent_durations(settings.state_dir)  # what lazy assets plan ahead by
-    ev = Evaluator(defs, reader.load_state(), SystemClock().now(), durations)
+    ev = Evaluator(defs, reader.load_state(long_lived=True), SystemClock().now(), durations)
     ev.check_node(asset, partition, or_recorded=True)
     health = _live(settings.state_dir)
     lines = explain(

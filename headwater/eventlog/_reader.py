@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from headwater._collector import collector_paused
 from headwater._errors import HeadwaterError
 from headwater._events import Event, format_timestamp, parse_timestamp
 from headwater._statedir import PRIVATE_FILES, linked
@@ -68,8 +69,10 @@ class EventLogReader:
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from exc
 
-    def load_state(self) -> State:
-        with self._connect() as conn:
+    def load_state(self, *, long_lived: bool = False) -> State:
+        """The state as of the last commit. ``long_lived``: the process keeps it for the rest
+        of its life (a command that loads it, prints and exits), as ``EventLog.load_state``."""
+        with collector_paused(then_freeze=long_lived), self._connect() as conn:
             if conn is None:
                 return State()
             records = conn.execute("SELECT asset, partition, record FROM current_state").fetchall()
@@ -87,10 +90,10 @@ class EventLogReader:
                 ).fetchall()
             except sqlite3.OperationalError:  # a log written before schema 2, not yet migrated
                 schedules = []
-        try:
-            return state_from_rows(records, dynamic, schedules)
-        except MalformedRow as exc:
-            raise malformed(self.path, exc) from None
+            try:
+                return state_from_rows(records, dynamic, schedules)
+            except MalformedRow as exc:
+                raise malformed(self.path, exc) from None
 
     def assets(self) -> set[str]:
         """Every asset or source key the log holds a record of."""
