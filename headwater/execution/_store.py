@@ -136,28 +136,28 @@ def table_metadata(value: Any) -> dict[str, Any]:
     return {}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A folder of the store, opened without following a link in its place."""
 
 
-def write_atomically(
-    target: Path,
+def _write_at(
+    folder: int,
+    name: str,
     write: Callable[[IO[bytes]], None],
+    temp: int,
     publishing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
-    temp_dir: Path | None = None,
     *,
     sync: bool = True,
 ) -> None:
-    """Write a private temp file (in ``temp_dir``, on the same filesystem, or beside
-    ``target``), fsync (if ``sync``), rename over ``target`` (inside ``publishing()``), fsync
-    ``target``'s folder (if ``sync``). The temp name is short and fixed-length, so a long
-    target name always fits; a link planted at ``target`` is replaced, never followed."""
-    tmp = (temp_dir or target.parent) / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Write a private temp file in the folder open as ``temp`` (on the same filesystem), fsync
+    (if ``sync``), rename it to ``name`` in the folder open as ``folder`` (inside
+    ``publishing()``), fsync that folder (if ``sync``). Folders named by descriptors: a link put
+    in the place of either since it was opened is not followed. The temp name is short and
+    fixed-length, so a long name always fits; a link planted at ``name`` is replaced, never
+    followed."""
+    tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600, dir_fd=temp)
     try:
         with open(fd, "wb") as f:
             write(f)
@@ -165,13 +165,13 @@ def write_atomically(
                 f.flush()
                 os.fsync(f.fileno())
         with publishing():
-            tmp.replace(target)
+            os.replace(tmp, name, src_dir_fd=temp, dst_dir_fd=folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp, dir_fd=temp)
         raise
     if sync:
-        _fsync_dir(target.parent)
+        os.fsync(folder)
 
 
 def _write_parquet(table: Any) -> Callable[[IO[bytes]], None]:
@@ -432,12 +432,56 @@ def _says_no_version(path: Path) -> bool:
         return False
 
 
-def _clear_folder_at(target: Path) -> None:
+def _clear_folder_at(name: str, folder: int) -> None:
     """A folder where a value file belongs (planted: the store never makes one there) counts
     as no value; it goes, so that the value can be written (links inside are not followed)."""
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISDIR(os.lstat(target).st_mode):
-            shutil.rmtree(target)
+        if stat.S_ISDIR(os.lstat(name, dir_fd=folder).st_mode):
+            shutil.rmtree(name, dir_fd=folder)
+
+
+def _refused(exc: OSError, path: Path) -> OSError:
+    """``exc``, raised opening the store's folder ``path`` without following a link, as
+    :class:`UnsafePath` when something other than a folder (a link) is in its place."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return UnsafePath(errno.ELOOP, f"{path} is not a folder of the value store (a link?)")
+    return exc
+
+
+def _open_at(folder: int, name: str) -> int | None:
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=folder
+        )
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # a link is no value of ours
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _find_value(
+    folder: int, stem: str, *, unreadable_is_none: bool = False
+) -> tuple[str, str, int] | None:
+    """The name, format and an open descriptor of the file ``stem`` names in the open
+    ``folder``, whichever format it has; None if there is none (a link, a FIFO or a folder is
+    none; so is a file that cannot be opened, with ``unreadable_is_none``)."""
+    for fmt in _FORMATS:
+        name = f"{stem}.{fmt}"
+        try:
+            fd = _open_at(folder, name)
+        except OSError:
+            if not unreadable_is_none:
+                raise
+            fd = None
+        if fd is not None:
+            return name, fmt, fd
+    return None
 
 
 def _no_follow(path: str, flags: int) -> int:
@@ -479,7 +523,6 @@ class FilesystemStore:
         """Where values are written before they are renamed into place: one folder, so that
         opening clears a crash's leftovers without walking every asset's (no key starts
         with a dot)."""
-        self._safe_dirs: set[Path] = set()
         self._root_made = False
         self._versioned = False
         """Whether :data:`VERSIONED_MARK` was found (once there, it stays)."""
@@ -502,37 +545,52 @@ class FilesystemStore:
         makes of an asset that may have none."""
         return os.path.join(self._root_text, *asset.split("/"))  # noqa: PTH118
 
-    def _base(self, asset: str, partition: str | None) -> Path:
-        return self.root.joinpath(*asset.split("/"), self._name(partition))
+    def _stem(self, asset: str, partition: str | None) -> tuple[list[str], str]:
+        """The folders of ``asset``'s values below the root, and the name its file starts with."""
+        return asset.split("/"), self._name(partition)
 
-    def _path(self, asset: str, partition: str | None, fmt: str) -> Path:
-        base = self._base(asset, partition)
-        return base.with_name(f"{base.name}.{fmt}")
-
-    def _folder(self, folder: Path, *, create: bool) -> None:
-        """Check (and create, 0700) every folder from the state directory down to ``folder``:
-        each must be a real folder, never a link to somewhere else."""
-        if folder in self._safe_dirs:
-            return
+    def _open_root(self, *, create: bool) -> int:
+        """The root, opened: a link in its place is refused (its own folder may be one)."""
         if create:
             self._make_root()
-        parts = folder.relative_to(self.root.parent).parts
-        current = self.root.parent
-        for part in parts:
-            current = current / part
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):
-                    current.mkdir(mode=0o700)
-                st = os.lstat(current)
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafePath(
-                    errno.ELOOP, f"{current} is not a folder of the value store (a link?)"
-                )
-        self._safe_dirs.add(folder)
+        try:
+            return os.open(self._root_text, _DIR)
+        except OSError as exc:
+            raise _refused(exc, self.root) from None
+
+    def _open_below(self, root: int, parts: list[str], *, create: bool) -> int:
+        """The folder ``parts`` below the open root, opened one folder at a time from it, each
+        one made (0700) with ``create``. Each must be a real folder, never a link to somewhere
+        else: checked at every use, not once and remembered, since the folder may be made a
+        link at any time, and a worker process sees none of what the daemon checks; and
+        through descriptors, so that what is checked is what is used."""
+        fd, depth = root, 0
+        try:
+            for part in parts:
+                depth += 1
+                try:
+                    child = os.open(part, _DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o700, dir_fd=fd)
+                    child = os.open(part, _DIR, dir_fd=fd)
+                if fd != root:
+                    os.close(fd)
+                fd = child
+        except OSError as exc:
+            if fd != root:
+                os.close(fd)
+            raise _refused(exc, self.root.joinpath(*parts[:depth])) from None
+        return fd
+
+    def _open_folder(self, parts: list[str], *, create: bool) -> int:
+        root = self._open_root(create=create)
+        try:
+            return self._open_below(root, parts, create=create)
+        finally:
+            os.close(root)
 
     def save(self, asset: str, partition: str | None, value: Any) -> None:
         self.store(asset, partition, value)
@@ -549,34 +607,55 @@ class FilesystemStore:
         ``version`` if given, else the fingerprint of the value as readers will load it. Not
         synced (see the module)."""
         fmt, write, version = _encode_versioned(value, version, prepared)
-        target = self._path(asset, partition, fmt)
-        others = [self._path(asset, partition, f) for f in _FORMATS if f != fmt]
-
-        @contextlib.contextmanager
-        def publishing() -> Iterator[None]:
-            with self.publishing(), guarded():
-                yield
-                for other in others:  # a value of another format is replaced by this one
-                    with contextlib.suppress(FileNotFoundError):
-                        other.unlink()
-
+        parts, stem = self._stem(asset, partition)
+        name = f"{stem}.{fmt}"
+        others = [f"{stem}.{f}" for f in _FORMATS if f != fmt]
+        where = self.root.joinpath(*parts)
         for again in (False, True):
             try:
-                self._folder(target.parent, create=True)
-                self._folder(self.temp_dir, create=True)
-                _clear_folder_at(target)
-                write_atomically(target, write, publishing, self.temp_dir, sync=False)
+                self._store_at(parts, name, others, write)
             except FileNotFoundError as exc:
                 if again:
-                    raise storage_failure(exc, target.parent) or exc from None
+                    raise storage_failure(exc, where) or exc from None
                 # A folder made before was removed since (`rm -rf values` while the daemon
                 # runs): made again, once (hostile37b bug1).
                 self._forget_folders()
             except OSError as exc:
-                raise storage_failure(exc, target.parent) or exc from None
+                raise storage_failure(exc, where) or exc from None
             else:
                 break
         return version
+
+    def _store_at(
+        self, parts: list[str], name: str, others: list[str], write: Callable[[IO[bytes]], None]
+    ) -> None:
+        root = self._open_root(create=True)
+        try:
+            temp = self._open_below(root, [self.temp_dir.name], create=True)
+            try:
+                folder = self._open_below(root, parts, create=True)
+                try:
+
+                    @contextlib.contextmanager
+                    def publishing() -> Iterator[None]:
+                        fd = self._lock_publishing(exclusive=False, root=root)
+                        try:
+                            with guarded():
+                                yield
+                                for other in others:  # a value of another format is replaced
+                                    with contextlib.suppress(FileNotFoundError):
+                                        os.unlink(other, dir_fd=folder)
+                        finally:
+                            os.close(fd)
+
+                    _clear_folder_at(name, folder)
+                    _write_at(folder, name, write, temp, publishing, sync=False)
+                finally:
+                    os.close(folder)
+            finally:
+                os.close(temp)
+        finally:
+            os.close(root)
 
     def drop(self, asset: str, partition: str | None) -> None:
         """Remove a partition's file, if it has one: its value is now kept in the event log,
@@ -585,14 +664,29 @@ class FilesystemStore:
         never had a file."""
         if not os.path.isdir(self._asset_folder(asset)):  # noqa: PTH112 (21 -> 3.6 us a run)
             return
-        base = self._base(asset, partition)
+        parts, stem = self._stem(asset, partition)
         try:
-            self._folder(base.parent, create=False)
+            root = self._open_root(create=False)
         except (FileNotFoundError, UnsafePath):
             return
-        with self.publishing(), guarded():  # not while a backup links; not if superseded
-            for fmt in _FORMATS:
-                base.with_name(f"{base.name}.{fmt}").unlink(missing_ok=True)
+        try:
+            try:
+                folder = self._open_below(root, parts, create=False)
+            except (FileNotFoundError, UnsafePath):
+                return
+            try:
+                lock = self._lock_publishing(exclusive=False, root=root)
+                try:
+                    with guarded():  # not while a backup links; not if superseded
+                        for fmt in _FORMATS:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(f"{stem}.{fmt}", dir_fd=folder)
+                finally:
+                    os.close(lock)
+            finally:
+                os.close(folder)
+        finally:
+            os.close(root)
 
     @contextlib.contextmanager
     def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
@@ -609,15 +703,24 @@ class FilesystemStore:
         """Delete the stored value of a partition if it holds ``version`` (a source now
         observed with a version only has no value). Under publishing, held exclusively: a
         newer value stored meanwhile holds another version, and stays."""
+        parts, stem = self._stem(asset, partition)
         fd = self._lock_publishing(exclusive=True)
         try:
-            if (found := self._value_file(asset, partition)) is None:
+            try:
+                folder = self._open_folder(parts, create=False)
+            except (FileNotFoundError, UnsafePath):
                 return
-            path, fmt, held = found
-            with open(held, "rb") as f:
-                stored = _stored_version(fmt, f)
-            if stored == version:
-                path.unlink(missing_ok=True)
+            try:
+                if (found := _find_value(folder, stem)) is None:
+                    return
+                name, fmt, held = found
+                with open(held, "rb") as f:
+                    stored = _stored_version(fmt, f)
+                if stored == version:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=folder)
+            finally:
+                os.close(folder)
         finally:
             os.close(fd)
 
@@ -669,30 +772,19 @@ class FilesystemStore:
                 return False
         return self._versioned
 
-    def _lock_publishing(self, exclusive: bool) -> int:
-        self._make_root()
-        fd = os.open(
-            self.root / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
+    def _lock_publishing(self, exclusive: bool, root: int | None = None) -> int:
+        """``root``: the root, open (:meth:`_open_root`), for a writer that has it."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        if root is None:
+            self._make_root()
+            fd = os.open(self.root / PUBLISH_LOCK, flags, 0o600)
+        else:
+            fd = os.open(PUBLISH_LOCK, flags, 0o600, dir_fd=root)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         except BaseException:
             os.close(fd)
             raise
-        return fd
-
-    def _open(self, path: Path) -> int | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return None  # a link is no value of ours
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
         return fd
 
     def load(self, asset: str, partition: str | None, version: str | None = None) -> Any:
@@ -701,17 +793,18 @@ class FilesystemStore:
         found = self._value_file(asset, partition)
         if found is None:
             return self._missing(asset, partition)
-        _, fmt, fd = found
+        fmt, fd = found
         with open(fd, "rb") as f:
             label = asset if partition is None else f"{asset}[{partition}]"
             return _load_checked(fmt, f, version, label, self._versioned_only)
 
     def _value_file(
         self, asset: str, partition: str | None, *, unreadable_is_none: bool = False
-    ) -> tuple[Path, str, int] | None:
-        """The file holding a partition's value, its format and an open descriptor; None if
-        there is none (a link, a FIFO or a folder is none; so is a file that cannot be
-        opened, with ``unreadable_is_none``)."""
+    ) -> tuple[str, int] | None:
+        """The format of a partition's value and an open descriptor of its file; None if there
+        is none (a link, a FIFO or a folder is none, and so is a link in the place of a folder
+        above it; so is a file or a folder that cannot be opened, with
+        ``unreadable_is_none``)."""
         try:
             # One stat, no Path objects, for an asset with no folder: a plain source observed
             # with a version only is looked for by each run of each reader (12 of a trivial
@@ -720,22 +813,20 @@ class FilesystemStore:
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
-        base = self._base(asset, partition)
+        parts, stem = self._stem(asset, partition)
         try:
-            self._folder(base.parent, create=False)
+            folder = self._open_folder(parts, create=False)
         except (FileNotFoundError, UnsafePath):
             return None
-        for fmt in _FORMATS:
-            path = base.with_name(f"{base.name}.{fmt}")
-            try:
-                fd = self._open(path)
-            except OSError:
-                if not unreadable_is_none:
-                    raise
-                fd = None
-            if fd is not None:
-                return path, fmt, fd
-        return None
+        except OSError:
+            if not unreadable_is_none:
+                raise
+            return None
+        try:
+            found = _find_value(folder, stem, unreadable_is_none=unreadable_is_none)
+        finally:
+            os.close(folder)
+        return None if found is None else found[1:]
 
     def checked_this_boot(self) -> bool:
         """Whether the values were checked (:meth:`mismatched`) since the machine last
@@ -758,9 +849,16 @@ class FilesystemStore:
     def _write_mark(self, name: str, write: Callable[[IO[bytes]], None]) -> None:
         """Write one of the store's own files in its root, atomically (a folder planted
         there goes first)."""
-        self._folder(self.temp_dir, create=True)  # where opening clears what a crash left
-        _clear_folder_at(self.root / name)
-        write_atomically(self.root / name, write, temp_dir=self.temp_dir)
+        root = self._open_root(create=True)
+        try:
+            temp = self._open_below(root, [self.temp_dir.name], create=True)
+            try:  # the temp folder, where opening clears what a crash left
+                _clear_folder_at(name, root)
+                _write_at(root, name, write, temp)
+            finally:
+                os.close(temp)
+        finally:
+            os.close(root)
 
     def mismatched(
         self, expected: Iterable[tuple[tuple[str, str | None], str]]
@@ -773,7 +871,7 @@ class FilesystemStore:
             if found is None:
                 bad.append((asset, partition))
                 continue
-            _, fmt, fd = found
+            fmt, fd = found
             with open(fd, "rb") as f:
                 stored = _stored_version(fmt, f)
             if stored != version and (stored is not None or self._versioned_only()):
@@ -786,37 +884,36 @@ class FilesystemStore:
 
     def absent(self, nodes: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
         """The asset partitions among ``nodes`` that have no stored value (one listing per
-        folder, not one stat per value). A folder checked before is checked again: one made a
-        link since holds no value, and is written through no more. One that cannot be listed
-        otherwise (no permission) says nothing of its values: they are not counted gone, and
-        the other folders are still looked at."""
-        listings: dict[Path, set[str] | None] = {}
+        folder, not one stat per value). A folder made a link holds no value. One that cannot
+        be listed otherwise (no permission) says nothing of its values: they are not counted
+        gone, and the other folders are still looked at."""
+        listings: dict[str, set[str] | None] = {}
         gone: list[tuple[str, str | None]] = []
         for asset, partition in nodes:
-            base = self._base(asset, partition)
-            if base.parent in listings:
-                names = listings[base.parent]
+            parts, stem = self._stem(asset, partition)
+            if asset in listings:
+                names = listings[asset]
             else:
-                self._safe_dirs.discard(base.parent)
                 try:
-                    self._folder(base.parent, create=False)
-                    names = {
-                        e.name for e in os.scandir(base.parent) if e.is_file(follow_symlinks=False)
-                    }
-                except (FileNotFoundError, NotADirectoryError, UnsafePath):
+                    folder = self._open_folder(parts, create=False)
+                    try:
+                        with os.scandir(folder) as entries:
+                            names = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+                    finally:
+                        os.close(folder)
+                except (FileNotFoundError, UnsafePath):
                     names = set()
                     self._forget_folders()
                 except OSError:
                     names = None
-                listings[base.parent] = names
-            if names is not None and not any(f"{base.name}.{fmt}" in names for fmt in _FORMATS):
+                listings[asset] = names
+            if names is not None and not any(f"{stem}.{fmt}" in names for fmt in _FORMATS):
                 gone.append((asset, partition))
         return gone
 
     def _forget_folders(self) -> None:
-        """A folder of the store is gone, or is not one any more: the folders checked and made
-        so far are checked (and made) again before the next value is written there."""
-        self._safe_dirs.clear()
+        """A folder of the store is gone, or is not one any more: the root is made again
+        before the next value is written (the folders below it are checked at each use)."""
         self._root_made = False
 
     def prune_values(self, held: Mapping[str, Iterable[str | None]]) -> list[Path]:
@@ -862,10 +959,12 @@ class FilesystemStore:
     def probe(self) -> None:
         """Write, sync and remove a small file: raises StorageFailure while the disk refuses."""
         try:
-            self._folder(self.temp_dir, create=True)  # what a crash leaves there goes at open
-            target = self.temp_dir / f"{TEMP_PREFIX}probe"
-            write_atomically(target, _write_probe)
-            target.unlink()
+            temp = self._open_folder([self.temp_dir.name], create=True)
+            try:  # the temp folder: what a crash leaves there goes at open
+                _write_at(temp, f"{TEMP_PREFIX}probe", _write_probe, temp)
+                os.unlink(f"{TEMP_PREFIX}probe", dir_fd=temp)
+            finally:
+                os.close(temp)
         except OSError as exc:
             raise storage_failure(exc, self.root) or exc from None
 
@@ -877,17 +976,21 @@ class FilesystemStore:
         they let publish belong to an owner that is gone, and were abandoned. A task of one
         still running on a Dask worker published over the value of the run that replaced it."""
         try:
-            self._folder(self.temp_dir, create=False)
-            paths = list(self.temp_dir.iterdir())
+            temp = self._open_folder([self.temp_dir.name], create=False)
         except (FileNotFoundError, UnsafePath):
             return 0
-        count = 0
-        for path in paths:
-            if path.name.startswith(TEMP_PREFIX):
-                path.unlink(missing_ok=True)
-                count += 1
-        if fences := [p for p in paths if p.name.startswith(FENCE_PREFIX)]:
-            with self.publishing(exclusive=True):
-                for path in fences:
-                    path.unlink(missing_ok=True)
-        return count + len(fences)
+        try:
+            with os.scandir(temp) as entries:
+                names = [e.name for e in entries]
+            left = [n for n in names if n.startswith(TEMP_PREFIX)]
+            for name in left:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=temp)
+            if fences := [n for n in names if n.startswith(FENCE_PREFIX)]:
+                with self.publishing(exclusive=True):
+                    for name in fences:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=temp)
+        finally:
+            os.close(temp)
+        return len(left) + len(fences)
