@@ -440,6 +440,16 @@ def _clear_folder_at(name: str, folder: int) -> None:
             shutil.rmtree(name, dir_fd=folder)
 
 
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    """The open descriptor ``fd``, closed when the block ends (a folder of the store, the
+    publishing lock): several in one ``with``, each closed if a later one fails to open."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def _refused(exc: OSError, path: Path) -> OSError:
     """``exc``, raised opening the store's folder ``path`` without following a link, as
     :class:`UnsafePath` when something other than a folder (a link) is in its place."""
@@ -629,33 +639,22 @@ class FilesystemStore:
     def _store_at(
         self, parts: list[str], name: str, others: list[str], write: Callable[[IO[bytes]], None]
     ) -> None:
-        root = self._open_root(create=True)
-        try:
-            temp = self._open_below(root, [self.temp_dir.name], create=True)
-            try:
-                folder = self._open_below(root, parts, create=True)
-                try:
+        with (
+            _closing(self._open_root(create=True)) as root,
+            _closing(self._open_below(root, [self.temp_dir.name], create=True)) as temp,
+            _closing(self._open_below(root, parts, create=True)) as folder,
+        ):
 
-                    @contextlib.contextmanager
-                    def publishing() -> Iterator[None]:
-                        fd = self._lock_publishing(exclusive=False, root=root)
-                        try:
-                            with guarded():
-                                yield
-                                for other in others:  # a value of another format is replaced
-                                    with contextlib.suppress(FileNotFoundError):
-                                        os.unlink(other, dir_fd=folder)
-                        finally:
-                            os.close(fd)
+            @contextlib.contextmanager
+            def publishing() -> Iterator[None]:
+                with _closing(self._lock_publishing(exclusive=False, root=root)), guarded():
+                    yield
+                    for other in others:  # a value of another format is replaced
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(other, dir_fd=folder)
 
-                    _clear_folder_at(name, folder)
-                    _write_at(folder, name, write, temp, publishing, sync=False)
-                finally:
-                    os.close(folder)
-            finally:
-                os.close(temp)
-        finally:
-            os.close(root)
+            _clear_folder_at(name, folder)
+            _write_at(folder, name, write, temp, publishing, sync=False)
 
     def drop(self, asset: str, partition: str | None) -> None:
         """Remove a partition's file, if it has one: its value is now kept in the event log,
@@ -669,24 +668,20 @@ class FilesystemStore:
             root = self._open_root(create=False)
         except (FileNotFoundError, UnsafePath):
             return
-        try:
+        with _closing(root):
             try:
                 folder = self._open_below(root, parts, create=False)
             except (FileNotFoundError, UnsafePath):
                 return
-            try:
-                lock = self._lock_publishing(exclusive=False, root=root)
-                try:
-                    with guarded():  # not while a backup links; not if superseded
-                        for fmt in _FORMATS:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(f"{stem}.{fmt}", dir_fd=folder)
-                finally:
-                    os.close(lock)
-            finally:
-                os.close(folder)
-        finally:
-            os.close(root)
+            # not while a backup links; not if superseded
+            with (
+                _closing(folder),
+                _closing(self._lock_publishing(exclusive=False, root=root)),
+                guarded(),
+            ):
+                for fmt in _FORMATS:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{stem}.{fmt}", dir_fd=folder)
 
     @contextlib.contextmanager
     def publishing(self, *, exclusive: bool = False) -> Iterator[None]:
@@ -849,16 +844,13 @@ class FilesystemStore:
     def _write_mark(self, name: str, write: Callable[[IO[bytes]], None]) -> None:
         """Write one of the store's own files in its root, atomically (a folder planted
         there goes first)."""
-        root = self._open_root(create=True)
-        try:
-            temp = self._open_below(root, [self.temp_dir.name], create=True)
-            try:  # the temp folder, where opening clears what a crash left
-                _clear_folder_at(name, root)
-                _write_at(root, name, write, temp)
-            finally:
-                os.close(temp)
-        finally:
-            os.close(root)
+        with (
+            _closing(self._open_root(create=True)) as root,
+            # the temp folder, where opening clears what a crash left
+            _closing(self._open_below(root, [self.temp_dir.name], create=True)) as temp,
+        ):
+            _clear_folder_at(name, root)
+            _write_at(root, name, write, temp)
 
     def mismatched(
         self, expected: Iterable[tuple[tuple[str, str | None], str]]
